@@ -1,0 +1,40 @@
+/**
+ * The typed error catalogue. Every error BootTorrent raises on purpose is a
+ * BootTorrentError with a stable `code`, so callers (the CLI, the dashboard,
+ * tests) branch on codes, never on message text. Messages are written for the
+ * person who must fix the problem: name the file, the field and the fix.
+ */
+
+export type ErrorCode =
+  | 'BT_ERR_BENCODE'
+  | 'BT_ERR_METAINFO'
+  | 'BT_ERR_MAGNET'
+  | 'BT_ERR_TORRENT_CREATE'
+  | 'BT_ERR_TRACKER_CODEC'
+  | 'BT_ERR_TRACKER_FAILURE'
+  | 'BT_ERR_TRACKER_TIMEOUT'
+  | 'BT_ERR_TRACKER_PROTOCOL'
+  | 'BT_ERR_LSD_CODEC'
+  | 'BT_ERR_LISTEN'
+  | 'BT_ERR_USAGE'
+  | 'BT_ERR_FILE'
+  | 'BT_ERR_ABORTED';
+
+export class BootTorrentError extends Error {
+  readonly code: ErrorCode;
+
+  constructor(code: ErrorCode, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.code = code;
+    this.name = 'BootTorrentError';
+  }
+}
+
+export function isBootTorrentError(err: unknown, code?: ErrorCode): err is BootTorrentError {
+  return err instanceof BootTorrentError && (code === undefined || err.code === code);
+}
+
+/** Error raised when an AbortSignal fires; carries the signal's reason as cause. */
+export function abortError(signal: AbortSignal): BootTorrentError {
+  return new BootTorrentError('BT_ERR_ABORTED', 'operation aborted', { cause: signal.reason });
+}
