@@ -18,7 +18,12 @@ export type ErrorCode =
   | 'BT_ERR_LISTEN'
   | 'BT_ERR_USAGE'
   | 'BT_ERR_FILE'
-  | 'BT_ERR_ABORTED';
+  | 'BT_ERR_ABORTED'
+  | 'BT_ERR_WIRE_PROTOCOL'
+  | 'BT_ERR_WIRE_TIMEOUT'
+  | 'BT_ERR_WIRE_CLOSED'
+  | 'BT_ERR_WIRE_UNKNOWN_TORRENT'
+  | 'BT_ERR_WIRE_STATE';
 
 export class BootTorrentError extends Error {
   readonly code: ErrorCode;
