@@ -12,8 +12,17 @@ import { BootTorrentError } from '../errors.js';
 export type BValue = Buffer | number | BValue[] | BDict;
 export type BDict = Map<string, BValue>;
 
+/**
+ * Already-bencoded bytes to embed verbatim, e.g. a torrent's `info`
+ * dictionary, whose exact bytes define the infohash.
+ */
+export class RawBencode {
+  constructor(readonly bytes: Uint8Array) {}
+}
+
 /** What encode() accepts: decoded values plus convenient JS forms. */
 export type BEncodable =
+  | RawBencode
   | Uint8Array
   | string
   | number
@@ -185,6 +194,8 @@ class Encoder {
         throw new TypeError(`bencode: ${v} is not a safe integer`);
       }
       this.chunks.push(Buffer.from(`i${v}e`, 'latin1'));
+    } else if (v instanceof RawBencode) {
+      this.chunks.push(toBuffer(v.bytes));
     } else if (typeof v === 'string') {
       const b = Buffer.from(v, 'utf8');
       this.chunks.push(Buffer.from(`${b.length}:`, 'latin1'), b);

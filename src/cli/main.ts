@@ -1,0 +1,89 @@
+/**
+ * `boottorrent <command>`: dispatches to one file per subcommand and owns
+ * the process: exit codes (0 ok, 1 user error, 2 usage), signals, and the
+ * rule that a user error prints one clear message, never a stack trace.
+ */
+import { BootTorrentError } from '../errors.js';
+import { EXIT_USAGE, EXIT_USER, UsageError, type Command, type Io } from './common.js';
+
+const HELP = `Usage: boottorrent <command> [options]
+
+Commands available now:
+  torrent create <path> [options]   make a .torrent of a file or folder
+  torrent info <file> [--json]      show what a .torrent holds
+  tracker [--host H] [--port N]     run a BitTorrent tracker (HTTP and UDP on one port)
+
+Planned (not in this version yet): init, validate, start, status, build-phase1,
+demo, seed, get.
+
+Run \`boottorrent <command> --help\` for a command's options.`;
+
+const commands: Record<string, () => Promise<Command>> = {
+  torrent: async () => (await import('./torrent.js')).run,
+  tracker: async () => (await import('./tracker.js')).run,
+};
+
+const PLANNED = new Set(['init', 'validate', 'start', 'status', 'build-phase1', 'demo', 'seed', 'get']);
+
+async function main(argv: string[]): Promise<number> {
+  const ac = new AbortController();
+  let interrupted = 0;
+  const onSignal = (sig: NodeJS.Signals) => {
+    interrupted++;
+    // A second Ctrl-C means "now": the user has waited for cleanup long enough.
+    if (interrupted > 1) process.exit(130);
+    ac.abort(new BootTorrentError('BT_ERR_ABORTED', `interrupted by ${sig}`));
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  const io: Io = { stdout: process.stdout, stderr: process.stderr, signal: ac.signal };
+
+  const [name, ...rest] = argv;
+  if (name === undefined || name === '--help' || name === '-h' || name === 'help') {
+    process.stdout.write(`${HELP}\n`);
+    return name === undefined ? EXIT_USAGE : 0;
+  }
+  if (name === '--version') {
+    process.stdout.write('boottorrent 0.1.0\n');
+    return 0;
+  }
+  const load = commands[name];
+  if (!load) {
+    if (PLANNED.has(name)) {
+      process.stderr.write(`boottorrent: '${name}' is planned but not in this version yet.\n`);
+      return EXIT_USER;
+    }
+    process.stderr.write(`boottorrent: unknown command '${name}'\n\n${HELP}\n`);
+    return EXIT_USAGE;
+  }
+  try {
+    return await (
+      await load()
+    )(rest, io);
+  } catch (err) {
+    if (err instanceof UsageError) {
+      process.stderr.write(`boottorrent ${name}: ${err.message}\n\n${err.help}\n`);
+      return EXIT_USAGE;
+    }
+    if (err instanceof BootTorrentError) {
+      if (err.code === 'BT_ERR_ABORTED') {
+        process.stderr.write(
+          `\nboottorrent ${name}: stopped (${err.message === 'operation aborted' ? 'interrupted' : err.message})\n`,
+        );
+        return 130;
+      }
+      process.stderr.write(`boottorrent ${name}: ${err.message}\n`);
+      return EXIT_USER;
+    }
+    // Anything else is our bug: keep the stack, it is what a bug report needs.
+    process.stderr.write(
+      `boottorrent ${name}: internal error, please report it:\n${(err as Error).stack ?? String(err)}\n`,
+    );
+    return 70;
+  }
+}
+
+process.exitCode = await main(process.argv.slice(2));
+// Every command closes what it opened; should a handle leak anyway, do not
+// leave the user's terminal hanging. The timer itself keeps nothing alive.
+setTimeout(() => process.exit(), 2000).unref();
