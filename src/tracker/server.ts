@@ -1,0 +1,564 @@
+/**
+ * The BitTorrent tracker: HTTP (BEP 3/23/48) and UDP (BEP 15) on the same
+ * port number, one swarm table behind both. This module owns the tracker's
+ * sockets (STYLE.md lesson 2); the codecs beside it stay pure.
+ *
+ * Both transports decode to one AnnounceRequest and call `announce()`; a
+ * malformed request is logged and refused or dropped, only a listener failure
+ * is fatal (STYLE.md lesson 4).
+ */
+import { createHmac, randomBytes } from 'node:crypto';
+import { createSocket } from 'node:dgram';
+import type { Socket as UdpSocket, RemoteInfo } from 'node:dgram';
+import { EventEmitter } from 'node:events';
+import { createServer } from 'node:http';
+import type { IncomingMessage, Server as HttpServer, ServerResponse } from 'node:http';
+import { BootTorrentError, isBootTorrentError } from '../errors.js';
+import {
+  encodeAnnounceResponse,
+  encodeFailure,
+  encodeScrapeResponse,
+  parseAnnounceQuery,
+  parseScrapeQuery,
+} from './http-codec.js';
+import type {
+  AnnounceEvent,
+  AnnounceRequest,
+  AnnounceResponse,
+  PeerAddress,
+  ScrapeFile,
+  TrackerLogger,
+} from './types.js';
+import { silentLogger } from './types.js';
+import { decodeUdpRequest, encodeUdpResponse, isIpv4 } from './udp-codec.js';
+import type { UdpRequest, UdpResponse } from './udp-codec.js';
+
+export interface TrackerServerOptions {
+  /** Address for both listeners (default '0.0.0.0'). */
+  host?: string;
+  /** TCP (HTTP) and UDP port, the same number; 0 picks one free for both (default 6969). */
+  port?: number;
+  /** Seconds between regular announces we ask for (default 60: a LAN boot is short). */
+  intervalSeconds?: number;
+  /** `min interval` we send to HTTP clients (default: none). */
+  minIntervalSeconds?: number;
+  /** A peer silent this long is dropped (default: 2 intervals + 30 s, in ms). */
+  peerTimeoutMs?: number;
+  /** Serve any infohash (true) or only those given to add() (default false). */
+  open?: boolean;
+  /** Use the announce's `ip` field instead of the socket's address (only for NAT-free LANs). */
+  trustIpParam?: boolean;
+  /** Peers per reply when the client does not say (default 50); also the cap. */
+  maxPeersPerReply?: number;
+}
+
+export interface TrackerServerServices {
+  logger?: TrackerLogger;
+  /** Clock in ms (default Date.now); tests inject one to expire peers. */
+  now?: () => number;
+}
+
+/** One peer as the dashboard sees it. */
+export interface PeerState {
+  /** Lowercase hex of the 20-byte peer id. */
+  peerId: string;
+  /** The peer id as text with non-printable bytes as '.', e.g. "-aria2-0..." (shows the client). */
+  peerIdText: string;
+  ip: string;
+  port: number;
+  uploaded: number;
+  downloaded: number;
+  left: number;
+  /** ms since the epoch (by the server's clock) of the last announce. */
+  lastSeen: number;
+  /** Finished downloading while we watched (event=completed or left reached 0). */
+  completed: boolean;
+  /** Transport of the last announce. */
+  transport: 'http' | 'udp';
+}
+
+export interface SwarmState {
+  /** Lowercase hex infohash. */
+  infoHash: string;
+  seeders: number;
+  leechers: number;
+  /** Completed downloads counted since the server started (scrape `downloaded`). */
+  completed: number;
+  peers: PeerState[];
+}
+
+export interface AnnounceEventInfo {
+  infoHash: string;
+  event: AnnounceEvent;
+  peer: PeerState;
+}
+
+export interface PeerExpiredInfo {
+  infoHash: string;
+  peer: PeerState;
+}
+
+export interface TrackerServerEvents {
+  announce: [AnnounceEventInfo];
+  'peer-expired': [PeerExpiredInfo];
+}
+
+interface Swarm {
+  peers: Map<string, PeerState>;
+  completed: number;
+  /** Added by add(): kept while empty and served in closed mode. */
+  pinned: boolean;
+}
+
+const DEFAULT_PORT = 6969;
+const DEFAULT_INTERVAL = 60;
+const DEFAULT_MAX_PEERS = 50;
+const MAX_HTTP_QUERY = 8192;
+/** BEP 15: a connection id is valid about 2 minutes; we mint per 1-minute bucket and accept the previous one. */
+const CONNECTION_BUCKET_MS = 60_000;
+const PORT_RETRIES = 20;
+
+function peerIdText(id: Buffer): string {
+  let s = '';
+  for (const b of id) s += b >= 0x20 && b < 0x7f ? String.fromCharCode(b) : '.';
+  return s;
+}
+
+/** IPv4-mapped IPv6 ('::ffff:1.2.3.4') from a dual-stack socket is an IPv4 peer. */
+function normalizeIp(ip: string | undefined): string {
+  if (!ip) return '0.0.0.0';
+  return ip.startsWith('::ffff:') && isIpv4(ip.slice(7)) ? ip.slice(7) : ip;
+}
+
+function hexKey(infoHash: Buffer | string): string {
+  const hex = typeof infoHash === 'string' ? infoHash.toLowerCase() : infoHash.toString('hex');
+  if (!/^[0-9a-f]{40}$/.test(hex)) {
+    throw new BootTorrentError(
+      'BT_ERR_USAGE',
+      `infohash must be 20 bytes or 40 hex digits, got "${String(hex)}"`,
+    );
+  }
+  return hex;
+}
+
+function shuffle<T>(a: T[]): T[] {
+  for (let i = a.length - 1; i > 0; i--) {
+    const j = Math.floor(Math.random() * (i + 1));
+    [a[i], a[j]] = [a[j]!, a[i]!];
+  }
+  return a;
+}
+
+export class TrackerServer extends EventEmitter<TrackerServerEvents> {
+  private readonly host: string;
+  private readonly requestedPort: number;
+  private readonly interval: number;
+  private readonly minInterval: number | undefined;
+  private readonly peerTimeoutMs: number;
+  private readonly open: boolean;
+  private readonly trustIpParam: boolean;
+  private readonly maxPeers: number;
+  private readonly log: TrackerLogger;
+  private readonly now: () => number;
+  private readonly swarmTable = new Map<string, Swarm>();
+  private readonly secret = randomBytes(32);
+  private http: HttpServer | undefined;
+  private udp: UdpSocket | undefined;
+  private sweepTimer: NodeJS.Timeout | undefined;
+  private boundPort = 0;
+
+  constructor(options: TrackerServerOptions = {}, services: TrackerServerServices = {}) {
+    super();
+    this.host = options.host ?? '0.0.0.0';
+    this.requestedPort = options.port ?? DEFAULT_PORT;
+    this.interval = options.intervalSeconds ?? DEFAULT_INTERVAL;
+    this.minInterval = options.minIntervalSeconds;
+    this.peerTimeoutMs = options.peerTimeoutMs ?? (2 * this.interval + 30) * 1000;
+    this.open = options.open ?? false;
+    this.trustIpParam = options.trustIpParam ?? false;
+    this.maxPeers = options.maxPeersPerReply ?? DEFAULT_MAX_PEERS;
+    this.log = services.logger ?? silentLogger;
+    this.now = services.now ?? Date.now;
+  }
+
+  /** Serve this infohash (20 bytes or 40 hex digits), also in closed mode. */
+  add(infoHash: Buffer | string): void {
+    const key = hexKey(infoHash);
+    const s = this.swarmTable.get(key);
+    if (s) s.pinned = true;
+    else this.swarmTable.set(key, { peers: new Map(), completed: 0, pinned: true });
+  }
+
+  /** Stop serving this infohash and forget its peers. */
+  remove(infoHash: Buffer | string): void {
+    this.swarmTable.delete(hexKey(infoHash));
+  }
+
+  /** The bound address once listen() resolved. */
+  address(): { host: string; port: number } {
+    return { host: this.host, port: this.boundPort };
+  }
+
+  /**
+   * Binds HTTP (TCP) and UDP on one port number. With port 0 the UDP socket
+   * picks a free port and TCP tries the same; on a clash both retry. Rejects
+   * with BT_ERR_LISTEN when a listener cannot bind.
+   */
+  async listen(): Promise<{ host: string; port: number }> {
+    if (this.http || this.udp) throw new BootTorrentError('BT_ERR_LISTEN', 'tracker is already listening');
+    const attempts = this.requestedPort === 0 ? PORT_RETRIES : 1;
+    let lastErr: unknown;
+    for (let i = 0; i < attempts; i++) {
+      const udp = createSocket({ type: isIpv4(this.host) ? 'udp4' : 'udp6' });
+      try {
+        await bindUdp(udp, this.host, this.requestedPort);
+      } catch (err) {
+        closeQuietly(udp);
+        throw this.listenError('UDP', this.requestedPort, err);
+      }
+      const port = udp.address().port;
+      const http = createServer((req, res) => {
+        if (!this.handleHttp(req, res)) {
+          res
+            .writeHead(404, { 'content-type': 'text/plain' })
+            .end('not found: the tracker serves /announce and /scrape\n');
+        }
+      });
+      // Tracker requests are tiny; a slow client must not hold a socket long.
+      http.headersTimeout = 10_000;
+      http.requestTimeout = 15_000;
+      http.keepAliveTimeout = 5_000;
+      try {
+        await listenHttp(http, this.host, port);
+      } catch (err) {
+        closeQuietly(udp);
+        lastErr = err;
+        if (this.requestedPort === 0 && (err as NodeJS.ErrnoException).code === 'EADDRINUSE') continue;
+        throw this.listenError('TCP', port, err);
+      }
+      this.udp = udp;
+      this.http = http;
+      this.boundPort = port;
+      udp.on('message', (msg, rinfo) => this.onUdpMessage(msg, rinfo));
+      // After a successful bind, socket errors are per-packet trouble (e.g. ICMP unreachable).
+      udp.on('error', (err) => this.log.warn(`tracker UDP socket error: ${err.message}`));
+      http.on('error', (err) => this.log.warn(`tracker HTTP server error: ${err.message}`));
+      this.sweepTimer = setInterval(() => this.sweep(), Math.min(this.peerTimeoutMs, 30_000));
+      this.sweepTimer.unref();
+      this.log.debug(`tracker listening on ${this.host}:${port} (HTTP and UDP)`);
+      return this.address();
+    }
+    throw this.listenError('TCP', 0, lastErr);
+  }
+
+  private listenError(proto: string, port: number, err: unknown): BootTorrentError {
+    const code = (err as NodeJS.ErrnoException | undefined)?.code ?? String(err);
+    const fix =
+      code === 'EADDRINUSE'
+        ? 'another program (another tracker?) uses that port: stop it or choose another port (--port)'
+        : code === 'EACCES'
+          ? 'ports below 1024 need root: run as root or choose a port >= 1024 (--port)'
+          : code === 'EADDRNOTAVAIL'
+            ? 'that address is not on this machine: choose one of its addresses (--host)'
+            : 'check --host and --port';
+    return new BootTorrentError(
+      'BT_ERR_LISTEN',
+      `tracker cannot listen on ${this.host}:${port} (${proto}): ${code}; ${fix}`,
+      {
+        cause: err,
+      },
+    );
+  }
+
+  /** Closes both listeners and open HTTP connections. */
+  async close(): Promise<void> {
+    if (this.sweepTimer) clearInterval(this.sweepTimer);
+    this.sweepTimer = undefined;
+    const http = this.http;
+    const udp = this.udp;
+    this.http = undefined;
+    this.udp = undefined;
+    await Promise.all([
+      http &&
+        new Promise<void>((resolve) => {
+          http.close(() => resolve());
+          http.closeAllConnections();
+        }),
+      udp && new Promise<void>((resolve) => udp.close(() => resolve())),
+    ]);
+  }
+
+  /**
+   * Answers GET /announce and GET /scrape; returns false for any other path so
+   * a larger HTTP server can mount the tracker and route the rest itself.
+   */
+  handleHttp(req: IncomingMessage, res: ServerResponse): boolean {
+    const url = req.url ?? '/';
+    const q = url.indexOf('?');
+    const path = q >= 0 ? url.slice(0, q) : url;
+    const query = q >= 0 ? url.slice(q + 1) : '';
+    if (path !== '/announce' && path !== '/scrape') return false;
+    const send = (status: number, body: Buffer): void => {
+      res.writeHead(status, {
+        'content-type': 'text/plain',
+        'content-length': body.length,
+        'cache-control': 'no-store',
+      });
+      res.end(body);
+    };
+    if (req.method !== 'GET') {
+      send(405, encodeFailure('use GET'));
+      return true;
+    }
+    if (query.length > MAX_HTTP_QUERY) {
+      send(414, encodeFailure('query string too long'));
+      return true;
+    }
+    const ip = normalizeIp(req.socket.remoteAddress);
+    try {
+      if (path === '/announce') {
+        const request = parseAnnounceQuery(query);
+        const resp = this.announce(request, ip, 'http');
+        send(200, encodeAnnounceResponse(resp, { compact: request.compact !== false }));
+      } else {
+        const { infoHashes } = parseScrapeQuery(query);
+        const files = new Map<string, ScrapeFile>();
+        const keys =
+          infoHashes.length > 0 ? infoHashes.map((h) => h.toString('hex')) : [...this.servedKeys()];
+        for (const k of keys) {
+          const f = this.scrapeOne(k);
+          if (f) files.set(k, f);
+        }
+        send(200, encodeScrapeResponse({ files }));
+      }
+    } catch (err) {
+      if (!isBootTorrentError(err)) {
+        this.log.warn(`tracker HTTP ${path} from ${ip} failed: ${String(err)}`);
+        if (!res.headersSent) send(500, encodeFailure('internal error'));
+        return true;
+      }
+      // BEP 3: errors go back as a `failure reason` with status 200 so every client shows them.
+      this.log.debug(`tracker HTTP ${path} from ${ip} refused: ${err.message}`);
+      send(200, encodeFailure(err.message));
+    }
+    return true;
+  }
+
+  /**
+   * The one announce handler for both transports. Throws
+   * BT_ERR_TRACKER_FAILURE (sent back as failure reason / UDP error).
+   */
+  announce(req: AnnounceRequest, sourceIp: string, transport: 'http' | 'udp'): AnnounceResponse {
+    const now = this.now();
+    this.sweep();
+    const key = req.infoHash.toString('hex');
+    let swarm = this.swarmTable.get(key);
+    if (!swarm) {
+      if (!this.open)
+        throw new BootTorrentError(
+          'BT_ERR_TRACKER_FAILURE',
+          'unknown infohash: this tracker does not serve it',
+        );
+      swarm = { peers: new Map(), completed: 0, pinned: false };
+      this.swarmTable.set(key, swarm);
+    }
+    const id = req.peerId.toString('hex');
+    const ip = this.trustIpParam && req.ip !== undefined ? req.ip : sourceIp;
+    const prev = swarm.peers.get(id);
+    const peer: PeerState = {
+      peerId: id,
+      peerIdText: peerIdText(req.peerId),
+      ip,
+      port: req.port,
+      uploaded: req.uploaded,
+      downloaded: req.downloaded,
+      left: req.left,
+      lastSeen: now,
+      completed: prev?.completed ?? false,
+      transport,
+    };
+    // A download counts once per peer: on event=completed, or when a peer we
+    // saw leeching reports left=0 without the event (some clients skip it).
+    const finished = req.event === 'completed' || (prev !== undefined && prev.left > 0 && req.left === 0);
+    if (finished && !peer.completed) {
+      peer.completed = true;
+      swarm.completed++;
+    }
+    if (req.event === 'stopped') swarm.peers.delete(id);
+    else swarm.peers.set(id, peer);
+    this.emit('announce', { infoHash: key, event: req.event, peer: { ...peer } });
+
+    let seeders = 0;
+    for (const p of swarm.peers.values()) if (p.left === 0) seeders++;
+    const resp: AnnounceResponse = {
+      interval: this.interval,
+      complete: seeders,
+      incomplete: swarm.peers.size - seeders,
+      peers: [],
+    };
+    if (this.minInterval !== undefined) resp.minInterval = this.minInterval;
+    if (req.event !== 'stopped') {
+      const want = Math.min(req.numWant ?? this.maxPeers, this.maxPeers);
+      // A seeder has no use for other seeders.
+      const candidates = [...swarm.peers.values()].filter(
+        (p) => p.peerId !== id && p.port !== 0 && !(req.left === 0 && p.left === 0),
+      );
+      resp.peers = shuffle(candidates)
+        .slice(0, want)
+        .map((p): PeerAddress => ({ ip: p.ip, port: p.port, peerId: Buffer.from(p.peerId, 'hex') }));
+    }
+    if (!swarm.pinned && swarm.peers.size === 0) this.swarmTable.delete(key);
+    return resp;
+  }
+
+  /** Scrape counts for one hex infohash; undefined when not served. */
+  private scrapeOne(hex: string): ScrapeFile | undefined {
+    this.sweep();
+    const swarm = this.swarmTable.get(hex);
+    if (!swarm) return undefined;
+    let seeders = 0;
+    for (const p of swarm.peers.values()) if (p.left === 0) seeders++;
+    return { complete: seeders, downloaded: swarm.completed, incomplete: swarm.peers.size - seeders };
+  }
+
+  private *servedKeys(): Iterable<string> {
+    yield* this.swarmTable.keys();
+  }
+
+  /** Drops peers silent longer than the peer timeout; emits 'peer-expired'. */
+  sweep(): void {
+    const limit = this.now() - this.peerTimeoutMs;
+    for (const [key, swarm] of this.swarmTable) {
+      for (const [id, p] of swarm.peers) {
+        if (p.lastSeen < limit) {
+          swarm.peers.delete(id);
+          this.emit('peer-expired', { infoHash: key, peer: { ...p } });
+        }
+      }
+      if (!swarm.pinned && swarm.peers.size === 0) this.swarmTable.delete(key);
+    }
+  }
+
+  /** Snapshot of every swarm for the dashboard and `status`. */
+  swarms(): SwarmState[] {
+    this.sweep();
+    const out: SwarmState[] = [];
+    for (const [key, swarm] of this.swarmTable) {
+      const peers = [...swarm.peers.values()].map((p) => ({ ...p }));
+      const seeders = peers.filter((p) => p.left === 0).length;
+      out.push({
+        infoHash: key,
+        seeders,
+        leechers: peers.length - seeders,
+        completed: swarm.completed,
+        peers,
+      });
+    }
+    return out;
+  }
+
+  // --- UDP (BEP 15) ---
+
+  /** HMAC of the client address and the time bucket: unforgeable without keeping state. */
+  private connectionId(rinfo: RemoteInfo, bucket: number): bigint {
+    const mac = createHmac('sha256', this.secret).update(`${bucket}|${rinfo.address}|${rinfo.port}`).digest();
+    return mac.readBigUInt64BE(0);
+  }
+
+  private connectionIdValid(id: bigint, rinfo: RemoteInfo): boolean {
+    const bucket = Math.floor(this.now() / CONNECTION_BUCKET_MS);
+    return id === this.connectionId(rinfo, bucket) || id === this.connectionId(rinfo, bucket - 1);
+  }
+
+  private onUdpMessage(msg: Buffer, rinfo: RemoteInfo): void {
+    let req: UdpRequest;
+    try {
+      req = decodeUdpRequest(msg);
+    } catch (err) {
+      this.log.warn(
+        `tracker: dropped bad UDP packet (${msg.length} bytes) from ${rinfo.address}:${rinfo.port}: ${(err as Error).message}`,
+      );
+      return;
+    }
+    let resp: UdpResponse;
+    try {
+      resp = this.answerUdp(req, rinfo);
+    } catch (err) {
+      if (!isBootTorrentError(err)) {
+        this.log.warn(`tracker: UDP request from ${rinfo.address}:${rinfo.port} failed: ${String(err)}`);
+        return;
+      }
+      resp = { action: 'error', transactionId: req.transactionId, message: err.message };
+    }
+    this.udp?.send(encodeUdpResponse(resp), rinfo.port, rinfo.address, (err) => {
+      if (err) this.log.warn(`tracker: UDP reply to ${rinfo.address}:${rinfo.port} failed: ${err.message}`);
+    });
+  }
+
+  private answerUdp(req: UdpRequest, rinfo: RemoteInfo): UdpResponse {
+    const transactionId = req.transactionId;
+    if (req.action === 'connect') {
+      return {
+        action: 'connect',
+        transactionId,
+        connectionId: this.connectionId(rinfo, Math.floor(this.now() / CONNECTION_BUCKET_MS)),
+      };
+    }
+    if (!this.connectionIdValid(req.connectionId, rinfo)) {
+      throw new BootTorrentError(
+        'BT_ERR_TRACKER_PROTOCOL',
+        'connection id expired or invalid: connect again',
+      );
+    }
+    if (req.action === 'announce') {
+      const r = this.announce(req.request, normalizeIp(rinfo.address), 'udp');
+      // UDP replies carry IPv4 peers only (BEP 15); the codec filters others out.
+      return {
+        action: 'announce',
+        transactionId,
+        interval: r.interval,
+        complete: r.complete,
+        incomplete: r.incomplete,
+        peers: r.peers,
+      };
+    }
+    return {
+      action: 'scrape',
+      transactionId,
+      // Positional reply: an infohash we do not serve reads as an empty swarm.
+      files: req.infoHashes.map(
+        (h) => this.scrapeOne(h.toString('hex')) ?? { complete: 0, downloaded: 0, incomplete: 0 },
+      ),
+    };
+  }
+}
+
+function bindUdp(sock: UdpSocket, host: string, port: number): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const onError = (err: Error): void => reject(err);
+    sock.once('error', onError);
+    sock.bind({ address: host, port, exclusive: true }, () => {
+      sock.off('error', onError);
+      resolve();
+    });
+  });
+}
+
+function listenHttp(server: HttpServer, host: string, port: number): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const onError = (err: Error): void => reject(err);
+    server.once('error', onError);
+    server.listen({ host, port, exclusive: true }, () => {
+      server.off('error', onError);
+      resolve();
+    });
+  });
+}
+
+function closeQuietly(sock: UdpSocket): void {
+  try {
+    sock.close();
+  } catch {
+    // Already closed by the failed bind.
+  }
+}
