@@ -32,7 +32,8 @@ test('bitfield: decoding validates length and spare bits', () => {
   assert.deepEqual([...bf.indices()], [0, 2, 8, 9]);
   assert.equal(bf.count(), 4);
   assert.ok(Bitfield.fromBytes(Buffer.from([0xff, 0xc0]), 10).hasAll());
-  const isProto = (re: RegExp) => (err: unknown) => isBootTorrentError(err, 'BT_ERR_WIRE_PROTOCOL') && re.test(err.message);
+  const isProto = (re: RegExp) => (err: unknown) =>
+    isBootTorrentError(err, 'BT_ERR_WIRE_PROTOCOL') && re.test(err.message);
   assert.throws(() => Bitfield.fromBytes(Buffer.from([0xff, 0xe0]), 10), isProto(/spare bits/));
   assert.throws(() => Bitfield.fromBytes(Buffer.from([0xff]), 10), isProto(/1 bytes, expected 2/));
   assert.throws(() => Bitfield.fromBytes(Buffer.from([0xff, 0, 0]), 10), isProto(/3 bytes, expected 2/));

@@ -91,7 +91,11 @@ test('messages: byte vectors encode and decode both ways', () => {
 });
 
 test('unknown message ids are passed up, not rejected', () => {
-  assert.deepEqual(decodeMessage(hex('00000003 63 aabb')), { type: 'unknown', id: 0x63, payload: hex('aabb') });
+  assert.deepEqual(decodeMessage(hex('00000003 63 aabb')), {
+    type: 'unknown',
+    id: 0x63,
+    payload: hex('aabb'),
+  });
   const dec = new MessageDecoder();
   const got = [...dec.push(hex('00000001 63  00000005 04 00000001'))];
   assert.deepEqual(got, [
@@ -118,7 +122,10 @@ test('wrong sizes of fixed-size messages are protocol errors', () => {
     assert.throws(() => decodeMessage(hex(bytes)), isWireError(pattern), bytes);
     assert.throws(() => [...new MessageDecoder().push(hex(bytes))], isWireError(pattern), bytes);
   }
-  assert.throws(() => decodeMessage(hex('00000005 04 000000')), isWireError(/length prefix 5 but 4 bytes follow/));
+  assert.throws(
+    () => decodeMessage(hex('00000005 04 000000')),
+    isWireError(/length prefix 5 but 4 bytes follow/),
+  );
 });
 
 test('decoder: many messages per chunk, byte by byte, and random splits give the same messages', () => {
@@ -143,7 +150,7 @@ test('decoder: many messages per chunk, byte by byte, and random splits give the
   for (let round = 0; round < 50; round++) {
     const dec = new MessageDecoder();
     const out: WireMessage[] = [];
-    for (let pos = 0; pos < stream.length; ) {
+    for (let pos = 0; pos < stream.length;) {
       const n = 1 + (next() % 40);
       out.push(...dec.push(stream.subarray(pos, pos + n)));
       pos += n;
@@ -154,7 +161,10 @@ test('decoder: many messages per chunk, byte by byte, and random splits give the
 
 test('decoder: a piece inside one chunk is a view of that chunk, not a copy', () => {
   const block = Buffer.alloc(16384, 0xab);
-  const chunk = Buffer.concat([hex('00000001 01'), encodeMessage({ type: 'piece', index: 4, begin: 0, block })]);
+  const chunk = Buffer.concat([
+    hex('00000001 01'),
+    encodeMessage({ type: 'piece', index: 4, begin: 0, block }),
+  ]);
   const msgs = [...new MessageDecoder().push(chunk)];
   const piece = msgs[1];
   assert.ok(piece?.type === 'piece');
@@ -182,9 +192,10 @@ test('decoder: oversize length prefixes are rejected before buffering, and the d
 
   // The limit is an option; a length at the limit is fine, one above is not, even when split.
   const small = new MessageDecoder({ maxLength: 13 });
-  assert.deepEqual([...small.push(hex('0000000d 06 00000001 00000000 00004000'))], [
-    { type: 'request', index: 1, begin: 0, length: 0x4000 },
-  ]);
+  assert.deepEqual(
+    [...small.push(hex('0000000d 06 00000001 00000000 00004000'))],
+    [{ type: 'request', index: 1, begin: 0, length: 0x4000 }],
+  );
   assert.deepEqual([...small.push(hex('0000'))], []);
   assert.throws(() => [...small.push(hex('000e'))], isWireError(/length 14 exceeds the limit of 13/));
 
@@ -198,9 +209,12 @@ test('decoder: oversize length prefixes are rejected before buffering, and the d
 test('decoder: messages before a malformed one are still delivered', () => {
   const dec = new MessageDecoder();
   const got: WireMessage[] = [];
-  assert.throws(() => {
-    for (const m of dec.push(hex('00000001 02  00000004 04 000001'))) got.push(m);
-  }, isWireError(/have message with 3/));
+  assert.throws(
+    () => {
+      for (const m of dec.push(hex('00000001 02  00000004 04 000001'))) got.push(m);
+    },
+    isWireError(/have message with 3/),
+  );
   assert.deepEqual(got, [{ type: 'interested' }]);
 });
 
@@ -229,7 +243,11 @@ test('extended handshake (BEP 10): hand-built bytes and round trip', () => {
 
   // Unsorted keys from another client are accepted; unknown keys stay in raw; IPv6 yourip.
   const other = decodeExtendedHandshake(
-    Buffer.concat([latin1('d1:v3:abc1:md6:ut_pexi0ee11:upload_onlyi1e6:yourip16:'), ipToBytes('2001:db8::7'), latin1('e')]),
+    Buffer.concat([
+      latin1('d1:v3:abc1:md6:ut_pexi0ee11:upload_onlyi1e6:yourip16:'),
+      ipToBytes('2001:db8::7'),
+      latin1('e'),
+    ]),
   );
   assert.deepEqual(other.m, new Map([['ut_pex', 0]]));
   assert.equal(other.yourip, '2001:db8::7');
@@ -239,7 +257,10 @@ test('extended handshake (BEP 10): hand-built bytes and round trip', () => {
   assert.throws(() => decodeExtendedHandshake(latin1('le')), isWireError(/not a dictionary/));
   assert.throws(() => decodeExtendedHandshake(latin1('d1:m')), isWireError(/not valid bencode/));
   assert.throws(() => decodeExtendedHandshake(latin1('d1:mi1ee')), isWireError(/"m" is not a dictionary/));
-  assert.throws(() => decodeExtendedHandshake(latin1('d1:md1:xi256eee')), isWireError(/id of "x" is not a byte/));
+  assert.throws(
+    () => decodeExtendedHandshake(latin1('d1:md1:xi256eee')),
+    isWireError(/id of "x" is not a byte/),
+  );
   assert.throws(() => decodeExtendedHandshake(latin1('d1:pi70000ee')), isWireError(/"p" is not an integer/));
   assert.throws(() => decodeExtendedHandshake(latin1('d6:yourip3:abce')), isWireError(/"yourip"/));
 });
