@@ -18,6 +18,7 @@ export type ErrorCode =
   | 'BT_ERR_LSD_CODEC'
   | 'BT_ERR_LISTEN'
   | 'BT_ERR_USAGE'
+  | 'BT_ERR_DEMO'
   | 'BT_ERR_FILE'
   | 'BT_ERR_ABORTED'
   | 'BT_ERR_WIRE_PROTOCOL'

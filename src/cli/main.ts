@@ -12,18 +12,20 @@ Commands available now:
   torrent create <path> [options]   make a .torrent of a file or folder
   torrent info <file> [--json]      show what a .torrent holds
   tracker [--host H] [--port N]     run a BitTorrent tracker (HTTP and UDP on one port)
+  demo [--clients N]                a loopback swarm: our tracker, real aria2c peers
 
 Planned (not in this version yet): init, validate, start, status, build-phase1,
-demo, seed, get.
+seed, get.
 
 Run \`boottorrent <command> --help\` for a command's options.`;
 
 const commands: Record<string, () => Promise<Command>> = {
   torrent: async () => (await import('./torrent.js')).run,
   tracker: async () => (await import('./tracker.js')).run,
+  demo: async () => (await import('./demo.js')).run,
 };
 
-const PLANNED = new Set(['init', 'validate', 'start', 'status', 'build-phase1', 'demo', 'seed', 'get']);
+const PLANNED = new Set(['init', 'validate', 'start', 'status', 'build-phase1', 'seed', 'get']);
 
 async function main(argv: string[]): Promise<number> {
   const ac = new AbortController();
@@ -68,7 +70,7 @@ async function main(argv: string[]): Promise<number> {
     if (err instanceof BootTorrentError) {
       if (err.code === 'BT_ERR_ABORTED') {
         process.stderr.write(
-          `\nboottorrent ${name}: stopped (${err.message === 'operation aborted' ? 'interrupted' : err.message})\n`,
+          `\nboottorrent ${name}: stopped (${err.cause instanceof Error ? err.cause.message : err.message})\n`,
         );
         return 130;
       }

@@ -81,6 +81,10 @@ async function create(argv: string[], io: Io): Promise<number> {
     {
       signal: io.signal,
       onProgress: ({ hashedBytes, totalBytes }) => {
+        if (hashedBytes === 0) {
+          io.stderr.write(`hashing ${formatBytes(totalBytes)} of ${input}\n`);
+          return;
+        }
         const pct = ((100 * hashedBytes) / totalBytes).toFixed(0);
         progress.update(`hashing ${pct}%  ${formatBytes(hashedBytes)} of ${formatBytes(totalBytes)}`);
       },

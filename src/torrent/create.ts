@@ -210,6 +210,7 @@ export async function createTorrent(
 
   const workers = options.hashWorkers ?? (total >= PARALLEL_MIN_BYTES ? availableParallelism() : 0);
   const report = (hashedBytes: number) => onProgress?.({ hashedBytes, totalBytes: total });
+  report(0);
   const pieces =
     workers > 0
       ? await hashInParallel(files, pieceLength, {
