@@ -53,8 +53,8 @@ export function startCli(
         resolve({ child, match: m, output: () => out });
       }
     };
-    child.stdout!.on('data', onData);
-    child.stderr!.on('data', onData);
+    child.stdout.on('data', onData);
+    child.stderr.on('data', onData);
     child.on('error', reject);
   });
 }
