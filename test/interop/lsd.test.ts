@@ -359,6 +359,7 @@ test('aria2c and LocalServiceDiscovery hear each other (aria2 --bt-enable-lpd)',
     'aria2c@B',
     'aria2c',
     [
+      '--no-conf',
       '--bt-enable-lpd=true',
       `--bt-lpd-interface=${b.dev}`,
       `--listen-port=${ariaPort}`,
