@@ -326,6 +326,9 @@ export class TrackerClient {
       const req = get(fullUrl, {
         method: 'GET',
         headers: { 'user-agent': USER_AGENT, 'accept-encoding': 'identity', connection: 'close' },
+        // No pooled keep-alive socket: opentracker closes after each reply, and
+        // a request sent on such a socket fails with "socket hang up".
+        agent: false,
         signal,
       });
       req.on('error', (err) => {
