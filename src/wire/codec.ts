@@ -89,7 +89,7 @@ export function decodeHandshakeHead(bytes: Uint8Array): Omit<Handshake, 'peerId'
   if (buf[0] !== PROTOCOL_BYTES.length || !buf.subarray(1, 20).equals(PROTOCOL_BYTES)) {
     throw new BootTorrentError(
       'BT_ERR_WIRE_PROTOCOL',
-      `not a BitTorrent handshake (first bytes ${buf.subarray(0, 20).toString('hex')})`,
+      `not a BitTorrent handshake (encrypted BEP 8 MSE/PE connections are not supported; first bytes ${buf.subarray(0, 20).toString('hex')})`,
     );
   }
   return { reserved: Buffer.from(buf.subarray(20, 28)), infoHash: Buffer.from(buf.subarray(28, 48)) };

@@ -129,7 +129,6 @@ export class PeerConnection extends EventEmitter<PeerConnectionEvents> {
   /** Bitfield-type message held until the piece count is known. */
   private pendingPieces: Buffer | 'all' | 'none' | null = null;
   private pendingHaves = new Set<number>();
-  private sawPieceInfo = false;
   private keepAliveTimer: NodeJS.Timeout | null = null;
   private idleTimer: NodeJS.Timeout | null = null;
   private readonly onAbort = () => this.destroy();
@@ -588,7 +587,6 @@ export class PeerConnection extends EventEmitter<PeerConnectionEvents> {
         this.peerInterested = false;
         return undefined;
       case 'have':
-        this.sawPieceInfo = true;
         if (this.remoteBitfield) this.applyHave(msg.index);
         else if (this.pendingHaves.size < MAX_PENDING_HAVES) this.pendingHaves.add(msg.index);
         else
@@ -639,20 +637,17 @@ export class PeerConnection extends EventEmitter<PeerConnectionEvents> {
   }
 
   /**
-   * BEP 3 allows a bitfield only first; we accept one bitfield, have-all or
-   * have-none before any `have` (extended and other messages may precede it:
-   * clients differ in whether the BEP 10 handshake goes first).
+   * BEP 3 sends a bitfield only as the first message, but real peers do not
+   * keep to it: aria2c 1.36 opens with its extended handshake, sends
+   * have-none, and later a bitfield instead of a `have` (see
+   * test/interop/wire-aria2c.test.ts). So any bitfield, have-all or
+   * have-none is accepted at any time and replaces what we knew; the swarm
+   * re-reads remoteBitfield on these events.
    */
   private applyPieceSet(msg: Extract<WireMessage, { type: 'bitfield' | 'have-all' | 'have-none' }>): void {
-    if (this.sawPieceInfo) {
-      throw new BootTorrentError(
-        'BT_ERR_WIRE_PROTOCOL',
-        `${msg.type} received after the peer's pieces were known`,
-      );
-    }
-    this.sawPieceInfo = true;
     const n = this.pieceCountValue;
     if (n === null) {
+      this.pendingHaves.clear();
       this.pendingPieces =
         msg.type === 'bitfield' ? Buffer.from(msg.bits) : msg.type === 'have-all' ? 'all' : 'none';
       return;

@@ -295,11 +295,6 @@ test('more protocol violations each close the connection with BT_ERR_WIRE_PROTOC
     [over, {}, /exceeds the limit/],
     [encodeMessage({ type: 'have', index: pieceCount }), {}, /have for piece 4, torrent has 4/],
     [encodeMessage({ type: 'bitfield', bits: Buffer.from([0xff]) }), {}, /spare bits/],
-    [
-      Buffer.concat([encodeMessage({ type: 'have', index: 0 }), encodeMessage({ type: 'have-all' })]),
-      {},
-      /have-all received after/,
-    ],
     [encodeMessage({ type: 'have-all' }), { fast: false }, /BEP 6 was not negotiated/],
     [encodeMessage({ type: 'extended', id: 0, payload: Buffer.from('le') }), {}, /not a dictionary/],
     [encodeMessage({ type: 'extended', id: 0, payload: Buffer.from('de') }), { extended: false }, /BEP 10/],
@@ -363,6 +358,25 @@ test('handshake and messages fed one byte at a time; bitfield held until the pie
   conn.setPieceCount(4);
   assert.deepEqual([...conn.remoteBitfield!.indices()], [0, 2, 3]);
   assert.equal(conn.peerChoking, false);
+});
+
+test('regression: aria2c sends have-none, then a bitfield instead of a have; it replaces the known pieces', async (t) => {
+  const { raw, conn } = rawInitiator();
+  t.after(() => conn.destroy());
+  raw.resume();
+  const second = waitFor(conn, 'bitfield');
+  raw.write(
+    Buffer.concat([
+      handshakeBytes(),
+      encodeMessage({ type: 'extended', id: 0, payload: Buffer.from('d1:md11:ut_metadatai9eee') }),
+      encodeMessage({ type: 'have-none' }),
+      encodeMessage({ type: 'have', index: 3 }),
+      encodeMessage({ type: 'bitfield', bits: Buffer.from([0x40]) }), // the bytes aria2c 1.36 sent
+    ]),
+  );
+  await second;
+  assert.deepEqual([...conn.remoteBitfield!.indices()], [1]);
+  assert.ok(conn.isOpen);
 });
 
 test('keep-alives are sent when idle, and a silent peer times out', async (t) => {
