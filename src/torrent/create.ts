@@ -5,21 +5,17 @@
  * infohash, is the one mktorrent produces: files in byte order of their
  * relative path, hidden and empty files included, symlinks followed.
  */
-import { createHash, type Hash } from 'node:crypto';
-import { open, readdir, stat } from 'node:fs/promises';
+import { readdir, stat } from 'node:fs/promises';
 import { basename, join, resolve } from 'node:path';
-import { availableParallelism } from 'node:os';
 import { encode } from '../bencode/index.js';
-import { BootTorrentError, abortError } from '../errors.js';
-import { hashInParallel } from './hash-pool.js';
+import { BootTorrentError } from '../errors.js';
+import { hashPieces } from './hash-pool.js';
 import { checkPathComponent, encodeTorrent, parseTorrent, type Metainfo } from './metainfo.js';
 
 export const MIN_PIECE_LENGTH = 16 * 1024;
 export const MAX_PIECE_LENGTH = 64 * 1024 * 1024;
 /** Aim for at most this many pieces when the piece length is automatic. */
 const TARGET_PIECES = 2048;
-const READ_CHUNK = 4 * 1024 * 1024;
-const PARALLEL_MIN_BYTES = 64 * 1024 * 1024;
 
 export interface CreateOptions {
   /** Bytes, a power of two from 16 KiB to 64 MiB; automatic when absent. */
@@ -113,66 +109,6 @@ async function listFiles(root: string): Promise<InputFile[]> {
   return out;
 }
 
-/** Feeds bytes in file order and cuts them into SHA-1'd pieces. */
-class PieceHasher {
-  private hash: Hash = createHash('sha1');
-  private filled = 0;
-  private readonly digests: Buffer[] = [];
-
-  constructor(private readonly pieceLength: number) {}
-
-  update(data: Buffer): void {
-    let off = 0;
-    while (off < data.length) {
-      const n = Math.min(this.pieceLength - this.filled, data.length - off);
-      this.hash.update(data.subarray(off, off + n));
-      this.filled += n;
-      off += n;
-      if (this.filled === this.pieceLength) this.cut();
-    }
-  }
-
-  private cut(): void {
-    this.digests.push(this.hash.digest());
-    this.hash = createHash('sha1');
-    this.filled = 0;
-  }
-
-  finish(): Buffer {
-    if (this.filled > 0) this.cut();
-    return Buffer.concat(this.digests);
-  }
-}
-
-async function hashInThread(
-  files: readonly InputFile[],
-  pieceLength: number,
-  report: (hashedBytes: number) => void,
-  signal: AbortSignal | undefined,
-): Promise<Buffer> {
-  const hasher = new PieceHasher(pieceLength);
-  const buf = Buffer.allocUnsafe(Math.min(READ_CHUNK, Math.max(pieceLength, 64 * 1024)));
-  let hashed = 0;
-  for (const f of files) {
-    const fh = await open(f.abs, 'r');
-    try {
-      let left = f.length;
-      while (left > 0) {
-        if (signal?.aborted) throw abortError(signal);
-        const { bytesRead } = await fh.read(buf, 0, Math.min(buf.length, left), null);
-        if (bytesRead === 0) throw createError(`${f.abs} shrank while it was being hashed`);
-        hasher.update(buf.subarray(0, bytesRead));
-        left -= bytesRead;
-        hashed += bytesRead;
-        report(hashed);
-      }
-    } finally {
-      await fh.close();
-    }
-  }
-  return hasher.finish();
-}
-
 /** Hashes a file or folder and returns the bencoded torrent and its parsed form. */
 export async function createTorrent(
   inputPath: string,
@@ -208,17 +144,11 @@ export async function createTorrent(
     );
   }
 
-  const workers = options.hashWorkers ?? (total >= PARALLEL_MIN_BYTES ? availableParallelism() : 0);
-  const report = (hashedBytes: number) => onProgress?.({ hashedBytes, totalBytes: total });
-  report(0);
-  const pieces =
-    workers > 0
-      ? await hashInParallel(files, pieceLength, {
-          workers,
-          onProgress: report,
-          ...(signal ? { signal } : {}),
-        })
-      : await hashInThread(files, pieceLength, report, signal);
+  const pieces = await hashPieces(files, pieceLength, {
+    ...(options.hashWorkers !== undefined ? { workers: options.hashWorkers } : {}),
+    onProgress: (hashedBytes) => onProgress?.({ hashedBytes, totalBytes: total }),
+    ...(signal ? { signal } : {}),
+  });
 
   // Key order and content as mktorrent writes them; encode() sorts keys.
   const info = encode({

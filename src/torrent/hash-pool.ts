@@ -6,6 +6,8 @@
  */
 import { Worker } from 'node:worker_threads';
 import { availableParallelism } from 'node:os';
+import { createHash, type Hash } from 'node:crypto';
+import { open } from 'node:fs/promises';
 import { BootTorrentError, abortError } from '../errors.js';
 
 export interface HashSegment {
@@ -30,6 +32,9 @@ export interface HashInputFile {
 }
 
 const JOB_BYTES = 16 * 1024 * 1024;
+const READ_CHUNK = 4 * 1024 * 1024;
+/** Below this, a worker's start-up costs more than it saves. */
+const PARALLEL_MIN_BYTES = 64 * 1024 * 1024;
 
 /** Splits the concatenated files into jobs of whole pieces. */
 export function planJobs(files: readonly HashInputFile[], pieceLength: number): HashJob[] {
@@ -119,4 +124,84 @@ export async function hashInParallel(
     await Promise.all(workers.map((w) => w.terminate()));
   }
   return Buffer.concat(results);
+}
+
+/** Feeds bytes in file order and cuts them into SHA-1'd pieces. */
+class PieceHasher {
+  private hash: Hash = createHash('sha1');
+  private filled = 0;
+  private readonly digests: Buffer[] = [];
+
+  constructor(private readonly pieceLength: number) {}
+
+  update(data: Buffer): void {
+    let off = 0;
+    while (off < data.length) {
+      const n = Math.min(this.pieceLength - this.filled, data.length - off);
+      this.hash.update(data.subarray(off, off + n));
+      this.filled += n;
+      off += n;
+      if (this.filled === this.pieceLength) this.cut();
+    }
+  }
+
+  private cut(): void {
+    this.digests.push(this.hash.digest());
+    this.hash = createHash('sha1');
+    this.filled = 0;
+  }
+
+  finish(): Buffer {
+    if (this.filled > 0) this.cut();
+    return Buffer.concat(this.digests);
+  }
+}
+
+async function hashInThread(
+  files: readonly HashInputFile[],
+  pieceLength: number,
+  report: (hashedBytes: number) => void,
+  signal: AbortSignal | undefined,
+): Promise<Buffer> {
+  const hasher = new PieceHasher(pieceLength);
+  const buf = Buffer.allocUnsafe(Math.min(READ_CHUNK, Math.max(pieceLength, 64 * 1024)));
+  let hashed = 0;
+  for (const f of files) {
+    const fh = await open(f.abs, 'r');
+    try {
+      let left = f.length;
+      while (left > 0) {
+        if (signal?.aborted) throw abortError(signal);
+        const { bytesRead } = await fh.read(buf, 0, Math.min(buf.length, left), null);
+        if (bytesRead === 0) {
+          throw new BootTorrentError('BT_ERR_TORRENT_CREATE', `${f.abs} shrank while it was being hashed`);
+        }
+        hasher.update(buf.subarray(0, bytesRead));
+        left -= bytesRead;
+        hashed += bytesRead;
+        report(hashed);
+      }
+    } finally {
+      await fh.close();
+    }
+  }
+  return hasher.finish();
+}
+
+/**
+ * SHA-1 of every piece of the concatenated files, in order. `workers`: 0
+ * hashes on the calling thread; default one worker per core for inputs of
+ * 64 MiB or more, else 0.
+ */
+export async function hashPieces(
+  files: readonly HashInputFile[],
+  pieceLength: number,
+  options: PoolOptions = {},
+): Promise<Buffer> {
+  const total = files.reduce((n, f) => n + f.length, 0);
+  const workers = options.workers ?? (total >= PARALLEL_MIN_BYTES ? availableParallelism() : 0);
+  const report = options.onProgress ?? (() => {});
+  report(0);
+  if (workers > 0) return hashInParallel(files, pieceLength, { ...options, workers });
+  return hashInThread(files, pieceLength, report, options.signal);
 }

@@ -202,3 +202,17 @@ test('magnet links round-trip and accept base32 infohashes', async (t) => {
     );
   }
 });
+
+test('worker-thread hashing gives the same pieces as hashing in order, across file boundaries', async (t) => {
+  const dir = tempDir(t);
+  const root = join(dir, 'os');
+  mkdirSync(root);
+  // Sizes chosen so jobs (16 MiB of whole pieces) and files cut pieces unevenly.
+  writeFileSync(join(root, 'a'), pseudoRandomBytes(3 * 1024 * 1024 + 17, 21));
+  writeFileSync(join(root, 'b'), pseudoRandomBytes(15 * 1024 * 1024 + 5, 22));
+  writeFileSync(join(root, 'c'), pseudoRandomBytes(1000, 23));
+  const inThread = await createTorrent(root, { pieceLength: 65536, hashWorkers: 0, creationDate: null });
+  const pooled = await createTorrent(root, { pieceLength: 65536, hashWorkers: 2, creationDate: null });
+  assert.equal(pooled.meta.infoHashHex, inThread.meta.infoHashHex);
+  assert.deepEqual(pooled.torrent, inThread.torrent);
+});
