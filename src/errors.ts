@@ -17,6 +17,8 @@ export type ErrorCode =
   | 'BT_ERR_TRACKER_UNREACHABLE'
   | 'BT_ERR_LSD_CODEC'
   | 'BT_ERR_LISTEN'
+  | 'BT_ERR_TFTP_CODEC'
+  | 'BT_ERR_TFTP_ACCESS'
   | 'BT_ERR_USAGE'
   | 'BT_ERR_DEMO'
   | 'BT_ERR_FILE'
