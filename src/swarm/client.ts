@@ -1,0 +1,174 @@
+/**
+ * The BitTorrent client: one TCP listener shared by every torrent (the
+ * handshake's infohash routes each incoming peer), one tracker client, and
+ * a TorrentSession per torrent. `seed`, `get`, the agent and the server's
+ * seeder all use this.
+ */
+import { createServer, type Server, type Socket } from 'node:net';
+import { randomBytes } from 'node:crypto';
+import { BootTorrentError } from '../errors.js';
+import { silentLogger, type Logger } from '../util/logger.js';
+import { PeerConnection } from '../wire/connection.js';
+import { TrackerClient } from '../tracker/client.js';
+import { TorrentSession, type SessionOptions } from './session.js';
+
+export interface ClientOptions {
+  /** Address to accept peers on (default 0.0.0.0). */
+  host?: string;
+  /** Port to accept peers on (default 6881; 0 picks a free one). */
+  port?: number;
+  peerId?: Buffer;
+  /** Handshakes in progress at once; more incoming sockets are refused (default 64). */
+  maxHalfOpen?: number;
+}
+
+export interface ClientServices {
+  logger?: Logger;
+  signal?: AbortSignal;
+}
+
+/** Azureus-style peer id: "-BT0100-" and 12 random bytes. */
+export function newPeerId(): Buffer {
+  return Buffer.concat([Buffer.from('-BT0100-'), randomBytes(12)]);
+}
+
+export type AddOptions = Omit<SessionOptions, 'peerId' | 'listenPort'>;
+
+export class BitTorrentClient {
+  readonly peerId: Buffer;
+  private readonly host: string;
+  private readonly requestedPort: number;
+  private readonly log: Logger;
+  private readonly signal: AbortSignal | undefined;
+  private readonly maxHalfOpen: number;
+  private server: Server | undefined;
+  private port = 0;
+  private halfOpen = 0;
+  private readonly sessions = new Map<string, TorrentSession>();
+  private readonly sockets = new Set<Socket>();
+  readonly tracker = new TrackerClient({
+    udpRetransmitBaseMs: 2000,
+    udpMaxRetransmits: 3,
+    httpTimeoutMs: 10_000,
+  });
+
+  constructor(options: ClientOptions = {}, services: ClientServices = {}) {
+    this.peerId = options.peerId ?? newPeerId();
+    this.host = options.host ?? '0.0.0.0';
+    this.requestedPort = options.port ?? 6881;
+    this.maxHalfOpen = options.maxHalfOpen ?? 64;
+    this.log = (services.logger ?? silentLogger).child('bt');
+    this.signal = services.signal;
+  }
+
+  /** The port peers reach us on, once listening. */
+  get listenPort(): number {
+    return this.port;
+  }
+
+  async listen(): Promise<number> {
+    const server = createServer((socket) => this.onSocket(socket));
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', (err: NodeJS.ErrnoException) => {
+        const fix =
+          err.code === 'EADDRINUSE'
+            ? 'another program uses it: choose another port (--port)'
+            : err.code === 'EACCES'
+              ? 'ports below 1024 need root: choose a port >= 1024'
+              : 'check the address and port';
+        reject(
+          new BootTorrentError(
+            'BT_ERR_LISTEN',
+            `cannot accept peers on ${this.host}:${this.requestedPort}: ${err.code}; ${fix}`,
+            {
+              cause: err,
+            },
+          ),
+        );
+      });
+      server.listen(this.requestedPort, this.host, () => resolve());
+    });
+    server.on('error', (err) => this.log.warn('listener error', { error: err.message }));
+    this.server = server;
+    const addr = server.address();
+    this.port = typeof addr === 'object' && addr ? addr.port : this.requestedPort;
+    this.log.debug('accepting peers', { host: this.host, port: this.port });
+    return this.port;
+  }
+
+  private onSocket(socket: Socket): void {
+    if (this.halfOpen >= this.maxHalfOpen) {
+      socket.destroy();
+      return;
+    }
+    this.halfOpen++;
+    this.sockets.add(socket);
+    socket.once('close', () => this.sockets.delete(socket));
+    socket.setNoDelay(true);
+    const ip = (socket.remoteAddress ?? '').replace(/^::ffff:/, '');
+    const remotePort = socket.remotePort ?? 0;
+    const conn = new PeerConnection(socket, {
+      peerId: this.peerId,
+      initiator: false,
+      onInfoHash: (ih) => this.sessions.has(ih.toString('hex')),
+      handshakeTimeout: 10_000,
+    });
+    let counted = true;
+    const settle = () => {
+      if (counted) this.halfOpen--;
+      counted = false;
+    };
+    conn.on('error', (err) =>
+      this.log.debug('incoming peer error', { peer: `${ip}:${remotePort}`, error: err.message }),
+    );
+    conn.once('close', settle);
+    conn.once('handshake', (h) => {
+      settle();
+      const session = this.sessions.get(h.infoHash.toString('hex'));
+      if (!session) conn.destroy();
+      else session.acceptIncoming(conn, ip, remotePort);
+    });
+  }
+
+  /** Adds a torrent and starts it (storage check, announces, connections). */
+  async add(options: AddOptions): Promise<TorrentSession> {
+    if (!this.server) throw new BootTorrentError('BT_ERR_SWARM', 'call listen() before add()');
+    const hex = options.meta.infoHashHex;
+    if (this.sessions.has(hex)) throw new BootTorrentError('BT_ERR_SWARM', `torrent ${hex} is already added`);
+    const session = new TorrentSession(
+      { ...options, peerId: this.peerId, listenPort: this.port },
+      { logger: this.log, trackerClient: this.tracker, ...(this.signal ? { signal: this.signal } : {}) },
+    );
+    this.sessions.set(hex, session);
+    try {
+      await session.start();
+    } catch (err) {
+      this.sessions.delete(hex);
+      await session.stop();
+      throw err;
+    }
+    return session;
+  }
+
+  /** Stops one torrent. */
+  async remove(infoHashHex: string): Promise<void> {
+    const s = this.sessions.get(infoHashHex);
+    this.sessions.delete(infoHashHex);
+    await s?.stop();
+  }
+
+  get torrents(): TorrentSession[] {
+    return [...this.sessions.values()];
+  }
+
+  /** Stops every torrent (announcing `stopped`) and the listener. */
+  async close(): Promise<void> {
+    const sessions = [...this.sessions.values()];
+    this.sessions.clear();
+    await Promise.all(sessions.map((s) => s.stop()));
+    for (const s of this.sockets) s.destroy();
+    await new Promise<void>((resolve) => (this.server ? this.server.close(() => resolve()) : resolve()));
+    this.server = undefined;
+    this.tracker.close();
+  }
+}

@@ -1,0 +1,241 @@
+/**
+ * Piece storage on disk (or tmpfs in phase 1). The torrent's data is the
+ * concatenation of its files; a piece may span several. Pieces are written
+ * only after their SHA-1 matched, and blocks are read from disk to be
+ * served, so the image itself never sits in the heap: only pieces in flight
+ * and a small read cache do.
+ *
+ * Layout as every BitTorrent client has it: a single-file torrent is
+ * `<dir>/<name>`, a multi-file one `<dir>/<name>/<path...>`.
+ */
+import { createHash } from 'node:crypto';
+import { createReadStream } from 'node:fs';
+import { mkdir, open, realpath, stat, type FileHandle } from 'node:fs/promises';
+import { dirname, join, relative, isAbsolute } from 'node:path';
+import { BootTorrentError } from '../errors.js';
+import { hashPieces } from '../torrent/hash-pool.js';
+import { pieceHash, pieceSize, type Metainfo } from '../torrent/metainfo.js';
+import { Bitfield } from '../wire/bitfield.js';
+
+export type StorageMode = 'seed' | 'download';
+
+export interface StorageOptions {
+  /** seed: files must exist whole, opened read-only; download: created (sparse) as needed. */
+  mode: StorageMode;
+  /** Bytes of recently read pieces kept to serve the next blocks (default 16 MiB). */
+  readCacheBytes?: number;
+}
+
+interface StoredFile {
+  readonly abs: string;
+  readonly offset: number;
+  readonly length: number;
+}
+
+function storageError(message: string, cause?: unknown): BootTorrentError {
+  return new BootTorrentError('BT_ERR_STORAGE', message, cause === undefined ? undefined : { cause });
+}
+
+/** True if SHA-1 of `data` is piece `index`'s hash. */
+export function pieceMatches(meta: Metainfo, index: number, data: Buffer): boolean {
+  return createHash('sha1').update(data).digest().equals(pieceHash(meta, index));
+}
+
+/** SHA-256 of a whole file, streamed (the agent checks each OS file against its boot config). */
+export async function sha256File(path: string, signal?: AbortSignal): Promise<string> {
+  const hash = createHash('sha256');
+  const stream = createReadStream(path, { highWaterMark: 1 << 20, ...(signal ? { signal } : {}) });
+  for await (const chunk of stream) hash.update(chunk as Buffer);
+  return hash.digest('hex');
+}
+
+export class PieceStore {
+  readonly meta: Metainfo;
+  readonly root: string;
+  private readonly files: StoredFile[];
+  private readonly mode: StorageMode;
+  private readonly handles = new Map<string, Promise<FileHandle>>();
+  private readonly cache = new Map<number, Promise<Buffer>>();
+  private readonly cacheLimit: number;
+  private closed = false;
+
+  private constructor(meta: Metainfo, dir: string, options: StorageOptions) {
+    this.meta = meta;
+    this.mode = options.mode;
+    this.root = meta.singleFile ? dir : join(dir, meta.name);
+    this.files = meta.files.map((f) => ({
+      abs: meta.singleFile ? join(dir, meta.name) : join(dir, meta.name, ...f.path),
+      offset: f.offset,
+      length: f.length,
+    }));
+    this.cacheLimit = Math.max(1, Math.floor((options.readCacheBytes ?? 16 << 20) / meta.pieceLength));
+  }
+
+  /**
+   * Opens (and in download mode creates) the torrent's files under `dir`.
+   * Refuses a layout whose real path leaves `dir` (a symlinked folder).
+   */
+  static async open(meta: Metainfo, dir: string, options: StorageOptions): Promise<PieceStore> {
+    const store = new PieceStore(meta, dir, options);
+    await store.prepare(dir);
+    return store;
+  }
+
+  /** Where each file lives on disk. */
+  get paths(): string[] {
+    return this.files.map((f) => f.abs);
+  }
+
+  private async prepare(dir: string): Promise<void> {
+    if (this.mode === 'download') await mkdir(dir, { recursive: true });
+    let realDir: string;
+    try {
+      realDir = await realpath(dir);
+    } catch (err) {
+      throw storageError(`cannot use ${dir}: ${(err as Error).message}`, err);
+    }
+    for (const f of this.files) {
+      if (this.mode === 'download') await mkdir(dirname(f.abs), { recursive: true });
+      let st;
+      try {
+        const real = await realpath(dirname(f.abs));
+        const rel = relative(realDir, real);
+        if (rel.startsWith('..') || isAbsolute(rel)) {
+          throw storageError(`${f.abs} leads outside ${dir} through a symlink; remove the link`);
+        }
+        st = await stat(f.abs);
+      } catch (err) {
+        if (err instanceof BootTorrentError) throw err;
+        if ((err as NodeJS.ErrnoException).code !== 'ENOENT') {
+          throw storageError(`cannot use ${f.abs}: ${(err as Error).message}`, err);
+        }
+        if (this.mode === 'seed') {
+          throw storageError(`${f.abs} is missing: the data to seed must be at ${this.root}`);
+        }
+        const fh = await open(f.abs, 'w');
+        await fh.truncate(f.length);
+        await fh.close();
+        continue;
+      }
+      if (!st.isFile()) throw storageError(`${f.abs} is not a regular file`);
+      if (st.size !== f.length) {
+        if (this.mode === 'seed') {
+          throw storageError(
+            `${f.abs} has ${st.size} bytes but the torrent says ${f.length}: wrong data for this torrent`,
+          );
+        }
+        const fh = await open(f.abs, 'r+');
+        await fh.truncate(f.length);
+        await fh.close();
+      }
+    }
+  }
+
+  private handle(abs: string): Promise<FileHandle> {
+    let h = this.handles.get(abs);
+    if (!h) {
+      h = open(abs, this.mode === 'seed' ? 'r' : 'r+');
+      this.handles.set(abs, h);
+    }
+    return h;
+  }
+
+  /** Calls fn for each file range that bytes [start, start+length) of the torrent cover. */
+  private async spans(
+    start: number,
+    length: number,
+    fn: (fh: FileHandle, fileOffset: number, bufOffset: number, n: number) => Promise<void>,
+  ): Promise<void> {
+    const end = start + length;
+    for (const f of this.files) {
+      const fEnd = f.offset + f.length;
+      if (fEnd <= start || f.offset >= end || f.length === 0) continue;
+      const from = Math.max(start, f.offset);
+      const to = Math.min(end, fEnd);
+      await fn(await this.handle(f.abs), from - f.offset, from - start, to - from);
+    }
+  }
+
+  /**
+   * Checks the data already on disk against the piece hashes (resume, or
+   * proof that a seed is whole). Returns the pieces that are good.
+   */
+  async verify(
+    options: { signal?: AbortSignal; onProgress?: (bytes: number) => void } = {},
+  ): Promise<Bitfield> {
+    const digests = await hashPieces(
+      this.files.map((f) => ({ abs: f.abs, length: f.length })),
+      this.meta.pieceLength,
+      options,
+    );
+    const have = new Bitfield(this.meta.pieceCount);
+    for (let i = 0; i < this.meta.pieceCount; i++) {
+      if (digests.subarray(i * 20, i * 20 + 20).equals(pieceHash(this.meta, i))) have.set(i);
+    }
+    return have;
+  }
+
+  /** Reads a whole piece from disk. */
+  async readPiece(index: number): Promise<Buffer> {
+    this.assertOpen();
+    const size = pieceSize(this.meta, index);
+    const buf = Buffer.allocUnsafe(size);
+    await this.spans(index * this.meta.pieceLength, size, async (fh, fileOffset, bufOffset, n) => {
+      let done = 0;
+      while (done < n) {
+        const { bytesRead } = await fh.read(buf, bufOffset + done, n - done, fileOffset + done);
+        if (bytesRead === 0) throw storageError(`short read in piece ${index}: a file shrank on disk`);
+        done += bytesRead;
+      }
+    });
+    return buf;
+  }
+
+  /**
+   * One block of a piece we have, for a peer. Whole pieces are read and kept
+   * in a small LRU cache, since peers ask for a piece's blocks in a row.
+   */
+  async readBlock(index: number, begin: number, length: number): Promise<Buffer> {
+    let p = this.cache.get(index);
+    if (p) {
+      this.cache.delete(index);
+    } else {
+      p = this.readPiece(index);
+      p.catch(() => this.cache.delete(index));
+    }
+    this.cache.set(index, p);
+    while (this.cache.size > this.cacheLimit) this.cache.delete(this.cache.keys().next().value!);
+    const piece = await p;
+    return piece.subarray(begin, begin + length);
+  }
+
+  /** Writes a verified piece. The caller checked the hash (pieceMatches). */
+  async writePiece(index: number, data: Buffer): Promise<void> {
+    this.assertOpen();
+    if (this.mode === 'seed') throw storageError('cannot write to a store opened for seeding');
+    await this.spans(index * this.meta.pieceLength, data.length, async (fh, fileOffset, bufOffset, n) => {
+      let done = 0;
+      while (done < n) {
+        const { bytesWritten } = await fh.write(data, bufOffset + done, n - done, fileOffset + done);
+        done += bytesWritten;
+      }
+    });
+  }
+
+  /** Flushes to disk (fsync) every file; the download is durable after this. */
+  async sync(): Promise<void> {
+    for (const h of this.handles.values()) await (await h).sync();
+  }
+
+  private assertOpen(): void {
+    if (this.closed) throw storageError('storage is closed');
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    this.cache.clear();
+    const handles = [...this.handles.values()];
+    this.handles.clear();
+    await Promise.all(handles.map(async (h) => (await h.catch(() => undefined))?.close()));
+  }
+}

@@ -1,0 +1,163 @@
+// Our engine against itself: in memory, on loopback TCP with our tracker,
+// with a peer serving corrupt data, and with a peer sending garbage.
+import { test, type TestContext } from 'node:test';
+import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
+import { connect } from 'node:net';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { once } from 'node:events';
+import { createTorrent } from '../../src/torrent/create.js';
+import { TorrentSession } from '../../src/swarm/session.js';
+import { BitTorrentClient, newPeerId } from '../../src/swarm/client.js';
+import { TrackerServer } from '../../src/tracker/server.js';
+import { encodeHandshake, reservedBytes } from '../../src/wire/codec.js';
+import type { Metainfo } from '../../src/torrent/metainfo.js';
+import { duplexPair } from '../helpers/duplex.js';
+import { pseudoRandomBytes, tempDir } from '../helpers/tmp.js';
+
+const sha256 = (b: Buffer) => createHash('sha256').update(b).digest('hex');
+
+async function makeImage(dir: string, bytes: number, pieceLength: number, announce: string[] = []) {
+  const seedDir = join(dir, 'seed');
+  mkdirSync(seedDir, { recursive: true });
+  const data = pseudoRandomBytes(bytes, 77);
+  writeFileSync(join(seedDir, 'image.bin'), data);
+  const { meta } = await createTorrent(join(seedDir, 'image.bin'), {
+    pieceLength,
+    announce: announce.map((u) => [u]),
+  });
+  return { seedDir, data, meta };
+}
+
+const withTimeout = <T>(p: Promise<T>, ms: number, what: string): Promise<T> =>
+  Promise.race([
+    p,
+    new Promise<T>((_, reject) =>
+      setTimeout(() => reject(new Error(`${what} did not happen within ${ms} ms`)), ms).unref(),
+    ),
+  ]);
+
+test('two engines over an in-memory stream: the leecher ends with the seeder data', async (t) => {
+  const dir = tempDir(t);
+  const { seedDir, data, meta } = await makeImage(dir, 3 * 262144 + 1000, 262144);
+  const seeder = new TorrentSession({ meta, dir: seedDir, mode: 'seed', peerId: newPeerId(), listenPort: 1 });
+  const leecher = new TorrentSession({
+    meta,
+    dir: join(dir, 'leech'),
+    mode: 'download',
+    peerId: newPeerId(),
+    listenPort: 2,
+  });
+  t.after(() => Promise.all([seeder.stop(), leecher.stop()]));
+  await seeder.start();
+  await leecher.start();
+  const [a, b] = duplexPair();
+  leecher.connectStream(a, 'seeder', true);
+  seeder.connectStream(b, 'leecher', false);
+  await withTimeout(leecher.whenComplete(), 30_000, 'download');
+  assert.equal(sha256(readFileSync(join(dir, 'leech', 'image.bin'))), sha256(data));
+  const s = leecher.stats();
+  assert.equal(s.piecesHave, meta.pieceCount);
+  assert.equal(s.downloaded, meta.length);
+  assert.equal(seeder.stats().uploaded, meta.length);
+});
+
+async function startClient(
+  t: TestContext,
+  meta: Metainfo,
+  dir: string,
+  mode: 'seed' | 'download',
+  extra = {},
+) {
+  const client = new BitTorrentClient({ host: '127.0.0.1', port: 0 });
+  t.after(() => client.close());
+  await client.listen();
+  const session = await client.add({ meta, dir, mode, ...extra });
+  return { client, session };
+}
+
+test('loopback swarm: one seeder and 8 leechers through our tracker; leechers serve each other', async (t) => {
+  const dir = tempDir(t);
+  const tracker = new TrackerServer({ host: '127.0.0.1', port: 0, intervalSeconds: 5 });
+  const { port } = await tracker.listen();
+  t.after(() => tracker.close());
+  const MiB = 1 << 20;
+  const { seedDir, data, meta } = await makeImage(dir, 64 * MiB, 256 * 1024, [
+    `http://127.0.0.1:${port}/announce`,
+  ]);
+  tracker.add(meta.infoHash);
+  // The seeder's upload is capped so that, as on a real LAN, the swarm
+  // outruns it and the leechers must trade pieces among themselves.
+  const seed = await startClient(t, meta, seedDir, 'seed', { uploadLimit: 16 * MiB });
+  const leechers = [];
+  for (let i = 0; i < 8; i++) leechers.push(await startClient(t, meta, join(dir, `leech${i}`), 'download'));
+  await withTimeout(Promise.all(leechers.map((l) => l.session.whenComplete())), 240_000, 'all downloads');
+  const want = sha256(data);
+  for (let i = 0; i < 8; i++)
+    assert.equal(sha256(readFileSync(join(dir, `leech${i}`, 'image.bin'))), want, `leecher ${i}`);
+  const seederSent = seed.session.stats().uploaded;
+  const leechersSent = leechers.reduce((n, l) => n + l.session.stats().uploaded, 0);
+  const copies = seederSent / meta.length;
+  t.diagnostic(
+    `seeder sent ${copies.toFixed(2)} copies; leechers sent each other ${(leechersSent / meta.length).toFixed(2)} copies`,
+  );
+  assert.ok(copies < 4, `seeder sent ${copies.toFixed(2)} copies; expected clearly less than 8`);
+  assert.ok(leechersSent >= 4 * meta.length, 'leechers supplied at least half of the 8 copies');
+  assert.ok(seederSent + leechersSent >= 8 * meta.length);
+});
+
+test('a peer serving corrupt data is detected and banned; the piece comes from elsewhere', async (t) => {
+  const dir = tempDir(t);
+  const { seedDir, data, meta } = await makeImage(dir, 2 * 1024 * 1024, 65536);
+  // A "seeder" whose copy is corrupt in every piece, started without
+  // checking its data: it will serve garbage for pieces it claims to have.
+  const badDir = join(dir, 'bad');
+  mkdirSync(badDir);
+  const corrupt = Buffer.from(data);
+  for (let off = 100; off < corrupt.length; off += 65536) corrupt[off]! ^= 0xff;
+  writeFileSync(join(badDir, 'image.bin'), corrupt);
+  const bad = await startClient(t, meta, badDir, 'seed', { verify: false });
+  const good = await startClient(t, meta, seedDir, 'seed', { uploadLimit: 1 << 20 });
+  const leech = await startClient(t, meta, join(dir, 'leech'), 'download', {
+    peers: [`127.0.0.1:${bad.client.listenPort}`, `127.0.0.1:${good.client.listenPort}`],
+  });
+  const [banned] = (await withTimeout(once(leech.session, 'banned'), 60_000, 'ban')) as [
+    { address: string; reason: string },
+  ];
+  assert.match(banned.reason, /corrupt data/);
+  assert.equal(banned.address, `127.0.0.1:${bad.client.listenPort}`);
+  await withTimeout(leech.session.whenComplete(), 120_000, 'download');
+  assert.equal(sha256(readFileSync(join(dir, 'leech', 'image.bin'))), sha256(data));
+  assert.ok(leech.session.stats().hashFailures >= 1);
+  assert.ok(
+    leech.session.stats().peers.every((p) => p.address !== banned.address),
+    'banned peer disconnected',
+  );
+});
+
+test('malformed wire messages close only that connection', async (t) => {
+  const dir = tempDir(t);
+  const { seedDir, data, meta } = await makeImage(dir, 4 * 1024 * 1024, 65536);
+  const seed = await startClient(t, meta, seedDir, 'seed', { uploadLimit: 2 << 20 });
+  const leech = await startClient(t, meta, join(dir, 'leech'), 'download', {
+    peers: [`127.0.0.1:${seed.client.listenPort}`],
+  });
+  await once(leech.session, 'piece');
+  // A raw peer: valid handshake, then a "have" message of the wrong size.
+  const sock = connect({ host: '127.0.0.1', port: seed.client.listenPort });
+  t.after(() => sock.destroy());
+  sock.resume(); // read, so that the server's close reaches us
+  await once(sock, 'connect');
+  sock.write(
+    encodeHandshake({
+      reserved: reservedBytes({ fast: true, extended: true }),
+      infoHash: meta.infoHash,
+      peerId: newPeerId(),
+    }),
+  );
+  sock.write(Buffer.from([0, 0, 0, 3, 4, 0, 0]));
+  await withTimeout(once(sock, 'close'), 10_000, 'garbage connection closed');
+  await withTimeout(leech.session.whenComplete(), 60_000, 'download');
+  assert.equal(sha256(readFileSync(join(dir, 'leech', 'image.bin'))), sha256(data));
+});
