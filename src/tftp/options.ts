@@ -64,8 +64,9 @@ export function negotiateRead(
         break;
       case 'tsize':
         // RFC 2349 §"Transfer Size Option": in a read request the value is 0
-        // and the OACK carries the real size.
-        if (n !== undefined && size !== undefined && mode === 'octet') accepted.set(name, String(size));
+        // and the OACK carries the real size. Any value is taken as "tell me":
+        // atftp's `--option "tsize enable"` sends the word "enable".
+        if (size !== undefined && mode === 'octet') accepted.set(name, String(size));
         break;
       case 'windowsize':
         // RFC 7440 §3: 1..65535 blocks; the server may answer a smaller value.

@@ -173,13 +173,17 @@ test('negotiation: accepted options only; blksize clamped; bad values left out',
       ['blksize', '7'],
       ['timeout', '0'],
       ['windowsize', '0'],
-      ['tsize', 'x'],
     ]),
     'octet',
     10,
     limits,
   );
   assert.equal(bad.accepted.size, 0);
+  // atftp sends "tsize enable"; any value in a read request asks for the size.
+  assert.deepEqual(
+    [...negotiateRead(new Map([['tsize', 'enable']]), 'octet', 10, limits).accepted],
+    [['tsize', '10']],
+  );
   assert.equal(bad.blockSize, 512);
   assert.equal(bad.windowSize, 1);
   assert.equal(bad.timeoutMs, undefined);
