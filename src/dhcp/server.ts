@@ -1,0 +1,657 @@
+/**
+ * The DHCPv4 server: the one owner of the DHCP sockets (STYLE.md lesson 2).
+ * Modes: `full` (addresses from a range, reservations, persisted leases),
+ * `proxy` (proxyDHCP per PXE 2.1 §2.2.3: boot information only, beside the
+ * network's own DHCP server) and `off`.
+ *
+ * How replies reach clients that have no address, on the right interface,
+ * without SO_BINDTODEVICE (which Node cannot set):
+ *   - `rx` is bound to 0.0.0.0:67. Broadcast requests (255.255.255.255) are
+ *     only delivered to wildcard-bound sockets, so they arrive here, from
+ *     every interface.
+ *   - `tx` is bound to <serverIp>:67 with SO_BROADCAST (both sockets use
+ *     SO_REUSEADDR to share the port). Linux routes a datagram to the limited
+ *     broadcast address out of the device that owns the socket's bound source
+ *     address (net/ipv4/route.c, ip_route_output_key_hash_rcu: "user can
+ *     direct multicasts and limited broadcast via necessary interface without
+ *     fiddling with IP_MULTICAST_IF or IP_PKTINFO"). So every broadcast reply
+ *     leaves through the served interface only. Unicast requests to
+ *     serverIp:67 (renewals) are delivered to this more specific socket.
+ *   - test/interop/dhcp-clients.test.ts proves it: a server namespace with
+ *     two links serves one; the client on the other link gets no lease and
+ *     captures no packet from port 67.
+ * Limits: Node cannot see which interface a broadcast came in on (no
+ * IP_PKTINFO), so a DISCOVER from a client on another link is answered too;
+ * the OFFER still leaves only through the served interface, where that client
+ * is not, and its address hold lapses after offerHoldSeconds. Requests that
+ * carry an address (source, ciaddr, giaddr) outside the served subnet are
+ * dropped. Replies to clients without an address are always broadcast: a
+ * unicast to yiaddr (RFC 2131 §4.1 when the BROADCAST flag is clear) would
+ * need an ARP entry injected, which userspace cannot do portably; every
+ * client tested (PXE ROMs, iPXE, OVMF, udhcpc, dhclient) accepts broadcasts.
+ */
+
+import { createSocket } from 'node:dgram';
+import type { RemoteInfo, Socket } from 'node:dgram';
+import { EventEmitter } from 'node:events';
+import { isIPv4 } from 'node:net';
+import { networkInterfaces } from 'node:os';
+
+import { BootTorrentError } from '../errors.js';
+import { silentLogger } from '../util/logger.js';
+import type { Logger } from '../util/logger.js';
+import type { BootDecision, BootPolicy } from '../server/boot-policy.js';
+import {
+  DISCOVERY_CONTROL_USE_BOOTFILE,
+  FLAG_BROADCAST,
+  MessageType,
+  Opt,
+  PxeSubOpt,
+  clientInfo,
+  decode,
+  encode,
+  encodeSubOptions,
+  intToIp,
+  ipToInt,
+  ipsValue,
+  macOf,
+  messageType,
+  messageTypeName,
+  normalizeMac,
+  optionIp,
+  optionString,
+  u32Value,
+} from './codec.js';
+import type { ClientInfo, DhcpPacket } from './codec.js';
+import { LeaseTable } from './leases.js';
+import type { Lease } from './leases.js';
+
+export type DhcpMode = 'full' | 'proxy' | 'off';
+
+export interface DhcpServerOptions {
+  mode: DhcpMode;
+  /** The one interface served (e.g. "eth1"); serverIp must be one of its addresses. */
+  interface: string;
+  serverIp: string;
+  /** Full mode: first and last address handed out (inclusive). */
+  rangeStart?: string;
+  rangeEnd?: string;
+  /** Option 1; default: the interface address's netmask. */
+  subnetMask?: string;
+  /** Option 3. */
+  router?: string;
+  /** Option 6. */
+  dns?: readonly string[];
+  /** Option 15. */
+  domainName?: string;
+  /** Option 51, default 3600 s. */
+  leaseTimeSeconds?: number;
+  /** Fixed addresses per MAC ("aa:bb:cc:dd:ee:ff" in any common spelling). */
+  reservations?: readonly { mac: string; ip: string }[];
+  /** Full mode: where leases persist across restarts; without it they live in memory. */
+  leasesFile?: string;
+  /** How long a DECLINEd address stays unused, default 600 s. */
+  declineHoldSeconds?: number;
+  /** How long an OFFERed address stays held, default 60 s. */
+  offerHoldSeconds?: number;
+  /** Ports and broadcast address; only tests change them (67, 68, 4011, 255.255.255.255). */
+  serverPort?: number;
+  clientPort?: number;
+  pxePort?: number;
+  broadcastAddress?: string;
+}
+
+export interface DhcpServerServices {
+  logger?: Logger;
+  /** Decides the boot offer per client; without one, no boot information is sent. */
+  bootPolicy?: BootPolicy;
+  now?: () => number;
+}
+
+export interface DhcpServerEvents {
+  /** A lease was granted or renewed (full mode). */
+  lease: [Lease];
+  /** A client was sent boot information (either mode). */
+  boot: [{ mac: string; decision: BootDecision; client: ClientInfo }];
+}
+
+/** Where a reply goes (RFC 2131 §4.1, "server ... sends to"). */
+interface Destination {
+  address: string;
+  port: number;
+  socket: 'tx' | 'pxe';
+}
+
+type Validated = Required<Pick<DhcpServerOptions, 'serverIp' | 'subnetMask'>> & DhcpServerOptions;
+
+export class DhcpServer extends EventEmitter<DhcpServerEvents> {
+  readonly #o: DhcpServerOptions;
+  readonly #log: Logger;
+  readonly #policy: BootPolicy | undefined;
+  readonly #now: () => number;
+  #cfg: Validated | undefined;
+  #table: LeaseTable | undefined;
+  #sockets: { rx?: Socket; tx?: Socket; pxe?: Socket } = {};
+  #listening = false;
+
+  constructor(options: DhcpServerOptions, services: DhcpServerServices = {}) {
+    super();
+    this.#o = { ...options };
+    this.#log = (services.logger ?? silentLogger).child('dhcp');
+    this.#policy = services.bootPolicy;
+    this.#now = services.now ?? Date.now;
+    if (!['full', 'proxy', 'off'].includes(options.mode))
+      throw configError(`dhcp mode must be full, proxy or off, got ${JSON.stringify(options.mode)}`);
+  }
+
+  get mode(): DhcpMode {
+    return this.#o.mode;
+  }
+
+  /** Current lease records (full mode), active and expired. */
+  leases(): Lease[] {
+    return this.#table?.all() ?? [];
+  }
+
+  /**
+   * Validates the configuration against the interface, loads leases and
+   * binds the sockets. Rejects with BT_ERR_DHCP_CONFIG, BT_ERR_DHCP_LEASES or
+   * BT_ERR_LISTEN; on rejection nothing stays bound.
+   */
+  async listen(): Promise<void> {
+    if (this.#listening) return;
+    if (this.#o.mode === 'off') {
+      this.#log.info('DHCP is off');
+      return;
+    }
+    const cfg = this.#validate();
+    this.#cfg = cfg;
+    if (cfg.mode === 'full') {
+      const reservations = new Map<string, string>();
+      for (const r of cfg.reservations ?? []) reservations.set(normalizeMac(r.mac) as string, r.ip);
+      this.#table = new LeaseTable({
+        rangeStart: cfg.rangeStart as string,
+        rangeEnd: cfg.rangeEnd as string,
+        reservations,
+        exclude: [cfg.serverIp],
+        ...(cfg.leasesFile ? { file: cfg.leasesFile } : {}),
+        offerHoldMs: (cfg.offerHoldSeconds ?? 60) * 1000,
+        declineHoldMs: (cfg.declineHoldSeconds ?? 600) * 1000,
+        now: this.#now,
+      });
+      this.#table.load();
+    }
+    const port = cfg.serverPort ?? 67;
+    try {
+      // Wildcard socket first: it receives the broadcasts.
+      this.#sockets.rx = await this.#bind('0.0.0.0', port, 'broadcast');
+      this.#sockets.tx = await this.#bind(cfg.serverIp, port, 'unicast');
+      this.#sockets.tx.setBroadcast(true);
+      if (cfg.mode === 'proxy')
+        this.#sockets.pxe = await this.#bind(cfg.serverIp, cfg.pxePort ?? 4011, 'pxe');
+    } catch (err) {
+      this.#closeSockets();
+      throw err;
+    }
+    this.#listening = true;
+    this.#log.info('DHCP listening', {
+      mode: cfg.mode,
+      interface: cfg.interface,
+      serverIp: cfg.serverIp,
+      ...(cfg.mode === 'full'
+        ? { range: `${cfg.rangeStart}-${cfg.rangeEnd}`, leases: this.#table?.all().length }
+        : {}),
+    });
+  }
+
+  /** Closes every socket and flushes the leases file. */
+  async close(): Promise<void> {
+    this.#closeSockets();
+    this.#listening = false;
+    try {
+      this.#table?.flush();
+    } catch (err) {
+      this.#log.error('could not flush leases on close', { error: (err as Error).message });
+    }
+    await Promise.resolve();
+  }
+
+  #closeSockets(): void {
+    for (const s of Object.values(this.#sockets)) {
+      try {
+        s.close();
+      } catch {
+        // already closed
+      }
+    }
+    this.#sockets = {};
+  }
+
+  #validate(): Validated {
+    const o = this.#o;
+    if (!isIPv4(o.serverIp))
+      throw configError(`dhcp serverIp must be an IPv4 address, got ${JSON.stringify(o.serverIp)}`);
+    const ifs = networkInterfaces();
+    const addrs = ifs[o.interface];
+    if (!addrs) {
+      throw configError(
+        `dhcp interface ${JSON.stringify(o.interface)} does not exist on this machine (interfaces: ${Object.keys(ifs).join(', ')}); set dhcp interface to the lab network's interface`,
+      );
+    }
+    const v4 = addrs.filter((a) => a.family === 'IPv4');
+    const own = v4.find((a) => a.address === o.serverIp);
+    if (!own) {
+      const list = v4.map((a) => a.cidr ?? a.address).join(', ') || 'none';
+      throw configError(
+        `dhcp serverIp ${o.serverIp} is not an address of interface ${o.interface} (its IPv4 addresses: ${list}); set serverIp to one of them, or add it: ip addr add ${o.serverIp}/24 dev ${o.interface}`,
+      );
+    }
+    const subnetMask = o.subnetMask ?? own.netmask;
+    if (!isIPv4(subnetMask)) throw configError(`dhcp subnetMask must be an IPv4 netmask, got ${subnetMask}`);
+    const inSubnet = (ip: string): boolean => sameSubnet(ip, o.serverIp, subnetMask);
+    for (const [field, v] of [
+      ['router', o.router],
+      ['broadcastAddress', o.broadcastAddress],
+      ...(o.dns ?? []).map((d) => ['dns', d] as const),
+    ] as const) {
+      if (v !== undefined && !isIPv4(v))
+        throw configError(`dhcp ${field} must be an IPv4 address, got ${JSON.stringify(v)}`);
+    }
+    if (o.mode === 'full') {
+      const { rangeStart: a, rangeEnd: b } = o;
+      if (!a || !b || !isIPv4(a) || !isIPv4(b))
+        throw configError(
+          'dhcp full mode needs rangeStart and rangeEnd (IPv4 addresses, e.g. 10.0.0.100 and 10.0.0.199)',
+        );
+      if (ipToInt(a) > ipToInt(b)) throw configError(`dhcp range start ${a} is after range end ${b}`);
+      if (!inSubnet(a) || !inSubnet(b))
+        throw configError(
+          `dhcp range ${a}-${b} is not inside the subnet of ${o.interface} (${o.serverIp}/${subnetMask}); pick addresses from that subnet`,
+        );
+      for (const r of o.reservations ?? []) {
+        if (!normalizeMac(r.mac))
+          throw configError(`dhcp reservation has an invalid MAC address: ${JSON.stringify(r.mac)}`);
+        if (!isIPv4(r.ip) || !inSubnet(r.ip))
+          throw configError(
+            `dhcp reservation for ${r.mac}: ${r.ip} is not an address in ${o.serverIp}/${subnetMask}`,
+          );
+      }
+    }
+    return { ...o, subnetMask };
+  }
+
+  #bind(address: string, port: number, role: 'broadcast' | 'unicast' | 'pxe'): Promise<Socket> {
+    return new Promise((resolve, reject) => {
+      const s = createSocket({ type: 'udp4', reuseAddr: true });
+      const onError = (err: NodeJS.ErrnoException): void => {
+        s.close();
+        const fix =
+          err.code === 'EACCES'
+            ? 'ports below 1024 need root or CAP_NET_BIND_SERVICE'
+            : err.code === 'EADDRINUSE'
+              ? 'another DHCP server (dnsmasq, isc-dhcp-server, systemd-networkd) is using it: stop it, or use dhcp mode proxy/off'
+              : err.code === 'EADDRNOTAVAIL'
+                ? `${address} is not an address of this machine`
+                : 'check the address and port';
+        reject(
+          new BootTorrentError(
+            'BT_ERR_LISTEN',
+            `DHCP cannot listen on ${address}:${port} (${err.code ?? err.message}): ${fix}`,
+            {
+              cause: err,
+            },
+          ),
+        );
+      };
+      s.once('error', onError);
+      s.bind({ address, port, exclusive: true }, () => {
+        s.off('error', onError);
+        s.on('error', (err) => this.#log.warn('DHCP socket error', { address, port, error: err.message }));
+        s.on('message', (msg, rinfo) => this.#onMessage(msg, rinfo, role));
+        resolve(s);
+      });
+    });
+  }
+
+  #onMessage(msg: Buffer, rinfo: RemoteInfo, role: 'broadcast' | 'unicast' | 'pxe'): void {
+    const cfg = this.#cfg;
+    if (!cfg) return;
+    const from = `${rinfo.address}:${rinfo.port}`;
+    let p: DhcpPacket;
+    let info: ClientInfo;
+    try {
+      p = decode(msg);
+      info = clientInfo(p);
+    } catch (err) {
+      this.#log.warn('malformed DHCP packet dropped', { from, error: (err as Error).message });
+      return;
+    }
+    if (p.op !== 1) return;
+    const type = messageType(p);
+    const inSubnet = (ip: string): boolean => sameSubnet(ip, cfg.serverIp, cfg.subnetMask);
+    // The ingress interface is invisible to Node; addresses are what we can check.
+    for (const [what, ip] of [
+      ['source', rinfo.address],
+      ['ciaddr', p.ciaddr],
+      ['giaddr', p.giaddr],
+    ] as const) {
+      if (ip !== '0.0.0.0' && !inSubnet(ip)) {
+        this.#log.debug('DHCP packet from outside the served subnet ignored', {
+          from,
+          what,
+          ip,
+          type: messageTypeName(type),
+        });
+        return;
+      }
+    }
+    this.#log.debug('DHCP request', {
+      from,
+      type: messageTypeName(type),
+      mac: info.mac,
+      arch: info.arch,
+      ipxe: info.ipxe,
+    });
+    try {
+      if (cfg.mode === 'full') this.#full(cfg, p, info, type, rinfo);
+      else this.#proxy(cfg, p, info, type, rinfo, role);
+    } catch (err) {
+      // A lease file that cannot be written must be loud, yet not stop the server.
+      this.#log.error('DHCP request failed', { from, mac: info.mac, error: (err as Error).message });
+    }
+  }
+
+  // ---- full mode (RFC 2131 §4.3) -------------------------------------------
+
+  #full(cfg: Validated, p: DhcpPacket, info: ClientInfo, type: number | undefined, rinfo: RemoteInfo): void {
+    const table = this.#table as LeaseTable;
+    const mac = info.mac;
+    const sid = optionIp(p, Opt.SERVER_ID);
+    const requested = optionIp(p, Opt.REQUESTED_IP);
+    const leaseSecs = cfg.leaseTimeSeconds ?? 3600;
+    const hostname = optionString(p, Opt.HOSTNAME);
+    switch (type) {
+      case MessageType.DISCOVER: {
+        const ip = table.pick(mac, requested);
+        if (!ip) {
+          this.#log.warn('no free address to offer', { mac, range: `${cfg.rangeStart}-${cfg.rangeEnd}` });
+          return;
+        }
+        table.hold(mac, ip);
+        this.#send(this.#fullReply(cfg, p, info, MessageType.OFFER, ip, leaseSecs), p, 'OFFER', ip);
+        return;
+      }
+      case MessageType.REQUEST: {
+        let ip: string | undefined;
+        if (sid !== undefined) {
+          // SELECTING: the client answers one OFFER; others' servers drop theirs.
+          if (sid !== cfg.serverIp) {
+            table.unhold(mac);
+            return;
+          }
+          ip = requested ?? (p.ciaddr !== '0.0.0.0' ? p.ciaddr : undefined);
+          if (!ip || !table.canAssign(mac, ip))
+            return this.#nak(cfg, p, `requested ${ip ?? 'nothing'} is not available`);
+        } else if (requested !== undefined && p.ciaddr === '0.0.0.0') {
+          // INIT-REBOOT: verify the remembered address; silence when we have no record of the client.
+          if (!sameSubnet(requested, cfg.serverIp, cfg.subnetMask))
+            return this.#nak(cfg, p, `${requested} is on the wrong network`);
+          const known = table.leaseOf(mac)?.ip ?? table.reservationOf(mac);
+          if (known === undefined)
+            return this.#log.debug('INIT-REBOOT from unknown client ignored', { mac, requested });
+          if (known !== requested || !table.canAssign(mac, requested))
+            return this.#nak(cfg, p, `${requested} is not this client's address (${known})`);
+          ip = requested;
+        } else if (p.ciaddr !== '0.0.0.0') {
+          // RENEWING (unicast) or REBINDING (broadcast): extend if the address is still this client's to have.
+          if (!table.canAssign(mac, p.ciaddr))
+            return this.#nak(cfg, p, `${p.ciaddr} is not available to this client`);
+          ip = p.ciaddr;
+        } else {
+          return this.#log.debug('DHCPREQUEST without server id, requested address or ciaddr ignored', {
+            mac,
+          });
+        }
+        const lease = table.bind(mac, ip, leaseSecs, hostname);
+        this.#send(this.#fullReply(cfg, p, info, MessageType.ACK, ip, leaseSecs), p, 'ACK', ip);
+        this.emit('lease', lease);
+        return;
+      }
+      case MessageType.DECLINE:
+        if (sid !== cfg.serverIp || !requested) return;
+        this.#log.warn('client declined an address (in use by someone else?)', { mac, ip: requested });
+        table.decline(mac, requested);
+        return;
+      case MessageType.RELEASE:
+        if (sid !== undefined && sid !== cfg.serverIp) return;
+        if (table.release(mac, p.ciaddr)) this.#log.info('lease released', { mac, ip: p.ciaddr });
+        return;
+      case MessageType.INFORM:
+        // RFC 2131 §3.4: configuration only, no lease and no yiaddr, unicast to ciaddr.
+        if (p.ciaddr === '0.0.0.0') return;
+        this.#send(
+          this.#fullReply(cfg, p, info, MessageType.ACK, undefined, undefined),
+          p,
+          'ACK(INFORM)',
+          p.ciaddr,
+          {
+            address: p.ciaddr,
+            port: rinfo.port,
+            socket: 'tx',
+          },
+        );
+        return;
+      default:
+        this.#log.debug('DHCP message type not handled', { mac, type: messageTypeName(type) });
+    }
+  }
+
+  /** OFFER/ACK in full mode: RFC 2131 table 3 fields plus RFC 2132 parameters and boot information. */
+  #fullReply(
+    cfg: Validated,
+    req: DhcpPacket,
+    info: ClientInfo,
+    type: number,
+    yiaddr: string | undefined,
+    leaseSecs: number | undefined,
+  ): Buffer {
+    const options = new Map<number, Buffer>([
+      [Opt.MESSAGE_TYPE, Buffer.from([type])],
+      [Opt.SERVER_ID, ipsValue([cfg.serverIp])],
+    ]);
+    if (leaseSecs !== undefined) {
+      options.set(Opt.LEASE_TIME, u32Value(leaseSecs));
+      options.set(Opt.RENEWAL_TIME, u32Value(Math.floor(leaseSecs / 2)));
+      options.set(Opt.REBINDING_TIME, u32Value(Math.floor((leaseSecs * 7) / 8)));
+    }
+    options.set(Opt.SUBNET_MASK, ipsValue([cfg.subnetMask]));
+    options.set(Opt.BROADCAST_ADDRESS, ipsValue([subnetBroadcast(cfg.serverIp, cfg.subnetMask)]));
+    if (cfg.router) options.set(Opt.ROUTER, ipsValue([cfg.router]));
+    if (cfg.dns && cfg.dns.length > 0) options.set(Opt.DNS, ipsValue(cfg.dns));
+    if (cfg.domainName) options.set(Opt.DOMAIN_NAME, Buffer.from(cfg.domainName, 'latin1'));
+    const boot = this.#bootInfo(req, info, options);
+    return encode({
+      op: 2,
+      htype: req.htype,
+      hlen: req.hlen,
+      xid: req.xid,
+      flags: req.flags,
+      ciaddr: type === MessageType.ACK ? req.ciaddr : '0.0.0.0',
+      yiaddr: yiaddr ?? '0.0.0.0',
+      siaddr: boot?.siaddr ?? '0.0.0.0',
+      giaddr: req.giaddr,
+      chaddr: req.chaddr,
+      file: boot?.file ?? '',
+      options,
+    });
+  }
+
+  /**
+   * Asks the BootPolicy (only for PXE, HTTP Boot or iPXE clients: an OS's
+   * own DHCP client gets no boot file) and adds what its decision needs:
+   * the file field, siaddr, option 67 when the client asked for it (RFC 2132
+   * §9.5) and vendor class "HTTPClient" for UEFI HTTP Boot (UEFI 2.5+ §24.7:
+   * firmware ignores offers without it).
+   */
+  #bootInfo(
+    req: DhcpPacket,
+    info: ClientInfo,
+    options: Map<number, Buffer>,
+  ): { siaddr: string; file: string } | undefined {
+    if (!this.#policy || !(info.pxe || info.httpClient || info.ipxe)) return undefined;
+    const cfg = this.#cfg as Validated;
+    const decision = this.#policy.bootFor({
+      mac: info.mac,
+      arch: info.arch,
+      ipxe: info.ipxe,
+      ...(info.vendorClass !== undefined ? { vendorClass: info.vendorClass } : {}),
+      ...(info.userClass !== undefined ? { userClass: info.userClass } : {}),
+    });
+    if (!decision) {
+      this.#log.debug('boot policy offers no boot to this client', { mac: info.mac, arch: info.arch });
+      return undefined;
+    }
+    this.emit('boot', { mac: info.mac, decision, client: info });
+    const file = decision.kind === 'tftp' ? decision.file : decision.url;
+    const siaddr = decision.kind === 'tftp' ? decision.nextServer : cfg.serverIp;
+    if (decision.kind === 'http') options.set(Opt.VENDOR_CLASS, Buffer.from('HTTPClient'));
+    const prl = req.options.get(Opt.PARAMETER_REQUEST_LIST);
+    if (prl?.includes(Opt.BOOTFILE_NAME)) options.set(Opt.BOOTFILE_NAME, Buffer.from(file, 'latin1'));
+    return { siaddr, file };
+  }
+
+  #nak(cfg: Validated, req: DhcpPacket, why: string): void {
+    this.#table?.unhold(macOf(req));
+    const reply = encode({
+      op: 2,
+      htype: req.htype,
+      hlen: req.hlen,
+      xid: req.xid,
+      // RFC 2131 §4.3.2: a relayed NAK must be broadcast by the relay.
+      flags: req.giaddr !== '0.0.0.0' ? req.flags | FLAG_BROADCAST : req.flags,
+      giaddr: req.giaddr,
+      chaddr: req.chaddr,
+      options: new Map([
+        [Opt.MESSAGE_TYPE, Buffer.from([MessageType.NAK])],
+        [Opt.SERVER_ID, ipsValue([cfg.serverIp])],
+        [Opt.MESSAGE, Buffer.from(why, 'latin1')],
+      ]),
+    });
+    this.#send(reply, req, 'NAK', why);
+  }
+
+  // ---- proxy mode (PXE 2.1 §2.2.3) -----------------------------------------
+
+  #proxy(
+    cfg: Validated,
+    p: DhcpPacket,
+    info: ClientInfo,
+    type: number | undefined,
+    rinfo: RemoteInfo,
+    role: 'broadcast' | 'unicast' | 'pxe',
+  ): void {
+    // Only boot firmware is ours to answer; everything else belongs to the network's DHCP server.
+    if (!info.pxe && !info.httpClient) return;
+    if (role === 'pxe') {
+      // Port 4011 (PXE 2.1 §2.2.3 step 9; EDK2's "BINL" request; iPXE's ProxyDHCPREQUEST):
+      // ACK unicast to where it came from.
+      if (type !== MessageType.REQUEST && type !== MessageType.INFORM) return;
+      const reply = this.#proxyReply(cfg, p, info, MessageType.ACK);
+      if (reply)
+        this.#send(reply, p, 'proxy ACK', rinfo.address, {
+          address: rinfo.address,
+          port: rinfo.port,
+          socket: 'pxe',
+        });
+      return;
+    }
+    if (type === MessageType.DISCOVER) {
+      const reply = this.#proxyReply(cfg, p, info, MessageType.OFFER);
+      if (reply) this.#send(reply, p, 'proxy OFFER', '(no address)');
+    } else if (type === MessageType.REQUEST && optionIp(p, Opt.SERVER_ID) === cfg.serverIp) {
+      const reply = this.#proxyReply(cfg, p, info, MessageType.ACK);
+      if (reply) this.#send(reply, p, 'proxy ACK', '(no address)');
+    }
+  }
+
+  /**
+   * A proxyDHCP reply: no yiaddr, option 60 "PXEClient" (PXE 2.1 table 2-2:
+   * what marks the offer as PXE boot information), the client's UUID (97)
+   * echoed, boot file and next server. BIOS-era clients and iPXE also get
+   * option 43 with PXE_DISCOVERY_CONTROL = 8: "use the boot file in this
+   * offer, skip boot server discovery". UEFI PXE gets no option 43: EDK2
+   * then treats the offer as "BINL" and asks port 4011, which we answer,
+   * whereas some UEFI firmware ignores a proxy offer that disables
+   * discovery (pixiecore documents the same finding).
+   */
+  #proxyReply(cfg: Validated, req: DhcpPacket, info: ClientInfo, type: number): Buffer | undefined {
+    const options = new Map<number, Buffer>([
+      [Opt.MESSAGE_TYPE, Buffer.from([type])],
+      [Opt.SERVER_ID, ipsValue([cfg.serverIp])],
+      [Opt.VENDOR_CLASS, Buffer.from(info.httpClient ? 'HTTPClient' : 'PXEClient')],
+    ]);
+    const guid = req.options.get(Opt.CLIENT_UUID);
+    if (guid) options.set(Opt.CLIENT_UUID, guid);
+    const uefi = info.arch.startsWith('uefi');
+    if (info.pxe && (!uefi || info.ipxe)) {
+      options.set(
+        Opt.VENDOR_SPECIFIC,
+        encodeSubOptions(
+          new Map([[PxeSubOpt.DISCOVERY_CONTROL, Buffer.from([DISCOVERY_CONTROL_USE_BOOTFILE])]]),
+        ),
+      );
+    }
+    const boot = this.#bootInfo(req, info, options);
+    if (!boot) return undefined;
+    return encode({
+      op: 2,
+      htype: req.htype,
+      hlen: req.hlen,
+      xid: req.xid,
+      flags: req.flags,
+      ciaddr: type === MessageType.ACK ? req.ciaddr : '0.0.0.0',
+      yiaddr: '0.0.0.0',
+      siaddr: boot.siaddr,
+      giaddr: req.giaddr,
+      chaddr: req.chaddr,
+      file: boot.file,
+      options,
+    });
+  }
+
+  // ---- sending ---------------------------------------------------------------
+
+  /** RFC 2131 §4.1: to the relay, to ciaddr, or broadcast (see the file comment). */
+  #destination(req: DhcpPacket, isNak: boolean): Destination {
+    const cfg = this.#cfg as Validated;
+    if (req.giaddr !== '0.0.0.0') return { address: req.giaddr, port: cfg.serverPort ?? 67, socket: 'tx' };
+    if (!isNak && req.ciaddr !== '0.0.0.0')
+      return { address: req.ciaddr, port: cfg.clientPort ?? 68, socket: 'tx' };
+    return { address: cfg.broadcastAddress ?? '255.255.255.255', port: cfg.clientPort ?? 68, socket: 'tx' };
+  }
+
+  #send(reply: Buffer, req: DhcpPacket, what: string, detail: string, dest?: Destination): void {
+    const to = dest ?? this.#destination(req, what === 'NAK');
+    const socket = this.#sockets[to.socket];
+    if (!socket) return;
+    const mac = macOf(req);
+    socket.send(reply, to.port, to.address, (err) => {
+      if (err)
+        this.#log.warn(`DHCP ${what} not sent`, { mac, to: `${to.address}:${to.port}`, error: err.message });
+    });
+    this.#log.info(`DHCP ${what}`, { mac, detail, to: `${to.address}:${to.port}` });
+  }
+}
+
+function configError(message: string): BootTorrentError {
+  return new BootTorrentError('BT_ERR_DHCP_CONFIG', message);
+}
+
+function sameSubnet(a: string, b: string, mask: string): boolean {
+  const m = ipToInt(mask);
+  return (ipToInt(a) & m) >>> 0 === (ipToInt(b) & m) >>> 0;
+}
+
+function subnetBroadcast(ip: string, mask: string): string {
+  return intToIp((ipToInt(ip) | ~ipToInt(mask)) >>> 0);
+}
