@@ -12,10 +12,11 @@ Commands available now:
   torrent create <path> [options]   make a .torrent of a file or folder
   torrent info <file> [--json]      show what a .torrent holds
   tracker [--host H] [--port N]     run a BitTorrent tracker (HTTP and UDP on one port)
+  seed <file.torrent> <data-path>   serve a torrent's data to peers
+  get <file.torrent> [-o DIR]       download a torrent, verifying every piece
   demo [--clients N]                a loopback swarm: our tracker, real aria2c peers
 
-Planned (not in this version yet): init, validate, start, status, build-phase1,
-seed, get.
+Planned (not in this version yet): init, validate, start, status, build-phase1.
 
 Run \`boottorrent <command> --help\` for a command's options.`;
 
@@ -23,9 +24,11 @@ const commands: Record<string, () => Promise<Command>> = {
   torrent: async () => (await import('./torrent.js')).run,
   tracker: async () => (await import('./tracker.js')).run,
   demo: async () => (await import('./demo.js')).run,
+  seed: async () => (await import('./seed.js')).run,
+  get: async () => (await import('./get.js')).run,
 };
 
-const PLANNED = new Set(['init', 'validate', 'start', 'status', 'build-phase1', 'seed', 'get']);
+const PLANNED = new Set(['init', 'validate', 'start', 'status', 'build-phase1']);
 
 async function main(argv: string[]): Promise<number> {
   const ac = new AbortController();

@@ -1,0 +1,109 @@
+/** `boottorrent get <file.torrent>`: download, verify, optionally keep seeding. */
+import { setTimeout as sleep } from 'node:timers/promises';
+import { BitTorrentClient } from '../swarm/client.js';
+import { streamLogger } from '../util/logger.js';
+import { EXIT_OK, Progress, UsageError, formatBytes, parse, parsePort, type Io } from './common.js';
+import { checkPeers, formatRate, loadTorrentFile, progressLine } from './swarm-common.js';
+
+const HELP = `Usage: boottorrent get <file.torrent> [options]
+
+Downloads a torrent, checking every piece, into -o DIR (default: here).
+Data already there is checked and kept (resume).
+
+  -o, --output DIR      where to put the data (default: current folder)
+  --seed-time SECONDS   keep seeding this long after the download (default 0)
+  --port N              TCP port for peers (default 6881; 0 picks a free one)
+  --host H              address to accept peers on (default 0.0.0.0)
+  --tracker URL         announce here instead of the torrent's trackers; repeatable
+  --peer HOST:PORT      connect to this peer too (e.g. the server's seeder); repeatable
+  --choker MODE         lan (default) or standard
+  -v, --verbose         log peers and pieces`;
+
+export async function run(argv: string[], io: Io): Promise<number> {
+  const { values, positionals } = parse(
+    argv,
+    {
+      output: { type: 'string', short: 'o' },
+      'seed-time': { type: 'string' },
+      port: { type: 'string' },
+      host: { type: 'string' },
+      tracker: { type: 'string', multiple: true },
+      peer: { type: 'string', multiple: true },
+      choker: { type: 'string' },
+      verbose: { type: 'boolean', short: 'v' },
+    },
+    HELP,
+  );
+  if (values.help) {
+    io.stdout.write(`${HELP}\n`);
+    return EXIT_OK;
+  }
+  if (positionals.length !== 1) throw new UsageError('get takes one <file.torrent>', HELP);
+  const seedTime = Number(values['seed-time'] ?? 0);
+  if (!Number.isFinite(seedTime) || seedTime < 0) {
+    throw new UsageError(`--seed-time ${values['seed-time']}: expected seconds >= 0`, HELP);
+  }
+  const choker = values.choker ?? 'lan';
+  if (choker !== 'lan' && choker !== 'standard')
+    throw new UsageError(`--choker ${choker}: use lan or standard`, HELP);
+  checkPeers(values.peer ?? [], HELP);
+  const meta = await loadTorrentFile(positionals[0]!);
+  const dir = values.output ?? '.';
+  const logger = streamLogger(io.stderr, { level: values.verbose ? 'debug' : 'warn' });
+  const client = new BitTorrentClient(
+    {
+      host: values.host ?? '0.0.0.0',
+      port: values.port === undefined ? 6881 : parsePort(values.port, '--port', HELP),
+    },
+    { logger, signal: io.signal },
+  );
+  const progress = new Progress(io.stderr);
+  try {
+    await client.listen();
+    const started = Date.now();
+    const session = await client.add({
+      meta,
+      dir,
+      mode: 'download',
+      choker,
+      ...(values.tracker ? { trackers: values.tracker } : {}),
+      ...(values.peer ? { peers: values.peer } : {}),
+    });
+    session.on('warning', (w) => {
+      progress.done();
+      io.stderr.write(`warning: ${w}\n`);
+    });
+    const have = session.stats();
+    if (have.piecesHave > 0)
+      io.stdout.write(`resuming: ${have.piecesHave} of ${have.pieceCount} pieces already here\n`);
+    const timer = setInterval(() => progress.update(progressLine(session.stats())), 1000);
+    try {
+      await session.whenComplete();
+    } finally {
+      clearInterval(timer);
+      progress.done();
+    }
+    const secs = (Date.now() - started) / 1000;
+    const s = session.stats();
+    io.stdout.write(
+      `downloaded ${meta.name} (${formatBytes(meta.length)}, every piece verified) in ${secs.toFixed(1)} s, ` +
+        `${formatRate(s.downloaded / Math.max(secs, 0.001))}\n${session.paths.join('\n')}\n`,
+    );
+    if (seedTime > 0) {
+      io.stdout.write(`seeding for ${seedTime} s; Ctrl-C stops\n`);
+      const timer2 = setInterval(() => progress.update(progressLine(session.stats())), 1000);
+      try {
+        await sleep(seedTime * 1000, undefined, { signal: io.signal }).catch(() => undefined);
+      } finally {
+        clearInterval(timer2);
+        progress.done();
+      }
+      io.stdout.write(
+        `uploaded ${formatBytes(session.stats().uploaded)} (ratio ${session.stats().ratio.toFixed(2)})\n`,
+      );
+    }
+    return EXIT_OK;
+  } finally {
+    await client.close();
+  }
+}
