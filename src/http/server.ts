@@ -1,0 +1,172 @@
+/**
+ * The boot HTTP server: per-MAC iPXE scripts, the agent's JSON API, static
+ * files (iPXE binaries, phase 1, OS folders as web seeds) with Range, and
+ * the tracker's /announce and /scrape when a tracker is mounted. One socket
+ * owner; every decision comes from the policy it is given.
+ */
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { BootTorrentError } from '../errors.js';
+import { silentLogger, type Logger } from '../util/logger.js';
+import { normalizeMac, phaseOneScript, refusalScript, type PhaseOneImage } from './ipxe.js';
+import { serveFile } from './static.js';
+
+/** What the HTTP side asks the boot policy. */
+export interface HttpBootPolicy {
+  /** Phase 1 for this MAC, or a reason it may not boot. */
+  phaseOneFor(mac: string): PhaseOneImage | { refused: string };
+  /** The agent's boot configuration (menu, default, timeout, torrents), or undefined if refused. */
+  menuFor(mac: string): object | undefined;
+}
+
+export interface BootHttpOptions {
+  host?: string;
+  /** Default 80; 0 picks a free port. */
+  port?: number;
+  /** URL clients use to reach this server, e.g. http://10.0.0.1 (default from host and port). */
+  publicUrl?: string;
+  /** URL prefix -> folder served below it, e.g. { '/ipxe/': '/usr/lib/ipxe' }. */
+  mounts?: Record<string, string>;
+}
+
+export interface BootHttpServices {
+  policy: HttpBootPolicy;
+  logger?: Logger;
+  /** A tracker to answer /announce and /scrape (TrackerServer.handleHttp). */
+  tracker?: { handleHttp(req: IncomingMessage, res: ServerResponse): boolean };
+}
+
+export class BootHttpServer {
+  private server: Server | undefined;
+  private boundPort = 0;
+  private readonly log: Logger;
+
+  constructor(
+    private readonly options: BootHttpOptions,
+    private readonly services: BootHttpServices,
+  ) {
+    this.log = (services.logger ?? silentLogger).child('http');
+  }
+
+  get port(): number {
+    return this.boundPort;
+  }
+
+  /** The base URL clients use. */
+  get url(): string {
+    if (this.options.publicUrl) return this.options.publicUrl.replace(/\/$/, '');
+    const host = this.options.host && this.options.host !== '0.0.0.0' ? this.options.host : '127.0.0.1';
+    return `http://${host}${this.boundPort === 80 ? '' : `:${this.boundPort}`}`;
+  }
+
+  async listen(): Promise<number> {
+    const server = createServer((req, res) => {
+      this.handle(req, res).catch((err: unknown) => {
+        this.log.error('request failed', { url: req.url, error: (err as Error).message });
+        if (!res.headersSent) res.writeHead(500, { 'content-type': 'text/plain' }).end('internal error\n');
+        else res.destroy();
+      });
+    });
+    server.headersTimeout = 15_000;
+    server.requestTimeout = 0; // large files over slow links: no overall cap
+    const host = this.options.host ?? '0.0.0.0';
+    const port = this.options.port ?? 80;
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', (err: NodeJS.ErrnoException) => {
+        const fix =
+          err.code === 'EACCES'
+            ? 'ports below 1024 need root: run as root or set another HTTP port'
+            : err.code === 'EADDRINUSE'
+              ? 'another web server uses it: stop it or set another HTTP port'
+              : 'check the address and port';
+        reject(
+          new BootTorrentError(
+            'BT_ERR_LISTEN',
+            `HTTP cannot listen on ${host}:${port}: ${err.code}; ${fix}`,
+            { cause: err },
+          ),
+        );
+      });
+      server.listen(port, host, () => resolve());
+    });
+    server.on('error', (err) => this.log.warn('server error', { error: err.message }));
+    this.server = server;
+    const addr = server.address();
+    this.boundPort = typeof addr === 'object' && addr ? addr.port : port;
+    this.log.info('listening', { url: this.url });
+    return this.boundPort;
+  }
+
+  private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const url = new URL(req.url ?? '/', 'http://x');
+    const path = url.pathname;
+    const client = (req.socket.remoteAddress ?? '').replace(/^::ffff:/, '');
+    if (this.services.tracker?.handleHttp(req, res)) return;
+    if (req.method !== 'GET' && req.method !== 'HEAD') {
+      res.writeHead(405, { allow: 'GET, HEAD', 'content-type': 'text/plain' }).end('method not allowed\n');
+      return;
+    }
+    if (path === '/boot.ipxe') return this.bootScript(url, client, res);
+    const api = /^\/api\/v1\/boot\/([^/]+)$/.exec(path);
+    if (api) return this.menu(api[1]!, client, res);
+    for (const [prefix, root] of Object.entries(this.options.mounts ?? {})) {
+      if (!path.startsWith(prefix)) continue;
+      const r = await serveFile(req, res, root, url.pathname.slice(prefix.length));
+      if (r) {
+        this.log.debug('file', { client, path, status: r.status, bytes: r.bytes });
+        return;
+      }
+    }
+    this.log.debug('not found', { client, path });
+    res.writeHead(404, { 'content-type': 'text/plain' }).end('not found\n');
+  }
+
+  private bootScript(url: URL, client: string, res: ServerResponse): void {
+    const raw = url.searchParams.get('mac') ?? '';
+    const mac = normalizeMac(raw);
+    const send = (body: string) =>
+      res.writeHead(200, { 'content-type': 'text/plain', 'cache-control': 'no-store' }).end(body);
+    if (!mac) {
+      this.log.warn('boot script asked without a valid MAC', { client, mac: raw });
+      send(refusalScript('this machine', 'the boot script URL needs ?mac= and the MAC address'));
+      return;
+    }
+    const decision = this.services.policy.phaseOneFor(mac);
+    if ('refused' in decision) {
+      this.log.info('boot refused', { client, mac, reason: decision.refused });
+      send(refusalScript(mac, decision.refused));
+      return;
+    }
+    this.log.info('phase 1 script', { client, mac });
+    send(
+      phaseOneScript({
+        mac,
+        image: decision,
+        serverUrl: this.url,
+        scriptUrl: `${this.url}/boot.ipxe?mac=${mac}`,
+      }),
+    );
+  }
+
+  private menu(rawMac: string, client: string, res: ServerResponse): void {
+    const mac = normalizeMac(rawMac);
+    const json = (status: number, body: object) =>
+      res
+        .writeHead(status, { 'content-type': 'application/json', 'cache-control': 'no-store' })
+        .end(`${JSON.stringify(body)}\n`);
+    if (!mac) return void json(400, { error: `not a MAC address: ${rawMac}` });
+    const menu = this.services.policy.menuFor(mac);
+    if (!menu) return void json(403, { error: `${mac} may not boot from this server` });
+    this.log.debug('menu', { client, mac });
+    json(200, menu);
+  }
+
+  async close(): Promise<void> {
+    const s = this.server;
+    this.server = undefined;
+    if (!s) return;
+    await new Promise<void>((resolve) => {
+      s.close(() => resolve());
+      s.closeAllConnections();
+    });
+  }
+}
