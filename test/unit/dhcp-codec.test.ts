@@ -279,3 +279,18 @@ test('captured: OVMF (EDK2) UEFI PXE', () => {
   const again = decode(encode(p));
   assert.deepEqual([...again.options], [...p.options]);
 });
+
+test('captured: OVMF (EDK2) UEFI HTTP Boot', () => {
+  const p = decode(fixture('ovmf-http-discover.bin'));
+  const info = clientInfo(p);
+  assert.equal(messageType(p), MessageType.DISCOVER);
+  assert.equal(info.arch, 'uefi-x64-http');
+  assert.deepEqual(info.archCodes, [16]);
+  assert.equal(info.httpClient, true);
+  assert.equal(info.pxe, false);
+  assert.equal(info.ipxe, false);
+  assert.equal(info.vendorClass, 'HTTPClient:Arch:00016:UNDI:003001');
+  assert.equal(info.guid, QEMU_UUID);
+  // It asks for the boot file name option (67), where DHCP puts the URL.
+  assert.ok(p.options.get(Opt.PARAMETER_REQUEST_LIST)?.includes(Opt.BOOTFILE_NAME));
+});

@@ -1,0 +1,475 @@
+/**
+ * DhcpServer against real DHCP clients, never on the host's network: each
+ * test builds its own network namespaces joined by veth links (and a bridge
+ * in the server namespace where one link carries several clients), runs the
+ * server there as a child process (test/fixtures/dhcp/run-server.ts, via
+ * `ip netns exec`), and removes everything in t.after, also on failure.
+ *
+ *   served link:  [S] lan0 10.N.1.1/24 --+-- sa <-> ca [C1]  (busybox udhcpc)
+ *                                      +-- sb <-> cb [C3]  (ISC dhclient)
+ *   other link:   [S] so 10.N.2.1/24 ------- co [C2]       (not served)
+ *
+ * Requires root, iproute2, busybox(-static), isc-dhcp-client, dnsmasq-base and
+ * tcpdump; a missing program fails the test.
+ */
+
+import { test } from 'node:test';
+import type { TestContext } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFileSync, spawn } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
+import { randomBytes, randomInt } from 'node:crypto';
+import { chmodSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { fileURLToPath } from 'node:url';
+
+import { requireProgram } from '../helpers/programs.js';
+import { tempDir } from '../helpers/tmp.js';
+
+const SERVER = fileURLToPath(new URL('../fixtures/dhcp/run-server.js', import.meta.url));
+const PXE_CLIENT = fileURLToPath(new URL('../fixtures/dhcp/pxe-client.js', import.meta.url));
+/** Hang guard for one wait; a pass never depends on it. */
+const WAIT_MS = 30_000;
+
+type Event = Record<string, unknown>;
+
+function run(cmd: string, args: string[]): string {
+  return execFileSync(cmd, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+}
+
+/** A child process with its output lines, and waits on them. */
+class Child {
+  readonly lines: string[] = [];
+  readonly events: Event[] = [];
+  exitCode: number | null | undefined;
+  #notify = new Set<() => void>();
+
+  constructor(
+    readonly name: string,
+    readonly proc: ChildProcess,
+  ) {
+    const onLine = (line: string): void => {
+      this.lines.push(line);
+      if (line.startsWith('{')) {
+        try {
+          this.events.push(JSON.parse(line) as Event);
+        } catch {
+          // not JSON after all
+        }
+      }
+      this.#wake();
+    };
+    if (proc.stdout) createInterface({ input: proc.stdout }).on('line', onLine);
+    if (proc.stderr) createInterface({ input: proc.stderr }).on('line', (l) => onLine(`[stderr] ${l}`));
+    proc.on('exit', (code) => {
+      this.exitCode = code;
+      this.#wake();
+    });
+  }
+
+  get exited(): boolean {
+    return this.exitCode !== undefined;
+  }
+
+  #wake(): void {
+    for (const f of this.#notify) f();
+  }
+
+  output(): string {
+    return this.lines.join('\n');
+  }
+
+  /** Resolves once `check` returns a value; rejects on exit (unless `untilExit`) or hang. */
+  async until<T>(what: string, check: () => T | undefined, untilExit = false): Promise<T> {
+    const signal = AbortSignal.timeout(WAIT_MS);
+    for (;;) {
+      const found = check();
+      if (found !== undefined) return found;
+      if (this.exited && !untilExit)
+        throw new Error(`${this.name} exited before ${what}; output:\n${this.output()}`);
+      if (signal.aborted)
+        throw new Error(`${this.name}: no ${what} within ${WAIT_MS} ms; output:\n${this.output()}`);
+      await new Promise<void>((resolve) => {
+        const done = (): void => {
+          this.#notify.delete(done);
+          signal.removeEventListener('abort', done);
+          resolve();
+        };
+        this.#notify.add(done);
+        signal.addEventListener('abort', done);
+      });
+    }
+  }
+
+  line(what: string, re: RegExp): Promise<RegExpMatchArray> {
+    return this.until(what, () => this.lines.map((l) => re.exec(l)).find((m) => m !== null) ?? undefined);
+  }
+
+  event(what: string, pred: (e: Event) => boolean): Promise<Event> {
+    return this.until(what, () => this.events.find(pred));
+  }
+
+  async exit(): Promise<number | null> {
+    await this.until('exit', () => (this.exited ? true : undefined), true);
+    return this.exitCode ?? null;
+  }
+
+  async stop(signal: NodeJS.Signals = 'SIGTERM'): Promise<void> {
+    if (this.exited) return;
+    this.proc.kill(signal);
+    const killer = setTimeout(() => this.proc.kill('SIGKILL'), 5_000);
+    await this.exit().catch(() => undefined);
+    clearTimeout(killer);
+  }
+}
+
+interface Lab {
+  net: number;
+  dir: string;
+  ns: (name: string) => string;
+  spawnIn: (ns: string, name: string, cmd: string, args: string[]) => Child;
+  ip: (...args: string[]) => string;
+}
+
+/**
+ * Namespaces and links; cleanup is registered before anything is created:
+ * children are killed by PID first, then the namespaces are deleted (which
+ * removes their interfaces).
+ */
+function createLab(t: TestContext, names: string[]): Lab {
+  requireProgram('ip', 'iproute2');
+  const id = randomBytes(3).toString('hex');
+  const net = randomInt(1, 120) * 2;
+  const dir = tempDir(t, 'bt-dhcp-');
+  const children: Child[] = [];
+  const created: string[] = [];
+  t.after(async () => {
+    await Promise.all(children.map((c) => c.stop('SIGKILL')));
+    for (const ns of created) {
+      try {
+        run('ip', ['netns', 'del', ns]);
+      } catch (err) {
+        process.stderr.write(`dhcp test cleanup: ip netns del ${ns}: ${(err as Error).message}\n`);
+      }
+    }
+  });
+  const ns = (name: string): string => `bt-dhcp-${id}-${name}`;
+  for (const n of names) {
+    run('ip', ['netns', 'add', ns(n)]);
+    created.push(ns(n));
+    run('ip', ['-n', ns(n), 'link', 'set', 'lo', 'up']);
+  }
+  return {
+    net,
+    dir,
+    ns,
+    ip: (...args) => run('ip', args),
+    spawnIn: (where, name, cmd, args) => {
+      const child = new Child(
+        name,
+        spawn('ip', ['netns', 'exec', where, cmd, ...args], { stdio: ['pipe', 'pipe', 'pipe'] }),
+      );
+      children.push(child);
+      return child;
+    },
+  };
+}
+
+/** A veth pair created directly inside two namespaces: nothing appears on the host. */
+function veth(lab: Lab, a: string, aDev: string, b: string, bDev: string): void {
+  lab.ip('link', 'add', aDev, 'netns', lab.ns(a), 'type', 'veth', 'peer', 'name', bDev, 'netns', lab.ns(b));
+  lab.ip('-n', lab.ns(a), 'link', 'set', aDev, 'up');
+  lab.ip('-n', lab.ns(b), 'link', 'set', bDev, 'up');
+}
+
+/** Waits until the kernel reports the device running (os.networkInterfaces() needs IFF_RUNNING). */
+async function waitUp(lab: Lab, where: string, dev: string): Promise<void> {
+  for (let i = 0; !/state UP/.test(lab.ip('-n', lab.ns(where), '-o', 'link', 'show', 'dev', dev)); i++) {
+    if (i > 400) throw new Error(`${dev} in ${where} did not come up`);
+    await sleep(25);
+  }
+}
+
+/** The full-mode lab of the file comment. */
+async function fullLab(t: TestContext): Promise<Lab & { served: string; other: string }> {
+  const lab = createLab(t, ['s', 'c1', 'c2', 'c3']);
+  const served = `10.66.${lab.net}.1`;
+  const other = `10.66.${lab.net + 1}.1`;
+  const s = lab.ns('s');
+  lab.ip('-n', s, 'link', 'add', 'lan0', 'type', 'bridge');
+  veth(lab, 's', 'sa', 'c1', 'ca');
+  veth(lab, 's', 'sb', 'c3', 'cb');
+  veth(lab, 's', 'so', 'c2', 'co');
+  lab.ip('-n', s, 'link', 'set', 'sa', 'master', 'lan0');
+  lab.ip('-n', s, 'link', 'set', 'sb', 'master', 'lan0');
+  lab.ip('-n', s, 'addr', 'add', `${served}/24`, 'dev', 'lan0');
+  lab.ip('-n', s, 'addr', 'add', `${other}/24`, 'dev', 'so');
+  lab.ip('-n', s, 'link', 'set', 'lan0', 'up');
+  // Distinct, known MACs for the clients.
+  lab.ip('-n', lab.ns('c1'), 'link', 'set', 'ca', 'address', '02:00:00:00:01:01');
+  lab.ip('-n', lab.ns('c3'), 'link', 'set', 'cb', 'address', '02:00:00:00:01:03');
+  lab.ip('-n', lab.ns('c2'), 'link', 'set', 'co', 'address', '02:00:00:00:02:02');
+  await waitUp(lab, 's', 'lan0');
+  await waitUp(lab, 's', 'so');
+  return { ...lab, served, other };
+}
+
+async function startServer(lab: Lab, name: string, options: Record<string, unknown>): Promise<Child> {
+  const server = lab.spawnIn(lab.ns('s'), name, process.execPath, [
+    '--enable-source-maps',
+    SERVER,
+    JSON.stringify(options),
+  ]);
+  await server.event('listening', (e) => e.type === 'listening' || e.type === 'error');
+  const err = server.events.find((e) => e.type === 'error');
+  if (err) throw new Error(`${name} failed: ${JSON.stringify(err)}`);
+  return server;
+}
+
+async function stopServer(server: Child): Promise<void> {
+  server.proc.kill('SIGTERM');
+  await server.event('closed', (e) => e.type === 'closed');
+  assert.equal(await server.exit(), 0);
+}
+
+function script(dir: string, name: string, body: string): string {
+  const path = join(dir, name);
+  writeFileSync(path, `#!/bin/sh\n${body}\n`);
+  chmodSync(path, 0o755);
+  return path;
+}
+
+/** busybox udhcpc: one lease, then exit; the script prints it. */
+async function udhcpc(
+  lab: Lab,
+  where: string,
+  dev: string,
+  tries = 5,
+): Promise<{ code: number | null; ip?: string; child: Child }> {
+  const busybox = requireProgram('busybox', 'busybox-static');
+  const s = script(lab.dir, 'udhcpc.sh', 'echo "LEASE $1 ${ip:-} ${serverid:-} ${boot_file:-}"');
+  const child = lab.spawnIn(lab.ns(where), `udhcpc@${where}`, busybox, [
+    'udhcpc',
+    '-i',
+    dev,
+    '-f',
+    '-q',
+    '-n',
+    '-t',
+    String(tries),
+    '-T',
+    '1',
+    '-s',
+    s,
+  ]);
+  const code = await child.exit();
+  const ip = child.lines.map((l) => /^LEASE bound (\S+)/.exec(l)?.[1]).find((x) => x !== undefined);
+  return { code, child, ...(ip ? { ip } : {}) };
+}
+
+/** ISC dhclient in the foreground with its own config, lease file and no-op script; stopped once bound. */
+async function dhclient(lab: Lab, where: string, dev: string, round: number): Promise<string> {
+  const bin = requireProgram('dhclient', 'isc-dhcp-client');
+  const s = script(lab.dir, 'dhclient.sh', 'echo "LEASE $reason ${new_ip_address:-}"');
+  const conf = join(lab.dir, 'dhclient.conf');
+  writeFileSync(conf, 'request subnet-mask, broadcast-address, routers;\n');
+  // A fresh lease file each round: dhclient must not remember; the server must.
+  const lf = join(lab.dir, `dhclient-${round}.leases`);
+  const pf = join(lab.dir, `dhclient-${round}.pid`);
+  const child = lab.spawnIn(lab.ns(where), `dhclient@${where}`, bin, [
+    '-d',
+    '-v',
+    '-1',
+    '-cf',
+    conf,
+    '-lf',
+    lf,
+    '-pf',
+    pf,
+    '-sf',
+    s,
+    dev,
+  ]);
+  const m = await child.line('LEASE BOUND', /^LEASE BOUND (\S+)/);
+  await child.stop();
+  return m[1] as string;
+}
+
+const inRange = (ip: string, prefix: string, lo: number, hi: number): boolean => {
+  const last = Number(ip.split('.')[3]);
+  return ip.startsWith(`${prefix}.`) && last >= lo && last <= hi;
+};
+
+test('full mode: udhcpc and dhclient get leases; a restarted server gives them the same addresses', async (t) => {
+  const lab = await fullLab(t);
+  const prefix = lab.served.replace(/\.1$/, '');
+  const options = {
+    mode: 'full',
+    interface: 'lan0',
+    serverIp: lab.served,
+    rangeStart: `${prefix}.100`,
+    rangeEnd: `${prefix}.150`,
+    leaseTimeSeconds: 600,
+    leasesFile: join(lab.dir, 'leases.json'),
+  };
+  const first = await startServer(lab, 'server#1', options);
+  const u1 = await udhcpc(lab, 'c1', 'ca');
+  assert.equal(u1.code, 0, u1.child.output());
+  assert.ok(u1.ip && inRange(u1.ip, prefix, 100, 150), `udhcpc lease ${u1.ip}`);
+  assert.match(u1.child.output(), new RegExp(`LEASE bound ${u1.ip} ${lab.served}`));
+  const d1 = await dhclient(lab, 'c3', 'cb', 1);
+  assert.ok(inRange(d1, prefix, 100, 150), `dhclient lease ${d1}`);
+  assert.notEqual(d1, u1.ip);
+  await first.event(
+    'lease for udhcpc',
+    (e) => e.type === 'lease' && e.mac === '02:00:00:00:01:01' && e.ip === u1.ip,
+  );
+  await first.event(
+    'lease for dhclient',
+    (e) => e.type === 'lease' && e.mac === '02:00:00:00:01:03' && e.ip === d1,
+  );
+  await stopServer(first);
+
+  // Restart, and ask in the opposite order: a server that forgot would give
+  // dhclient the first free address, which udhcpc had.
+  const second = await startServer(lab, 'server#2', options);
+  const d2 = await dhclient(lab, 'c3', 'cb', 2);
+  assert.equal(d2, d1, 'dhclient keeps its address across a server restart');
+  const u2 = await udhcpc(lab, 'c1', 'ca');
+  assert.equal(u2.code, 0, u2.child.output());
+  assert.equal(u2.ip, u1.ip, 'udhcpc keeps its address across a server restart');
+  await stopServer(second);
+});
+
+test('replies leave only through the served interface: the client on the other link gets nothing', async (t) => {
+  const tcpdump = requireProgram('tcpdump', 'tcpdump');
+  const lab = await fullLab(t);
+  const prefix = lab.served.replace(/\.1$/, '');
+  const server = await startServer(lab, 'server', {
+    mode: 'full',
+    interface: 'lan0',
+    serverIp: lab.served,
+    rangeStart: `${prefix}.100`,
+    rangeEnd: `${prefix}.150`,
+  });
+  // Capture every DHCP packet on the unserved client's link.
+  const capture = lab.spawnIn(lab.ns('c2'), 'tcpdump@c2', tcpdump, [
+    '-i',
+    'co',
+    '-n',
+    '-l',
+    '-U',
+    'udp and (port 67 or port 68)',
+  ]);
+  await capture.line('tcpdump ready', /listening on co/);
+
+  const unserved = await udhcpc(lab, 'c2', 'co', 3);
+  assert.notEqual(
+    unserved.code,
+    0,
+    `udhcpc on the other link must get no lease:\n${unserved.child.output()}`,
+  );
+  assert.equal(unserved.ip, undefined);
+  // The server did receive those DISCOVERs (the wildcard socket hears every
+  // link) and answered them; the answers went out of the served interface.
+  await server.event(
+    'OFFER to the unserved MAC',
+    (e) => e.msg === 'DHCP OFFER' && (e.fields as Event).mac === '02:00:00:00:02:02',
+  );
+  // Meanwhile the served link works.
+  const served = await udhcpc(lab, 'c1', 'ca');
+  assert.equal(served.code, 0, served.child.output());
+  assert.ok(served.ip && inRange(served.ip, prefix, 100, 150));
+
+  await capture.stop('SIGINT');
+  const packets = capture.lines.filter((l) => / IP /.test(l));
+  assert.ok(
+    packets.some((l) => /0\.0\.0\.0\.68 > 255\.255\.255\.255\.67/.test(l)),
+    `the capture saw the client's own DISCOVERs:\n${capture.output()}`,
+  );
+  assert.deepEqual(
+    packets.filter((l) => /\.67 > /.test(l)),
+    [],
+    'no packet from a DHCP server reached the unserved link',
+  );
+});
+
+test('proxy mode beside dnsmasq: the address comes from dnsmasq, the boot file from us, then port 4011', async (t) => {
+  const dnsmasq = requireProgram('dnsmasq', 'dnsmasq-base');
+  const lab = createLab(t, ['s', 'd', 'c']);
+  const prefix = `10.67.${lab.net}`;
+  const proxyIp = `${prefix}.1`;
+  const dhcpIp = `${prefix}.2`;
+  const s = lab.ns('s');
+  lab.ip('-n', s, 'link', 'add', 'lan0', 'type', 'bridge');
+  veth(lab, 's', 'sd', 'd', 'd0');
+  veth(lab, 's', 'sc', 'c', 'c0');
+  lab.ip('-n', s, 'link', 'set', 'sd', 'master', 'lan0');
+  lab.ip('-n', s, 'link', 'set', 'sc', 'master', 'lan0');
+  lab.ip('-n', s, 'addr', 'add', `${proxyIp}/24`, 'dev', 'lan0');
+  lab.ip('-n', s, 'link', 'set', 'lan0', 'up');
+  lab.ip('-n', lab.ns('d'), 'addr', 'add', `${dhcpIp}/24`, 'dev', 'd0');
+  // The client has no address; a link route lets its socket send the limited broadcast.
+  lab.ip('-n', lab.ns('c'), 'route', 'add', 'default', 'dev', 'c0');
+  await waitUp(lab, 's', 'lan0');
+  await waitUp(lab, 'd', 'd0');
+
+  // The network's own DHCP server: addresses only, no PXE configuration.
+  const dns = lab.spawnIn(lab.ns('d'), 'dnsmasq', dnsmasq, [
+    '--no-daemon',
+    '--conf-file=/dev/null',
+    '--port=0',
+    '--user=root',
+    '--interface=d0',
+    '--bind-interfaces',
+    `--dhcp-range=${prefix}.50,${prefix}.60,255.255.255.0,10m`,
+    `--dhcp-leasefile=${join(lab.dir, 'dnsmasq.leases')}`,
+    `--pid-file=${join(lab.dir, 'dnsmasq.pid')}`,
+    '--log-dhcp',
+    '--log-facility=-',
+  ]);
+  await dns.line('dnsmasq ready', /DHCP, IP range/);
+  await startServer(lab, 'proxy', { mode: 'proxy', interface: 'lan0', serverIp: proxyIp });
+
+  const mac = '02:00:00:00:03:01';
+  const client = lab.spawnIn(lab.ns('c'), 'pxe-client', process.execPath, [
+    '--enable-source-maps',
+    PXE_CLIENT,
+    'discover',
+    mac,
+    '68',
+  ]);
+  const fromDnsmasq = await client.event('dnsmasq OFFER', (e) => e.type === 'reply' && e.serverId === dhcpIp);
+  const fromProxy = await client.event('proxy OFFER', (e) => e.type === 'reply' && e.serverId === proxyIp);
+  await client.stop();
+
+  const leased = String(fromDnsmasq.yiaddr);
+  assert.ok(inRange(leased, prefix, 50, 60), `dnsmasq offered ${leased}`);
+  assert.equal(fromDnsmasq.file, '', 'dnsmasq has no boot configuration');
+  assert.equal(fromProxy.messageType, 2);
+  assert.equal(fromProxy.yiaddr, '0.0.0.0', 'a proxyDHCP offer carries no address');
+  assert.equal(fromProxy.siaddr, proxyIp);
+  assert.equal(fromProxy.file, 'undionly.kpxe');
+  assert.equal(fromProxy.vendorClass, 'PXEClient');
+  assert.equal(fromProxy.option43, '060108ff', 'PXE_DISCOVERY_CONTROL = 8: boot the file, no discovery');
+  assert.equal(fromProxy.guid, '42424242-4242-4242-4242-424242424242', 'client UUID echoed');
+
+  // PXE 2.1 step 9: with the address from dnsmasq, the client asks the proxy on port 4011.
+  lab.ip('-n', lab.ns('c'), 'addr', 'add', `${leased}/24`, 'dev', 'c0');
+  const req = lab.spawnIn(lab.ns('c'), 'pxe-request', process.execPath, [
+    '--enable-source-maps',
+    PXE_CLIENT,
+    'request',
+    mac,
+    proxyIp,
+    leased,
+  ]);
+  const ack = await req.event('proxy ACK on 4011', (e) => e.type === 'reply');
+  assert.equal(ack.messageType, 5);
+  assert.equal(ack.from, `${proxyIp}:4011`);
+  assert.equal(ack.file, 'undionly.kpxe');
+  assert.equal(ack.yiaddr, '0.0.0.0');
+  assert.equal(await req.exit(), 0);
+});
