@@ -289,7 +289,7 @@ export class DhcpServer extends EventEmitter<DhcpServerEvents> {
           err.code === 'EACCES'
             ? 'ports below 1024 need root or CAP_NET_BIND_SERVICE'
             : err.code === 'EADDRINUSE'
-              ? 'another DHCP server (dnsmasq, isc-dhcp-server, systemd-networkd) is using it: stop it, or use dhcp mode proxy/off'
+              ? 'another DHCP server (dnsmasq, isc-dhcp-server, systemd-networkd) holds it on this machine: stop it, or set dhcp mode off and let that server send the boot information (proxy mode needs port 67 too)'
               : err.code === 'EADDRNOTAVAIL'
                 ? `${address} is not an address of this machine`
                 : 'check the address and port';

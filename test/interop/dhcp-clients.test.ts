@@ -473,3 +473,40 @@ test('proxy mode beside dnsmasq: the address comes from dnsmasq, the boot file f
   assert.equal(ack.yiaddr, '0.0.0.0');
   assert.equal(await req.exit(), 0);
 });
+
+test('a dnsmasq already on port 67 makes listen() fail with BT_ERR_LISTEN naming it', async (t) => {
+  const dnsmasq = requireProgram('dnsmasq', 'dnsmasq-base');
+  const lab = createLab(t, ['s', 'c']);
+  const serverIp = `10.68.${lab.net}.1`;
+  veth(lab, 's', 'lan0', 'c', 'c0');
+  lab.ip('-n', lab.ns('s'), 'addr', 'add', `${serverIp}/24`, 'dev', 'lan0');
+  await waitUp(lab, 's', 'lan0');
+  const dns = lab.spawnIn(lab.ns('s'), 'dnsmasq', dnsmasq, [
+    '--no-daemon',
+    '--conf-file=/dev/null',
+    '--port=0',
+    '--user=root',
+    `--dhcp-range=10.68.${lab.net}.50,10.68.${lab.net}.60,10m`,
+    `--dhcp-leasefile=${join(lab.dir, 'dnsmasq.leases')}`,
+    `--pid-file=${join(lab.dir, 'dnsmasq.pid')}`,
+    '--log-facility=-',
+  ]);
+  await dns.line('dnsmasq ready', /DHCP, IP range/);
+  for (const mode of ['full', 'proxy']) {
+    const server = lab.spawnIn(lab.ns('s'), `server(${mode})`, process.execPath, [
+      SERVER,
+      JSON.stringify({
+        mode,
+        interface: 'lan0',
+        serverIp,
+        rangeStart: `10.68.${lab.net}.100`,
+        rangeEnd: `10.68.${lab.net}.110`,
+      }),
+    ]);
+    const err = await server.event('listen error', (e) => e.type === 'error' || e.type === 'listening');
+    assert.equal(err.type, 'error', `${mode} mode must not start beside dnsmasq`);
+    assert.equal(err.code, 'BT_ERR_LISTEN');
+    assert.match(String(err.message), /0\.0\.0\.0:67 \(EADDRINUSE\).*another DHCP server \(dnsmasq/);
+    assert.equal(await server.exit(), 1);
+  }
+});
