@@ -8,6 +8,8 @@ import type { ServedFile } from './files.js';
 export interface BlockSource {
   /** The next block; shorter than the block size (maybe empty) means it is the last. */
   next(): Promise<Buffer>;
+  /** The next block if it is already read ahead (no I/O, no promise), else undefined. */
+  nextReady?(): Buffer | undefined;
 }
 
 /** Octet mode: the file's bytes as they are, read ahead in chunks so small blocks do not mean small reads. */
@@ -17,7 +19,19 @@ export function octetBlocks(file: ServedFile, blockSize: number, readAhead: numb
   let buf: Buffer = Buffer.alloc(0);
   let bufStart = 0;
   let eof = false;
+  const take = (want: number): Buffer => {
+    const start = offset - bufStart;
+    const block = buf.subarray(start, Math.min(start + want, buf.length));
+    offset += block.length;
+    // After a short (final) block, later calls must not return data.
+    if (block.length < blockSize) offset = Number.MAX_SAFE_INTEGER;
+    return block;
+  };
   return {
+    nextReady() {
+      const want = Math.max(0, Math.min(blockSize, file.size - offset));
+      return offset + want <= bufStart + buf.length ? take(want) : undefined;
+    },
     async next() {
       const want = Math.max(0, Math.min(blockSize, file.size - offset));
       if (offset + want > bufStart + buf.length && !eof) {
@@ -32,12 +46,7 @@ export function octetBlocks(file: ServedFile, blockSize: number, readAhead: numb
         buf = tail.length > 0 ? Buffer.concat([tail, fresh]) : fresh;
         bufStart = offset;
       }
-      const start = offset - bufStart;
-      const block = buf.subarray(start, Math.min(start + want, buf.length));
-      offset += block.length;
-      // After a short (final) block, later calls must not return data.
-      if (block.length < blockSize) offset = Number.MAX_SAFE_INTEGER;
-      return block;
+      return take(want);
     },
   };
 }

@@ -133,8 +133,8 @@ interface TransferParams {
 /**
  * One read transfer: a window of blocks in flight (1 in RFC 1350 lock-step),
  * kept until acknowledged so a retransmission or an RFC 7440 rewind never
- * re-reads the file. Every event runs through one promise chain, so an ACK
- * arriving during a file read waits for it.
+ * re-reads the file. Every event runs through one queue, so an ACK arriving
+ * during a file read waits for it.
  */
 class Transfer {
   private readonly p: TransferParams;
@@ -155,7 +155,8 @@ class Transfer {
   private bytesAcked = 0;
   private tries = 0;
   private timer: NodeJS.Timeout | undefined;
-  private chain: Promise<void> = Promise.resolve();
+  private readonly queue: (() => Promise<void> | void)[] = [];
+  private busy = false;
   private done = false;
   /** Resolves when the socket and the file are closed. */
   readonly closed: Promise<void>;
@@ -206,21 +207,51 @@ class Transfer {
     this.send({ type: 'OACK', options: this.p.negotiated.accepted });
   }
 
+  /**
+   * Runs steps one at a time. A step that finishes without I/O (most do:
+   * blocks come from the read-ahead) runs synchronously, which saves promise
+   * hops per block; one that returns a promise holds the queue until it settles.
+   */
   private enqueue(step: () => Promise<void> | void): void {
-    this.chain = this.chain
-      .then(async () => {
-        if (!this.done) await step();
-      })
-      .catch((err: unknown) => {
-        const message = err instanceof Error ? err.message : String(err);
-        this.send({ type: 'ERROR', code: TftpErrorCode.NotDefined, message: 'read error on the server' });
-        this.finish('read-error', message, TftpErrorCode.NotDefined);
-      });
+    this.queue.push(step);
+    if (!this.busy) this.drain();
+  }
+
+  private drain(): void {
+    this.busy = true;
+    while (this.queue.length > 0 && !this.done) {
+      const step = this.queue.shift()!;
+      let pending: Promise<void> | void;
+      try {
+        pending = step();
+      } catch (err) {
+        this.fail(err);
+        break;
+      }
+      if (pending) {
+        pending.then(
+          () => this.drain(),
+          (err: unknown) => {
+            this.fail(err);
+            this.busy = false;
+          },
+        );
+        return;
+      }
+    }
+    this.busy = false;
+  }
+
+  private fail(err: unknown): void {
+    const message = err instanceof Error ? err.message : String(err);
+    this.send({ type: 'ERROR', code: TftpErrorCode.NotDefined, message: 'read error on the server' });
+    this.finish('read-error', message, TftpErrorCode.NotDefined);
   }
 
   private arm(): void {
-    clearTimeout(this.timer);
-    this.timer = setTimeout(() => this.enqueue(() => this.onTimeout()), this.timeoutMs);
+    // One timer per transfer, restarted in place: cheaper than a new one per block.
+    if (this.timer) this.timer.refresh();
+    else this.timer = setTimeout(() => this.enqueue(() => this.onTimeout()), this.timeoutMs);
   }
 
   private onMessage(msg: Buffer, rinfo: RemoteInfo): void {
@@ -267,14 +298,13 @@ class Transfer {
     }
   }
 
-  private async onAck(wire: number): Promise<void> {
+  private onAck(wire: number): Promise<void> | void {
     if (this.awaitingOack) {
       // RFC 2347: the client confirms the OACK with ACK 0.
       if (wire !== 0) return;
       this.awaitingOack = false;
       this.tries = 0;
-      await this.sendWindow();
-      return;
+      return this.sendWindow();
     }
     // Map the 16-bit number onto the blocks in flight (acked .. sent); the
     // window is at most 65535 blocks, so the mapping is unambiguous.
@@ -290,10 +320,10 @@ class Transfer {
       return;
     }
     // RFC 7440 §4: an ACK inside the window rewinds to the block after it.
-    await this.sendWindow();
+    return this.sendWindow();
   }
 
-  private async onTimeout(): Promise<void> {
+  private onTimeout(): Promise<void> | void {
     if (++this.tries > this.p.retries) {
       this.finish('timeout', `no ACK after ${this.p.retries} retransmissions of ${this.timeoutMs} ms`);
       return;
@@ -303,16 +333,22 @@ class Transfer {
       this.arm();
       return;
     }
-    await this.sendWindow();
+    return this.sendWindow();
   }
 
   /** Sends the window after the last acknowledged block, producing blocks as needed. */
-  private async sendWindow(): Promise<void> {
+  private sendWindow(): Promise<void> | void {
     while (this.cache.length < this.window && this.lastBlock === undefined) {
-      const data = await this.source.next();
-      if (this.done) return;
-      this.cache.push(data);
-      if (data.length < this.blockSize) this.lastBlock = this.acked + this.cache.length;
+      // Read-ahead blocks come without a promise: most blocks of a transfer.
+      const ready = this.source.nextReady?.();
+      if (ready === undefined) {
+        return this.source.next().then((data) => {
+          if (this.done) return;
+          this.produced(data);
+          return this.sendWindow();
+        });
+      }
+      this.produced(ready);
     }
     const n = Math.min(this.window, this.cache.length);
     for (let i = 0; i < n; i++) {
@@ -320,6 +356,11 @@ class Transfer {
     }
     this.sent = this.acked + n;
     this.arm();
+  }
+
+  private produced(data: Buffer): void {
+    this.cache.push(data);
+    if (data.length < this.blockSize) this.lastBlock = this.acked + this.cache.length;
   }
 
   private finish(result: TransferResult, detail?: string, errorCode?: number): void {
