@@ -32,7 +32,7 @@ export default tseslint.config(
     },
   },
   {
-    files: ['src/cli/**', 'scripts/**', 'bin/**', 'bench/**'],
+    files: ['src/cli/**', 'scripts/**', 'bin/**', 'bench/**', 'test/**/fixtures/**'],
     rules: { 'no-restricted-properties': 'off' },
   },
   {

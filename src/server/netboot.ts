@@ -1,0 +1,166 @@
+/**
+ * Phase 1 of a boot, served from one process: DHCP (full or proxy), TFTP
+ * with the iPXE binaries, and HTTP with the per-MAC iPXE script and the
+ * phase-1 kernel and initramfs. Everything binds first; the first listener
+ * that fails closes the rest (STYLE.md lesson 4).
+ */
+import { access } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { BootTorrentError } from '../errors.js';
+import { silentLogger, type Logger } from '../util/logger.js';
+import { DhcpServer, type DhcpServerOptions } from '../dhcp/server.js';
+import { TftpServer } from '../tftp/server.js';
+import { BootHttpServer, type HttpBootPolicy } from '../http/server.js';
+import { DefaultBootPolicy, type BootClient, type BootDecision, type BootPolicy } from './boot-policy.js';
+import type { PhaseOneImage } from '../http/ipxe.js';
+
+export const DEBIAN_IPXE_DIR = '/usr/lib/ipxe';
+
+export interface PhaseOneFiles {
+  /** Folder served at /phase1/. */
+  dir: string;
+  /** File names in `dir`. */
+  kernel: string;
+  initrds: readonly string[];
+  cmdline: string;
+}
+
+export interface NetbootOptions {
+  /** Interface to serve DHCP on, and its IPv4 address (what clients reach). */
+  interface: string;
+  serverIp: string;
+  dhcp: Omit<DhcpServerOptions, 'interface' | 'serverIp'>;
+  /** Folder with undionly.kpxe, ipxe.efi, snponly.efi (default Debian's /usr/lib/ipxe). */
+  ipxeDir?: string;
+  uefiLoader?: 'ipxe.efi' | 'snponly.efi';
+  httpPort?: number;
+  tftpPort?: number;
+  phase1: PhaseOneFiles;
+  /** MACs allowed to boot (lower-case colon form); all when absent. */
+  allowMacs?: readonly string[];
+  /** The agent's menu per MAC (issue: environments fill this in). */
+  menuFor?: (mac: string) => object | undefined;
+}
+
+export interface NetbootServices {
+  logger?: Logger;
+  /** Mounted on the HTTP server for /announce and /scrape. */
+  tracker?: { handleHttp(req: IncomingMessage, res: ServerResponse): boolean };
+}
+
+/** DHCP's boot chain plus the allow-list, and the HTTP side's phase 1. */
+class NetbootPolicy implements BootPolicy, HttpBootPolicy {
+  private readonly chain: DefaultBootPolicy;
+
+  constructor(
+    private readonly o: NetbootOptions,
+    private readonly httpUrl: () => string,
+  ) {
+    this.chain = new DefaultBootPolicy({
+      serverIp: o.serverIp,
+      httpPort: o.httpPort ?? 80,
+      uefiLoader: o.uefiLoader ?? 'ipxe.efi',
+    });
+  }
+
+  private allowed(mac: string): boolean {
+    return !this.o.allowMacs || this.o.allowMacs.includes(mac);
+  }
+
+  bootFor(client: BootClient): BootDecision | undefined {
+    return this.allowed(client.mac) ? this.chain.bootFor(client) : undefined;
+  }
+
+  phaseOneFor(mac: string): PhaseOneImage | { refused: string } {
+    if (!this.allowed(mac))
+      return { refused: 'this MAC is not in the list of machines allowed to boot here' };
+    const p = this.o.phase1;
+    const url = (name: string) => `${this.httpUrl()}/phase1/${encodeURIComponent(name)}`;
+    return { kernelUrl: url(p.kernel), initrdUrls: p.initrds.map(url), cmdline: p.cmdline };
+  }
+
+  menuFor(mac: string): object | undefined {
+    if (!this.allowed(mac)) return undefined;
+    return this.o.menuFor?.(mac);
+  }
+}
+
+export class NetbootServer {
+  readonly dhcp: DhcpServer;
+  readonly tftp: TftpServer;
+  readonly http: BootHttpServer;
+  private readonly log: Logger;
+  private readonly ipxeDir: string;
+
+  constructor(
+    private readonly options: NetbootOptions,
+    services: NetbootServices = {},
+  ) {
+    this.log = services.logger ?? silentLogger;
+    this.ipxeDir = options.ipxeDir ?? DEBIAN_IPXE_DIR;
+    const httpPort = options.httpPort ?? 80;
+    const publicUrl = `http://${options.serverIp}${httpPort === 80 ? '' : `:${httpPort}`}`;
+    const policy = new NetbootPolicy(options, () => publicUrl);
+    this.dhcp = new DhcpServer(
+      { ...options.dhcp, interface: options.interface, serverIp: options.serverIp },
+      { logger: this.log.child('dhcp'), bootPolicy: policy },
+    );
+    this.tftp = new TftpServer(
+      { host: '0.0.0.0', port: options.tftpPort ?? 69, root: this.ipxeDir },
+      { logger: this.log.child('tftp') },
+    );
+    this.http = new BootHttpServer(
+      {
+        host: '0.0.0.0',
+        port: httpPort,
+        publicUrl,
+        mounts: { '/ipxe/': this.ipxeDir, '/phase1/': options.phase1.dir },
+      },
+      { policy, logger: this.log, ...(services.tracker ? { tracker: services.tracker } : {}) },
+    );
+  }
+
+  /** Checks the files every client will need, so a missing one fails at start, not at boot. */
+  private async checkFiles(): Promise<void> {
+    const need = [
+      [this.ipxeDir, 'undionly.kpxe', 'apt-get install ipxe (or set the iPXE folder)'],
+      [this.ipxeDir, this.options.uefiLoader ?? 'ipxe.efi', 'apt-get install ipxe (or set the iPXE folder)'],
+      [this.options.phase1.dir, this.options.phase1.kernel, 'run `boottorrent build-phase1`'],
+      ...this.options.phase1.initrds.map((f) => [
+        this.options.phase1.dir,
+        f,
+        'run `boottorrent build-phase1`',
+      ]),
+    ] as const;
+    for (const [dir, file, fix] of need) {
+      try {
+        await access(join(dir, file));
+      } catch {
+        throw new BootTorrentError('BT_ERR_FILE', `${join(dir, file)} is missing: ${fix}`);
+      }
+    }
+  }
+
+  /** Binds DHCP, TFTP and HTTP; if one fails, the others are closed and the error is thrown. */
+  async listen(): Promise<void> {
+    await this.checkFiles();
+    try {
+      await this.http.listen();
+      await this.tftp.listen();
+      if (this.options.dhcp.mode !== 'off') await this.dhcp.listen();
+    } catch (err) {
+      await this.close();
+      throw err;
+    }
+    this.log.info('netboot ready', {
+      interface: this.options.interface,
+      server: this.options.serverIp,
+      dhcp: this.options.dhcp.mode,
+    });
+  }
+
+  async close(): Promise<void> {
+    await Promise.allSettled([this.dhcp.close(), this.tftp.close(), this.http.close()]);
+  }
+}
