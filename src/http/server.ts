@@ -8,7 +8,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import { BootTorrentError } from '../errors.js';
 import { silentLogger, type Logger } from '../util/logger.js';
 import { normalizeMac, phaseOneScript, refusalScript, type PhaseOneImage } from './ipxe.js';
-import { serveFile } from './static.js';
+import { sendFile, serveFile } from './static.js';
 
 /** What the HTTP side asks the boot policy. */
 export interface HttpBootPolicy {
@@ -24,8 +24,10 @@ export interface BootHttpOptions {
   port?: number;
   /** URL clients use to reach this server, e.g. http://10.0.0.1 (default from host and port). */
   publicUrl?: string;
-  /** URL prefix -> folder served below it, e.g. { '/ipxe/': '/usr/lib/ipxe' }. */
+  /** URL prefix -> folder served below it, e.g. { '/phase1/': '/var/lib/boottorrent/phase1' }. */
   mounts?: Record<string, string>;
+  /** Exact URL path -> file, e.g. { '/ipxe.efi': '/usr/lib/ipxe/ipxe.efi' } (symlinks followed). */
+  files?: Record<string, string>;
 }
 
 export interface BootHttpServices {
@@ -108,6 +110,15 @@ export class BootHttpServer {
     if (path === '/boot.ipxe') return this.bootScript(url, client, res);
     const api = /^\/api\/v1\/boot\/([^/]+)$/.exec(path);
     if (api) return this.menu(api[1]!, client, res);
+    const exact =
+      this.options.files && Object.hasOwn(this.options.files, path) ? this.options.files[path] : undefined;
+    if (exact !== undefined) {
+      const r = await sendFile(req, res, exact);
+      if (r) {
+        this.log.debug('file', { client, path, status: r.status, bytes: r.bytes });
+        return;
+      }
+    }
     for (const [prefix, root] of Object.entries(this.options.mounts ?? {})) {
       if (!path.startsWith(prefix)) continue;
       const r = await serveFile(req, res, root, url.pathname.slice(prefix.length));

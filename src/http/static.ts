@@ -51,6 +51,18 @@ export async function serveFile(
 ): Promise<ServeResult | undefined> {
   const file = await resolveBelow(root, urlPath);
   if (!file) return undefined;
+  return sendFile(req, res, file);
+}
+
+/**
+ * Answers GET/HEAD with one file the caller chose (no path from the URL is
+ * involved). Undefined when it is not a regular file.
+ */
+export async function sendFile(
+  req: IncomingMessage,
+  res: ServerResponse,
+  file: string,
+): Promise<ServeResult | undefined> {
   const st = await stat(file).catch(() => undefined);
   if (!st?.isFile()) return undefined;
   const size = st.size;

@@ -11,11 +11,14 @@ import { BootTorrentError } from '../errors.js';
 import { silentLogger, type Logger } from '../util/logger.js';
 import { DhcpServer, type DhcpServerOptions } from '../dhcp/server.js';
 import { TftpServer } from '../tftp/server.js';
+import { FixedFileProvider } from '../tftp/files.js';
 import { BootHttpServer, type HttpBootPolicy } from '../http/server.js';
 import { DefaultBootPolicy, type BootClient, type BootDecision, type BootPolicy } from './boot-policy.js';
 import type { PhaseOneImage } from '../http/ipxe.js';
 
 export const DEBIAN_IPXE_DIR = '/usr/lib/ipxe';
+/** The iPXE builds firmware may ask for; served by exact name only. */
+export const IPXE_FILES = ['undionly.kpxe', 'ipxe.efi', 'snponly.efi', 'ipxe.pxe', 'undionly.kkpxe'] as const;
 
 export interface PhaseOneFiles {
   /** Folder served at /phase1/. */
@@ -106,16 +109,21 @@ export class NetbootServer {
       { ...options.dhcp, interface: options.interface, serverIp: options.serverIp },
       { logger: this.log.child('dhcp'), bootPolicy: policy },
     );
+    // Debian's ipxe.efi is a symlink into /boot, which a folder served with
+    // confinement would refuse: serve the iPXE builds by exact name instead.
+    const ipxe = Object.fromEntries(IPXE_FILES.map((f) => [f, join(this.ipxeDir, f)]));
     this.tftp = new TftpServer(
-      { host: '0.0.0.0', port: options.tftpPort ?? 69, root: this.ipxeDir },
-      { logger: this.log.child('tftp') },
+      { host: '0.0.0.0', port: options.tftpPort ?? 69 },
+      { logger: this.log.child('tftp'), files: new FixedFileProvider(ipxe) },
     );
     this.http = new BootHttpServer(
       {
         host: '0.0.0.0',
         port: httpPort,
         publicUrl,
-        mounts: { '/ipxe/': this.ipxeDir, '/phase1/': options.phase1.dir },
+        mounts: { '/phase1/': options.phase1.dir },
+        // UEFI HTTP Boot gets http://server/<loader> from DHCP.
+        files: Object.fromEntries(IPXE_FILES.map((f) => [`/${f}`, join(this.ipxeDir, f)])),
       },
       { policy, logger: this.log, ...(services.tracker ? { tracker: services.tracker } : {}) },
     );

@@ -95,34 +95,60 @@ export class RootFileProvider implements FileProvider {
     if (real !== rootReal && !real.startsWith(rootReal + sep)) {
       refuse(`${path} resolves to ${real}, outside the TFTP root ${rootReal}`);
     }
-    let fh;
+    return openServed(real, path);
+  }
+}
+
+/** Opens a regular file for serving; undefined if it does not exist. */
+async function openServed(real: string, path: string): Promise<ServedFile | undefined> {
+  let fh;
+  try {
+    fh = await openFile(real, 'r');
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code ?? '';
+    if (NOT_FOUND.has(code)) return undefined;
+    if (code === 'EACCES') refuse(`permission denied on ${path}`);
+    throw err;
+  }
+  const st = await fh.stat();
+  if (!st.isFile()) {
+    await fh.close();
+    refuse(`${path} is not a regular file`);
+  }
+  const handle = fh;
+  return {
+    size: st.size,
+    async read(offset, length) {
+      const buf = Buffer.allocUnsafe(length);
+      let got = 0;
+      while (got < length) {
+        const { bytesRead } = await handle.read(buf, got, length - got, offset + got);
+        if (bytesRead === 0) break;
+        got += bytesRead;
+      }
+      return got === length ? buf : buf.subarray(0, got);
+    },
+    close: () => handle.close(),
+  };
+}
+
+/**
+ * Serves a fixed set of names, each mapped to a file the operator chose
+ * (e.g. Debian's /usr/lib/ipxe/ipxe.efi, a symlink into /boot). Nothing
+ * else is reachable, so following those links is safe.
+ */
+export class FixedFileProvider implements FileProvider {
+  constructor(private readonly files: Readonly<Record<string, string>>) {}
+
+  async open(path: string): Promise<ServedFile | undefined> {
+    const name = cleanRequestPath(path);
+    const file = Object.hasOwn(this.files, name) ? this.files[name] : undefined;
+    if (file === undefined) return undefined;
     try {
-      fh = await openFile(real, 'r');
+      return await openServed(await realpath(file), name);
     } catch (err) {
-      const code = (err as NodeJS.ErrnoException).code ?? '';
-      if (NOT_FOUND.has(code)) return undefined;
-      if (code === 'EACCES') refuse(`permission denied on ${path}`);
+      if (NOT_FOUND.has((err as NodeJS.ErrnoException).code ?? '')) return undefined;
       throw err;
     }
-    const st = await fh.stat();
-    if (!st.isFile()) {
-      await fh.close();
-      refuse(`${path} is not a regular file`);
-    }
-    const handle = fh;
-    return {
-      size: st.size,
-      async read(offset, length) {
-        const buf = Buffer.allocUnsafe(length);
-        let got = 0;
-        while (got < length) {
-          const { bytesRead } = await handle.read(buf, got, length - got, offset + got);
-          if (bytesRead === 0) break;
-          got += bytesRead;
-        }
-        return got === length ? buf : buf.subarray(0, got);
-      },
-      close: () => handle.close(),
-    };
   }
 }
