@@ -389,12 +389,23 @@ export interface MessageDecoderOptions {
  * After an error the decoder is spent: the stream position is lost, so
  * every later push() throws the same error.
  */
+/** Largest straddling message whose buffer is kept for reuse (a 128 KiB block and header). */
+const MAX_SPARE_BODY = 128 * 1024 + 9;
+
 export class MessageDecoder {
   readonly maxLength: number;
   private readonly prefix = Buffer.alloc(4);
   private prefixFilled = 0;
   private body: Buffer | null = null;
   private bodyFilled = 0;
+  /**
+   * When set, the buffer of a message that straddled two chunks is reused
+   * for the next one: its messages are views that die when iteration moves
+   * on (the caller copies what it keeps), and a fresh 16 KiB per straddling
+   * block is garbage V8 frees late.
+   */
+  reuseBodies = false;
+  private spare: Buffer | null = null;
   private failure: BootTorrentError | null = null;
 
   constructor(options: MessageDecoderOptions = {}) {
@@ -447,7 +458,8 @@ export class MessageDecoder {
           yield decodeMessageBody(body);
           continue;
         }
-        this.body = Buffer.allocUnsafe(len);
+        const spare = this.reuseBodies ? this.spare : null;
+        this.body = spare && spare.length >= len ? spare.subarray(0, len) : Buffer.allocUnsafe(len);
         this.bodyFilled = 0;
       }
       const n = Math.min(this.body.length - this.bodyFilled, chunk.length - pos);
@@ -458,6 +470,9 @@ export class MessageDecoder {
         const body = this.body;
         this.body = null;
         yield decodeMessageBody(body);
+        if (this.reuseBodies && body.length <= MAX_SPARE_BODY && body.length > (this.spare?.length ?? 0)) {
+          this.spare = Buffer.from(body.buffer, body.byteOffset, body.length);
+        }
       }
     }
   }
