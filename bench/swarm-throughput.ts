@@ -329,7 +329,10 @@ try {
     `## ${new Date().toISOString()}${values.label ? ` — ${values.label}` : ''}`,
     '',
     `- Machine: ${cpus().length} x ${cpus()[0]?.model ?? '?'}, Linux ${release()}, Node ${process.version}, ${ariaVersion}`,
-    `- Command: \`npm run bench:throughput -- ${process.argv.slice(2).join(' ')}\``,
+    `- Command: \`npm run bench:throughput -- ${process.argv
+      .slice(2)
+      .map((a) => (/[\s"']/.test(a) ? JSON.stringify(a) : a))
+      .join(' ')}\``,
     `- ${(bytes / 2 ** 20).toFixed(0)} MiB random file, piece length ${info.pieceLength / 1024} KiB, loopback, page cache warm; median of ${runs} run(s) per row (each column's own median)`,
     '- MB/s = 10^6 bytes/s over the leecher process wall time (spawn to exit). Leecher CPU (user+sys) and peak RSS: GNU time, whole process. Seeder CPU: during the transfer only; seeder peak RSS: VmHWM over its whole life.',
     '',
