@@ -1,5 +1,6 @@
 /** `boottorrent get <file.torrent>`: download, verify, optionally keep seeding. */
 import { setTimeout as sleep } from 'node:timers/promises';
+import { isIPv4 } from 'node:net';
 import { BitTorrentClient } from '../swarm/client.js';
 import { streamLogger } from '../util/logger.js';
 import { EXIT_OK, Progress, UsageError, formatBytes, parse, parsePort, type Io } from './common.js';
@@ -17,6 +18,8 @@ Data already there is checked and kept (resume).
   --tracker URL         announce here instead of the torrent's trackers; repeatable
   --peer HOST:PORT      connect to this peer too (e.g. the server's seeder); repeatable
   --choker MODE         lan (default) or standard
+  --lsd ADDRESS         find peers on this interface's LAN by Local Service Discovery
+                        (BEP 14; give the interface's IPv4 address)
   -v, --verbose         log peers and pieces`;
 
 export async function run(argv: string[], io: Io): Promise<number> {
@@ -30,6 +33,7 @@ export async function run(argv: string[], io: Io): Promise<number> {
       tracker: { type: 'string', multiple: true },
       peer: { type: 'string', multiple: true },
       choker: { type: 'string' },
+      lsd: { type: 'string' },
       verbose: { type: 'boolean', short: 'v' },
     },
     HELP,
@@ -47,6 +51,9 @@ export async function run(argv: string[], io: Io): Promise<number> {
   if (choker !== 'lan' && choker !== 'standard')
     throw new UsageError(`--choker ${choker}: use lan or standard`, HELP);
   checkPeers(values.peer ?? [], HELP);
+  if (values.lsd !== undefined && !isIPv4(values.lsd)) {
+    throw new UsageError(`--lsd ${values.lsd}: give the IPv4 address of the LAN interface`, HELP);
+  }
   const meta = await loadTorrentFile(positionals[0]!);
   const dir = values.output ?? '.';
   const logger = streamLogger(io.stderr, { level: values.verbose ? 'debug' : 'warn' });
@@ -68,6 +75,7 @@ export async function run(argv: string[], io: Io): Promise<number> {
       choker,
       ...(values.tracker ? { trackers: values.tracker } : {}),
       ...(values.peer ? { peers: values.peer } : {}),
+      ...(values.lsd ? { lsdInterface: values.lsd } : {}),
     });
     session.on('warning', (w) => {
       progress.done();

@@ -2,6 +2,7 @@
 import { existsSync } from 'node:fs';
 import { basename, dirname, resolve } from 'node:path';
 import { once } from 'node:events';
+import { isIPv4 } from 'node:net';
 import { BitTorrentClient } from '../swarm/client.js';
 import { streamLogger } from '../util/logger.js';
 import {
@@ -28,6 +29,8 @@ that holds it.
   --peer HOST:PORT    connect to this peer too; repeatable
   --upload-limit R    cap the upload rate (bytes/s, e.g. 10M)
   --choker MODE       lan (unchoke every interested peer, default) or standard
+  --lsd ADDRESS       find peers on this interface's LAN by Local Service Discovery
+                      (BEP 14; give the interface's IPv4 address)
   -v, --verbose       log peers and pieces`;
 
 export async function run(argv: string[], io: Io): Promise<number> {
@@ -40,6 +43,7 @@ export async function run(argv: string[], io: Io): Promise<number> {
       peer: { type: 'string', multiple: true },
       'upload-limit': { type: 'string' },
       choker: { type: 'string' },
+      lsd: { type: 'string' },
       verbose: { type: 'boolean', short: 'v' },
     },
     HELP,
@@ -53,6 +57,9 @@ export async function run(argv: string[], io: Io): Promise<number> {
   if (choker !== 'lan' && choker !== 'standard')
     throw new UsageError(`--choker ${choker}: use lan or standard`, HELP);
   checkPeers(values.peer ?? [], HELP);
+  if (values.lsd !== undefined && !isIPv4(values.lsd)) {
+    throw new UsageError(`--lsd ${values.lsd}: give the IPv4 address of the LAN interface`, HELP);
+  }
   const meta = await loadTorrentFile(positionals[0]!);
   const data = resolve(positionals[1]!);
   // The torrent's root (file or folder) is <dir>/<name>: accept either form.
@@ -76,6 +83,7 @@ export async function run(argv: string[], io: Io): Promise<number> {
       choker,
       ...(values.tracker ? { trackers: values.tracker } : {}),
       ...(values.peer ? { peers: values.peer } : {}),
+      ...(values.lsd ? { lsdInterface: values.lsd } : {}),
       ...(values['upload-limit']
         ? { uploadLimit: parseSize(values['upload-limit'], '--upload-limit', HELP) }
         : {}),

@@ -20,6 +20,7 @@ import { Bitfield } from '../wire/bitfield.js';
 import { PeerConnection } from '../wire/connection.js';
 import type { PexMessage } from '../wire/codec.js';
 import { TrackerClient } from '../tracker/client.js';
+import { LocalServiceDiscovery } from '../tracker/lsd.js';
 import type { AnnounceEvent } from '../tracker/types.js';
 import { BLOCK_SIZE, PiecePicker, type BlockRequest } from './picker.js';
 import { chooseUnchoked, pickOptimistic, type ChokerMode } from './choker.js';
@@ -56,6 +57,14 @@ export interface SessionOptions {
   uploadLimit?: number;
   /** Tracker client overrides, e.g. quick UDP retransmission in tests. */
   trackerRetryBaseMs?: number;
+  /**
+   * IPv4 address of the LAN interface to run Local Service Discovery on
+   * (BEP 14), so peers find each other with no tracker. Never for private
+   * torrents. Undefined: no LSD.
+   */
+  lsdInterface?: string;
+  /** LSD announce interval in ms (default 5 minutes; BEP 14 allows one a minute at most). */
+  lsdIntervalMs?: number;
 }
 
 export interface SessionServices {
@@ -138,6 +147,11 @@ interface Candidate {
   readonly port: number;
   failures: number;
   nextTry: number;
+  /**
+   * Heard through LSD: a seed dials these too, since such a peer learns of
+   * us only at our next LSD announce (BEP 14: at most one a minute).
+   */
+  readonly local: boolean;
 }
 
 interface Assembly {
@@ -198,6 +212,7 @@ export class TorrentSession extends EventEmitter<SessionEvents> {
   private readonly key = randomBytes(4).readUInt32BE(0);
   private readonly verifying = new Set<number>();
   private peerSeq = 0;
+  private lsd: LocalServiceDiscovery | undefined;
   private uploadTokens = 0;
   private uploadWaiters: (() => void)[] = [];
   private readonly chokerMode: ChokerMode;
@@ -288,6 +303,7 @@ export class TorrentSession extends EventEmitter<SessionEvents> {
     if (this.pex) every(PEX_INTERVAL_MS, () => this.sendPex());
     this.signal?.addEventListener('abort', this.onAbort, { once: true });
     void this.announce('started');
+    await this.startLsd();
     this.connectMore();
   }
 
@@ -300,22 +316,23 @@ export class TorrentSession extends EventEmitter<SessionEvents> {
     this.addCandidate(m[1]!.replace(/^\[|\]$/g, ''), Number(m[2]));
   }
 
-  private addCandidate(ip: string, port: number): void {
+  private addCandidate(ip: string, port: number, local = false): void {
     const k = `${ip}:${port}`;
     if (port <= 0 || port > 65535 || this.banned.has(k)) return;
     if (this.candidates.has(k)) return;
     for (const p of this.peers.values()) if (p.address === k) return;
-    this.candidates.set(k, { ip, port, failures: 0, nextTry: 0 });
+    this.candidates.set(k, { ip, port, failures: 0, nextTry: 0, local });
     if (this.started && !this.stopped) this.connectMore();
   }
 
   private connectMore(): void {
     if (this.stopped || !this.picker) return;
     // A seed does not dial out: leechers find it through the tracker.
-    if (this.picker.complete) return;
+    const seeding = this.picker.complete;
     const now = Date.now();
     for (const [k, c] of this.candidates) {
       if (this.peers.size + this.connecting.size >= this.maxPeers) return;
+      if (seeding && !c.local) continue;
       if (this.connecting.has(k) || c.nextTry > now) continue;
       if ([...this.peers.values()].some((p) => p.address === k)) continue;
       this.dial(k, c);
@@ -941,6 +958,7 @@ export class TorrentSession extends EventEmitter<SessionEvents> {
         port: peer.listenPort,
         failures: 1,
         nextTry: Date.now() + 2000,
+        local: false,
       });
     }
     for (const p of this.peers.values()) this.fill(p);
@@ -1007,9 +1025,36 @@ export class TorrentSession extends EventEmitter<SessionEvents> {
   }
 
   /** Announces `stopped`, closes every connection and the storage. Idempotent. */
+  private async startLsd(): Promise<void> {
+    const address = this.opts.lsdInterface;
+    if (address === undefined || this.meta.private) return;
+    const lsd = new LocalServiceDiscovery(
+      {
+        port: this.opts.listenPort,
+        interfaceAddress: address,
+        infoHashes: [this.meta.infoHashHex],
+        ...(this.opts.lsdIntervalMs !== undefined ? { announceIntervalMs: this.opts.lsdIntervalMs } : {}),
+      },
+      { logger: this.log.child('lsd') },
+    );
+    lsd.on('peer', (p) => {
+      if (p.infoHash === this.meta.infoHashHex) this.addCandidate(p.ip, p.port, true);
+    });
+    lsd.on('error', (err) => this.emit('warning', `local peer discovery stopped: ${err.message}`));
+    try {
+      await lsd.start(this.signal ? { signal: this.signal } : {});
+      this.lsd = lsd;
+    } catch (err) {
+      // Not fatal: trackers and known peers still work.
+      this.emit('warning', `local peer discovery unavailable: ${(err as Error).message}`);
+      this.log.warn('LSD unavailable', { error: (err as Error).message });
+    }
+  }
+
   async stop(): Promise<void> {
     if (this.stopped) return;
     this.stopped = true;
+    await this.lsd?.stop();
     this.signal?.removeEventListener('abort', this.onAbort);
     for (const t of this.timers) clearInterval(t);
     this.timers = [];
