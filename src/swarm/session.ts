@@ -65,6 +65,14 @@ export interface SessionOptions {
   lsdInterface?: string;
   /** LSD announce interval in ms (default 5 minutes; BEP 14 allows one a minute at most). */
   lsdIntervalMs?: number;
+  /**
+   * How a seed answers requests while some pieces have never left it:
+   * `spread` rejects (BEP 6) a request for a piece it already sent to
+   * another peer, so its upload goes to pieces the swarm lacks and peers
+   * fetch the others from each other (the aim of BEP 16 super-seeding,
+   * without hiding pieces); `plain` serves every request. Default spread.
+   */
+  seedPolicy?: 'spread' | 'plain';
 }
 
 export interface SessionServices {
@@ -137,6 +145,10 @@ interface Peer {
   strikes: number;
   /** Their reqq (BEP 10), capping our pipeline to them. */
   remoteQueue: number;
+  /** Pieces this peer refused us (BEP 6 reject), until a time: ask others meanwhile. */
+  readonly refused: Map<number, number>;
+  /** Pieces we (as a spreading seed) began sending to this peer. */
+  readonly servedPieces: Set<number>;
   /** Addresses already sent to this peer in PEX. */
   readonly pexSent: Set<string>;
   connectedAt: number;
@@ -169,6 +181,8 @@ const TICK_MS = 1000;
 const PEX_INTERVAL_MS = 60_000;
 const CONNECT_TIMEOUT_MS = 5000;
 const BAN_STRIKES = 3;
+/** How long a piece a peer rejected is asked of others instead. */
+const REFUSED_MS = 5000;
 /** Read buffer of each connection we open. */
 const READ_BUFFER_BYTES = 128 * 1024;
 /** Assembly buffers kept for reuse (pieces being written at once rarely exceed a few). */
@@ -213,6 +227,9 @@ export class TorrentSession extends EventEmitter<SessionEvents> {
   private readonly verifying = new Set<number>();
   private peerSeq = 0;
   private lsd: LocalServiceDiscovery | undefined;
+  /** `spread` seed policy: pieces sent at least once, and how many were not. */
+  private sentOnce: Uint8Array | undefined;
+  private unsent = 0;
   private uploadTokens = 0;
   private uploadWaiters: (() => void)[] = [];
   private readonly chokerMode: ChokerMode;
@@ -289,6 +306,14 @@ export class TorrentSession extends EventEmitter<SessionEvents> {
       have,
     );
     this.completedSent = this.picker.complete;
+    if (
+      this.picker.complete &&
+      this.opts.mode === 'seed' &&
+      (this.opts.seedPolicy ?? 'spread') === 'spread'
+    ) {
+      this.sentOnce = new Uint8Array(meta.pieceCount);
+      this.unsent = meta.pieceCount;
+    }
     this.log.info(this.picker.complete ? 'seeding' : 'downloading', {
       have: this.picker.piecesHave,
       pieces: meta.pieceCount,
@@ -460,6 +485,8 @@ export class TorrentSession extends EventEmitter<SessionEvents> {
       strikes: 0,
       remoteQueue: 250,
       pexSent: new Set(),
+      refused: new Map(),
+      servedPieces: new Set(),
       connectedAt: Date.now(),
     };
     if (listenPort !== undefined) this.candidates.delete(`${ip}:${listenPort}`);
@@ -495,6 +522,7 @@ export class TorrentSession extends EventEmitter<SessionEvents> {
       if (i >= 0) peer.uploads.splice(i, 1);
     });
     conn.on('reject', (r) => {
+      peer.refused.set(r.index, Date.now() + REFUSED_MS);
       if (peer.outstanding.delete(key(r.index, r.begin))) {
         picker.requestDropped(r.index, r.begin, peer.pid);
         this.fill(peer);
@@ -595,8 +623,11 @@ export class TorrentSession extends EventEmitter<SessionEvents> {
     const want = target - peer.outstanding.size;
     // Batch: refill when a quarter of the pipeline has drained.
     if (want < Math.max(1, target / 4) && peer.outstanding.size > 0) return;
-    const reqs = picker.pick({ id: peer.pid, has: (i) => peer.seed || peer.has.get(i) }, want);
     const now = Date.now();
+    const reqs = picker.pick(
+      { id: peer.pid, has: (i) => (peer.seed || peer.has.get(i)) && !((peer.refused.get(i) ?? 0) > now) },
+      want,
+    );
     for (const r of reqs) peer.outstanding.set(key(r.index, r.begin), { req: r, at: now });
     peer.conn.requestMany(reqs);
     if (
@@ -735,8 +766,29 @@ export class TorrentSession extends EventEmitter<SessionEvents> {
       if (peer.conn.fast) peer.conn.reject(r.index, r.begin, r.length);
       return;
     }
+    if (this.spreading(peer, r.index)) {
+      peer.conn.reject(r.index, r.begin, r.length);
+      return;
+    }
     peer.uploads.push(r);
     void this.serve(peer);
+  }
+
+  /**
+   * The `spread` seed policy: true when this request should be rejected
+   * because the piece already went to another peer while others never left
+   * us. A piece already begun for this peer is always finished.
+   */
+  private spreading(peer: Peer, index: number): boolean {
+    if (!this.sentOnce || !peer.conn.fast) return false;
+    if (peer.servedPieces.has(index)) return false;
+    if (this.sentOnce[index] === 1 && this.unsent > 0) return true;
+    if (this.sentOnce[index] === 0) {
+      this.sentOnce[index] = 1;
+      this.unsent--;
+    }
+    peer.servedPieces.add(index);
+    return false;
   }
 
   /** Sends queued blocks to a peer, one read at a time, respecting backpressure. */

@@ -102,7 +102,8 @@ test('loopback swarm: one seeder and 8 leechers through our tracker; leechers se
   t.diagnostic(
     `seeder sent ${copies.toFixed(2)} copies; leechers sent each other ${(leechersSent / meta.length).toFixed(2)} copies`,
   );
-  assert.ok(copies < 4, `seeder sent ${copies.toFixed(2)} copies; expected clearly less than 8`);
+  // The spread seed policy sends each piece once before any twice: about one copy.
+  assert.ok(copies < 2, `seeder sent ${copies.toFixed(2)} copies; expected about 1, clearly less than 8`);
   assert.ok(leechersSent >= 4 * meta.length, 'leechers supplied at least half of the 8 copies');
   assert.ok(seederSent + leechersSent >= 8 * meta.length);
 });
