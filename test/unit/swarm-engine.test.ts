@@ -162,3 +162,36 @@ test('malformed wire messages close only that connection', async (t) => {
   await withTimeout(leech.session.whenComplete(), 60_000, 'download');
   assert.equal(sha256(readFileSync(join(dir, 'leech', 'image.bin'))), sha256(data));
 });
+
+test('resume: data already on disk is checked and kept; only the missing pieces are fetched', async (t) => {
+  const dir = tempDir(t);
+  const { seedDir, data, meta } = await makeImage(dir, 1024 * 1024, 65536);
+  // Half of the pieces are already right; one of those has a flipped byte.
+  mkdirSync(join(dir, 'leech'));
+  const partial = Buffer.alloc(data.length);
+  data.copy(partial, 0, 0, data.length / 2);
+  partial[70000]! ^= 1;
+  writeFileSync(join(dir, 'leech', 'image.bin'), partial);
+  const seeder = new TorrentSession({ meta, dir: seedDir, mode: 'seed', peerId: newPeerId(), listenPort: 1 });
+  const leecher = new TorrentSession({
+    meta,
+    dir: join(dir, 'leech'),
+    mode: 'download',
+    peerId: newPeerId(),
+    listenPort: 2,
+  });
+  t.after(() => Promise.all([seeder.stop(), leecher.stop()]));
+  await seeder.start();
+  await leecher.start();
+  assert.equal(
+    leecher.stats().piecesHave,
+    meta.pieceCount / 2 - 1,
+    'the intact half minus the damaged piece',
+  );
+  const [a, b] = duplexPair();
+  leecher.connectStream(a, 'seeder', true);
+  seeder.connectStream(b, 'leecher', false);
+  await withTimeout(leecher.whenComplete(), 30_000, 'download');
+  assert.equal(sha256(readFileSync(join(dir, 'leech', 'image.bin'))), sha256(data));
+  assert.equal(leecher.stats().downloaded, (meta.pieceCount / 2 + 1) * 65536);
+});
