@@ -184,6 +184,21 @@ export function decodeWithSpans(
   return { value, spans: p.topSpans };
 }
 
+/**
+ * Decodes one value at the start of `input` and says how many bytes it
+ * took; what follows is left to the caller (BEP 9 data messages carry raw
+ * bytes after a bencoded dictionary).
+ */
+export function decodePrefix(
+  input: Uint8Array,
+  options: DecodeOptions = {},
+): { value: BValue; length: number } {
+  const buf = toBuffer(input);
+  const p = new Parser(buf, options.maxDepth ?? DEFAULT_MAX_DEPTH, options.strictKeyOrder ?? true);
+  const value = p.value(0);
+  return { value, length: p.pos };
+}
+
 class Encoder {
   private readonly chunks: Buffer[] = [];
 

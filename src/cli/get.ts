@@ -5,10 +5,13 @@ import { BitTorrentClient } from '../swarm/client.js';
 import { streamLogger } from '../util/logger.js';
 import { EXIT_OK, Progress, UsageError, formatBytes, parse, parsePort, type Io } from './common.js';
 import { checkPeers, formatRate, loadTorrentFile, progressLine } from './swarm-common.js';
+import { parseMagnet } from '../torrent/magnet.js';
+import { fetchMetadata } from '../swarm/metadata-fetch.js';
 
-const HELP = `Usage: boottorrent get <file.torrent> [options]
+const HELP = `Usage: boottorrent get <file.torrent | magnet:?xt=urn:btih:...> [options]
 
 Downloads a torrent, checking every piece, into -o DIR (default: here).
+With a magnet link the torrent's metadata is first fetched from peers (BEP 9).
 Data already there is checked and kept (resume).
 
   -o, --output DIR      where to put the data (default: current folder)
@@ -42,7 +45,7 @@ export async function run(argv: string[], io: Io): Promise<number> {
     io.stdout.write(`${HELP}\n`);
     return EXIT_OK;
   }
-  if (positionals.length !== 1) throw new UsageError('get takes one <file.torrent>', HELP);
+  if (positionals.length !== 1) throw new UsageError('get takes one <file.torrent> or magnet link', HELP);
   const seedTime = Number(values['seed-time'] ?? 0);
   if (!Number.isFinite(seedTime) || seedTime < 0) {
     throw new UsageError(`--seed-time ${values['seed-time']}: expected seconds >= 0`, HELP);
@@ -54,7 +57,9 @@ export async function run(argv: string[], io: Io): Promise<number> {
   if (values.lsd !== undefined && !isIPv4(values.lsd)) {
     throw new UsageError(`--lsd ${values.lsd}: give the IPv4 address of the LAN interface`, HELP);
   }
-  const meta = await loadTorrentFile(positionals[0]!);
+  const source = positionals[0]!;
+  const magnet = source.startsWith('magnet:') ? parseMagnet(source) : undefined;
+  let meta = magnet ? undefined : await loadTorrentFile(source);
   const dir = values.output ?? '.';
   const logger = streamLogger(io.stderr, { level: values.verbose ? 'debug' : 'warn' });
   const client = new BitTorrentClient(
@@ -67,6 +72,17 @@ export async function run(argv: string[], io: Io): Promise<number> {
   const progress = new Progress(io.stderr);
   try {
     await client.listen();
+    if (magnet) {
+      io.stdout.write(`fetching the torrent's metadata for ${magnet.infoHashHex} from peers\n`);
+      meta = await fetchMetadata(
+        { magnet, peerId: client.peerId, listenPort: client.listenPort, peers: values.peer ?? [] },
+        { logger, signal: io.signal, trackerClient: client.tracker },
+      );
+      io.stdout.write(
+        `metadata: ${meta.name}, ${formatBytes(meta.length)} in ${meta.files.length} file(s)\n`,
+      );
+    }
+    if (!meta) throw new Error('unreachable: no metainfo');
     const started = Date.now();
     const session = await client.add({
       meta,
@@ -74,7 +90,7 @@ export async function run(argv: string[], io: Io): Promise<number> {
       mode: 'download',
       choker,
       ...(values.tracker ? { trackers: values.tracker } : {}),
-      ...(values.peer ? { peers: values.peer } : {}),
+      peers: [...(values.peer ?? []), ...(magnet?.peers ?? [])],
       ...(values.lsd ? { lsdInterface: values.lsd } : {}),
     });
     session.on('warning', (w) => {

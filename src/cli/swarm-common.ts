@@ -9,7 +9,7 @@ export async function loadTorrentFile(file: string): Promise<Metainfo> {
   if (file.startsWith('magnet:')) {
     throw new BootTorrentError(
       'BT_ERR_USAGE',
-      'magnet links need metadata exchange with peers (BEP 9), which this version does not have yet; pass the .torrent file instead',
+      'a magnet link has no data to check a seed against: pass the .torrent file (`boottorrent get <magnet>` accepts magnets)',
     );
   }
   let bytes: Buffer;

@@ -19,6 +19,12 @@ import type { Metainfo } from '../torrent/metainfo.js';
 import { Bitfield } from '../wire/bitfield.js';
 import { PeerConnection } from '../wire/connection.js';
 import type { PexMessage } from '../wire/codec.js';
+import {
+  METADATA_PIECE_SIZE,
+  decodeMetadataMessage,
+  encodeMetadataMessage,
+  type MetadataMessage,
+} from '../wire/metadata.js';
 import { TrackerClient } from '../tracker/client.js';
 import { LocalServiceDiscovery } from '../tracker/lsd.js';
 import type { AnnounceEvent } from '../tracker/types.js';
@@ -181,6 +187,8 @@ const TICK_MS = 1000;
 const PEX_INTERVAL_MS = 60_000;
 const CONNECT_TIMEOUT_MS = 5000;
 const BAN_STRIKES = 3;
+/** The id we ask peers to send ut_metadata (BEP 9) messages under. */
+const UT_METADATA_ID = 2;
 /** How long a piece a peer rejected is asked of others instead. */
 const REFUSED_MS = 5000;
 /** Read buffer of each connection we open. */
@@ -530,15 +538,19 @@ export class TorrentSession extends EventEmitter<SessionEvents> {
     });
     conn.on('piece', (m) => this.onBlock(peer, m.index, m.begin, m.block));
     conn.on('pex', (msg) => this.onPex(msg));
+    conn.on('extended', ({ id, payload }) => {
+      if (id === UT_METADATA_ID) this.onMetadataMessage(peer, payload);
+    });
 
     const ours = this.ourBitfield();
     conn.announcePieces(ours);
     if (conn.extended) {
       conn.sendExtendedHandshake({
-        m: new Map(this.pex ? [['ut_pex', 1]] : []),
+        m: new Map([...(this.pex ? [['ut_pex', 1] as const] : []), ['ut_metadata', UT_METADATA_ID] as const]),
         p: this.opts.listenPort,
         v: 'BootTorrent 0.1',
         reqq: MAX_UPLOAD_QUEUE,
+        metadataSize: this.meta.infoBuffer.length,
       });
     }
   }
@@ -748,6 +760,30 @@ export class TorrentSession extends EventEmitter<SessionEvents> {
     this.log.warn('banned peer', { peer: peer.address, reason });
     this.emit('banned', { address: peer.address, reason });
     peer.conn.destroy();
+  }
+
+  /** BEP 9: hand out the info dictionary, so magnet links work against us. */
+  private onMetadataMessage(peer: Peer, payload: Buffer): void {
+    let m;
+    try {
+      m = decodeMetadataMessage(payload);
+    } catch (err) {
+      peer.conn.destroy(err as BootTorrentError);
+      return;
+    }
+    if (m.type !== 'request' || !peer.conn.remoteExtensions?.m.get('ut_metadata')) return;
+    const info = this.meta.infoBuffer;
+    const start = m.piece * METADATA_PIECE_SIZE;
+    const reply: MetadataMessage =
+      start < info.length
+        ? {
+            type: 'data',
+            piece: m.piece,
+            totalSize: info.length,
+            data: info.subarray(start, start + METADATA_PIECE_SIZE),
+          }
+        : { type: 'reject', piece: m.piece };
+    peer.conn.sendExtension('ut_metadata', encodeMetadataMessage(reply));
   }
 
   private onRequest(peer: Peer, r: BlockRequest): void {

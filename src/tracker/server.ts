@@ -399,11 +399,15 @@ export class TrackerServer extends EventEmitter<TrackerServerEvents> {
     if (this.minInterval !== undefined) resp.minInterval = this.minInterval;
     if (req.event !== 'stopped') {
       const want = Math.min(req.numWant ?? this.maxPeers, this.maxPeers);
-      // A seeder has no use for other seeders.
-      const candidates = [...swarm.peers.values()].filter(
-        (p) => p.peerId !== id && p.port !== 0 && !(req.left === 0 && p.left === 0),
-      );
-      resp.peers = shuffle(candidates)
+      // A seeder gets leechers first, then seeders: it usually has no use
+      // for other seeders, but a magnet client fetching metadata (BEP 9)
+      // announces left=0 before it knows the size, and needs them.
+      const others = shuffle([...swarm.peers.values()].filter((p) => p.peerId !== id && p.port !== 0));
+      const candidates =
+        req.left === 0
+          ? [...others.filter((p) => p.left > 0), ...others.filter((p) => p.left === 0)]
+          : others;
+      resp.peers = candidates
         .slice(0, want)
         .map((p): PeerAddress => ({ ip: p.ip, port: p.port, peerId: Buffer.from(p.peerId, 'hex') }));
     }

@@ -1,0 +1,201 @@
+/**
+ * Getting a torrent's info dictionary from peers (BEP 9), for magnet links.
+ * Peers come from the magnet's x.pe addresses, extra addresses and its
+ * trackers; each peer that offers ut_metadata is asked for every piece and
+ * the first copy of each piece wins. The assembled dictionary must hash to
+ * the magnet's infohash, or it is thrown away and asked for again.
+ */
+import { createHash } from 'node:crypto';
+import { connect } from 'node:net';
+import { BootTorrentError, abortError } from '../errors.js';
+import { RawBencode, encode } from '../bencode/index.js';
+import { silentLogger, type Logger } from '../util/logger.js';
+import { PeerConnection } from '../wire/connection.js';
+import {
+  MAX_METADATA_SIZE,
+  METADATA_PIECE_SIZE,
+  decodeMetadataMessage,
+  encodeMetadataMessage,
+  metadataPieces,
+} from '../wire/metadata.js';
+import { TrackerClient } from '../tracker/client.js';
+import type { Magnet } from '../torrent/magnet.js';
+import { parseTorrent, type Metainfo } from '../torrent/metainfo.js';
+
+export interface FetchMetadataOptions {
+  magnet: Magnet;
+  peerId: Buffer;
+  /** Our peer-wire port, announced to trackers. */
+  listenPort: number;
+  /** More peers to ask ("host:port"). */
+  peers?: readonly string[];
+  /** Connections at once (default 8). */
+  maxConnections?: number;
+  /** Give up after this long (default 60 s). */
+  timeoutMs?: number;
+}
+
+export interface FetchMetadataServices {
+  logger?: Logger;
+  signal?: AbortSignal;
+  trackerClient?: TrackerClient;
+}
+
+const OUR_ID = 2;
+
+export async function fetchMetadata(
+  opts: FetchMetadataOptions,
+  services: FetchMetadataServices = {},
+): Promise<Metainfo> {
+  const { magnet } = opts;
+  const log = (services.logger ?? silentLogger).child('metadata');
+  const tracker =
+    services.trackerClient ?? new TrackerClient({ udpRetransmitBaseMs: 2000, udpMaxRetransmits: 2 });
+  const maxConns = opts.maxConnections ?? 8;
+  const candidates = new Set<string>([...magnet.peers, ...(opts.peers ?? [])]);
+  const tried = new Set<string>();
+  const conns = new Set<PeerConnection>();
+  let size = 0;
+  let pieces: (Buffer | undefined)[] = [];
+  let done = false;
+  let announcer: NodeJS.Timeout | undefined;
+
+  return new Promise<Metainfo>((resolve, reject) => {
+    const finish = (err: Error | undefined, meta?: Metainfo) => {
+      if (done) return;
+      done = true;
+      clearTimeout(timer);
+      clearInterval(dialer);
+      clearInterval(announcer);
+      services.signal?.removeEventListener('abort', onAbort);
+      for (const c of conns) c.destroy();
+      if (!services.trackerClient) tracker.close();
+      if (err) reject(err);
+      else resolve(meta!);
+    };
+    const onAbort = () => finish(abortError(services.signal!));
+    if (services.signal?.aborted) return onAbort();
+    services.signal?.addEventListener('abort', onAbort, { once: true });
+    const timer = setTimeout(
+      () =>
+        finish(
+          new BootTorrentError(
+            'BT_ERR_SWARM',
+            `no peer sent the torrent's metadata for ${magnet.infoHashHex} within ${(opts.timeoutMs ?? 60_000) / 1000} s ` +
+              `(asked ${tried.size} peer(s)); check the magnet's trackers (tr=) and peers (x.pe=)`,
+          ),
+        ),
+      opts.timeoutMs ?? 60_000,
+    );
+
+    const complete = () => {
+      const info = Buffer.concat(pieces as Buffer[]);
+      if (!createHash('sha1').update(info).digest().equals(magnet.infoHash)) {
+        log.warn('metadata did not match the infohash; asking again');
+        pieces = new Array<Buffer | undefined>(pieces.length);
+        return;
+      }
+      const tiers = magnet.trackers.map((t) => [t]);
+      const torrent = encode({
+        announce: tiers[0]?.[0],
+        'announce-list': tiers.length > 1 ? tiers : undefined,
+        info: new RawBencode(info),
+        'url-list': magnet.webSeeds.length > 0 ? [...magnet.webSeeds] : undefined,
+      });
+      try {
+        finish(undefined, parseTorrent(torrent, `metadata of ${magnet.infoHashHex}`));
+      } catch (err) {
+        finish(err as Error);
+      }
+    };
+
+    const ask = (conn: PeerConnection) => {
+      for (let i = 0; i < pieces.length; i++) {
+        if (!pieces[i])
+          conn.sendExtension('ut_metadata', encodeMetadataMessage({ type: 'request', piece: i }));
+      }
+    };
+
+    const dial = (addr: string) => {
+      tried.add(addr);
+      const i = addr.lastIndexOf(':');
+      const socket = connect({
+        host: addr.slice(0, i).replace(/^\[|\]$/g, ''),
+        port: Number(addr.slice(i + 1)),
+      });
+      socket.setTimeout(10_000, () => socket.destroy());
+      const conn = new PeerConnection(socket, {
+        peerId: opts.peerId,
+        initiator: true,
+        infoHash: magnet.infoHash,
+      });
+      conns.add(conn);
+      conn.on('error', (err) => log.debug('peer error', { peer: addr, error: err.message }));
+      conn.on('close', () => conns.delete(conn));
+      conn.once('handshake', () => {
+        socket.setTimeout(0);
+        if (!conn.extended) return conn.destroy();
+        conn.sendExtendedHandshake({ m: new Map([['ut_metadata', OUR_ID]]), p: opts.listenPort });
+      });
+      conn.on('extended-handshake', (h) => {
+        const n = h.metadataSize;
+        if (!h.m.get('ut_metadata') || n === undefined || n <= 0 || n > MAX_METADATA_SIZE)
+          return conn.destroy();
+        if (size === 0) {
+          size = n;
+          pieces = new Array<Buffer | undefined>(metadataPieces(n));
+        }
+        if (n === size) ask(conn);
+      });
+      conn.on('extended', ({ id, payload }) => {
+        if (id !== OUR_ID || done) return;
+        let m;
+        try {
+          m = decodeMetadataMessage(payload);
+        } catch (err) {
+          return conn.destroy(err as BootTorrentError);
+        }
+        if (m.type !== 'data' || m.totalSize !== size || m.piece >= pieces.length) return;
+        const want = Math.min(METADATA_PIECE_SIZE, size - m.piece * METADATA_PIECE_SIZE);
+        if (m.data.length !== want || pieces[m.piece]) return;
+        pieces[m.piece] = Buffer.from(m.data);
+        if (pieces.every((p) => p !== undefined)) complete();
+      });
+    };
+
+    const dialMore = () => {
+      for (const addr of candidates) {
+        if (conns.size >= maxConns) return;
+        if (!tried.has(addr)) dial(addr);
+      }
+    };
+    const dialer = setInterval(dialMore, 1000);
+    dialMore();
+    // Ask the trackers now and again until done: at the start of a boot the
+    // seeders may announce after us.
+    const announceAll = () => {
+      for (const url of magnet.trackers) {
+        tracker
+          .announce(url, {
+            infoHash: magnet.infoHash,
+            peerId: opts.peerId,
+            port: opts.listenPort,
+            uploaded: 0,
+            downloaded: 0,
+            // The size is not known yet; anything above 0 says "not a seed".
+            left: 1,
+            event: 'started',
+            numWant: 50,
+          })
+          .then((r) => {
+            if (done) return;
+            for (const p of r.peers) candidates.add(`${p.ip}:${p.port}`);
+            dialMore();
+          })
+          .catch((err: Error) => log.debug('tracker failed', { tracker: url, error: err.message }));
+      }
+    };
+    announceAll();
+    announcer = setInterval(announceAll, 3000);
+  });
+}
