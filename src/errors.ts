@@ -25,6 +25,7 @@ export type ErrorCode =
   | 'BT_ERR_USAGE'
   | 'BT_ERR_DEMO'
   | 'BT_ERR_CONFIG_FIELD'
+  | 'BT_ERR_ENV'
   | 'BT_ERR_STORAGE'
   | 'BT_ERR_SWARM'
   | 'BT_ERR_FILE'

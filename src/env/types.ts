@@ -1,0 +1,100 @@
+/**
+ * The typed, frozen model of an environment (version 1). Version 0 files are
+ * mapped onto it by the loader, so nothing past `src/env/` knows v0 exists.
+ */
+
+/** One thing wrong with an environment, written for the person who fixes it. */
+export interface Problem {
+  /** The file at fault (joined onto the environment folder as given). */
+  readonly file: string;
+  /** 1-based position of the offending node; absent for a file-level problem (missing file). */
+  readonly line?: number;
+  readonly column?: number;
+  /** Dotted path of the field as written in that file (`dhcp.range`, `boottorrent.default_os`). */
+  readonly field: string;
+  readonly message: string;
+  readonly fix: string;
+}
+
+export type DhcpMode = 'full' | 'proxy' | 'off';
+export type LogLevel = 'debug' | 'info' | 'warn' | 'error';
+export type BootMethod = 'kexec' | 'qemu' | 'bin';
+
+interface OsBase {
+  /** Folder name under oss/: the id used by default_os, hosts and the torrent name. */
+  readonly id: string;
+  /** Absolute path of the OS folder (the folder is one torrent). */
+  readonly dir: string;
+  /** Display name in the menu (v0 `dispname`). */
+  readonly name: string;
+  /** The config file it came from, and the format it was written in. */
+  readonly configFile: string;
+  readonly sourceVersion: 0 | 1;
+}
+
+export interface KexecOs extends OsBase {
+  readonly method: 'kexec';
+  /** Paths relative to the OS folder. */
+  readonly kernel: string;
+  readonly initrd: readonly string[];
+  readonly cmdline: string;
+}
+
+export interface QemuOs extends OsBase {
+  readonly method: 'qemu';
+  /** Arguments of qemu-system-x86_64, run inside the OS folder. */
+  readonly args: readonly string[];
+}
+
+export interface BinOs extends OsBase {
+  readonly method: 'bin';
+  /** Program path relative to the OS folder, and its arguments. */
+  readonly bin: string;
+  readonly args: readonly string[];
+}
+
+export type OsEntry = KexecOs | QemuOs | BinOs;
+
+export interface HostOverride {
+  readonly defaultOs?: string;
+  readonly timeout?: number;
+  readonly name?: string;
+}
+
+export interface Environment {
+  /** Absolute path of the environment folder. */
+  readonly dir: string;
+  /** Format of Boottorrent.yaml as written (0 = the older Python tool's). */
+  readonly sourceVersion: 0 | 1;
+  readonly server: {
+    /** Lab-facing interface; null means "the one that holds `address`". */
+    readonly interface: string | null;
+    readonly address: string;
+    readonly httpPort: number;
+    readonly tftp: boolean;
+    readonly ipxeDir: string;
+  };
+  readonly dhcp: {
+    readonly mode: DhcpMode;
+    /** Full mode only: first and last address handed out. */
+    readonly range: { readonly first: string; readonly last: string } | null;
+    readonly leaseSeconds: number;
+    readonly router: string | null;
+    readonly dns: readonly string[];
+  };
+  readonly tracker: { readonly enabled: boolean; readonly port: number };
+  readonly peers: { readonly lsd: boolean; readonly pex: boolean };
+  readonly boot: {
+    /** Null only when timeout is negative (the menu waits for a choice). */
+    readonly defaultOs: string | null;
+    readonly timeout: number;
+    readonly seedTime: number;
+  };
+  /** Keyed by lower-case colon MAC (52:54:00:12:34:56). */
+  readonly hosts: ReadonlyMap<string, HostOverride>;
+  /** Lower-case colon MACs; null means every machine may boot. */
+  readonly allowMacs: readonly string[] | null;
+  readonly logLevel: LogLevel;
+  /** Sorted by folder name. */
+  readonly oss: readonly OsEntry[];
+}

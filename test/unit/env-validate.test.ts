@@ -1,0 +1,540 @@
+// `validate`: every problem at once, each naming the file, the line, the
+// field and a fix. Machine-dependent checks run against an injected
+// interface table or against loopback ports the test holds itself.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { createSocket } from 'node:dgram';
+import { createServer } from 'node:net';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import type { NetworkInterfaceInfo } from 'node:os';
+import { formatProblem, validate } from '../../src/env/index.js';
+import { tempDir } from '../helpers/tmp.js';
+import { BASE_V1, expectProblem, freePort, v1Env, writeEnv } from '../helpers/env.js';
+
+const NO_MACHINE = { machineChecks: false } as const;
+const MAIN = /Boottorrent\.yaml$/;
+
+test('missing Boottorrent.yaml names the file and says how to make one', async (t) => {
+  const dir = tempDir(t);
+  const problems = await validate(dir, NO_MACHINE);
+  assert.equal(problems.length, 1);
+  expectProblem(problems, {
+    file: MAIN,
+    field: '(file)',
+    message: /no Boottorrent\.yaml/,
+    fix: /boottorrent init/,
+  });
+});
+
+test('a lower-case boottorrent.yaml gets a rename fix', async (t) => {
+  const dir = writeEnv(t, { 'boottorrent.yaml': BASE_V1 });
+  expectProblem(await validate(dir, NO_MACHINE), {
+    file: MAIN,
+    field: '(file)',
+    message: /no Boottorrent/,
+    fix: /rename boottorrent\.yaml/,
+  });
+});
+
+test('YAML syntax error: file, line and column', async (t) => {
+  const dir = v1Env(t, 'version: 1\nserver:\n  address: 10.0.0.1\n   interface: [eth0\nboot: {}\n');
+  const p = expectProblem(await validate(dir, NO_MACHINE), {
+    file: MAIN,
+    field: '(syntax)',
+    message: /YAML syntax error/,
+  });
+  assert.ok(p.line !== undefined && p.line >= 3, `line ${p.line}`);
+  assert.ok(p.column !== undefined);
+});
+
+test('duplicate keys are a syntax problem', async (t) => {
+  const dir = v1Env(t, `${BASE_V1}log_level: info\nlog_level: debug\n`);
+  expectProblem(await validate(dir, NO_MACHINE), {
+    file: MAIN,
+    field: '(syntax)',
+    message: /unique/i,
+    line: 11,
+  });
+});
+
+test('wrong types: field, line and the expected type', async (t) => {
+  const dir = v1Env(
+    t,
+    BASE_V1.replace('  default_os: linux', '  default_os: linux\n  timeout: soon\n  seed_time: -5'),
+  );
+  const problems = await validate(dir, NO_MACHINE);
+  expectProblem(problems, {
+    file: MAIN,
+    field: 'boot.timeout',
+    line: 10,
+    message: /whole number.*'soon'/,
+    fix: /whole number/,
+  });
+  expectProblem(problems, {
+    file: MAIN,
+    field: 'boot.seed_time',
+    line: 11,
+    message: /-5 is out of range/,
+    fix: /0 or more/,
+  });
+});
+
+test('unknown keys are errors with a did-you-mean', async (t) => {
+  const dir = v1Env(t, BASE_V1.replace('  default_os: linux', '  defualt_os: linux'), {
+    'oss/linux/config.yaml': 'dispname: Linux\nname: Linux\nmethod: kexec\nkernel: vmlinuz\n',
+  });
+  const problems = await validate(dir, NO_MACHINE);
+  expectProblem(problems, {
+    file: MAIN,
+    field: 'boot.defualt_os',
+    line: 9,
+    message: /unknown field 'defualt_os'.*did you mean 'default_os'/,
+    fix: /rename it to 'default_os'/,
+  });
+  const v1os = v1Env(t, BASE_V1, {
+    'oss/linux/config.yaml': 'name: Linux\nmethod: kexec\nkernal: vmlinuz\n',
+  });
+  expectProblem(await validate(v1os, NO_MACHINE), {
+    file: /oss\/linux\/config\.yaml$/,
+    field: 'kernal',
+    line: 3,
+    message: /did you mean 'kernel'/,
+  });
+});
+
+test('missing required fields name the section', async (t) => {
+  const dir = v1Env(t, 'version: 1\nserver:\n  interface: eth0\nboot: { default_os: linux }\n');
+  expectProblem(await validate(dir, NO_MACHINE), {
+    file: MAIN,
+    field: 'server.address',
+    line: 3,
+    message: /missing required field 'address' in server/,
+    fix: /add address: 10\.0\.0\.1/,
+  });
+  const full = v1Env(t, BASE_V1.replace('  range: 10.0.0.100-10.0.0.199\n', ''));
+  expectProblem(await validate(full, NO_MACHINE), {
+    file: MAIN,
+    field: 'dhcp.range',
+    message: /needed when mode is full/,
+  });
+});
+
+test('a file without version is refused with the fix', async (t) => {
+  const dir = v1Env(t, BASE_V1.replace('version: 1\n', ''));
+  expectProblem(await validate(dir, NO_MACHINE), {
+    file: MAIN,
+    field: 'version',
+    line: 1,
+    message: /missing version/,
+    fix: /version: 1/,
+  });
+});
+
+test('unknown method, with the choices', async (t) => {
+  const dir = v1Env(t, BASE_V1, { 'oss/linux/config.yaml': 'name: Linux\nmethod: kexex\nkernel: vmlinuz\n' });
+  expectProblem(await validate(dir, NO_MACHINE), {
+    file: /oss\/linux\/config\.yaml$/,
+    field: 'method',
+    line: 2,
+    message: /'kexex'.*not one of kexec, qemu, bin.*did you mean 'kexec'/,
+    fix: /kexec \| qemu \| bin/,
+  });
+  const v0 = v1Env(t, BASE_V1, { 'oss/linux/config.yaml': 'dispname: Linux\nmethod: qemu-x86_64\n' });
+  expectProblem(await validate(v0, NO_MACHINE), {
+    file: /oss\/linux\/config\.yaml$/,
+    field: 'method',
+    line: 2,
+    message: /bin-qemu-x86_64/,
+  });
+});
+
+test('kexec kernel and initrd files missing from the OS folder', async (t) => {
+  const dir = v1Env(t, BASE_V1, {
+    'oss/linux/vmlinuz': null,
+    'oss/linux/config.yaml':
+      'name: Linux\nmethod: kexec\nkernel: vmlinuz\ninitrd: [initrd.img, missing.cpio]\n',
+  });
+  const problems = await validate(dir, NO_MACHINE);
+  expectProblem(problems, {
+    file: /oss\/linux\/config\.yaml$/,
+    field: 'kernel',
+    line: 3,
+    message: /kernel 'vmlinuz' is not a file in oss\/linux/,
+    fix: /copy the file to oss\/linux\/vmlinuz/,
+  });
+  expectProblem(problems, {
+    file: /oss\/linux\/config\.yaml$/,
+    field: 'initrd[1]',
+    line: 4,
+    message: /initrd 'missing\.cpio'/,
+  });
+  assert.equal(problems.length, 2);
+});
+
+test('files outside the OS folder are refused', async (t) => {
+  const dir = v1Env(t, BASE_V1, {
+    'oss/linux/config.yaml': 'name: Linux\nmethod: kexec\nkernel: ../../etc/vmlinuz\n',
+  });
+  expectProblem(await validate(dir, NO_MACHINE), {
+    file: /config\.yaml$/,
+    field: 'kernel',
+    message: /outside the OS folder/,
+  });
+});
+
+test('bin program missing; qemu -cdrom file missing; unterminated quote', async (t) => {
+  const dir = v1Env(t, BASE_V1, {
+    'oss/tool/config.yaml': 'name: Tool\nmethod: bin\nbin: hello\n',
+    'oss/alpine/config.yaml': 'dispname: Alpine\nmethod: bin-qemu-x86_64\nargs: "-m 256 -cdrom alpine.iso"\n',
+    'oss/dos/config.yaml': 'name: DOS\nmethod: qemu\nargs: "-fda \'odin.img"\n',
+  });
+  const problems = await validate(dir, NO_MACHINE);
+  expectProblem(problems, {
+    file: /oss\/tool\/config\.yaml$/,
+    field: 'bin',
+    line: 3,
+    message: /program 'hello' is not a file in oss\/tool/,
+  });
+  expectProblem(problems, {
+    file: /oss\/alpine\/config\.yaml$/,
+    field: 'args',
+    line: 3,
+    message: /-cdrom file 'alpine\.iso'/,
+  });
+  expectProblem(problems, {
+    file: /oss\/dos\/config\.yaml$/,
+    field: 'args',
+    line: 3,
+    message: /unterminated quote/,
+  });
+});
+
+test('v1 refuses fields the method does not use', async (t) => {
+  const dir = v1Env(t, BASE_V1, {
+    'oss/tool/config.yaml': 'name: Tool\nmethod: bin\nbin: t.sh\nkernel: vmlinuz\n',
+    'oss/tool/t.sh': '#!/bin/sh\n',
+  });
+  expectProblem(await validate(dir, NO_MACHINE), {
+    file: /oss\/tool\/config\.yaml$/,
+    field: 'kernel',
+    line: 4,
+    message: /only used by method kexec/,
+  });
+});
+
+test('an OS folder without config.yaml', async (t) => {
+  const dir = v1Env(t, BASE_V1, { 'oss/empty/readme.txt': 'x' });
+  expectProblem(await validate(dir, NO_MACHINE), {
+    file: /oss\/empty\/config\.yaml$/,
+    field: '(file)',
+    message: /has no config\.yaml/,
+  });
+});
+
+test('default_os not an OS folder (global, per host, display name given instead)', async (t) => {
+  const dir = v1Env(
+    t,
+    BASE_V1.replace('default_os: linux', 'default_os: linx') +
+      'hosts:\n  "52:54:00:12:34:56": { default_os: Linux }\n',
+  );
+  const problems = await validate(dir, NO_MACHINE);
+  expectProblem(problems, {
+    file: MAIN,
+    field: 'boot.default_os',
+    line: 9,
+    message: /'linx' is not a folder of oss\//,
+    fix: /did you mean 'linux'/,
+  });
+  expectProblem(problems, {
+    file: MAIN,
+    field: 'hosts.52:54:00:12:34:56.default_os',
+    line: 11,
+    message: /'Linux' is not a folder/,
+    fix: /folder name 'linux'/,
+  });
+});
+
+test('default_os is needed when a timeout boots it', async (t) => {
+  const dir = v1Env(t, 'version: 1\nserver: { address: 10.0.0.1 }\nboot: { timeout: 10 }\n');
+  expectProblem(await validate(dir, NO_MACHINE), {
+    file: MAIN,
+    field: 'boot',
+    message: /no default_os/,
+    fix: /default_os: linux/,
+  });
+  const forever = v1Env(t, 'version: 1\nserver: { address: 10.0.0.1 }\nboot: { timeout: -1 }\n');
+  assert.deepEqual(await validate(forever, NO_MACHINE), []);
+});
+
+test('two OSs with one display name', async (t) => {
+  const dir = v1Env(t, BASE_V1, {
+    'oss/other/config.yaml': '# same name\nname: Linux\nmethod: bin\nbin: run.sh\n',
+    'oss/other/run.sh': '#!/bin/sh\n',
+  });
+  const problems = await validate(dir, NO_MACHINE);
+  const p = expectProblem(problems, {
+    file: /oss\/other\/config\.yaml$/,
+    field: 'name',
+    line: 2,
+    message: /'Linux' is also used by .*oss\/linux\/config\.yaml/,
+  });
+  assert.match(p.fix, /own name/);
+});
+
+test('bad MAC in hosts and in allow_macs', async (t) => {
+  const dir = v1Env(
+    t,
+    `${BASE_V1}hosts:\n  "52:54:00:12:34": { timeout: 1 }\nallow_macs: ["zz:54:00:12:34:56"]\n`,
+  );
+  const problems = await validate(dir, NO_MACHINE);
+  expectProblem(problems, {
+    file: MAIN,
+    field: 'hosts.52:54:00:12:34',
+    line: 11,
+    message: /not a MAC address/,
+    fix: /52:54:00:12:34:56/,
+  });
+  expectProblem(problems, {
+    file: MAIN,
+    field: 'allow_macs[0]',
+    line: 12,
+    message: /wrong form/,
+    fix: /MAC/,
+  });
+});
+
+test('dhcp range reversed, or holding the server address', async (t) => {
+  const rev = v1Env(t, BASE_V1.replace('10.0.0.100-10.0.0.199', '10.0.0.199-10.0.0.100'));
+  expectProblem(await validate(rev, NO_MACHINE), {
+    file: MAIN,
+    field: 'dhcp.range',
+    line: 7,
+    message: /reversed/,
+    fix: /10\.0\.0\.100-10\.0\.0\.199/,
+  });
+  const own = v1Env(t, BASE_V1.replace('10.0.0.100-10.0.0.199', '10.0.0.1-10.0.0.50'));
+  expectProblem(await validate(own, NO_MACHINE), {
+    file: MAIN,
+    field: 'dhcp.range',
+    message: /server's own address/,
+  });
+  const form = v1Env(t, BASE_V1.replace('10.0.0.100-10.0.0.199', '10.0.0.100,10.0.0.199'));
+  expectProblem(await validate(form, NO_MACHINE), {
+    file: MAIN,
+    field: 'dhcp.range',
+    message: /wrong form/,
+    fix: /FIRST-LAST/,
+  });
+});
+
+test('neither tracker nor LSD enabled: no way to find peers (v1 and v0 names)', async (t) => {
+  const dir = v1Env(t, `${BASE_V1}tracker: { enabled: false }\npeers: { lsd: false }\n`);
+  expectProblem(await validate(dir, NO_MACHINE), {
+    file: MAIN,
+    field: 'tracker.enabled',
+    line: 10,
+    message: /no way to find peers/,
+    fix: /tracker\.enabled: true/,
+  });
+  const v0 = writeEnv(t, {
+    'Boottorrent.yaml':
+      'boottorrent: { version: 0, default_os: a, host_ip: 10.0.0.1 }\ndnsmasq: { enable_dhcp: False }\nopentracker: { enable: False }\naria2: { bt_enable_lpd: False }\n',
+    'oss/a/config.yaml': 'dispname: A\nmethod: bin\nbin: a\n',
+    'oss/a/a': 'x',
+  });
+  expectProblem(await validate(v0, NO_MACHINE), {
+    file: MAIN,
+    field: 'opentracker.enable',
+    line: 3,
+    message: /no way to find peers/,
+  });
+});
+
+test('v0 problems use the v0 field names', async (t) => {
+  const dir = writeEnv(t, {
+    'Boottorrent.yaml':
+      'boottorrent:\n  version: 1\n  default_os: nothere\n  host_ip: 10.0.0.300\ndnsmasq: {}\nopentracker: { port: 70000 }\naria2: { console_log_level: loud }\n',
+    'oss/a/config.yaml': 'dispname: A\nmethod: bin\nbin: a\n',
+    'oss/a/a': 'x',
+  });
+  const problems = await validate(dir, NO_MACHINE);
+  expectProblem(problems, { file: MAIN, field: 'boottorrent.version', line: 2, message: /must be 0/ });
+  expectProblem(problems, {
+    file: MAIN,
+    field: 'boottorrent.default_os',
+    line: 3,
+    message: /'nothere' is not a folder/,
+  });
+  expectProblem(problems, {
+    file: MAIN,
+    field: 'boottorrent.host_ip',
+    line: 4,
+    message: /not a dotted IPv4/,
+  });
+  expectProblem(problems, {
+    file: MAIN,
+    field: 'opentracker.port',
+    line: 6,
+    message: /70000 is out of range/,
+    fix: /1 to 65535/,
+  });
+  expectProblem(problems, {
+    file: MAIN,
+    field: 'aria2.console_log_level',
+    line: 7,
+    message: /not one of debug, info, notice, warn, error/,
+  });
+  const missing = writeEnv(t, {
+    'Boottorrent.yaml': 'boottorrent: { version: 0, host_ip: 10.0.0.1, timeout: -1 }\n',
+    'oss/.keep': '',
+  });
+  expectProblem(await validate(missing, NO_MACHINE), {
+    file: MAIN,
+    field: 'dnsmasq',
+    message: /missing required field 'dnsmasq'/,
+  });
+});
+
+test('every problem at once, formatted file:line:col: field: message (fix: ...)', async (t) => {
+  const dir = v1Env(
+    t,
+    BASE_V1.replace('mode: full', 'mode: fll').replace('default_os: linux', 'default_os: x') +
+      'colour: red\n',
+    {
+      'oss/linux/vmlinuz': null,
+    },
+  );
+  const problems = await validate(dir, NO_MACHINE);
+  assert.equal(problems.length, 4, problems.map(formatProblem).join('\n'));
+  const line = formatProblem(expectProblem(problems, { file: MAIN, field: 'dhcp.mode', message: /fll/ }));
+  assert.match(
+    line,
+    /Boottorrent\.yaml:6:9: dhcp\.mode: 'fll' \(a string\) is not one of full, proxy, off \(did you mean 'full'\?\) \(fix: use one of full \| proxy \| off\)$/,
+  );
+});
+
+// ---- checks that depend on the machine --------------------------------------------
+
+const iface = (address: string, netmask: string, cidr: string): NetworkInterfaceInfo => ({
+  address,
+  netmask,
+  family: 'IPv4',
+  mac: '52:54:00:00:00:01',
+  internal: false,
+  cidr,
+});
+
+/** A machine with eth1 = 10.0.0.5/24; the ports are checked for real, so the env uses loopback-free ones. */
+const fakeMachine = () => ({ eth1: [iface('10.0.0.5', '255.255.255.0', '10.0.0.5/24')] });
+
+test('interface missing, or without the configured address', async (t) => {
+  const ipxe = tempDir(t);
+  for (const f of ['undionly.kpxe', 'ipxe.efi']) writeFileSync(join(ipxe, f), 'x');
+  const quiet = `  ipxe_dir: ${ipxe}\n  tftp: false\n  http_port: ${await freePort()}\n`;
+  const base =
+    BASE_V1.replace('  address: 10.0.0.1\n', `  address: 10.0.0.1\n${quiet}`)
+      .replace('mode: full', 'mode: off')
+      .replace('  range: 10.0.0.100-10.0.0.199\n', '') +
+    'tracker: { enabled: false }\npeers: { lsd: true }\n';
+  const noIface = v1Env(t, base.replace('eth1', 'eth9'));
+  expectProblem(await validate(noIface, { networkInterfaces: fakeMachine }), {
+    file: MAIN,
+    field: 'server.interface',
+    line: 3,
+    message: /no network interface 'eth9'.*eth1/,
+    fix: /eth1/,
+  });
+  const noAddr = v1Env(t, base);
+  expectProblem(await validate(noAddr, { networkInterfaces: fakeMachine }), {
+    file: MAIN,
+    field: 'server.address',
+    line: 4,
+    message: /eth1 does not have address 10\.0\.0\.1 \(it has 10\.0\.0\.5\/24\)/,
+    fix: /ip addr add 10\.0\.0\.1\/24 dev eth1/,
+  });
+});
+
+test('dhcp range outside the interface subnet', async (t) => {
+  const machine = () => ({ eth1: [iface('10.0.0.1', '255.255.255.0', '10.0.0.1/24')] });
+  const dir = v1Env(t, BASE_V1.replace('10.0.0.100-10.0.0.199', '10.0.0.100-10.0.1.20'));
+  expectProblem(await validate(dir, { networkInterfaces: machine }), {
+    file: MAIN,
+    field: 'dhcp.range',
+    line: 7,
+    message: /10\.0\.1\.20 is outside the interface's subnet 10\.0\.0\.1\/24/,
+  });
+});
+
+/** A loopback environment whose only machine-dependent parts are the given ports and iPXE folder. */
+function loopbackEnv(
+  t: Parameters<typeof v1Env>[0],
+  httpPort: number,
+  trackerPort: number,
+  ipxeDir: string,
+): string {
+  return v1Env(
+    t,
+    `version: 1
+server:
+  interface: lo
+  address: 127.0.0.1
+  http_port: ${httpPort}
+  tftp: false
+  ipxe_dir: ${ipxeDir}
+dhcp: { mode: off }
+tracker: { enabled: true, port: ${trackerPort} }
+boot: { default_os: linux }
+`,
+  );
+}
+
+test('TCP and UDP ports in use are named with the field', async (t) => {
+  const ipxe = tempDir(t);
+  for (const f of ['undionly.kpxe', 'ipxe.efi']) writeFileSync(join(ipxe, f), 'x');
+  const tcp = createServer();
+  await new Promise<void>((r) => tcp.listen(0, '127.0.0.1', r));
+  t.after(() => tcp.close());
+  const udp = createSocket('udp4');
+  await new Promise<void>((r) => udp.bind(0, '127.0.0.1', r));
+  t.after(() => udp.close());
+  const httpPort = (tcp.address() as { port: number }).port;
+  const trackerPort = udp.address().port;
+  const dir = loopbackEnv(t, httpPort, trackerPort, ipxe);
+  const problems = await validate(dir);
+  expectProblem(problems, {
+    file: MAIN,
+    field: 'server.http_port',
+    line: 5,
+    message: new RegExp(`TCP port ${httpPort} \\(boot HTTP server\\) is already in use`),
+    fix: /stop the program/,
+  });
+  expectProblem(problems, {
+    file: MAIN,
+    field: 'tracker.port',
+    line: 9,
+    message: new RegExp(`UDP port ${trackerPort} \\(tracker \\(UDP\\)\\) is already in use`),
+  });
+});
+
+test('iPXE binaries missing from the configured folder', async (t) => {
+  const ipxe = tempDir(t);
+  writeFileSync(join(ipxe, 'ipxe.efi'), 'x');
+  const dir = loopbackEnv(t, await freePort(), await freePort(), ipxe);
+  const problems = await validate(dir);
+  assert.equal(problems.length, 1, problems.map(formatProblem).join('\n'));
+  expectProblem(problems, {
+    file: MAIN,
+    field: 'server.ipxe_dir',
+    line: 7,
+    message: /iPXE binaries missing .*undionly\.kpxe/,
+    fix: /put undionly\.kpxe/,
+  });
+});
+
+test('a loopback environment with free ports and iPXE passes every machine check', async (t) => {
+  const ipxe = tempDir(t);
+  for (const f of ['undionly.kpxe', 'ipxe.efi']) writeFileSync(join(ipxe, f), 'x');
+  const dir = loopbackEnv(t, await freePort(), await freePort(), ipxe);
+  assert.deepEqual(await validate(dir), []);
+});
