@@ -43,6 +43,7 @@ import { cpus, release, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { parseArgs } from 'node:util';
+import { aria2cSwarmArgs } from '../src/demo/aria2c.js';
 
 const { values } = parseArgs({
   options: {
@@ -156,21 +157,6 @@ function sameFile(a: string, b: string): boolean {
   }
 }
 
-const ARIA_COMMON = [
-  '--no-conf',
-  '--enable-dht=false',
-  '--enable-dht6=false',
-  '--bt-enable-lpd=false',
-  '--enable-peer-exchange=false',
-  '--file-allocation=none',
-  '--summary-interval=0',
-  '--console-log-level=warn',
-  '--bt-tracker-interval=2',
-  '--bt-require-crypto=false',
-  '--bt-min-crypto-level=plain',
-  `--stop-with-process=${process.pid}`,
-];
-
 const work = mkdtempSync(join(tmpdir(), 'bt-bench-swarm-'));
 let tracker: ChildProcess | undefined;
 try {
@@ -259,11 +245,8 @@ try {
     mkdirSync(out);
     const seedPort = 20000 + Math.floor(Math.random() * 20000);
     const seed = start(aria2c, [
-      ...ARIA_COMMON,
-      `--dir=${seedDir}`,
-      `--listen-port=${seedPort}`,
+      ...aria2cSwarmArgs({ dir: seedDir, listenPort: seedPort, stopWithPid: process.pid }),
       '--check-integrity=true',
-      '--seed-ratio=0.0',
       torrent,
     ]);
     try {
@@ -277,7 +260,11 @@ try {
       const sample = await leech(
         seed.child.pid!,
         aria2c,
-        [...ARIA_COMMON, `--dir=${out}`, `--listen-port=${seedPort + 1}`, '--seed-time=0', torrent],
+        [
+          ...aria2cSwarmArgs({ dir: out, listenPort: seedPort + 1, stopWithPid: process.pid }),
+          '--seed-time=0',
+          torrent,
+        ],
         join(work, 'time.txt'),
       );
       if (!sameFile(file, join(out, 'image.bin')))

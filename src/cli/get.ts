@@ -1,10 +1,9 @@
 /** `boottorrent get <file.torrent>`: download, verify, optionally keep seeding. */
 import { setTimeout as sleep } from 'node:timers/promises';
-import { isIPv4 } from 'node:net';
 import { BitTorrentClient } from '../swarm/client.js';
 import { streamLogger } from '../util/logger.js';
-import { EXIT_OK, Progress, UsageError, formatBytes, parse, parsePort, type Io } from './common.js';
-import { checkPeers, formatRate, loadTorrentFile, progressLine } from './swarm-common.js';
+import { EXIT_OK, Progress, UsageError, formatBytes, parse, type Io } from './common.js';
+import { PEER_OPTIONS, formatRate, loadTorrentFile, peerSettings, progressLine } from './swarm-common.js';
 import { parseMagnet } from '../torrent/magnet.js';
 import { fetchMetadata } from '../swarm/metadata-fetch.js';
 
@@ -31,13 +30,7 @@ export async function run(argv: string[], io: Io): Promise<number> {
     {
       output: { type: 'string', short: 'o' },
       'seed-time': { type: 'string' },
-      port: { type: 'string' },
-      host: { type: 'string' },
-      tracker: { type: 'string', multiple: true },
-      peer: { type: 'string', multiple: true },
-      choker: { type: 'string' },
-      lsd: { type: 'string' },
-      verbose: { type: 'boolean', short: 'v' },
+      ...PEER_OPTIONS,
     },
     HELP,
   );
@@ -50,32 +43,20 @@ export async function run(argv: string[], io: Io): Promise<number> {
   if (!Number.isFinite(seedTime) || seedTime < 0) {
     throw new UsageError(`--seed-time ${values['seed-time']}: expected seconds >= 0`, HELP);
   }
-  const choker = values.choker ?? 'lan';
-  if (choker !== 'lan' && choker !== 'standard')
-    throw new UsageError(`--choker ${choker}: use lan or standard`, HELP);
-  checkPeers(values.peer ?? [], HELP);
-  if (values.lsd !== undefined && !isIPv4(values.lsd)) {
-    throw new UsageError(`--lsd ${values.lsd}: give the IPv4 address of the LAN interface`, HELP);
-  }
+  const net = peerSettings(values, HELP);
   const source = positionals[0]!;
   const magnet = source.startsWith('magnet:') ? parseMagnet(source) : undefined;
   let meta = magnet ? undefined : await loadTorrentFile(source);
   const dir = values.output ?? '.';
-  const logger = streamLogger(io.stderr, { level: values.verbose ? 'debug' : 'warn' });
-  const client = new BitTorrentClient(
-    {
-      host: values.host ?? '0.0.0.0',
-      port: values.port === undefined ? 6881 : parsePort(values.port, '--port', HELP),
-    },
-    { logger, signal: io.signal },
-  );
+  const logger = streamLogger(io.stderr, { level: net.verbose ? 'debug' : 'warn' });
+  const client = new BitTorrentClient({ host: net.host, port: net.port }, { logger, signal: io.signal });
   const progress = new Progress(io.stderr);
   try {
     await client.listen();
     if (magnet) {
       io.stdout.write(`fetching the torrent's metadata for ${magnet.infoHashHex} from peers\n`);
       meta = await fetchMetadata(
-        { magnet, peerId: client.peerId, listenPort: client.listenPort, peers: values.peer ?? [] },
+        { magnet, peerId: client.peerId, listenPort: client.listenPort, peers: net.peers },
         { logger, signal: io.signal, trackerClient: client.tracker },
       );
       io.stdout.write(
@@ -88,10 +69,10 @@ export async function run(argv: string[], io: Io): Promise<number> {
       meta,
       dir,
       mode: 'download',
-      choker,
-      ...(values.tracker ? { trackers: values.tracker } : {}),
-      peers: [...(values.peer ?? []), ...(magnet?.peers ?? [])],
-      ...(values.lsd ? { lsdInterface: values.lsd } : {}),
+      choker: net.choker,
+      ...(net.trackers ? { trackers: net.trackers } : {}),
+      peers: [...net.peers, ...(magnet?.peers ?? [])],
+      ...(net.lsdInterface ? { lsdInterface: net.lsdInterface } : {}),
     });
     session.on('warning', (w) => {
       progress.done();

@@ -2,20 +2,10 @@
 import { existsSync } from 'node:fs';
 import { basename, dirname, resolve } from 'node:path';
 import { once } from 'node:events';
-import { isIPv4 } from 'node:net';
 import { BitTorrentClient } from '../swarm/client.js';
 import { streamLogger } from '../util/logger.js';
-import {
-  EXIT_OK,
-  Progress,
-  UsageError,
-  formatBytes,
-  parse,
-  parsePort,
-  parseSize,
-  type Io,
-} from './common.js';
-import { checkPeers, loadTorrentFile, progressLine } from './swarm-common.js';
+import { EXIT_OK, Progress, UsageError, formatBytes, parse, parseSize, type Io } from './common.js';
+import { PEER_OPTIONS, loadTorrentFile, peerSettings, progressLine } from './swarm-common.js';
 
 const HELP = `Usage: boottorrent seed <file.torrent> <data-path> [options]
 
@@ -37,14 +27,8 @@ export async function run(argv: string[], io: Io): Promise<number> {
   const { values, positionals } = parse(
     argv,
     {
-      port: { type: 'string' },
-      host: { type: 'string' },
-      tracker: { type: 'string', multiple: true },
-      peer: { type: 'string', multiple: true },
+      ...PEER_OPTIONS,
       'upload-limit': { type: 'string' },
-      choker: { type: 'string' },
-      lsd: { type: 'string' },
-      verbose: { type: 'boolean', short: 'v' },
     },
     HELP,
   );
@@ -53,25 +37,13 @@ export async function run(argv: string[], io: Io): Promise<number> {
     return EXIT_OK;
   }
   if (positionals.length !== 2) throw new UsageError('seed takes <file.torrent> and <data-path>', HELP);
-  const choker = values.choker ?? 'lan';
-  if (choker !== 'lan' && choker !== 'standard')
-    throw new UsageError(`--choker ${choker}: use lan or standard`, HELP);
-  checkPeers(values.peer ?? [], HELP);
-  if (values.lsd !== undefined && !isIPv4(values.lsd)) {
-    throw new UsageError(`--lsd ${values.lsd}: give the IPv4 address of the LAN interface`, HELP);
-  }
+  const net = peerSettings(values, HELP);
   const meta = await loadTorrentFile(positionals[0]!);
   const data = resolve(positionals[1]!);
   // The torrent's root (file or folder) is <dir>/<name>: accept either form.
   const dir = basename(data) === meta.name && existsSync(data) ? dirname(data) : data;
-  const logger = streamLogger(io.stderr, { level: values.verbose ? 'debug' : 'warn' });
-  const client = new BitTorrentClient(
-    {
-      host: values.host ?? '0.0.0.0',
-      port: values.port === undefined ? 6881 : parsePort(values.port, '--port', HELP),
-    },
-    { logger, signal: io.signal },
-  );
+  const logger = streamLogger(io.stderr, { level: net.verbose ? 'debug' : 'warn' });
+  const client = new BitTorrentClient({ host: net.host, port: net.port }, { logger, signal: io.signal });
   const progress = new Progress(io.stderr);
   try {
     const port = await client.listen();
@@ -80,10 +52,10 @@ export async function run(argv: string[], io: Io): Promise<number> {
       meta,
       dir,
       mode: 'seed',
-      choker,
-      ...(values.tracker ? { trackers: values.tracker } : {}),
-      ...(values.peer ? { peers: values.peer } : {}),
-      ...(values.lsd ? { lsdInterface: values.lsd } : {}),
+      choker: net.choker,
+      ...(net.trackers ? { trackers: net.trackers } : {}),
+      peers: net.peers,
+      ...(net.lsdInterface ? { lsdInterface: net.lsdInterface } : {}),
       ...(values['upload-limit']
         ? { uploadLimit: parseSize(values['upload-limit'], '--upload-limit', HELP) }
         : {}),

@@ -3,7 +3,9 @@ import { readFile } from 'node:fs/promises';
 import { BootTorrentError } from '../errors.js';
 import { parseTorrent, type Metainfo } from '../torrent/metainfo.js';
 import type { SessionStats } from '../swarm/session.js';
-import { UsageError, formatBytes } from './common.js';
+import { isIPv4 } from 'node:net';
+import type { ChokerMode } from '../swarm/choker.js';
+import { UsageError, formatBytes, parsePort } from './common.js';
 
 export async function loadTorrentFile(file: string): Promise<Metainfo> {
   if (file.startsWith('magnet:')) {
@@ -54,4 +56,56 @@ export function progressLine(s: SessionStats): string {
   if (!s.complete) parts.push(`ETA ${formatEta(s.downloadRate > 0 ? s.left / s.downloadRate : Infinity)}`);
   else parts.push(`ratio ${s.ratio.toFixed(2)}`);
   return parts.join('  ');
+}
+
+/** The peer-side options `seed` and `get` share (node:util parseArgs form). */
+export const PEER_OPTIONS = {
+  port: { type: 'string' },
+  host: { type: 'string' },
+  tracker: { type: 'string', multiple: true },
+  peer: { type: 'string', multiple: true },
+  choker: { type: 'string' },
+  lsd: { type: 'string' },
+  verbose: { type: 'boolean', short: 'v' },
+} as const;
+
+export interface PeerSettings {
+  host: string;
+  port: number;
+  choker: ChokerMode;
+  trackers: string[] | undefined;
+  peers: string[];
+  lsdInterface: string | undefined;
+  verbose: boolean;
+}
+
+/** Checks the shared options once, with usage errors naming the option. */
+export function peerSettings(
+  values: {
+    port?: string;
+    host?: string;
+    tracker?: string[];
+    peer?: string[];
+    choker?: string;
+    lsd?: string;
+    verbose?: boolean;
+  },
+  help: string,
+): PeerSettings {
+  const choker = values.choker ?? 'lan';
+  if (choker !== 'lan' && choker !== 'standard')
+    throw new UsageError(`--choker ${choker}: use lan or standard`, help);
+  checkPeers(values.peer ?? [], help);
+  if (values.lsd !== undefined && !isIPv4(values.lsd)) {
+    throw new UsageError(`--lsd ${values.lsd}: give the IPv4 address of the LAN interface`, help);
+  }
+  return {
+    host: values.host ?? '0.0.0.0',
+    port: values.port === undefined ? 6881 : parsePort(values.port, '--port', help),
+    choker,
+    trackers: values.tracker,
+    peers: values.peer ?? [],
+    lsdInterface: values.lsd,
+    verbose: values.verbose ?? false,
+  };
 }

@@ -13,6 +13,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { writeFile } from 'node:fs/promises';
 import { createTorrent } from '../torrent/create.js';
+import { aria2cSwarmArgs } from './aria2c.js';
 import { TrackerServer } from '../tracker/server.js';
 import type { SwarmState } from '../tracker/server.js';
 import { BootTorrentError, abortError } from '../errors.js';
@@ -98,17 +99,12 @@ export async function runSwarmDemo(
       const child = spawn(
         opts.aria2c,
         [
-          `--dir=${dir}`,
-          '--enable-dht=false',
-          '--enable-dht6=false',
-          '--bt-enable-lpd=false',
-          '--enable-peer-exchange=false',
-          '--seed-ratio=0.0',
-          '--file-allocation=none',
-          '--summary-interval=0',
-          '--console-log-level=error',
-          '--bt-tracker-interval=2',
-          '--listen-port=' + String(20000 + Math.floor(Math.random() * 20000)),
+          ...aria2cSwarmArgs({
+            dir,
+            listenPort: 20000 + Math.floor(Math.random() * 20000),
+            stopWithPid: process.pid,
+            logLevel: 'error',
+          }),
           ...extra,
           torrentPath,
         ],

@@ -1,6 +1,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import type { TestContext } from 'node:test';
 import { requireProgram } from './programs.js';
+import { aria2cSwarmArgs } from '../../src/demo/aria2c.js';
 
 /**
  * Starts a real aria2c on a torrent, confined to loopback peers: no DHT, no
@@ -15,21 +16,11 @@ export function startAria2c(
 ): { child: ChildProcess; log: () => string } {
   const aria2c = requireProgram('aria2c', 'aria2');
   const args = [
-    '--no-conf',
-    `--dir=${dir}`,
-    '--enable-dht=false',
-    '--enable-dht6=false',
-    '--bt-enable-lpd=false',
-    '--enable-peer-exchange=false',
-    '--seed-ratio=0.0',
-    '--file-allocation=none',
-    '--summary-interval=0',
-    '--console-log-level=warn',
-    '--bt-tracker-interval=2',
-    '--bt-require-crypto=false',
-    '--bt-min-crypto-level=plain',
-    `--listen-port=${opts.listenPort ?? 20000 + Math.floor(Math.random() * 30000)}`,
-    '--stop-with-process=' + String(process.pid),
+    ...aria2cSwarmArgs({
+      dir,
+      listenPort: opts.listenPort ?? 20000 + Math.floor(Math.random() * 30000),
+      stopWithPid: process.pid,
+    }),
     ...(opts.seed ? ['--check-integrity=true'] : []),
     ...(opts.uploadLimit ? [`--max-overall-upload-limit=${opts.uploadLimit}`] : []),
     ...(opts.extra ?? []),
