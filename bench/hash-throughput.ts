@@ -18,7 +18,7 @@ import {
   writeSync,
   readFileSync,
 } from 'node:fs';
-import { cpus, tmpdir, totalmem } from 'node:os';
+import { cpus, loadavg, tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { randomBytes } from 'node:crypto';
@@ -99,6 +99,7 @@ try {
     '',
     `- machine: ${cpus().length} x ${cpus()[0]?.model ?? '?'}, ${(totalmem() / 2 ** 30).toFixed(0)} GiB RAM, Node ${process.version}`,
     `- command: \`npm run bench:hash -- --size ${values.size} --piece-length ${values['piece-length']} --runs ${runs}\``,
+    `- load average (1 min) at the end: ${loadavg()[0]!.toFixed(2)} on ${cpus().length} cores (other work on the machine skews the figures)`,
     `- input: ${(length / 2 ** 20).toFixed(0)} MiB random file, piece length ${pieceLength}, warm page cache; wall time of the whole command, median of ${runs}`,
     '',
     '| tool | median s | MB/s | all runs (s) |',
