@@ -1,0 +1,213 @@
+/**
+ * An emulated LAN in network namespaces for benchmarks: a "switch"
+ * namespace holding a bridge, and hosts each joined to it by a veth pair
+ * whose two ends are shaped with `tc tbf` (the switch end's egress is the
+ * host's download, the host end's egress its upload).
+ *
+ * Unlike test/helpers/netns.ts (tied to a TestContext), this one cleans up
+ * when the process ends for any reason: normal exit, an exception, SIGINT
+ * or SIGTERM. Every child is killed by its PID and every namespace this lab
+ * created is deleted; nothing else is touched.
+ */
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { once } from 'node:events';
+
+export interface Host {
+  readonly ns: string;
+  readonly ifname: string;
+  readonly ip: string;
+}
+
+export interface Proc {
+  readonly child: ChildProcess;
+  output(): string;
+  /** Date.now() when the process exited, if it has. */
+  exitedAt?: number;
+}
+
+const live = new Set<NetLab>();
+let handlersInstalled = false;
+
+function installHandlers(): void {
+  if (handlersInstalled) return;
+  handlersInstalled = true;
+  process.on('exit', () => {
+    for (const lab of live) lab.destroy();
+  });
+  for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
+    process.on(sig, () => {
+      process.stderr.write(`\n${sig}: removing the emulated LAN\n`);
+      for (const lab of live) lab.destroy();
+      process.exit(130);
+    });
+  }
+}
+
+/** `10mbit`-style tc rate from bits per second. */
+export function tcRate(bitsPerSecond: number): string {
+  return `${Math.round(bitsPerSecond / 1000)}kbit`;
+}
+
+export class NetLab {
+  readonly id = randomBytes(3).toString('hex');
+  readonly switchNs: string;
+  private readonly namespaces: string[] = [];
+  private readonly children = new Set<ChildProcess>();
+  private hostCount = 0;
+
+  constructor(private readonly subnet = '10.77.0') {
+    installHandlers();
+    live.add(this);
+    this.switchNs = this.ns('sw');
+    this.ipn(this.switchNs, 'link', 'add', 'br0', 'type', 'bridge');
+    this.ipn(this.switchNs, 'link', 'set', 'br0', 'up');
+  }
+
+  /** Namespace names start with this; none is left once destroy() ran. */
+  get prefix(): string {
+    return `btb-${this.id}-`;
+  }
+
+  private ns(role: string): string {
+    const name = `${this.prefix}${role}`;
+    execFileSync('ip', ['netns', 'add', name]);
+    this.namespaces.push(name);
+    this.ipn(name, 'link', 'set', 'lo', 'up');
+    return name;
+  }
+
+  private ipn(ns: string, ...args: string[]): string {
+    return execFileSync('ip', ['-n', ns, ...args], { encoding: 'utf8' });
+  }
+
+  /**
+   * A host on the bridge at <subnet>.<octet>, its link shaped to `upBps`
+   * (host -> switch) and `downBps` (switch -> host) with tbf. The bucket
+   * scales with the rate (32 kbit at 10 Mbit/s): a fixed small bucket
+   * would cap a faster link below its rate at the kernel's timer granularity.
+   */
+  host(role: string, octet: number, upBps: number, downBps: number): Host {
+    const ns = this.ns(role);
+    const sw = `v${this.id}${this.hostCount++}`;
+    const ifname = 'eth0';
+    execFileSync('ip', [
+      'link',
+      'add',
+      sw,
+      'netns',
+      this.switchNs,
+      'type',
+      'veth',
+      'peer',
+      'name',
+      ifname,
+      'netns',
+      ns,
+    ]);
+    this.ipn(this.switchNs, 'link', 'set', sw, 'master', 'br0', 'up');
+    const ip = `${this.subnet}.${octet}`;
+    this.ipn(ns, 'addr', 'add', `${ip}/24`, 'dev', ifname);
+    this.ipn(ns, 'link', 'set', ifname, 'up');
+    const tbf = (where: string, dev: string, bps: number) =>
+      execFileSync('tc', [
+        '-n',
+        where,
+        'qdisc',
+        'add',
+        'dev',
+        dev,
+        'root',
+        'tbf',
+        'rate',
+        tcRate(bps),
+        'burst',
+        `${Math.max(4096, Math.round(bps / 8 / 312.5))}`,
+        'latency',
+        '50ms',
+      ]);
+    tbf(ns, ifname, upBps);
+    tbf(this.switchNs, sw, downBps);
+    return { ns, ifname, ip };
+  }
+
+  /** Bytes the host's interface has sent and received so far (IP + Ethernet headers included). */
+  counters(h: Host): { tx: number; rx: number } {
+    const j = JSON.parse(this.ipn(h.ns, '-s', '-j', 'link', 'show', 'dev', h.ifname)) as {
+      stats64: { tx: { bytes: number }; rx: { bytes: number } };
+    }[];
+    const s = j[0]!.stats64;
+    return { tx: s.tx.bytes, rx: s.rx.bytes };
+  }
+
+  /** Starts `cmd` inside the host's namespace (`ip netns exec` execs it: the PID is the command's). */
+  spawn(h: Host, cmd: string, args: string[], opts: { cwd?: string } = {}): Proc {
+    const child = spawn('ip', ['netns', 'exec', h.ns, cmd, ...args], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+      cwd: opts.cwd,
+    });
+    this.children.add(child);
+    let out = '';
+    const keep = (d: Buffer) => {
+      out += d.toString();
+      if (out.length > 200_000) out = out.slice(-100_000);
+    };
+    child.stdout.on('data', keep);
+    child.stderr.on('data', keep);
+    const p: Proc = { child, output: () => out };
+    child.on('exit', () => {
+      p.exitedAt = Date.now();
+      this.children.delete(child);
+    });
+    return p;
+  }
+
+  /** SIGTERM, then SIGKILL after `graceMs`; resolves when every given process has exited. */
+  async stop(procs: readonly Proc[], graceMs = 2000): Promise<void> {
+    await Promise.all(
+      procs.map(async ({ child }) => {
+        if (child.exitCode !== null || child.signalCode !== null) return;
+        const done = once(child, 'exit');
+        child.kill('SIGTERM');
+        const hard = setTimeout(() => child.kill('SIGKILL'), graceMs);
+        try {
+          await done;
+        } finally {
+          clearTimeout(hard);
+        }
+      }),
+    );
+  }
+
+  /** Kills every child still running (by PID) and deletes every namespace; idempotent and synchronous. */
+  destroy(): void {
+    for (const c of this.children) {
+      if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
+    }
+    this.children.clear();
+    for (const ns of this.namespaces.splice(0).reverse()) {
+      try {
+        execFileSync('ip', ['netns', 'del', ns], { stdio: 'ignore' });
+      } catch {
+        // already gone
+      }
+    }
+    live.delete(this);
+  }
+}
+
+/** Resolves when `re` matches the output; rejects on timeout or if the process exits first. */
+export async function waitFor(p: Proc, re: RegExp, ms: number, what: string): Promise<RegExpMatchArray> {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const m = re.exec(p.output());
+    if (m) return m;
+    if (p.child.exitCode !== null || p.child.signalCode !== null)
+      throw new Error(
+        `${what}: exited (${p.child.exitCode ?? p.child.signalCode}) before ${re}:\n${p.output()}`,
+      );
+    if (Date.now() > deadline)
+      throw new Error(`${what}: no ${re} within ${ms / 1000} s:\n${p.output().slice(-4000)}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}

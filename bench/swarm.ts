@@ -1,0 +1,589 @@
+/**
+ * Scale benchmark: N clients fetch one random image on an emulated LAN
+ * (network namespaces, every link shaped with tc tbf in both directions),
+ * by each method in turn, against the Kumar & Ross (2006) lower bound
+ * T = max(F/u_s, F/d_min, N·F/(u_s + Σu_i)).
+ *
+ *   npm run bench:swarm -- [--clients 1,2,4,8,16,32] [--size 32M] [--server-rate 100M]
+ *                          [--client-rate 10M] [--methods boottorrent,http,nginx,tftp,aria2]
+ *                          [--piece-length 256K] [--quick] [--json FILE] [--no-results]
+ *
+ * Rates are bits per second (100M = 100 Mbit/s); sizes bytes (32M = 32 MiB).
+ * Every client is a process in its own namespace. Methods:
+ *   boottorrent  our seeder + our tracker, clients `boottorrent get` (the
+ *                agent's download path: BitTorrentClient + TorrentSession),
+ *                seeding on after they finish until every client is done
+ *   http         our HTTP server, N curl clients at once
+ *   nginx        the same with nginx (is the server itself the limit?)
+ *   tftp         our TFTP server, N tftp-hpa clients at once
+ *   aria2        the older stack: aria2c seeder + opentracker + aria2c
+ *                clients with its settings (no LPD, PEX on, seed on)
+ * Bytes are counted on the interfaces (headers and TCP ACKs included).
+ * `--quick` (CI) runs N=4 with a 4 MiB image and writes no results file.
+ */
+import { execFileSync } from 'node:child_process';
+import { createHash, randomBytes } from 'node:crypto';
+import {
+  appendFileSync,
+  chmodSync,
+  createReadStream,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  rmSync,
+  writeFileSync,
+  writeSync,
+  openSync,
+  closeSync,
+} from 'node:fs';
+import { cpus, tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { createTorrent } from '../src/torrent/create.js';
+import { encodeTorrent } from '../src/torrent/metainfo.js';
+import { NetLab, waitFor, type Host, type Proc } from './netlab.js';
+
+const argv = process.argv.slice(2);
+const { values } = parseArgs({
+  args: argv,
+  options: {
+    clients: { type: 'string' },
+    size: { type: 'string' },
+    'server-rate': { type: 'string', default: '100M' },
+    'client-rate': { type: 'string', default: '10M' },
+    methods: { type: 'string', default: 'boottorrent,http,nginx,tftp,aria2' },
+    'piece-length': { type: 'string', default: '256K' },
+    quick: { type: 'boolean', default: false },
+    json: { type: 'string' },
+    'no-results': { type: 'boolean', default: false },
+  },
+});
+
+const unit = (s: string, k: number): number => {
+  const m = /^(\d+(?:\.\d+)?)([KMG]?)$/i.exec(s);
+  if (!m) throw new Error(`${s}: expected a number with an optional K, M or G`);
+  const e = { '': 0, K: 1, M: 2, G: 3 }[m[2]!.toUpperCase() as '' | 'K' | 'M' | 'G'];
+  return Math.round(Number(m[1]) * k ** e);
+};
+const quick = values.quick;
+const Ns = (values.clients ?? (quick ? '4' : '1,2,4,8,16,32')).split(',').map(Number);
+const F = unit(values.size ?? (quick ? '4M' : '32M'), 1024);
+const us = unit(values['server-rate'], 1000); // bits/s
+const uc = unit(values['client-rate'], 1000);
+const pieceLength = unit(values['piece-length'], 1024);
+const methods = values.methods.split(',');
+for (const m of methods)
+  if (!['boottorrent', 'http', 'nginx', 'tftp', 'aria2'].includes(m)) throw new Error(`unknown method ${m}`);
+if (Ns.some((n) => !Number.isInteger(n) || n < 1 || n > 200))
+  throw new Error('--clients: whole numbers 1..200');
+
+const REPO = new URL('../..', import.meta.url).pathname;
+const CLI = join(REPO, 'bin/boottorrent.js');
+const SERVE = join(REPO, 'dist/bench/swarm-serve.js');
+const SERVER_IP = '10.77.0.1';
+
+function which(cmd: string, pkg: string): string {
+  try {
+    return execFileSync('sh', ['-c', `command -v ${cmd}`], { encoding: 'utf8' }).trim();
+  } catch {
+    throw new Error(`${cmd} is missing: apt-get install ${pkg}`);
+  }
+}
+
+/** Kumar & Ross (2006): no distribution can finish before this (seconds). */
+function bound(n: number): number {
+  const bits = F * 8;
+  return Math.max(bits / us, bits / uc, (n * bits) / (us + n * uc));
+}
+
+async function sha256(path: string): Promise<string> {
+  const h = createHash('sha256');
+  for await (const chunk of createReadStream(path)) h.update(chunk as Buffer);
+  return h.digest('hex');
+}
+
+interface ClientResult {
+  secs: number | undefined;
+  ok: boolean;
+  uploaded: number;
+}
+interface Row {
+  method: string;
+  n: number;
+  allSecs: number | undefined;
+  meanSecs: number | undefined;
+  maxSecs: number | undefined;
+  serverSent: number;
+  meanUploaded: number;
+  verified: number;
+  bound: number;
+  error?: string;
+}
+
+const work = mkdtempSync(join(tmpdir(), 'bt-bench-swarm-'));
+chmodSync(work, 0o755);
+const lab = new NetLab();
+process.on('exit', () => rmSync(work, { recursive: true, force: true }));
+
+const maxN = Math.max(...Ns);
+const server = lab.host('srv', 1, us, us);
+const hosts: Host[] = [];
+for (let i = 0; i < maxN; i++) hosts.push(lab.host(`c${i}`, 10 + i, uc, uc));
+
+// The image and its two torrents (ours and opentracker's announce): one info dictionary, one infohash.
+const srvDir = join(work, 'srv');
+mkdirSync(srvDir);
+chmodSync(srvDir, 0o755);
+const image = join(srvDir, 'image.bin');
+{
+  const fd = openSync(image, 'w', 0o644);
+  for (let off = 0; off < F; off += 1 << 20) writeSync(fd, randomBytes(Math.min(1 << 20, F - off)));
+  closeSync(fd);
+}
+const expected = await sha256(image);
+const { meta } = await createTorrent(image, {
+  pieceLength,
+  announce: [[`http://${SERVER_IP}:6969/announce`]],
+  creationDate: null,
+});
+const torrentOurs = join(work, 'ours.torrent');
+writeFileSync(
+  torrentOurs,
+  encodeTorrent(meta.infoBuffer, { announce: [[`http://${SERVER_IP}:6969/announce`]] }),
+);
+const torrentOld = join(work, 'old.torrent');
+writeFileSync(
+  torrentOld,
+  encodeTorrent(meta.infoBuffer, { announce: [[`http://${SERVER_IP}:6969/announce`]] }),
+);
+
+const clientDir = (i: number) => join(work, `c${i}`);
+const clientFile = (i: number) => join(clientDir(i), 'image.bin');
+
+interface Method {
+  /** Starts the server side; returns its processes. */
+  server(): Promise<Proc[]>;
+  /** Starts client i; `done` is called when its copy is complete. */
+  client(i: number, h: Host, done: () => void): Proc;
+}
+
+const aria2Common = [
+  '--enable-dht=false',
+  '--enable-dht6=false',
+  '--bt-enable-lpd=false', // the older tool's default: bt_enable_lpd False
+  '--enable-peer-exchange=true', // enable_peer_exchange True
+  '--seed-ratio=0.0', // seed on (until the benchmark stops it)
+  '--console-log-level=error',
+  '--summary-interval=0',
+  '--listen-port=6881',
+  '--check-certificate=false',
+];
+
+function methodFor(name: string): Method {
+  switch (name) {
+    case 'boottorrent':
+      return {
+        async server() {
+          const tracker = lab.spawn(server, process.execPath, [
+            CLI,
+            'tracker',
+            '--host',
+            SERVER_IP,
+            '--port',
+            '6969',
+            '--torrent',
+            torrentOurs,
+          ]);
+          await waitFor(tracker, /serving 1 infohash/, 20_000, 'our tracker');
+          const seed = lab.spawn(server, process.execPath, [
+            CLI,
+            'seed',
+            torrentOurs,
+            image,
+            '--host',
+            SERVER_IP,
+            '--port',
+            '6881',
+          ]);
+          await waitFor(seed, /seeding [0-9a-f]{40}/, 60_000, 'our seeder');
+          return [tracker, seed];
+        },
+        client(i, h, done) {
+          const p = lab.spawn(h, process.execPath, [
+            CLI,
+            'get',
+            torrentOurs,
+            '-o',
+            clientDir(i),
+            '--host',
+            h.ip,
+            '--port',
+            '6881',
+            '--seed-time',
+            '100000',
+          ]);
+          const onData = () => {
+            if (/^downloaded /m.test(p.output())) {
+              p.child.stdout?.off('data', onData);
+              done();
+            }
+          };
+          p.child.stdout?.on('data', onData);
+          return p;
+        },
+      };
+    case 'http':
+    case 'nginx': {
+      const port = name === 'http' ? 8080 : 8081;
+      return {
+        async server() {
+          if (name === 'http') {
+            const s = lab.spawn(server, process.execPath, [SERVE, '--host', SERVER_IP, '--root', srvDir]);
+            await waitFor(s, /ready/, 20_000, 'our HTTP/TFTP server');
+            return [s];
+          }
+          const bin = which('nginx', 'nginx-light');
+          const d = join(work, 'nginx');
+          mkdirSync(join(d, 'tmp'), { recursive: true });
+          const t = (k: string) => `${k} ${join(d, 'tmp')};`;
+          writeFileSync(
+            join(d, 'nginx.conf'),
+            [
+              'master_process off;',
+              'worker_processes 1;',
+              `pid ${join(d, 'nginx.pid')};`,
+              `error_log ${join(d, 'error.log')} warn;`,
+              'events { worker_connections 1024; }',
+              'http {',
+              '  access_log off;',
+              '  sendfile on;',
+              '  default_type application/octet-stream;',
+              `  ${t('client_body_temp_path')} ${t('proxy_temp_path')} ${t('fastcgi_temp_path')}`,
+              `  ${t('uwsgi_temp_path')} ${t('scgi_temp_path')}`,
+              `  server { listen ${SERVER_IP}:${port}; location /img/ { alias ${srvDir}/; } }`,
+              '}',
+              '',
+            ].join('\n'),
+          );
+          const s = lab.spawn(server, bin, ['-p', d, '-c', join(d, 'nginx.conf'), '-g', 'daemon off;']);
+          // nginx prints nothing when it is up: poll until it answers.
+          for (let i = 0; ; i++) {
+            try {
+              execFileSync('ip', [
+                'netns',
+                'exec',
+                hosts[0]!.ns,
+                'curl',
+                '-sf',
+                '-o',
+                '/dev/null',
+                '-r',
+                '0-0',
+                `http://${SERVER_IP}:${port}/img/image.bin`,
+              ]);
+              break;
+            } catch (err) {
+              if (s.exitedAt !== undefined || i > 100)
+                throw new Error(`nginx did not come up: ${s.output()}`, { cause: err });
+              await new Promise((r) => setTimeout(r, 100));
+            }
+          }
+          return [s];
+        },
+        client(i, h, done) {
+          const p = lab.spawn(h, 'curl', [
+            '-sS',
+            '-o',
+            clientFile(i),
+            `http://${SERVER_IP}:${port}/img/image.bin`,
+          ]);
+          p.child.on('exit', done);
+          return p;
+        },
+      };
+    }
+    case 'tftp':
+      return {
+        async server() {
+          which('tftp', 'tftp-hpa');
+          const s = lab.spawn(server, process.execPath, [SERVE, '--host', SERVER_IP, '--root', srvDir]);
+          await waitFor(s, /ready/, 20_000, 'our HTTP/TFTP server');
+          return [s];
+        },
+        client(i, h, done) {
+          // tftp-hpa asks no options: 512-byte blocks, one block in flight (RFC 1350).
+          const p = lab.spawn(h, 'tftp', [
+            '-m',
+            'binary',
+            SERVER_IP,
+            '69',
+            '-c',
+            'get',
+            'image.bin',
+            clientFile(i),
+          ]);
+          p.child.on('exit', done);
+          return p;
+        },
+      };
+    case 'aria2':
+      return {
+        async server() {
+          const ot = which('opentracker', 'opentracker');
+          which('aria2c', 'aria2');
+          // Debian's opentracker is whitelist-only, will not run as root, and chroots to -d.
+          const d = join(work, 'opentracker');
+          mkdirSync(d);
+          chmodSync(d, 0o755);
+          writeFileSync(join(d, 'whitelist.txt'), `${meta.infoHashHex}\n`, { mode: 0o644 });
+          const tracker = lab.spawn(server, ot, [
+            '-i',
+            SERVER_IP,
+            '-p',
+            '6969',
+            '-P',
+            '6969',
+            '-d',
+            d,
+            '-w',
+            'whitelist.txt',
+            '-u',
+            'nobody',
+          ]);
+          await new Promise((r) => setTimeout(r, 500));
+          if (tracker.exitedAt !== undefined) throw new Error(`opentracker exited: ${tracker.output()}`);
+          const seed = lab.spawn(server, 'aria2c', [...aria2Common, '-V', '-d', srvDir, torrentOld]);
+          // aria2c prints nothing at this log level once seeding: give it time to check and announce.
+          await new Promise((r) => setTimeout(r, 3000));
+          if (seed.exitedAt !== undefined) throw new Error(`aria2c seeder exited: ${seed.output()}`);
+          return [tracker, seed];
+        },
+        client(i, h, done) {
+          const hook = join(work, 'aria2-done.sh');
+          if (!existsSync(hook)) writeFileSync(hook, '#!/bin/sh\ntouch "$3.done"\n', { mode: 0o755 });
+          const p = lab.spawn(h, 'aria2c', [
+            ...aria2Common,
+            '-d',
+            clientDir(i),
+            `--on-bt-download-complete=${hook}`,
+            torrentOld,
+          ]);
+          const marker = `${clientFile(i)}.done`;
+          const timer = setInterval(() => {
+            if (existsSync(marker)) {
+              clearInterval(timer);
+              done();
+            }
+          }, 50);
+          p.child.on('exit', () => clearInterval(timer));
+          return p;
+        },
+      };
+    default:
+      throw new Error(`unknown method ${name}`);
+  }
+}
+
+async function runOne(name: string, n: number): Promise<Row> {
+  const T = bound(n);
+  const used = hosts.slice(0, n);
+  for (let i = 0; i < n; i++) {
+    rmSync(clientDir(i), { recursive: true, force: true });
+    mkdirSync(clientDir(i));
+  }
+  const m = methodFor(name);
+  const procs: Proc[] = [];
+  const row: Row = {
+    method: name,
+    n,
+    allSecs: undefined,
+    meanSecs: undefined,
+    maxSecs: undefined,
+    serverSent: 0,
+    meanUploaded: 0,
+    verified: 0,
+    bound: T,
+  };
+  try {
+    procs.push(...(await m.server()));
+    const before = [server, ...used].map((h) => lab.counters(h));
+    const doneAt: (number | undefined)[] = new Array<number | undefined>(n).fill(undefined);
+    let pending = n;
+    let allDone: () => void = () => {};
+    const all = new Promise<void>((r) => (allDone = r));
+    const t0 = Date.now();
+    for (let i = 0; i < n; i++) {
+      procs.push(
+        m.client(i, used[i]!, () => {
+          if (doneAt[i] !== undefined) return;
+          doneAt[i] = Date.now();
+          if (--pending === 0) allDone();
+        }),
+      );
+    }
+    const limitMs = Math.max(120, 8 * T) * 1000;
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([all, new Promise<void>((r) => (timer = setTimeout(r, limitMs)))]);
+    clearTimeout(timer);
+    const after = [server, ...used].map((h) => lab.counters(h));
+    await lab.stop(procs);
+    const results: ClientResult[] = [];
+    for (let i = 0; i < n; i++) {
+      const ok = existsSync(clientFile(i)) && (await sha256(clientFile(i))) === expected;
+      results.push({
+        secs: doneAt[i] === undefined ? undefined : (doneAt[i]! - t0) / 1000,
+        ok,
+        uploaded: after[i + 1]!.tx - before[i + 1]!.tx,
+      });
+    }
+    row.serverSent = after[0]!.tx - before[0]!.tx;
+    row.meanUploaded = results.reduce((a, r) => a + r.uploaded, 0) / n;
+    row.verified = results.filter((r) => r.ok && r.secs !== undefined).length;
+    if (row.verified === n) {
+      const secs = results.map((r) => r.secs!);
+      row.maxSecs = Math.max(...secs);
+      row.allSecs = row.maxSecs;
+      row.meanSecs = secs.reduce((a, b) => a + b, 0) / n;
+    } else {
+      const bad = results.map((r, i) => (r.ok && r.secs !== undefined ? '' : `c${i}`)).filter(Boolean);
+      row.error = `not complete or wrong SHA-256: ${bad.join(' ')} (limit ${limitMs / 1000} s)`;
+      const firstBad = Number(bad[0]!.slice(1));
+      process.stderr.write(
+        `${name} N=${n}: client ${firstBad} output:\n${procs[procs.length - n + firstBad]?.output().slice(-2000)}\n`,
+      );
+    }
+  } catch (err) {
+    row.error = (err as Error).message.split('\n')[0]!;
+    process.stderr.write(`${name} N=${n}: ${(err as Error).message}\n`);
+  } finally {
+    await lab.stop(procs);
+  }
+  return row;
+}
+
+const MB = 1024 * 1024;
+const fmt = (x: number | undefined, d = 1) => (x === undefined ? '—' : x.toFixed(d));
+function tableRow(r: Row): string {
+  return `| ${r.n} | ${r.method} | ${fmt(r.allSecs)} | ${fmt(r.meanSecs)} | ${fmt(r.maxSecs)} | ${(r.serverSent / MB).toFixed(1)} | ${(r.meanUploaded / MB).toFixed(1)} | ${r.verified}/${r.n} | ${r.allSecs === undefined ? '—' : (r.allSecs / r.bound).toFixed(2)} |`;
+}
+const HEADER = [
+  '| N | method | all verified (s) | mean per client (s) | max per client (s) | server sent (MiB) | mean client upload (MiB) | verified | ratio to bound |',
+  '| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
+];
+
+const rows: Row[] = [];
+process.stdout.write(
+  `lab ${lab.prefix}: F=${(F / MB).toFixed(1)} MiB, u_s=${us / 1e6} Mbit/s, clients ${uc / 1e6} Mbit/s, N=${Ns.join(',')}\n`,
+);
+try {
+  for (const n of Ns) {
+    rows.push({
+      method: 'bound',
+      n,
+      allSecs: bound(n),
+      meanSecs: undefined,
+      maxSecs: undefined,
+      serverSent: F,
+      meanUploaded: 0,
+      verified: n,
+      bound: bound(n),
+    });
+    process.stdout.write(`${tableRow(rows.at(-1)!)}\n`);
+    for (const name of methods) {
+      const r = await runOne(name, n);
+      rows.push(r);
+      process.stdout.write(`${tableRow(r)}${r.error ? `  ${r.error}` : ''}\n`);
+    }
+  }
+} finally {
+  lab.destroy();
+}
+
+const remaining = execFileSync('ip', ['netns', 'list'], { encoding: 'utf8' })
+  .split('\n')
+  .filter((l) => l.startsWith(lab.prefix));
+if (remaining.length > 0) throw new Error(`namespaces left behind: ${remaining.join(', ')}`);
+process.stdout.write(`cleaned up: no ${lab.prefix}* namespace left\n`);
+
+if (values.json) writeFileSync(values.json, JSON.stringify({ prefix: lab.prefix, expected, rows }, null, 2));
+
+if (!quick && !values['no-results']) {
+  const command = `npm run bench:swarm -- ${argv.join(' ')}`.trim();
+  const out = join(REPO, 'bench/results/swarm-lan.md');
+  const svg = join(REPO, 'bench/results/swarm-lan.svg');
+  writeFileSync(svg, chart(rows));
+  const block = [
+    `## ${new Date().toISOString()}`,
+    '',
+    `- machine: ${cpus().length} x ${cpus()[0]?.model ?? '?'}, Node ${process.version}`,
+    `- command: \`${command}\``,
+    `- image ${(F / MB).toFixed(1)} MiB (random), pieces ${pieceLength / 1024} KiB; server link ${us / 1e6} Mbit/s, client links ${uc / 1e6} Mbit/s each way (tc tbf); bound = max(F/u_s, F/d_min, N·F/(u_s + Σu_i))`,
+    '- bytes are interface counters (Ethernet/IP/TCP headers and ACKs included; a pure HTTP client "uploads" its ACKs)',
+    '',
+    ...HEADER,
+    ...rows.map(tableRow),
+    '',
+    '![completion time against N](swarm-lan.svg)',
+    '',
+  ].join('\n');
+  if (!existsSync(out)) appendFileSync(out, '# Scale benchmark: N clients on an emulated LAN\n\n');
+  appendFileSync(out, `${block}\n`);
+  process.stdout.write(`results appended to ${out}; chart ${svg}\n`);
+}
+
+/** A plain SVG line chart: time until all clients verified, against N, one line per method. */
+function chart(rs: Row[]): string {
+  const W = 720;
+  const H = 440;
+  const L = 60;
+  const R = 150;
+  const T = 30;
+  const B = 50;
+  const ns = [...new Set(rs.map((r) => r.n))].sort((a, b) => a - b);
+  const ymax = Math.max(1, ...rs.map((r) => r.allSecs ?? 0)) * 1.05;
+  const x = (n: number) =>
+    L + (W - L - R) * (ns.length === 1 ? 0.5 : Math.log2(n / ns[0]!) / Math.log2(ns.at(-1)! / ns[0]!));
+  const y = (s: number) => H - B - ((H - T - B) * s) / ymax;
+  const colors: Record<string, string> = {
+    bound: '#000',
+    boottorrent: '#d62728',
+    http: '#1f77b4',
+    nginx: '#17becf',
+    tftp: '#9467bd',
+    aria2: '#2ca02c',
+  };
+  const out = [
+    `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" font-family="sans-serif" font-size="12">`,
+    `<rect width="${W}" height="${H}" fill="#fff"/>`,
+    `<text x="${L}" y="18" font-size="14">Time until every client has a verified image (s) against N</text>`,
+    `<line x1="${L}" y1="${H - B}" x2="${W - R}" y2="${H - B}" stroke="#000"/>`,
+    `<line x1="${L}" y1="${T}" x2="${L}" y2="${H - B}" stroke="#000"/>`,
+  ];
+  for (const n of ns) out.push(`<text x="${x(n)}" y="${H - B + 18}" text-anchor="middle">${n}</text>`);
+  out.push(`<text x="${(L + W - R) / 2}" y="${H - 12}" text-anchor="middle">clients N (log scale)</text>`);
+  for (let k = 0; k <= 5; k++) {
+    const s = (ymax * k) / 5;
+    out.push(`<line x1="${L - 4}" y1="${y(s)}" x2="${W - R}" y2="${y(s)}" stroke="#ddd"/>`);
+    out.push(`<text x="${L - 8}" y="${y(s) + 4}" text-anchor="end">${s.toFixed(0)}</text>`);
+  }
+  let legendY = T + 10;
+  for (const method of ['bound', ...methods]) {
+    const pts = rs.filter((r) => r.method === method && r.allSecs !== undefined);
+    const c = colors[method] ?? '#888';
+    const dash = method === 'bound' ? ' stroke-dasharray="6 4"' : '';
+    if (pts.length > 0) {
+      out.push(
+        `<polyline fill="none" stroke="${c}" stroke-width="2"${dash} points="${pts.map((r) => `${x(r.n).toFixed(1)},${y(r.allSecs!).toFixed(1)}`).join(' ')}"/>`,
+      );
+      for (const r of pts)
+        out.push(`<circle cx="${x(r.n).toFixed(1)}" cy="${y(r.allSecs!).toFixed(1)}" r="3" fill="${c}"/>`);
+    }
+    out.push(
+      `<line x1="${W - R + 15}" y1="${legendY}" x2="${W - R + 40}" y2="${legendY}" stroke="${c}" stroke-width="2"${dash}/>`,
+    );
+    out.push(`<text x="${W - R + 45}" y="${legendY + 4}">${method}</text>`);
+    legendY += 20;
+  }
+  out.push('</svg>', '');
+  return out.join('\n');
+}
