@@ -383,7 +383,14 @@ export async function inspectEnvironment(envDir: string, opts: ValidateOptions =
         fix: 'write `version: 1` and the version 1 fields (docs/environment.md), or move version under boottorrent:',
       });
     }
-    if (parsed) {
+    if (parsed && parsed.root === null) {
+      problems.push({
+        file: mainFile,
+        field: '(document)',
+        message: 'the file is empty',
+        fix: 'write `version: 1` and the fields (`boottorrent init` writes a documented example)',
+      });
+    } else if (parsed) {
       checked = checkDocument(parsed.root, loadSchema(name), parsed.lines);
       problems.push(...checked.problems.map((p) => ({ file: mainFile, ...p })));
       const found = checked.problems;
@@ -392,7 +399,9 @@ export async function inspectEnvironment(envDir: string, opts: ValidateOptions =
     }
   }
   const at = (path: string, message: string, fix: string): Problem => {
-    const pos = checked?.positions.get(path);
+    // A field left out is reported at its section, or at the top of the file.
+    const pos = checked?.positions.get(path) ??
+      checked?.positions.get(path.split('.')[0]!) ?? { line: 1, column: 1 };
     return { file: mainFile, line: pos?.line, column: pos?.column, field: path, message, fix };
   };
 
@@ -437,7 +446,7 @@ export async function inspectEnvironment(envDir: string, opts: ValidateOptions =
   const osProblems = problems.length > osProblemsBefore;
 
   // --- cross-checks --------------------------------------------------------------
-  if (draft && checked) {
+  if (draft && checked && isMap(parsed?.root)) {
     const n = draft.names;
     const known = (id: string) => osIds.includes(id) || (osProblems && existsSync(join(ossDir, id)));
     const osFix = (id: string) => {
@@ -455,7 +464,7 @@ export async function inspectEnvironment(envDir: string, opts: ValidateOptions =
       )
         problems.push(
           at(
-            n.defaultOs.split('.')[0]!,
+            n.defaultOs,
             `no default_os, but timeout ${draft.timeout} boots one`,
             osIds.length ? `add default_os: ${osIds[0]}` : 'add an OS under oss/ and name it in default_os',
           ),
@@ -673,6 +682,15 @@ function loadOs(envDir: string, dir: string, id: string, problems: Problem[]): L
   if (text === null) return null;
   let parsed = parseYaml(file, text, problems);
   if (!parsed) return null;
+  if (parsed.root === null) {
+    problems.push({
+      file,
+      field: '(document)',
+      message: 'the file is empty',
+      fix: 'write at least name, method and the fields of the method (see oss/README.md)',
+    });
+    return null;
+  }
   const method = getScalar(parsed.root, 'method');
   const v0 = hasKey(parsed.root, 'dispname') || method === 'bin-qemu-x86_64';
   if (v0) parsed = parseYaml(file, text, problems, '1.1');

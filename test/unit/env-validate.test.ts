@@ -259,7 +259,7 @@ test('default_os is needed when a timeout boots it', async (t) => {
   const dir = v1Env(t, 'version: 1\nserver: { address: 10.0.0.1 }\nboot: { timeout: 10 }\n');
   expectProblem(await validate(dir, NO_MACHINE), {
     file: MAIN,
-    field: 'boot',
+    field: 'boot.default_os',
     message: /no default_os/,
     fix: /default_os: linux/,
   });
@@ -537,4 +537,24 @@ test('a loopback environment with free ports and iPXE passes every machine check
   for (const f of ['undionly.kpxe', 'ipxe.efi']) writeFileSync(join(ipxe, f), 'x');
   const dir = loopbackEnv(t, await freePort(), await freePort(), ipxe);
   assert.deepEqual(await validate(dir), []);
+});
+
+test('empty files, a machine twice in hosts, the tracker on the HTTP port', async (t) => {
+  const empty = v1Env(t, '', { 'oss/linux/config.yaml': '' });
+  const p1 = await validate(empty, NO_MACHINE);
+  expectProblem(p1, { file: MAIN, field: '(document)', message: /empty/, fix: /version: 1/ });
+  expectProblem(p1, { file: /oss\/linux\/config\.yaml$/, field: '(document)', message: /empty/ });
+  assert.equal(p1.length, 2);
+  const twice = v1Env(
+    t,
+    `${BASE_V1}hosts:\n  "52:54:00:12:34:56": { timeout: 1 }\n  52-54-00-12-34-56: { timeout: 2 }\ntracker: { port: 80 }\n`,
+  );
+  const p2 = await validate(twice, NO_MACHINE);
+  expectProblem(p2, {
+    file: MAIN,
+    field: 'hosts.52-54-00-12-34-56',
+    line: 12,
+    message: /same machine as hosts\.52:54:00:12:34:56/,
+  });
+  expectProblem(p2, { file: MAIN, field: 'tracker.port', line: 13, message: /also the HTTP port/ });
 });
