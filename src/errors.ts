@@ -34,7 +34,8 @@ export type ErrorCode =
   | 'BT_ERR_WIRE_TIMEOUT'
   | 'BT_ERR_WIRE_CLOSED'
   | 'BT_ERR_WIRE_UNKNOWN_TORRENT'
-  | 'BT_ERR_WIRE_STATE';
+  | 'BT_ERR_WIRE_STATE'
+  | 'BT_ERR_PHASE1';
 
 export class BootTorrentError extends Error {
   readonly code: ErrorCode;

@@ -15,10 +15,12 @@ Commands available now:
   seed <file.torrent> <data-path>   serve a torrent's data to peers
   get <file.torrent> [-o DIR]       download a torrent, verifying every piece
   demo [--clients N]                a loopback swarm: our tracker, real aria2c peers
+  build-phase1 [--flavor base|qemu] [--out DIR]
+                                    build the phase-1 kernel + initramfs (Node and the agent)
   init <dir>                        new environment (documented Boottorrent.yaml + oss/)
   validate [--env DIR]              check an environment; every problem with file, line and fix
 
-Planned (not in this version yet): start, status, build-phase1.
+Planned (not in this version yet): start, status.
 
 Run \`boottorrent <command> --help\` for a command's options.`;
 
@@ -28,11 +30,12 @@ const commands: Record<string, () => Promise<Command>> = {
   demo: async () => (await import('./demo.js')).run,
   seed: async () => (await import('./seed.js')).run,
   get: async () => (await import('./get.js')).run,
+  'build-phase1': async () => (await import('./build-phase1.js')).run,
   init: async () => (await import('./init.js')).run,
   validate: async () => (await import('./validate.js')).run,
 };
 
-const PLANNED = new Set(['start', 'status', 'build-phase1']);
+const PLANNED = new Set(['start', 'status']);
 
 async function main(argv: string[]): Promise<number> {
   const ac = new AbortController();
