@@ -73,7 +73,7 @@ export const SUPPORTED_KEYWORDS = new Set([
 
 export type SchemaName = 'boottorrent.v0' | 'boottorrent.v1' | 'os.v0' | 'os.v1';
 
-/** Folder of the schema files: the repository's `schema/`, next to src/ and dist/. */
+/** Folder of the schema files: the repository's `schema/` (this module runs from dist/src/env/). */
 export const SCHEMA_DIR = new URL('../../../schema/', import.meta.url).pathname;
 
 const cache = new Map<SchemaName, JsonSchema>();
@@ -104,12 +104,12 @@ export interface Checked {
   readonly positions: ReadonlyMap<string, { line: number; column: number }>;
 }
 
-/** Prefer these names in "did you mean": v0 names written in a v1 file, and common slips. */
+/** Prefer these in "did you mean": names from version 0 written in a version 1 file. */
 const RENAMES: Readonly<Record<string, string>> = {
   dispname: 'name',
-  binargs: 'binargs',
-  host_ip: 'server.address',
   enable: 'enabled',
+  bt_enable_lpd: 'lsd',
+  enable_peer_exchange: 'pex',
 };
 
 const IPV4 = /^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}$/;
