@@ -11,6 +11,7 @@ import { parseLdd } from '../../src/phase1/libs.js';
 import { isBootTorrentError } from '../../src/errors.js';
 import { requireProgram } from '../helpers/programs.js';
 import { tempDir } from '../helpers/tmp.js';
+import { runCli } from '../helpers/cli.js';
 
 // Lines as depmod writes them (taken from Debian 12's 6.1 kernel), plus a
 // hyphenated name and a compressed module.
@@ -123,4 +124,16 @@ test('ldd output: libraries and the loader, no vDSO; a missing library is a type
     () => parseLdd('\tlibxenctrl.so.4.17 => not found\n', '/sbin/kexec'),
     (err: unknown) => isBootTorrentError(err, 'BT_ERR_PHASE1') && /libxenctrl/.test(err.message),
   );
+});
+
+test('build-phase1 command line: help, and wrong choices are usage errors (exit 2) before any work', async () => {
+  const help = await runCli(['build-phase1', '--help']);
+  assert.equal(help.code, 0);
+  assert.match(help.stdout, /--flavor base\|qemu/);
+  assert.match(help.stdout, /--node registry\|host/);
+  for (const args of [['--flavor', 'tiny'], ['--node', 'nvm'], ['--compress', 'lz4'], ['extra']]) {
+    const r = await runCli(['build-phase1', ...args]);
+    assert.equal(r.code, 2, `${args.join(' ')}: ${r.stderr}`);
+    assert.match(r.stderr, /Usage: boottorrent build-phase1/);
+  }
 });
