@@ -81,6 +81,8 @@ const REPO = new URL('../..', import.meta.url).pathname;
 const CLI = join(REPO, 'bin/boottorrent.js');
 const SERVE = join(REPO, 'dist/bench/swarm-serve.js');
 const SERVER_IP = '10.77.0.1';
+// Extra node flags for our seeder and clients, e.g. '--cpu-prof --cpu-prof-dir=/tmp/prof' to profile them.
+const NODE_ARGS = (process.env.BENCH_SWARM_NODE_ARGS ?? '').split(' ').filter(Boolean);
 
 function which(cmd: string, pkg: string): string {
   try {
@@ -196,6 +198,7 @@ function methodFor(name: string): Method {
           ]);
           await waitFor(tracker, /serving 1 infohash/, 20_000, 'our tracker');
           const seed = lab.spawn(server, process.execPath, [
+            ...NODE_ARGS,
             CLI,
             'seed',
             torrentOurs,
@@ -210,6 +213,7 @@ function methodFor(name: string): Method {
         },
         client(i, h, done) {
           const p = lab.spawn(h, process.execPath, [
+            ...NODE_ARGS,
             CLI,
             'get',
             torrentOurs,
@@ -333,7 +337,7 @@ function methodFor(name: string): Method {
           which('aria2c', 'aria2');
           // Debian's opentracker is whitelist-only, will not run as root, and chroots to -d.
           const d = join(work, 'opentracker');
-          mkdirSync(d);
+          mkdirSync(d, { recursive: true });
           chmodSync(d, 0o755);
           writeFileSync(join(d, 'whitelist.txt'), `${meta.infoHashHex}\n`, { mode: 0o644 });
           const tracker = lab.spawn(server, ot, [
