@@ -6,7 +6,7 @@
  *
  *   npm run bench:swarm -- [--clients 1,2,4,8,16,32] [--size 32M] [--server-rate 100M]
  *                          [--client-rate 10M] [--methods boottorrent,http,nginx,tftp,aria2]
- *                          [--piece-length 256K] [--quick] [--json FILE] [--no-results]
+ *                          [--piece-length 256K] [--choker lan|standard] [--quick] [--json FILE] [--no-results]
  *
  * Rates are bits per second (100M = 100 Mbit/s); sizes bytes (32M = 32 MiB).
  * Every client is a process in its own namespace. Methods:
@@ -53,6 +53,7 @@ const { values } = parseArgs({
     'client-rate': { type: 'string', default: '10M' },
     methods: { type: 'string', default: 'boottorrent,http,nginx,tftp,aria2' },
     'piece-length': { type: 'string', default: '256K' },
+    choker: { type: 'string', default: 'lan' },
     quick: { type: 'boolean', default: false },
     json: { type: 'string' },
     'no-results': { type: 'boolean', default: false },
@@ -207,6 +208,8 @@ function methodFor(name: string): Method {
             SERVER_IP,
             '--port',
             '6881',
+            '--choker',
+            values.choker,
           ]);
           await waitFor(seed, /seeding [0-9a-f]{40}/, 60_000, 'our seeder');
           return [tracker, seed];
@@ -225,6 +228,8 @@ function methodFor(name: string): Method {
             '6881',
             '--seed-time',
             '100000',
+            '--choker',
+            values.choker,
           ]);
           const onData = () => {
             if (/^downloaded /m.test(p.output())) {
@@ -521,7 +526,7 @@ if (!quick && !values['no-results']) {
     '',
     `- machine: ${cpus().length} x ${cpus()[0]?.model ?? '?'}, Node ${process.version}`,
     `- command: \`${command}\``,
-    `- image ${(F / MB).toFixed(1)} MiB (random), pieces ${pieceLength / 1024} KiB; server link ${us / 1e6} Mbit/s, client links ${uc / 1e6} Mbit/s each way (tc tbf); bound = max(F/u_s, F/d_min, N·F/(u_s + Σu_i))`,
+    `- image ${(F / MB).toFixed(1)} MiB (random), pieces ${pieceLength / 1024} KiB, our choker \`${values.choker}\`; server link ${us / 1e6} Mbit/s, client links ${uc / 1e6} Mbit/s each way (tc tbf); bound = max(F/u_s, F/d_min, N·F/(u_s + Σu_i))`,
     '- bytes are interface counters (Ethernet/IP/TCP headers and ACKs included; a pure HTTP client "uploads" its ACKs)',
     '',
     ...HEADER,
