@@ -332,6 +332,8 @@ export class TorrentSession extends EventEmitter<SessionEvents> {
       this.timers.push(t);
     };
     every(TICK_MS, () => this.tick());
+    // The upload bucket is refilled ten times a second (see refillUploadTokens).
+    if (this.opts.uploadLimit) every(TICK_MS / 10, () => this.refillUploadTokens());
     every(CHOKE_INTERVAL_MS, () => this.rechoke(true));
     if (this.pex) every(PEX_INTERVAL_MS, () => this.sendPex());
     this.signal?.addEventListener('abort', this.onAbort, { once: true });
@@ -923,14 +925,6 @@ export class TorrentSession extends EventEmitter<SessionEvents> {
   private tick(): void {
     if (this.stopped) return;
     const now = Date.now();
-    this.refillUploadTokens();
-    if (this.opts.uploadLimit) {
-      // The bucket is refilled every 100 ms between ticks too.
-      for (let i = 1; i < 10; i++) {
-        const t = setTimeout(() => this.refillUploadTokens(), i * 100);
-        t.unref();
-      }
-    }
     for (const p of this.peers.values()) {
       // A peer sitting on requests for long gets them taken back (snubbed).
       let oldest = Infinity;
