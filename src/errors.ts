@@ -35,7 +35,10 @@ export type ErrorCode =
   | 'BT_ERR_WIRE_CLOSED'
   | 'BT_ERR_WIRE_UNKNOWN_TORRENT'
   | 'BT_ERR_WIRE_STATE'
-  | 'BT_ERR_PHASE1';
+  | 'BT_ERR_PHASE1'
+  | 'BT_ERR_BOOT_CONFIG'
+  | 'BT_ERR_AGENT'
+  | 'BT_ERR_SERVER';
 
 export class BootTorrentError extends Error {
   readonly code: ErrorCode;
