@@ -1,0 +1,198 @@
+/**
+ * What the running server knows about its clients and swarms: one store fed
+ * by DHCP, the HTTP boot chain and the agents' reports, read by `status`,
+ * the dashboard (SSE) and the one-line-per-event log. Pure bookkeeping: no
+ * sockets here.
+ */
+import { EventEmitter } from 'node:events';
+import type { AgentReport, AgentStage } from '../boot-config.js';
+
+/** Where a client is in its boot: the phase-1 steps the server sees, then the agent's own stages. */
+export type ClientStage = 'dhcp' | 'ipxe' | 'phase1' | AgentStage;
+
+export interface ClientState {
+  readonly mac: string;
+  readonly ip: string | null;
+  /** What the firmware said it is: 'bios', 'uefi-x64', 'uefi-http', 'ipxe', or null if unknown. */
+  readonly firmware: string | null;
+  readonly stage: ClientStage;
+  /** OS id it chose, once known. */
+  readonly os: string | null;
+  /** 0..1 of the chosen OS. */
+  readonly progress: number;
+  readonly downloadRate: number;
+  readonly uploadRate: number;
+  readonly downloaded: number;
+  readonly uploaded: number;
+  readonly peers: number;
+  /** uploaded / size of the chosen OS (copies it gave back to the swarm). */
+  readonly seedRatio: number;
+  readonly error: string | null;
+  /** Epoch ms of the first packet seen from it in this boot. */
+  readonly firstSeen: number;
+  readonly updatedAt: number;
+  /** Seconds from firstSeen to stage 'booting', once it got there. */
+  readonly bootSeconds: number | null;
+  /** Clients in progress (seen, not yet booting/failed) when this one was first seen, itself included. */
+  readonly concurrent: number;
+  readonly peakRss: number | null;
+}
+
+export interface SwarmSummary {
+  readonly os: string;
+  readonly name: string;
+  readonly infoHash: string;
+  readonly size: number;
+  readonly seeders: number;
+  readonly leechers: number;
+  /** Completed downloads the tracker counted. */
+  readonly completed: number;
+  /** Bytes the server's seeder sent for this OS. */
+  readonly serverUploaded: number;
+}
+
+export interface ServerSnapshot {
+  readonly startedAt: number;
+  readonly now: number;
+  readonly server: {
+    readonly address: string;
+    readonly interface: string | null;
+    readonly httpPort: number;
+    readonly dhcp: 'full' | 'proxy' | 'off';
+    readonly environment: string;
+  };
+  readonly clients: readonly ClientState[];
+  readonly swarms: readonly SwarmSummary[];
+  readonly totals: {
+    /** Bytes the server's seeder sent, all OSs. */
+    readonly serverUploaded: number;
+    /** Bytes clients reported downloaded, all OSs. */
+    readonly delivered: number;
+    readonly booted: number;
+    readonly failed: number;
+  };
+}
+
+export interface ClientStoreEvents {
+  /** A client changed stage (not on every progress report). */
+  stage: [client: ClientState, previous: ClientStage | null];
+  /** Any change, stage or progress. */
+  change: [client: ClientState];
+}
+
+type Mutable<T> = { -readonly [K in keyof T]: T[K] };
+
+const DONE: ReadonlySet<ClientStage> = new Set(['booting', 'running', 'failed']);
+
+/** Clients by MAC, newest state only. A client that starts over (DHCP again after booting) starts a new row. */
+export class ClientStore extends EventEmitter<ClientStoreEvents> {
+  private readonly clients = new Map<string, Mutable<ClientState>>();
+
+  constructor(
+    /** Size in bytes of an OS id, for the seed ratio. */
+    private readonly osSize: (os: string) => number | undefined = () => undefined,
+    private readonly now: () => number = Date.now,
+  ) {
+    super();
+  }
+
+  list(): ClientState[] {
+    return [...this.clients.values()].map((c) => ({ ...c })).sort((a, b) => a.firstSeen - b.firstSeen);
+  }
+
+  get(mac: string): ClientState | undefined {
+    const c = this.clients.get(mac);
+    return c ? { ...c } : undefined;
+  }
+
+  private inProgress(): number {
+    let n = 0;
+    for (const c of this.clients.values()) if (!DONE.has(c.stage)) n++;
+    return n;
+  }
+
+  private fresh(mac: string): Mutable<ClientState> {
+    const t = this.now();
+    return {
+      mac,
+      ip: null,
+      firmware: null,
+      stage: 'dhcp',
+      os: null,
+      progress: 0,
+      downloadRate: 0,
+      uploadRate: 0,
+      downloaded: 0,
+      uploaded: 0,
+      peers: 0,
+      seedRatio: 0,
+      error: null,
+      firstSeen: t,
+      updatedAt: t,
+      bootSeconds: null,
+      concurrent: this.inProgress() + 1,
+      peakRss: null,
+    };
+  }
+
+  private update(mac: string, stage: ClientStage | null, patch: Partial<Mutable<ClientState>>): void {
+    let c = this.clients.get(mac);
+    // The firmware asking again after this client booted or failed is a new boot.
+    if (!c || (stage !== null && (stage === 'dhcp' || stage === 'ipxe') && DONE.has(c.stage))) {
+      const old = c;
+      c = this.fresh(mac);
+      if (old) c.ip = old.ip;
+      this.clients.set(mac, c);
+    }
+    const previous = c.stage;
+    Object.assign(c, patch);
+    c.updatedAt = this.now();
+    if (stage !== null) {
+      c.stage = stage;
+      if (stage === 'booting' && c.bootSeconds === null) c.bootSeconds = (c.updatedAt - c.firstSeen) / 1000;
+      if (stage !== 'failed') c.error = patch.error ?? null;
+    }
+    const size = c.os ? this.osSize(c.os) : undefined;
+    c.seedRatio = size ? c.uploaded / size : 0;
+    const snapshot = { ...c };
+    if (stage !== null && stage !== previous) this.emit('stage', snapshot, previous);
+    this.emit('change', snapshot);
+  }
+
+  /** DHCP handed out (or the proxy answered) for this MAC. */
+  dhcp(mac: string, info: { ip?: string; firmware?: string }): void {
+    const c = this.clients.get(mac);
+    // Phase 1's own DHCP (the agent) comes after the firmware's: not a new boot.
+    const stage = c && !DONE.has(c.stage) && c.stage !== 'dhcp' ? null : 'dhcp';
+    this.update(mac, stage, {
+      ...(info.ip ? { ip: info.ip } : {}),
+      ...(info.firmware && stage ? { firmware: info.firmware } : {}),
+    });
+  }
+
+  /** iPXE fetched its boot script. */
+  ipxe(mac: string, ip: string): void {
+    this.update(mac, 'ipxe', { ip });
+  }
+
+  /** The phase-1 kernel or initramfs was requested. */
+  phase1(mac: string): void {
+    this.update(mac, 'phase1', {});
+  }
+
+  /** The agent reported. */
+  report(mac: string, ip: string, r: AgentReport): void {
+    this.update(mac, r.stage, {
+      ip,
+      ...(r.os !== undefined ? { os: r.os } : {}),
+      ...(r.progress !== undefined ? { progress: r.progress } : {}),
+      ...(r.downloaded !== undefined ? { downloaded: r.downloaded } : {}),
+      ...(r.uploaded !== undefined ? { uploaded: r.uploaded } : {}),
+      ...(r.downloadRate !== undefined ? { downloadRate: r.downloadRate } : {}),
+      ...(r.uploadRate !== undefined ? { uploadRate: r.uploadRate } : {}),
+      ...(r.peers !== undefined ? { peers: r.peers } : {}),
+      ...(r.peakRss !== undefined ? { peakRss: r.peakRss } : {}),
+      ...(r.error !== undefined ? { error: r.error } : {}),
+    });
+  }
+}
