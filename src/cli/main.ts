@@ -19,8 +19,8 @@ Commands available now:
                                     build the phase-1 kernel + initramfs (Node and the agent)
   init <dir>                        new environment (documented Boottorrent.yaml + oss/)
   validate [--env DIR]              check an environment; every problem with file, line and fix
-
-Planned (not in this version yet): start, status.
+  start [--env DIR]                 serve an environment: DHCP/TFTP/HTTP, tracker, seeder, dashboard
+  status [--env DIR] [--json]       clients and swarms as the running server sees them
 
 Run \`boottorrent <command> --help\` for a command's options.`;
 
@@ -33,9 +33,9 @@ const commands: Record<string, () => Promise<Command>> = {
   'build-phase1': async () => (await import('./build-phase1.js')).run,
   init: async () => (await import('./init.js')).run,
   validate: async () => (await import('./validate.js')).run,
+  start: async () => (await import('./start.js')).run,
+  status: async () => (await import('./status.js')).run,
 };
-
-const PLANNED = new Set(['start', 'status']);
 
 async function main(argv: string[]): Promise<number> {
   const ac = new AbortController();
@@ -61,10 +61,6 @@ async function main(argv: string[]): Promise<number> {
   }
   const load = commands[name];
   if (!load) {
-    if (PLANNED.has(name)) {
-      process.stderr.write(`boottorrent: '${name}' is planned but not in this version yet.\n`);
-      return EXIT_USER;
-    }
     process.stderr.write(`boottorrent: unknown command '${name}'\n\n${HELP}\n`);
     return EXIT_USAGE;
   }

@@ -35,6 +35,13 @@ export interface BootHttpServices {
   logger?: Logger;
   /** A tracker to answer /announce and /scrape (TrackerServer.handleHttp). */
   tracker?: { handleHttp(req: IncomingMessage, res: ServerResponse): boolean };
+  /**
+   * More routes (agent reports, status): asked first, before the method
+   * check; returns true when it answered the request.
+   */
+  routes?: (req: IncomingMessage, res: ServerResponse, path: string, client: string) => boolean;
+  /** What a client fetched along the boot chain (for the server's client view). */
+  onBootStep?: (step: { kind: 'script' | 'phase1' | 'menu'; mac: string; client: string }) => void;
 }
 
 export class BootHttpServer {
@@ -103,6 +110,7 @@ export class BootHttpServer {
     const path = url.pathname;
     const client = (req.socket.remoteAddress ?? '').replace(/^::ffff:/, '');
     if (this.services.tracker?.handleHttp(req, res)) return;
+    if (this.services.routes?.(req, res, path, client)) return;
     if (req.method !== 'GET' && req.method !== 'HEAD') {
       res.writeHead(405, { allow: 'GET, HEAD', 'content-type': 'text/plain' }).end('method not allowed\n');
       return;
@@ -121,6 +129,9 @@ export class BootHttpServer {
     }
     for (const [prefix, root] of Object.entries(this.options.mounts ?? {})) {
       if (!path.startsWith(prefix)) continue;
+      const mac = normalizeMac(url.searchParams.get('mac') ?? '');
+      if (mac && prefix === '/phase1/' && req.method === 'GET')
+        this.services.onBootStep?.({ kind: 'phase1', mac, client });
       const r = await serveFile(req, res, root, url.pathname.slice(prefix.length));
       if (r) {
         this.log.debug('file', { client, path, status: r.status, bytes: r.bytes });
@@ -148,6 +159,7 @@ export class BootHttpServer {
       return;
     }
     this.log.info('phase 1 script', { client, mac });
+    this.services.onBootStep?.({ kind: 'script', mac, client });
     send(
       phaseOneScript({
         mac,
@@ -168,6 +180,7 @@ export class BootHttpServer {
     const menu = this.services.policy.menuFor(mac);
     if (!menu) return void json(403, { error: `${mac} may not boot from this server` });
     this.log.debug('menu', { client, mac });
+    this.services.onBootStep?.({ kind: 'menu', mac, client });
     json(200, menu);
   }
 

@@ -12,7 +12,7 @@ import { silentLogger, type Logger } from '../util/logger.js';
 import { DhcpServer, type DhcpServerOptions } from '../dhcp/server.js';
 import { TftpServer } from '../tftp/server.js';
 import { FixedFileProvider } from '../tftp/files.js';
-import { BootHttpServer, type HttpBootPolicy } from '../http/server.js';
+import { BootHttpServer, type BootHttpServices, type HttpBootPolicy } from '../http/server.js';
 import { DefaultBootPolicy, type BootClient, type BootDecision, type BootPolicy } from './boot-policy.js';
 import type { PhaseOneImage } from '../http/ipxe.js';
 
@@ -50,6 +50,8 @@ export interface NetbootServices {
   logger?: Logger;
   /** Mounted on the HTTP server for /announce and /scrape. */
   tracker?: { handleHttp(req: IncomingMessage, res: ServerResponse): boolean };
+  routes?: BootHttpServices['routes'];
+  onBootStep?: BootHttpServices['onBootStep'];
 }
 
 /** DHCP's boot chain plus the allow-list, and the HTTP side's phase 1. */
@@ -79,7 +81,8 @@ class NetbootPolicy implements BootPolicy, HttpBootPolicy {
     if (!this.allowed(mac))
       return { refused: 'this MAC is not in the list of machines allowed to boot here' };
     const p = this.o.phase1;
-    const url = (name: string) => `${this.httpUrl()}/phase1/${encodeURIComponent(name)}`;
+    // ?mac= lets the server tell which client fetches phase 1 (file serving ignores it).
+    const url = (name: string) => `${this.httpUrl()}/phase1/${encodeURIComponent(name)}?mac=${mac}`;
     return { kernelUrl: url(p.kernel), initrdUrls: p.initrds.map(url), cmdline: p.cmdline };
   }
 
@@ -125,7 +128,13 @@ export class NetbootServer {
         // UEFI HTTP Boot gets http://server/<loader> from DHCP.
         files: Object.fromEntries(IPXE_FILES.map((f) => [`/${f}`, join(this.ipxeDir, f)])),
       },
-      { policy, logger: this.log, ...(services.tracker ? { tracker: services.tracker } : {}) },
+      {
+        policy,
+        logger: this.log,
+        ...(services.tracker ? { tracker: services.tracker } : {}),
+        ...(services.routes ? { routes: services.routes } : {}),
+        ...(services.onBootStep ? { onBootStep: services.onBootStep } : {}),
+      },
     );
   }
 

@@ -75,7 +75,9 @@ test('user errors exit 1 with one clear message; usage errors exit 2', async (t)
     [['torrent', 'info', 'x', '--bogus'], 2, /Unknown option '--bogus'/],
     [['tracker', '--port', '99999'], 2, /not a port/],
     [['frobnicate'], 2, /unknown command 'frobnicate'/],
-    [['start'], 1, /'start' is planned but not in this version yet/],
+    [['start', '--env', join(dir, 'no-env')], 1, /Boottorrent\.yaml/],
+    [['start', '--console', 'tv'], 2, /--console tv: expected screen or serial/],
+    [['status', '--env', join(dir, 'no-env')], 1, /no server is running for .*no-env/],
   ];
   for (const [args, code, re] of cases) {
     const r = await runCli(args);

@@ -1,0 +1,140 @@
+/** `boottorrent start [--env DIR]`: serve an environment until Ctrl-C or SIGTERM. */
+import { once } from 'node:events';
+import { join } from 'node:path';
+import { BootServer } from '../server/app.js';
+import { buildPhase1, defaultCacheDir, type Phase1Flavor } from '../phase1/build.js';
+import { streamLogger } from '../util/logger.js';
+import {
+  EXIT_OK,
+  Progress,
+  UsageError,
+  formatBytes,
+  parse,
+  parsePort,
+  parseSize,
+  type Io,
+} from './common.js';
+
+const HELP = `Usage: boottorrent start [--env DIR] [options]
+
+Validates the environment, hashes each OS folder into a torrent (cached:
+only changed folders are read again), then serves DHCP (as configured),
+TFTP, HTTP, the tracker, the seeder and the dashboard until Ctrl-C or
+SIGTERM. OS folders added or changed while it runs are offered to the next
+client that asks, without a restart. Ports 67, 69 and 80 need root.
+
+  --env DIR              the environment folder (default: .)
+  --phase1 DIR           a phase-1 image built by \`boottorrent build-phase1\`
+                         (default: build it, or reuse the cached build, in
+                         ~/.cache/boottorrent/phase1-image/<flavor>)
+  --flavor base|qemu     phase-1 flavor to build when --phase1 is not given (default:
+                         qemu if any OS uses the qemu method, else base)
+  --console screen|serial
+                         where phase 1 shows the menu: the screen (default) or
+                         the first serial port (ttyS0, 115200 baud; for VMs
+                         and servers with serial consoles)
+  --cmdline TEXT         more kernel parameters for phase 1
+  --dashboard HOST:PORT  where the dashboard and status API listen
+                         (default 127.0.0.1:8480; 0 picks a free port)
+  --seed-port N          TCP port of the server's seeder (default 6881)
+  --upload-limit RATE    cap the seeder's upload (bytes/s, e.g. 50M)
+  -v, --verbose          log every request and peer`;
+
+export async function run(argv: string[], io: Io): Promise<number> {
+  const { values, positionals } = parse(
+    argv,
+    {
+      env: { type: 'string', short: 'e' },
+      phase1: { type: 'string' },
+      flavor: { type: 'string' },
+      console: { type: 'string' },
+      cmdline: { type: 'string' },
+      dashboard: { type: 'string' },
+      'seed-port': { type: 'string' },
+      'upload-limit': { type: 'string' },
+      verbose: { type: 'boolean', short: 'v' },
+    },
+    HELP,
+  );
+  if (values.help) {
+    io.stdout.write(`${HELP}\n`);
+    return EXIT_OK;
+  }
+  if (positionals.length > 0)
+    throw new UsageError(`unexpected argument '${positionals[0]}' (use --env DIR)`, HELP);
+  const consoleMode = values.console ?? 'screen';
+  if (consoleMode !== 'screen' && consoleMode !== 'serial')
+    throw new UsageError(`--console ${consoleMode}: expected screen or serial`, HELP);
+  if (values.flavor !== undefined && values.flavor !== 'base' && values.flavor !== 'qemu')
+    throw new UsageError(`--flavor ${values.flavor}: expected base or qemu`, HELP);
+  let dashboardHost = '127.0.0.1';
+  let dashboardPort = 8480;
+  if (values.dashboard !== undefined) {
+    const m = /^(.*):(\d+)$/.exec(values.dashboard);
+    if (!m) throw new UsageError(`--dashboard ${values.dashboard}: expected HOST:PORT`, HELP);
+    dashboardHost = m[1]!.replace(/^\[(.*)\]$/, '$1');
+    dashboardPort = parsePort(m[2]!, '--dashboard', HELP);
+  }
+  const logger = streamLogger(io.stderr, { level: values.verbose ? 'debug' : 'info' });
+  const envDir = values.env ?? '.';
+
+  // Phase 1 first: the environment decides the flavor, so peek at it through the server's own load.
+  let phase1Dir = values.phase1;
+  if (phase1Dir === undefined) {
+    const { loadEnvironment } = await import('../env/load.js');
+    const env = await loadEnvironment(envDir);
+    const flavor: Phase1Flavor =
+      values.flavor ?? (env.oss.some((o) => o.method === 'qemu') ? 'qemu' : 'base');
+    phase1Dir = join(defaultCacheDir(), '..', 'phase1-image', flavor);
+    const built = await buildPhase1(
+      { outDir: phase1Dir, flavor },
+      { signal: io.signal, onProgress: (p) => io.stderr.write(`phase 1: ${p.message}\n`) },
+    );
+    io.stderr.write(
+      `phase 1: ${built.reused ? 'reusing' : 'built'} ${flavor} image, initrd ${formatBytes(built.manifest.sizes.initrd)}\n`,
+    );
+  }
+  const consoleArgs =
+    consoleMode === 'serial' ? 'console=tty0 console=ttyS0,115200n8' : 'console=ttyS0,115200n8 console=tty0';
+  const progress = new Progress(io.stderr);
+  const server = new BootServer(
+    {
+      envDir,
+      phase1: {
+        dir: phase1Dir,
+        kernel: 'vmlinuz',
+        initrds: ['initrd.img'],
+        cmdline: [consoleArgs, 'quiet', values.cmdline ?? ''].join(' ').trim(),
+      },
+      dashboardHost,
+      dashboardPort,
+      ...(values['seed-port'] !== undefined
+        ? { seedPort: parsePort(values['seed-port'], '--seed-port', HELP) }
+        : {}),
+      ...(values['upload-limit'] !== undefined
+        ? { uploadLimit: parseSize(values['upload-limit'], '--upload-limit', HELP) }
+        : {}),
+    },
+    {
+      logger,
+      signal: io.signal,
+      onHashProgress: (os, done, total) =>
+        progress.update(`hashing ${os}: ${formatBytes(done)} of ${formatBytes(total)}`),
+    },
+  );
+  try {
+    await server.start();
+    progress.done();
+    const env = server.environment;
+    io.stdout.write(
+      `serving ${env.oss.length} OS${env.oss.length === 1 ? '' : 's'} from ${env.dir} on ${env.server.address} ` +
+        `(DHCP ${env.dhcp.mode}); dashboard ${server.dashboardUrl}; Ctrl-C stops\n`,
+    );
+    if (!io.signal.aborted) await once(io.signal, 'abort');
+    io.stdout.write('stopping\n');
+    return EXIT_OK;
+  } finally {
+    progress.done();
+    await server.close();
+  }
+}
