@@ -1,10 +1,14 @@
 /**
- * `boottorrent demo`: the newcomer's first command. In this version it runs
- * a loopback BitTorrent swarm of real aria2c clients through our tracker
- * (see src/demo/swarm-demo.ts); the PXE lab of QEMU clients comes later.
+ * `boottorrent demo`: the newcomer's first command. By default a virtual lab
+ * of QEMU clients PXE-booting from a local server (src/demo/pxe-demo.ts);
+ * `--loopback` runs the lighter swarm-only demo with real aria2c clients
+ * through our tracker (src/demo/swarm-demo.ts).
  */
 import { execFileSync } from 'node:child_process';
+import { join } from 'node:path';
 import { runSwarmDemo } from '../demo/swarm-demo.js';
+import { runPxeDemo } from '../demo/pxe-demo.js';
+import { buildPhase1, defaultCacheDir } from '../phase1/build.js';
 import { BootTorrentError } from '../errors.js';
 import {
   EXIT_OK,
@@ -17,16 +21,24 @@ import {
   type Io,
 } from './common.js';
 
-const HELP = `Usage: boottorrent demo [--clients N] [--size BYTES]
+const HELP = `Usage: boottorrent demo [--clients N] [options]
 
-A BitTorrent swarm on this machine's loopback: our tracker, a torrent made by
-us, one aria2c seeder with its upload capped and N aria2c clients that share
-pieces with each other. Each client's copy is checked by SHA-256.
-(PXE-booting virtual machines arrive in a later version.)
+A virtual lab on this machine (needs root): a network namespace with a
+bridge, \`boottorrent start\` serving a sample OS (Debian's kernel and a
+tiny initramfs that prints a marker), and N QEMU machines that PXE-boot at
+once, load phase 1, download the OS from each other, verify it and kexec it.
+Ends with \`booted N/N clients in S s; server sent X MB for Y MB delivered\`
+and removes everything it made (also on Ctrl-C).
 
-  --clients N      number of downloading clients (default 3, at most 32)
-  --size BYTES     image size (default 64M)
-  --seeder-rate R  seeder upload cap in bytes/s (default 4M)`;
+  --clients N      number of QEMU clients (default 3, at most 32)
+  --phase1 DIR     a phase-1 image from \`boottorrent build-phase1\` (default:
+                   build it, or reuse the cached build)
+  --memory MB      RAM per client (default 768)
+  --keep           keep the lab folder (serial logs, server log) afterwards
+  --loopback       instead: a BitTorrent swarm on loopback with real aria2c
+                   clients and our tracker (no VMs, no root)
+  --size BYTES     --loopback image size (default 64M)
+  --seeder-rate R  --loopback seeder upload cap in bytes/s (default 4M)`;
 
 function findAria2c(): string {
   try {
@@ -42,7 +54,15 @@ function findAria2c(): string {
 export async function run(argv: string[], io: Io): Promise<number> {
   const { values, positionals } = parse(
     argv,
-    { clients: { type: 'string' }, size: { type: 'string' }, 'seeder-rate': { type: 'string' } },
+    {
+      clients: { type: 'string' },
+      size: { type: 'string' },
+      'seeder-rate': { type: 'string' },
+      loopback: { type: 'boolean' },
+      phase1: { type: 'string' },
+      memory: { type: 'string' },
+      keep: { type: 'boolean' },
+    },
     HELP,
   );
   if (values.help) {
@@ -54,6 +74,7 @@ export async function run(argv: string[], io: Io): Promise<number> {
   if (!Number.isInteger(clients) || clients < 1 || clients > 32) {
     throw new UsageError(`--clients ${values.clients}: expected a whole number from 1 to 32`, HELP);
   }
+  if (!values.loopback) return runPxe(clients, values, io);
   const imageBytes = parseSize(values.size ?? '64M', '--size', HELP);
   const seederUploadLimit = parseSize(values['seeder-rate'] ?? '4M', '--seeder-rate', HELP);
   if (imageBytes < 1) throw new UsageError('--size must be at least 1 byte', HELP);
@@ -86,4 +107,62 @@ export async function run(argv: string[], io: Io): Promise<number> {
       `verified ${result.verified}/${result.clients}`,
   );
   return result.verified === result.clients ? EXIT_OK : EXIT_USER;
+}
+
+async function runPxe(
+  clients: number,
+  values: { phase1?: string | undefined; memory?: string | undefined; keep?: boolean | undefined },
+  io: Io,
+): Promise<number> {
+  const memoryMb = Number(values.memory ?? 768);
+  if (!Number.isInteger(memoryMb) || memoryMb < 256)
+    throw new UsageError(`--memory ${values.memory}: expected a whole number of MB, at least 256`, HELP);
+  let qemu: string;
+  try {
+    qemu = execFileSync('sh', ['-c', 'command -v qemu-system-x86_64'], { encoding: 'utf8' }).trim();
+  } catch {
+    throw new BootTorrentError(
+      'BT_ERR_DEMO',
+      'qemu-system-x86_64 is not installed: run `bash scripts/setup.sh` as root (or `apt-get install qemu-system-x86 ipxe-qemu`)',
+    );
+  }
+  const log = (line: string) => io.stdout.write(`${line}\n`);
+  let phase1Dir = values.phase1;
+  if (phase1Dir === undefined) {
+    phase1Dir = join(defaultCacheDir(), '..', 'phase1-image', 'base');
+    log('phase 1: building the client image (first run: a few minutes; later runs reuse it)');
+    const built = await buildPhase1(
+      { outDir: phase1Dir, flavor: 'base' },
+      { signal: io.signal, onProgress: (p) => log(`phase 1: ${p.message}`) },
+    );
+    log(`phase 1: initrd ${formatBytes(built.manifest.sizes.initrd)}, Node ${built.manifest.node.version}`);
+  }
+  const progress = new Progress(io.stdout, 5000);
+  const result = await runPxeDemo(
+    { clients, phase1Dir, qemu, memoryMb, ...(values.keep ? { keep: true } : {}) },
+    {
+      signal: io.signal,
+      log: (line) => {
+        progress.done();
+        log(line);
+      },
+      onStatus: (snap, ms) => {
+        const rows = snap.clients
+          .map(
+            (c) =>
+              `${c.mac.slice(-5)} ${c.stage}${c.stage === 'downloading' ? ` ${Math.round(c.progress * 100)}%` : ''}`,
+          )
+          .join(', ');
+        progress.update(`${(ms / 1000).toFixed(0).padStart(4)} s  ${rows || 'waiting for DHCP'}`);
+      },
+    },
+  );
+  progress.done();
+  const mb = (n: number) => (n / 1e6).toFixed(1);
+  if (values.keep) log(`lab files kept in ${result.dir}`);
+  log(
+    `booted ${result.booted}/${result.clients} clients in ${result.seconds.toFixed(1)} s; ` +
+      `server sent ${mb(result.serverSent)} MB for ${mb(result.delivered)} MB delivered`,
+  );
+  return result.booted === result.clients ? EXIT_OK : EXIT_USER;
 }

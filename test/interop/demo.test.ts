@@ -37,7 +37,7 @@ const alive = (pid: number) => {
 const demoDirs = () => readdirSync(tmpdir()).filter((n) => n.startsWith('boottorrent-demo-'));
 
 test('demo: every aria2c client ends with a verified copy, and clients shared pieces', async () => {
-  const r = await runCli(['demo', '--clients', '2', '--size', '8M', '--seeder-rate', '2M'], {
+  const r = await runCli(['demo', '--loopback', '--clients', '2', '--size', '8M', '--seeder-rate', '2M'], {
     timeoutMs: 240_000,
   });
   assert.equal(r.code, 0, r.stdout + r.stderr);
@@ -50,7 +50,7 @@ test('demo: every aria2c client ends with a verified copy, and clients shared pi
 test('demo: Ctrl-C stops every client it started and removes its folder', async () => {
   const before = new Set(demoDirs());
   const { child, output } = await startCli(
-    ['demo', '--clients', '2', '--size', '32M', '--seeder-rate', '1M'],
+    ['demo', '--loopback', '--clients', '2', '--size', '32M', '--seeder-rate', '1M'],
     /clients started/,
     120_000,
   );
