@@ -134,8 +134,10 @@ const SCRIPT = `
     if (r.bar.value !== p) r.bar.value = p;
     // Floor, so a client at 99.6 % never reads as done.
     setText(r.pct, Math.floor(p * 100) + '%');
-    setText(k.down, fmtRate(c.downloadRate));
-    setText(k.up, fmtRate(c.uploadRate));
+    // Rates are the last report's: once a client stops transferring they are stale.
+    var moving = c.stage === 'downloading' || c.stage === 'verifying' || c.stage === 'seeding';
+    setText(k.down, moving ? fmtRate(c.downloadRate) : '-');
+    setText(k.up, moving ? fmtRate(c.uploadRate) : '-');
     setText(k.peers, String(c.peers));
     setText(k.ratio, c.os ? c.seedRatio.toFixed(2) : '-');
     setText(k.error, c.error || '');
@@ -220,9 +222,10 @@ const SCRIPT = `
   function chartBoot(svg, clients) {
     var pts = clients.filter(function (c) { return c.bootSeconds !== null && c.bootSeconds !== undefined; });
     var yMax = niceMax(Math.max.apply(null, pts.map(function (c) { return c.bootSeconds; }).concat([1])));
-    var xMax = Math.max(1, Math.max.apply(null, pts.map(function (c) { return c.concurrent; }).concat([1])));
+    // One spare step on the right, so the busiest point is not on the frame.
+    var xMax = Math.max.apply(null, pts.map(function (c) { return c.concurrent; }).concat([1])) + 1;
     var f = frame(svg, yMax, 'boot time (s)', fmtNumber);
-    var x = function (v) { return M.l + (xMax === 0 ? 0 : (v / xMax) * f.iw); };
+    var x = function (v) { return M.l + (v / xMax) * f.iw; };
     var step = Math.max(1, Math.ceil(xMax / 8));
     for (var n = 0; n <= xMax; n += step) label(svg, x(n), M.t + f.ih + 13, String(n));
     label(svg, M.l + f.iw / 2, CHART_H - 4, 'clients booting at once');
