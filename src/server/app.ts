@@ -302,7 +302,10 @@ export class BootServer {
       dir: dirname(e.os.dir),
       mode: 'seed',
       verify: false,
-      trackers: this.env.tracker.enabled ? [`http://127.0.0.1:${this.env.tracker.port}/announce`] : [],
+      // Announced from the lab address, so the tracker hands clients an address they can reach.
+      trackers: this.env.tracker.enabled
+        ? [`http://${this.env.server.address}:${this.env.tracker.port}/announce`]
+        : [],
       pex: this.env.peers.pex,
       ...(this.env.peers.lsd ? { lsdInterface: this.env.server.address } : {}),
       ...(this.options.uploadLimit ? { uploadLimit: this.options.uploadLimit } : {}),

@@ -1,0 +1,154 @@
+// `boottorrent start` as a process in its own namespace, reached from this
+// test over a veth: the agent's API (boot config, torrent, reports with and
+// without the token), a real download of an OS with `boottorrent get`
+// checked against the boot config's SHA-256s, hot reload of a new OS
+// folder, `status`, and a clean stop on SIGTERM.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { NetLab, waitForOutput } from '../../src/demo/lab.js';
+import { parseBootConfig } from '../../src/boot-config.js';
+import { parseTorrent } from '../../src/torrent/metainfo.js';
+import type { ServerSnapshot } from '../../src/server/state.js';
+import { BIN, runCli } from '../helpers/cli.js';
+import { pseudoRandomBytes, tempDir } from '../helpers/tmp.js';
+
+const SRV = '10.78.255.2';
+const MAC = '52:54:00:78:00:01';
+
+function env(dir: string): void {
+  mkdirSync(join(dir, 'oss', 'alpha'), { recursive: true });
+  writeFileSync(
+    join(dir, 'Boottorrent.yaml'),
+    [
+      'version: 1',
+      'server:',
+      '  interface: uplink',
+      `  address: ${SRV}`,
+      'dhcp:',
+      '  mode: off',
+      'boot:',
+      '  default_os: alpha',
+      '  timeout: 7',
+      '  seed_time: 3',
+      'hosts:',
+      `  '${MAC}': { timeout: -1 }`,
+      '',
+    ].join('\n'),
+  );
+  writeFileSync(
+    join(dir, 'oss', 'alpha', 'config.yaml'),
+    'name: Alpha\nmethod: kexec\nkernel: vmlinuz\ninitrd: [initrd.img, extra.img]\ncmdline: quiet\n',
+  );
+  writeFileSync(join(dir, 'oss', 'alpha', 'vmlinuz'), pseudoRandomBytes(3 << 20, 1));
+  writeFileSync(join(dir, 'oss', 'alpha', 'initrd.img'), pseudoRandomBytes(5 << 20, 2));
+  writeFileSync(join(dir, 'oss', 'alpha', 'extra.img'), pseudoRandomBytes(1000, 3));
+}
+
+test('start serves boot configs, torrents, reports and status; reloads OS folders; stops cleanly', async (t) => {
+  const dir = tempDir(t);
+  const envDir = join(dir, 'env');
+  env(envDir);
+  const phase1 = join(dir, 'phase1');
+  mkdirSync(phase1);
+  writeFileSync(join(phase1, 'vmlinuz'), 'k');
+  writeFileSync(join(phase1, 'initrd.img'), 'i');
+  const lab = new NetLab('start', '10.78.0.1/24');
+  t.after(() => lab.destroy());
+  lab.linkToHost('10.78.255.1/30', `${SRV}/30`);
+  const server = lab.spawn(process.execPath, [
+    '--enable-source-maps',
+    BIN,
+    'start',
+    '--env',
+    envDir,
+    '--phase1',
+    phase1,
+    '--dashboard',
+    `${SRV}:8480`,
+  ]);
+  await waitForOutput(server, /dashboard http:\/\/\S+; Ctrl-C stops/, 60_000, 'start');
+  const base = `http://${SRV}`;
+
+  // The boot config parses with the agent's own parser and names the host's override.
+  const cfgRes = await fetch(`${base}/api/v1/boot/${MAC}`);
+  assert.equal(cfgRes.status, 200);
+  const cfg = parseBootConfig(await cfgRes.text());
+  assert.equal(cfg.menu.default, 'alpha');
+  assert.equal(cfg.menu.timeout, -1, "the host's timeout override");
+  assert.equal(cfg.seedTime, 3);
+  const alpha = cfg.oss.find((o) => o.id === 'alpha');
+  assert.ok(alpha && alpha.method === 'kexec');
+  assert.deepEqual(alpha.initrd, ['initrd.img', 'extra.img']);
+  const want = (name: string) =>
+    createHash('sha256')
+      .update(readFileSync(join(envDir, 'oss', 'alpha', name)))
+      .digest('hex');
+  assert.equal(alpha.files.find((f) => f.path === 'vmlinuz')?.sha256, want('vmlinuz'));
+  assert.ok(cfg.peers.seeds.length > 0 && cfg.peers.trackers.length > 0);
+
+  // The torrent behind it has the advertised infohash.
+  const torrent = Buffer.from(await (await fetch(alpha.torrentUrl)).arrayBuffer());
+  assert.equal(parseTorrent(torrent).infoHashHex, alpha.infoHash);
+  assert.equal((await fetch(`${base}/api/v1/torrent/nope.torrent`)).status, 404);
+
+  // Reports: refused without the token, recorded with it.
+  const post = (token: string, body: object) =>
+    fetch(cfg.reportUrl, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', 'x-boottorrent-token': token },
+      body: JSON.stringify(body),
+    });
+  assert.equal((await post('wrong', { stage: 'menu' })).status, 403);
+  assert.equal((await post(cfg.reportToken, { stage: 'downloading', os: 'alpha', progress: -1 })).status, 400);
+  assert.equal((await post(cfg.reportToken, { stage: 'bogus' })).status, 400);
+  assert.equal(
+    (await post(cfg.reportToken, { stage: 'downloading', os: 'alpha', progress: 0.4, peers: 2 })).status,
+    204,
+  );
+  const snap = (await (await fetch(`http://${SRV}:8480/api/v1/status`)).json()) as ServerSnapshot;
+  const row = snap.clients.find((c) => c.mac === MAC);
+  assert.equal(row?.stage, 'downloading');
+  assert.equal(row?.progress, 0.4);
+  assert.equal(snap.swarms[0]?.os, 'alpha');
+  await waitForOutput(server, new RegExp(`client ${MAC} .*chose alpha: downloading`), 5000, 'event log');
+
+  // A real download from the server's seeder through its tracker, checked against the boot config.
+  writeFileSync(join(dir, 'alpha.torrent'), torrent);
+  const got = await runCli(['get', join(dir, 'alpha.torrent'), '-o', join(dir, 'dl')], {
+    timeoutMs: 120_000,
+  });
+  assert.equal(got.code, 0, got.stderr);
+  for (const f of alpha.files)
+    assert.equal(
+      createHash('sha256')
+        .update(readFileSync(join(dir, 'dl', 'alpha', f.path)))
+        .digest('hex'),
+      f.sha256,
+      f.path,
+    );
+
+  // Hot reload: a new OS folder shows up in the next boot config, without a restart.
+  mkdirSync(join(envDir, 'oss', 'beta'));
+  writeFileSync(join(envDir, 'oss', 'beta', 'tool.sh'), '#!/bin/sh\necho beta\n');
+  writeFileSync(join(envDir, 'oss', 'beta', 'config.yaml'), 'name: Beta tool\nmethod: bin\nbin: tool.sh\n');
+  let ids: string[] = [];
+  for (let i = 0; i < 60 && !ids.includes('beta'); i++) {
+    await new Promise((r) => setTimeout(r, 500));
+    ids = parseBootConfig(await (await fetch(`${base}/api/v1/boot/${MAC}`)).text()).oss.map((o) => o.id);
+  }
+  assert.deepEqual(ids.sort(), ['alpha', 'beta']);
+  await waitForOutput(server, /environment reloaded.*added.*beta/, 5000, 'reload log');
+
+  // status from the same namespace (the dashboard listens there).
+  const status = lab.spawn(process.execPath, [BIN, 'status', '--env', envDir]);
+  await waitForOutput(status, /OS\s+SIZE/, 20_000, 'status');
+  assert.match(status.output(), new RegExp(`${MAC}.*downloading.*alpha`));
+
+  // SIGTERM: exits 0, removes its server file.
+  await lab.stop(server, 10_000);
+  assert.equal(server.child.exitCode, 0, server.output());
+  assert.equal(existsSync(join(envDir, '.boottorrent', 'server.json')), false);
+});
