@@ -1,30 +1,56 @@
 /**
- * PLACEHOLDER agent, bundled into phase 1 until the real agent (issue 5's
- * other half) replaces this file: it proves that Node runs inside phase 1 and
- * sees the kernel command line the boot script set, then exits 0.
+ * The BootTorrent agent's entry point (bundled by esbuild into phase 1 as
+ * /opt/boottorrent/agent.mjs, run by /init on the console). With no flags it
+ * reads boottorrent.server= and boottorrent.mac= from /proc/cmdline; with
+ * flags it runs on a normal host (tests, bench). Exit status 0 tells /init to
+ * power off; anything else leaves a shell on the console.
  */
 import { readFileSync } from 'node:fs';
+import { streamLogger, silentLogger } from '../util/logger.js';
+import { isBootTorrentError } from '../errors.js';
+import { Agent } from './agent.js';
+import { argsFromFlags, argsFromKernelCmdline, HOST_USAGE, type AgentArgs } from './cmdline.js';
 
-/** Reads `key=value` words of the kernel command line (no quoting: ours has none). */
-function kernelParams(text: string): Map<string, string> {
-  const params = new Map<string, string>();
-  for (const word of text.trim().split(/\s+/)) {
-    const eq = word.indexOf('=');
-    if (eq > 0) params.set(word.slice(0, eq), word.slice(eq + 1));
+function readArgs(argv: readonly string[]): AgentArgs {
+  if (argv.length > 0) return argsFromFlags(argv);
+  return argsFromKernelCmdline(readFileSync('/proc/cmdline', 'utf8'));
+}
+
+async function main(argv: readonly string[]): Promise<number> {
+  if (argv.includes('--help') || argv.includes('-h')) {
+    process.stdout.write(`${HOST_USAGE}\n`);
+    return 0;
   }
-  return params;
+  let args: AgentArgs;
+  try {
+    args = readArgs(argv);
+  } catch (err) {
+    process.stderr.write(`boottorrent-agent: ${(err as Error).message}\n`);
+    return 2;
+  }
+  const logger = args.verbose ? streamLogger(process.stderr, { level: 'debug' }) : silentLogger;
+  const agent = new Agent(args, { stdin: process.stdin, stdout: process.stdout, logger });
+  // Nothing may end the agent silently: an error nobody awaited is shown and
+  // the step in progress goes to the failure screen.
+  process.on('unhandledRejection', (err) => agent.unexpected(err));
+  process.on('uncaughtException', (err) => agent.unexpected(err));
+  try {
+    return await agent.run();
+  } catch (err) {
+    const what = isBootTorrentError(err)
+      ? `${err.code}: ${err.message}`
+      : ((err as Error)?.stack ?? String(err));
+    process.stdout.write(`boottorrent-agent: fatal: ${what}\n`);
+    return 1;
+  }
 }
 
-let cmdline = '';
-try {
-  cmdline = readFileSync('/proc/cmdline', 'utf8');
-} catch {
-  // Outside phase 1 (no /proc): print what we can.
-}
-const params = kernelParams(cmdline);
-process.stdout.write(
-  'BootTorrent agent: phase 1 is up (agent not implemented yet)' +
-    ` boottorrent.server=${params.get('boottorrent.server') ?? '(none)'}` +
-    ` boottorrent.mac=${params.get('boottorrent.mac') ?? '(none)'}` +
-    ` node=${process.version}\n`,
+main(process.argv.slice(2)).then(
+  (code) => {
+    process.exitCode = code;
+  },
+  (err: unknown) => {
+    process.stdout.write(`boottorrent-agent: fatal: ${String(err)}\n`);
+    process.exitCode = 1;
+  },
 );

@@ -1,0 +1,494 @@
+/**
+ * The agent's flow on one machine: network -> boot config -> menu ->
+ * download -> verify -> seed -> load, with a failure screen (retry, menu,
+ * shell) wherever a step fails. Every stage prints one greppable line,
+ * `boottorrent-agent: stage=<stage> [os=<id>]`, and is reported to the
+ * server when the config named where.
+ */
+import { execFile, spawn } from 'node:child_process';
+import { join } from 'node:path';
+import type { Readable, Writable } from 'node:stream';
+import { promisify } from 'node:util';
+import type { AgentStage, BootConfig, BootOs } from '../boot-config.js';
+import { isBootTorrentError } from '../errors.js';
+import { BitTorrentClient } from '../swarm/client.js';
+import type { SessionStats, TorrentSession } from '../swarm/session.js';
+import { silentLogger, type Logger } from '../util/logger.js';
+import { formatBytes } from '../cli/common.js';
+import { progressLine } from '../cli/swarm-common.js';
+import type { AgentArgs } from './cmdline.js';
+import { AgentConsole } from './console.js';
+import {
+  choiceForKey,
+  initMenu,
+  menuKey,
+  menuTick,
+  renderFailure,
+  renderMenu,
+  resumeMenu,
+  type Choice,
+  type FailureInfo,
+  type MenuAction,
+  type MenuState,
+} from './menu.js';
+import { bringUpNetwork, type Lease } from './network.js';
+import { Reporter, peakRssBytes } from './report.js';
+import {
+  StepFailure,
+  binCommand,
+  download,
+  fetchBootConfig,
+  fetchTorrent,
+  kexecCommands,
+  kvmUsable,
+  qemuCommand,
+  showCommand,
+  singleInitrd,
+  verifyFiles,
+  type Command,
+} from './steps.js';
+
+const execFileP = promisify(execFile);
+
+export interface AgentServices {
+  stdin: Readable & { isTTY?: boolean; setRawMode?(mode: boolean): unknown };
+  stdout: Writable & { isTTY?: boolean };
+  logger?: Logger;
+}
+
+/** Backoff between boot-config attempts before the failure screen, in seconds. */
+const CONFIG_BACKOFF = [1, 2, 4, 8, 15];
+
+type BootResult = 'menu' | 'quit' | 'done';
+
+/** How a boot attempt ended: the agent's work is done (kexec, dry run), or the OS program exited. */
+type RunOutcome = { readonly kind: 'done' } | { readonly kind: 'exited'; readonly status: string };
+
+export class Agent {
+  private readonly con: AgentConsole;
+  private readonly log: Logger;
+  private client: BitTorrentClient | undefined;
+  private reporter: Reporter | undefined;
+  private lease: Lease | undefined;
+  private config: BootConfig | undefined;
+  private menuState: MenuState | undefined;
+  private readonly seeded = new Set<string>();
+  private crash: ((err: unknown) => void) | undefined;
+  private readonly quitLabel: string;
+
+  constructor(
+    private readonly args: AgentArgs,
+    services: AgentServices,
+  ) {
+    this.con = new AgentConsole(services.stdin, services.stdout);
+    this.log = (services.logger ?? silentLogger).child('agent');
+    this.quitLabel = args.hostMode ? 'quit' : 'power off';
+  }
+
+  private say(line: string): void {
+    this.con.write(`${line}\n`);
+  }
+
+  private stage(stage: AgentStage, os?: BootOs, extra = ''): void {
+    this.say(`boottorrent-agent: stage=${stage}${os ? ` os=${os.id}` : ''}${extra}`);
+    this.reporter?.send({ stage, ...(os ? { os: os.id } : {}) });
+  }
+
+  /**
+   * An error nobody awaited (unhandledRejection, uncaughtException): shown,
+   * and the step in progress fails to the failure screen instead of hanging.
+   */
+  unexpected(err: unknown): void {
+    this.say(`boottorrent-agent: unexpected error: ${(err as Error)?.stack ?? String(err)}`);
+    const crash = this.crash;
+    this.crash = undefined;
+    crash?.(err);
+  }
+
+  private guarded<T>(p: Promise<T>): Promise<T> {
+    const crashed = new Promise<never>((_, reject) => (this.crash = reject));
+    return Promise.race([p, crashed]).finally(() => (this.crash = undefined));
+  }
+
+  /** Runs the agent until it powers off (0) or loads an OS; resolves with the process exit code. */
+  async run(): Promise<number> {
+    this.say(`boottorrent-agent: starting; server ${this.args.server}, mac ${this.args.mac}`);
+    try {
+      return await this.flow();
+    } finally {
+      this.con.detach();
+      this.reporter?.close();
+      await this.client?.close().catch(() => undefined);
+      this.say(`boottorrent-agent: agent peak RSS ${Math.round((peakRssBytes() ?? 0) / 1e6)} MB`);
+    }
+  }
+
+  private async flow(): Promise<number> {
+    if (this.args.network && (await this.network()) === 'quit') return 0;
+    for (;;) {
+      if (!this.config) {
+        const got = await this.fetchConfig();
+        if (got === 'quit') return 0;
+        continue;
+      }
+      const action = await this.menu(this.config);
+      if (action.kind === 'quit') return 0;
+      if (action.kind === 'shell') {
+        await this.shell();
+        continue;
+      }
+      if (action.kind === 'reload') {
+        this.config = undefined;
+        this.menuState = undefined;
+        continue;
+      }
+      const os = this.config.oss.find((o) => o.id === action.id);
+      if (!os) continue;
+      const result = await this.boot(this.config, os);
+      if (result === 'quit' || result === 'done') return 0;
+    }
+  }
+
+  // -------------------------------------------------------------------------
+  // network and config
+
+  private async network(): Promise<'ok' | 'quit'> {
+    for (;;) {
+      this.stage('network');
+      try {
+        this.lease = await this.guarded(
+          bringUpNetwork({ logger: this.log, say: (l) => this.say(`boottorrent-agent: ${l}`) }),
+        );
+        this.say(`boottorrent-agent: network up: ${this.lease.nic} ${this.lease.address}`);
+        return 'ok';
+      } catch (err) {
+        const choice = await this.failure({
+          what: 'network',
+          error: (err as Error).message,
+          hint: 'the network cable and that a DHCP server (the BootTorrent server) answers on this LAN',
+        });
+        if (choice === 'quit') return 'quit';
+      }
+    }
+  }
+
+  private async fetchConfig(): Promise<'ok' | 'quit'> {
+    for (;;) {
+      this.stage('config');
+      let last: unknown;
+      for (let attempt = 0; attempt <= CONFIG_BACKOFF.length; attempt++) {
+        try {
+          const config = await this.guarded(fetchBootConfig(this.args.server, this.args.mac));
+          this.config = config;
+          this.reporter?.close();
+          this.reporter = new Reporter({ url: config.reportUrl, token: config.reportToken }, this.log);
+          this.say(
+            `boottorrent-agent: boot config: ${config.oss.length} OS(s), default ${config.menu.default ?? '(none)'}`,
+          );
+          return 'ok';
+        } catch (err) {
+          last = err;
+          const wait = CONFIG_BACKOFF[attempt];
+          if (wait === undefined) break;
+          this.say(
+            `boottorrent-agent: cannot get the boot config (attempt ${attempt + 1}): ${(err as Error).message}; retrying in ${wait} s`,
+          );
+          await new Promise((r) => setTimeout(r, wait * 1000));
+        }
+      }
+      const choice = await this.failure(this.toFailure(last, undefined));
+      if (choice === 'quit') return 'quit';
+    }
+  }
+
+  // -------------------------------------------------------------------------
+  // menu, shell, failure screen
+
+  private async menu(config: BootConfig): Promise<MenuAction> {
+    this.stage('menu');
+    let state =
+      this.menuState === undefined
+        ? initMenu(
+            config.oss.map((o) => ({ id: o.id, name: o.name })),
+            config.menu.default,
+            config.menu.timeout,
+          )
+        : resumeMenu(this.menuState);
+    const header = { mac: this.args.mac, server: this.args.server, quitLabel: this.quitLabel };
+    this.con.write(renderMenu(state, header));
+    let nextTick = Date.now() + 1000;
+    while (state.action === undefined) {
+      const wait = state.countdown !== null ? Math.max(0, nextTick - Date.now()) : undefined;
+      const key = await this.con.nextKey(wait);
+      if (key) state = menuKey(state, key);
+      else {
+        state = menuTick(state);
+        nextTick += 1000;
+      }
+      this.con.write(renderMenu(state, header));
+    }
+    this.menuState = state;
+    const action = state.action;
+    if (action.kind === 'boot') this.say(`boottorrent-agent: chose ${action.id}`);
+    return action;
+  }
+
+  /** `sh` on the console; the menu comes back when it exits. */
+  private async shell(): Promise<void> {
+    this.say('boottorrent-agent: starting a shell; type exit to come back');
+    const code = await this.runInherit({ file: 'sh', args: [] });
+    this.say(`boottorrent-agent: shell exited (${code})`);
+  }
+
+  private async runInherit(c: Command): Promise<string> {
+    this.con.detach();
+    try {
+      return await new Promise<string>((resolve) => {
+        const child = spawn(c.file, [...c.args], { stdio: 'inherit', ...(c.cwd ? { cwd: c.cwd } : {}) });
+        child.once('error', (err) => resolve(`could not start: ${err.message}`));
+        child.once('exit', (code, signal) => resolve(signal ? `signal ${signal}` : `status ${code}`));
+      });
+    } finally {
+      this.con.flush();
+      this.con.attach();
+    }
+  }
+
+  private toFailure(err: unknown, os: BootOs | undefined): FailureInfo {
+    if (err instanceof StepFailure) return { what: err.what, error: err.message, hint: err.hint };
+    const msg = err instanceof Error ? err.message : String(err);
+    return {
+      what: os ? `boot of ${os.name}` : 'the agent',
+      error: isBootTorrentError(err) ? `${err.code}: ${msg}` : msg,
+      hint: 'the messages above; the server log',
+    };
+  }
+
+  /** The failure screen: says what failed and what to check, reports it, waits for r, m or q (s runs a shell and comes back). */
+  private async failure(f: FailureInfo, os?: BootOs): Promise<Exclude<Choice, 'shell'>> {
+    this.say(`boottorrent-agent: stage=failed${os ? ` os=${os.id}` : ''} what=${JSON.stringify(f.what)}`);
+    this.reporter?.send({
+      stage: 'failed',
+      ...(os ? { os: os.id } : {}),
+      error: `${f.what}: ${f.error}`.slice(0, 2000),
+    });
+    this.con.flush();
+    for (;;) {
+      this.con.write(renderFailure(f, this.quitLabel));
+      let choice: Choice | undefined;
+      while (choice === undefined) {
+        const key = await this.con.nextKey();
+        if (key) choice = choiceForKey(key);
+      }
+      this.say(`boottorrent-agent: choice=${choice}`);
+      if (choice !== 'shell') return choice;
+      await this.shell();
+    }
+  }
+
+  /** The screen after an OS program exited: run again, menu, shell, quit. */
+  private async afterRun(os: BootOs, status: string): Promise<Exclude<Choice, 'shell'>> {
+    for (;;) {
+      this.con.write(
+        `\r\n${os.name} exited with ${status}.\r\n` +
+          `Press r to run it again, m for the menu, s for a shell, q to ${this.quitLabel}.\r\n`,
+      );
+      let choice: Choice | undefined;
+      while (choice === undefined) {
+        const key = await this.con.nextKey();
+        if (key) choice = choiceForKey(key);
+      }
+      this.say(`boottorrent-agent: choice=${choice}`);
+      if (choice !== 'shell') return choice;
+      await this.shell();
+    }
+  }
+
+  // -------------------------------------------------------------------------
+  // boot
+
+  private async ensureClient(): Promise<BitTorrentClient> {
+    if (this.client) return this.client;
+    const client = new BitTorrentClient({ port: this.args.port }, { logger: this.log });
+    await client.listen();
+    this.client = client;
+    return client;
+  }
+
+  private async boot(config: BootConfig, os: BootOs): Promise<BootResult> {
+    for (;;) {
+      let choice: Exclude<Choice, 'shell'>;
+      try {
+        const outcome = await this.guarded(this.bootOnce(config, os));
+        if (outcome.kind === 'done') return 'done';
+        choice = await this.afterRun(os, outcome.status);
+      } catch (err) {
+        this.log.debug('boot failed', { os: os.id, error: (err as Error)?.message });
+        choice = await this.failure(this.toFailure(err, os), os);
+      }
+      if (choice === 'menu') return 'menu';
+      if (choice === 'quit') return 'quit';
+    }
+  }
+
+  private progress(prefix: string, os: BootOs, stage: 'downloading' | 'seeding', s: SessionStats): void {
+    const line = `${prefix} ${os.id}: ${progressLine(s)}`;
+    this.con.write(this.con.isTTY ? `\r\x1b[K${line}` : `${line}\n`);
+    this.reporter?.send({
+      stage,
+      os: os.id,
+      progress: s.length > 0 ? (s.length - s.left) / s.length : 1,
+      downloaded: s.downloaded,
+      uploaded: s.uploaded,
+      downloadRate: Math.round(s.downloadRate),
+      uploadRate: Math.round(s.uploadRate),
+      peers: s.peers.length,
+    });
+  }
+
+  private endProgress(): void {
+    if (this.con.isTTY) this.con.write('\n');
+  }
+
+  /** Download, verify, seed, load. Resolves 'done' when the agent's work ends, or how the OS program exited. */
+  private async bootOnce(config: BootConfig, os: BootOs): Promise<RunOutcome> {
+    this.stage('downloading', os);
+    const client = await this.ensureClient();
+    const meta = await fetchTorrent(os);
+    this.say(
+      `boottorrent-agent: torrent ${meta.infoHashHex} (${formatBytes(meta.length)}) matches the boot config`,
+    );
+    const started = Date.now();
+    let session: TorrentSession;
+    try {
+      session = await download({
+        client,
+        config,
+        os,
+        meta,
+        dir: this.args.dir,
+        ...(this.lease ? { lsdInterface: this.lease.address } : {}),
+        stallSeconds: this.args.stallSeconds,
+        onStats: (s) => this.progress('downloading', os, 'downloading', s),
+      });
+    } finally {
+      this.endProgress();
+    }
+    this.say(
+      `boottorrent-agent: downloaded ${os.id} (${formatBytes(meta.length)}) in ${((Date.now() - started) / 1000).toFixed(1)} s`,
+    );
+
+    this.stage('verifying', os);
+    const osDir = join(this.args.dir, os.id);
+    const n = await verifyFiles(os, osDir);
+    this.reporter?.send({ stage: 'verifying', os: os.id, progress: 1 });
+    this.say(`boottorrent-agent: verified ${n} files of ${os.id}`);
+
+    // Prepare the load from verified files only, before seeding.
+    let commands: Command[];
+    if (os.method === 'kexec') {
+      const initrd = await singleInitrd(this.args.dir, os.id, osDir, os.initrd);
+      commands = kexecCommands(join(osDir, os.kernel), initrd, os.cmdline);
+    } else if (os.method === 'qemu') {
+      commands = [qemuCommand(os.args, osDir, await kvmUsable())];
+    } else {
+      commands = [await binCommand(osDir, os.bin, os.args)];
+    }
+
+    if (config.seedTime > 0 && !this.seeded.has(os.id)) {
+      this.stage('seeding', os, ` seconds=${config.seedTime}`);
+      const end = Date.now() + config.seedTime * 1000;
+      try {
+        while (Date.now() < end) {
+          await new Promise((r) => setTimeout(r, Math.min(1000, end - Date.now())));
+          this.progress('seeding', os, 'seeding', session.stats());
+        }
+      } finally {
+        this.endProgress();
+      }
+      this.seeded.add(os.id);
+    }
+
+    this.say(`boottorrent-agent: agent peak RSS ${Math.round((peakRssBytes() ?? 0) / 1e6)} MB`);
+    this.say(`boottorrent-agent: loading ${os.id} via ${os.method}`);
+    const hostKexec = os.method === 'kexec' && this.args.hostMode;
+    if (this.args.dryRun || hostKexec) {
+      if (hostKexec && !this.args.dryRun)
+        this.say("boottorrent-agent: host mode never runs kexec (it would replace this machine's kernel)");
+      for (const c of commands) this.say(`boottorrent-agent: dry-run: would run: ${showCommand(c)}`);
+      return { kind: 'done' };
+    }
+    if (os.method === 'kexec') return this.kexec(os, commands);
+    return { kind: 'exited', status: await this.runProgram(os, session, commands[0]!) };
+  }
+
+  private async kexec(os: BootOs, commands: Command[]): Promise<RunOutcome> {
+    const [load, exec] = commands as [Command, Command];
+    this.say(`boottorrent-agent: ${showCommand(load)}`);
+    try {
+      await execFileP(load.file, [...load.args]);
+    } catch (err) {
+      const e = err as Error & { stderr?: string };
+      throw new StepFailure(
+        `load of ${os.name}`,
+        `kexec -l failed: ${(e.stderr ?? '').trim() || e.message}`,
+        'that the kernel is an x86-64 bzImage and that kexec is allowed (Secure Boot lockdown refuses it)',
+      );
+    }
+    this.stage('booting', os);
+    await this.reporter?.flush(2000);
+    // Stop seeding and close every socket before the kernel is replaced.
+    await this.client?.close().catch(() => undefined);
+    this.client = undefined;
+    this.say(`boottorrent-agent: ${showCommand(exec)}`);
+    try {
+      await execFileP(exec.file, [...exec.args]);
+    } catch (err) {
+      const e = err as Error & { stderr?: string };
+      throw new StepFailure(
+        `load of ${os.name}`,
+        `kexec -e failed: ${(e.stderr ?? '').trim() || e.message}`,
+        'the kernel messages (dmesg) in a shell',
+      );
+    }
+    // kexec -e returns only if it failed without an exit status.
+    throw new StepFailure(
+      `load of ${os.name}`,
+      'kexec -e returned',
+      'the kernel messages (dmesg) in a shell',
+    );
+  }
+
+  /** qemu or a program: runs on the console while seeding goes on; resolves with how it exited. */
+  private async runProgram(os: BootOs, session: TorrentSession, c: Command): Promise<string> {
+    this.stage('running', os);
+    this.say(`boottorrent-agent: running ${showCommand(c)}`);
+    const timer = setInterval(() => {
+      const s = session.stats();
+      this.reporter?.send({
+        stage: 'running',
+        os: os.id,
+        progress: 1,
+        downloaded: s.downloaded,
+        uploaded: s.uploaded,
+        downloadRate: Math.round(s.downloadRate),
+        uploadRate: Math.round(s.uploadRate),
+        peers: s.peers.length,
+      });
+    }, 2000);
+    try {
+      const status = await this.runInherit(c);
+      if (status.startsWith('could not start')) {
+        throw new StepFailure(
+          `load of ${os.name}`,
+          `${c.file}: ${status}`,
+          `that ${c.file} is installed in phase 1`,
+        );
+      }
+      this.say(`boottorrent-agent: ${os.id} exited with ${status}`);
+      return status;
+    } finally {
+      clearInterval(timer);
+    }
+  }
+}

@@ -1,0 +1,141 @@
+/**
+ * Where the agent learns its server and MAC (pure): the kernel command line
+ * in phase 1 (`boottorrent.server=`, `boottorrent.mac=`, put there by the
+ * iPXE script, src/http/ipxe.ts), or flags in host mode (tests, bench).
+ */
+import { parseArgs } from 'node:util';
+import { BootTorrentError } from '../errors.js';
+import { normalizeMac } from '../http/ipxe.js';
+
+export interface AgentArgs {
+  /** Server base URL, no trailing slash. */
+  readonly server: string;
+  /** Lower-case colon MAC. */
+  readonly mac: string;
+  /** Download folder. */
+  readonly dir: string;
+  /** Bring up NICs and run DHCP (phase 1); false in host mode with --no-network. */
+  readonly network: boolean;
+  /** Do everything up to the load, print what would run, exit 0. */
+  readonly dryRun: boolean;
+  /** True when started with flags on a normal host (never kexec there). */
+  readonly hostMode: boolean;
+  /** Print debug log lines (engine, reports) on stderr. */
+  readonly verbose: boolean;
+  /** Seconds without a downloaded byte before the download is declared stalled. */
+  readonly stallSeconds: number;
+  /** TCP port for peers (0: any free port). */
+  readonly port: number;
+}
+
+export const DEFAULT_DIR = '/tmp/boottorrent';
+export const DEFAULT_STALL_SECONDS = 60;
+export const DEFAULT_PORT = 6881;
+
+export const HOST_USAGE = `Usage: node dist/src/agent/main.js --server URL --mac MAC [options]
+
+Runs the BootTorrent agent on this host instead of inside phase 1.
+  --server URL        the BootTorrent server, e.g. http://127.0.0.1:8080
+  --mac MAC           the MAC to ask the boot menu for (aa:bb:cc:dd:ee:ff)
+  --dir DIR           download folder (default ${DEFAULT_DIR})
+  --no-network        do not bring up NICs or run DHCP (use the host's network)
+  --dry-run           do everything up to the load, print what would run, exit 0
+  --port N            TCP port for peers (default ${DEFAULT_PORT}; 0 picks a free one)
+  --stall-timeout S   seconds without progress before a download fails (default ${DEFAULT_STALL_SECONDS})
+  -v, --verbose       debug lines on stderr`;
+
+function usage(message: string): never {
+  throw new BootTorrentError('BT_ERR_USAGE', `${message}\n\n${HOST_USAGE}`);
+}
+
+function checkServer(raw: string, where: string): string {
+  let u: URL;
+  try {
+    u = new URL(raw);
+  } catch {
+    return usage(`${where}: not a URL: ${JSON.stringify(raw)}`);
+  }
+  if (u.protocol !== 'http:' && u.protocol !== 'https:') usage(`${where}: must be an http:// URL`);
+  return raw.replace(/\/+$/, '');
+}
+
+function checkMac(raw: string, where: string): string {
+  return normalizeMac(raw) ?? usage(`${where}: not a MAC address: ${JSON.stringify(raw)}`);
+}
+
+/** `key=value` words of a kernel command line (ours has no quoting). */
+export function kernelParams(text: string): Map<string, string> {
+  const params = new Map<string, string>();
+  for (const word of text.trim().split(/\s+/)) {
+    const eq = word.indexOf('=');
+    if (eq > 0) params.set(word.slice(0, eq), word.slice(eq + 1));
+  }
+  return params;
+}
+
+/** The phase-1 settings from /proc/cmdline's text; throws BT_ERR_USAGE naming what is missing. */
+export function argsFromKernelCmdline(text: string): AgentArgs {
+  const p = kernelParams(text);
+  const server = p.get('boottorrent.server');
+  const mac = p.get('boottorrent.mac');
+  if (server === undefined || mac === undefined) {
+    throw new BootTorrentError(
+      'BT_ERR_USAGE',
+      `the kernel command line lacks ${server === undefined ? 'boottorrent.server=' : 'boottorrent.mac='}: ` +
+        "phase 1 must be started by the BootTorrent server's iPXE script",
+    );
+  }
+  return {
+    server: checkServer(server, 'boottorrent.server'),
+    mac: checkMac(mac, 'boottorrent.mac'),
+    dir: DEFAULT_DIR,
+    network: true,
+    dryRun: false,
+    hostMode: false,
+    verbose: p.has('boottorrent.debug'),
+    stallSeconds: DEFAULT_STALL_SECONDS,
+    port: DEFAULT_PORT,
+  };
+}
+
+/** Host mode: the flags after `main.js`. Throws BT_ERR_USAGE with the usage text. */
+export function argsFromFlags(argv: readonly string[]): AgentArgs {
+  let values;
+  try {
+    ({ values } = parseArgs({
+      args: [...argv],
+      options: {
+        server: { type: 'string' },
+        mac: { type: 'string' },
+        dir: { type: 'string' },
+        'no-network': { type: 'boolean' },
+        'dry-run': { type: 'boolean' },
+        port: { type: 'string' },
+        'stall-timeout': { type: 'string' },
+        verbose: { type: 'boolean', short: 'v' },
+      },
+      strict: true,
+      allowPositionals: false,
+    }));
+  } catch (err) {
+    return usage((err as Error).message);
+  }
+  if (values.server === undefined) usage('--server is required');
+  if (values.mac === undefined) usage('--mac is required');
+  const port = Number(values.port ?? DEFAULT_PORT);
+  if (!Number.isInteger(port) || port < 0 || port > 65535) usage(`--port ${values.port}: expected 0..65535`);
+  const stall = Number(values['stall-timeout'] ?? DEFAULT_STALL_SECONDS);
+  if (!Number.isFinite(stall) || stall <= 0)
+    usage(`--stall-timeout ${values['stall-timeout']}: expected seconds > 0`);
+  return {
+    server: checkServer(values.server, '--server'),
+    mac: checkMac(values.mac, '--mac'),
+    dir: values.dir ?? DEFAULT_DIR,
+    network: !(values['no-network'] ?? false),
+    dryRun: values['dry-run'] ?? false,
+    hostMode: true,
+    verbose: values.verbose ?? false,
+    stallSeconds: stall,
+    port,
+  };
+}

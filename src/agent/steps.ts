@@ -1,0 +1,368 @@
+/**
+ * The agent's steps between the menu and the load: fetch the boot config,
+ * fetch and check the torrent, download with our engine, verify every file
+ * by SHA-256, and plan the load. Each failure is a StepFailure that names
+ * what failed and what to check, for the failure screen.
+ */
+import { createWriteStream } from 'node:fs';
+import { chmod, open, rename, stat } from 'node:fs/promises';
+import { isAbsolute, join, relative, resolve } from 'node:path';
+import { pipeline } from 'node:stream/promises';
+import { createReadStream } from 'node:fs';
+import { BootTorrentError } from '../errors.js';
+import { parseBootConfig, type BootConfig, type BootOs } from '../boot-config.js';
+import { parseTorrent, type Metainfo } from '../torrent/metainfo.js';
+import { sha256File } from '../swarm/storage.js';
+import type { BitTorrentClient } from '../swarm/client.js';
+import type { SessionStats, TorrentSession } from '../swarm/session.js';
+
+/** A failure the agent shows on screen: what failed, the error, what to check. */
+export class StepFailure extends BootTorrentError {
+  constructor(
+    readonly what: string,
+    message: string,
+    readonly hint: string,
+    options?: { cause?: unknown },
+  ) {
+    super('BT_ERR_AGENT', message, options);
+  }
+}
+
+const errText = (err: unknown): string => {
+  const e = err as Error & { cause?: { code?: string; message?: string } };
+  const cause = e.cause?.code ?? e.cause?.message;
+  return cause && !e.message.includes(cause) ? `${e.message} (${cause})` : e.message;
+};
+
+/** GET <server>/api/v1/boot/<mac>, parsed. */
+export async function fetchBootConfig(
+  server: string,
+  mac: string,
+  signal?: AbortSignal,
+): Promise<BootConfig> {
+  const url = `${server}/api/v1/boot/${mac}`;
+  const hint = `that the server runs and this machine reaches ${server} (cable, DHCP, firewall)`;
+  let res: Response;
+  try {
+    res = await fetch(url, {
+      signal: signal ? AbortSignal.any([signal, AbortSignal.timeout(10_000)]) : AbortSignal.timeout(10_000),
+    });
+  } catch (err) {
+    throw new StepFailure('boot config', `cannot reach ${url}: ${errText(err)}`, hint, { cause: err });
+  }
+  const text = await res.text().catch(() => '');
+  if (!res.ok) {
+    throw new StepFailure(
+      'boot config',
+      `${url} answered HTTP ${res.status}: ${text.slice(0, 200).trim()}`,
+      `that this MAC (${mac}) is allowed to boot in the server's environment`,
+    );
+  }
+  try {
+    return parseBootConfig(text);
+  } catch (err) {
+    throw new StepFailure(
+      'boot config',
+      errText(err),
+      'that the server and this phase 1 are the same BootTorrent version',
+      {
+        cause: err,
+      },
+    );
+  }
+}
+
+/** Fetches the OS's .torrent and checks it is the one the config names. */
+export async function fetchTorrent(os: BootOs, signal?: AbortSignal): Promise<Metainfo> {
+  const what = `torrent of ${os.name}`;
+  let res: Response;
+  try {
+    const timeout = AbortSignal.timeout(30_000);
+    res = await fetch(os.torrentUrl, { signal: signal ? AbortSignal.any([signal, timeout]) : timeout });
+  } catch (err) {
+    throw new StepFailure(
+      what,
+      `cannot fetch ${os.torrentUrl}: ${errText(err)}`,
+      'that the server is still running',
+      {
+        cause: err,
+      },
+    );
+  }
+  if (res.status === 404) {
+    await res.arrayBuffer().catch(() => undefined);
+    throw new StepFailure(
+      what,
+      `the server has no torrent for ${os.id} (HTTP 404 from ${os.torrentUrl})`,
+      `that the OS folder oss/${os.id} exists on the server and has been hashed`,
+    );
+  }
+  if (!res.ok) {
+    await res.arrayBuffer().catch(() => undefined);
+    throw new StepFailure(what, `HTTP ${res.status} from ${os.torrentUrl}`, "the server's log");
+  }
+  const bytes = Buffer.from(await res.arrayBuffer());
+  let meta: Metainfo;
+  try {
+    meta = parseTorrent(bytes, os.torrentUrl);
+  } catch (err) {
+    throw new StepFailure(what, errText(err), "the server's torrent cache (delete it to hash again)", {
+      cause: err,
+    });
+  }
+  if (meta.infoHashHex !== os.infoHash) {
+    throw new StepFailure(
+      what,
+      `refused: its infohash is ${meta.infoHashHex}, the boot config says ${os.infoHash}`,
+      'that the OS folder did not change on the server while machines booted (restart the boot to get the new config)',
+    );
+  }
+  if (meta.singleFile || meta.name !== os.id) {
+    throw new StepFailure(
+      what,
+      `refused: the torrent holds ${meta.singleFile ? 'a single file' : `folder ${meta.name}`}, expected folder ${os.id}`,
+      "the server's torrent for this OS",
+    );
+  }
+  return meta;
+}
+
+export interface DownloadOptions {
+  readonly client: BitTorrentClient;
+  readonly config: BootConfig;
+  readonly os: BootOs;
+  readonly meta: Metainfo;
+  readonly dir: string;
+  readonly lsdInterface?: string;
+  readonly stallSeconds: number;
+  readonly onStats: (s: SessionStats) => void;
+  readonly signal?: AbortSignal;
+}
+
+/**
+ * Downloads the OS's torrent (resuming what is already there) and resolves
+ * with its session, which keeps seeding. A download that gets no data for
+ * `stallSeconds` fails (no peers, or none that have the data).
+ */
+export async function download(opts: DownloadOptions): Promise<TorrentSession> {
+  const { client, config, os, meta } = opts;
+  const what = `download of ${os.name}`;
+  const existing = client.torrents.find((t) => t.stats().infoHash === meta.infoHashHex);
+  // Already downloaded and seeding (the OS runs again): nothing to fetch.
+  if (existing?.stats().complete) return existing;
+  let session = existing;
+  if (!session) {
+    try {
+      session = await client.add({
+        meta,
+        dir: opts.dir,
+        mode: 'download',
+        trackers: config.peers.trackers,
+        peers: config.peers.seeds,
+        pex: config.peers.pex,
+        ...(config.peers.lsd && opts.lsdInterface !== undefined ? { lsdInterface: opts.lsdInterface } : {}),
+      });
+    } catch (err) {
+      throw new StepFailure(what, errText(err), `free space and permissions of ${opts.dir}`, { cause: err });
+    }
+  }
+  const s = session;
+  let last = -1;
+  let lastChange = Date.now();
+  let timer: NodeJS.Timeout | undefined;
+  const stalled = new Promise<never>((_, reject) => {
+    timer = setInterval(() => {
+      const st = s.stats();
+      opts.onStats(st);
+      const have = st.length - st.left;
+      if (have !== last) {
+        last = have;
+        lastChange = Date.now();
+      } else if (!st.complete && Date.now() - lastChange > opts.stallSeconds * 1000) {
+        reject(
+          new StepFailure(
+            what,
+            `stalled: no data for ${opts.stallSeconds} s, ${st.peers.length} peer(s) connected, ` +
+              `${(((st.length - st.left) / st.length) * 100).toFixed(1)}% done`,
+            `that the server's seeder runs and is reachable at ${config.peers.seeds.join(', ') || '(no seed listed)'}` +
+              (config.peers.trackers.length > 0 ? ` or through ${config.peers.trackers.join(', ')}` : ''),
+          ),
+        );
+      }
+    }, 1000);
+  });
+  try {
+    await Promise.race([s.whenComplete(), stalled]);
+    opts.onStats(s.stats());
+    return await reopenAsSeed(opts);
+  } catch (err) {
+    await client.remove(meta.infoHashHex).catch(() => undefined);
+    throw err;
+  } finally {
+    clearInterval(timer);
+  }
+}
+
+/**
+ * A finished download keeps its files open for writing, and Linux refuses
+ * to run a program open for writing (ETXTBSY). The session is reopened as a
+ * seed: read-only files, so nothing of ours can change them once verified;
+ * its pieces were each checked against the torrent as they arrived.
+ */
+async function reopenAsSeed(opts: DownloadOptions): Promise<TorrentSession> {
+  const { client, config, meta } = opts;
+  await client.remove(meta.infoHashHex);
+  return client.add({
+    meta,
+    dir: opts.dir,
+    mode: 'seed',
+    verify: false,
+    trackers: config.peers.trackers,
+    peers: config.peers.seeds,
+    pex: config.peers.pex,
+    ...(config.peers.lsd && opts.lsdInterface !== undefined ? { lsdInterface: opts.lsdInterface } : {}),
+  });
+}
+
+/** `p` (from the config, already checked relative) resolved inside `root`; throws if it leaves it. */
+export function insideFolder(root: string, p: string): string {
+  const abs = resolve(root, p);
+  const rel = relative(resolve(root), abs);
+  if (rel === '' || rel.startsWith('..') || isAbsolute(rel)) {
+    throw new StepFailure(
+      'verification',
+      `path ${JSON.stringify(p)} leaves the OS folder`,
+      'the boot config',
+    );
+  }
+  return abs;
+}
+
+/**
+ * Checks every file the config lists: present, that length, that SHA-256.
+ * Nothing is loaded before this passes.
+ */
+export async function verifyFiles(os: BootOs, osDir: string, signal?: AbortSignal): Promise<number> {
+  const what = `verification of ${os.name}`;
+  for (const f of os.files) {
+    const abs = insideFolder(osDir, f.path);
+    let st;
+    try {
+      st = await stat(abs);
+    } catch {
+      throw new StepFailure(what, `${f.path} is missing`, `the OS folder oss/${os.id} on the server`);
+    }
+    if (!st.isFile() || st.size !== f.length) {
+      throw new StepFailure(
+        what,
+        `${f.path} is ${st.isFile() ? `${st.size} bytes` : 'not a file'}, expected ${f.length} bytes`,
+        `the OS folder oss/${os.id} on the server (did it change?)`,
+      );
+    }
+    const sum = await sha256File(abs, signal);
+    if (sum !== f.sha256) {
+      throw new StepFailure(
+        what,
+        `SHA-256 of ${f.path} is ${sum}, the boot config says ${f.sha256}`,
+        `the OS folder oss/${os.id} on the server (did it change while machines booted?); nothing was loaded`,
+      );
+    }
+  }
+  return os.files.length;
+}
+
+/** A command the agent runs to load the OS. */
+export interface Command {
+  readonly file: string;
+  readonly args: readonly string[];
+  readonly cwd?: string;
+}
+
+/** True when the qemu args already choose an accelerator. */
+export function hasAccel(args: readonly string[]): boolean {
+  return args.some(
+    (a) =>
+      a === '-accel' ||
+      a === '--accel' ||
+      a === '-enable-kvm' ||
+      a === '--enable-kvm' ||
+      /(^|,)accel=/.test(a),
+  );
+}
+
+/** True when /dev/kvm opens read-write (KVM is there and we may use it). */
+export async function kvmUsable(path = '/dev/kvm'): Promise<boolean> {
+  try {
+    const fh = await open(path, 'r+');
+    await fh.close();
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** qemu's command line: the configured args, plus KVM when usable and not chosen already. */
+export function qemuCommand(args: readonly string[], osDir: string, kvm: boolean): Command {
+  return {
+    file: 'qemu-system-x86_64',
+    args: kvm && !hasAccel(args) ? [...args, '-accel', 'kvm'] : [...args],
+    cwd: osDir,
+  };
+}
+
+/**
+ * kexec-tools takes one initrd; cpio archives concatenate (the kernel
+ * unpacks each in turn, Documentation/driver-api/early-userspace), so
+ * several become one file beside the OS folders.
+ */
+export async function singleInitrd(
+  dir: string,
+  osId: string,
+  osDir: string,
+  initrds: readonly string[],
+): Promise<string | undefined> {
+  if (initrds.length === 0) return undefined;
+  if (initrds.length === 1) return insideFolder(osDir, initrds[0]!);
+  const out = join(dir, `.boottorrent-initrd-${osId}`);
+  const tmp = `${out}.tmp`;
+  const ws = createWriteStream(tmp);
+  for (const p of initrds) {
+    await pipeline(createReadStream(insideFolder(osDir, p)), ws, { end: false });
+  }
+  await new Promise<void>((res, rej) => ws.end((err?: Error | null) => (err ? rej(err) : res())));
+  await rename(tmp, out);
+  return out;
+}
+
+/** The two kexec steps: load, then execute. */
+export function kexecCommands(
+  kernel: string,
+  initrd: string | undefined,
+  cmdline: string,
+): [Command, Command] {
+  return [
+    {
+      file: 'kexec',
+      args: [
+        '-l',
+        kernel,
+        ...(initrd !== undefined ? [`--initrd=${initrd}`] : []),
+        `--command-line=${cmdline}`,
+      ],
+    },
+    { file: 'kexec', args: ['-e'] },
+  ];
+}
+
+/** Torrents carry no file modes: the verified program is made executable before it runs. */
+export async function binCommand(osDir: string, bin: string, args: readonly string[]): Promise<Command> {
+  const file = insideFolder(osDir, bin);
+  await chmod(file, 0o755);
+  return { file, args: [...args], cwd: osDir };
+}
+
+/** A shell-like rendering of a command, for the screen and dry runs. */
+export function showCommand(c: Command): string {
+  const q = (s: string) => (/^[\w@%+=:,./-]+$/.test(s) ? s : `'${s.replace(/'/g, `'\\''`)}'`);
+  return [c.file, ...c.args].map(q).join(' ');
+}

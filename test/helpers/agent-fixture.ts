@@ -1,0 +1,255 @@
+/**
+ * A loopback BootTorrent "server" for agent tests: a tiny HTTP server with
+ * the boot config, the .torrent files and the report endpoint, plus our
+ * engine seeding the OS folders; and the agent run as a child process in
+ * host mode, driven through its stdin.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:http';
+import { createSocket } from 'node:dgram';
+import { join } from 'node:path';
+import type { TestContext } from 'node:test';
+import type { BootConfig, BootOs } from '../../src/boot-config.js';
+import { BitTorrentClient } from '../../src/swarm/client.js';
+import { createTorrent } from '../../src/torrent/create.js';
+import { tempDir } from './tmp.js';
+
+export const AGENT_MAIN = new URL('../../src/agent/main.js', import.meta.url).pathname;
+export const TOKEN = 'test-token-1234';
+export const MAC = '52:54:00:12:34:56';
+
+export type OsSpec = {
+  id: string;
+  name: string;
+  files: Record<string, Buffer | string>;
+  /** Serve 404 for its torrent. */
+  missingTorrent?: boolean;
+  /** Put a wrong SHA-256 for this file in the config. */
+  badSha?: string;
+} & (
+  | { method: 'bin'; bin: string; args: string[] }
+  | { method: 'qemu'; args: string[] }
+  | { method: 'kexec'; kernel: string; initrd: string[]; cmdline: string }
+);
+
+export interface ReceivedReport {
+  token: string | undefined;
+  body: Record<string, unknown>;
+}
+
+export interface Fixture {
+  server: string;
+  reports: ReceivedReport[];
+  config: BootConfig;
+}
+
+/** A UDP port nothing listens on (bound, then released). */
+async function closedUdpPort(): Promise<number> {
+  const s = createSocket('udp4');
+  await new Promise<void>((r) => s.bind(0, '127.0.0.1', () => r()));
+  const port = s.address().port;
+  await new Promise<void>((r) => s.close(() => r()));
+  return port;
+}
+
+export async function startFixture(
+  t: TestContext,
+  opts: {
+    oss: OsSpec[];
+    default: string | null;
+    timeout: number;
+    seedTime?: number;
+    /** Seeder upload cap in bytes/s, so a download lasts a few report intervals. */
+    uploadLimit?: number;
+  },
+): Promise<Fixture> {
+  const root = tempDir(t, 'bt-agent-srv-');
+  const torrents = new Map<string, Buffer>();
+  const seeder = new BitTorrentClient({ host: '127.0.0.1', port: 0 });
+  await seeder.listen();
+  t.after(() => seeder.close());
+  const oss: BootOs[] = [];
+  const reports: ReceivedReport[] = [];
+  const http = createServer((req, res) => {
+    const url = req.url ?? '';
+    if (req.method === 'POST' && url === '/api/v1/report') {
+      const chunks: Buffer[] = [];
+      req.on('data', (c: Buffer) => chunks.push(c));
+      req.on('end', () => {
+        const tok = req.headers['x-boottorrent-token'];
+        reports.push({
+          token: typeof tok === 'string' ? tok : undefined,
+          body: JSON.parse(Buffer.concat(chunks).toString('utf8')) as Record<string, unknown>,
+        });
+        res.writeHead(204).end();
+      });
+      return;
+    }
+    if (url === `/api/v1/boot/${MAC}`) {
+      res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(config));
+      return;
+    }
+    const m = /^\/torrents\/([\w.-]+)\.torrent$/.exec(url);
+    const tor = m ? torrents.get(m[1]!) : undefined;
+    if (tor) {
+      res.writeHead(200, { 'content-type': 'application/x-bittorrent' }).end(tor);
+      return;
+    }
+    res.writeHead(404).end('not found');
+  });
+  await new Promise<void>((r) => http.listen(0, '127.0.0.1', () => r()));
+  t.after(() => new Promise<void>((r) => http.close(() => r())));
+  http.unref();
+  const addr = http.address();
+  const server = `http://127.0.0.1:${typeof addr === 'object' && addr ? addr.port : 0}`;
+
+  for (const spec of opts.oss) {
+    const dir = join(root, spec.id);
+    for (const [p, data] of Object.entries(spec.files)) {
+      mkdirSync(join(dir, p, '..'), { recursive: true });
+      writeFileSync(join(dir, p), data);
+    }
+    const { torrent, meta } = await createTorrent(dir, { name: spec.id, creationDate: null });
+    if (!spec.missingTorrent) torrents.set(spec.id, torrent);
+    await seeder.add({
+      meta,
+      dir: root,
+      mode: 'seed',
+      ...(opts.uploadLimit ? { uploadLimit: opts.uploadLimit } : {}),
+    });
+    const files = meta.files.map((f) => {
+      const path = f.path.join('/');
+      const data = spec.files[path]!;
+      const sha = createHash('sha256').update(data).digest('hex');
+      return {
+        path,
+        length: f.length,
+        sha256: spec.badSha === path ? sha.replace(/^./, sha[0] === '0' ? '1' : '0') : sha,
+      };
+    });
+    const base = {
+      id: spec.id,
+      name: spec.name,
+      torrentUrl: `${server}/torrents/${spec.id}.torrent`,
+      infoHash: meta.infoHashHex,
+      files,
+    };
+    if (spec.method === 'bin') oss.push({ ...base, method: 'bin', bin: spec.bin, args: spec.args });
+    else if (spec.method === 'qemu') oss.push({ ...base, method: 'qemu', args: spec.args });
+    else
+      oss.push({ ...base, method: 'kexec', kernel: spec.kernel, initrd: spec.initrd, cmdline: spec.cmdline });
+  }
+  const config: BootConfig = {
+    version: 1,
+    mac: MAC,
+    server,
+    menu: { timeout: opts.timeout, default: opts.default },
+    seedTime: opts.seedTime ?? 0,
+    peers: {
+      // A tracker nobody answers: the download must still work through `seeds`.
+      trackers: [`udp://127.0.0.1:${await closedUdpPort()}/announce`],
+      seeds: [`127.0.0.1:${seeder.listenPort}`],
+      lsd: false,
+      pex: true,
+    },
+    reportUrl: `${server}/api/v1/report`,
+    reportToken: TOKEN,
+    oss,
+  };
+  return { server, reports, config };
+}
+
+export interface AgentRun {
+  child: ChildProcess;
+  dir: string;
+  output(): string;
+  /** Resolves when the output matches; rejects (with the output) after `timeoutMs` or if the agent exits first. */
+  waitFor(re: RegExp, timeoutMs?: number): Promise<RegExpMatchArray>;
+  send(text: string): void;
+  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+}
+
+/**
+ * Runs the agent in host mode (`--no-network`, a fresh download folder,
+ * any free peer port) in its own process group, killed (group) when the
+ * test ends so a qemu or program it started goes too.
+ */
+export function runAgent(t: TestContext, server: string, extra: string[] = []): AgentRun {
+  const dir = tempDir(t, 'bt-agent-dl-');
+  const child = spawn(
+    process.execPath,
+    [
+      '--enable-source-maps',
+      AGENT_MAIN,
+      '--server',
+      server,
+      '--mac',
+      MAC,
+      '--dir',
+      dir,
+      '--no-network',
+      '--port',
+      '0',
+      ...extra,
+    ],
+    { stdio: ['pipe', 'pipe', 'pipe'], detached: true },
+  );
+  let out = '';
+  const listeners = new Set<() => void>();
+  const onData = (d: Buffer) => {
+    out += d.toString('utf8');
+    for (const l of listeners) l();
+  };
+  child.stdout!.on('data', onData);
+  child.stderr!.on('data', onData);
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
+    child.once('exit', (code, signal) => {
+      for (const l of listeners) l();
+      resolve({ code, signal });
+    }),
+  );
+  let done = false;
+  void exited.then(() => (done = true));
+  t.after(() => {
+    if (!done && child.pid !== undefined) {
+      try {
+        process.kill(-child.pid, 'SIGKILL');
+      } catch {
+        // already gone
+      }
+    }
+  });
+  const waitFor = (re: RegExp, timeoutMs = 30_000) =>
+    new Promise<RegExpMatchArray>((resolve, reject) => {
+      const check = () => {
+        const m = re.exec(out);
+        if (m) {
+          cleanup();
+          resolve(m);
+        } else if (child.exitCode !== null || child.signalCode !== null) {
+          cleanup();
+          reject(new Error(`agent exited before printing ${re}; output:\n${out}`));
+        }
+      };
+      const timer = setTimeout(() => {
+        cleanup();
+        reject(new Error(`agent never printed ${re} within ${timeoutMs} ms; output:\n${out}`));
+      }, timeoutMs);
+      const cleanup = () => {
+        clearTimeout(timer);
+        listeners.delete(check);
+      };
+      listeners.add(check);
+      check();
+    });
+  return {
+    child,
+    dir,
+    output: () => out,
+    waitFor,
+    send: (text) => child.stdin!.write(text),
+    exited,
+  };
+}

@@ -1,0 +1,161 @@
+/**
+ * The agent end to end on loopback, as a child process in host mode: a
+ * test server hands out a boot config and torrents, our engine seeds the OS
+ * folders, the menu is driven through stdin, and the chosen OS's program
+ * really runs (or, when something is wrong, does not).
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { pseudoRandomBytes } from '../helpers/tmp.js';
+import { TOKEN, runAgent, startFixture, type OsSpec } from '../helpers/agent-fixture.js';
+
+const DOWN = '\x1b[B';
+const ENTER = '\r';
+
+function binOs(id: string, marker: string, extra: Partial<OsSpec> = {}): OsSpec {
+  return {
+    id,
+    name: `${id[0]!.toUpperCase()}${id.slice(1)} Linux`,
+    method: 'bin',
+    bin: 'run.sh',
+    args: ['hello'],
+    files: {
+      // Prints its marker, its argument and the folder it runs in.
+      'run.sh': `#!/bin/sh\necho "${marker} arg=$1 cwd=$(pwd)"\n`,
+      'data/blob.bin': pseudoRandomBytes(3 << 20, id.length),
+    },
+    ...extra,
+  } as OsSpec;
+}
+
+test('agent: arrow down + Enter picks the 2nd OS, downloads it past a dead tracker, verifies it and runs it', async (t) => {
+  const fx = await startFixture(t, {
+    oss: [binOs('alpha', 'MARKER-ALPHA'), binOs('beta', 'MARKER-BETA')],
+    default: 'alpha',
+    timeout: 60,
+    seedTime: 1,
+    // ~3 s at 1 MiB/s: the download spans several report intervals.
+    uploadLimit: 1 << 20,
+  });
+  const agent = runAgent(t, fx.server);
+  await agent.waitFor(/Booting Alpha Linux in \d+ s/);
+  agent.send(DOWN);
+  agent.send(ENTER);
+  await agent.waitFor(/boottorrent-agent: chose beta/);
+  await agent.waitFor(/boottorrent-agent: stage=downloading os=beta/);
+  await agent.waitFor(/boottorrent-agent: verified 2 files of beta/);
+  await agent.waitFor(/boottorrent-agent: stage=seeding os=beta/);
+  await agent.waitFor(/boottorrent-agent: loading beta via bin/);
+  const m = await agent.waitFor(/MARKER-BETA arg=hello cwd=(\S+)/);
+  assert.equal(m[1], join(agent.dir, 'beta'), 'the program runs in its OS folder');
+  await agent.waitFor(/beta exited with status 0/);
+  assert.doesNotMatch(agent.output(), /MARKER-ALPHA/);
+  assert.doesNotMatch(agent.output(), /stage=downloading os=alpha/);
+  // The downloaded data is the seeded data.
+  assert.deepEqual(readFileSync(join(agent.dir, 'beta/data/blob.bin')), pseudoRandomBytes(3 << 20, 4));
+
+  agent.send('q');
+  const { code } = await agent.exited;
+  assert.equal(code, 0);
+  assert.match(agent.output(), /agent peak RSS \d+ MB/);
+
+  // Reports: every one carries the token; progress never goes back and reaches 1.
+  assert.ok(fx.reports.length > 0, 'reports arrived');
+  for (const r of fx.reports) assert.equal(r.token, TOKEN);
+  const stages = fx.reports.map((r) => r.body.stage);
+  for (const s of ['menu', 'downloading', 'verifying', 'seeding', 'running'])
+    assert.ok(stages.includes(s), s);
+  const progress = fx.reports
+    .filter(
+      (r) => r.body.stage === 'downloading' && r.body.os === 'beta' && typeof r.body.progress === 'number',
+    )
+    .map((r) => r.body.progress as number);
+  assert.ok(progress.length >= 2, `several progress reports: ${progress.join(', ')}`);
+  for (let i = 1; i < progress.length; i++)
+    assert.ok(progress[i]! >= progress[i - 1]!, `${progress.join(', ')}`);
+  assert.ok(new Set(progress).size >= 2, `progress moves: ${progress.join(', ')}`);
+  assert.equal(progress.at(-1), 1);
+  const dl = fx.reports.find((r) => r.body.stage === 'downloading' && typeof r.body.peakRss === 'number');
+  assert.ok(dl, 'downloading reports carry peakRss');
+});
+
+test('agent: a torrent the server lacks (404) shows the failure screen; r retries, m goes back to the menu', async (t) => {
+  const fx = await startFixture(t, {
+    oss: [binOs('gone', 'MARKER-GONE', { missingTorrent: true })],
+    default: 'gone',
+    timeout: 0,
+  });
+  const agent = runAgent(t, fx.server);
+  await agent.waitFor(/stage=failed os=gone/);
+  await agent.waitFor(/FAILED: torrent of Gone Linux/);
+  assert.match(agent.output(), /HTTP 404/);
+  assert.match(agent.output(), /oss\/gone/);
+  await agent.waitFor(/Press r to retry, m for the menu, s for a shell/);
+  agent.send('r');
+  await agent.waitFor(/choice=retry[\s\S]*stage=failed os=gone/);
+  agent.send('m');
+  await agent.waitFor(/choice=menu[\s\S]*stage=menu[\s\S]*Choose the system to boot/);
+  agent.send('q');
+  assert.equal((await agent.exited).code, 0);
+  const failed = fx.reports.filter((r) => r.body.stage === 'failed');
+  assert.ok(failed.length >= 1);
+  assert.match(String(failed[0]!.body.error), /404/);
+  assert.doesNotMatch(agent.output(), /MARKER-GONE/);
+});
+
+test('agent: a SHA-256 mismatch fails before anything runs', async (t) => {
+  const fx = await startFixture(t, {
+    oss: [binOs('evil', 'MARKER-EVIL', { badSha: 'run.sh' })],
+    default: 'evil',
+    timeout: 0,
+  });
+  const agent = runAgent(t, fx.server);
+  await agent.waitFor(/stage=failed os=evil/);
+  await agent.waitFor(/FAILED: verification of Evil Linux/);
+  assert.match(agent.output(), /SHA-256 of run\.sh is [0-9a-f]{64}, the boot config says/);
+  await agent.waitFor(/Press r to retry/);
+  agent.send('q');
+  assert.equal((await agent.exited).code, 0);
+  assert.doesNotMatch(agent.output(), /MARKER-EVIL/);
+  assert.doesNotMatch(agent.output(), /loading evil via/);
+  assert.doesNotMatch(agent.output(), /verified \d+ files of evil/);
+});
+
+test('agent: dry run of a kexec OS concatenates its initrds and prints the kexec commands', async (t) => {
+  const fx = await startFixture(t, {
+    oss: [
+      {
+        id: 'deb',
+        name: 'Debian',
+        method: 'kexec',
+        kernel: 'vmlinuz',
+        initrd: ['initrd.img', 'extra.cpio'],
+        cmdline: 'console=ttyS0 quiet',
+        files: {
+          vmlinuz: pseudoRandomBytes(100_000, 7),
+          'initrd.img': pseudoRandomBytes(70_000, 8),
+          'extra.cpio': pseudoRandomBytes(5_000, 9),
+        },
+      },
+    ],
+    default: 'deb',
+    timeout: 0,
+  });
+  const agent = runAgent(t, fx.server, ['--dry-run']);
+  assert.equal((await agent.exited).code, 0, agent.output());
+  const out = agent.output();
+  assert.match(out, /verified 3 files of deb/);
+  assert.match(out, /loading deb via kexec/);
+  const m = /would run: kexec -l (\S+) --initrd=(\S+) '--command-line=console=ttyS0 quiet'/.exec(out);
+  assert.ok(m, out);
+  assert.equal(m[1], join(agent.dir, 'deb/vmlinuz'));
+  assert.deepEqual(
+    readFileSync(m[2]!),
+    Buffer.concat([pseudoRandomBytes(70_000, 8), pseudoRandomBytes(5_000, 9)]),
+    'one initrd, the two in order',
+  );
+  assert.match(out, /would run: kexec -e/);
+  assert.match(out, /agent peak RSS \d+ MB/);
+});
