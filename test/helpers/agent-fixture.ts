@@ -202,8 +202,8 @@ export function runAgent(t: TestContext, server: string, extra: string[] = []): 
     out += d.toString('utf8');
     for (const l of listeners) l();
   };
-  child.stdout!.on('data', onData);
-  child.stderr!.on('data', onData);
+  child.stdout.on('data', onData);
+  child.stderr.on('data', onData);
   const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
     child.once('exit', (code, signal) => {
       for (const l of listeners) l();
@@ -249,7 +249,7 @@ export function runAgent(t: TestContext, server: string, extra: string[] = []): 
     dir,
     output: () => out,
     waitFor,
-    send: (text) => child.stdin!.write(text),
+    send: (text) => child.stdin.write(text),
     exited,
   };
 }
