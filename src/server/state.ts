@@ -137,14 +137,15 @@ export class ClientStore extends EventEmitter<ClientStoreEvents> {
 
   private update(mac: string, stage: ClientStage | null, patch: Partial<Mutable<ClientState>>): void {
     let c = this.clients.get(mac);
+    let previous: ClientStage | null = c?.stage ?? null;
     // The firmware asking again after this client booted or failed is a new boot.
     if (!c || (stage !== null && (stage === 'dhcp' || stage === 'ipxe') && DONE.has(c.stage))) {
       const old = c;
       c = this.fresh(mac);
       if (old) c.ip = old.ip;
       this.clients.set(mac, c);
+      previous = null;
     }
-    const previous = c.stage;
     Object.assign(c, patch);
     c.updatedAt = this.now();
     if (stage !== null) {
@@ -155,7 +156,7 @@ export class ClientStore extends EventEmitter<ClientStoreEvents> {
     const size = c.os ? this.osSize(c.os) : undefined;
     c.seedRatio = size ? c.uploaded / size : 0;
     const snapshot = { ...c };
-    if (stage !== null && stage !== previous) this.emit('stage', snapshot, previous);
+    if (c.stage !== previous) this.emit('stage', snapshot, previous);
     this.emit('change', snapshot);
   }
 

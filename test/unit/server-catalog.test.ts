@@ -1,0 +1,136 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
+import { mkdirSync, readFileSync, utimesSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { OsCatalog } from '../../src/server/catalog.js';
+import { ClientStore } from '../../src/server/state.js';
+import { memoryLogger } from '../../src/util/logger.js';
+import type { OsEntry } from '../../src/env/types.js';
+import { pseudoRandomBytes, tempDir } from '../helpers/tmp.js';
+
+function os(dir: string, id: string): OsEntry {
+  return {
+    id,
+    dir: join(dir, id),
+    name: id.toUpperCase(),
+    configFile: join(dir, id, 'config.yaml'),
+    sourceVersion: 1,
+    method: 'bin',
+    bin: 'run.sh',
+    args: [],
+  };
+}
+
+test('catalog: hashes each OS folder once, re-hashes only the one that changed, reuses its disk cache', async (t) => {
+  const dir = tempDir(t);
+  for (const [id, seed] of [
+    ['a', 1],
+    ['b', 2],
+  ] as const) {
+    mkdirSync(join(dir, id));
+    writeFileSync(join(dir, id, 'run.sh'), pseudoRandomBytes(100_000, seed));
+    mkdirSync(join(dir, id, 'sub'));
+    writeFileSync(join(dir, id, 'sub', 'data'), pseudoRandomBytes(70_000, seed + 10));
+  }
+  const cacheDir = join(dir, 'cache');
+  const oss = [os(dir, 'a'), os(dir, 'b')];
+  const log = memoryLogger();
+  const hashed = () => log.lines.filter((l) => /hashing OS folder/.test(l.msg)).length;
+  const cat = new OsCatalog({ cacheDir, announce: 'http://10.0.0.1/announce' }, { logger: log });
+  const first = await cat.update(oss);
+  assert.equal(first.added.length, 2);
+  assert.equal(hashed(), 2);
+  const a = cat.get('a')!;
+  assert.deepEqual(
+    a.files.map((f) => f.path),
+    ['run.sh', 'sub/data'],
+  );
+  const sha = createHash('sha256')
+    .update(readFileSync(join(dir, 'a', 'sub', 'data')))
+    .digest('hex');
+  assert.equal(a.files[1]!.sha256, sha);
+  assert.equal(a.meta.name, 'a');
+
+  // Nothing changed: nothing hashed, nothing added.
+  const again = await cat.update(oss);
+  assert.equal(again.added.length + again.removed.length, 0);
+  assert.equal(hashed(), 2);
+
+  // One file of b changes: only b is hashed again, and the old b is reported removed.
+  writeFileSync(join(dir, 'b', 'sub', 'data'), pseudoRandomBytes(70_000, 99));
+  utimesSync(join(dir, 'b', 'sub', 'data'), new Date(), new Date(Date.now() + 5000));
+  const oldB = cat.get('b')!.meta.infoHashHex;
+  const changed = await cat.update(oss);
+  assert.deepEqual(
+    changed.added.map((e) => e.os.id),
+    ['b'],
+  );
+  assert.deepEqual(
+    changed.removed.map((e) => e.meta.infoHashHex),
+    [oldB],
+  );
+  assert.equal(hashed(), 3);
+
+  // A new catalog (a restart) reads both back from the disk cache without hashing.
+  const log2 = memoryLogger();
+  const cat2 = new OsCatalog({ cacheDir, announce: 'http://10.0.0.1/announce' }, { logger: log2 });
+  await cat2.update(oss);
+  assert.equal(log2.lines.filter((l) => /hashing OS folder/.test(l.msg)).length, 0);
+  assert.equal(cat2.get('b')!.meta.infoHashHex, cat.get('b')!.meta.infoHashHex);
+
+  // Removing an OS drops it.
+  const gone = await cat.update([oss[0]!]);
+  assert.deepEqual(
+    gone.removed.map((e) => e.os.id),
+    ['b'],
+  );
+  assert.equal(cat.get('b'), undefined);
+});
+
+test('client store: stages from DHCP to boot, boot time, concurrency, a new boot after the last', () => {
+  let now = 1000;
+  const store = new ClientStore(
+    (id) => (id === 'linux' ? 1000 : undefined),
+    () => now,
+  );
+  const stages: string[] = [];
+  store.on('stage', (c) => stages.push(`${c.mac.slice(-2)}:${c.stage}`));
+  store.dhcp('52:54:00:00:00:01', { ip: '10.0.0.100', firmware: 'bios' });
+  store.dhcp('52:54:00:00:00:02', { firmware: 'uefi-x64' });
+  now += 1000;
+  store.ipxe('52:54:00:00:00:01', '10.0.0.100');
+  store.phase1('52:54:00:00:00:01');
+  // phase 1's own DHCP is not a new boot
+  store.dhcp('52:54:00:00:00:01', { ip: '10.0.0.100' });
+  store.report('52:54:00:00:00:01', '10.0.0.100', {
+    stage: 'downloading',
+    os: 'linux',
+    progress: 0.5,
+    uploaded: 500,
+  });
+  now += 9000;
+  store.report('52:54:00:00:00:01', '10.0.0.100', {
+    stage: 'booting',
+    os: 'linux',
+    progress: 1,
+    uploaded: 1500,
+  });
+  const c1 = store.get('52:54:00:00:00:01')!;
+  assert.equal(c1.stage, 'booting');
+  assert.equal(c1.firmware, 'bios');
+  assert.equal(c1.bootSeconds, 10);
+  assert.equal(c1.seedRatio, 1.5);
+  assert.equal(c1.concurrent, 1);
+  assert.equal(store.get('52:54:00:00:00:02')!.concurrent, 2);
+  assert.deepEqual(stages, ['01:dhcp', '02:dhcp', '01:ipxe', '01:phase1', '01:downloading', '01:booting']);
+  // The same machine PXE-boots again: a fresh row, same MAC.
+  store.dhcp('52:54:00:00:00:01', { firmware: 'bios' });
+  const again = store.get('52:54:00:00:00:01')!;
+  assert.equal(again.stage, 'dhcp');
+  assert.equal(again.bootSeconds, null);
+  assert.equal(again.ip, '10.0.0.100');
+  store.report('52:54:00:00:00:02', '10.0.0.101', { stage: 'failed', error: 'sha256 mismatch' });
+  assert.equal(store.get('52:54:00:00:00:02')!.error, 'sha256 mismatch');
+  assert.equal(store.list().length, 2);
+});
