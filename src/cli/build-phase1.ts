@@ -4,6 +4,7 @@ import {
   defaultCacheDir,
   type Phase1Compression,
   type Phase1Flavor,
+  type Phase1Icu,
   type Phase1NodeSource,
 } from '../phase1/build.js';
 import { PINNED_NODE } from '../phase1/runtime.js';
@@ -23,6 +24,9 @@ manifest.json (inputs, hashes, sizes). Unchanged inputs reuse the last build.
   --compress xz|zstd|gzip   initramfs compression (default xz, the smallest)
   --cache DIR               downloads and stripped binaries (default ${defaultCacheDir()})
   --kernel VERSION          use /boot/vmlinuz-VERSION (default the newest with modules)
+  --icu en|full             en: keep only root + English of Node's ICU data (saves ~7 MB);
+                            full: every locale and charset converter (default en)
+  --server-nics             add the 10G+ server NIC drivers (ixgbe, i40e, ice, bnxt_en, mlx5, ...)
   --no-strip                keep Node's symbols`;
 
 function oneOf<T extends string>(
@@ -46,6 +50,8 @@ export async function run(argv: string[], io: Io): Promise<number> {
       compress: { type: 'string' },
       cache: { type: 'string' },
       kernel: { type: 'string' },
+      icu: { type: 'string' },
+      'server-nics': { type: 'boolean' },
       'no-strip': { type: 'boolean' },
     },
     HELP,
@@ -58,6 +64,7 @@ export async function run(argv: string[], io: Io): Promise<number> {
   const flavor = oneOf<Phase1Flavor>(values.flavor, ['base', 'qemu'], '--flavor', 'base');
   const node = oneOf<Phase1NodeSource>(values.node, ['registry', 'host'], '--node', 'registry');
   const compression = oneOf<Phase1Compression>(values.compress, ['xz', 'zstd', 'gzip'], '--compress', 'xz');
+  const icu = oneOf<Phase1Icu>(values.icu, ['en', 'full'], '--icu', 'en');
 
   const result = await buildPhase1(
     {
@@ -66,6 +73,8 @@ export async function run(argv: string[], io: Io): Promise<number> {
       node,
       compression,
       strip: !values['no-strip'],
+      icu,
+      serverNics: values['server-nics'] === true,
       ...(values.cache !== undefined ? { cacheDir: values.cache } : {}),
       ...(values.kernel !== undefined ? { kernelVersion: values.kernel } : {}),
     },
@@ -83,7 +92,13 @@ export async function run(argv: string[], io: Io): Promise<number> {
   row('busybox', s.parts.busybox);
   row('kexec', s.parts.kexec);
   row('shared libraries', s.parts.libs);
-  row('node', s.parts.node, m.node.stripped ? 'stripped' : 'not stripped');
+  row(
+    'node',
+    s.parts.node,
+    [m.node.stripped ? 'stripped' : 'not stripped', m.node.icu.trimmed ? 'ICU root + en' : 'full ICU'].join(
+      ', ',
+    ),
+  );
   row('agent', s.parts.agent);
   if (m.flavor === 'qemu') row('qemu', s.parts.qemu, 'binary, libraries, firmware');
   row('initramfs (cpio)', s.cpio);

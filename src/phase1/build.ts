@@ -31,15 +31,23 @@ import { promisify } from 'node:util';
 import { BootTorrentError, abortError } from '../errors.js';
 import { silentLogger, type Logger } from '../util/logger.js';
 import { encodeCpio, type CpioEntry } from './cpio.js';
-import { generateInitScript } from './init-script.js';
+import { generateInitScript, phase1EtcFiles } from './init-script.js';
+import { findIcuPackage, trimIcuPackage } from './icu.js';
 import { sharedLibraries } from './libs.js';
-import { NIC_MODULES, QEMU_MODULES, parseModulesDep, resolveModules, trimModulesDep } from './modules.js';
+import {
+  NIC_MODULES,
+  QEMU_MODULES,
+  SERVER_NIC_MODULES,
+  parseModulesDep,
+  resolveModules,
+  trimModulesDep,
+} from './modules.js';
 import { PINNED_NODE } from './runtime.js';
 
 const execFileP = promisify(execFile);
 
 /** Bumped when the image layout changes in a way the input files do not show. */
-const BUILDER_VERSION = 1;
+const BUILDER_VERSION = 2;
 
 export type Phase1Flavor = 'base' | 'qemu';
 export type Phase1Compression = 'xz' | 'zstd' | 'gzip';
@@ -60,6 +68,10 @@ export interface Phase1Options {
   readonly agentEntry?: string;
   /** Strip debug symbols from Node when `strip` exists (default true). */
   readonly strip?: boolean;
+  /** `en` (default): keep root + English of Node's embedded ICU data; `full`: all of it. */
+  readonly icu?: Phase1Icu;
+  /** Add the 10G+ server NIC drivers (SERVER_NIC_MODULES; ~3 MB compressed). */
+  readonly serverNics?: boolean;
 }
 
 export interface Phase1Progress {
@@ -96,6 +108,14 @@ export interface Phase1Manifest {
     readonly source: Phase1NodeSource;
     readonly version: string;
     readonly stripped: boolean;
+    /** Whether the embedded ICU data was trimmed to root + English, and how much. */
+    readonly icu: {
+      readonly trimmed: boolean;
+      readonly data?: string;
+      readonly kept?: number;
+      readonly dropped?: number;
+      readonly zeroed?: number;
+    };
     /** For `registry`: npm's integrity of the verified tarball. */
     readonly integrity?: string;
     readonly from: string;
@@ -229,23 +249,56 @@ function compressor(kind: Phase1Compression): { cmd: string; args: string[]; pkg
   }
 }
 
-async function ensureStripped(
+/** What phase 1 keeps of the ICU data embedded in Node: all of it, or root + English. */
+export type Phase1Icu = 'full' | 'en';
+
+interface PreparedNode {
+  data: Buffer;
+  stripped: boolean;
+  icu: Phase1Manifest['node']['icu'];
+}
+
+/**
+ * Node as it goes into the image: the ICU data trimmed to root + English
+ * (icu.ts) and the symbols stripped, cached by the source's hash. The
+ * manifest records the source's checksum (the package's integrity); the
+ * result differs from it, and its own hash is in the file list.
+ */
+async function prepareNode(
   source: string,
   cacheDir: string,
-  strip: boolean,
+  opts: { strip: boolean; icu: Phase1Icu },
   signal?: AbortSignal,
-): Promise<{ data: Buffer; stripped: boolean }> {
+): Promise<PreparedNode> {
   const raw = await readInput(source, 'Node runtime');
-  if (!strip) return { data: raw, stripped: false };
-  const stripProgram = await which('strip');
-  if (stripProgram === undefined) return { data: raw, stripped: false };
-  const cached = join(cacheDir, `node-${sha256(raw).slice(0, 32)}.stripped`);
+  const stripProgram = opts.strip ? await which('strip') : undefined;
+  const pkg = opts.icu === 'en' ? findIcuPackage(raw) : undefined;
+  if (stripProgram === undefined && pkg === undefined) {
+    return { data: raw, stripped: false, icu: { trimmed: false } };
+  }
+  const key = `${sha256(raw).slice(0, 32)}${pkg ? '-icu-en' : ''}${stripProgram ? '.stripped' : ''}`;
+  const cached = join(cacheDir, `node-${key}`);
+  let icu: PreparedNode['icu'] = { trimmed: false };
+  if (pkg !== undefined) {
+    // In memory and cheap, so redone on a cached build too: it yields the manifest's counts.
+    const r = trimIcuPackage(raw, pkg);
+    icu = { trimmed: true, data: r.prefix, kept: r.kept, dropped: r.dropped, zeroed: r.zeroed };
+  }
   if (!existsSync(cached)) {
     const tmp = `${cached}.${process.pid}.tmp`;
-    await execFileP(stripProgram, ['--strip-all', '-o', tmp, source], { signal });
-    await rename(tmp, cached);
+    try {
+      if (pkg !== undefined) {
+        await writeFile(tmp, raw, { mode: 0o755 });
+        if (stripProgram !== undefined) await execFileP(stripProgram, ['--strip-all', tmp], { signal });
+      } else {
+        await execFileP(stripProgram!, ['--strip-all', '-o', tmp, source], { signal });
+      }
+      await rename(tmp, cached);
+    } finally {
+      await rm(tmp, { force: true });
+    }
   }
-  return { data: await readFile(cached), stripped: true };
+  return { data: await readFile(cached), stripped: stripProgram !== undefined, icu };
 }
 
 /** The pinned runtime's `bin/node`, downloaded once with `npm pack` and checked against PINNED_NODE. */
@@ -423,7 +476,11 @@ export async function buildPhase1(
   const dep = parseModulesDep(
     await readInput(join(modDir, 'modules.dep'), 'modules.dep').then((b) => b.toString()),
   );
-  const wanted = flavor === 'qemu' ? [...NIC_MODULES, ...QEMU_MODULES] : NIC_MODULES;
+  const wanted = [
+    ...NIC_MODULES,
+    ...(options.serverNics === true ? SERVER_NIC_MODULES : []),
+    ...(flavor === 'qemu' ? QEMU_MODULES : []),
+  ];
   const mods = resolveModules(dep, wanted);
   for (const rel of mods.paths) {
     add({
@@ -466,7 +523,12 @@ export async function buildPhase1(
     nodeSource === 'registry'
       ? await registryNode(cacheDir, logger, signal)
       : await realpath(process.execPath);
-  const node = await ensureStripped(nodeFrom, cacheDir, options.strip ?? true, signal);
+  const node = await prepareNode(
+    nodeFrom,
+    cacheDir,
+    { strip: options.strip ?? true, icu: options.icu ?? 'en' },
+    signal,
+  );
   add({ path: '/usr/bin/node', part: 'node', data: node.data, mode: 0o755, from: nodeFrom });
   for (const lib of await sharedLibraries(nodeFrom, signal)) {
     if (!files.has(lib)) {
@@ -534,6 +596,9 @@ export async function buildPhase1(
     ),
     mode: 0o755,
   });
+  for (const { path, content, mode } of phase1EtcFiles()) {
+    add({ path, part: 'init', data: Buffer.from(content), mode });
+  }
 
   // The input hash covers every byte that reaches the outputs.
   const h = createHash('sha256');
@@ -593,6 +658,7 @@ export async function buildPhase1(
         source: nodeSource,
         version: nodeSource === 'registry' ? `v${PINNED_NODE.version}` : process.version,
         stripped: node.stripped,
+        icu: node.icu,
         ...(nodeSource === 'registry' ? { integrity: PINNED_NODE.integrity } : {}),
         from: nodeSource === 'registry' ? `${PINNED_NODE.package}@${PINNED_NODE.version}` : nodeFrom,
       },
