@@ -2,6 +2,7 @@
 import { once } from 'node:events';
 import { join } from 'node:path';
 import { BootServer } from '../server/app.js';
+import { Dashboard } from '../http/dashboard.js';
 import { buildPhase1, defaultCacheDir, type Phase1Flavor } from '../phase1/build.js';
 import { streamLogger } from '../util/logger.js';
 import {
@@ -118,6 +119,8 @@ export async function run(argv: string[], io: Io): Promise<number> {
     {
       logger,
       signal: io.signal,
+      dashboard: (ctx) =>
+        new Dashboard({ snapshot: ctx.snapshot, changes: ctx.store, token: ctx.token, logger }),
       onHashProgress: (os, done, total) =>
         progress.update(`hashing ${os}: ${formatBytes(done)} of ${formatBytes(total)}`),
     },

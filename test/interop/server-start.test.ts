@@ -113,6 +113,10 @@ test('start serves boot configs, torrents, reports and status; reloads OS folder
   assert.equal(row?.stage, 'downloading');
   assert.equal(row?.progress, 0.4);
   assert.equal(snap.swarms[0]?.os, 'alpha');
+  const page = await fetch(`http://${SRV}:8480/`);
+  assert.equal(page.status, 200);
+  assert.match(await page.text(), /<html/i, 'the dashboard page');
+  assert.equal((await fetch(`http://${SRV}:8480/api/v1/actions/anything`, { method: 'POST' })).status, 401);
   await waitForOutput(server, new RegExp(`client ${MAC} .*chose alpha: downloading`), 5000, 'event log');
 
   // A real download from the server's seeder through its tracker, checked against the boot config.
