@@ -91,6 +91,7 @@ export class Agent {
 
   private stage(stage: AgentStage, os?: BootOs, extra = ''): void {
     this.say(`boottorrent-agent: stage=${stage}${os ? ` os=${os.id}` : ''}${extra}`);
+    this.log.debug('stage', { stage, peakRssMB: Math.round((peakRssBytes() ?? 0) / 1e6) });
     this.reporter?.send({ stage, ...(os ? { os: os.id } : {}) });
   }
 

@@ -191,16 +191,16 @@ export async function download(opts: DownloadOptions): Promise<TorrentSession> {
       }
     }, 1000);
   });
+  // A stalled session stays in the client and keeps looking for peers, so
+  // `retry` picks up where it was (a new session would re-hash the partial
+  // data, in worker threads the phase-1 bundle does not carry).
   try {
     await Promise.race([s.whenComplete(), stalled]);
-    opts.onStats(s.stats());
-    return await reopenAsSeed(opts);
-  } catch (err) {
-    await client.remove(meta.infoHashHex).catch(() => undefined);
-    throw err;
   } finally {
     clearInterval(timer);
   }
+  opts.onStats(s.stats());
+  return reopenAsSeed(opts);
 }
 
 /**
