@@ -428,6 +428,7 @@ export class BootServer {
 
   snapshot(): ServerSnapshot {
     const swarmsByHash = new Map((this.tracker?.swarms() ?? []).map((s) => [s.infoHash, s]));
+    const seederId = this.seeder?.peerId.toString('hex');
     const swarms: SwarmSummary[] = this.catalog.entries().map((e) => {
       const t = swarmsByHash.get(e.meta.infoHashHex);
       const s = this.sessions.get(e.os.id)?.stats();
@@ -440,6 +441,9 @@ export class BootServer {
         leechers: t?.leechers ?? 0,
         completed: t?.completed ?? 0,
         serverUploaded: s?.uploaded ?? 0,
+        peerUploaded: (t?.peers ?? [])
+          .filter((p) => p.peerId !== seederId)
+          .reduce((n, p) => n + p.uploaded, 0),
       };
     });
     const clients: ClientState[] = this.store.list();

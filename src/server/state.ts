@@ -49,6 +49,8 @@ export interface SwarmSummary {
   readonly completed: number;
   /** Bytes the server's seeder sent for this OS. */
   readonly serverUploaded: number;
+  /** Bytes the clients say (in their tracker announces) they uploaded, to each other. */
+  readonly peerUploaded?: number;
 }
 
 export interface ServerSnapshot {
