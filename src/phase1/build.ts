@@ -578,8 +578,26 @@ export async function buildPhase1(
       'qboot.rom',
       'keymaps',
     ]);
-    for (const t of ['/lib/terminfo/l/linux', '/lib/terminfo/v/vt100', '/usr/share/terminfo/x/xterm']) {
-      if (existsSync(t)) add({ path: t, part: 'qemu', data: await readFile(t), mode: 0o644, from: t });
+    // -display curses on the machine's console: ncurses needs the terminal's
+    // terminfo entry (Debian's ncurses-base keeps them in /lib/terminfo),
+    // and QEMU's curses UI iconv-converts the VGA font from CP437, which
+    // glibc loads as a gconv module found through gconv-modules.cache.
+    const gconv = '/usr/lib/x86_64-linux-gnu/gconv';
+    for (const t of [
+      '/lib/terminfo/l/linux',
+      '/lib/terminfo/v/vt100',
+      '/lib/terminfo/v/vt220',
+      '/lib/terminfo/x/xterm',
+      '/lib/terminfo/x/xterm-256color',
+      '/lib/terminfo/s/screen',
+      join(gconv, 'gconv-modules.cache'),
+      join(gconv, 'gconv-modules'),
+      join(gconv, 'IBM437.so'),
+    ]) {
+      if (existsSync(t)) {
+        const real = await realpath(t);
+        add({ path: t, part: 'qemu', data: await readFile(real), mode: 0o644, from: real });
+      }
     }
   }
 
