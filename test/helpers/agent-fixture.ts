@@ -6,7 +6,8 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { createServer } from 'node:http';
 import { createSocket } from 'node:dgram';
 import { join } from 'node:path';
@@ -54,9 +55,19 @@ async function closedUdpPort(): Promise<number> {
   return port;
 }
 
+/** What the fixture needs of a test context: somewhere to register clean-up. */
+export interface Cleanup {
+  after(fn: () => unknown): void;
+}
+
 export async function startFixture(
-  t: TestContext,
+  t: Cleanup,
   opts: {
+    /** Address for the HTTP server and the seeder (default 127.0.0.1). */
+    host?: string;
+    lsd?: boolean;
+    /** Folder for the OS folders (default: a temporary one removed at the end). */
+    root?: string;
     oss: OsSpec[];
     default: string | null;
     timeout: number;
@@ -65,9 +76,11 @@ export async function startFixture(
     uploadLimit?: number;
   },
 ): Promise<Fixture> {
-  const root = tempDir(t, 'bt-agent-srv-');
+  const host = opts.host ?? '127.0.0.1';
+  const root = opts.root ?? mkdtempSync(join(tmpdir(), 'bt-agent-srv-'));
+  if (opts.root === undefined) t.after(() => rmSync(root, { recursive: true, force: true }));
   const torrents = new Map<string, Buffer>();
-  const seeder = new BitTorrentClient({ host: '127.0.0.1', port: 0 });
+  const seeder = new BitTorrentClient({ host, port: 0 });
   await seeder.listen();
   t.after(() => seeder.close());
   const oss: BootOs[] = [];
@@ -99,11 +112,11 @@ export async function startFixture(
     }
     res.writeHead(404).end('not found');
   });
-  await new Promise<void>((r) => http.listen(0, '127.0.0.1', () => r()));
+  await new Promise<void>((r) => http.listen(0, host, () => r()));
   t.after(() => new Promise<void>((r) => http.close(() => r())));
   http.unref();
   const addr = http.address();
-  const server = `http://127.0.0.1:${typeof addr === 'object' && addr ? addr.port : 0}`;
+  const server = `http://${host}:${typeof addr === 'object' && addr ? addr.port : 0}`;
 
   for (const spec of opts.oss) {
     const dir = join(root, spec.id);
@@ -150,8 +163,8 @@ export async function startFixture(
     peers: {
       // A tracker nobody answers: the download must still work through `seeds`.
       trackers: [`udp://127.0.0.1:${await closedUdpPort()}/announce`],
-      seeds: [`127.0.0.1:${seeder.listenPort}`],
-      lsd: false,
+      seeds: [`${host}:${seeder.listenPort}`],
+      lsd: opts.lsd ?? false,
       pex: true,
     },
     reportUrl: `${server}/api/v1/report`,
@@ -176,11 +189,24 @@ export interface AgentRun {
  * any free peer port) in its own process group, killed (group) when the
  * test ends so a qemu or program it started goes too.
  */
-export function runAgent(t: TestContext, server: string, extra: string[] = []): AgentRun {
+export function runAgent(
+  t: TestContext,
+  server: string,
+  extra: string[] = [],
+  opts: {
+    /** Run the agent through this command, e.g. ['ip', 'netns', 'exec', ns] (it must exec, keeping the PID). */
+    prefix?: string[];
+    /** Bring up NICs with DHCP (default false: --no-network). */
+    network?: boolean;
+    env?: NodeJS.ProcessEnv;
+  } = {},
+): AgentRun {
   const dir = tempDir(t, 'bt-agent-dl-');
+  const [cmd, ...pre] = [...(opts.prefix ?? []), process.execPath];
   const child = spawn(
-    process.execPath,
+    cmd,
     [
+      ...pre,
       '--enable-source-maps',
       AGENT_MAIN,
       '--server',
@@ -189,12 +215,12 @@ export function runAgent(t: TestContext, server: string, extra: string[] = []): 
       MAC,
       '--dir',
       dir,
-      '--no-network',
+      ...(opts.network ? [] : ['--no-network']),
       '--port',
       '0',
       ...extra,
     ],
-    { stdio: ['pipe', 'pipe', 'pipe'], detached: true },
+    { stdio: ['pipe', 'pipe', 'pipe'], detached: true, ...(opts.env ? { env: opts.env } : {}) },
   );
   let out = '';
   const listeners = new Set<() => void>();
