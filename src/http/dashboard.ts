@@ -239,6 +239,9 @@ export class Dashboard {
   private broadcast(): void {
     if (this.streams.size === 0) return;
     this.lastBroadcast = Date.now();
+    for (const s of this.streams) if (s.blocked) s.missed = true;
+    // Every viewer is behind: they get the newest snapshot on 'drain'; none to build now.
+    if ([...this.streams].every((s) => s.blocked)) return;
     let data: string;
     try {
       data = frame(this.services.snapshot());
@@ -246,10 +249,7 @@ export class Dashboard {
       this.log.error('snapshot failed', { error: (err as Error).message });
       return;
     }
-    for (const s of this.streams) {
-      if (s.blocked) s.missed = true;
-      else this.write(s, data);
-    }
+    for (const s of this.streams) if (!s.blocked) this.write(s, data);
   }
 
   private write(s: Stream, data: string): void {

@@ -269,6 +269,50 @@ test('SSE: a burst of changes is coalesced into one trailing snapshot with the f
   assert.ok(sse.events.length <= 3, `${sse.events.length - 1} snapshots for a burst of 100 changes`);
 });
 
+test('SSE: a viewer that stops reading holds at most one snapshot; it gets the newest when it reads again', async (t) => {
+  const emitter = new EventEmitter();
+  let counter = 0;
+  let built = 0;
+  const big = 'x'.repeat(1 << 20);
+  const { port } = await serve(
+    t,
+    {
+      changes: emitter,
+      snapshot: () => {
+        built++;
+        return {
+          ...snapshotOf(new ClientStore()),
+          now: counter,
+          server: { ...snapshotOf(new ClientStore()).server, environment: big },
+        };
+      },
+    },
+    { minIntervalMs: 0 },
+  );
+  const sse = await openEvents(t, port);
+  await sse.next(0);
+  sse.res.pause();
+  // 64 changes of 1 MiB each, one per turn of the event loop: 64 MiB if they
+  // were queued. The paused socket fills after a few; the rest are skipped.
+  const CHANGES = 64;
+  for (let i = 1; i <= CHANGES; i++) {
+    counter = i;
+    emitter.emit('change');
+    await new Promise((r) => setImmediate(r));
+  }
+  assert.ok(built < CHANGES, `built ${built} snapshots for ${CHANGES} changes to a stalled viewer`);
+  sse.res.resume();
+  await sse.until(
+    () => sse.events.length > 1 && sse.snapshot(sse.events.length - 1).now === CHANGES,
+    'the newest snapshot',
+  );
+  t.diagnostic(`${built} snapshots built, ${sse.events.length - 1} sent for ${CHANGES} changes`);
+  assert.ok(
+    sse.events.length - 1 < CHANGES / 2,
+    `${sse.events.length - 1} snapshots sent for ${CHANGES} changes`,
+  );
+});
+
 test('SSE: keep-alive comments on an idle stream', async (t) => {
   const { port } = await serve(t, {}, { keepAliveMs: 20 });
   const sse = await openEvents(t, port);
