@@ -240,3 +240,56 @@ test('the dashboard in Chromium follows a real download live', { timeout: 120_00
     [],
   );
 });
+
+test(
+  'a page refused for too many viewers keeps retrying and goes live when a seat frees',
+  { timeout: 60_000 },
+  async (t) => {
+    const chromiumPath = requireProgram('chromium', 'chromium');
+    const store = new ClientStore();
+    const snapshot = (): ServerSnapshot => ({
+      startedAt: 0,
+      now: Date.now(),
+      server: { address: '127.0.0.1', interface: null, httpPort: 80, dhcp: 'off', environment: 'one-seat' },
+      clients: store.list(),
+      swarms: [],
+      totals: { serverUploaded: 0, delivered: 0, booted: 0, failed: 0 },
+    });
+    const dashboard = new Dashboard({ snapshot, changes: store }, { maxStreams: 1 });
+    const server = createServer((req, res) => {
+      if (!dashboard.handle(req, res)) res.writeHead(404).end();
+    });
+    server.listen(0, '127.0.0.1');
+    await once(server, 'listening');
+    t.after(() => {
+      dashboard.close();
+      server.closeAllConnections();
+      server.close();
+    });
+    const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/`;
+    const browser = await chromium.launch({ executablePath: chromiumPath, args: ['--no-sandbox'] });
+    t.after(() => browser.close());
+    const live = `document.getElementById('conn').getAttribute('data-state') === 'live'`;
+
+    const first = await browser.newPage();
+    await first.goto(url);
+    await until(first, live, 'the first viewer live');
+    const second = await browser.newPage();
+    await second.goto(url);
+    // EventSource gives up for good on a 503; the page's own retry must take over.
+    await until(
+      second,
+      `document.getElementById('conn').textContent === 'disconnected, retrying'`,
+      'the refusal',
+    );
+    await first.close();
+    store.dhcp('52:54:00:ab:cd:ef', { firmware: 'bios' });
+    await until(second, live, 'the second viewer live');
+    await until(
+      second,
+      `document.querySelector('tr[data-mac="52:54:00:ab:cd:ef"]') !== null`,
+      'the client row',
+    );
+    assert.equal(dashboard.streamCount, 1);
+  },
+);
