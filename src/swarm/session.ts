@@ -738,6 +738,7 @@ export class TorrentSession extends EventEmitter<SessionEvents> {
     if (picker.complete) {
       this.log.info('download complete', { bytes: this.meta.length });
       await this.store!.sync().catch(() => undefined);
+      this.store!.finishWriting();
       for (const p of this.peers.values()) {
         if (p.conn.amInterested) p.conn.notInterested();
         p.outstanding.clear();

@@ -69,7 +69,10 @@ export class PieceStore {
   readonly meta: Metainfo;
   readonly root: string;
   private readonly files: StoredFile[];
-  private readonly mode: StorageMode;
+  private mode: StorageMode;
+  /** File reads and writes in progress, and write handles to close once none is. */
+  private inflight = 0;
+  private retired: Promise<FileHandle>[] = [];
   private readonly handles = new Map<string, Promise<FileHandle>>();
   private readonly cache = new Map<number, CachedPiece>();
   private readonly cacheLimit: number;
@@ -173,13 +176,39 @@ export class PieceStore {
     fn: (fh: FileHandle, fileOffset: number, bufOffset: number, n: number) => Promise<void>,
   ): Promise<void> {
     const end = start + length;
-    for (const f of this.files) {
-      const fEnd = f.offset + f.length;
-      if (fEnd <= start || f.offset >= end || f.length === 0) continue;
-      const from = Math.max(start, f.offset);
-      const to = Math.min(end, fEnd);
-      await fn(await this.handle(f.abs), from - f.offset, from - start, to - from);
+    this.inflight++;
+    try {
+      for (const f of this.files) {
+        const fEnd = f.offset + f.length;
+        if (fEnd <= start || f.offset >= end || f.length === 0) continue;
+        const from = Math.max(start, f.offset);
+        const to = Math.min(end, fEnd);
+        await fn(await this.handle(f.abs), from - f.offset, from - start, to - from);
+      }
+    } finally {
+      this.inflight--;
+      if (this.retired.length > 0) this.closeRetired();
     }
+  }
+
+  /**
+   * The download is complete: from now on the store only reads. Its files
+   * are reopened read-only and the write handles closed (once no read
+   * uses them), so a program among the files can be run: Linux refuses to
+   * execute a file that is open for writing (ETXTBSY). Peers keep being
+   * served throughout.
+   */
+  finishWriting(): void {
+    if (this.mode === 'seed') return;
+    this.mode = 'seed';
+    this.retired.push(...this.handles.values());
+    this.handles.clear();
+    this.closeRetired();
+  }
+
+  private closeRetired(): void {
+    if (this.inflight > 0) return;
+    for (const h of this.retired.splice(0)) void h.then((fh) => fh.close()).catch(() => undefined);
   }
 
   /**
@@ -333,7 +362,7 @@ export class PieceStore {
     this.closed = true;
     this.cache.clear();
     this.free.length = 0;
-    const handles = [...this.handles.values()];
+    const handles = [...this.handles.values(), ...this.retired.splice(0)];
     this.handles.clear();
     await Promise.all(handles.map(async (h) => (await h.catch(() => undefined))?.close()));
   }

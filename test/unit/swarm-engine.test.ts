@@ -4,7 +4,8 @@ import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { connect } from 'node:net';
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
 import { join } from 'node:path';
 import { once } from 'node:events';
 import { createTorrent } from '../../src/torrent/create.js';
@@ -194,4 +195,50 @@ test('resume: data already on disk is checked and kept; only the missing pieces 
   await withTimeout(leecher.whenComplete(), 30_000, 'download');
   assert.equal(sha256(readFileSync(join(dir, 'leech', 'image.bin'))), sha256(data));
   assert.equal(leecher.stats().downloaded, (meta.pieceCount / 2 + 1) * 65536);
+});
+
+test('a finished download is read-only: a program in it runs (no ETXTBSY) while the session keeps serving', async (t) => {
+  const dir = tempDir(t);
+  const seedDir = join(dir, 'seed', 'tool');
+  mkdirSync(seedDir, { recursive: true });
+  writeFileSync(join(seedDir, 'run.sh'), '#!/bin/sh\necho ran-from-the-swarm\n', { mode: 0o755 });
+  writeFileSync(join(seedDir, 'pad.bin'), pseudoRandomBytes(100_000, 5));
+  const { meta } = await createTorrent(seedDir, { pieceLength: 16384 });
+  const seeder = new TorrentSession({
+    meta,
+    dir: join(dir, 'seed'),
+    mode: 'seed',
+    peerId: newPeerId(),
+    listenPort: 1,
+  });
+  const leecher = new TorrentSession({
+    meta,
+    dir: join(dir, 'leech'),
+    mode: 'download',
+    peerId: newPeerId(),
+    listenPort: 2,
+  });
+  const third = new TorrentSession({
+    meta,
+    dir: join(dir, 'third'),
+    mode: 'download',
+    peerId: newPeerId(),
+    listenPort: 3,
+  });
+  t.after(() => Promise.all([seeder.stop(), leecher.stop(), third.stop()]));
+  await Promise.all([seeder.start(), leecher.start(), third.start()]);
+  const [a, b] = duplexPair();
+  leecher.connectStream(a, 'seeder', true);
+  seeder.connectStream(b, 'leecher', false);
+  await withTimeout(leecher.whenComplete(), 30_000, 'download');
+  const script = join(dir, 'leech', 'tool', 'run.sh');
+  // Written through a write handle; the mode comes from nowhere in BitTorrent, so set it as the agent does.
+  chmodSync(script, 0o755);
+  assert.equal(execFileSync(script, { encoding: 'utf8' }).trim(), 'ran-from-the-swarm');
+  // And the finished session still serves: a third peer downloads from it alone.
+  const [c, d] = duplexPair();
+  third.connectStream(c, 'leecher', true);
+  leecher.connectStream(d, 'third', false);
+  await withTimeout(third.whenComplete(), 30_000, 'download from the finished leecher');
+  assert.equal(readFileSync(join(dir, 'third', 'tool', 'run.sh'), 'utf8'), readFileSync(script, 'utf8'));
 });
