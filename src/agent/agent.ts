@@ -57,7 +57,10 @@ export interface AgentServices {
 }
 
 /** Backoff between boot-config attempts before the failure screen, in seconds. */
-const CONFIG_BACKOFF = [1, 2, 4, 8, 15];
+const CONFIG_BACKOFF = [1, 2, 4, 8];
+/** Seconds before the failure screen retries by itself, when the network or the server is not there (yet). */
+const NETWORK_AUTO_RETRY = 15;
+const CONFIG_AUTO_RETRY = 30;
 
 type BootResult = 'menu' | 'quit' | 'done';
 
@@ -163,11 +166,15 @@ export class Agent {
         this.say(`boottorrent-agent: network up: ${this.lease.nic} ${this.lease.address}`);
         return 'ok';
       } catch (err) {
-        const choice = await this.failure({
-          what: 'network',
-          error: (err as Error).message,
-          hint: 'the network cable and that a DHCP server (the BootTorrent server) answers on this LAN',
-        });
+        const choice = await this.failure(
+          {
+            what: 'network',
+            error: (err as Error).message,
+            hint: 'the network cable and that a DHCP server (the BootTorrent server) answers on this LAN',
+          },
+          undefined,
+          NETWORK_AUTO_RETRY,
+        );
         if (choice === 'quit') return 'quit';
       }
     }
@@ -197,7 +204,7 @@ export class Agent {
           await new Promise((r) => setTimeout(r, wait * 1000));
         }
       }
-      const choice = await this.failure(this.toFailure(last, undefined));
+      const choice = await this.failure(this.toFailure(last, undefined), undefined, CONFIG_AUTO_RETRY);
       if (choice === 'quit') return 'quit';
     }
   }
@@ -266,7 +273,11 @@ export class Agent {
   }
 
   /** The failure screen: says what failed and what to check, reports it, waits for r, m or q (s runs a shell and comes back). */
-  private async failure(f: FailureInfo, os?: BootOs): Promise<Exclude<Choice, 'shell'>> {
+  private async failure(
+    f: FailureInfo,
+    os?: BootOs,
+    autoRetrySeconds?: number,
+  ): Promise<Exclude<Choice, 'shell'>> {
     this.say(`boottorrent-agent: stage=failed${os ? ` os=${os.id}` : ''} what=${JSON.stringify(f.what)}`);
     this.reporter?.send({
       stage: 'failed',
@@ -276,9 +287,18 @@ export class Agent {
     this.con.flush();
     for (;;) {
       this.con.write(renderFailure(f, this.quitLabel));
+      // Unattended machines (the server came up after them) retry by themselves.
+      const deadline = autoRetrySeconds !== undefined ? Date.now() + autoRetrySeconds * 1000 : undefined;
+      if (autoRetrySeconds !== undefined)
+        this.say(`boottorrent-agent: retrying by itself in ${autoRetrySeconds} s`);
       let choice: Choice | undefined;
       while (choice === undefined) {
-        const key = await this.con.nextKey();
+        const left = deadline !== undefined ? deadline - Date.now() : undefined;
+        if (left !== undefined && left <= 0) {
+          choice = 'retry';
+          break;
+        }
+        const key = await this.con.nextKey(left);
         if (key) choice = choiceForKey(key);
       }
       this.say(`boottorrent-agent: choice=${choice}`);

@@ -10,6 +10,7 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { createServer } from 'node:http';
 import { createSocket } from 'node:dgram';
+import { createServer as createNetServer } from 'node:net';
 import { join } from 'node:path';
 import type { TestContext } from 'node:test';
 import type { BootConfig, BootOs } from '../../src/boot-config.js';
@@ -60,12 +61,23 @@ export interface Cleanup {
   after(fn: () => unknown): void;
 }
 
+/** A TCP port nothing listens on (bound, then released). */
+async function closedTcpPort(host: string): Promise<number> {
+  const srv = createNetServer();
+  await new Promise<void>((r) => srv.listen(0, host, () => r()));
+  const addr = srv.address();
+  await new Promise<void>((r) => srv.close(() => r()));
+  return typeof addr === 'object' && addr ? addr.port : 9;
+}
+
 export async function startFixture(
   t: Cleanup,
   opts: {
     /** Address for the HTTP server and the seeder (default 127.0.0.1). */
     host?: string;
     lsd?: boolean;
+    /** List a peer address where nothing listens instead of the seeder (a swarm with no one in it). */
+    deadSeeder?: boolean;
     /** Folder for the OS folders (default: a temporary one removed at the end). */
     root?: string;
     oss: OsSpec[];
@@ -163,7 +175,7 @@ export async function startFixture(
     peers: {
       // A tracker nobody answers: the download must still work through `seeds`.
       trackers: [`udp://127.0.0.1:${await closedUdpPort()}/announce`],
-      seeds: [`${host}:${seeder.listenPort}`],
+      seeds: [`${host}:${opts.deadSeeder ? await closedTcpPort(host) : seeder.listenPort}`],
       lsd: opts.lsd ?? false,
       pex: true,
     },

@@ -89,7 +89,7 @@ test('agent: a torrent the server lacks (404) shows the failure screen; r retrie
   });
   const agent = runAgent(t, fx.server);
   await agent.waitFor(/stage=failed os=gone/);
-  await agent.waitFor(/FAILED: torrent of Gone Linux/);
+  await agent.waitFor(/FAILED: torrent of Gone Linux[\s\S]*Press r to retry/);
   assert.match(agent.output(), /HTTP 404/);
   assert.match(agent.output(), /oss\/gone/);
   await agent.waitFor(/Press r to retry, m for the menu, s for a shell/);
@@ -113,7 +113,7 @@ test('agent: a SHA-256 mismatch fails before anything runs', async (t) => {
   });
   const agent = runAgent(t, fx.server);
   await agent.waitFor(/stage=failed os=evil/);
-  await agent.waitFor(/FAILED: verification of Evil Linux/);
+  await agent.waitFor(/FAILED: verification of Evil Linux[\s\S]*Press r to retry/);
   assert.match(agent.output(), /SHA-256 of run\.sh is [0-9a-f]{64}, the boot config says/);
   await agent.waitFor(/Press r to retry/);
   agent.send('q');
@@ -158,4 +158,28 @@ test('agent: dry run of a kexec OS concatenates its initrds and prints the kexec
   );
   assert.match(out, /would run: kexec -e/);
   assert.match(out, /agent peak RSS \d+ MB/);
+});
+
+test('agent: a download with no peer stalls into the failure screen, and nothing runs', async (t) => {
+  const fx = await startFixture(t, {
+    oss: [binOs('lonely', 'MARKER-LONELY')],
+    default: 'lonely',
+    timeout: 0,
+    deadSeeder: true,
+  });
+  const agent = runAgent(t, fx.server, ['--stall-timeout', '2']);
+  await agent.waitFor(/stage=failed os=lonely what="download of Lonely Linux"[\s\S]*Press r to retry/);
+  assert.match(agent.output(), /stalled: no data for 2 s, 0 peer\(s\) connected/);
+  assert.match(
+    agent.output(),
+    /Check: that the server's seeder runs and is reachable at 127\.0\.0\.1:\d+ or through udp:/,
+  );
+  agent.send('r');
+  await agent.waitFor(/choice=retry[\s\S]*stage=failed os=lonely[\s\S]*Press r to retry/);
+  agent.send('q');
+  assert.equal((await agent.exited).code, 0);
+  assert.doesNotMatch(agent.output(), /MARKER-LONELY|verified \d+ files/);
+  const failed = fx.reports.filter((r) => r.body.stage === 'failed' && r.body.os === 'lonely');
+  assert.ok(failed.length >= 1);
+  assert.match(String(failed[0]!.body.error), /stalled/);
 });
