@@ -164,5 +164,8 @@ async function runPxe(
     `booted ${result.booted}/${result.clients} clients in ${result.seconds.toFixed(1)} s; ` +
       `server sent ${mb(result.serverSent)} MB for ${mb(result.delivered)} MB delivered`,
   );
+  log(
+    `clients sent each other ${mb(result.peerUploaded)} MB (their reports; the tracker counted ${mb(result.trackerPeerUploaded)} MB)`,
+  );
   return result.booted === result.clients ? EXIT_OK : EXIT_USER;
 }

@@ -50,6 +50,8 @@ export interface PxeDemoResult {
   readonly delivered: number;
   /** Bytes clients uploaded to each other, as the server's tracker saw them. */
   readonly peerUploaded: number;
+  /** The same, as the clients' tracker announces said. */
+  readonly trackerPeerUploaded: number;
   readonly snapshot: ServerSnapshot | undefined;
   readonly dashboardUrl: string;
   readonly dir: string;
@@ -185,6 +187,7 @@ export async function runPxeDemo(o: PxeDemoOptions, s: PxeDemoServices): Promise
       serverSent: snapshot?.totals.serverUploaded ?? 0,
       delivered: snapshot?.totals.delivered ?? 0,
       peerUploaded: snapshot?.clients.reduce((n, c) => n + c.uploaded, 0) ?? 0,
+      trackerPeerUploaded: snapshot?.swarms.reduce((n, w) => n + (w.peerUploaded ?? 0), 0) ?? 0,
       snapshot,
       dashboardUrl,
       dir,

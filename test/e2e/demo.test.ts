@@ -1,0 +1,80 @@
+// The README's first command, as a newcomer runs it: `boottorrent demo
+// --clients 3` builds a namespace LAN, starts the server, PXE-boots three
+// QEMU machines that share the OS and kexec it, prints the summary line,
+// and leaves nothing behind. Ctrl-C in the middle leaves nothing either.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { readdirSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { exited, runCli, startCli } from '../helpers/cli.js';
+import { requireProgram } from '../helpers/programs.js';
+
+requireProgram('qemu-system-x86_64', 'qemu-system-x86');
+
+const demoNamespaces = () =>
+  execFileSync('ip', ['netns', 'list'], { encoding: 'utf8' })
+    .split('\n')
+    .filter((l) => l.startsWith('bt-demo-'));
+const demoDirs = () => readdirSync(tmpdir()).filter((n) => n.startsWith('boottorrent-demo-'));
+/** PIDs of QEMU processes whose command line names a demo folder. */
+function demoQemus(): number[] {
+  const out: number[] = [];
+  for (const name of readdirSync('/proc')) {
+    if (!/^\d+$/.test(name)) continue;
+    try {
+      const cmd = readFileSync(`/proc/${name}/cmdline`, 'utf8');
+      if (cmd.includes('qemu-system') && cmd.includes('boottorrent-demo-')) out.push(Number(name));
+    } catch {
+      // gone
+    }
+  }
+  return out;
+}
+
+test(
+  'demo --clients 3 boots three QEMU clients from the swarm and cleans up',
+  { timeout: 25 * 60_000 },
+  async () => {
+    const dirsBefore = new Set(demoDirs());
+    const r = await runCli(['demo', '--clients', '3'], { timeoutMs: 24 * 60_000 });
+    assert.equal(r.code, 0, `${r.stdout}\n${r.stderr}`);
+    const m = /booted 3\/3 clients in ([\d.]+) s; server sent ([\d.]+) MB for ([\d.]+) MB delivered/.exec(
+      r.stdout,
+    );
+    assert.ok(m, r.stdout);
+    const shared = /clients sent each other ([\d.]+) MB/.exec(r.stdout);
+    assert.ok(shared, r.stdout);
+    assert.ok(Number(m[3]) > 0, 'the clients reported what they downloaded');
+    assert.deepEqual(demoNamespaces(), []);
+    assert.deepEqual(demoQemus(), []);
+    assert.deepEqual(
+      demoDirs().filter((d) => !dirsBefore.has(d)),
+      [],
+    );
+  },
+);
+
+test(
+  'demo: Ctrl-C while the clients boot removes the lab, the VMs and the folder',
+  { timeout: 10 * 60_000 },
+  async () => {
+    const dirsBefore = new Set(demoDirs());
+    const { child, output } = await startCli(
+      ['demo', '--clients', '2'],
+      /clients: 2 QEMU machines/,
+      8 * 60_000,
+    );
+    assert.ok(demoQemus().length >= 2, `VMs running: ${output()}`);
+    assert.equal(demoNamespaces().length, 1);
+    child.kill('SIGINT');
+    const code = await exited(child);
+    assert.equal(code, 130, output());
+    assert.deepEqual(demoNamespaces(), []);
+    assert.deepEqual(demoQemus(), []);
+    assert.deepEqual(
+      demoDirs().filter((d) => !dirsBefore.has(d)),
+      [],
+    );
+  },
+);
