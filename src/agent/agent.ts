@@ -24,6 +24,7 @@ import {
   menuKey,
   menuTick,
   renderFailure,
+  renderCountdown,
   renderMenu,
   resumeMenu,
   type Choice,
@@ -228,13 +229,16 @@ export class Agent {
     while (state.action === undefined) {
       const wait = state.countdown !== null ? Math.max(0, nextTick - Date.now()) : undefined;
       const key = await this.con.nextKey(wait);
-      if (key) state = menuKey(state, key);
-      else {
+      if (key) {
+        state = menuKey(state, key);
+        this.con.write(renderMenu(state, header));
+      } else {
         state = menuTick(state);
         nextTick += 1000;
+        this.con.write(renderCountdown(state));
       }
-      this.con.write(renderMenu(state, header));
     }
+    this.con.write('\r\n');
     this.menuState = state;
     const action = state.action;
     if (action.kind === 'boot') this.say(`boottorrent-agent: chose ${action.id}`);

@@ -186,13 +186,24 @@ export function renderMenu(state: MenuState, header: MenuHeader): string {
       lines.push(i === state.selected ? `${REVERSE} > ${it.name}${mark} ${RESET}` : `   ${it.name}${mark}`);
     });
   }
-  lines.push('');
+  lines.push('', `Up/Down choose, Enter boots, s shell, r reload the menu, q ${header.quitLabel}`, '');
+  // The countdown is the last line, left open, so a tick rewrites only it.
+  return `${CLEAR}${lines.join('\r\n')}${countdownText(state)}`;
+}
+
+function countdownText(state: MenuState): string {
   const def = state.items[state.defaultIndex];
-  if (state.countdown !== null && def) {
-    lines.push(`Booting ${def.name} in ${state.countdown} s; press any key to stop the countdown.`);
-  }
-  lines.push(`Up/Down choose, Enter boots, s shell, r reload the menu, q ${header.quitLabel}`);
-  return `${CLEAR}${lines.join('\r\n')}\r\n`;
+  if (state.countdown === null || !def) return '';
+  return `Booting ${def.name} in ${state.countdown} s; press any key to stop the countdown.`;
+}
+
+/**
+ * What a tick changes on screen: the countdown line, rewritten in place
+ * (CR, erase line), so a serial log gets one short line per second, not
+ * one menu.
+ */
+export function renderCountdown(state: MenuState): string {
+  return `\r\x1b[K${countdownText(state)}`;
 }
 
 export interface FailureInfo {

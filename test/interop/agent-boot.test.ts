@@ -59,7 +59,9 @@ test('agent: arrow down + Enter picks the 2nd OS, downloads it past a dead track
   agent.send('q');
   const { code } = await agent.exited;
   assert.equal(code, 0);
-  assert.match(agent.output(), /agent peak RSS \d+ MB/);
+  const rss = /agent peak RSS (\d+) MB/.exec(agent.output());
+  assert.ok(rss, 'peak RSS printed');
+  assert.ok(Number(rss[1]) < 150, `agent peak RSS ${rss[1]} MB < 150 MB`);
 
   // Reports: every one carries the token; progress never goes back and reaches 1.
   assert.ok(fx.reports.length > 0, 'reports arrived');

@@ -8,6 +8,7 @@ import {
   menuKey,
   menuTick,
   renderFailure,
+  renderCountdown,
   renderMenu,
   resumeMenu,
   type Key,
@@ -206,6 +207,13 @@ test('render: names, the selection, the default and the countdown in plain ANSI'
   const afterEsc = text.split('\x1b').slice(1);
   assert.ok(afterEsc.length > 0);
   for (const s of afterEsc) assert.match(s, /^\[(2J|H|[0-9;]*m)/, JSON.stringify(s.slice(0, 8)));
+  // A tick rewrites only the countdown line, in place.
+  const ticked = menuTick(initMenu(ITEMS, 'ubu', 7));
+  assert.equal(
+    renderCountdown(ticked),
+    '\r\x1b[KBooting Ubuntu 24.04 in 6 s; press any key to stop the countdown.',
+  );
+  assert.equal(renderCountdown(menuKey(ticked, ch('x'))), '\r\x1b[K', 'a stopped countdown erases its line');
   const stopped = renderMenu(menuKey(initMenu(ITEMS, 'ubu', 7), DOWN), header);
   assert.doesNotMatch(stopped, /Booting/);
   assert.match(stopped, /> Windows \(qemu\)/);
