@@ -170,11 +170,14 @@ function readCString(buf: Buffer): string {
 }
 
 /**
- * Parses an option area into `into`, appending repeated codes (RFC 3396 §7:
- * a split option is the concatenation of its instances, in order).
+ * Parses an option area into `into`, collecting the instances of each code
+ * in order (RFC 3396 §7: a split option is the concatenation of its
+ * instances). The caller concatenates once per code: concatenating per
+ * instance made a 64 KB datagram of 21,000 one-byte instances cost a
+ * quadratic 200+ ms of copying, a cheap way to stall the server.
  * `where` names the area for error messages.
  */
-function parseOptionArea(area: Buffer, into: Map<number, Buffer>, where: string): void {
+function parseOptionArea(area: Buffer, into: Map<number, Buffer[]>, where: string): void {
   let i = 0;
   while (i < area.length) {
     const code = area[i] as number;
@@ -188,11 +191,19 @@ function parseOptionArea(area: Buffer, into: Map<number, Buffer>, where: string)
     if (i + 2 + len > area.length)
       throw codecError(`option ${code} in ${where} overruns the packet (length ${len})`);
     const value = area.subarray(i + 2, i + 2 + len);
-    const prev = into.get(code);
-    into.set(code, prev ? Buffer.concat([prev, value]) : Buffer.from(value));
+    const list = into.get(code);
+    if (list) list.push(value);
+    else into.set(code, [value]);
     i += 2 + len;
   }
   // A missing END is tolerated: some BOOTP-era clients stop at the padding.
+}
+
+/** One copied buffer per option code, its instances concatenated (copies: the packet buffer is reused). */
+function joinOptions(parts: Map<number, Buffer[]>): Map<number, Buffer> {
+  const out = new Map<number, Buffer>();
+  for (const [code, list] of parts) out.set(code, Buffer.concat(list));
+  return out;
 }
 
 /** Decodes one DHCP packet (the UDP payload). */
@@ -210,24 +221,25 @@ export function decode(buf: Uint8Array): DhcpPacket {
 
   const snameArea = b.subarray(44, 108);
   const fileArea = b.subarray(108, 236);
-  const options = new Map<number, Buffer>();
-  parseOptionArea(b.subarray(HEADER_SIZE + 4), options, 'options');
+  const parts = new Map<number, Buffer[]>();
+  parseOptionArea(b.subarray(HEADER_SIZE + 4), parts, 'options');
 
   // RFC 2132 §9.3: option 52 moves more options into file (1), sname (2) or
   // both (3); RFC 3396 §5 orders them options, file, sname.
   let sname = readCString(snameArea);
   let file = readCString(fileArea);
-  const overload = options.get(Opt.OVERLOAD);
+  const overloadParts = parts.get(Opt.OVERLOAD);
+  const overload = overloadParts && Buffer.concat(overloadParts);
   if (overload) {
     const v = overload[0];
     if (overload.length !== 1 || v === undefined || v < 1 || v > 3)
       throw codecError(`bad option overload value ${overload.toString('hex')}`);
     if (v & 1) {
-      parseOptionArea(fileArea, options, 'file field (overload)');
+      parseOptionArea(fileArea, parts, 'file field (overload)');
       file = '';
     }
     if (v & 2) {
-      parseOptionArea(snameArea, options, 'sname field (overload)');
+      parseOptionArea(snameArea, parts, 'sname field (overload)');
       sname = '';
     }
   }
@@ -247,7 +259,7 @@ export function decode(buf: Uint8Array): DhcpPacket {
     chaddr: Buffer.from(b.subarray(28, 44)),
     sname,
     file,
-    options,
+    options: joinOptions(parts),
   };
 }
 
@@ -438,9 +450,9 @@ export function encodeUserClass(classes: readonly string[]): Buffer {
  * with PAD and END as in the outer options (RFC 2132 §8.4).
  */
 export function decodeSubOptions(v: Buffer): Map<number, Buffer> {
-  const out = new Map<number, Buffer>();
-  parseOptionArea(v, out, 'encapsulated options');
-  return out;
+  const parts = new Map<number, Buffer[]>();
+  parseOptionArea(v, parts, 'encapsulated options');
+  return joinOptions(parts);
 }
 
 /** Encodes sub-options and terminates them with END (PXE 2.1 §2.4.5 requires END in option 43). */
