@@ -395,6 +395,7 @@ export class Agent {
         ...(this.lease ? { lsdInterface: this.lease.address } : {}),
         stallSeconds: this.args.stallSeconds,
         onStats: (s) => this.progress('downloading', os, 'downloading', s),
+        say: (line) => this.say(`boottorrent-agent: ${line}`),
       });
     } finally {
       this.endProgress();

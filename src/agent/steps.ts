@@ -136,6 +136,7 @@ export interface DownloadOptions {
   readonly lsdInterface?: string;
   readonly stallSeconds: number;
   readonly onStats: (s: SessionStats) => void;
+  readonly say?: (line: string) => void;
   readonly signal?: AbortSignal;
 }
 
@@ -151,6 +152,12 @@ export async function download(opts: DownloadOptions): Promise<TorrentSession> {
   // Already downloaded and seeding (the OS runs again): nothing to fetch.
   if (existing?.stats().complete) return existing;
   let session = existing;
+  if (!session && (await alreadyHere(os, join(opts.dir, os.id), opts.signal))) {
+    // Every file is here with its SHA-256 (a retry after a failed load):
+    // seed it as it is, with no re-hash of pieces (worker threads).
+    opts.say?.(`${os.id} is already here, every file with its SHA-256: no download`);
+    return reopenAsSeed(opts, false);
+  }
   if (!session) {
     try {
       session = await client.add({
@@ -209,9 +216,9 @@ export async function download(opts: DownloadOptions): Promise<TorrentSession> {
  * seed: read-only files, so nothing of ours can change them once verified;
  * its pieces were each checked against the torrent as they arrived.
  */
-async function reopenAsSeed(opts: DownloadOptions): Promise<TorrentSession> {
+async function reopenAsSeed(opts: DownloadOptions, remove = true): Promise<TorrentSession> {
   const { client, config, meta } = opts;
-  await client.remove(meta.infoHashHex);
+  if (remove) await client.remove(meta.infoHashHex);
   return client.add({
     meta,
     dir: opts.dir,
@@ -269,6 +276,18 @@ export async function verifyFiles(os: BootOs, osDir: string, signal?: AbortSigna
     }
   }
   return os.files.length;
+}
+
+/** True when every listed file is already in `osDir` with its length and SHA-256. */
+async function alreadyHere(os: BootOs, osDir: string, signal?: AbortSignal): Promise<boolean> {
+  for (const f of os.files) {
+    const st = await stat(insideFolder(osDir, f.path)).catch(() => undefined);
+    if (!st?.isFile() || st.size !== f.length) return false;
+  }
+  return verifyFiles(os, osDir, signal).then(
+    () => true,
+    () => false,
+  );
 }
 
 /** A command the agent runs to load the OS. */

@@ -211,9 +211,11 @@ export function runAgent(
     /** Bring up NICs with DHCP (default false: --no-network). */
     network?: boolean;
     env?: NodeJS.ProcessEnv;
+    /** Download folder (default: a fresh temporary one). */
+    dir?: string;
   } = {},
 ): AgentRun {
-  const dir = tempDir(t, 'bt-agent-dl-');
+  const dir = opts.dir ?? tempDir(t, 'bt-agent-dl-');
   const [cmd, ...pre] = [...(opts.prefix ?? []), process.execPath];
   const child = spawn(
     cmd,

@@ -160,6 +160,12 @@ test('agent: dry run of a kexec OS concatenates its initrds and prints the kexec
   );
   assert.match(out, /would run: kexec -e/);
   assert.match(out, /agent peak RSS \d+ MB/);
+
+  // Again in the same folder (a retry after a failed load): checked, not downloaded again.
+  const again = runAgent(t, fx.server, ['--dry-run'], { dir: agent.dir });
+  assert.equal((await again.exited).code, 0, again.output());
+  assert.match(again.output(), /deb is already here, every file with its SHA-256: no download/);
+  assert.match(again.output(), /verified 3 files of deb[\s\S]*would run: kexec -e/);
 });
 
 test('agent: a download with no peer stalls into the failure screen, and nothing runs', async (t) => {
