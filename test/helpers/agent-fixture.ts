@@ -18,7 +18,9 @@ import { BitTorrentClient } from '../../src/swarm/client.js';
 import { createTorrent } from '../../src/torrent/create.js';
 import { tempDir } from './tmp.js';
 
-export const AGENT_MAIN = new URL('../../src/agent/main.js', import.meta.url).pathname;
+/** The agent to run: dist's, or (BOOTTORRENT_AGENT_MAIN) e.g. the esbuild bundle phase 1 carries. */
+export const AGENT_MAIN =
+  process.env.BOOTTORRENT_AGENT_MAIN ?? new URL('../../src/agent/main.js', import.meta.url).pathname;
 export const TOKEN = 'test-token-1234';
 export const MAC = '52:54:00:12:34:56';
 
