@@ -156,7 +156,7 @@ export async function download(opts: DownloadOptions): Promise<TorrentSession> {
     // Every file is here with its SHA-256 (a retry after a failed load):
     // seed it as it is, with no re-hash of pieces (worker threads).
     opts.say?.(`${os.id} is already here, every file with its SHA-256: no download`);
-    return reopenAsSeed(opts, false);
+    return reopenAsSeed(opts);
   }
   if (!session) {
     try {
@@ -207,18 +207,15 @@ export async function download(opts: DownloadOptions): Promise<TorrentSession> {
     clearInterval(timer);
   }
   opts.onStats(s.stats());
-  return reopenAsSeed(opts);
+  // The engine reopened the finished files read-only (so a program among
+  // them can run: no ETXTBSY); the same session seeds on, keeping its peers
+  // and its upload counters.
+  return s;
 }
 
-/**
- * A finished download keeps its files open for writing, and Linux refuses
- * to run a program open for writing (ETXTBSY). The session is reopened as a
- * seed: read-only files, so nothing of ours can change them once verified;
- * its pieces were each checked against the torrent as they arrived.
- */
-async function reopenAsSeed(opts: DownloadOptions, remove = true): Promise<TorrentSession> {
+/** Seeds files already here and verified (read-only: nothing of ours can change them). */
+async function reopenAsSeed(opts: DownloadOptions): Promise<TorrentSession> {
   const { client, config, meta } = opts;
-  if (remove) await client.remove(meta.infoHashHex);
   return client.add({
     meta,
     dir: opts.dir,
