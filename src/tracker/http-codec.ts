@@ -312,7 +312,9 @@ export function decodeAnnounceResponse(body: Buffer): AnnounceResponse {
   if (isBytes(warning)) resp.warning = warning.toString('utf8');
   const peers = d.get('peers');
   if (isBytes(peers)) {
-    resp.peers.push(...decodeCompactPeers(peers));
+    // Assigned, not spread into push(): a 1 MiB compact list is 174,000
+    // peers, more arguments than a call may take (RangeError).
+    resp.peers = decodeCompactPeers(peers);
   } else if (isList(peers)) {
     for (const p of peers) {
       if (!isDict(p)) throw codecError('tracker announce reply: a peer is not a dictionary');
@@ -330,7 +332,7 @@ export function decodeAnnounceResponse(body: Buffer): AnnounceResponse {
     throw codecError('tracker announce reply: "peers" is neither a string nor a list');
   }
   const peers6 = d.get('peers6');
-  if (isBytes(peers6)) resp.peers.push(...decodeCompactPeers6(peers6));
+  if (isBytes(peers6)) for (const p of decodeCompactPeers6(peers6)) resp.peers.push(p);
   return resp;
 }
 

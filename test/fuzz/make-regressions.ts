@@ -7,6 +7,7 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
+import { encode as bencodeEncode } from '../../src/bencode/index.js';
 import { encode } from '../../src/dhcp/codec.js';
 import { CORPUS_DIR } from './harness.js';
 
@@ -24,8 +25,23 @@ export function dhcpSplitOption(n = 21_000): Buffer {
   return Buffer.concat(parts);
 }
 
+/**
+ * A tracker's announce reply whose compact peer list fills the HTTP client's
+ * 1 MiB body limit, behind the 'A' that selects the reply side of the
+ * http-tracker target. Spread into push() it threw RangeError.
+ */
+export function httpManyPeers(peers = 174_000, peers6 = 0): Buffer {
+  const body = bencodeEncode({
+    interval: 60,
+    peers: Buffer.alloc(6 * peers, 1),
+    peers6: Buffer.alloc(18 * peers6, 2),
+  });
+  return Buffer.concat([Buffer.from('A'), body]);
+}
+
 export const REGRESSIONS: Record<string, () => Buffer> = {
   'dhcp/regress-split-option-quadratic.bin': () => dhcpSplitOption(),
+  'http-tracker/regress-174000-compact-peers.bin': () => httpManyPeers(),
 };
 
 if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(process.argv[1]).href) {

@@ -6,7 +6,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { decode, decodeSubOptions } from '../../src/dhcp/codec.js';
-import { dhcpSplitOption } from '../fuzz/make-regressions.js';
+import { decodeAnnounceResponse } from '../../src/tracker/http-codec.js';
+import { dhcpSplitOption, httpManyPeers } from '../fuzz/make-regressions.js';
 
 /** Counts Buffer.concat calls made by `f`: the cost of joining split options, without a clock. */
 function countConcats(f: () => void): number {
@@ -43,4 +44,13 @@ test('dhcp: an option split into 21,000 instances is joined once, not once per i
   const subCalls = countConcats(() => (subs = decodeSubOptions(sub)));
   assert.deepEqual(subs!.get(1), Buffer.alloc(5000, 7));
   assert.ok(subCalls <= 2, `${subCalls} concatenations for one sub-option`);
+});
+
+test('http tracker reply: 174,000 compact peers (a 1 MiB body, the client limit) decode; spreading them into push() threw RangeError', () => {
+  const r = decodeAnnounceResponse(httpManyPeers(174_000, 0).subarray(1));
+  assert.equal(r.peers.length, 174_000);
+  assert.deepEqual(r.peers[173_999], { ip: '1.1.1.1', port: 0x0101 });
+  const r6 = decodeAnnounceResponse(httpManyPeers(1, 200_000).subarray(1));
+  assert.equal(r6.peers.length, 200_001);
+  assert.equal(r6.peers[200_000]!.port, 0x0202);
 });
