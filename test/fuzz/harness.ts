@@ -269,8 +269,16 @@ export function nextInput(target: FuzzTarget, rng: Rng, seeds: readonly Buffer[]
   return input.length > max ? input.subarray(0, max) : input;
 }
 
-function pickInput(target: FuzzTarget, rng: Rng, seeds: readonly Buffer[], i: number): Buffer {
-  if (i < seeds.length) return seeds[i]!;
+/**
+ * Seeds above this size (regression inputs that fill a datagram or a body)
+ * run once as they are but are not mutated: copying and re-parsing a
+ * megabyte per case would spend the CI budget on one input.
+ */
+const MAX_MUTATED_SEED = 64 * 1024;
+
+function pickInput(target: FuzzTarget, rng: Rng, allSeeds: readonly Buffer[], i: number): Buffer {
+  if (i < allSeeds.length) return allSeeds[i]!;
+  const seeds = allSeeds.filter((s) => s.length <= MAX_MUTATED_SEED);
   const r = rng.int(100);
   let base: Buffer;
   if (target.generate && r < 30) {
@@ -323,8 +331,20 @@ export async function runTarget(target: FuzzTarget, opts: RunOptions): Promise<R
           err instanceof Error ? `${err.name}: ${err.message}\n${err.stack ?? ''}` : `threw ${String(err)}`;
       }
     }
-    const dt = performance.now() - t0;
-    if (reason === null && dt > caseLimit) reason = `slow: ${dt.toFixed(0)} ms for ${input.length} bytes`;
+    let dt = performance.now() - t0;
+    // A shared machine pauses a process now and then: a slow case counts
+    // only if it is slow every time (best of three).
+    for (let again = 0; reason === null && dt > caseLimit && again < 2; again++) {
+      const t1 = performance.now();
+      try {
+        await target.run(input, new Rng(opts.seed ^ Math.imul(i + 1, 0x9e3779b1)));
+      } catch {
+        // the outcome was judged on the first run
+      }
+      dt = Math.min(dt, performance.now() - t1);
+    }
+    if (reason === null && dt > caseLimit)
+      reason = `slow: ${dt.toFixed(0)} ms for ${input.length} bytes (best of 3)`;
     if (reason === null && i % 500 === 499) {
       const grown = process.memoryUsage().heapUsed - heap0;
       if (grown > maxHeap) {
