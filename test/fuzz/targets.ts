@@ -34,7 +34,12 @@ function randomIp(rng: Rng): string {
 export function randomBValue(rng: Rng, depth = 0): BValue {
   const k = rng.int(depth > 3 ? 2 : 4);
   if (k === 0) return rng.pick([0, 1, -1, 42, 2 ** 31, -(2 ** 31), Number.MAX_SAFE_INTEGER, rng.u32()]);
-  if (k === 1) return rng.chance(0.8) ? Buffer.from(rng.text(24), 'latin1') : rng.bytes(rng.int(64));
+  if (k === 1) {
+    // Rarely a string as long as a body limit: counts derived from lengths
+    // (compact peers, pieces) are where spread calls and quadratic loops fail.
+    if (rng.chance(0.003)) return Buffer.alloc(rng.pick([6 * 180_000, 18 * 60_000, 20 * 50_000, 1 << 20]), 1);
+    return rng.chance(0.8) ? Buffer.from(rng.text(24), 'latin1') : rng.bytes(rng.int(64));
+  }
   if (k === 2) return Array.from({ length: rng.int(5) }, () => randomBValue(rng, depth + 1));
   const m = new Map<string, BValue>();
   const n = rng.int(5);
@@ -534,6 +539,11 @@ const httpTrackerTarget: FuzzTarget = {
         }),
       ]),
     ];
+  },
+  mutateStructured(rng, input) {
+    if (input[0] !== 0x41 && input[0] !== 0x53) return undefined;
+    const body = bencodeMutate(rng, input.subarray(1));
+    return body && Buffer.concat([input.subarray(0, 1), body]);
   },
   // First byte picks the side: Q = server reads a query string, A/S = client reads a reply.
   run(input) {
