@@ -39,6 +39,8 @@ client that asks, without a restart. Ports 67, 69 and 80 need root.
                          (default 127.0.0.1:8480; 0 picks a free port)
   --seed-port N          TCP port of the server's seeder (default 6881)
   --upload-limit RATE    cap the seeder's upload (bytes/s, e.g. 50M)
+  --force-dhcp           full DHCP mode: start even if another DHCP server
+                         answers on the interface (normally refused)
   -v, --verbose          log every request and peer`;
 
 export async function run(argv: string[], io: Io): Promise<number> {
@@ -53,6 +55,7 @@ export async function run(argv: string[], io: Io): Promise<number> {
       dashboard: { type: 'string' },
       'seed-port': { type: 'string' },
       'upload-limit': { type: 'string' },
+      'force-dhcp': { type: 'boolean' },
       verbose: { type: 'boolean', short: 'v' },
     },
     HELP,
@@ -109,6 +112,7 @@ export async function run(argv: string[], io: Io): Promise<number> {
       },
       dashboardHost,
       dashboardPort,
+      ...(values['force-dhcp'] ? { dhcpProbeMs: 0 } : {}),
       ...(values['seed-port'] !== undefined
         ? { seedPort: parsePort(values['seed-port'], '--seed-port', HELP) }
         : {}),

@@ -20,6 +20,7 @@ import { BitTorrentClient } from '../swarm/client.js';
 import type { TorrentSession } from '../swarm/session.js';
 import { NetbootServer, type PhaseOneFiles } from './netboot.js';
 import { OsCatalog, type CatalogEntry } from './catalog.js';
+import { probeDhcpServers } from '../dhcp/probe.js';
 import { ClientStore, type ServerSnapshot, type ClientState, type SwarmSummary } from './state.js';
 import { BOOT_CONFIG_VERSION, parseAgentReport, type BootConfig, type BootOs } from '../boot-config.js';
 
@@ -38,6 +39,11 @@ export interface StartOptions {
   readonly reloadIntervalMs?: number;
   /** Upload cap of the server's seeder in bytes/s (default none). */
   readonly uploadLimit?: number;
+  /**
+   * Full DHCP mode: how long to listen for other DHCP servers before
+   * starting ours (default 5000 ms; 0 skips the probe, as --force-dhcp does).
+   */
+  readonly dhcpProbeMs?: number;
 }
 
 export interface StartServices {
@@ -173,6 +179,7 @@ export class BootServer {
         'BT_ERR_SERVER',
         `no interface has address ${env.server.address} (server.address in ${join(env.dir, 'Boottorrent.yaml')}); fix: set it to the lab interface's address`,
       );
+    if (env.dhcp.mode === 'full') await this.probeDhcp(iface, env);
     this.stateDir = join(env.dir, STATE_DIR);
     await mkdir(this.stateDir, { recursive: true, mode: 0o700 });
     this.secret = await this.loadSecret();
@@ -279,6 +286,37 @@ export class BootServer {
           .join(',') || '(none)',
       dashboard: this.dashboardUrlValue,
     });
+  }
+
+  /** Refuses full DHCP when another server answers on the interface: two servers hand out conflicting leases. */
+  private async probeDhcp(iface: string, env: Environment): Promise<void> {
+    const ms = this.options.dhcpProbeMs ?? 5000;
+    if (ms <= 0) return;
+    this.log.info(`looking for other DHCP servers on ${iface} for ${ms / 1000} s (full DHCP mode)`);
+    let seen;
+    try {
+      seen = await probeDhcpServers({
+        interface: iface,
+        serverIp: env.server.address,
+        timeoutMs: ms,
+        ...(this.services.signal ? { signal: this.services.signal } : {}),
+      });
+    } catch (err) {
+      if (err instanceof BootTorrentError && err.code === 'BT_ERR_ABORTED') throw err;
+      this.log.warn(
+        `could not look for other DHCP servers on ${iface}: ${(err as Error).message}; make sure this server is the only one there`,
+      );
+      return;
+    }
+    if (seen.length === 0) return;
+    const who = seen.map((s) => `${s.serverId} (offered ${s.offeredIp})`).join(', ');
+    throw new BootTorrentError(
+      'BT_ERR_DHCP_CONFIG',
+      `another DHCP server answers on ${iface}: ${who}. Two DHCP servers on one LAN hand out conflicting addresses, ` +
+        `so full mode (dhcp.mode in ${join(env.dir, 'Boottorrent.yaml')}) will not start. Fix: set dhcp.mode: proxy ` +
+        `(that server keeps handing out addresses and BootTorrent adds only the boot information), or turn the other ` +
+        `server off, or start with --force-dhcp if you are sure.`,
+    );
   }
 
   private async loadSecret(): Promise<Buffer> {

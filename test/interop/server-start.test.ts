@@ -13,6 +13,8 @@ import { parseBootConfig } from '../../src/boot-config.js';
 import { parseTorrent } from '../../src/torrent/metainfo.js';
 import type { ServerSnapshot } from '../../src/server/state.js';
 import { BIN, runCli } from '../helpers/cli.js';
+import { Lab, waitForOutput as labWait } from '../helpers/netns.js';
+import { requireProgram } from '../helpers/programs.js';
 import { pseudoRandomBytes, tempDir } from '../helpers/tmp.js';
 
 const SRV = '10.78.255.2';
@@ -102,7 +104,10 @@ test('start serves boot configs, torrents, reports and status; reloads OS folder
       body: JSON.stringify(body),
     });
   assert.equal((await post('wrong', { stage: 'menu' })).status, 403);
-  assert.equal((await post(cfg.reportToken, { stage: 'downloading', os: 'alpha', progress: -1 })).status, 400);
+  assert.equal(
+    (await post(cfg.reportToken, { stage: 'downloading', os: 'alpha', progress: -1 })).status,
+    400,
+  );
   assert.equal((await post(cfg.reportToken, { stage: 'bogus' })).status, 400);
   assert.equal(
     (await post(cfg.reportToken, { stage: 'downloading', os: 'alpha', progress: 0.4, peers: 2 })).status,
@@ -155,4 +160,54 @@ test('start serves boot configs, torrents, reports and status; reloads OS folder
   await lab.stop(server, 10_000);
   assert.equal(server.child.exitCode, 0, server.output());
   assert.equal(existsSync(join(envDir, '.boottorrent', 'server.json')), false);
+});
+
+test('start refuses full DHCP when another DHCP server (dnsmasq) answers on the interface, and says proxy', async (t) => {
+  requireProgram('dnsmasq', 'dnsmasq-base');
+  const dir = tempDir(t);
+  const envDir = join(dir, 'env');
+  env(envDir);
+  writeFileSync(
+    join(envDir, 'Boottorrent.yaml'),
+    [
+      'version: 1',
+      'server:',
+      '  interface: br0',
+      '  address: 10.82.0.1',
+      'dhcp:',
+      '  mode: full',
+      '  range: 10.82.0.100-10.82.0.150',
+      'boot:',
+      '  default_os: alpha',
+      '',
+    ].join('\n'),
+  );
+  const phase1 = join(dir, 'phase1');
+  mkdirSync(phase1);
+  writeFileSync(join(phase1, 'vmlinuz'), 'k');
+  writeFileSync(join(phase1, 'initrd.img'), 'i');
+  const lab = new Lab(t);
+  const ns = lab.ns('probe');
+  lab.bridge(ns, 'br0', '10.82.0.1/24');
+  const other = lab.ns('otherdhcp');
+  lab.link(ns, 'br0', other, 'eth0', '10.82.0.2/24');
+  const dnsmasq = lab.spawn(other, 'dnsmasq', [
+    '--no-daemon',
+    '--conf-file=/dev/null',
+    '--port=0',
+    '--interface=eth0',
+    '--bind-interfaces',
+    '--dhcp-range=10.82.0.200,10.82.0.210,1h',
+    `--dhcp-leasefile=${join(dir, 'dnsmasq.leases')}`,
+    `--pid-file=${join(dir, 'dnsmasq.pid')}`,
+  ]);
+  await labWait(dnsmasq, /DHCP, IP range/, 10_000, 'dnsmasq');
+  const start = lab.spawn(ns, process.execPath, [BIN, 'start', '--env', envDir, '--phase1', phase1]);
+  const code = await new Promise<number | null>((resolve) => start.child.on('exit', (c) => resolve(c)));
+  const out = start.output();
+  assert.equal(code, 1, out);
+  assert.match(out, /another DHCP server answers on br0: 10\.82\.0\.2 \(offered 10\.82\.0\.2\d\d\)/);
+  assert.match(out, /set dhcp\.mode: proxy/);
+  assert.match(out, /--force-dhcp/);
+  assert.doesNotMatch(out, /\n\s+at /, 'no stack trace');
 });
