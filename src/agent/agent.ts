@@ -122,6 +122,7 @@ export class Agent {
       return await this.flow();
     } finally {
       this.con.detach();
+      await this.reporter?.flush(2000);
       this.reporter?.close();
       await this.client?.close().catch(() => undefined);
       this.say(`boottorrent-agent: agent peak RSS ${Math.round((peakRssBytes() ?? 0) / 1e6)} MB`);

@@ -28,11 +28,12 @@ export interface ReporterOptions {
 }
 
 export class Reporter {
-  private pending: AgentReport | undefined;
+  /** Unsent reports in order; consecutive reports of one stage collapse to the newest. */
+  private readonly queue: AgentReport[] = [];
   private inFlight: Promise<void> | undefined;
   private lastSent = 0;
+  private lastSentStage: string | undefined;
   private timer: NodeJS.Timeout | undefined;
-  private lastStage: string | undefined;
   private readonly minInterval: number;
   private readonly timeoutMs: number;
   private readonly log: Logger;
@@ -46,19 +47,26 @@ export class Reporter {
     this.log = logger.child('report');
   }
 
-  /** Queues a report: a new stage goes out at once, progress within the rate limit. */
+  /**
+   * Queues a report. A new stage goes out as soon as the one before it has;
+   * more reports of the same stage within the interval collapse into the
+   * newest, so the last progress of a stage (e.g. 100 %) is never lost.
+   */
   send(report: Omit<AgentReport, 'peakRss'>): void {
     const peakRss = peakRssBytes();
     const full: AgentReport = { ...report, ...(peakRss !== undefined ? { peakRss } : {}) };
-    const urgent = report.stage !== this.lastStage;
-    this.lastStage = report.stage;
-    this.pending = full;
-    if (urgent) this.pump(true);
-    else this.schedule();
+    const last = this.queue.at(-1);
+    if (last !== undefined && last.stage === full.stage) this.queue[this.queue.length - 1] = full;
+    else {
+      this.queue.push(full);
+      // A server that is away: keep the newest stages only.
+      if (this.queue.length > 16) this.queue.shift();
+    }
+    this.pump(false);
   }
 
   private schedule(): void {
-    if (this.timer || this.inFlight) return;
+    if (this.timer) return;
     const wait = Math.max(0, this.lastSent + this.minInterval - Date.now());
     this.timer = setTimeout(() => {
       this.timer = undefined;
@@ -67,9 +75,11 @@ export class Reporter {
     this.timer.unref();
   }
 
-  private pump(urgent: boolean): void {
-    if (this.inFlight || this.pending === undefined) return;
-    if (!urgent && Date.now() - this.lastSent < this.minInterval) {
+  private pump(force: boolean): void {
+    const next = this.queue[0];
+    if (this.inFlight || next === undefined) return;
+    const limited = next.stage === this.lastSentStage && Date.now() - this.lastSent < this.minInterval;
+    if (limited && !force) {
       this.schedule();
       return;
     }
@@ -77,12 +87,12 @@ export class Reporter {
       clearTimeout(this.timer);
       this.timer = undefined;
     }
-    const body = this.pending;
-    this.pending = undefined;
+    this.queue.shift();
     this.lastSent = Date.now();
-    this.inFlight = this.post(body).finally(() => {
+    this.lastSentStage = next.stage;
+    this.inFlight = this.post(next).finally(() => {
       this.inFlight = undefined;
-      if (this.pending !== undefined) this.schedule();
+      this.pump(false);
     });
   }
 
@@ -101,10 +111,10 @@ export class Reporter {
     }
   }
 
-  /** Waits (at most `maxMs`) until what was queued has been sent or given up; for the last report before kexec. */
+  /** Sends everything queued now, waiting at most `maxMs`; for the last report before kexec. */
   async flush(maxMs = 2000): Promise<void> {
     const deadline = Date.now() + maxMs;
-    while (Date.now() < deadline && (this.inFlight || this.pending !== undefined)) {
+    while (Date.now() < deadline && (this.inFlight || this.queue.length > 0)) {
       if (!this.inFlight) this.pump(true);
       const p = this.inFlight ?? Promise.resolve();
       await Promise.race([p, new Promise((r) => setTimeout(r, Math.max(1, deadline - Date.now())).unref())]);
@@ -114,6 +124,6 @@ export class Reporter {
   close(): void {
     if (this.timer) clearTimeout(this.timer);
     this.timer = undefined;
-    this.pending = undefined;
+    this.queue.length = 0;
   }
 }

@@ -71,10 +71,12 @@ test('reporter: never throws or blocks, sends the token, coalesces progress to t
   const r = new Reporter({ url: `${base}/r`, token: 'tok', minIntervalMs: 50 });
   r.send({ stage: 'downloading', os: 'x', progress: 0 });
   for (let i = 1; i <= 100; i++) r.send({ stage: 'downloading', os: 'x', progress: i / 100 });
+  r.send({ stage: 'verifying', os: 'x' });
   await r.flush(5000);
-  assert.ok(got.length >= 2 && got.length < 100, `coalesced: ${got.length} POSTs for 101 reports`);
+  assert.ok(got.length >= 3 && got.length < 100, `coalesced: ${got.length} POSTs for 102 reports`);
   assert.equal(got[0]!.body.progress, 0, 'a new stage goes out at once');
-  assert.equal(got.at(-1)!.body.progress, 1, 'the newest report is the last sent');
+  assert.equal(got.at(-2)!.body.progress, 1, "a stage's newest report is sent before the next stage");
+  assert.equal(got.at(-1)!.body.stage, 'verifying');
   for (const g of got) assert.equal(g.token, 'tok');
   if (peakRssBytes() !== undefined) assert.equal(typeof got[0]!.body.peakRss, 'number');
   r.close();
