@@ -211,3 +211,27 @@ test('start refuses full DHCP when another DHCP server (dnsmasq) answers on the 
   assert.match(out, /--force-dhcp/);
   assert.doesNotMatch(out, /\n\s+at /, 'no stack trace');
 });
+
+test('init: the environment it writes starts as written and offers its example OS', async (t) => {
+  const dir = tempDir(t);
+  const envDir = join(dir, 'lab');
+  const phase1 = join(dir, 'phase1');
+  mkdirSync(phase1);
+  writeFileSync(join(phase1, 'vmlinuz'), 'k');
+  writeFileSync(join(phase1, 'initrd.img'), 'i');
+  const lab = new NetLab('init', '10.83.0.1/24');
+  t.after(() => lab.destroy());
+  lab.linkToHost('10.83.255.1/30', '10.83.255.2/30');
+  const init = lab.spawn(process.execPath, [BIN, 'init', envDir, '--interface', 'uplink']);
+  await waitForOutput(init, /Next: boottorrent validate/, 20_000, 'init');
+  assert.match(init.output(), /serving on uplink \(10\.83\.255\.2\), DHCP proxy/);
+  const server = lab.spawn(process.execPath, [BIN, 'start', '--env', envDir, '--phase1', phase1]);
+  await waitForOutput(server, /Ctrl-C stops/, 60_000, 'start');
+  const cfg = parseBootConfig(await (await fetch('http://10.83.255.2/api/v1/boot/52:54:00:83:00:01')).text());
+  assert.deepEqual(
+    cfg.oss.map((o) => o.id),
+    ['hello'],
+  );
+  await lab.stop(server, 10_000);
+  assert.equal(server.child.exitCode, 0, server.output());
+});
