@@ -191,3 +191,19 @@ test('agent: a download with no peer stalls into the failure screen, and nothing
   assert.ok(failed.length >= 1);
   assert.match(String(failed[0]!.body.error), /stalled/);
 });
+
+test('agent: s opens a shell on the console; the menu comes back when it exits', async (t) => {
+  const fx = await startFixture(t, { oss: [binOs('alpha', 'MARKER-ALPHA')], default: 'alpha', timeout: -1 });
+  const agent = runAgent(t, fx.server);
+  await agent.waitFor(/Choose the system to boot/);
+  assert.doesNotMatch(agent.output(), /Booting/, 'a negative timeout shows no countdown');
+  agent.send('s');
+  await agent.waitFor(/starting a shell; type exit to come back/);
+  // The shell reads the console (here the pipe) once the agent lets go of it.
+  agent.send('echo "SHELL-$((6*7))"; exit 3\n');
+  await agent.waitFor(/SHELL-42/);
+  await agent.waitFor(/shell exited \(status 3\)[\s\S]*stage=menu[\s\S]*Choose the system to boot/);
+  agent.send('q');
+  assert.equal((await agent.exited).code, 0);
+  assert.doesNotMatch(agent.output(), /MARKER-ALPHA|stage=downloading/);
+});
