@@ -274,7 +274,7 @@ export function nextInput(target: FuzzTarget, rng: Rng, seeds: readonly Buffer[]
  * run once as they are but are not mutated: copying and re-parsing a
  * megabyte per case would spend the CI budget on one input.
  */
-const MAX_MUTATED_SEED = 64 * 1024;
+const MAX_MUTATED_SEED = 16 * 1024;
 
 function pickInput(target: FuzzTarget, rng: Rng, allSeeds: readonly Buffer[], i: number): Buffer {
   if (i < allSeeds.length) return allSeeds[i]!;
