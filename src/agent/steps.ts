@@ -4,11 +4,10 @@
  * by SHA-256, and plan the load. Each failure is a StepFailure that names
  * what failed and what to check, for the failure screen.
  */
-import { createWriteStream } from 'node:fs';
+import { createReadStream, createWriteStream } from 'node:fs';
 import { chmod, open, rename, stat } from 'node:fs/promises';
 import { isAbsolute, join, relative, resolve } from 'node:path';
 import { pipeline } from 'node:stream/promises';
-import { createReadStream } from 'node:fs';
 import { BootTorrentError } from '../errors.js';
 import { parseBootConfig, type BootConfig, type BootOs } from '../boot-config.js';
 import { parseTorrent, type Metainfo } from '../torrent/metainfo.js';
