@@ -16,8 +16,8 @@ const RUN_SEED =
   process.env.FUZZ_SEED !== undefined ? Number(process.env.FUZZ_SEED) : (Math.random() * 0x100000000) >>> 0;
 
 /** Cases per seed: the environment loader reads files, so it gets fewer. */
-const CASES: Record<string, number> = { env: 120, 'env-os': 120 };
-const DEFAULT_CASES = 2500;
+const CASES: Record<string, number> = { env: 150, 'env-os': 150 };
+const DEFAULT_CASES = 5000;
 
 for (const target of allTargets()) {
   test(`fuzz ${target.name}: only values or BootTorrentError, never a crash or a hang`, async (t) => {
