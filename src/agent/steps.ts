@@ -74,19 +74,25 @@ export async function fetchBootConfig(
 /** Fetches the OS's .torrent and checks it is the one the config names. */
 export async function fetchTorrent(os: BootOs, signal?: AbortSignal): Promise<Metainfo> {
   const what = `torrent of ${os.name}`;
-  let res: Response;
-  try {
-    const timeout = AbortSignal.timeout(30_000);
-    res = await fetch(os.torrentUrl, { signal: signal ? AbortSignal.any([signal, timeout]) : timeout });
-  } catch (err) {
-    throw new StepFailure(
-      what,
-      `cannot fetch ${os.torrentUrl}: ${errText(err)}`,
-      'that the server is still running',
-      {
-        cause: err,
-      },
-    );
+  let res: Response | undefined;
+  // A socket error is retried: the server may close an idle keep-alive
+  // connection just as it is reused (UND_ERR_SOCKET), or blip on a restart.
+  for (let attempt = 0; res === undefined; attempt++) {
+    try {
+      const timeout = AbortSignal.timeout(30_000);
+      res = await fetch(os.torrentUrl, { signal: signal ? AbortSignal.any([signal, timeout]) : timeout });
+    } catch (err) {
+      if (attempt >= 3 || signal?.aborted)
+        throw new StepFailure(
+          what,
+          `cannot fetch ${os.torrentUrl}: ${errText(err)}`,
+          'that the server is still running',
+          {
+            cause: err,
+          },
+        );
+      await new Promise((r) => setTimeout(r, 1000 * 2 ** attempt));
+    }
   }
   if (res.status === 404) {
     await res.arrayBuffer().catch(() => undefined);

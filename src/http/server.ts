@@ -75,7 +75,11 @@ export class BootHttpServer {
         else res.destroy();
       });
     });
-    server.headersTimeout = 15_000;
+    server.headersTimeout = 20_000;
+    // Longer than the agents' own idle timeout (undici: 4 s), so an idle
+    // keep-alive connection is closed by the client, never by us just as
+    // the client reuses it (which the client sees as a socket error).
+    server.keepAliveTimeout = 15_000;
     server.requestTimeout = 0; // large files over slow links: no overall cap
     const host = this.options.host ?? '0.0.0.0';
     const port = this.options.port ?? 80;
