@@ -7,7 +7,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { connect, createServer, type Server, type Socket } from 'node:net';
-import { Bitfield } from '../../src/wire/bitfield.js';
+import type { Bitfield } from '../../src/wire/bitfield.js';
 import { PeerConnection } from '../../src/wire/connection.js';
 
 /** A TCP port free right now on `host` (bound, then released). */
