@@ -9,6 +9,7 @@ import { randomBytes } from 'node:crypto';
 import { connect, createServer, type Server, type Socket } from 'node:net';
 import type { Bitfield } from '../../src/wire/bitfield.js';
 import { PeerConnection } from '../../src/wire/connection.js';
+import { encodeMessage } from '../../src/wire/codec.js';
 
 /** A TCP port free right now on `host` (bound, then released). */
 export async function freeTcpPort(host: string): Promise<number> {
@@ -127,4 +128,75 @@ export async function until(cond: () => boolean, ms: number, what: () => string)
 /** Closes a net server, resolving when it has. */
 export function closeServer(srv: Server): Promise<void> {
   return new Promise((r) => srv.close(() => r()));
+}
+
+/**
+ * A peer that claims every piece and answers every request at once, but
+ * with wrong bytes (one byte flipped per block) in the pieces `corrupt`
+ * picks: what a client with a damaged disk, or a hostile one, would do.
+ * It dials `host:port` until the handshake succeeds, and never again after
+ * that connection closes (a ban closes it).
+ */
+export class LyingPeer {
+  corruptBlocks = 0;
+  honestBlocks = 0;
+  /** The victim closed the connection (a ban does). */
+  closedByRemote = false;
+  handshakes = 0;
+  private socket: Socket | undefined;
+  private stopped = false;
+  private readonly peerId = Buffer.concat([Buffer.from('-FL0001-'), randomBytes(12)]);
+
+  constructor(
+    private readonly meta: { infoHash: Buffer; pieceCount: number; pieceLength: number },
+    /** The torrent's content, all files concatenated in torrent order. */
+    private readonly data: Buffer,
+    private readonly corrupt: (piece: number) => boolean,
+  ) {}
+
+  attack(host: string, port: number): void {
+    if (this.stopped || this.handshakes > 0) return;
+    const socket = connect(port, host);
+    this.socket = socket;
+    const conn = new PeerConnection(socket, {
+      peerId: this.peerId,
+      initiator: true,
+      infoHash: this.meta.infoHash,
+      pieceCount: this.meta.pieceCount,
+    });
+    conn.on('error', () => undefined);
+    conn.on('handshake', () => {
+      this.handshakes++;
+      if (conn.fast) conn.haveAll();
+      else {
+        const all = Buffer.alloc(Math.ceil(this.meta.pieceCount / 8), 0xff);
+        const spare = all.length * 8 - this.meta.pieceCount;
+        all[all.length - 1] = (0xff << spare) & 0xff;
+        socket.write(encodeMessage({ type: 'bitfield', bits: all }));
+      }
+    });
+    conn.on('interested', () => conn.unchoke());
+    conn.on('request', ({ index, begin, length }) => {
+      const at = index * this.meta.pieceLength + begin;
+      const block = Buffer.from(this.data.subarray(at, at + length));
+      if (this.corrupt(index)) {
+        block[0] = block[0]! ^ 0xff;
+        this.corruptBlocks++;
+      } else this.honestBlocks++;
+      conn.piece(index, begin, block);
+    });
+    conn.on('close', () => {
+      if (this.handshakes > 0) {
+        this.closedByRemote = !this.stopped;
+        return;
+      }
+      // Not listening yet: dial again.
+      if (!this.stopped) setTimeout(() => this.attack(host, port), 200).unref();
+    });
+  }
+
+  close(): void {
+    this.stopped = true;
+    this.socket?.destroy();
+  }
 }
