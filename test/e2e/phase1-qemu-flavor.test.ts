@@ -27,7 +27,7 @@ test('build-phase1 --flavor qemu: QEMU, its libraries and firmware are in the ar
   // gzip: the files are the point here, and xz takes minutes on this much.
   const built = await runCli(
     ['build-phase1', '--flavor', 'qemu', '--compress', 'gzip', '--out', out, '--cache', defaultCacheDir()],
-    { timeoutMs: 400_000 },
+    { timeoutMs: 900_000 },
   );
   assert.equal(built.code, 0, built.stderr);
   assert.match(built.stdout, /^Built phase 1 \(qemu, gzip/m);
