@@ -282,7 +282,11 @@ export class DhcpServer extends EventEmitter<DhcpServerEvents> {
 
   #bind(address: string, port: number, role: 'broadcast' | 'unicast' | 'pxe'): Promise<Socket> {
     return new Promise((resolve, reject) => {
-      const s = createSocket({ type: 'udp4', reuseAddr: true });
+      // A room of machines powered on at once sends hundreds of DISCOVERs in
+      // a burst while each ACK waits for its lease to reach the disk: a 1 MiB
+      // receive buffer holds the burst instead of dropping it (the kernel
+      // caps it at net.core.rmem_max).
+      const s = createSocket({ type: 'udp4', reuseAddr: true, recvBufferSize: 1 << 20 });
       const onError = (err: NodeJS.ErrnoException): void => {
         s.close();
         const fix =
