@@ -134,8 +134,8 @@ export function closeServer(srv: Server): Promise<void> {
  * A peer that claims every piece and answers every request at once, but
  * with wrong bytes (one byte flipped per block) in the pieces `corrupt`
  * picks: what a client with a damaged disk, or a hostile one, would do.
- * It dials `host:port` until the handshake succeeds, and never again after
- * that connection closes (a ban closes it).
+ * It dials `host:port` until the victim asks it for data, and never again
+ * after that connection closes (a ban closes it).
  */
 export class LyingPeer {
   corruptBlocks = 0;
@@ -145,6 +145,7 @@ export class LyingPeer {
   handshakes = 0;
   private socket: Socket | undefined;
   private stopped = false;
+  private dials = 0;
   private readonly peerId = Buffer.concat([Buffer.from('-FL0001-'), randomBytes(12)]);
 
   constructor(
@@ -155,7 +156,7 @@ export class LyingPeer {
   ) {}
 
   attack(host: string, port: number): void {
-    if (this.stopped || this.handshakes > 0) return;
+    if (this.stopped) return;
     const socket = connect(port, host);
     this.socket = socket;
     const conn = new PeerConnection(socket, {
@@ -186,12 +187,13 @@ export class LyingPeer {
       conn.piece(index, begin, block);
     });
     conn.on('close', () => {
-      if (this.handshakes > 0) {
+      if (this.corruptBlocks + this.honestBlocks > 0) {
         this.closedByRemote = !this.stopped;
         return;
       }
-      // Not listening yet: dial again.
-      if (!this.stopped) setTimeout(() => this.attack(host, port), 200).unref();
+      // Not listening yet, or the torrent not ready to take peers (it may
+      // drop a connection it accepted): dial again, as a real client would.
+      if (!this.stopped && ++this.dials < 150) setTimeout(() => this.attack(host, port), 200).unref();
     });
   }
 
