@@ -479,9 +479,8 @@ export class BootServer {
         leechers: t?.leechers ?? 0,
         completed: t?.completed ?? 0,
         serverUploaded: s?.uploaded ?? 0,
-        peerUploaded: (t?.peers ?? [])
-          .filter((p) => p.peerId !== seederId)
-          .reduce((n, p) => n + p.uploaded, 0),
+        // Everything peers announced they uploaded (also those gone since), less the server's own seeder.
+        peerUploaded: t ? t.uploaded - (t.peers.find((p) => p.peerId === seederId)?.uploaded ?? 0) : 0,
       };
     });
     const clients: ClientState[] = this.store.list();

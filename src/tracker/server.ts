@@ -85,6 +85,9 @@ export interface SwarmState {
   /** Completed downloads counted since the server started (scrape `downloaded`). */
   completed: number;
   peers: PeerState[];
+  /** Bytes every peer said it uploaded / downloaded, including peers that have left since. */
+  uploaded: number;
+  downloaded: number;
 }
 
 export interface AnnounceEventInfo {
@@ -108,6 +111,9 @@ interface Swarm {
   completed: number;
   /** Added by add(): kept while empty and served in closed mode. */
   pinned: boolean;
+  /** Last reported totals of peers that left (stopped or expired), so the swarm's totals outlive them. */
+  goneUploaded: number;
+  goneDownloaded: number;
 }
 
 const DEFAULT_PORT = 6969;
@@ -186,7 +192,14 @@ export class TrackerServer extends EventEmitter<TrackerServerEvents> {
     const key = hexKey(infoHash);
     const s = this.swarmTable.get(key);
     if (s) s.pinned = true;
-    else this.swarmTable.set(key, { peers: new Map(), completed: 0, pinned: true });
+    else
+      this.swarmTable.set(key, {
+        peers: new Map(),
+        completed: 0,
+        pinned: true,
+        goneUploaded: 0,
+        goneDownloaded: 0,
+      });
   }
 
   /** Stop serving this infohash and forget its peers. */
@@ -359,7 +372,7 @@ export class TrackerServer extends EventEmitter<TrackerServerEvents> {
           'BT_ERR_TRACKER_FAILURE',
           'unknown infohash: this tracker does not serve it',
         );
-      swarm = { peers: new Map(), completed: 0, pinned: false };
+      swarm = { peers: new Map(), completed: 0, pinned: false, goneUploaded: 0, goneDownloaded: 0 };
       this.swarmTable.set(key, swarm);
     }
     const id = req.peerId.toString('hex');
@@ -384,8 +397,11 @@ export class TrackerServer extends EventEmitter<TrackerServerEvents> {
       peer.completed = true;
       swarm.completed++;
     }
-    if (req.event === 'stopped') swarm.peers.delete(id);
-    else swarm.peers.set(id, peer);
+    if (req.event === 'stopped') {
+      swarm.peers.delete(id);
+      swarm.goneUploaded += peer.uploaded;
+      swarm.goneDownloaded += peer.downloaded;
+    } else swarm.peers.set(id, peer);
     this.emit('announce', { infoHash: key, event: req.event, peer: { ...peer } });
 
     let seeders = 0;
@@ -436,6 +452,8 @@ export class TrackerServer extends EventEmitter<TrackerServerEvents> {
       for (const [id, p] of swarm.peers) {
         if (p.lastSeen < limit) {
           swarm.peers.delete(id);
+          swarm.goneUploaded += p.uploaded;
+          swarm.goneDownloaded += p.downloaded;
           this.emit('peer-expired', { infoHash: key, peer: { ...p } });
         }
       }
@@ -456,6 +474,8 @@ export class TrackerServer extends EventEmitter<TrackerServerEvents> {
         leechers: peers.length - seeders,
         completed: swarm.completed,
         peers,
+        uploaded: swarm.goneUploaded + peers.reduce((n, p) => n + p.uploaded, 0),
+        downloaded: swarm.goneDownloaded + peers.reduce((n, p) => n + p.downloaded, 0),
       });
     }
     return out;

@@ -315,3 +315,27 @@ test('listen on a port in use rejects with BT_ERR_LISTEN naming host:port and th
   );
   await tracker.close();
 });
+
+test('swarm totals keep what peers uploaded after they stop or expire', async (t) => {
+  let clock = 1_000_000;
+  const { server, port } = await startServer(t, { peerTimeoutMs: 1000 }, () => clock);
+  server.add(HASH);
+  const url = `http://127.0.0.1:${port}/announce`;
+  await announce(url, req('-BT0001-a', 7001, 0, 'started', { uploaded: 500, downloaded: 100 }), {
+    timeoutMs: 5000,
+  });
+  await announce(url, req('-BT0001-b', 7002, 0, 'started', { uploaded: 70, downloaded: 100 }), {
+    timeoutMs: 5000,
+  });
+  await announce(url, req('-BT0001-a', 7001, 0, 'stopped', { uploaded: 900, downloaded: 100 }), {
+    timeoutMs: 5000,
+  });
+  let swarm = server.swarms()[0]!;
+  assert.equal(swarm.peers.length, 1);
+  assert.equal(swarm.uploaded, 970, 'a (gone, last said 900) + b (70)');
+  assert.equal(swarm.downloaded, 200);
+  clock += 2000; // b expires
+  swarm = server.swarms()[0]!;
+  assert.equal(swarm.peers.length, 0);
+  assert.equal(swarm.uploaded, 970);
+});
