@@ -33,7 +33,7 @@ and removes everything it made (also on Ctrl-C).
   --clients N      number of QEMU clients (default 3, at most 32)
   --phase1 DIR     a phase-1 image from \`boottorrent build-phase1\` (default:
                    build it, or reuse the cached build)
-  --memory MB      RAM per client (default 768)
+  --memory MB      RAM per client (default: the sample OS's size + 512 MB)
   --keep           keep the lab folder (serial logs, server log) afterwards
   --loopback       instead: a BitTorrent swarm on loopback with real aria2c
                    clients and our tracker (no VMs, no root)
@@ -114,8 +114,8 @@ async function runPxe(
   values: { phase1?: string | undefined; memory?: string | undefined; keep?: boolean | undefined },
   io: Io,
 ): Promise<number> {
-  const memoryMb = Number(values.memory ?? 768);
-  if (!Number.isInteger(memoryMb) || memoryMb < 256)
+  const memoryMb = values.memory === undefined ? undefined : Number(values.memory);
+  if (memoryMb !== undefined && (!Number.isInteger(memoryMb) || memoryMb < 256))
     throw new UsageError(`--memory ${values.memory}: expected a whole number of MB, at least 256`, HELP);
   let qemu: string;
   try {
@@ -139,7 +139,13 @@ async function runPxe(
   }
   const progress = new Progress(io.stdout, 5000);
   const result = await runPxeDemo(
-    { clients, phase1Dir, qemu, memoryMb, ...(values.keep ? { keep: true } : {}) },
+    {
+      clients,
+      phase1Dir,
+      qemu,
+      ...(memoryMb !== undefined ? { memoryMb } : {}),
+      ...(values.keep ? { keep: true } : {}),
+    },
     {
       signal: io.signal,
       log: (line) => {
@@ -160,6 +166,12 @@ async function runPxe(
   progress.done();
   const mb = (n: number) => (n / 1e6).toFixed(1);
   if (values.keep) log(`lab files kept in ${result.dir}`);
+  for (const m of result.machines)
+    log(
+      `${m.name} ${m.mac}: ${m.seconds === null ? 'did not boot' : `booted in ${m.seconds.toFixed(1)} s`}; ` +
+        `downloaded ${mb(m.downloaded)} MB, uploaded ${mb(m.uploaded)} MB to other clients; ` +
+        `agent peak RSS ${m.peakRss === null ? '?' : `${Math.round(m.peakRss / 1e6)} MB`}`,
+    );
   log(
     `booted ${result.booted}/${result.clients} clients in ${result.seconds.toFixed(1)} s; ` +
       `server sent ${mb(result.serverSent)} MB for ${mb(result.delivered)} MB delivered`,

@@ -7,6 +7,7 @@
  * the namespace, and is removed at the end, on failure and on Ctrl-C.
  */
 import { mkdtemp, rm, writeFile, mkdir } from 'node:fs/promises';
+import { statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -46,6 +47,17 @@ export interface PxeDemoResult {
   readonly seconds: number;
   /** Seconds from each VM's start to its marker. */
   readonly perClient: readonly number[];
+  /** Each VM as the server last saw it. */
+  readonly machines: readonly {
+    readonly name: string;
+    readonly mac: string;
+    /** Seconds from VM start to the marker; null if it did not boot. */
+    readonly seconds: number | null;
+    readonly downloaded: number;
+    readonly uploaded: number;
+    readonly peakRss: number | null;
+  }[];
+  readonly memoryMb: number;
   readonly serverSent: number;
   readonly delivered: number;
   /** Bytes clients uploaded to each other, as the server's tracker saw them. */
@@ -89,7 +101,17 @@ export async function runPxeDemo(o: PxeDemoOptions, s: PxeDemoServices): Promise
     // The environment: full DHCP on the lab's bridge, one sample OS.
     const env = join(dir, 'env');
     await mkdir(join(env, 'oss'), { recursive: true });
-    writeMarkerOs(join(env, 'oss'), 'demo-linux', 'Demo Linux (Debian kernel + marker)', marker);
+    const osDir = writeMarkerOs(
+      join(env, 'oss'),
+      'demo-linux',
+      'Demo Linux (Debian kernel + marker)',
+      marker,
+    );
+    // A client needs the OS's size (it lives in RAM) plus 512 MB: give the VMs no more.
+    const imageMb = Math.ceil(
+      (statSync(join(osDir, 'vmlinuz')).size + statSync(join(osDir, 'initrd.img')).size) / 2 ** 20,
+    );
+    const memoryMb = o.memoryMb ?? imageMb + 512;
     await writeFile(
       join(env, 'Boottorrent.yaml'),
       [
@@ -139,12 +161,14 @@ export async function runPxeDemo(o: PxeDemoOptions, s: PxeDemoServices): Promise
           mac: demoMac(i + 1),
           dir,
           qemu: o.qemu,
-          memoryMb: o.memoryMb ?? 768,
+          memoryMb,
         }),
       );
       startedAt.push(Date.now());
     }
-    s.log(`clients: ${o.clients} QEMU machines PXE-booting (TCG: slow CPUs, so give them a few minutes)`);
+    s.log(
+      `clients: ${o.clients} QEMU machines with ${memoryMb} MB each PXE-booting (TCG: slow CPUs, so give them a few minutes)`,
+    );
     const done = new Map<number, number>();
     const deadline = started + (o.timeoutMs ?? 20 * 60_000);
     let snapshot: ServerSnapshot | undefined;
@@ -179,11 +203,25 @@ export async function runPxeDemo(o: PxeDemoOptions, s: PxeDemoServices): Promise
     const seconds = (Date.now() - started) / 1000;
     snapshot = (await fetchStatus(dashboardUrl)) ?? snapshot;
     const perClient = [...done.values()].filter((v) => v >= 0);
+    const machines = vms.map((vm, i) => {
+      const row = snapshot?.clients.find((c) => c.mac === vm.options.mac);
+      const secs = done.get(i);
+      return {
+        name: vm.options.name,
+        mac: vm.options.mac,
+        seconds: secs !== undefined && secs >= 0 ? secs : null,
+        downloaded: row?.downloaded ?? 0,
+        uploaded: row?.uploaded ?? 0,
+        peakRss: row?.peakRss ?? null,
+      };
+    });
     return {
       booted: perClient.length,
       clients: o.clients,
       seconds,
       perClient,
+      machines,
+      memoryMb,
       serverSent: snapshot?.totals.serverUploaded ?? 0,
       delivered: snapshot?.totals.delivered ?? 0,
       peerUploaded: snapshot?.clients.reduce((n, c) => n + c.uploaded, 0) ?? 0,

@@ -43,9 +43,18 @@ test(
       r.stdout,
     );
     assert.ok(m, r.stdout);
-    const shared = /clients sent each other ([\d.]+) MB/.exec(r.stdout);
-    assert.ok(shared, r.stdout);
     assert.ok(Number(m[3]) > 0, 'the clients reported what they downloaded');
+    // Each VM booted (its marker was seen on its serial console), with the agent under 150 MB.
+    const machines = [
+      ...r.stdout.matchAll(/^pc\d 52:54:00:77:\S+: booted in ([\d.]+) s; .* agent peak RSS (\d+) MB$/gm),
+    ];
+    assert.equal(machines.length, 3, r.stdout);
+    for (const mm of machines) assert.ok(Number(mm[2]) < 150, `agent peak RSS ${mm[2]} MB`);
+    // The clients shared: by their own reports and by the server's tracker.
+    const shared =
+      /clients sent each other ([\d.]+) MB \(their reports; the tracker counted ([\d.]+) MB\)/.exec(r.stdout);
+    assert.ok(shared, r.stdout);
+    assert.ok(Number(shared[1]) > 0 && Number(shared[2]) > 0, shared[0]);
     assert.deepEqual(demoNamespaces(), []);
     assert.deepEqual(demoQemus(), []);
     assert.deepEqual(

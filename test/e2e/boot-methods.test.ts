@@ -1,0 +1,144 @@
+// Phase 2 on real (virtual) machines, beyond the default kexec boot that
+// the demo test covers: `boottorrent start` in a namespace LAN and two QEMU
+// (TCG) machines that PXE-boot from it at once.
+// - vm-menu waits at its menu (a per-host `timeout: -1`) and is driven over
+//   its serial console: the arrow keys pick the `bin` OS, which runs in
+//   phase 1 and prints its marker with its arguments.
+// - vm-qemu boots the `qemu` OS by default (a per-host default): the agent
+//   runs qemu-system-x86_64 inside phase 1 (the qemu flavor, which `start`
+//   picks because an OS uses that method) on a tiny guest, a boot sector
+//   that prints its own marker on the nested machine's serial line.
+// Each VM has the size of what it boots plus 512 MB of RAM, no more.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { chmodSync, mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { NetLab, waitForOutput } from '../../src/demo/lab.js';
+import { LabVm } from '../../src/demo/vm.js';
+import { writeMarkerOs } from '../../src/demo/sample-os.js';
+import type { ServerSnapshot } from '../../src/server/state.js';
+import { BIN } from '../helpers/cli.js';
+import { markerBootSector } from '../helpers/marker-os.js';
+import { requireProgram } from '../helpers/programs.js';
+import { tempDir } from '../helpers/tmp.js';
+
+const qemu = requireProgram('qemu-system-x86_64', 'qemu-system-x86');
+requireProgram('busybox', 'busybox-static');
+const LAN = '10.79.0';
+const NS_SIDE = '10.79.255.2';
+const MENU_MAC = '52:54:00:79:00:04';
+const QEMU_MAC = '52:54:00:79:00:05';
+
+test(
+  'a VM driven over serial picks the bin OS from its menu; another runs the qemu OS nested in phase 1',
+  { timeout: 25 * 60_000 },
+  async (t) => {
+    const dir = tempDir(t);
+    const id = Date.now().toString(36).toUpperCase();
+    const markerA = `BT-E2E-A-${id}`;
+    const markerBin = `BT-E2E-BIN-${id}`;
+    const markerGuest = `BT-E2E-GUEST-${id}`;
+
+    const env = join(dir, 'env');
+    mkdirSync(join(env, 'oss'), { recursive: true });
+    writeMarkerOs(join(env, 'oss'), 'alpha', 'Alpha Linux', markerA);
+    mkdirSync(join(env, 'oss', 'tool'));
+    writeFileSync(join(env, 'oss', 'tool', 'run.sh'), `#!/bin/sh\necho "${markerBin} args: $*"\n`);
+    chmodSync(join(env, 'oss', 'tool', 'run.sh'), 0o755);
+    writeFileSync(
+      join(env, 'oss', 'tool', 'config.yaml'),
+      'name: Tool\nmethod: bin\nbin: run.sh\nbinargs: "one two"\n',
+    );
+    mkdirSync(join(env, 'oss', 'guest'));
+    writeFileSync(join(env, 'oss', 'guest', 'boot.img'), markerBootSector(markerGuest));
+    writeFileSync(
+      join(env, 'oss', 'guest', 'config.yaml'),
+      'name: Tiny guest\nmethod: qemu\nargs: "-drive format=raw,file=boot.img -display none -serial stdio -monitor none -accel tcg -no-reboot -m 16"\n',
+    );
+    writeFileSync(
+      join(env, 'Boottorrent.yaml'),
+      [
+        'version: 1',
+        'server:',
+        '  interface: br0',
+        `  address: ${LAN}.1`,
+        'dhcp:',
+        '  mode: full',
+        `  range: ${LAN}.100-${LAN}.200`,
+        'boot:',
+        '  default_os: alpha',
+        '  timeout: 3',
+        '  seed_time: 2',
+        'hosts:',
+        `  '${MENU_MAC}': { timeout: -1 }`,
+        `  '${QEMU_MAC}': { default_os: guest, timeout: 0 }`,
+        '',
+      ].join('\n'),
+    );
+
+    const lab = new NetLab('e2e', `${LAN}.1/24`);
+    t.after(() => lab.destroy());
+    lab.linkToHost('10.79.255.1/30', `${NS_SIDE}/30`);
+    // No --phase1: start builds (or reuses) the qemu flavor by itself.
+    const server = lab.spawn(process.execPath, [
+      '--enable-source-maps',
+      BIN,
+      'start',
+      '--env',
+      env,
+      '--console',
+      'serial',
+      '--dashboard',
+      `${NS_SIDE}:8480`,
+    ]);
+    await waitForOutput(server, /Ctrl-C stops/, 20 * 60_000, 'start');
+    assert.match(server.output(), /phase 1: (reusing|built) qemu image/);
+
+    // The bin OS and the boot sector are tiny; 16 MB for the nested guest.
+    const menuVm = new LabVm(lab, {
+      name: 'vm-menu',
+      mac: MENU_MAC,
+      dir,
+      qemu,
+      memoryMb: 512,
+      interactive: true,
+    });
+    const qemuVm = new LabVm(lab, { name: 'vm-qemu', mac: QEMU_MAC, dir, qemu, memoryMb: 512 + 16 });
+    t.after(() => {
+      menuVm.close();
+      qemuVm.close();
+    });
+    try {
+      await menuVm.waitFor(/stage=menu/, 12 * 60_000);
+      // The menu lists alpha, guest, tool (folder order) with alpha selected: down twice.
+      for (const key of ['\x1b[B', '\x1b[B', '\r']) {
+        await menuVm.type(key);
+        await new Promise((r) => setTimeout(r, 700));
+      }
+      const bin = await menuVm.waitFor(new RegExp(`${markerBin} args: (.*)`), 10 * 60_000);
+      assert.equal(bin[1]!.trim(), 'one two');
+      assert.match(menuVm.serial(), /boottorrent-agent: chose tool/);
+      assert.match(menuVm.serial(), /boottorrent-agent: verified 2 files of tool/);
+      assert.doesNotMatch(
+        menuVm.serial(),
+        new RegExp(`${markerA} cmdline`),
+        'the menu VM did not boot the default',
+      );
+
+      await qemuVm.waitFor(new RegExp(markerGuest), 12 * 60_000);
+      assert.match(qemuVm.serial(), /boottorrent-agent: verified 2 files of guest/);
+      assert.match(qemuVm.serial(), /boottorrent-agent: running qemu-system-x86_64 /);
+
+      const snap = (await (await fetch(`http://${NS_SIDE}:8480/api/v1/status`)).json()) as ServerSnapshot;
+      const rows = new Map(snap.clients.map((c) => [c.mac, c]));
+      assert.equal(rows.get(MENU_MAC)?.os, 'tool');
+      assert.equal(rows.get(QEMU_MAC)?.os, 'guest');
+      assert.equal(rows.get(QEMU_MAC)?.stage, 'running');
+      for (const r of rows.values())
+        assert.ok(r.peakRss !== null && r.peakRss < 150e6, `agent peak RSS ${r.peakRss} of ${r.mac}`);
+    } catch (err) {
+      t.diagnostic(`server log:\n${server.output().slice(-5000)}`);
+      throw err;
+    }
+  },
+);
