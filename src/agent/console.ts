@@ -16,6 +16,20 @@ export class AgentConsole {
   private readonly queue: Key[] = [];
   private waiter: (() => void) | undefined;
   private attached = false;
+  /**
+   * Input closed (host mode: a pipe or /dev/null): nobody can answer, so a
+   * wait with no timeout ends in 'q' instead of hanging; a wait with one
+   * (countdown, automatic retry) still runs its course.
+   */
+  private ended = false;
+  private waiterHasTimeout = false;
+  private readonly onEnd = () => {
+    this.ended = true;
+    if (this.waiterHasTimeout) return;
+    const w = this.waiter;
+    this.waiter = undefined;
+    w?.();
+  };
   private readonly onData = (chunk: Buffer | string) => {
     this.queue.push(...this.decoder.push(chunk));
     const w = this.waiter;
@@ -43,6 +57,7 @@ export class AgentConsole {
     this.attached = true;
     if (this.input.isTTY && this.input.setRawMode) this.input.setRawMode(true);
     this.input.on('data', this.onData);
+    this.input.on('end', this.onEnd);
     this.input.resume();
   }
 
@@ -51,6 +66,7 @@ export class AgentConsole {
     if (!this.attached) return;
     this.attached = false;
     this.input.off('data', this.onData);
+    this.input.off('end', this.onEnd);
     this.input.pause();
     if (this.input.isTTY && this.input.setRawMode) this.input.setRawMode(false);
   }
@@ -64,6 +80,7 @@ export class AgentConsole {
   async nextKey(timeoutMs?: number, signal?: AbortSignal): Promise<Key | undefined> {
     this.attach();
     if (this.queue.length > 0) return this.queue.shift();
+    if (this.ended && timeoutMs === undefined) return { kind: 'char', ch: 'q' };
     if (signal?.aborted) return undefined;
     await new Promise<void>((resolve) => {
       let timer: NodeJS.Timeout | undefined;
@@ -74,9 +91,12 @@ export class AgentConsole {
         resolve();
       };
       this.waiter = done;
+      this.waiterHasTimeout = timeoutMs !== undefined;
       if (timeoutMs !== undefined) timer = setTimeout(done, timeoutMs);
       signal?.addEventListener('abort', done, { once: true });
     });
-    return this.queue.shift();
+    return (
+      this.queue.shift() ?? (this.ended && timeoutMs === undefined ? { kind: 'char', ch: 'q' } : undefined)
+    );
   }
 }

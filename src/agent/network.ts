@@ -1,8 +1,8 @@
 /**
  * Phase 1's network: every wired NIC up, DHCP on each with busybox udhcpc.
- * Busybox's default udhcpc script is not in the image, so the agent writes
- * its own: udhcpc only negotiates; the script applies the lease (address,
- * default route) with `ip`.
+ * udhcpc only negotiates; a script applies the lease (address, default
+ * route) with `ip`. The agent writes and passes its own rather than rely on
+ * the image's default one, so it also works in host mode and in tests.
  */
 import { execFile } from 'node:child_process';
 import { readFile, readdir, stat, writeFile, chmod } from 'node:fs/promises';

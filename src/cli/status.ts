@@ -27,7 +27,12 @@ export async function run(argv: string[], io: Io): Promise<number> {
   let info: ServerInfoFile;
   try {
     info = JSON.parse(await readFile(infoFile, 'utf8')) as ServerInfoFile;
-  } catch {
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'EACCES')
+      throw new BootTorrentError(
+        'BT_ERR_SERVER',
+        `cannot read ${infoFile} (permission denied): run status as root, or as the user that runs the server`,
+      );
     throw new BootTorrentError(
       'BT_ERR_SERVER',
       `no server is running for ${envDir} (${infoFile} is missing); start one with \`boottorrent start --env ${envDir}\``,

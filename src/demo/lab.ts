@@ -143,10 +143,10 @@ export async function waitForOutput(
     const m = re.exec(p.output());
     if (m) return m;
     if (signal?.aborted) throw new BootTorrentError('BT_ERR_ABORTED', `${what}: interrupted`);
-    if (p.child.exitCode !== null)
+    if (p.child.exitCode !== null || p.child.signalCode !== null)
       throw new BootTorrentError(
         'BT_ERR_DEMO',
-        `${what} exited (${p.child.exitCode}) before ${re}:\n${p.output().slice(-3000)}`,
+        `${what} exited (${p.child.exitCode ?? p.child.signalCode}) before ${re}:\n${p.output().slice(-3000)}`,
       );
     if (Date.now() > deadline)
       throw new BootTorrentError(

@@ -197,7 +197,7 @@ export async function runPxeDemo(o: PxeDemoOptions, s: PxeDemoServices): Promise
           s.log(`${vm.options.name} stopped without booting; its console:\n${vm.serial().slice(-2000)}`);
         }
       }
-      if (server.child.exitCode !== null)
+      if (server.child.exitCode !== null || server.child.signalCode !== null)
         throw new BootTorrentError('BT_ERR_DEMO', `the server stopped:\n${server.output().slice(-3000)}`);
       if (Date.now() > deadline) {
         s.log(`giving up after ${Math.round((Date.now() - started) / 1000)} s`);

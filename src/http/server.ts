@@ -133,10 +133,18 @@ export class BootHttpServer {
     }
     for (const [prefix, root] of Object.entries(this.options.mounts ?? {})) {
       if (!path.startsWith(prefix)) continue;
-      const mac = normalizeMac(url.searchParams.get('mac') ?? '');
-      if (mac && prefix === '/phase1/' && req.method === 'GET')
-        this.services.onBootStep?.({ kind: 'phase1', mac, client });
       const r = await serveFile(req, res, root, url.pathname.slice(prefix.length));
+      // Only a served file from an allowed machine moves its row to "phase 1".
+      const mac = normalizeMac(url.searchParams.get('mac') ?? '');
+      if (
+        r &&
+        r.status < 400 &&
+        mac &&
+        prefix === '/phase1/' &&
+        req.method === 'GET' &&
+        !('refused' in this.services.policy.phaseOneFor(mac))
+      )
+        this.services.onBootStep?.({ kind: 'phase1', mac, client });
       if (r) {
         this.log.debug('file', { client, path, status: r.status, bytes: r.bytes });
         return;

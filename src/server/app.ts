@@ -126,7 +126,10 @@ export class BootServer {
   private token = '';
   private startedAt = Date.now();
   private reloadTimer: NodeJS.Timeout | undefined;
-  private reloading = false;
+  /** The reload in progress, if any (close() waits for it). */
+  private reloadRun: Promise<void> | undefined;
+  /** server.json is ours to remove only once we wrote it. */
+  private wroteInfo = false;
   private lastFingerprint = '';
   private stateDir = '';
   private dashboardUrlValue = '';
@@ -271,8 +274,11 @@ export class BootServer {
         token: this.token,
       } satisfies ServerInfoFile),
     );
+    this.wroteInfo = true;
     const interval = this.options.reloadIntervalMs ?? 2000;
-    this.reloadTimer = setInterval(() => void this.reload(), interval);
+    this.reloadTimer = setInterval(() => {
+      this.reloadRun ??= this.reload().finally(() => (this.reloadRun = undefined));
+    }, interval);
     this.reloadTimer.unref();
     this.log.info('ready', {
       environment: env.dir,
@@ -334,6 +340,7 @@ export class BootServer {
 
   private async seed(e: CatalogEntry): Promise<void> {
     const seeder = this.seeder!;
+    if (this.sessions.get(e.os.id)?.meta.infoHashHex === e.meta.infoHashHex) return;
     const session = await seeder.add({
       meta: e.meta,
       // The torrent's name is the folder's name, so its data root is the folder's parent.
@@ -589,8 +596,7 @@ export class BootServer {
 
   /** Picks up OS folders added, changed or removed (and boot settings) without a restart. */
   private async reload(): Promise<void> {
-    if (this.reloading || this.closed) return;
-    this.reloading = true;
+    if (this.closed) return;
     try {
       const fp = await envFingerprint(this.env.dir);
       if (fp === this.lastFingerprint) return;
@@ -620,11 +626,17 @@ export class BootServer {
         oss: env.oss,
         allowMacs: this.env.allowMacs,
       };
+      let failed = false;
       for (const e of added) {
         this.tracker?.add(e.meta.infoHash);
-        await this.seed(e);
+        // One OS that cannot be seeded must not keep the others from it.
+        await this.seed(e).catch((err: unknown) => {
+          failed = true;
+          this.log.warn(`cannot seed ${e.os.id}; will try again`, { error: (err as Error).message });
+        });
       }
-      this.lastFingerprint = fp;
+      // A failure leaves the fingerprint stale, so the next tick tries again.
+      if (!failed) this.lastFingerprint = fp;
       if (added.length || removed.length)
         this.log.info('environment reloaded', {
           added: added.map((e) => e.os.id).join(',') || '-',
@@ -632,8 +644,6 @@ export class BootServer {
         });
     } catch (err) {
       this.log.warn('reload failed; will try again', { error: (err as Error).message });
-    } finally {
-      this.reloading = false;
     }
   }
 
@@ -642,6 +652,7 @@ export class BootServer {
     if (this.closed) return;
     this.closed = true;
     if (this.reloadTimer) clearInterval(this.reloadTimer);
+    await this.reloadRun;
     this.dashboard?.close();
     const d = this.dashboardServer;
     this.dashboardServer = undefined;
@@ -656,6 +667,7 @@ export class BootServer {
       this.seeder?.close(),
       this.tracker?.close(),
     ]);
-    if (this.stateDir) await rm(join(this.stateDir, SERVER_INFO), { force: true });
+    // Only ours: a second start that failed (ports in use) must not remove the running one's.
+    if (this.wroteInfo) await rm(join(this.stateDir, SERVER_INFO), { force: true });
   }
 }

@@ -104,6 +104,8 @@ export class OsCatalog {
       }
       const entry = (await this.fromCache(os, fingerprint)) ?? (await this.hash(os, fingerprint));
       next.set(os.id, entry);
+      // Touched but identical (same infohash): the same torrent, nothing to add.
+      if (old?.meta.infoHashHex === entry.meta.infoHashHex) continue;
       added.push(entry);
       if (old) this.log.info('OS changed', { os: os.id, infoHash: entry.meta.infoHashHex });
     }

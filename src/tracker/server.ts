@@ -114,7 +114,12 @@ interface Swarm {
   /** Last reported totals of peers that left (stopped or expired), so the swarm's totals outlive them. */
   goneUploaded: number;
   goneDownloaded: number;
+  /** What each expired peer had said, so its totals are not counted twice if it comes back (bounded). */
+  expired: Map<string, { uploaded: number; downloaded: number }>;
 }
+
+/** Expired peers remembered per swarm for the totals; past this, the oldest are forgotten. */
+const MAX_EXPIRED_REMEMBERED = 4096;
 
 const DEFAULT_PORT = 6969;
 const DEFAULT_INTERVAL = 60;
@@ -199,6 +204,7 @@ export class TrackerServer extends EventEmitter<TrackerServerEvents> {
         pinned: true,
         goneUploaded: 0,
         goneDownloaded: 0,
+        expired: new Map(),
       });
   }
 
@@ -372,12 +378,26 @@ export class TrackerServer extends EventEmitter<TrackerServerEvents> {
           'BT_ERR_TRACKER_FAILURE',
           'unknown infohash: this tracker does not serve it',
         );
-      swarm = { peers: new Map(), completed: 0, pinned: false, goneUploaded: 0, goneDownloaded: 0 };
+      swarm = {
+        peers: new Map(),
+        completed: 0,
+        pinned: false,
+        goneUploaded: 0,
+        goneDownloaded: 0,
+        expired: new Map(),
+      };
       this.swarmTable.set(key, swarm);
     }
     const id = req.peerId.toString('hex');
     const ip = this.trustIpParam && req.ip !== undefined ? req.ip : sourceIp;
     const prev = swarm.peers.get(id);
+    // An expired peer announcing again carries its totals along: take them back out of the gone part.
+    const back = prev ? undefined : swarm.expired.get(id);
+    if (back) {
+      swarm.expired.delete(id);
+      swarm.goneUploaded -= back.uploaded;
+      swarm.goneDownloaded -= back.downloaded;
+    }
     const peer: PeerState = {
       peerId: id,
       peerIdText: peerIdText(req.peerId),
@@ -454,6 +474,11 @@ export class TrackerServer extends EventEmitter<TrackerServerEvents> {
           swarm.peers.delete(id);
           swarm.goneUploaded += p.uploaded;
           swarm.goneDownloaded += p.downloaded;
+          swarm.expired.set(id, { uploaded: p.uploaded, downloaded: p.downloaded });
+          if (swarm.expired.size > MAX_EXPIRED_REMEMBERED) {
+            const oldest = swarm.expired.keys().next().value;
+            if (oldest !== undefined) swarm.expired.delete(oldest);
+          }
           this.emit('peer-expired', { infoHash: key, peer: { ...p } });
         }
       }

@@ -6,7 +6,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, utimesSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { NetLab, waitForOutput } from '../../src/demo/lab.js';
 import { parseBootConfig } from '../../src/boot-config.js';
@@ -139,7 +139,10 @@ test('start serves boot configs, torrents, reports and status; reloads OS folder
       f.path,
     );
 
-  // Hot reload: a new OS folder shows up in the next boot config, without a restart.
+  // Hot reload: a new OS folder shows up in the next boot config, without a restart,
+  // and is seeded, even when another folder was only touched in the same moment.
+  const later = new Date(Date.now() + 60_000);
+  utimesSync(join(envDir, 'oss', 'alpha', 'vmlinuz'), later, later);
   mkdirSync(join(envDir, 'oss', 'beta'));
   writeFileSync(join(envDir, 'oss', 'beta', 'tool.sh'), '#!/bin/sh\necho beta\n');
   writeFileSync(join(envDir, 'oss', 'beta', 'config.yaml'), 'name: Beta tool\nmethod: bin\nbin: tool.sh\n');
@@ -150,6 +153,22 @@ test('start serves boot configs, torrents, reports and status; reloads OS folder
   }
   assert.deepEqual(ids.sort(), ['alpha', 'beta']);
   await waitForOutput(server, /environment reloaded.*added.*beta/, 5000, 'reload log');
+  const beta = parseBootConfig(await (await fetch(`${base}/api/v1/boot/${MAC}`)).text()).oss.find(
+    (o) => o.id === 'beta',
+  )!;
+  assert.equal(
+    parseBootConfig(await (await fetch(`${base}/api/v1/boot/${MAC}`)).text()).oss.find(
+      (o) => o.id === 'alpha',
+    )?.infoHash,
+    alpha.infoHash,
+    'a touched folder keeps its torrent',
+  );
+  writeFileSync(join(dir, 'beta.torrent'), Buffer.from(await (await fetch(beta.torrentUrl)).arrayBuffer()));
+  const gotBeta = await runCli(['get', join(dir, 'beta.torrent'), '-o', join(dir, 'dl')], {
+    timeoutMs: 60_000,
+  });
+  assert.equal(gotBeta.code, 0, `the new OS is seeded: ${gotBeta.stderr}`);
+  assert.equal(readFileSync(join(dir, 'dl', 'beta', 'tool.sh'), 'utf8'), '#!/bin/sh\necho beta\n');
 
   // status from the same namespace (the dashboard listens there).
   const status = lab.spawn(process.execPath, [BIN, 'status', '--env', envDir]);

@@ -338,4 +338,9 @@ test('swarm totals keep what peers uploaded after they stop or expire', async (t
   swarm = server.swarms()[0]!;
   assert.equal(swarm.peers.length, 0);
   assert.equal(swarm.uploaded, 970);
+  // b comes back with its running totals: counted once, not twice.
+  await announce(url, req('-BT0001-b', 7002, 0, 'none', { uploaded: 80, downloaded: 100 }), {
+    timeoutMs: 5000,
+  });
+  assert.equal(server.swarms()[0]!.uploaded, 980);
 });
