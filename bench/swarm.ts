@@ -7,18 +7,27 @@
  *   npm run bench:swarm -- [--clients 1,2,4,8,16,32] [--size 32M] [--server-rate 100M]
  *                          [--client-rate 10M] [--methods boottorrent,http,nginx,tftp,aria2]
  *                          [--piece-length 256K] [--choker lan|standard] [--quick] [--json FILE] [--no-results]
+ *                          [--timeline FILE] [--logs DIR]
  *
  * Rates are bits per second (100M = 100 Mbit/s); sizes bytes (32M = 32 MiB).
- * Every client is a process in its own namespace. Methods:
- *   boottorrent  our seeder + our tracker, clients `boottorrent get` (the
- *                agent's download path: BitTorrentClient + TorrentSession),
- *                seeding on after they finish until every client is done
+ * Every client is a process in its own namespace; every method's server
+ * processes run at nice -10 (the server is a machine of its own). Methods:
+ *   boottorrent  our seeder + our tracker, clients run as the agent does
+ *                (bench/swarm-agent.ts: BitTorrentClient + TorrentSession,
+ *                the server's tracker and its seeder as a direct peer),
+ *                loaded before the clock starts (the agent sits at its menu)
+ *                and seeding on after they finish until every client is done
  *   http         our HTTP server, N curl clients at once
  *   nginx        the same with nginx (is the server itself the limit?)
  *   tftp         our TFTP server, N tftp-hpa clients at once
  *   aria2        the older stack: aria2c seeder + opentracker + aria2c
  *                clients with its settings (no LPD, PEX on, seed on)
  * Bytes are counted on the interfaces (headers and TCP ACKs included).
+ * `--timeline FILE` appends one JSON line per second of each run: every
+ * client's download and upload rate and the server's (Mbit/s, from the
+ * switch ports' counters) and which clients are done, to see where link
+ * capacity goes unused.
+ * `--logs DIR` keeps every process's output (DIR/<method>-<N>-<role>.log).
  * `--quick` (CI) runs N=4 with a 4 MiB image and writes no results file.
  */
 import { execFileSync } from 'node:child_process';
@@ -34,6 +43,7 @@ import {
   writeFileSync,
   writeSync,
   openSync,
+  readFileSync,
   closeSync,
 } from 'node:fs';
 import { cpus, tmpdir } from 'node:os';
@@ -56,6 +66,8 @@ const { values } = parseArgs({
     choker: { type: 'string', default: 'lan' },
     quick: { type: 'boolean', default: false },
     json: { type: 'string' },
+    timeline: { type: 'string' },
+    logs: { type: 'string' },
     'no-results': { type: 'boolean', default: false },
   },
 });
@@ -81,6 +93,7 @@ if (Ns.some((n) => !Number.isInteger(n) || n < 1 || n > 200))
 const REPO = new URL('../..', import.meta.url).pathname;
 const CLI = join(REPO, 'bin/boottorrent.js');
 const SERVE = join(REPO, 'dist/bench/swarm-serve.js');
+const AGENT = join(REPO, 'dist/bench/swarm-agent.js');
 const SERVER_IP = '10.77.0.1';
 // Extra node flags for our seeder and clients, e.g. '--cpu-prof --cpu-prof-dir=/tmp/prof' to profile them.
 const NODE_ARGS = (process.env.BENCH_SWARM_NODE_ARGS ?? '').split(' ').filter(Boolean);
@@ -120,13 +133,32 @@ interface Row {
   meanUploaded: number;
   verified: number;
   bound: number;
+  /** Share of the machine's CPU time busy (user, system, softirq) from start to the last client done. */
+  busy?: number;
   error?: string;
+}
+
+/** Busy and total CPU ticks of the whole machine so far (/proc/stat, all cores). */
+function cpuTicks(): { busy: number; total: number } {
+  const f = readFileSync('/proc/stat', 'utf8').split('\n')[0]!.trim().split(/\s+/).slice(1).map(Number);
+  // user nice system idle iowait irq softirq steal
+  const total = f.slice(0, 8).reduce((a, b) => a + b, 0);
+  return { busy: total - f[3]! - f[4]!, total };
 }
 
 const work = mkdtempSync(join(tmpdir(), 'bt-bench-swarm-'));
 chmodSync(work, 0o755);
 const lab = new NetLab();
 process.on('exit', () => rmSync(work, { recursive: true, force: true }));
+
+/**
+ * The server is a machine of its own on a real LAN; here it shares two
+ * cores with N client processes, and with an equal share per process the
+ * CPU scheduler starved it (at N = 32 our seeder sent 6-18 Mbit/s of its
+ * 100 while clients waited). Every method's server processes run at nice
+ * -10, so the server gets about the CPU it would have alone.
+ */
+const spawnServer = (cmd: string, args: string[]): Proc => lab.spawn(server, cmd, args, { nice: -10 });
 
 const maxN = Math.max(...Ns);
 const server = lab.host('srv', 1, us, us);
@@ -168,6 +200,12 @@ interface Method {
   server(): Promise<Proc[]>;
   /** Starts client i; `done` is called when its copy is complete. */
   client(i: number, h: Host, done: () => void): Proc;
+  /**
+   * Clients that load first, print "ready" and start on a line "go" on
+   * stdin: the agent, which is running at its menu before a download
+   * starts. The clock starts at "go".
+   */
+  startsOnGo?: boolean;
 }
 
 const aria2Common = [
@@ -187,7 +225,7 @@ function methodFor(name: string): Method {
     case 'boottorrent':
       return {
         async server() {
-          const tracker = lab.spawn(server, process.execPath, [
+          const tracker = spawnServer(process.execPath, [
             CLI,
             'tracker',
             '--host',
@@ -198,7 +236,7 @@ function methodFor(name: string): Method {
             torrentOurs,
           ]);
           await waitFor(tracker, /serving 1 infohash/, 20_000, 'our tracker');
-          const seed = lab.spawn(server, process.execPath, [
+          const seed = spawnServer(process.execPath, [
             ...NODE_ARGS,
             CLI,
             'seed',
@@ -214,23 +252,31 @@ function methodFor(name: string): Method {
           await waitFor(seed, /seeding [0-9a-f]{40}/, 60_000, 'our seeder');
           return [tracker, seed];
         },
+        startsOnGo: true,
         client(i, h, done) {
-          const p = lab.spawn(h, process.execPath, [
-            ...NODE_ARGS,
-            CLI,
-            'get',
-            torrentOurs,
-            '-o',
-            clientDir(i),
-            '--host',
-            h.ip,
-            '--port',
-            '6881',
-            '--seed-time',
-            '100000',
-            '--choker',
-            values.choker,
-          ]);
+          const p = lab.spawn(
+            h,
+            process.execPath,
+            [
+              ...NODE_ARGS,
+              AGENT,
+              '--torrent',
+              torrentOurs,
+              '--dir',
+              clientDir(i),
+              '--host',
+              h.ip,
+              '--port',
+              '6881',
+              '--tracker',
+              `http://${SERVER_IP}:6969/announce`,
+              '--seed',
+              `${SERVER_IP}:6881`,
+              '--choker',
+              values.choker,
+            ],
+            { stdin: true },
+          );
           const onData = () => {
             if (/^downloaded /m.test(p.output())) {
               p.child.stdout?.off('data', onData);
@@ -247,7 +293,7 @@ function methodFor(name: string): Method {
       return {
         async server() {
           if (name === 'http') {
-            const s = lab.spawn(server, process.execPath, [SERVE, '--host', SERVER_IP, '--root', srvDir]);
+            const s = spawnServer(process.execPath, [SERVE, '--host', SERVER_IP, '--root', srvDir]);
             await waitFor(s, /ready/, 20_000, 'our HTTP/TFTP server');
             return [s];
           }
@@ -274,7 +320,7 @@ function methodFor(name: string): Method {
               '',
             ].join('\n'),
           );
-          const s = lab.spawn(server, bin, ['-p', d, '-c', join(d, 'nginx.conf'), '-g', 'daemon off;']);
+          const s = spawnServer(bin, ['-p', d, '-c', join(d, 'nginx.conf'), '-g', 'daemon off;']);
           // nginx prints nothing when it is up: poll until it answers.
           for (let i = 0; ; i++) {
             try {
@@ -315,7 +361,7 @@ function methodFor(name: string): Method {
       return {
         async server() {
           which('tftp', 'tftp-hpa');
-          const s = lab.spawn(server, process.execPath, [SERVE, '--host', SERVER_IP, '--root', srvDir]);
+          const s = spawnServer(process.execPath, [SERVE, '--host', SERVER_IP, '--root', srvDir]);
           await waitFor(s, /ready/, 20_000, 'our HTTP/TFTP server');
           return [s];
         },
@@ -345,7 +391,7 @@ function methodFor(name: string): Method {
           mkdirSync(d, { recursive: true });
           chmodSync(d, 0o755);
           writeFileSync(join(d, 'whitelist.txt'), `${meta.infoHashHex}\n`, { mode: 0o644 });
-          const tracker = lab.spawn(server, ot, [
+          const tracker = spawnServer(ot, [
             '-i',
             SERVER_IP,
             '-p',
@@ -361,7 +407,7 @@ function methodFor(name: string): Method {
           ]);
           await new Promise((r) => setTimeout(r, 500));
           if (tracker.exitedAt !== undefined) throw new Error(`opentracker exited: ${tracker.output()}`);
-          const seed = lab.spawn(server, 'aria2c', [...aria2Common, '-V', '-d', srvDir, torrentOld]);
+          const seed = spawnServer('aria2c', [...aria2Common, '-V', '-d', srvDir, torrentOld]);
           // aria2c prints nothing at this log level once seeding: give it time to check and announce.
           await new Promise((r) => setTimeout(r, 3000));
           if (seed.exitedAt !== undefined) throw new Error(`aria2c seeder exited: ${seed.output()}`);
@@ -393,6 +439,42 @@ function methodFor(name: string): Method {
   }
 }
 
+/** Samples the switch ports each second into `file` (JSON lines); returns the interval to clear. */
+function timeline(
+  file: string,
+  method: string,
+  n: number,
+  t0: number,
+  used: readonly Host[],
+  doneAt: readonly (number | undefined)[],
+): NodeJS.Timeout {
+  let last = lab.portCounters();
+  let lastAt = Date.now();
+  return setInterval(() => {
+    const now = Date.now();
+    const cur = lab.portCounters();
+    const dt = (now - lastAt) / 1000;
+    const mbit = (a: number, b: number) => Number((((a - b) * 8) / dt / 1e6).toFixed(2));
+    const rate = (h: Host) => {
+      const c = cur.get(h.port);
+      const l = last.get(h.port);
+      return c && l ? { down: mbit(c.tx, l.tx), up: mbit(c.rx, l.rx) } : { down: 0, up: 0 };
+    };
+    const line = {
+      method,
+      n,
+      t: Number(((now - t0) / 1000).toFixed(1)),
+      server: rate(server).up,
+      down: used.map((h) => rate(h).down),
+      up: used.map((h) => rate(h).up),
+      done: doneAt.map((d) => d !== undefined),
+    };
+    appendFileSync(file, `${JSON.stringify(line)}\n`);
+    last = cur;
+    lastAt = now;
+  }, 1000);
+}
+
 async function runOne(name: string, n: number): Promise<Row> {
   const T = bound(n);
   const used = hosts.slice(0, n);
@@ -420,22 +502,43 @@ async function runOne(name: string, n: number): Promise<Row> {
     let pending = n;
     let allDone: () => void = () => {};
     const all = new Promise<void>((r) => (allDone = r));
-    const t0 = Date.now();
-    for (let i = 0; i < n; i++) {
-      procs.push(
-        m.client(i, used[i]!, () => {
-          if (doneAt[i] !== undefined) return;
-          doneAt[i] = Date.now();
-          if (--pending === 0) allDone();
-        }),
-      );
+    const startClients = () => {
+      for (let i = 0; i < n; i++) {
+        procs.push(
+          m.client(i, used[i]!, () => {
+            if (doneAt[i] !== undefined) return;
+            doneAt[i] = Date.now();
+            if (--pending === 0) allDone();
+          }),
+        );
+      }
+    };
+    if (m.startsOnGo) {
+      startClients();
+      const clients = procs.slice(-n);
+      await Promise.all(clients.map((p, i) => waitFor(p, /^ready$/m, 120_000, `client ${i}`)));
     }
+    const t0 = Date.now();
+    const cpu0 = cpuTicks();
+    const sampler = values.timeline ? timeline(values.timeline, name, n, t0, used, doneAt) : undefined;
+    if (m.startsOnGo) for (const p of procs.slice(-n)) p.child.stdin?.write('go\n');
+    else startClients();
     const limitMs = Math.max(120, 8 * T) * 1000;
     let timer: NodeJS.Timeout | undefined;
     await Promise.race([all, new Promise<void>((r) => (timer = setTimeout(r, limitMs)))]);
     clearTimeout(timer);
+    clearInterval(sampler);
+    const cpu1 = cpuTicks();
+    row.busy = (cpu1.busy - cpu0.busy) / Math.max(1, cpu1.total - cpu0.total);
     const after = [server, ...used].map((h) => lab.counters(h));
     await lab.stop(procs);
+    if (values.logs) {
+      mkdirSync(values.logs, { recursive: true });
+      procs.forEach((p, k) => {
+        const role = k < procs.length - n ? `server${k}` : `c${k - (procs.length - n)}`;
+        writeFileSync(join(values.logs!, `${name}-${n}-${role}.log`), p.output());
+      });
+    }
     const results: ClientResult[] = [];
     for (let i = 0; i < n; i++) {
       const ok = existsSync(clientFile(i)) && (await sha256(clientFile(i))) === expected;
@@ -473,11 +576,11 @@ async function runOne(name: string, n: number): Promise<Row> {
 const MB = 1024 * 1024;
 const fmt = (x: number | undefined, d = 1) => (x === undefined ? '—' : x.toFixed(d));
 function tableRow(r: Row): string {
-  return `| ${r.n} | ${r.method} | ${fmt(r.allSecs)} | ${fmt(r.meanSecs)} | ${fmt(r.maxSecs)} | ${(r.serverSent / MB).toFixed(1)} | ${(r.meanUploaded / MB).toFixed(1)} | ${r.verified}/${r.n} | ${r.allSecs === undefined ? '—' : (r.allSecs / r.bound).toFixed(2)} |`;
+  return `| ${r.n} | ${r.method} | ${fmt(r.allSecs)} | ${fmt(r.meanSecs)} | ${fmt(r.maxSecs)} | ${(r.serverSent / MB).toFixed(1)} | ${(r.meanUploaded / MB).toFixed(1)} | ${r.verified}/${r.n} | ${r.allSecs === undefined ? '—' : (r.allSecs / r.bound).toFixed(2)} | ${r.busy === undefined ? '—' : (100 * r.busy).toFixed(0)} |`;
 }
 const HEADER = [
-  '| N | method | all verified (s) | mean per client (s) | max per client (s) | server sent (MiB) | mean client upload (MiB) | verified | ratio to bound |',
-  '| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
+  '| N | method | all verified (s) | mean per client (s) | max per client (s) | server sent (MiB) | mean client upload (MiB) | verified | ratio to bound | CPU busy (%) |',
+  '| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
 ];
 
 const rows: Row[] = [];

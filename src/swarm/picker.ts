@@ -159,9 +159,22 @@ export class PiecePicker {
   // --- picking ------------------------------------------------------------
 
   /** Up to `max` block requests for this peer; they are marked as requested from it. */
-  pick(peer: PeerPieces, max: number): BlockRequest[] {
+  pick(peer: PeerPieces, max: number, endgameMax = max, suggested?: Set<number>): BlockRequest[] {
     const out: BlockRequest[] = [];
     if (max <= 0 || this.complete) return out;
+    // 0. pieces this peer suggested (BEP 6): a spreading seed names pieces
+    // that have not left it yet. Spent suggestions are removed from the set.
+    if (suggested) {
+      for (const index of suggested) {
+        if (out.length >= max) return out;
+        const p =
+          this.have[index] === 1 || !peer.has(index)
+            ? undefined
+            : (this.partials.get(index) ?? this.startPiece(index));
+        if (p) this.takeFree(p, peer.id, max, out);
+        if (!p || p.free === 0) suggested.delete(index);
+      }
+    }
     // 1. continue pieces in progress, highest priority and most complete first.
     const partials = [...this.partials.values()].filter((p) => p.free > 0 && peer.has(p.index));
     partials.sort((a, b) => this.priority(b.index) - this.priority(a.index) || b.received - a.received);
@@ -178,7 +191,7 @@ export class PiecePicker {
     }
     if (out.length > 0) return out;
     // 3. endgame: only when nothing is free anywhere this peer could serve.
-    return this.pickEndgame(peer, max);
+    return this.pickEndgame(peer, Math.min(max, endgameMax));
   }
 
   private takeFree(p: Partial, peerId: string, max: number, out: BlockRequest[]): void {

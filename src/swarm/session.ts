@@ -56,7 +56,7 @@ export interface SessionOptions {
   verify?: boolean;
   /** Per-piece priority (higher first). */
   priority?: (index: number) => number;
-  /** Outstanding requests per peer: lower and upper bounds (default 32, 256: 4 MiB in flight covers a 1 Gbit/s link with 30 ms of RTT, and every partly received piece holds a piece-sized buffer). */
+  /** Outstanding requests per peer: lower and upper bounds (default 4, 256: 4 MiB in flight covers a 1 Gbit/s link with 30 ms of RTT, and every partly received piece holds a piece-sized buffer; between them, half a second of data at the peer's rate). */
   minQueue?: number;
   maxQueue?: number;
   /** Upload cap in bytes/s across all peers of this torrent (default none). */
@@ -155,6 +155,8 @@ interface Peer {
   readonly refused: Map<number, number>;
   /** Pieces we (as a spreading seed) began sending to this peer. */
   readonly servedPieces: Set<number>;
+  /** Pieces this peer suggested (BEP 6 Suggest Piece) that we have not started: asked of it first. */
+  readonly suggested: Set<number>;
   /** Addresses already sent to this peer in PEX. */
   readonly pexSent: Set<string>;
   connectedAt: number;
@@ -189,8 +191,19 @@ const CONNECT_TIMEOUT_MS = 5000;
 const BAN_STRIKES = 3;
 /** The id we ask peers to send ut_metadata (BEP 9) messages under. */
 const UT_METADATA_ID = 2;
-/** How long a piece a peer rejected is asked of others instead. */
-const REFUSED_MS = 5000;
+/**
+ * How long a piece a peer rejected is asked of others instead. Short: a
+ * spreading seed rejects only until every piece has left it once (about
+ * three seconds on a LAN), and at 5 s the server then sat nearly idle for
+ * the rest of the 5 s while clients waited out their marks (bench:swarm).
+ */
+const REFUSED_MS = 1000;
+/** Seconds of data at a peer's measured rate we keep requested from it. */
+const QUEUE_SECONDS = 0.5;
+/** Requests in flight to a peer below which it gets endgame duplicates. */
+const ENDGAME_QUEUE = 2;
+/** Suggestions kept per peer; more are ignored (a peer cannot grow our memory). */
+const MAX_SUGGESTED = 64;
 /** Read buffer of each connection we open. */
 const READ_BUFFER_BYTES = 128 * 1024;
 /** Assembly buffers kept for reuse (pieces being written at once rarely exceed a few). */
@@ -238,6 +251,7 @@ export class TorrentSession extends EventEmitter<SessionEvents> {
   /** `spread` seed policy: pieces sent at least once, and how many were not. */
   private sentOnce: Uint8Array | undefined;
   private unsent = 0;
+  private suggestCursor = 0;
   private uploadTokens = 0;
   private uploadWaiters: (() => void)[] = [];
   private readonly chokerMode: ChokerMode;
@@ -270,7 +284,7 @@ export class TorrentSession extends EventEmitter<SessionEvents> {
     this.maxUnchoked =
       options.maxUnchoked ?? (this.chokerMode === 'lan' ? (options.mode === 'seed' ? 64 : 8) : 4);
     this.pex = (options.pex ?? true) && !options.meta.private;
-    this.minQueue = options.minQueue ?? 32;
+    this.minQueue = options.minQueue ?? 4;
     this.maxQueue = options.maxQueue ?? 256;
     this.onVerifyProgress = services.onVerifyProgress;
   }
@@ -502,6 +516,7 @@ export class TorrentSession extends EventEmitter<SessionEvents> {
       pexSent: new Set(),
       refused: new Map(),
       servedPieces: new Set(),
+      suggested: new Set(),
       connectedAt: Date.now(),
     };
     if (listenPort !== undefined) this.candidates.delete(`${ip}:${listenPort}`);
@@ -537,11 +552,18 @@ export class TorrentSession extends EventEmitter<SessionEvents> {
       if (i >= 0) peer.uploads.splice(i, 1);
     });
     conn.on('reject', (r) => {
-      peer.refused.set(r.index, Date.now() + REFUSED_MS);
+      // Rejects that follow a choke (BEP 6) say nothing about the piece.
+      if (!peer.conn.peerChoking) peer.refused.set(r.index, Date.now() + REFUSED_MS);
       if (peer.outstanding.delete(key(r.index, r.begin))) {
         picker.requestDropped(r.index, r.begin, peer.pid);
         this.fill(peer);
       }
+    });
+    conn.on('suggest', (m) => {
+      if (m.index >= this.meta.pieceCount || picker.hasPiece(m.index)) return;
+      if (peer.suggested.size >= MAX_SUGGESTED) return;
+      peer.suggested.add(m.index);
+      this.fill(peer);
     });
     conn.on('piece', (m) => this.onBlock(peer, m.index, m.begin, m.block));
     conn.on('pex', (msg) => this.onPex(msg));
@@ -621,8 +643,11 @@ export class TorrentSession extends EventEmitter<SessionEvents> {
   }
 
   private queueTarget(peer: Peer): number {
-    // About one second of data at the measured rate, within bounds.
-    const byRate = Math.ceil(peer.down.rate() / BLOCK_SIZE);
+    // About half a second of data at the measured rate, within bounds: with
+    // a second (and at least 32 blocks) a client on a 10 Mbit/s LAN link
+    // had ~4 MiB in flight over its peers when the endgame began, and got
+    // 2-6 MB of it twice (bench:swarm, N = 8); loopback speed is unchanged.
+    const byRate = Math.ceil((peer.down.rate() * QUEUE_SECONDS) / BLOCK_SIZE);
     return Math.min(peer.remoteQueue, this.maxQueue, Math.max(this.minQueue, byRate));
   }
 
@@ -646,6 +671,9 @@ export class TorrentSession extends EventEmitter<SessionEvents> {
     const reqs = picker.pick(
       { id: peer.pid, has: (i) => (peer.seed || peer.has.get(i)) && !((peer.refused.get(i) ?? 0) > now) },
       want,
+      // Endgame duplicates go only to a peer with (almost) nothing in flight.
+      Math.max(0, ENDGAME_QUEUE - peer.outstanding.size),
+      peer.suggested,
     );
     for (const r of reqs) peer.outstanding.set(key(r.index, r.begin), { req: r, at: now });
     peer.conn.requestMany(reqs);
@@ -812,10 +840,31 @@ export class TorrentSession extends EventEmitter<SessionEvents> {
     }
     if (this.spreading(peer, r.index)) {
       peer.conn.reject(r.index, r.begin, r.length);
+      this.suggestUnsent(peer);
       return;
     }
     peer.uploads.push(r);
     void this.serve(peer);
+  }
+
+  /**
+   * After a `spread` reject, names a piece that has not left us yet (BEP 6
+   * Suggest Piece), so the peer asks for that instead of guessing: without
+   * it, leechers kept asking the seed for pieces they were already getting
+   * from each other, and the server sat idle behind its rejects for ten
+   * seconds and more at N = 32 (bench:swarm). Successive suggestions name
+   * different pieces, so peers rejected together spread over what is left.
+   */
+  private suggestUnsent(peer: Peer): void {
+    const sent = this.sentOnce!;
+    for (let k = 0; k < sent.length; k++) {
+      const i = (this.suggestCursor + k) % sent.length;
+      if (sent[i] === 0 && !peer.has.get(i)) {
+        this.suggestCursor = i + 1;
+        peer.conn.suggest(i);
+        return;
+      }
+    }
   }
 
   /**

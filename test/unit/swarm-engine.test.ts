@@ -13,6 +13,7 @@ import { TorrentSession } from '../../src/swarm/session.js';
 import { BitTorrentClient, newPeerId } from '../../src/swarm/client.js';
 import { TrackerServer } from '../../src/tracker/server.js';
 import { encodeHandshake, reservedBytes } from '../../src/wire/codec.js';
+import { PeerConnection } from '../../src/wire/connection.js';
 import type { Metainfo } from '../../src/torrent/metainfo.js';
 import { duplexPair } from '../helpers/duplex.js';
 import { pseudoRandomBytes, tempDir } from '../helpers/tmp.js';
@@ -77,6 +78,52 @@ async function startClient(
   const session = await client.add({ meta, dir, mode, ...extra });
   return { client, session };
 }
+
+test('a spreading seed rejects a piece it already sent and suggests (BEP 6) one that never left it', async (t) => {
+  const dir = tempDir(t);
+  const { seedDir, meta } = await makeImage(dir, 4 * 65536, 65536);
+  const seeder = new TorrentSession({ meta, dir: seedDir, mode: 'seed', peerId: newPeerId(), listenPort: 1 });
+  t.after(() => seeder.stop());
+  await seeder.start();
+  // Two wire-level leechers, each with nothing, both asking for piece 0.
+  const leecher = async (name: string) => {
+    const [a, b] = duplexPair();
+    seeder.connectStream(b, name, false);
+    const conn = new PeerConnection(a, {
+      peerId: newPeerId(),
+      initiator: true,
+      infoHash: meta.infoHash,
+      pieceCount: meta.pieceCount,
+    });
+    t.after(() => conn.destroy());
+    await withTimeout(once(conn, 'handshake'), 5000, `${name} handshake`);
+    assert.equal(conn.fast, true);
+    conn.haveNone();
+    conn.interested();
+    if (conn.peerChoking) await withTimeout(once(conn, 'unchoke'), 15_000, `${name} unchoked`);
+    return conn;
+  };
+  const first = await leecher('first');
+  first.request(0, 0, 16384);
+  const [block] = (await withTimeout(once(first, 'piece'), 5000, 'piece 0 to the first')) as [
+    { index: number },
+  ];
+  assert.equal(block.index, 0);
+  const second = await leecher('second');
+  const suggested = withTimeout(once(second, 'suggest'), 5000, 'a suggestion');
+  const rejected = withTimeout(once(second, 'reject'), 5000, 'a reject');
+  second.request(0, 0, 16384);
+  const [rej] = (await rejected) as [{ index: number }];
+  assert.equal(rej.index, 0, 'piece 0 already left the seed once');
+  const [sug] = (await suggested) as [{ index: number }];
+  assert.ok([1, 2, 3].includes(sug.index), `suggested piece ${sug.index} never left the seed`);
+  // The suggested piece is served.
+  second.request(sug.index, 0, 16384);
+  const [got] = (await withTimeout(once(second, 'piece'), 5000, 'the suggested piece')) as [
+    { index: number },
+  ];
+  assert.equal(got.index, sug.index);
+});
 
 test('loopback swarm: one seeder and 8 leechers through our tracker; leechers serve each other', async (t) => {
   const dir = tempDir(t);

@@ -197,3 +197,29 @@ test('availability: bitfields, have-all seeds, interest', () => {
   have.set(1);
   assert.equal(picker(3, {}, have).isInteresting(peer('a', [1])), false);
 });
+
+test('pieces a peer suggested (BEP 6) come first; spent or useless suggestions leave the set', () => {
+  const p = picker(8, { randomFirst: 0 });
+  // Piece 5 is the rarest (only the seed has it) but 2 and 7 are suggested.
+  const others = new Bitfield(8);
+  for (const i of [0, 1, 2, 3, 4, 6, 7]) others.set(i);
+  p.peerBitfield(others, 1);
+  const suggested = new Set([2, 7]);
+  const reqs = p.pick(peer('seed', 'all'), 6, 6, suggested);
+  assert.deepEqual(
+    reqs.map((r) => r.index),
+    [2, 2, 2, 2, 7, 7],
+  );
+  assert.deepEqual([...suggested], [7], 'piece 2 is fully requested; 7 still has free blocks');
+  // A suggestion of a piece the peer does not have is dropped.
+  const odd = new Set([3]);
+  assert.deepEqual(p.pick(peer('x', [5]), 1, 1, odd)[0]!.index, 5);
+  assert.equal(odd.size, 0);
+});
+
+test('endgame duplicates are limited by endgameMax (a busy peer gets none)', () => {
+  const p = picker(1, { randomFirst: 0, endgameDuplicates: 2 });
+  p.pick(peer('a', 'all'), 10);
+  assert.equal(p.pick(peer('b', 'all'), 10, 0).length, 0);
+  assert.equal(p.pick(peer('b', 'all'), 10, 2).length, 2);
+});
