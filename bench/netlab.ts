@@ -58,7 +58,16 @@ export class NetLab {
   private readonly children = new Set<ChildProcess>();
   private hostCount = 0;
 
-  constructor(private readonly subnet = '10.77.0') {
+  /**
+   * `congestionControl`, if given, is set in every namespace; otherwise a
+   * new namespace takes the host's default (see `tcpCongestionControl`).
+   * The kernel lets a namespace choose only from the host's
+   * net.ipv4.tcp_allowed_congestion_control.
+   */
+  constructor(
+    private readonly subnet = '10.77.0',
+    private readonly congestionControl?: string,
+  ) {
     installHandlers();
     live.add(this);
     this.switchNs = this.ns('sw');
@@ -94,6 +103,31 @@ export class NetLab {
     execFileSync('ip', ['netns', 'add', name]);
     this.namespaces.push(name);
     this.ipn(name, 'link', 'set', 'lo', 'up');
+    if (this.congestionControl) {
+      try {
+        execFileSync(
+          'ip',
+          [
+            'netns',
+            'exec',
+            name,
+            'sysctl',
+            '-qw',
+            `net.ipv4.tcp_congestion_control=${this.congestionControl}`,
+          ],
+          { stdio: 'pipe' },
+        );
+      } catch {
+        const allowed = execFileSync('sysctl', ['-n', 'net.ipv4.tcp_allowed_congestion_control'], {
+          encoding: 'utf8',
+        }).trim();
+        this.destroy();
+        throw new Error(
+          `cannot use TCP congestion control ${this.congestionControl} in a namespace: the host allows ${allowed} ` +
+            `(add it to net.ipv4.tcp_allowed_congestion_control, or choose one of those)`,
+        );
+      }
+    }
     return name;
   }
 
@@ -151,6 +185,17 @@ export class NetLab {
     return { ns, ifname, ip, port: sw };
   }
 
+  /** The TCP congestion control the lab's hosts use. */
+  tcpCongestionControl(): string {
+    return execFileSync(
+      'ip',
+      ['netns', 'exec', this.switchNs, 'sysctl', '-n', 'net.ipv4.tcp_congestion_control'],
+      {
+        encoding: 'utf8',
+      },
+    ).trim();
+  }
+
   /** Bytes the host's interface has sent and received so far (IP + Ethernet headers included). */
   counters(h: Host): { tx: number; rx: number } {
     const j = JSON.parse(this.ipn(h.ns, '-s', '-j', 'link', 'show', 'dev', h.ifname)) as {
@@ -158,6 +203,16 @@ export class NetLab {
     }[];
     const s = j[0]!.stats64;
     return { tx: s.tx.bytes, rx: s.rx.bytes };
+  }
+
+  /** TCP segments the host has sent and retransmitted so far (its namespace's /proc/net/snmp). */
+  tcpSegments(h: Host): { out: number; retrans: number } {
+    const snmp = execFileSync('ip', ['netns', 'exec', h.ns, 'cat', '/proc/net/snmp'], { encoding: 'utf8' });
+    const rows = snmp.split('\n').filter((l) => l.startsWith('Tcp:'));
+    const names = rows[0]?.split(/\s+/) ?? [];
+    const values = rows[1]?.split(/\s+/).map(Number) ?? [];
+    const get = (k: string) => values[names.indexOf(k)] ?? 0;
+    return { out: get('OutSegs'), retrans: get('RetransSegs') };
   }
 
   /**

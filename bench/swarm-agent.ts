@@ -53,6 +53,7 @@ const lines = createInterface({ input: process.stdin });
 for await (const line of lines) {
   if (line.trim() !== 'go') continue;
   const started = Date.now();
+  const cpuAtGo = process.cpuUsage();
   const session = await client.add({
     meta,
     dir: values.dir,
@@ -64,9 +65,11 @@ for await (const line of lines) {
   });
   await session.whenComplete();
   const st = session.stats();
+  const cpu = process.cpuUsage(cpuAtGo);
   process.stdout.write(
     `downloaded ${((Date.now() - started) / 1000).toFixed(1)} s: ${st.downloaded} bytes of data received, ` +
-      `${st.wasted} wasted (duplicates), ${st.hashFailures} hash failures\n`,
+      `${st.wasted} wasted (duplicates), ${st.hashFailures} hash failures, ` +
+      `CPU ${(cpu.user / 1e6).toFixed(2)} s user + ${(cpu.system / 1e6).toFixed(2)} s system since go\n`,
   );
   break;
 }

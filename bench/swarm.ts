@@ -7,7 +7,7 @@
  *   npm run bench:swarm -- [--clients 1,2,4,8,16,32] [--size 32M] [--server-rate 100M]
  *                          [--client-rate 10M] [--methods boottorrent,http,nginx,tftp,aria2]
  *                          [--piece-length 256K] [--choker lan|standard] [--quick] [--json FILE] [--no-results]
- *                          [--timeline FILE] [--logs DIR]
+ *                          [--timeline FILE] [--logs DIR] [--cc cubic|bbr|reno]
  *
  * Rates are bits per second (100M = 100 Mbit/s); sizes bytes (32M = 32 MiB).
  * Every client is a process in its own namespace; every method's server
@@ -27,6 +27,8 @@
  * client's download and upload rate and the server's (Mbit/s, from the
  * switch ports' counters) and which clients are done, to see where link
  * capacity goes unused.
+ * `--cc` sets the TCP congestion control of every host (default: the
+ * host's own, which a new namespace takes; the results name it).
  * `--logs DIR` keeps every process's output (DIR/<method>-<N>-<role>.log).
  * `--quick` (CI) runs N=4 with a 4 MiB image and writes no results file.
  */
@@ -68,6 +70,7 @@ const { values } = parseArgs({
     json: { type: 'string' },
     timeline: { type: 'string' },
     logs: { type: 'string' },
+    cc: { type: 'string' },
     'no-results': { type: 'boolean', default: false },
   },
 });
@@ -133,6 +136,8 @@ interface Row {
   meanUploaded: number;
   verified: number;
   bound: number;
+  /** TCP segments retransmitted over all hosts, as a share of segments sent. */
+  retrans?: number;
   /** Share of the machine's CPU time busy (user, system, softirq) from start to the last client done. */
   busy?: number;
   error?: string;
@@ -148,7 +153,7 @@ function cpuTicks(): { busy: number; total: number } {
 
 const work = mkdtempSync(join(tmpdir(), 'bt-bench-swarm-'));
 chmodSync(work, 0o755);
-const lab = new NetLab();
+const lab = new NetLab('10.77.0', values.cc);
 process.on('exit', () => rmSync(work, { recursive: true, force: true }));
 
 /**
@@ -498,6 +503,7 @@ async function runOne(name: string, n: number): Promise<Row> {
   try {
     procs.push(...(await m.server()));
     const before = [server, ...used].map((h) => lab.counters(h));
+    const segs0 = [server, ...used].map((h) => lab.tcpSegments(h));
     const doneAt: (number | undefined)[] = new Array<number | undefined>(n).fill(undefined);
     let pending = n;
     let allDone: () => void = () => {};
@@ -531,6 +537,9 @@ async function runOne(name: string, n: number): Promise<Row> {
     const cpu1 = cpuTicks();
     row.busy = (cpu1.busy - cpu0.busy) / Math.max(1, cpu1.total - cpu0.total);
     const after = [server, ...used].map((h) => lab.counters(h));
+    const segs1 = [server, ...used].map((h) => lab.tcpSegments(h));
+    const sum = (k: 'out' | 'retrans') => segs1.reduce((a, s, i) => a + s[k] - segs0[i]![k], 0);
+    row.retrans = sum('retrans') / Math.max(1, sum('out'));
     await lab.stop(procs);
     if (values.logs) {
       mkdirSync(values.logs, { recursive: true });
@@ -576,11 +585,11 @@ async function runOne(name: string, n: number): Promise<Row> {
 const MB = 1024 * 1024;
 const fmt = (x: number | undefined, d = 1) => (x === undefined ? '—' : x.toFixed(d));
 function tableRow(r: Row): string {
-  return `| ${r.n} | ${r.method} | ${fmt(r.allSecs)} | ${fmt(r.meanSecs)} | ${fmt(r.maxSecs)} | ${(r.serverSent / MB).toFixed(1)} | ${(r.meanUploaded / MB).toFixed(1)} | ${r.verified}/${r.n} | ${r.allSecs === undefined ? '—' : (r.allSecs / r.bound).toFixed(2)} | ${r.busy === undefined ? '—' : (100 * r.busy).toFixed(0)} |`;
+  return `| ${r.n} | ${r.method} | ${fmt(r.allSecs)} | ${fmt(r.meanSecs)} | ${fmt(r.maxSecs)} | ${(r.serverSent / MB).toFixed(1)} | ${(r.meanUploaded / MB).toFixed(1)} | ${r.verified}/${r.n} | ${r.allSecs === undefined ? '—' : (r.allSecs / r.bound).toFixed(2)} | ${r.busy === undefined ? '—' : (100 * r.busy).toFixed(0)} | ${r.retrans === undefined ? '—' : (100 * r.retrans).toFixed(1)} |`;
 }
 const HEADER = [
-  '| N | method | all verified (s) | mean per client (s) | max per client (s) | server sent (MiB) | mean client upload (MiB) | verified | ratio to bound | CPU busy (%) |',
-  '| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
+  '| N | method | all verified (s) | mean per client (s) | max per client (s) | server sent (MiB) | mean client upload (MiB) | verified | ratio to bound | CPU busy (%) | TCP retransmitted (%) |',
+  '| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
 ];
 
 const rows: Row[] = [];
@@ -629,7 +638,7 @@ if (!quick && !values['no-results']) {
     '',
     `- machine: ${cpus().length} x ${cpus()[0]?.model ?? '?'}, Node ${process.version}`,
     `- command: \`${command}\``,
-    `- image ${(F / MB).toFixed(1)} MiB (random), pieces ${pieceLength / 1024} KiB, our choker \`${values.choker}\`; server link ${us / 1e6} Mbit/s, client links ${uc / 1e6} Mbit/s each way (tc tbf); bound = max(F/u_s, F/d_min, N·F/(u_s + Σu_i))`,
+    `- image ${(F / MB).toFixed(1)} MiB (random), pieces ${pieceLength / 1024} KiB, our choker \`${values.choker}\`; server link ${us / 1e6} Mbit/s, client links ${uc / 1e6} Mbit/s each way (tc tbf), TCP congestion control \`${lab.tcpCongestionControl()}\`, servers at nice -10, our clients loaded before the clock starts; bound = max(F/u_s, F/d_min, N·F/(u_s + Σu_i))`,
     '- bytes are interface counters (Ethernet/IP/TCP headers and ACKs included; a pure HTTP client "uploads" its ACKs)',
     '',
     ...HEADER,

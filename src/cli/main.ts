@@ -14,7 +14,7 @@ Commands available now:
   tracker [--host H] [--port N]     run a BitTorrent tracker (HTTP and UDP on one port)
   seed <file.torrent> <data-path>   serve a torrent's data to peers
   get <file.torrent> [-o DIR]       download a torrent, verifying every piece
-  demo [--clients N]                a loopback swarm: our tracker, real aria2c peers
+  demo [--clients N]                a PXE lab: the server and N QEMU machines booting from it
   build-phase1 [--flavor base|qemu] [--out DIR]
                                     build the phase-1 kernel + initramfs (Node and the agent)
   init <dir>                        new environment (documented Boottorrent.yaml + oss/)

@@ -415,3 +415,30 @@ test('backpressure: writableNeedDrain and drained() follow the stream', async (t
   while (received < sent) await once(b, 'piece');
   assert.equal(received, sent);
 });
+
+test('haveMany: several have messages in one write arrive as separate haves', async (t) => {
+  const [a, b] = pair();
+  t.after(() => {
+    a.destroy();
+    b.destroy();
+  });
+  const hsB = once(b, 'handshake');
+  await once(a, 'handshake');
+  await hsB;
+  a.haveNone();
+  b.haveNone();
+  const got: number[] = [];
+  const all = new Promise<void>((resolve) =>
+    b.on('have', (m) => {
+      got.push(m.index);
+      if (got.length === 3) resolve();
+    }),
+  );
+  a.haveMany([2, 0, 3]);
+  await all;
+  assert.deepEqual(got, [2, 0, 3]);
+  assert.deepEqual(
+    [0, 1, 2, 3].map((i) => b.remoteBitfield?.get(i)),
+    [true, false, true, true],
+  );
+});
