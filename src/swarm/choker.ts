@@ -36,18 +36,24 @@ export interface ChokerInput {
   readonly optimistic?: string;
 }
 
+/**
+ * Ties broken by id, in code-unit order: localeCompare went through ICU and
+ * was the choker's largest cost (it runs on every change of interest).
+ */
+const byId = (a: ChokerPeer, b: ChokerPeer): number => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0);
+
 /** The ids of the peers to unchoke; everyone else is choked. */
 export function chooseUnchoked(input: ChokerInput): Set<string> {
   const interested = input.peers.filter((p) => p.interested);
   const out = new Set<string>();
   if (input.mode === 'lan') {
-    const ranked = [...interested].sort((a, b) => a.uploaded - b.uploaded || a.id.localeCompare(b.id));
+    const ranked = [...interested].sort((a, b) => a.uploaded - b.uploaded || byId(a, b));
     for (const p of ranked.slice(0, input.maxUnchoked)) out.add(p.id);
     return out;
   }
   const slots = Math.min(input.regularSlots ?? 3, input.maxUnchoked);
   const rate = (p: ChokerPeer) => (input.seeding ? p.uploadRate : p.downloadRate);
-  const ranked = [...interested].sort((a, b) => rate(b) - rate(a) || a.id.localeCompare(b.id));
+  const ranked = [...interested].sort((a, b) => rate(b) - rate(a) || byId(a, b));
   for (const p of ranked.slice(0, slots)) out.add(p.id);
   const opt = input.optimistic;
   if (opt !== undefined && out.size < input.maxUnchoked && interested.some((p) => p.id === opt)) out.add(opt);
