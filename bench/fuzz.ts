@@ -55,58 +55,35 @@ function runInWorker(job: Job): Promise<RunResult> {
     let last = -1;
     let still = 0;
     let result: RunResult | null = null;
+    /** A run that stopped at case `index`, with that case's input to replay. */
+    const failureAt = (index: number, reason: string, ms: number): RunResult => {
+      const input = replayInput(
+        allTargets().find((t) => t.name === job.target)!,
+        job.seed,
+        index,
+      );
+      return {
+        target: job.target,
+        cases: index + 1,
+        accepted: 0,
+        ms,
+        failures: [{ target: job.target, caseIndex: index, reason, hex: input.toString('hex') }],
+      };
+    };
     const hangCheck = setInterval(() => {
       const now = Atomics.load(current, 0);
       still = now === last ? still + 1 : 0;
       last = now;
       if (still >= HANG_SECONDS) {
         clearInterval(hangCheck);
-        const index = now - 1;
-        const input = replayInput(
-          allTargets().find((t) => t.name === job.target)!,
-          job.seed,
-          index,
-        );
-        result = {
-          target: job.target,
-          cases: index + 1,
-          accepted: 0,
-          ms: job.seconds * 1000,
-          failures: [
-            {
-              target: job.target,
-              caseIndex: index,
-              reason: `hang: no progress for ${HANG_SECONDS} s`,
-              hex: input.toString('hex'),
-            },
-          ],
-        };
+        result = failureAt(now - 1, `hang: no progress for ${HANG_SECONDS} s`, job.seconds * 1000);
         void w.terminate();
       }
     }, 1000);
     w.on('message', (r: RunResult) => (result = r));
     w.on('error', (err: Error) => {
       // Out of memory in the worker (resourceLimits) lands here.
-      const index = Atomics.load(current, 0) - 1;
-      const input = replayInput(
-        allTargets().find((t) => t.name === job.target)!,
-        job.seed,
-        index,
-      );
-      result = {
-        target: job.target,
-        cases: index + 1,
-        accepted: 0,
-        ms: 0,
-        failures: [
-          {
-            target: job.target,
-            caseIndex: index,
-            reason: `worker died: ${err.message}`,
-            hex: input.toString('hex'),
-          },
-        ],
-      };
+      result = failureAt(Atomics.load(current, 0) - 1, `worker died: ${err.message}`, 0);
     });
     w.on('exit', () => {
       clearInterval(hangCheck);

@@ -151,9 +151,13 @@ function cpuTicks(): { busy: number; total: number } {
   return { busy: total - f[3]! - f[4]!, total };
 }
 
-const work = mkdtempSync(join(tmpdir(), 'bt-bench-swarm-'));
+// Files live in RAM, as on a booting client (the agent downloads into a
+// tmpfs): on disk, 32 clients' writes and the final fsync of each download
+// waited on the disk, which no real client shares with 31 others.
+const work = mkdtempSync(join(existsSync('/dev/shm') ? '/dev/shm' : tmpdir(), 'bt-bench-swarm-'));
 chmodSync(work, 0o755);
 const lab = new NetLab('10.77.0', values.cc);
+const congestionControl = lab.tcpCongestionControl();
 process.on('exit', () => rmSync(work, { recursive: true, force: true }));
 
 /**
@@ -638,7 +642,7 @@ if (!quick && !values['no-results']) {
     '',
     `- machine: ${cpus().length} x ${cpus()[0]?.model ?? '?'}, Node ${process.version}`,
     `- command: \`${command}\``,
-    `- image ${(F / MB).toFixed(1)} MiB (random), pieces ${pieceLength / 1024} KiB, our choker \`${values.choker}\`; server link ${us / 1e6} Mbit/s, client links ${uc / 1e6} Mbit/s each way (tc tbf), TCP congestion control \`${lab.tcpCongestionControl()}\`, servers at nice -10, our clients loaded before the clock starts; bound = max(F/u_s, F/d_min, N·F/(u_s + Σu_i))`,
+    `- image ${(F / MB).toFixed(1)} MiB (random), pieces ${pieceLength / 1024} KiB, our choker \`${values.choker}\`; server link ${us / 1e6} Mbit/s, client links ${uc / 1e6} Mbit/s each way (tc tbf), TCP congestion control \`${congestionControl}\`, servers at nice -10, our clients loaded before the clock starts; bound = max(F/u_s, F/d_min, N·F/(u_s + Σu_i))`,
     '- bytes are interface counters (Ethernet/IP/TCP headers and ACKs included; a pure HTTP client "uploads" its ACKs)',
     '',
     ...HEADER,

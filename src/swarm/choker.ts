@@ -22,6 +22,12 @@ export interface ChokerPeer {
   readonly uploadRate: number;
   /** Bytes we have sent the peer so far. */
   readonly uploaded: number;
+  /**
+   * A random key the caller draws once per peer, breaking ties before the
+   * id: at the start every peer has received nothing, and with ties broken
+   * by connection order every uploader favoured the same few peers.
+   */
+  readonly tiebreak?: number;
 }
 
 export interface ChokerInput {
@@ -47,7 +53,9 @@ export function chooseUnchoked(input: ChokerInput): Set<string> {
   const interested = input.peers.filter((p) => p.interested);
   const out = new Set<string>();
   if (input.mode === 'lan') {
-    const ranked = [...interested].sort((a, b) => a.uploaded - b.uploaded || byId(a, b));
+    const ranked = [...interested].sort(
+      (a, b) => a.uploaded - b.uploaded || (a.tiebreak ?? 0) - (b.tiebreak ?? 0) || byId(a, b),
+    );
     for (const p of ranked.slice(0, input.maxUnchoked)) out.add(p.id);
     return out;
   }

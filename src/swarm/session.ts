@@ -157,6 +157,8 @@ interface Peer {
   readonly servedPieces: Set<number>;
   /** Pieces this peer suggested (BEP 6 Suggest Piece) that we have not started: asked of it first. */
   readonly suggested: Set<number>;
+  /** Random, drawn once: the choker's tie-break (see ChokerPeer.tiebreak). */
+  readonly tiebreak: number;
   /** Pieces we verified that this peer has not been told of yet (sent in batches). */
   pendingHaves: number[];
   /** Addresses already sent to this peer in PEX. */
@@ -523,6 +525,7 @@ export class TorrentSession extends EventEmitter<SessionEvents> {
       servedPieces: new Set(),
       suggested: new Set(),
       pendingHaves: [],
+      tiebreak: Math.random(),
       connectedAt: Date.now(),
     };
     if (listenPort !== undefined) this.candidates.delete(`${ip}:${listenPort}`);
@@ -970,6 +973,7 @@ export class TorrentSession extends EventEmitter<SessionEvents> {
       downloadRate: p.down.rate(),
       uploadRate: p.up.rate(),
       uploaded: p.up.total,
+      tiebreak: p.tiebreak,
     }));
     if (round && this.chokerMode === 'standard' && this.chokeRounds++ % 3 === 0) {
       const regular = chooseUnchoked({

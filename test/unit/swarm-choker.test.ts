@@ -65,6 +65,14 @@ test('table: choker decisions', () => {
   }
 });
 
+test('lan: peers tied on bytes received go by the tie-break key, not by id', () => {
+  const peers = ['a', 'b', 'c', 'd'].map((id, k) => ({ ...p(id, true), tiebreak: [0.9, 0.1, 0.5, 0.3][k]! }));
+  assert.deepEqual([...chooseUnchoked({ mode: 'lan', peers, seeding: false, maxUnchoked: 2 })].sort(), [
+    'b',
+    'd',
+  ]);
+});
+
 test('optimistic unchoke picks an interested peer outside the regular slots', () => {
   const peers = [p('a', true), p('b', true), p('c', false), p('d', true)];
   assert.equal(
