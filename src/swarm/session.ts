@@ -197,9 +197,8 @@ const BAN_STRIKES = 3;
 const UT_METADATA_ID = 2;
 /**
  * How long a piece a peer rejected is asked of others instead. Short: a
- * spreading seed rejects only until every piece has left it once (about
- * three seconds on a LAN), and at 5 s the server then sat nearly idle for
- * the rest of the 5 s while clients waited out their marks (bench:swarm).
+ * spreading seed rejects only until every piece has left it once (a few
+ * seconds on a LAN); after that a mark only delays asking it again.
  */
 const REFUSED_MS = 1000;
 /** How often verified pieces are announced to peers (`have`, batched per peer). */
@@ -781,7 +780,7 @@ export class TorrentSession extends EventEmitter<SessionEvents> {
       this.flushHaves();
       this.log.info('download complete', { bytes: this.meta.length });
       await this.store!.sync().catch(() => undefined);
-      this.store!.finishWriting();
+      await this.store!.finishWriting();
       for (const p of this.peers.values()) {
         if (p.conn.amInterested) p.conn.notInterested();
         p.outstanding.clear();

@@ -196,19 +196,30 @@ export class PieceStore {
    * are reopened read-only and the write handles closed (once no read
    * uses them), so a program among the files can be run: Linux refuses to
    * execute a file that is open for writing (ETXTBSY). Peers keep being
-   * served throughout.
+   * served throughout. Resolves once every write handle is closed: the
+   * caller announces the download complete only then, or a program run at
+   * once could still meet ETXTBSY.
    */
-  finishWriting(): void {
-    if (this.mode === 'seed') return;
+  finishWriting(): Promise<void> {
+    if (this.mode === 'seed') return Promise.resolve();
     this.mode = 'seed';
     this.retired.push(...this.handles.values());
     this.handles.clear();
+    const closed = new Promise<void>((resolve) => this.retiredClosed.push(resolve));
     this.closeRetired();
+    return closed;
   }
+
+  /** Waiting on finishWriting until the handles retired so far are closed. */
+  private retiredClosed: (() => void)[] = [];
 
   private closeRetired(): void {
     if (this.inflight > 0) return;
-    for (const h of this.retired.splice(0)) void h.then((fh) => fh.close()).catch(() => undefined);
+    const closing = this.retired.splice(0).map((h) => h.then((fh) => fh.close()).catch(() => undefined));
+    const waiters = this.retiredClosed.splice(0);
+    void Promise.all(closing).then(() => {
+      for (const w of waiters) w();
+    });
   }
 
   /**
@@ -365,5 +376,6 @@ export class PieceStore {
     const handles = [...this.handles.values(), ...this.retired.splice(0)];
     this.handles.clear();
     await Promise.all(handles.map(async (h) => (await h.catch(() => undefined))?.close()));
+    for (const w of this.retiredClosed.splice(0)) w();
   }
 }

@@ -337,15 +337,7 @@ export class PeerConnection extends EventEmitter<PeerConnectionEvents> {
   /** Several `have` messages in one write (one TCP segment instead of one each). */
   haveMany(indices: readonly number[]): boolean {
     if (indices.length === 0) return !this.writableNeedDrain;
-    const out = Buffer.allocUnsafe(9 * indices.length);
-    let at = 0;
-    for (const index of indices) {
-      out.writeUInt32BE(5, at);
-      out[at + 4] = MessageId.have;
-      out.writeUInt32BE(index, at + 5);
-      at += 9;
-    }
-    return this.send(out);
+    return this.send(Buffer.concat(indices.map((index) => encodeMessage({ type: 'have', index }))));
   }
 
   /** Sends a BEP 3 bitfield. BEP 3 allows it only as the first message after the handshake. */
