@@ -57,17 +57,24 @@ export class NetLab {
   private readonly namespaces: string[] = [];
   private readonly children = new Set<ChildProcess>();
   private hostCount = 0;
+  /** The host's allowed congestion controls before this lab widened them. */
+  private restoreAllowed: string | undefined;
 
   /**
    * `congestionControl`, if given, is set in every namespace; otherwise a
    * new namespace takes the host's default (see `tcpCongestionControl`).
    * The kernel lets a namespace choose only from the host's
-   * net.ipv4.tcp_allowed_congestion_control.
+   * net.ipv4.tcp_allowed_congestion_control: an algorithm the host has but
+   * does not allow is added to that list for the lab's lifetime (the old
+   * list is written back by destroy()).
    */
   constructor(
     private readonly subnet = '10.77.0',
     private readonly congestionControl?: string,
   ) {
+    installHandlers();
+    live.add(this);
+    if (congestionControl) this.allowCongestionControl(congestionControl);
     installHandlers();
     live.add(this);
     this.switchNs = this.ns('sw');
@@ -91,6 +98,21 @@ export class NetLab {
         // br_netfilter not loaded: frames skip netfilter already.
       }
     }
+  }
+
+  private allowCongestionControl(name: string): void {
+    const read = (key: string) => execFileSync('sysctl', ['-n', key], { encoding: 'utf8' }).trim();
+    const allowed = read('net.ipv4.tcp_allowed_congestion_control');
+    if (allowed.split(/\s+/).includes(name)) return;
+    const available = read('net.ipv4.tcp_available_congestion_control');
+    if (!available.split(/\s+/).includes(name)) {
+      this.destroy();
+      throw new Error(
+        `TCP congestion control ${name} is not available on this host (it has ${available}): choose one of those with --cc`,
+      );
+    }
+    execFileSync('sysctl', ['-qw', `net.ipv4.tcp_allowed_congestion_control=${allowed} ${name}`]);
+    this.restoreAllowed = allowed;
   }
 
   /** Namespace names start with this; none is left once destroy() ran. */
@@ -288,6 +310,14 @@ export class NetLab {
       } catch {
         // already gone
       }
+    }
+    if (this.restoreAllowed !== undefined) {
+      try {
+        execFileSync('sysctl', ['-qw', `net.ipv4.tcp_allowed_congestion_control=${this.restoreAllowed}`]);
+      } catch {
+        // another process changed it meanwhile; leave theirs
+      }
+      this.restoreAllowed = undefined;
     }
     live.delete(this);
   }
