@@ -218,15 +218,6 @@ export class NetLab {
     ).trim();
   }
 
-  /** Bytes the host's interface has sent and received so far (IP + Ethernet headers included). */
-  counters(h: Host): { tx: number; rx: number } {
-    const j = JSON.parse(this.ipn(h.ns, '-s', '-j', 'link', 'show', 'dev', h.ifname)) as {
-      stats64: { tx: { bytes: number }; rx: { bytes: number } };
-    }[];
-    const s = j[0]!.stats64;
-    return { tx: s.tx.bytes, rx: s.rx.bytes };
-  }
-
   /** TCP segments the host has sent and retransmitted so far (its namespace's /proc/net/snmp). */
   tcpSegments(h: Host): { out: number; retrans: number } {
     const snmp = execFileSync('ip', ['netns', 'exec', h.ns, 'cat', '/proc/net/snmp'], { encoding: 'utf8' });

@@ -492,13 +492,14 @@ function timeline(
       const l = last.get(h.port);
       return c && l ? { down: mbit(c.tx, l.tx), up: mbit(c.rx, l.rx) } : { down: 0, up: 0 };
     };
+    const rates = used.map(rate);
     const line = {
       method,
       n,
       t: Number(((now - t0) / 1000).toFixed(1)),
       server: rate(server).up,
-      down: used.map((h) => rate(h).down),
-      up: used.map((h) => rate(h).up),
+      down: rates.map((r) => r.down),
+      up: rates.map((r) => r.up),
       done: doneAt.map((d) => d !== undefined),
     };
     appendFileSync(file, `${JSON.stringify(line)}\n`);
@@ -529,7 +530,10 @@ async function runOne(name: string, n: number): Promise<Row> {
   };
   try {
     procs.push(...(await m.server()));
-    const before = [server, ...used].map((h) => lab.counters(h));
+    // Switch-port counters, all in one call: a port's rx is what its host sent.
+    const sentBy = (ports: Map<string, { rx: number }>) =>
+      [server, ...used].map((h) => ports.get(h.port)?.rx ?? 0);
+    const before = sentBy(lab.portCounters());
     const segs0 = [server, ...used].map((h) => lab.tcpSegments(h));
     const doneAt: (number | undefined)[] = new Array<number | undefined>(n).fill(undefined);
     let pending = n;
@@ -563,7 +567,7 @@ async function runOne(name: string, n: number): Promise<Row> {
     clearInterval(sampler);
     const cpu1 = cpuTicks();
     row.busy = (cpu1.busy - cpu0.busy) / Math.max(1, cpu1.total - cpu0.total);
-    const after = [server, ...used].map((h) => lab.counters(h));
+    const after = sentBy(lab.portCounters());
     const segs1 = [server, ...used].map((h) => lab.tcpSegments(h));
     const sum = (k: 'out' | 'retrans') => segs1.reduce((a, s, i) => a + s[k] - segs0[i]![k], 0);
     row.retrans = sum('retrans') / Math.max(1, sum('out'));
@@ -581,10 +585,10 @@ async function runOne(name: string, n: number): Promise<Row> {
       results.push({
         secs: doneAt[i] === undefined ? undefined : (doneAt[i]! - t0) / 1000,
         ok,
-        uploaded: after[i + 1]!.tx - before[i + 1]!.tx,
+        uploaded: after[i + 1]! - before[i + 1]!,
       });
     }
-    row.serverSent = after[0]!.tx - before[0]!.tx;
+    row.serverSent = after[0]! - before[0]!;
     row.meanUploaded = results.reduce((a, r) => a + r.uploaded, 0) / n;
     row.verified = results.filter((r) => r.ok && r.secs !== undefined).length;
     if (row.verified === n) {

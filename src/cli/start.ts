@@ -1,6 +1,7 @@
 /** `boottorrent start [--env DIR]`: serve an environment until Ctrl-C or SIGTERM. */
 import { once } from 'node:events';
 import { join } from 'node:path';
+import { isIP } from 'node:net';
 import { BootServer } from '../server/app.js';
 import { Dashboard } from '../http/dashboard.js';
 import { buildPhase1, defaultCacheDir, type Phase1Flavor } from '../phase1/build.js';
@@ -37,6 +38,9 @@ client that asks, without a restart. Ports 67, 69 and 80 need root.
   --cmdline TEXT         more kernel parameters for phase 1
   --dashboard HOST:PORT  where the dashboard and status API listen
                          (default 127.0.0.1:8480; 0 picks a free port)
+  --dashboard-name NAME  a DNS name the dashboard answers to besides its IP
+                         addresses, localhost and this hostname (repeatable;
+                         other Host headers are refused: DNS rebinding)
   --seed-port N          TCP port of the server's seeder (default 6881)
   --upload-limit RATE    cap the seeder's upload (bytes/s, e.g. 50M)
   --force-dhcp           full DHCP mode: start even if another DHCP server
@@ -53,6 +57,7 @@ export async function run(argv: string[], io: Io): Promise<number> {
       console: { type: 'string' },
       cmdline: { type: 'string' },
       dashboard: { type: 'string' },
+      'dashboard-name': { type: 'string', multiple: true },
       'seed-port': { type: 'string' },
       'upload-limit': { type: 'string' },
       'force-dhcp': { type: 'boolean' },
@@ -79,6 +84,14 @@ export async function run(argv: string[], io: Io): Promise<number> {
     dashboardHost = m[1]!.replace(/^\[(.*)\]$/, '$1');
     dashboardPort = parsePort(m[2]!, '--dashboard', HELP);
   }
+  // A name given as --dashboard's host is one the dashboard answers to.
+  const dashboardNames = [
+    ...(values['dashboard-name'] ?? []),
+    ...(isIP(dashboardHost) === 0 ? [dashboardHost] : []),
+  ];
+  for (const n of dashboardNames)
+    if (!/^[a-z0-9]([a-z0-9.-]*[a-z0-9])?\.?$/i.test(n))
+      throw new UsageError(`--dashboard-name ${n}: expected a DNS name (letters, digits, '-', '.')`, HELP);
   const logger = streamLogger(io.stderr, { level: values.verbose ? 'debug' : 'info' });
   const envDir = values.env ?? '.';
 
@@ -124,7 +137,10 @@ export async function run(argv: string[], io: Io): Promise<number> {
       logger,
       signal: io.signal,
       dashboard: (ctx) =>
-        new Dashboard({ snapshot: ctx.snapshot, changes: ctx.store, token: ctx.token, logger }),
+        new Dashboard(
+          { snapshot: ctx.snapshot, changes: ctx.store, token: ctx.token, logger },
+          { names: dashboardNames },
+        ),
       onHashProgress: (os, done, total) =>
         progress.update(`hashing ${os}: ${formatBytes(done)} of ${formatBytes(total)}`),
     },

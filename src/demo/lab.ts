@@ -156,3 +156,39 @@ export async function waitForOutput(
     await new Promise((r) => setTimeout(r, 200));
   }
 }
+
+/** What a lab's Boottorrent.yaml says: full DHCP on the lab's bridge br0, the server at `<lan>.1`. */
+export interface LabEnvOptions {
+  /** The lab's /24, e.g. `10.99.0`. */
+  lan: string;
+  /** Last octets of the DHCP range, e.g. [100, 250]. */
+  range: readonly [number, number];
+  defaultOs: string;
+  timeout: number;
+  seedTime: number;
+  /** Local Service Discovery and PEX on (both default off in the environment format). */
+  peers?: boolean;
+  /** Per-MAC settings, each a YAML flow mapping such as `{ timeout: -1 }`. */
+  hosts?: Readonly<Record<string, string>>;
+}
+
+/** The Boottorrent.yaml of a lab environment (the PXE demo's and the end-to-end tests'). */
+export function labEnvYaml(o: LabEnvOptions): string {
+  const hosts = Object.entries(o.hosts ?? {});
+  return [
+    'version: 1',
+    'server:',
+    '  interface: br0',
+    `  address: ${o.lan}.1`,
+    'dhcp:',
+    '  mode: full',
+    `  range: ${o.lan}.${o.range[0]}-${o.lan}.${o.range[1]}`,
+    'boot:',
+    `  default_os: ${o.defaultOs}`,
+    `  timeout: ${o.timeout}`,
+    `  seed_time: ${o.seedTime}`,
+    ...(o.peers ? ['peers:', '  lsd: true', '  pex: true'] : []),
+    ...(hosts.length > 0 ? ['hosts:', ...hosts.map(([mac, v]) => `  '${mac}': ${v}`)] : []),
+    '',
+  ].join('\n');
+}

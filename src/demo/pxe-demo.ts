@@ -11,7 +11,7 @@ import { statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { NetLab, waitForOutput, type LabProcess } from './lab.js';
+import { NetLab, labEnvYaml, waitForOutput, type LabProcess } from './lab.js';
 import { LabVm } from './vm.js';
 import { writeMarkerOs } from './sample-os.js';
 import { BootTorrentError } from '../errors.js';
@@ -116,23 +116,14 @@ export async function runPxeDemo(o: PxeDemoOptions, s: PxeDemoServices): Promise
     const memoryMb = o.memoryMb ?? imageMb + 512;
     await writeFile(
       join(env, 'Boottorrent.yaml'),
-      [
-        'version: 1',
-        'server:',
-        '  interface: br0',
-        `  address: ${LAN}.1`,
-        'dhcp:',
-        '  mode: full',
-        `  range: ${LAN}.100-${LAN}.250`,
-        'boot:',
-        '  default_os: demo-linux',
-        `  timeout: ${o.menuTimeout ?? 3}`,
-        `  seed_time: ${o.seedTime ?? 5}`,
-        'peers:',
-        '  lsd: true',
-        '  pex: true',
-        '',
-      ].join('\n'),
+      labEnvYaml({
+        lan: LAN,
+        range: [100, 250],
+        defaultOs: 'demo-linux',
+        timeout: o.menuTimeout ?? 3,
+        seedTime: o.seedTime ?? 5,
+        peers: true,
+      }),
     );
     lab = new NetLab('demo', `${LAN}.1/24`);
     lab.linkToHost(`${HOST_SIDE}/30`, `${NS_SIDE}/30`);

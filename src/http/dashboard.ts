@@ -8,9 +8,18 @@
  * /api/v1/actions/ and needs `Authorization: Bearer <token>` (RFC 6750).
  * A browser cannot attach that header to a cross-site request without a
  * CORS preflight, which is never answered, so the token also stops CSRF.
+ *
+ * Every request must name the dashboard in its Host header by an IP
+ * address, `localhost`, this machine's hostname or a
+ * name the server was told (`start --dashboard-name`). Otherwise a web page
+ * whose own domain the attacker re-points at the server's address (DNS
+ * rebinding) could read the status from a sysadmin's browser as same-origin:
+ * every client's MAC and IP address.
  */
 import { createHash, timingSafeEqual } from 'node:crypto';
+import { isIP } from 'node:net';
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import { hostname } from 'node:os';
 import { isBootTorrentError } from '../errors.js';
 import type { ServerSnapshot } from '../server/state.js';
 import { silentLogger, type Logger } from '../util/logger.js';
@@ -44,6 +53,36 @@ export interface DashboardOptions {
   keepAliveMs?: number;
   /** Largest action body accepted (default 64 KiB). */
   maxBodyBytes?: number;
+  /** More names the dashboard answers to besides IP addresses, localhost and the hostname (a DNS alias). */
+  names?: readonly string[];
+  /** This machine's hostname (default os.hostname()). */
+  hostname?: string;
+}
+
+/**
+ * True if `host` (a Host header: name or address, maybe with a port) names
+ * this dashboard: an IP address, localhost or a name under it, `hostname`,
+ * or one of `names`. Case-insensitive. Not any name that merely starts with
+ * the hostname: an attacker can register `<hostname>.their-domain`; a
+ * fully qualified name is given with --dashboard-name.
+ */
+export function hostAllowed(
+  host: string | undefined,
+  hostname: string,
+  names: readonly string[] = [],
+): boolean {
+  if (host === undefined || host === '') return false;
+  let name = host.trim().toLowerCase();
+  const v6 = /^\[([^\]]*)\](?::\d+)?$/.exec(name);
+  if (v6) return isIP(v6[1]!) === 6;
+  name = name.replace(/:\d+$/, '').replace(/\.$/, '');
+  if (name === '') return false;
+  if (isIP(name) !== 0) return true;
+  const under = (base: string) => base !== '' && (name === base || name.endsWith(`.${base}`));
+  if (under('localhost')) return true;
+  const own = hostname.toLowerCase().replace(/\.$/, '');
+  if (own !== '' && name === own) return true;
+  return names.some((n) => name === n.toLowerCase().replace(/\.$/, ''));
 }
 
 interface Stream {
@@ -65,6 +104,8 @@ export class Dashboard {
   private readonly minIntervalMs: number;
   private readonly keepAliveMs: number;
   private readonly maxBodyBytes: number;
+  private readonly names: readonly string[];
+  private readonly hostname: string;
   private readonly tokenDigest: Buffer | undefined;
   private readonly streams = new Set<Stream>();
   private listening = false;
@@ -84,6 +125,8 @@ export class Dashboard {
     this.minIntervalMs = options.minIntervalMs ?? 500;
     this.keepAliveMs = options.keepAliveMs ?? 15_000;
     this.maxBodyBytes = options.maxBodyBytes ?? 64 * 1024;
+    this.names = options.names ?? [];
+    this.hostname = options.hostname ?? hostname();
     this.tokenDigest = services.token ? digest(services.token) : undefined;
   }
 
@@ -98,6 +141,17 @@ export class Dashboard {
    */
   handle(req: IncomingMessage, res: ServerResponse): boolean {
     const path = pathOf(req.url);
+    const ours = path === '/' || path === '/index.html' || path === '/favicon.ico' || path.startsWith(API);
+    if (ours && !hostAllowed(req.headers.host, this.hostname, this.names)) {
+      const host = (req.headers.host ?? '').slice(0, 200);
+      this.log.warn('refused a request naming another host (DNS rebinding?)', { host, path });
+      sendJson(res, 421, {
+        error:
+          `this dashboard answers to its IP address, localhost or ${this.hostname}, not to Host '${host}'; ` +
+          `to open it by that name, start the server with --dashboard-name ${host.replace(/:\d+$/, '') || 'NAME'}`,
+      });
+      return true;
+    }
     if (path === '/' || path === '/index.html') return this.read(req, res, () => this.sendPage(req, res));
     if (path === '/favicon.ico') return this.read(req, res, () => void res.writeHead(204).end());
     if (!path.startsWith(API)) return false;

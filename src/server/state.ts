@@ -86,16 +86,32 @@ type Mutable<T> = { -readonly [K in keyof T]: T[K] };
 
 const DONE: ReadonlySet<ClientStage> = new Set(['booting', 'running', 'failed']);
 
-/** Clients by MAC, newest state only. A client that starts over (DHCP again after booting) starts a new row. */
+/** Most clients a store keeps by default: far above any lab, far below a flood of made-up MACs. */
+export const MAX_CLIENTS = 4096;
+
+/**
+ * Clients by MAC, newest state only. A client that starts over (DHCP again
+ * after booting) starts a new row. At most `maxClients` are kept: a new MAC
+ * beyond that forgets the one heard from least recently, so a server that
+ * runs for months, or a LAN host sending DHCP from endless made-up MACs,
+ * cannot grow it without bound.
+ */
 export class ClientStore extends EventEmitter<ClientStoreEvents> {
+  /** In order of last update (oldest first): the first is the one to forget. */
   private readonly clients = new Map<string, Mutable<ClientState>>();
 
   constructor(
     /** Size in bytes of an OS id, for the seed ratio. */
     private readonly osSize: (os: string) => number | undefined = () => undefined,
     private readonly now: () => number = Date.now,
+    private readonly maxClients = MAX_CLIENTS,
   ) {
     super();
+  }
+
+  /** Clients kept now. */
+  get size(): number {
+    return this.clients.size;
   }
 
   list(): ClientState[] {
@@ -107,11 +123,8 @@ export class ClientStore extends EventEmitter<ClientStoreEvents> {
     return c ? { ...c } : undefined;
   }
 
-  private inProgress(): number {
-    let n = 0;
-    for (const c of this.clients.values()) if (!DONE.has(c.stage)) n++;
-    return n;
-  }
+  /** Clients kept whose stage is not a done one (kept as a count: a flood of new MACs must not cost a scan each). */
+  private active = 0;
 
   private fresh(mac: string): Mutable<ClientState> {
     const t = this.now();
@@ -132,7 +145,7 @@ export class ClientStore extends EventEmitter<ClientStoreEvents> {
       firstSeen: t,
       updatedAt: t,
       bootSeconds: null,
-      concurrent: this.inProgress() + 1,
+      concurrent: this.active + 1,
       peakRss: null,
     };
   }
@@ -143,14 +156,25 @@ export class ClientStore extends EventEmitter<ClientStoreEvents> {
     // The firmware asking again after this client booted or failed is a new boot.
     if (!c || (stage !== null && (stage === 'dhcp' || stage === 'ipxe') && DONE.has(c.stage))) {
       const old = c;
+      if (old) {
+        if (!DONE.has(old.stage)) this.active--;
+      } else if (this.clients.size >= this.maxClients) {
+        const [oldest, gone] = this.clients.entries().next().value!;
+        this.clients.delete(oldest);
+        if (!DONE.has(gone.stage)) this.active--;
+      }
       c = this.fresh(mac);
+      this.active++;
       if (old) c.ip = old.ip;
-      this.clients.set(mac, c);
       previous = null;
     }
+    // Re-inserted: the map stays in order of last update.
+    this.clients.delete(mac);
+    this.clients.set(mac, c);
     Object.assign(c, patch);
     c.updatedAt = this.now();
     if (stage !== null) {
+      if (DONE.has(c.stage) !== DONE.has(stage)) this.active += DONE.has(stage) ? -1 : 1;
       c.stage = stage;
       if (stage === 'booting' && c.bootSeconds === null) c.bootSeconds = (c.updatedAt - c.firstSeen) / 1000;
       if (stage !== 'failed') c.error = patch.error ?? null;

@@ -13,7 +13,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { chmodSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { NetLab, waitForOutput } from '../../src/demo/lab.js';
+import { NetLab, labEnvYaml, waitForOutput } from '../../src/demo/lab.js';
 import { LabVm } from '../../src/demo/vm.js';
 import { writeMarkerOs } from '../../src/demo/sample-os.js';
 import type { ServerSnapshot } from '../../src/server/state.js';
@@ -57,23 +57,14 @@ test(
     );
     writeFileSync(
       join(env, 'Boottorrent.yaml'),
-      [
-        'version: 1',
-        'server:',
-        '  interface: br0',
-        `  address: ${LAN}.1`,
-        'dhcp:',
-        '  mode: full',
-        `  range: ${LAN}.100-${LAN}.200`,
-        'boot:',
-        '  default_os: alpha',
-        '  timeout: 3',
-        '  seed_time: 2',
-        'hosts:',
-        `  '${MENU_MAC}': { timeout: -1 }`,
-        `  '${QEMU_MAC}': { default_os: guest, timeout: 0 }`,
-        '',
-      ].join('\n'),
+      labEnvYaml({
+        lan: LAN,
+        range: [100, 200],
+        defaultOs: 'alpha',
+        timeout: 3,
+        seedTime: 2,
+        hosts: { [MENU_MAC]: '{ timeout: -1 }', [QEMU_MAC]: '{ default_os: guest, timeout: 0 }' },
+      }),
     );
 
     const lab = new NetLab('e2e', `${LAN}.1/24`);

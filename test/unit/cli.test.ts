@@ -77,6 +77,7 @@ test('user errors exit 1 with one clear message; usage errors exit 2', async (t)
     [['frobnicate'], 2, /unknown command 'frobnicate'/],
     [['start', '--env', join(dir, 'no-env')], 1, /Boottorrent\.yaml/],
     [['start', '--console', 'tv'], 2, /--console tv: expected screen or serial/],
+    [['start', '--dashboard-name', 'bad/name'], 2, /--dashboard-name bad\/name: expected a DNS name/],
     [['status', '--env', join(dir, 'no-env')], 1, /no server is running for .*no-env/],
   ];
   for (const [args, code, re] of cases) {

@@ -7,7 +7,12 @@ import { createHash } from 'node:crypto';
 import { EventEmitter, once } from 'node:events';
 import { createServer, request, type IncomingMessage } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { Dashboard, type DashboardOptions, type DashboardServices } from '../../src/http/dashboard.js';
+import {
+  Dashboard,
+  hostAllowed,
+  type DashboardOptions,
+  type DashboardServices,
+} from '../../src/http/dashboard.js';
 import { DASHBOARD_SCRIPT } from '../../src/http/dashboard-page.js';
 import { BootTorrentError } from '../../src/errors.js';
 import { ClientStore, type ServerSnapshot } from '../../src/server/state.js';
@@ -434,4 +439,58 @@ test('actions: refused without the token, with a wrong one, or when no token is 
   const disabled = await fetchText(open, '/api/v1/actions/forget', { method: 'POST', headers: auth, body });
   assert.equal(disabled.status, 403);
   assert.equal(calls.length, 1);
+});
+
+test('hostAllowed: IP addresses, localhost and the hostname pass; other names do not', () => {
+  const ok = (h: string | undefined, names: string[] = []) => hostAllowed(h, 'labserver', names);
+  for (const h of [
+    '127.0.0.1:8480',
+    '10.0.0.1',
+    '[::1]:8480',
+    '[fe80::1]',
+    'localhost:8480',
+    'LOCALHOST',
+    'app.localhost',
+    'labserver:8480',
+    'LabServer.',
+  ])
+    assert.equal(ok(h), true, h);
+  for (const h of [
+    undefined,
+    '',
+    ':8480',
+    'evil.example',
+    'evil.example:8480',
+    'labserver.evil.example',
+    'labserver.cs.example.edu',
+    'notlabserver',
+    'localhost.evil.example',
+    '[not-an-ip]',
+    '127.0.0.1.evil.example',
+  ])
+    assert.equal(ok(h), false, String(h));
+  assert.equal(ok('boot.lab.example:8480', ['boot.lab.example']), true);
+  assert.equal(ok('Boot.Lab.Example.', ['boot.lab.example']), true);
+  assert.equal(ok('other.lab.example', ['boot.lab.example']), false);
+});
+
+test('a request whose Host names another site is refused (421) before any data; a configured name is served', async (t) => {
+  const { port, store } = await serve(t, {}, { hostname: 'labserver', names: ['boot.lab.example'] });
+  store.report('52:54:00:12:34:56', '10.0.0.50', { stage: 'downloading', os: 'debian', progress: 0.5 });
+  for (const path of ['/', '/api/v1/status', '/api/v1/events', '/favicon.ico']) {
+    const r = await fetchText(port, path, { headers: { host: 'rebind.evil.example:8480' } });
+    assert.equal(r.status, 421, path);
+    assert.doesNotMatch(r.body, /52:54:00/);
+    assert.match((JSON.parse(r.body) as { error: string }).error, /--dashboard-name rebind\.evil\.example/);
+  }
+  const posted = await fetchText(port, '/api/v1/actions/x', {
+    method: 'POST',
+    headers: { host: 'rebind.evil.example' },
+  });
+  assert.equal(posted.status, 421);
+  const named = await fetchText(port, '/api/v1/status', { headers: { host: 'boot.lab.example:8480' } });
+  assert.equal(named.status, 200);
+  assert.match(named.body, /52:54:00:12:34:56/);
+  const byIp = await fetchText(port, '/api/v1/status');
+  assert.equal(byIp.status, 200);
 });

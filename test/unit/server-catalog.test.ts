@@ -134,3 +134,36 @@ test('client store: stages from DHCP to boot, boot time, concurrency, a new boot
   assert.equal(store.get('52:54:00:00:00:02')!.error, 'sha256 mismatch');
   assert.equal(store.list().length, 2);
 });
+
+test('client store: at most maxClients kept, the least recently heard-from forgotten; concurrency stays right', () => {
+  let now = 0;
+  const store = new ClientStore(undefined, () => ++now, 3);
+  const mac = (i: number) => `02:00:00:00:00:0${i}`;
+  store.dhcp(mac(1), {});
+  store.dhcp(mac(2), {});
+  store.report(mac(2), '10.0.0.2', { stage: 'booting' });
+  store.dhcp(mac(3), {});
+  assert.equal(store.get(mac(3))!.concurrent, 2, '1 and 3 in progress, 2 booted');
+  store.ipxe(mac(1), '10.0.0.1'); // 1 heard from again: 2 is now the oldest
+  store.dhcp(mac(4), {});
+  assert.equal(store.size, 3);
+  assert.equal(store.get(mac(2)), undefined);
+  assert.deepEqual(
+    store
+      .list()
+      .map((c) => c.mac)
+      .sort(),
+    [mac(1), mac(3), mac(4)],
+  );
+  assert.equal(store.get(mac(4))!.concurrent, 3);
+  // Forgetting a client still in progress lowers the count too.
+  store.dhcp(mac(5), {});
+  assert.equal(store.get(mac(3)), undefined);
+  store.report(mac(1), '10.0.0.1', { stage: 'failed', error: 'x' });
+  store.dhcp(mac(6), {});
+  assert.equal(store.get(mac(4)), undefined);
+  assert.equal(store.get(mac(6))!.concurrent, 2, '5 and 6 in progress; 1 failed, 4 forgotten');
+  // A flood of new MACs stays bounded.
+  for (let i = 0; i < 10_000; i++) store.dhcp(`02:00:00:${(i >> 16) & 255}:${(i >> 8) & 255}:${i & 255}`, {});
+  assert.equal(store.size, 3);
+});
