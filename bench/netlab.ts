@@ -7,7 +7,8 @@
  * Unlike test/helpers/netns.ts (tied to a TestContext), this one cleans up
  * when the process ends for any reason: normal exit, an exception, SIGINT
  * or SIGTERM. Every child is killed by its PID and every namespace this lab
- * created is deleted; nothing else is touched.
+ * created is deleted. The one host-wide setting it may change, the list of
+ * TCP congestion controls namespaces may use, is written back as it was.
  */
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -57,8 +58,8 @@ export class NetLab {
   private readonly namespaces: string[] = [];
   private readonly children = new Set<ChildProcess>();
   private hostCount = 0;
-  /** The host's allowed congestion controls before this lab widened them. */
-  private restoreAllowed: string | undefined;
+  /** The host's allowed congestion controls before this lab widened them, and the list it wrote. */
+  private restoreAllowed: { old: string; widened: string } | undefined;
 
   /**
    * `congestionControl`, if given, is set in every namespace; otherwise a
@@ -75,8 +76,6 @@ export class NetLab {
     installHandlers();
     live.add(this);
     if (congestionControl) this.allowCongestionControl(congestionControl);
-    installHandlers();
-    live.add(this);
     this.switchNs = this.ns('sw');
     this.ipn(this.switchNs, 'link', 'add', 'br0', 'type', 'bridge');
     this.ipn(this.switchNs, 'link', 'set', 'br0', 'up');
@@ -111,8 +110,9 @@ export class NetLab {
         `TCP congestion control ${name} is not available on this host (it has ${available}): choose one of those with --cc`,
       );
     }
-    execFileSync('sysctl', ['-qw', `net.ipv4.tcp_allowed_congestion_control=${allowed} ${name}`]);
-    this.restoreAllowed = allowed;
+    const widened = `${allowed} ${name}`;
+    execFileSync('sysctl', ['-qw', `net.ipv4.tcp_allowed_congestion_control=${widened}`]);
+    this.restoreAllowed = { old: allowed, widened };
   }
 
   /** Namespace names start with this; none is left once destroy() ran. */
@@ -303,12 +303,20 @@ export class NetLab {
       }
     }
     if (this.restoreAllowed !== undefined) {
-      try {
-        execFileSync('sysctl', ['-qw', `net.ipv4.tcp_allowed_congestion_control=${this.restoreAllowed}`]);
-      } catch {
-        // another process changed it meanwhile; leave theirs
-      }
+      // Only if it is still what this lab wrote: a list changed meanwhile
+      // (by someone else, or another lab that widened it further and still
+      // runs) is left as it is.
+      const { old, widened } = this.restoreAllowed;
       this.restoreAllowed = undefined;
+      try {
+        const now = execFileSync('sysctl', ['-n', 'net.ipv4.tcp_allowed_congestion_control'], {
+          encoding: 'utf8',
+        }).trim();
+        if (now === widened)
+          execFileSync('sysctl', ['-qw', `net.ipv4.tcp_allowed_congestion_control=${old}`]);
+      } catch {
+        // sysctl failed: nothing more to do on the way out
+      }
     }
     live.delete(this);
   }

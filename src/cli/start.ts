@@ -39,8 +39,9 @@ client that asks, without a restart. Ports 67, 69 and 80 need root.
   --dashboard HOST:PORT  where the dashboard and status API listen
                          (default 127.0.0.1:8480; 0 picks a free port)
   --dashboard-name NAME  a DNS name the dashboard answers to besides its IP
-                         addresses, localhost and this hostname (repeatable;
-                         other Host headers are refused: DNS rebinding)
+                         addresses, localhost, this hostname and a name in
+                         --dashboard (repeatable; other Host headers are
+                         refused: DNS rebinding)
   --seed-port N          TCP port of the server's seeder (default 6881)
   --upload-limit RATE    cap the seeder's upload (bytes/s, e.g. 50M)
   --force-dhcp           full DHCP mode: start even if another DHCP server
@@ -84,14 +85,15 @@ export async function run(argv: string[], io: Io): Promise<number> {
     dashboardHost = m[1]!.replace(/^\[(.*)\]$/, '$1');
     dashboardPort = parsePort(m[2]!, '--dashboard', HELP);
   }
-  // A name given as --dashboard's host is one the dashboard answers to.
-  const dashboardNames = [
-    ...(values['dashboard-name'] ?? []),
-    ...(isIP(dashboardHost) === 0 ? [dashboardHost] : []),
-  ];
+  const dashboardNames = values['dashboard-name'] ?? [];
   for (const n of dashboardNames)
-    if (!/^[a-z0-9]([a-z0-9.-]*[a-z0-9])?\.?$/i.test(n))
-      throw new UsageError(`--dashboard-name ${n}: expected a DNS name (letters, digits, '-', '.')`, HELP);
+    if (!/^[a-z0-9_]([a-z0-9_.-]*[a-z0-9_])?\.?$/i.test(n))
+      throw new UsageError(
+        `--dashboard-name ${n}: expected a DNS name (letters, digits, '-', '_', '.')`,
+        HELP,
+      );
+  // A name given as --dashboard's host is one the dashboard answers to.
+  if (dashboardHost !== '' && isIP(dashboardHost) === 0) dashboardNames.push(dashboardHost);
   const logger = streamLogger(io.stderr, { level: values.verbose ? 'debug' : 'info' });
   const envDir = values.env ?? '.';
 

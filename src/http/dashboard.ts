@@ -141,13 +141,17 @@ export class Dashboard {
    */
   handle(req: IncomingMessage, res: ServerResponse): boolean {
     const path = pathOf(req.url);
+    if (path === undefined) {
+      sendJson(res, 400, { error: 'bad request target' });
+      return true;
+    }
     const ours = path === '/' || path === '/index.html' || path === '/favicon.ico' || path.startsWith(API);
     if (ours && !hostAllowed(req.headers.host, this.hostname, this.names)) {
       const host = (req.headers.host ?? '').slice(0, 200);
-      this.log.warn('refused a request naming another host (DNS rebinding?)', { host, path });
+      this.logRefused(host, path);
       sendJson(res, 421, {
         error:
-          `this dashboard answers to its IP address, localhost or ${this.hostname}, not to Host '${host}'; ` +
+          `this dashboard answers to its IP address, localhost or this machine's hostname, not to Host '${host}'; ` +
           `to open it by that name, start the server with --dashboard-name ${host.replace(/:\d+$/, '') || 'NAME'}`,
       });
       return true;
@@ -167,6 +171,24 @@ export class Dashboard {
     }
     sendJson(res, 404, { error: `no such endpoint: ${path}` });
     return true;
+  }
+
+  /** Refused Host headers since the last warning. */
+  private refused = 0;
+  private refusedLoggedAt = -Infinity;
+
+  /** A page may retry in a loop: one warning per minute at most, with the count. */
+  private logRefused(host: string, path: string): void {
+    this.refused++;
+    const now = Date.now();
+    if (now - this.refusedLoggedAt < 60_000) return;
+    this.log.warn('refused requests naming another host (DNS rebinding?)', {
+      host,
+      path,
+      count: this.refused,
+    });
+    this.refused = 0;
+    this.refusedLoggedAt = now;
   }
 
   /** Ends every open stream and refuses new ones, so the HTTP server can close. */
@@ -400,11 +422,12 @@ function frame(snap: ServerSnapshot): string {
   return `event: snapshot\ndata: ${JSON.stringify(snap)}\n\n`;
 }
 
-function pathOf(url: string | undefined): string {
+/** The path of a request target, or undefined if it does not parse (`//`, `/\\`): never a throw. */
+export function pathOf(url: string | undefined): string | undefined {
   try {
     return new URL(url ?? '/', 'http://x').pathname;
   } catch {
-    return '';
+    return undefined;
   }
 }
 

@@ -9,6 +9,7 @@
 import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import { readFile, writeFile, rename, mkdir, rm, readdir, stat } from 'node:fs/promises';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { pathOf } from '../http/dashboard.js';
 import { networkInterfaces } from 'node:os';
 import { dirname, join } from 'node:path';
 import { BootTorrentError } from '../errors.js';
@@ -517,7 +518,11 @@ export class BootServer {
     this.dashboard = this.services.dashboard?.(ctx);
     const server = createServer((req, res) => {
       if (this.dashboard?.handle(req, res)) return;
-      const path = new URL(req.url ?? '/', 'http://x').pathname;
+      const path = pathOf(req.url);
+      if (path === undefined) {
+        res.writeHead(400, { 'content-type': 'text/plain' }).end('bad request target\n');
+        return;
+      }
       if (path === '/api/v1/status' && (req.method === 'GET' || req.method === 'HEAD')) {
         res
           .writeHead(200, { 'content-type': 'application/json', 'cache-control': 'no-store' })

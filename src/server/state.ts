@@ -115,7 +115,10 @@ export class ClientStore extends EventEmitter<ClientStoreEvents> {
   }
 
   list(): ClientState[] {
-    return [...this.clients.values()].map((c) => ({ ...c })).sort((a, b) => a.firstSeen - b.firstSeen);
+    // Ties (a room powered on at once) by MAC: the map's order changes with every update.
+    return [...this.clients.values()]
+      .map((c) => ({ ...c }))
+      .sort((a, b) => a.firstSeen - b.firstSeen || (a.mac < b.mac ? -1 : a.mac > b.mac ? 1 : 0));
   }
 
   get(mac: string): ClientState | undefined {

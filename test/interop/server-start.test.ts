@@ -7,6 +7,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, utimesSync, writeFileSync } from 'node:fs';
+import { request as httpRequest } from 'node:http';
 import { join } from 'node:path';
 import { NetLab, waitForOutput } from '../../src/demo/lab.js';
 import { parseBootConfig } from '../../src/boot-config.js';
@@ -122,6 +123,21 @@ test('start serves boot configs, torrents, reports and status; reloads OS folder
   assert.equal(page.status, 200);
   assert.match(await page.text(), /<html/i, 'the dashboard page');
   assert.equal((await fetch(`http://${SRV}:8480/api/v1/actions/anything`, { method: 'POST' })).status, 401);
+  // A request target URL() cannot parse, and a Host that is not the server's (DNS rebinding):
+  // each answered, and the server still up.
+  const raw = (path: string, host?: string) =>
+    new Promise<number>((resolve, reject) => {
+      const req = httpRequest({ host: SRV, port: 8480, path, headers: host ? { host } : {} }, (res) => {
+        res.resume();
+        resolve(res.statusCode ?? 0);
+      });
+      req.on('error', reject);
+      req.end();
+    });
+  assert.equal(await raw('//'), 400);
+  assert.equal(await raw('/\\'), 400);
+  assert.equal(await raw('/api/v1/status', 'rebind.evil.example:8480'), 421);
+  assert.equal(await raw('/api/v1/status'), 200, 'still serving');
   await waitForOutput(server, new RegExp(`client ${MAC} .*chose alpha: downloading`), 5000, 'event log');
 
   // A real download from the server's seeder through its tracker, checked against the boot config.

@@ -453,6 +453,9 @@ test('hostAllowed: IP addresses, localhost and the hostname pass; other names do
     'app.localhost',
     'labserver:8480',
     'LabServer.',
+    'labserver.:8480',
+    'localhost.',
+    '[::ffff:127.0.0.1]:8480',
   ])
     assert.equal(ok(h), true, h);
   for (const h of [
@@ -466,7 +469,11 @@ test('hostAllowed: IP addresses, localhost and the hostname pass; other names do
     'notlabserver',
     'localhost.evil.example',
     '[not-an-ip]',
+    '[127.0.0.1]',
     '127.0.0.1.evil.example',
+    '2130706433',
+    '127.1',
+    'labserver.:8480:8480',
   ])
     assert.equal(ok(h), false, String(h));
   assert.equal(ok('boot.lab.example:8480', ['boot.lab.example']), true);
@@ -493,4 +500,5 @@ test('a request whose Host names another site is refused (421) before any data; 
   assert.match(named.body, /52:54:00:12:34:56/);
   const byIp = await fetchText(port, '/api/v1/status');
   assert.equal(byIp.status, 200);
+  for (const target of ['//', '/\\']) assert.equal((await fetchText(port, target)).status, 400, target);
 });

@@ -128,6 +128,7 @@ test('client store: stages from DHCP to boot, boot time, concurrency, a new boot
   store.dhcp('52:54:00:00:00:01', { firmware: 'bios' });
   const again = store.get('52:54:00:00:00:01')!;
   assert.equal(again.stage, 'dhcp');
+  assert.equal(again.concurrent, 2, '02 still in progress, and this new boot');
   assert.equal(again.bootSeconds, null);
   assert.equal(again.ip, '10.0.0.100');
   store.report('52:54:00:00:00:02', '10.0.0.101', { stage: 'failed', error: 'sha256 mismatch' });
@@ -166,4 +167,10 @@ test('client store: at most maxClients kept, the least recently heard-from forgo
   // A flood of new MACs stays bounded.
   for (let i = 0; i < 10_000; i++) store.dhcp(`02:00:00:${(i >> 16) & 255}:${(i >> 8) & 255}:${i & 255}`, {});
   assert.equal(store.size, 3);
+  assert.equal(store.list().at(-1)!.concurrent, 3, 'the count of clients in progress stays within the cap');
+  // A failed client that reports again (the user pressed r) is in progress again.
+  store.report('02:00:00:00:39:0f', '10.0.0.9', { stage: 'failed', error: 'x' });
+  store.report('02:00:00:00:39:0f', '10.0.0.9', { stage: 'downloading' });
+  store.dhcp('02:00:00:ff:ff:ff', {});
+  assert.equal(store.get('02:00:00:ff:ff:ff')!.concurrent, 3);
 });
