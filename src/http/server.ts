@@ -110,7 +110,14 @@ export class BootHttpServer {
   }
 
   private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
-    const url = new URL(req.url ?? '/', 'http://x');
+    let url: URL;
+    try {
+      url = new URL(req.url ?? '/', 'http://x');
+    } catch {
+      // `GET //` and the like: the client's mistake, not an internal error.
+      res.writeHead(400, { 'content-type': 'text/plain' }).end('bad request target\n');
+      return;
+    }
     const path = url.pathname;
     const client = (req.socket.remoteAddress ?? '').replace(/^::ffff:/, '');
     if (this.services.tracker?.handleHttp(req, res)) return;

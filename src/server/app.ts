@@ -112,6 +112,32 @@ async function envFingerprint(dir: string): Promise<string> {
   return parts.join('\n');
 }
 
+/**
+ * The dashboard port's request listener: the dashboard's own URLs, else a
+ * bare status JSON (when there is no dashboard), else 404. Answers every
+ * request, also one whose target does not parse as a URL (`GET //`).
+ */
+export function dashboardListener(
+  dashboard: DashboardHandler | undefined,
+  snapshot: () => ServerSnapshot,
+): (req: IncomingMessage, res: ServerResponse) => void {
+  return (req, res) => {
+    if (dashboard?.handle(req, res)) return;
+    const path = pathOf(req.url);
+    if (path === undefined) {
+      res.writeHead(400, { 'content-type': 'text/plain' }).end('bad request target\n');
+      return;
+    }
+    if (path === '/api/v1/status' && (req.method === 'GET' || req.method === 'HEAD')) {
+      res
+        .writeHead(200, { 'content-type': 'application/json', 'cache-control': 'no-store' })
+        .end(`${JSON.stringify(snapshot())}\n`);
+      return;
+    }
+    res.writeHead(404, { 'content-type': 'text/plain' }).end('not found\n');
+  };
+}
+
 export class BootServer {
   readonly store: ClientStore;
   private env!: Environment;
@@ -516,21 +542,7 @@ export class BootServer {
   private async startDashboard(): Promise<void> {
     const ctx = { snapshot: () => this.snapshot(), store: this.store, token: this.token };
     this.dashboard = this.services.dashboard?.(ctx);
-    const server = createServer((req, res) => {
-      if (this.dashboard?.handle(req, res)) return;
-      const path = pathOf(req.url);
-      if (path === undefined) {
-        res.writeHead(400, { 'content-type': 'text/plain' }).end('bad request target\n');
-        return;
-      }
-      if (path === '/api/v1/status' && (req.method === 'GET' || req.method === 'HEAD')) {
-        res
-          .writeHead(200, { 'content-type': 'application/json', 'cache-control': 'no-store' })
-          .end(`${JSON.stringify(this.snapshot())}\n`);
-        return;
-      }
-      res.writeHead(404, { 'content-type': 'text/plain' }).end('not found\n');
-    });
+    const server = createServer(dashboardListener(this.dashboard, () => this.snapshot()));
     const host = this.options.dashboardHost ?? '127.0.0.1';
     const port = this.options.dashboardPort ?? 8480;
     await new Promise<void>((resolve, reject) => {

@@ -21,6 +21,12 @@ import * as udp from '../../src/tracker/udp-codec.js';
 import * as http from '../../src/tracker/http-codec.js';
 import * as lsd from '../../src/tracker/lsd-codec.js';
 import { inspectEnvironment } from '../../src/env/load.js';
+import { createServer, type Server } from 'node:http';
+import { connect, type AddressInfo } from 'node:net';
+import { Dashboard } from '../../src/http/dashboard.js';
+import { BootHttpServer } from '../../src/http/server.js';
+import { dashboardListener } from '../../src/server/app.js';
+import { ClientStore, type ServerSnapshot } from '../../src/server/state.js';
 import { parseAgentReport, parseBootConfig } from '../../src/boot-config.js';
 import type { FuzzTarget, Rng } from './harness.js';
 
@@ -757,6 +763,161 @@ function envTarget(name: 'env' | 'env-os'): FuzzTarget & { dispose(): void } {
   };
 }
 
+/**
+ * Raw HTTP requests (request line and headers as bytes) against the two
+ * HTTP servers a LAN reaches: the boot server (iPXE script, menus, phase-1
+ * files under a mount, an exact file) and the dashboard port (as `start`
+ * mounts it). Each request is sent on its own loopback connection. Every
+ * one must be answered or closed by the server within the case time, none
+ * with a 5xx (bad input is the client's error), and no reply may carry the
+ * file kept next to the served folder.
+ */
+function httpRequestTarget(): FuzzTarget & { dispose(): void } {
+  const SECRET = 'BT-FUZZ-SECRET-9f1c';
+  let state: { dir: string; boot: BootHttpServer; dash: Server; ports: number[] } | null = null;
+  const ensure = async () => {
+    if (state) return state;
+    const dir = mkdtempSync(join(tmpdir(), 'bt-fuzz-http-'));
+    mkdirSync(join(dir, 'phase1'));
+    writeFileSync(join(dir, 'phase1', 'vmlinuz'), 'kernel bytes\n');
+    writeFileSync(join(dir, 'phase1', 'initrd.img'), 'initrd bytes\n');
+    writeFileSync(join(dir, 'secret.txt'), SECRET);
+    writeFileSync(join(dir, 'ipxe.efi'), 'ipxe\n');
+    const allowed = '52:54:00:12:34:56';
+    const boot = new BootHttpServer(
+      {
+        host: '127.0.0.1',
+        port: 0,
+        mounts: { '/phase1/': join(dir, 'phase1') },
+        files: { '/ipxe.efi': join(dir, 'ipxe.efi') },
+      },
+      {
+        policy: {
+          phaseOneFor: (mac) =>
+            mac === allowed
+              ? {
+                  kernelUrl: 'http://127.0.0.1/phase1/vmlinuz',
+                  initrdUrls: ['http://127.0.0.1/phase1/initrd.img'],
+                  cmdline: 'quiet',
+                }
+              : { refused: 'not on the list' },
+          menuFor: (mac) => (mac === allowed ? { default: 'linux', timeout: 5 } : undefined),
+        },
+      },
+    );
+    const bootPort = await boot.listen();
+    const store = new ClientStore();
+    store.report(allowed, '10.0.0.5', { stage: 'downloading', os: 'linux', progress: 0.5 });
+    const snapshot = (): ServerSnapshot => ({
+      startedAt: 0,
+      now: 0,
+      server: {
+        address: '127.0.0.1',
+        interface: 'lo',
+        httpPort: bootPort,
+        dhcp: 'proxy',
+        environment: 'fuzz',
+      },
+      clients: store.list(),
+      swarms: [],
+      totals: { serverUploaded: 0, delivered: 0, booted: 0, failed: 0 },
+    });
+    const dashboard = new Dashboard(
+      { snapshot, changes: store, token: 'fuzz-token' },
+      { hostname: 'labserver', keepAliveMs: 60_000 },
+    );
+    const dash = createServer(dashboardListener(dashboard, snapshot));
+    dash.headersTimeout = 2000;
+    await new Promise<void>((resolve) => dash.listen(0, '127.0.0.1', resolve));
+    state = { dir, boot, dash, ports: [bootPort, (dash.address() as AddressInfo).port] };
+    return state;
+  };
+  /** Sends `request`, collects what comes back until the server closes or has been quiet for a moment. */
+  const exchange = (port: number, request: Buffer) =>
+    new Promise<string>((resolve, reject) => {
+      const sock = connect(port, '127.0.0.1');
+      const chunks: Buffer[] = [];
+      let quiet: NodeJS.Timeout | undefined;
+      const finish = () => {
+        clearTimeout(quiet);
+        clearTimeout(limit);
+        sock.destroy();
+        resolve(Buffer.concat(chunks).toString('latin1'));
+      };
+      // An event stream never ends: once something came, a pause ends the exchange.
+      sock.on('data', (d: Buffer) => {
+        chunks.push(d);
+        clearTimeout(quiet);
+        quiet = setTimeout(finish, 30);
+      });
+      sock.on('close', finish);
+      sock.on('error', (err: NodeJS.ErrnoException) => (err.code === 'ECONNRESET' ? finish() : reject(err)));
+      const limit = setTimeout(() => {
+        sock.destroy();
+        reject(new Error('no answer and no close within 3 s'));
+      }, 3000);
+      sock.end(request);
+    });
+  return {
+    name: 'http-request',
+    maxInputBytes: 16 * 1024,
+    maxCaseMs: 3500,
+    seeds() {
+      const req = (line: string, ...headers: string[]) =>
+        Buffer.from(
+          `${line}\r\n${[...headers, ''].map((h) => (h ? `${h}\r\n` : '\r\n')).join('')}`,
+          'latin1',
+        );
+      return [
+        req('GET /boot.ipxe?mac=52:54:00:12:34:56 HTTP/1.1', 'Host: 10.0.0.1'),
+        req('GET /boot.ipxe?mac=zz HTTP/1.1', 'Host: 10.0.0.1'),
+        req('GET /api/v1/boot/52-54-00-12-34-56 HTTP/1.1', 'Host: 10.0.0.1'),
+        req('GET /phase1/vmlinuz HTTP/1.1', 'Host: 10.0.0.1', 'Range: bytes=2-5'),
+        req('HEAD /phase1/initrd.img?mac=52:54:00:12:34:56 HTTP/1.1', 'Host: 10.0.0.1'),
+        req('GET /phase1/../secret.txt HTTP/1.1', 'Host: 10.0.0.1'),
+        req('GET /phase1/%2e%2e/secret.txt HTTP/1.1', 'Host: 10.0.0.1'),
+        req('GET /ipxe.efi HTTP/1.0'),
+        req('GET // HTTP/1.1', 'Host: 127.0.0.1:8480'),
+        req('GET / HTTP/1.1', 'Host: 127.0.0.1:8480'),
+        req('GET /api/v1/status HTTP/1.1', 'Host: labserver:8480'),
+        req('GET /api/v1/status HTTP/1.1', 'Host: rebind.evil.example'),
+        req('GET /api/v1/events HTTP/1.1', 'Host: [::1]:8480', 'Accept: text/event-stream'),
+        req(
+          'POST /api/v1/actions/x HTTP/1.1',
+          'Host: 127.0.0.1',
+          'Authorization: Bearer fuzz-token',
+          'Content-Length: 2',
+        ),
+        Buffer.from(
+          'POST /api/v1/actions/x HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 2\r\n\r\n{}',
+          'latin1',
+        ),
+        req('OPTIONS * HTTP/1.1', 'Host: 127.0.0.1'),
+      ];
+    },
+    async run(input) {
+      const { ports } = await ensure();
+      for (const port of ports) {
+        const reply = await exchange(port, input);
+        const status = /^HTTP\/1\.[01] (\d{3})/gm;
+        for (let m = status.exec(reply); m; m = status.exec(reply)) {
+          if (m[1]!.startsWith('5') && m[1] !== '503') throw new Error(`answered ${m[1]} on port ${port}`);
+        }
+        if (reply.includes(SECRET)) throw new Error(`port ${port} sent the file outside its folder`);
+      }
+    },
+    dispose() {
+      if (!state) return;
+      const s = state;
+      state = null;
+      s.dash.closeAllConnections();
+      s.dash.close();
+      void s.boot.close();
+      rmSync(s.dir, { recursive: true, force: true });
+    },
+  };
+}
+
 /** Every target, in the order the CI test runs them. */
 export function allTargets(): (FuzzTarget & { dispose?(): void })[] {
   return [
@@ -772,5 +933,6 @@ export function allTargets(): (FuzzTarget & { dispose?(): void })[] {
     bootConfigTarget,
     envTarget('env'),
     envTarget('env-os'),
+    httpRequestTarget(),
   ];
 }

@@ -15,8 +15,8 @@ const FIXED_SEED = 0x5eed;
 const RUN_SEED =
   process.env.FUZZ_SEED !== undefined ? Number(process.env.FUZZ_SEED) : (Math.random() * 0x100000000) >>> 0;
 
-/** Cases per seed: the environment loader reads files, so it gets fewer. */
-const CASES: Record<string, number> = { env: 150, 'env-os': 150 };
+/** Cases per seed: the environment loader reads files and http-request opens connections, so they get fewer. */
+const CASES: Record<string, number> = { env: 150, 'env-os': 150, 'http-request': 1000 };
 const DEFAULT_CASES = 5000;
 
 for (const target of allTargets()) {
