@@ -7,7 +7,7 @@
 import assert from 'node:assert/strict';
 import { execFileSync, spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { readFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { requireProgram } from '../helpers/programs.js';
@@ -65,4 +65,82 @@ test('bench:swarm --quick: every method delivers a verified image to every clien
     assert.equal(r.n, 4);
     assert.equal(r.verified, 4, `${r.method}: ${r.verified}/4 clients with the right SHA-256`);
   }
+});
+
+/** PIDs of every process below `root` (by /proc/<pid>/stat's parent field). */
+function descendants(root: number): number[] {
+  const parent = new Map<number, number>();
+  for (const e of readdirSync('/proc')) {
+    if (!/^\d+$/.test(e)) continue;
+    try {
+      const stat = readFileSync(`/proc/${e}/stat`, 'utf8');
+      // pid (comm) state ppid ...: comm may hold spaces and parentheses
+      const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+      parent.set(Number(e), ppid);
+    } catch {
+      // gone meanwhile
+    }
+  }
+  const out: number[] = [];
+  for (const pid of parent.keys()) {
+    for (let p = parent.get(pid); p !== undefined && p > 1; p = parent.get(p)) {
+      if (p === root) {
+        out.push(pid);
+        break;
+      }
+    }
+  }
+  return out;
+}
+
+function alive(pid: number): boolean {
+  try {
+    return !/\) Z /.test(readFileSync(`/proc/${pid}/stat`, 'utf8'));
+  } catch {
+    return false;
+  }
+}
+
+test('bench:swarm stopped by Ctrl-C mid-run leaves no namespace, process or file, and the host settings as they were', async (t) => {
+  requireProgram('ip', 'iproute2');
+  requireProgram('tc', 'iproute2');
+  const sysctl = (k: string) => execFileSync('sysctl', ['-n', k], { encoding: 'utf8' }).trim();
+  const allowedBefore = sysctl('net.ipv4.tcp_allowed_congestion_control');
+  const shm = () => new Set(existsSync('/dev/shm') ? readdirSync('/dev/shm') : []);
+  const shmBefore = shm();
+  const child = spawn(process.execPath, [SCRIPT, '--quick', '--methods', 'boottorrent', '--no-results'], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  t.after(() => {
+    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+  });
+  let out = '';
+  child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+  child.stderr.on('data', (d: Buffer) => (out += d.toString()));
+  // Wait until the clients run (the bound row is printed just before the first method starts).
+  const deadline = Date.now() + 60_000;
+  let kids: number[] = [];
+  while (Date.now() < deadline) {
+    kids = descendants(child.pid!);
+    if (/\| 4 \| bound/.test(out) && kids.length >= 5) break;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  assert.ok(kids.length >= 5, `the benchmark's servers and clients did not start:\n${out}`);
+  const prefix = /lab (btb-[0-9a-f]{6}-)/.exec(out)?.[1];
+  assert.ok(prefix, `no lab line in:\n${out}`);
+  child.kill('SIGINT');
+  const [code] = (await once(child, 'exit')) as [number | null];
+  assert.equal(code, 130, out);
+  assert.match(out, /SIGINT: removing the emulated LAN/);
+  const left = execFileSync('ip', ['netns', 'list'], { encoding: 'utf8' })
+    .split('\n')
+    .filter((l) => l.startsWith(prefix));
+  assert.deepEqual(left, [], 'namespaces left behind');
+  assert.deepEqual(kids.filter(alive), [], 'processes of the benchmark still running');
+  assert.equal(sysctl('net.ipv4.tcp_allowed_congestion_control'), allowedBefore);
+  assert.deepEqual(
+    [...shm()].filter((f) => !shmBefore.has(f) && f.startsWith('bt-bench-swarm-')),
+    [],
+    'work files left in /dev/shm',
+  );
 });
