@@ -47,6 +47,11 @@ function installHandlers(): void {
   }
 }
 
+/** A host-wide kernel setting (init namespace), trimmed. */
+function sysctlRead(key: string): string {
+  return execFileSync('sysctl', ['-n', key], { encoding: 'utf8' }).trim();
+}
+
 /** `10mbit`-style tc rate from bits per second. */
 export function tcRate(bitsPerSecond: number): string {
   return `${Math.round(bitsPerSecond / 1000)}kbit`;
@@ -100,10 +105,9 @@ export class NetLab {
   }
 
   private allowCongestionControl(name: string): void {
-    const read = (key: string) => execFileSync('sysctl', ['-n', key], { encoding: 'utf8' }).trim();
-    const allowed = read('net.ipv4.tcp_allowed_congestion_control');
+    const allowed = sysctlRead('net.ipv4.tcp_allowed_congestion_control');
     if (allowed.split(/\s+/).includes(name)) return;
-    const available = read('net.ipv4.tcp_available_congestion_control');
+    const available = sysctlRead('net.ipv4.tcp_available_congestion_control');
     if (!available.split(/\s+/).includes(name)) {
       this.destroy();
       throw new Error(
@@ -140,9 +144,7 @@ export class NetLab {
           { stdio: 'pipe' },
         );
       } catch {
-        const allowed = execFileSync('sysctl', ['-n', 'net.ipv4.tcp_allowed_congestion_control'], {
-          encoding: 'utf8',
-        }).trim();
+        const allowed = sysctlRead('net.ipv4.tcp_allowed_congestion_control');
         this.destroy();
         throw new Error(
           `cannot use TCP congestion control ${this.congestionControl} in a namespace: the host allows ${allowed} ` +
@@ -309,10 +311,7 @@ export class NetLab {
       const { old, widened } = this.restoreAllowed;
       this.restoreAllowed = undefined;
       try {
-        const now = execFileSync('sysctl', ['-n', 'net.ipv4.tcp_allowed_congestion_control'], {
-          encoding: 'utf8',
-        }).trim();
-        if (now === widened)
+        if (sysctlRead('net.ipv4.tcp_allowed_congestion_control') === widened)
           execFileSync('sysctl', ['-qw', `net.ipv4.tcp_allowed_congestion_control=${old}`]);
       } catch {
         // sysctl failed: nothing more to do on the way out

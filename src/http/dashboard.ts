@@ -24,6 +24,7 @@ import { isBootTorrentError } from '../errors.js';
 import type { ServerSnapshot } from '../server/state.js';
 import { silentLogger, type Logger } from '../util/logger.js';
 import { dashboardPage, type DashboardPage } from './dashboard-page.js';
+import { requestUrl } from './target.js';
 
 /** A state-changing operation behind POST /api/v1/actions/<name>; gets the parsed JSON body (undefined if empty). */
 export type DashboardAction = (body: unknown) => unknown;
@@ -423,12 +424,8 @@ function frame(snap: ServerSnapshot): string {
 }
 
 /** The path of a request target, or undefined if it does not parse (`//`, `/\\`): never a throw. */
-export function pathOf(url: string | undefined): string | undefined {
-  try {
-    return new URL(url ?? '/', 'http://x').pathname;
-  } catch {
-    return undefined;
-  }
+function pathOf(url: string | undefined): string | undefined {
+  return requestUrl(url)?.pathname;
 }
 
 function sendJson(res: ServerResponse, status: number, value: unknown, headOnly = false): void {

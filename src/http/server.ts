@@ -9,6 +9,7 @@ import { BootTorrentError } from '../errors.js';
 import { silentLogger, type Logger } from '../util/logger.js';
 import { normalizeMac, phaseOneScript, refusalScript, type PhaseOneImage } from './ipxe.js';
 import { sendFile, serveFile } from './static.js';
+import { refuseBadTarget, requestUrl } from './target.js';
 
 /** What the HTTP side asks the boot policy. */
 export interface HttpBootPolicy {
@@ -110,14 +111,8 @@ export class BootHttpServer {
   }
 
   private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
-    let url: URL;
-    try {
-      url = new URL(req.url ?? '/', 'http://x');
-    } catch {
-      // `GET //` and the like: the client's mistake, not an internal error.
-      res.writeHead(400, { 'content-type': 'text/plain' }).end('bad request target\n');
-      return;
-    }
+    const url = requestUrl(req.url);
+    if (!url) return refuseBadTarget(res);
     const path = url.pathname;
     const client = (req.socket.remoteAddress ?? '').replace(/^::ffff:/, '');
     if (this.services.tracker?.handleHttp(req, res)) return;

@@ -9,10 +9,10 @@
 import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import { readFile, writeFile, rename, mkdir, rm, readdir, stat } from 'node:fs/promises';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import { pathOf } from '../http/dashboard.js';
 import { networkInterfaces } from 'node:os';
 import { dirname, join } from 'node:path';
 import { BootTorrentError } from '../errors.js';
+import { refuseBadTarget, requestUrl } from '../http/target.js';
 import { silentLogger, type Logger } from '../util/logger.js';
 import { inspectEnvironment, loadEnvironment } from '../env/load.js';
 import type { Environment, OsEntry } from '../env/types.js';
@@ -123,11 +123,8 @@ export function dashboardListener(
 ): (req: IncomingMessage, res: ServerResponse) => void {
   return (req, res) => {
     if (dashboard?.handle(req, res)) return;
-    const path = pathOf(req.url);
-    if (path === undefined) {
-      res.writeHead(400, { 'content-type': 'text/plain' }).end('bad request target\n');
-      return;
-    }
+    const path = requestUrl(req.url)?.pathname;
+    if (path === undefined) return refuseBadTarget(res);
     if (path === '/api/v1/status' && (req.method === 'GET' || req.method === 'HEAD')) {
       res
         .writeHead(200, { 'content-type': 'application/json', 'cache-control': 'no-store' })
