@@ -26,11 +26,43 @@ export const silentLogger: Logger = {
   child: () => silentLogger,
 };
 
+// C0 and C1 controls, DEL, and the Unicode line/paragraph separators and
+// bidirectional overrides: anything that could end a line, move the cursor
+// or reorder what a terminal shows.
+// eslint-disable-next-line no-control-regex
+const UNSAFE = /[\u0000-\u001f\u007f-\u009f\u2028\u2029\u202a-\u202e\u2066-\u2069]/g;
+/** The same set without the global flag: `test` on a /g regexp keeps state between calls. */
+const HAS_UNSAFE = new RegExp(UNSAFE.source);
+
+/**
+ * Text from the network (file names, report bodies, user agents) reaches log
+ * lines; escaped here so it can neither forge a line nor send escape
+ * sequences to the sysadmin's terminal (issue #14 item 7).
+ */
+export function escapeLogText(s: string): string {
+  return s.replace(UNSAFE, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
+}
+
+function formatValue(v: unknown): string {
+  if (typeof v === 'string') {
+    // Plain words stay bare; anything with spaces, quotes or controls is quoted,
+    // and JSON.stringify leaves U+2028/2029 and the bidi marks as they are.
+    return /^[^\s"=]+$/.test(v) && !HAS_UNSAFE.test(v) ? v : escapeLogText(JSON.stringify(v));
+  }
+  let out: string;
+  try {
+    out = JSON.stringify(v) ?? String(v);
+  } catch {
+    out = String(v);
+  }
+  return escapeLogText(out);
+}
+
 function formatFields(fields: LogFields | undefined): string {
   if (!fields) return '';
   const parts = Object.entries(fields)
     .filter(([, v]) => v !== undefined)
-    .map(([k, v]) => `${k}=${typeof v === 'string' && !/\s/.test(v) ? v : JSON.stringify(v)}`);
+    .map(([k, v]) => `${escapeLogText(k)}=${formatValue(v)}`);
   return parts.length > 0 ? ` ${parts.join(' ')}` : '';
 }
 
@@ -52,7 +84,9 @@ export function streamLogger(
   const line = (level: LogLevel, msg: string, fields?: LogFields) => {
     if (ORDER[level] < min) return;
     const head = `${stamp ? `${new Date().toISOString()} ` : ''}${level === 'info' ? '' : `${level}: `}`;
-    out.write(`${head}${scope ? `[${scope}] ` : ''}${msg}${formatFields(fields)}\n`);
+    out.write(
+      `${head}${scope ? `[${escapeLogText(scope)}] ` : ''}${escapeLogText(msg)}${formatFields(fields)}\n`,
+    );
   };
   return {
     debug: (m, f) => line('debug', m, f),

@@ -1,0 +1,50 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { escapeLogText, memoryLogger, streamLogger } from '../../src/util/logger.js';
+import { DropLog } from '../../src/util/drop-log.js';
+
+function capture(): { out: { write(s: string): void }; text: () => string } {
+  let buf = '';
+  return { out: { write: (s: string) => void (buf += s) }, text: () => buf };
+}
+
+// Issue #14 item 7: a TFTP file name or report body with a newline forged a
+// whole log line, and escape sequences reached the sysadmin's terminal.
+test('log injection: newlines, escapes and bidi marks in a message or field stay on one escaped line', () => {
+  const c = capture();
+  const log = streamLogger(c.out, { timestamps: false }).child('tftp');
+  log.warn('read of missing file\n2026-01-01T00:00:00Z [dhcp] forged', {
+    file: 'a\r\nb',
+    raw: 'x\u001b[31mred',
+    bare: 'pxelinux.0',
+    mark: '\u202eexe.txt',
+    sep: 'one\u2028two',
+    obj: { k: 'v\n' },
+  });
+  const text = c.text();
+  assert.equal(text.split('\n').length, 2, `one line: ${JSON.stringify(text)}`);
+  // eslint-disable-next-line no-control-regex
+  assert.ok(!/[\u0000-\u0009\u000b-\u001f\u007f\u2028\u202e]/.test(text), JSON.stringify(text));
+  assert.match(text, /bare=pxelinux\.0 /);
+  assert.match(text, /raw="x\\u001b\[31mred"/);
+  assert.match(text, /file="a\\r\\nb"/);
+  assert.equal(escapeLogText('ok'), 'ok');
+});
+
+test('DropLog: one line per source per window, carrying the count of drops it stands for', () => {
+  let now = 0;
+  const log = memoryLogger();
+  const drops = new DropLog(log, { windowMs: 60_000, now: () => now, maxSources: 2 });
+  for (let i = 0; i < 1000; i++) drops.drop('10.0.0.9', 'bad packet dropped');
+  drops.drop('10.0.0.8', 'bad packet dropped');
+  assert.equal(log.lines.length, 2);
+  assert.equal(log.lines[0]?.fields?.dropped, 1);
+  now = 61_000;
+  drops.drop('10.0.0.9', 'bad packet dropped');
+  assert.equal(log.lines.length, 3);
+  assert.equal(log.lines[2]?.fields?.dropped, 1000, 'the 999 silent drops are counted on the next line');
+  assert.equal(drops.total, 1002);
+  // Bounded: a flood of made-up sources forgets the oldest.
+  for (let i = 0; i < 100; i++) drops.drop(`src-${i}`, 'x');
+  assert.equal(log.lines.length, 103);
+});
