@@ -137,8 +137,9 @@ export class DhcpServer extends EventEmitter<DhcpServerEvents> {
   #table: LeaseTable | undefined;
   #sockets: { rx?: Socket; tx?: Socket; pxe?: Socket } = {};
   #listening = false;
-  /** Dropped packets and failed exchanges, one line per source (MAC or address) per minute. */
+  /** Dropped packets and failed exchanges, one line per source address per minute (a MAC is free to make up). */
   readonly #drops: DropLog;
+  /** Honoured DECLINEs, one line per address per minute (RFC 2131 §4.3.3: tell the admin). */
   readonly #declines: DropLog;
 
   constructor(options: DhcpServerOptions, services: DhcpServerServices = {}) {
@@ -207,7 +208,7 @@ export class DhcpServer extends EventEmitter<DhcpServerEvents> {
       if (dropped.length > 0) {
         // One line for the whole file: a file of a million bad entries must not become a million lines.
         this.#log.warn(
-          `DHCP leases file ${cfg.leasesFile} has ${dropped.length} bad ${dropped.length === 1 ? 'entry' : 'entries'}, dropped; the rest is loaded and the file is rewritten without them`,
+          `DHCP leases file ${cfg.leasesFile} has ${dropped.length} bad ${dropped.length === 1 ? 'entry' : 'entries'}, dropped; the rest is loaded and the next write leaves them out`,
           {
             file: cfg.leasesFile,
             dropped: dropped.length,
@@ -348,7 +349,14 @@ export class DhcpServer extends EventEmitter<DhcpServerEvents> {
       s.bind({ address, port, exclusive: true }, () => {
         s.off('error', onError);
         s.on('error', (err) => this.#log.warn('DHCP socket error', { address, port, error: err.message }));
-        s.on('message', (msg, rinfo) => this.#onMessage(msg, rinfo, role));
+        s.on('message', (msg, rinfo) => {
+          // Last line of defence: nothing one datagram does may throw out of the socket's handler.
+          try {
+            this.#onMessage(msg, rinfo, role);
+          } catch (err) {
+            this.#failed('unknown', rinfo, err);
+          }
+        });
         resolve(s);
       });
     });
