@@ -273,6 +273,7 @@ export class LeaseTable {
    * another client's active lease or pending offer.
    */
   canAssign(mac: string, ip: string): boolean {
+    if ((this.#declined.get(ip) ?? 0) > this.#now()) return false;
     if (!this.#assignableIgnoringOffers(mac, ip)) return false;
     const offeredTo = this.#heldIps.get(ip);
     return (
@@ -280,6 +281,7 @@ export class LeaseTable {
     );
   }
 
+  /** canAssign without the offer and decline checks. */
   #assignableIgnoringOffers(mac: string, ip: string): boolean {
     const now = this.#now();
     if (this.#exclude.has(ip)) return false;
@@ -288,7 +290,6 @@ export class LeaseTable {
     const own = this.#reservations.get(mac);
     if (own !== undefined && own !== ip) return false;
     if (reservedFor === undefined && !this.inRange(ip)) return false;
-    if ((this.#declined.get(ip) ?? 0) > now) return false;
     const holder = this.#byIp.get(ip);
     if (holder !== undefined && holder !== mac && (this.#byMac.get(holder)?.expires ?? 0) > now) return false;
     return true;
@@ -298,8 +299,9 @@ export class LeaseTable {
    * The address to offer `mac`: its reservation, else its previous address,
    * else the requested one, else a never-used address, else the one whose
    * lease expired longest ago, else (the pool is full of offers) the address
-   * of the oldest offer nobody requested: made-up MACs that DISCOVER and
-   * never REQUEST must not lock honest clients out until their offers lapse.
+   * of the oldest offer nobody requested (made-up MACs that DISCOVER and
+   * never REQUEST must not lock honest clients out until their offers lapse),
+   * else the address declined longest ago.
    * Never-used addresses go first so that a client coming back after its
    * lease ran out still finds its old one.
    */
@@ -330,9 +332,21 @@ export class LeaseTable {
     }
     if (oldest) return oldest.ip;
     for (const [other, h] of this.#held) {
-      if (other !== mac && this.#assignableIgnoringOffers(mac, h.ip)) {
+      if (other !== mac && !this.#declined.has(h.ip) && this.#assignableIgnoringOffers(mac, h.ip)) {
         this.#dropHold(other);
         return h.ip;
+      }
+    }
+    // Nothing left but declined addresses: a decline is a hint, not a claim,
+    // or clients declining address after address could empty the pool for
+    // declinedHoldMs. The one declined longest ago goes back; a client that
+    // finds it still in use declines it again (RFC 2131 §4.4.1).
+    for (const ip of this.#declined.keys()) {
+      const offeredTo = this.#heldIps.get(ip);
+      if ((offeredTo === undefined || offeredTo === mac) && this.#assignableIgnoringOffers(mac, ip)) {
+        this.#declined.delete(ip);
+        this.#changed();
+        return ip;
       }
     }
     return undefined;

@@ -204,6 +204,8 @@ test('200 renewals in a burst share a few leases-file writes, and close() still 
   const { server, client } = await start(t, { leasesFile: file, leasesWriteDelayMs: 60_000 });
   const mac = '52:54:00:00:0e:03';
   const ip = await lease(client, mac);
+  // RFC 2131 §4.3.1: a new binding is on disk before its ACK leaves, write delay or not.
+  assert.match(readFileSync(file, 'utf8'), new RegExp(mac));
   const writesBefore = server.stats().writes;
   const acks = await burst(
     client,
@@ -249,6 +251,21 @@ test('a pool full of offers to made-up MACs: the oldest offer goes to an honest 
   assert.ok(server.stats().offers <= 10, `${server.stats().offers} offers for a pool of 10`);
   const ip = await lease(client, '52:54:00:00:0e:05');
   assert.ok(ip.startsWith('127.0.71.'));
+});
+
+test('DECLINEs cannot empty the pool: with nothing else left, the address declined longest ago is offered again', async (t) => {
+  const { server, client } = await start(t, { rangeStart: '127.0.72.1', rangeEnd: '127.0.72.5' });
+  const declined: string[] = [];
+  for (let i = 0; i < 5; i++) {
+    const mac = randomMac();
+    const ip = await lease(client, mac);
+    client.send(msg(MessageType.DECLINE, mac, [sid, want(ip)]));
+    declined.push(ip);
+  }
+  const offer = await client.ask(msg(MessageType.DISCOVER, '52:54:00:00:0e:06'));
+  assert.equal(messageType(offer), MessageType.OFFER, 'an honest client still gets an address');
+  assert.equal(offer.yiaddr, declined[0]);
+  assert.equal(server.stats().declined, 4);
 });
 
 test('a leases file with a bad ip: bad entries are dropped with one warning, new clients get ACKs', async (t) => {
