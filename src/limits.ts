@@ -28,5 +28,24 @@ export const HTTP_LIMITS = Object.freeze({
 
 /** DHCP server state (src/dhcp/). */
 export const DHCP_LIMITS = Object.freeze({
-  // filled in by the DHCP work
+  /**
+   * How long an OFFERed address stays reserved for its client (ms). Protects
+   * the pool from DISCOVERs that never REQUEST: offers lapse after this, and
+   * when the pool is full the oldest outstanding offer is reclaimed.
+   */
+  offerHoldMs: 60_000,
+  /**
+   * How long a DECLINEd address stays out of use (ms; RFC 2131 §4.3.3 leaves
+   * it to the server). Protects the pool from being emptied for good by
+   * declines; the declined list holds only pool addresses, so it is bounded
+   * by the pool size.
+   */
+  declinedHoldMs: 600_000,
+  /**
+   * How long a change that needs no immediate commit (renewal, RELEASE,
+   * DECLINE) waits before the leases file is rewritten (ms). Protects the
+   * disk and the event loop from a rewrite per packet: changes in the window
+   * share one write, and at most one write is in flight.
+   */
+  leasesWriteDelayMs: 1_000,
 });
