@@ -513,8 +513,9 @@ export class TorrentSession extends EventEmitter<SessionEvents> {
   }
 
   /**
-   * Frees a slot for a newcomer by closing the peer that has moved no block
-   * either way for longest, if that is at least uselessPeerMs. Keep-alives
+   * Frees a slot for a newcomer (an incoming peer, or a candidate to dial
+   * while downloading) by closing the peer that has moved no block either
+   * way for longest, if that is at least uselessPeerMs. Keep-alives
    * and interest are free to fake; a block is not, so only blocks count.
    * A peer that has only just connected keeps its slot for that long too.
    * Returns false if every peer has been useful lately (the newcomer waits).
@@ -1068,6 +1069,16 @@ export class TorrentSession extends EventEmitter<SessionEvents> {
       this.fill(p);
     }
     if (!this.announcing && now >= this.nextAnnounceAt && this.nextAnnounceAt > 0) void this.announce('none');
+    // Downloading with every slot taken, and someone new to dial: peers that
+    // moved nothing for long must not keep us from the ones that might.
+    if (!this.picker!.complete && this.peers.size >= this.maxPeers) {
+      for (const [k, c] of this.candidates) {
+        if (c.nextTry <= now && !this.connecting.has(k)) {
+          this.replaceUseless();
+          break;
+        }
+      }
+    }
     this.connectMore();
   }
 

@@ -221,3 +221,18 @@ test('control: a full torrent whose peers were all useful lately refuses the new
   await withTimeout(once(newcomer, 'close'), 5000, 'refusal of the newcomer');
   assert.ok(peers.every((p) => p.isOpen));
 });
+
+test('a downloader whose slots are held by peers that move nothing still dials a new candidate and completes', async (t) => {
+  const { port: seedPort, meta } = await seeder(t);
+  const dir = tempDir(t, 'bt-limits-leech-');
+  const bt = new BitTorrentClient({ host: HOST, port: 0 });
+  t.after(() => bt.close());
+  const port = await bt.listen();
+  const leech = await bt.add({ meta, dir, mode: 'download', maxPeers: 1, uselessPeerMs: 300 });
+  // An idle peer takes the only slot before the leecher knows of the seeder.
+  const idle = await wirePeer(t, port, '127.0.0.2', meta);
+  await until(() => peersFrom(leech, '127.0.0.2') === 1, 5000, 'the idle peer in the torrent');
+  leech.addPeerAddress(`${HOST}:${seedPort}`);
+  await withTimeout(leech.whenComplete(), 30_000, 'the download');
+  assert.equal(idle.isOpen, false, 'the idle peer gave its slot up');
+});
