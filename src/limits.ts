@@ -14,6 +14,18 @@ export const TFTP_LIMITS = Object.freeze({
 /** Peer wire and swarm sessions (src/swarm/, src/wire/). */
 export const PEER_LIMITS = Object.freeze({
   // filled in by the peer work
+
+  // Peer listener and per-torrent slots (src/swarm/client.ts, session.ts).
+  /** A peer has this long from accept to finish its handshake (ms); bytes do not extend it, so a trickle cannot hold a half-open slot. */
+  handshakeTimeoutMs: 10_000,
+  /** Handshakes in progress at once on the listener, in total: bounds sockets and buffers before we know the torrent. */
+  maxHalfOpen: 64,
+  /** Handshakes in progress at once from one IP: one host cannot take all of maxHalfOpen. */
+  halfOpenPerIp: 4,
+  /** Connections one IP may hold in one torrent: one host cannot fill a torrent's slots. Not 1: lab clients may share a NAT address. */
+  establishedPerIp: 4,
+  /** When a torrent's slots are full, a newcomer takes the slot of the peer that has moved no block either way for longest, if that is at least this long (ms): useless peers cannot hold slots forever. */
+  uselessPeerMs: 120_000,
 });
 
 /** Tracker (src/tracker/server.ts). */

@@ -15,6 +15,8 @@ import type { Duplex } from 'node:stream';
 import { randomBytes } from 'node:crypto';
 import { BootTorrentError, abortError } from '../errors.js';
 import { silentLogger, type Logger } from '../util/logger.js';
+import { DropLog } from '../util/drop-log.js';
+import { PEER_LIMITS } from '../limits.js';
 import type { Metainfo } from '../torrent/metainfo.js';
 import { Bitfield } from '../wire/bitfield.js';
 import { PeerConnection } from '../wire/connection.js';
@@ -44,6 +46,10 @@ export interface SessionOptions {
   choker?: ChokerMode;
   /** Most connections for this torrent (default 80). */
   maxPeers?: number;
+  /** Connections one IP may hold in this torrent; more incoming ones are refused (default PEER_LIMITS.establishedPerIp). */
+  establishedPerIp?: number;
+  /** Slots full: an incoming peer replaces the one that moved no block for longest, if for this long (ms, default PEER_LIMITS.uselessPeerMs). */
+  uselessPeerMs?: number;
   /** Most peers unchoked at once (default in lan mode: 64 for a seed, 8 while downloading; 4 in standard). */
   maxUnchoked?: number;
   /** Trackers to use instead of the torrent's own. */
@@ -164,6 +170,8 @@ interface Peer {
   /** Addresses already sent to this peer in PEX. */
   readonly pexSent: Set<string>;
   connectedAt: number;
+  /** Last time a block moved either way (connectedAt until then): see replaceUseless. */
+  lastUseful: number;
 }
 
 interface Candidate {
@@ -220,6 +228,8 @@ export class TorrentSession extends EventEmitter<SessionEvents> {
   readonly meta: Metainfo;
   private readonly opts: SessionOptions;
   private readonly log: Logger;
+  /** Incoming peers refused by the per-IP and slot limits, logged once per IP per minute. */
+  private readonly admissionDrops: DropLog;
   private readonly signal: AbortSignal | undefined;
   private store: PieceStore | undefined;
   private picker: PiecePicker | undefined;
@@ -271,6 +281,7 @@ export class TorrentSession extends EventEmitter<SessionEvents> {
     this.meta = options.meta;
     this.opts = options;
     this.log = (services.logger ?? silentLogger).child(`swarm ${options.meta.infoHashHex.slice(0, 8)}`);
+    this.admissionDrops = new DropLog(this.log);
     this.signal = services.signal;
     this.tracker =
       services.trackerClient ??
@@ -477,12 +488,50 @@ export class TorrentSession extends EventEmitter<SessionEvents> {
    * listener checked the infohash). Returns false if refused.
    */
   acceptIncoming(conn: PeerConnection, ip: string, remotePort: number): boolean {
-    if (this.stopped || !this.picker || this.peers.size >= this.maxPeers + 10) {
+    if (this.stopped || !this.picker) {
       conn.destroy();
+      return false;
+    }
+    const perIp = this.opts.establishedPerIp ?? PEER_LIMITS.establishedPerIp;
+    let fromIp = 0;
+    for (const p of this.peers.values()) if (p.ip === ip) fromIp++;
+    if (fromIp >= perIp) {
+      conn.destroy();
+      this.admissionDrops.drop(ip, 'peer refused: too many connections from this address', { limit: perIp });
+      return false;
+    }
+    if (this.peers.size >= this.maxPeers + 10 && !this.replaceUseless()) {
+      conn.destroy();
+      this.admissionDrops.drop(ip, 'peer refused: every slot of this torrent is in use', {
+        limit: this.maxPeers + 10,
+      });
       return false;
     }
     conn.setPieceCount(this.meta.pieceCount);
     this.attach(conn, ip, undefined, remotePort);
+    return true;
+  }
+
+  /**
+   * Frees a slot for a newcomer (an incoming peer, or a candidate to dial
+   * while downloading) by closing the peer that has moved no block either
+   * way for longest, if that is at least uselessPeerMs. Keep-alives
+   * and interest are free to fake; a block is not, so only blocks count.
+   * A peer that has only just connected keeps its slot for that long too.
+   * Returns false if every peer has been useful lately (the newcomer waits).
+   */
+  private replaceUseless(): boolean {
+    const cutoff = Date.now() - (this.opts.uselessPeerMs ?? PEER_LIMITS.uselessPeerMs);
+    let victim: Peer | undefined;
+    for (const p of this.peers.values()) {
+      if (p.lastUseful <= cutoff && (!victim || p.lastUseful < victim.lastUseful)) victim = p;
+    }
+    if (!victim) return false;
+    this.log.debug('peer replaced: no block moved lately and a newcomer wants its slot', {
+      peer: victim.address,
+      idleMs: Date.now() - victim.lastUseful,
+    });
+    victim.conn.destroy();
     return true;
   }
 
@@ -526,6 +575,7 @@ export class TorrentSession extends EventEmitter<SessionEvents> {
       pendingHaves: [],
       tiebreak: Math.random(),
       connectedAt: Date.now(),
+      lastUseful: Date.now(),
     };
     if (listenPort !== undefined) this.candidates.delete(`${ip}:${listenPort}`);
     this.peers.set(conn, peer);
@@ -709,6 +759,7 @@ export class TorrentSession extends EventEmitter<SessionEvents> {
       return;
     }
     peer.outstanding.delete(k);
+    peer.lastUseful = Date.now();
     peer.down.add(block.length);
     this.down.add(block.length);
     const res = picker.blockReceived(index, begin, peer.pid);
@@ -926,6 +977,7 @@ export class TorrentSession extends EventEmitter<SessionEvents> {
           break;
         }
         peer.conn.piece(r.index, r.begin, lease.block, lease.release);
+        peer.lastUseful = Date.now();
         peer.up.add(r.length);
         this.up.add(r.length);
         if (peer.conn.writableNeedDrain) await peer.conn.drained();
@@ -1017,6 +1069,16 @@ export class TorrentSession extends EventEmitter<SessionEvents> {
       this.fill(p);
     }
     if (!this.announcing && now >= this.nextAnnounceAt && this.nextAnnounceAt > 0) void this.announce('none');
+    // Downloading with every slot taken, and someone new to dial: peers that
+    // moved nothing for long must not keep us from the ones that might.
+    if (!this.picker!.complete && this.peers.size >= this.maxPeers) {
+      for (const [k, c] of this.candidates) {
+        if (c.nextTry <= now && !this.connecting.has(k)) {
+          this.replaceUseless();
+          break;
+        }
+      }
+    }
     this.connectMore();
   }
 

@@ -63,7 +63,7 @@ export interface PeerConnectionOptions {
   keepAliveInterval?: number;
   /** Close after this long without receiving anything (ms, default 180 s). */
   idleTimeout?: number;
-  /** Close if the handshake is not complete after this long (ms, default 30 s). */
+  /** Close if the handshake is not complete this long after construction (ms, default 30 s); data does not extend it. */
   handshakeTimeout?: number;
   /** Largest message accepted (see DEFAULT_MAX_MESSAGE_LENGTH). */
   maxMessageLength?: number;
@@ -520,7 +520,9 @@ export class PeerConnection extends EventEmitter<PeerConnectionEvents> {
   private transient = false;
 
   private readonly onData = (chunk: Buffer): void => {
-    this.idleTimer?.refresh();
+    // Only the idle timer restarts on data: the handshake deadline counts
+    // from the start, or a peer trickling a byte at a time keeps it forever.
+    if (this.state === 'open') this.idleTimer?.refresh();
     try {
       if (this.state === 'open') {
         this.receive(chunk);
