@@ -13,7 +13,20 @@ export const TFTP_LIMITS = Object.freeze({
 
 /** Peer wire and swarm sessions (src/swarm/, src/wire/). */
 export const PEER_LIMITS = Object.freeze({
-  // filled in by the peer work
+  /** Candidate addresses held per torrent, total (PEX, LSD, tracker, user): memory and CPU a PEX flood can cost. */
+  maxCandidates: 1000,
+  /** Candidates one PEX source peer may hold at once: one peer cannot fill the table or choose all our dials. */
+  maxCandidatesPerPeer: 100,
+  /** Peers taken from one PEX message; BEP 11 allows 50 added per message, the rest are dropped and counted. */
+  maxPexAddedPerMessage: 50,
+  /** Dials in progress at once per torrent: sockets and connect timers an address list can make us hold. */
+  maxConcurrentDials: 32,
+  /** Dials started per second per torrent (burst of as many): we are no scanner for whoever feeds us addresses. */
+  maxDialsPerSecond: 50,
+  /** Failed dials after which an address learned through PEX is forgotten: dead made-up addresses leave the table. */
+  maxPexDialFailures: 3,
+  /** Bytes queued to a peer above which its BEP 9 metadata requests are rejected: a peer that asks but never reads cannot grow our memory. */
+  maxMetadataBacklogBytes: 1024 * 1024,
 });
 
 /** Tracker (src/tracker/server.ts). */
