@@ -467,6 +467,9 @@ export class TorrentSession extends EventEmitter<SessionEvents> {
   }
 
   private addCandidate(ip: string, port: number, source: CandidateSource): void {
+    // Bounded: at most maxPeers + 10 peers, and a PEX message adds at most 50.
+    const address = `${ip}:${port}`;
+    for (const p of this.peers.values()) if (p.address === address) return;
     const refused = this.dialer.add(ip, port, source);
     if (refused === 'full' || refused === 'source-full') {
       this.drops.drop(source.kind === 'pex' ? source.from : source.kind, 'peer address ignored', {

@@ -7,7 +7,10 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { createTorrent } from '../../src/torrent/create.js';
 import { TorrentSession, type SessionOptions } from '../../src/swarm/session.js';
-import { newPeerId } from '../../src/swarm/client.js';
+import { BitTorrentClient, newPeerId } from '../../src/swarm/client.js';
+import { fetchMetadata } from '../../src/swarm/metadata-fetch.js';
+import type { TrackerClient } from '../../src/tracker/client.js';
+import type { AnnounceResponse } from '../../src/tracker/types.js';
 import { PeerConnection } from '../../src/wire/connection.js';
 import type { PexPeer } from '../../src/wire/codec.js';
 import type { Metainfo } from '../../src/torrent/metainfo.js';
@@ -169,4 +172,41 @@ test('a PEX flood of 20,000 made-up peers stays within the candidate caps and th
   );
   assert.ok(f1.sessionSide.isOpen && f2.sessionSide.isOpen);
   assert.deepEqual(failures, []);
+});
+
+test('a magnet whose x.pe peer has an out-of-range port still gets the metadata from the good peers (connect() threw and get failed)', async (t) => {
+  const { seedDir, meta } = await makeImage(tempDir(t));
+  const client = new BitTorrentClient({ host: '127.0.0.1', port: 0 });
+  t.after(() => client.close());
+  const port = await client.listen();
+  await client.add({ meta, dir: seedDir, mode: 'seed' });
+  const answer: AnnounceResponse = {
+    interval: 60,
+    complete: 1,
+    incomplete: 0,
+    peers: [
+      { ip: '127.0.0.1', port: 0 },
+      { ip: '127.0.0.1', port },
+    ],
+  };
+  const trackerClient = {
+    announce: () => Promise.resolve(answer),
+    close: () => {},
+  } as unknown as TrackerClient;
+  const got = await fetchMetadata(
+    {
+      magnet: {
+        infoHash: meta.infoHash,
+        infoHashHex: meta.infoHashHex,
+        trackers: ['http://127.0.0.1:9/announce'],
+        webSeeds: [],
+        peers: ['127.0.0.1:0', '127.0.0.1:99999'],
+      },
+      peerId: newPeerId(),
+      listenPort: 1,
+      timeoutMs: 30_000,
+    },
+    { trackerClient },
+  );
+  assert.equal(got.infoHashHex, meta.infoHashHex);
 });
