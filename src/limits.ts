@@ -13,8 +13,6 @@ export const TFTP_LIMITS = Object.freeze({
 
 /** Peer wire and swarm sessions (src/swarm/, src/wire/). */
 export const PEER_LIMITS = Object.freeze({
-  // filled in by the peer work
-
   // Peer listener and per-torrent slots (src/swarm/client.ts, session.ts).
   /** A peer has this long from accept to finish its handshake (ms); bytes do not extend it, so a trickle cannot hold a half-open slot. */
   handshakeTimeoutMs: 10_000,
@@ -26,6 +24,22 @@ export const PEER_LIMITS = Object.freeze({
   establishedPerIp: 4,
   /** When a torrent's slots are full, a newcomer takes the slot of the peer that has moved no block either way for longest, if that is at least this long (ms): useless peers cannot hold slots forever. */
   uselessPeerMs: 120_000,
+
+  // Candidates and dialing (src/swarm/dialer.ts, session.ts).
+  /** Candidate addresses held per torrent, total (PEX, LSD, tracker, user): memory and CPU a PEX flood can cost. */
+  maxCandidates: 1000,
+  /** Candidates one PEX source peer may hold at once: one peer cannot fill the table or choose all our dials. */
+  maxCandidatesPerPeer: 100,
+  /** Peers taken from one PEX message; BEP 11 allows 50 added per message, the rest are dropped and counted. */
+  maxPexAddedPerMessage: 50,
+  /** Dials in progress at once per torrent: sockets and connect timers an address list can make us hold. */
+  maxConcurrentDials: 32,
+  /** Dials started per second per torrent (burst of as many): we are no scanner for whoever feeds us addresses. */
+  maxDialsPerSecond: 50,
+  /** Failed dials after which an address learned through PEX is forgotten: dead made-up addresses leave the table. */
+  maxPexDialFailures: 3,
+  /** Bytes queued to a peer above which its BEP 9 metadata requests are rejected: a peer that asks but never reads cannot grow our memory. */
+  maxMetadataBacklogBytes: 1024 * 1024,
 });
 
 /** Tracker (src/tracker/server.ts). */
