@@ -13,7 +13,8 @@ import assert from 'node:assert/strict';
 import { createSocket } from 'node:dgram';
 import type { Socket } from 'node:dgram';
 import { randomBytes, randomInt } from 'node:crypto';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { join } from 'node:path';
 
 import {
@@ -337,4 +338,31 @@ test('a fault while handling one exchange is logged and dropped; the server keep
   const lines = log.lines.filter((l) => l.msg === 'DHCP request failed');
   assert.equal(lines.length, 1, 'one line per source per minute');
   assert.match(String(lines[0]?.fields?.error), /policy bug/);
+});
+
+test('a leases file that cannot be written: no ACK, one line, the server keeps answering and recovers', async (t) => {
+  const log = memoryLogger();
+  const dir = join(tempDir(t), 'not-yet');
+  const { server, client } = await start(t, { leasesFile: join(dir, 'leases.json') }, { logger: log });
+  const mac = '52:54:00:00:0e:40';
+  const offer = await client.ask(msg(MessageType.DISCOVER, mac));
+  const request = msg(MessageType.REQUEST, mac, [sid, want(offer.yiaddr)]);
+  const failed = [client.send(request), client.send(request)];
+  const deadline = Date.now() + WAIT_MS; // hang guard, not a timing assertion
+  while (!log.lines.some((l) => l.msg === 'DHCP leases file not written')) {
+    assert.ok(Date.now() < deadline, 'the write failure is logged');
+    await sleep(20);
+  }
+  const inform = await client.ask(msg(MessageType.INFORM, mac, [], '127.0.0.1'));
+  assert.equal(messageType(inform), MessageType.ACK, 'the server keeps answering');
+  assert.ok(
+    failed.every((x) => !client.hasReply(x)),
+    'no ACK for a binding that is not on disk',
+  );
+  assert.equal(log.lines.filter((l) => l.msg === 'DHCP leases file not written').length, 1);
+  mkdirSync(dir);
+  const ack = await client.ask(request);
+  assert.equal(messageType(ack), MessageType.ACK, 'the retransmitted REQUEST is ACKed once the disk is back');
+  await server.close();
+  assert.match(readFileSync(join(dir, 'leases.json'), 'utf8'), new RegExp(mac));
 });
