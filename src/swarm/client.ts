@@ -154,9 +154,12 @@ export class BitTorrentClient {
       if (n > 0) this.halfOpenByIp.set(ip, n);
       else this.halfOpenByIp.delete(ip);
     };
-    conn.on('error', (err) =>
-      this.log.debug('incoming peer error', { peer: `${ip}:${remotePort}`, error: err.message }),
-    );
+    conn.on('error', (err) => {
+      // Before the handshake: bad input (a timeout, garbage, an unknown
+      // torrent), logged once per address per minute. After: the session's.
+      if (counted) this.drops.drop(ip, 'peer dropped during its handshake', { error: err.message });
+      else this.log.debug('incoming peer error', { peer: `${ip}:${remotePort}`, error: err.message });
+    });
     conn.once('close', settle);
     conn.once('handshake', (h) => {
       settle();
