@@ -8,7 +8,26 @@
 
 /** TFTP (src/tftp/server.ts). */
 export const TFTP_LIMITS = Object.freeze({
-  // filled in by the TFTP work
+  /** Transfers at once from all clients: each holds a socket, an open file and a window of blocks. */
+  transfersTotal: 128,
+  /**
+   * Transfers at once from one IP, so one host cannot take every slot. PXE
+   * firmware and iPXE fetch one file at a time (two while a retry overlaps).
+   */
+  transfersPerIp: 4,
+  /**
+   * Largest RFC 2349 `timeout` (seconds) accepted; a larger one is left out of
+   * the OACK and ours is used, so a client cannot make its slot wait 255 s per
+   * retransmission (6 x 255 s = 25 min with our 5 retries).
+   */
+  maxTimeoutS: 10,
+  /**
+   * A transfer still running this long after it started is ended with an
+   * ERROR, so a client that ACKs just often enough to dodge the retry limit
+   * cannot keep its slot. 10 min is 300 MB at 512-byte lock-step with 1 ms RTT;
+   * phase 1 serves only iPXE (about 1 MB).
+   */
+  transferDeadlineMs: 600_000,
 });
 
 /** Peer wire and swarm sessions (src/swarm/, src/wire/). */
