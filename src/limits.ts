@@ -37,7 +37,23 @@ export const PEER_LIMITS = Object.freeze({
 
 /** Tracker (src/tracker/server.ts). */
 export const TRACKER_LIMITS = Object.freeze({
-  // filled in by the tracker work
+  /**
+   * Peers one source IP has in one swarm. The client picks its peer id (a new
+   * one per announce costs nothing), so the cap counts addresses. A lab
+   * machine runs one client per torrent; the loopback demo runs up to 33.
+   */
+  peersPerIp: 64,
+  /** Peers one source IP has in all swarms together (an open tracker lets it make up infohashes). */
+  peersPerIpAllSwarms: 256,
+  /** Peers in one swarm, all addresses together: bounds the swarm a reply samples from. */
+  peersPerSwarmTotal: 4096,
+  /** Peers in all swarms together: bounds memory (a few hundred bytes a peer) whatever the number of addresses. */
+  peersTotal: 65_536,
+  /**
+   * Swarms at once. Torrents given to add() always have theirs, so this only
+   * bounds the infohashes an open tracker (`--open`) accepts from announces.
+   */
+  swarmsTotal: 1024,
 });
 
 /** Boot HTTP server and dashboard port (src/http/). */
