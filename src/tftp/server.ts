@@ -145,6 +145,8 @@ interface TransferParams {
   retries: number;
   deadlineMs: number;
   log: Logger;
+  /** Bad packets, logged once per source IP per minute (shared with the server). */
+  drops: DropLog;
   onEnd: (info: TransferInfo) => void;
 }
 
@@ -290,7 +292,7 @@ class Transfer {
     if (this.done) return;
     if (rinfo.address !== this.p.peer.address || rinfo.port !== this.p.peer.port) {
       // RFC 1350 §4: answer the stranger with error 5, leave the transfer alone.
-      this.p.log.warn('packet from an unknown transfer ID answered with error 5', {
+      this.p.drops.drop(rinfo.address, 'packet from an unknown transfer ID answered with error 5', {
         from: `${rinfo.address}:${rinfo.port}`,
         transfer: this.peerName,
       });
@@ -304,7 +306,7 @@ class Transfer {
     try {
       packet = decode(msg);
     } catch (err) {
-      this.p.log.warn('malformed packet dropped', {
+      this.p.drops.drop(rinfo.address, 'malformed packet dropped', {
         client: this.peerName,
         error: err instanceof Error ? err.message : String(err),
       });
@@ -456,7 +458,7 @@ export class TftpServer extends EventEmitter<TftpServerEvents> {
   private readonly transfers = new Map<string, Transfer | 'opening'>();
   /** Entries of `transfers` per client IP, for the per-IP cap. */
   private readonly perIp = new Map<string, number>();
-  /** Requests refused for a full table, logged once per source IP per minute. */
+  /** Malformed packets and requests over a cap, logged once per source IP per minute. */
   private readonly drops: DropLog;
   private readonly pending = new Set<Promise<unknown>>();
 
@@ -567,7 +569,8 @@ export class TftpServer extends EventEmitter<TftpServerEvents> {
     try {
       packet = decode(msg);
     } catch (err) {
-      this.log.warn('malformed packet dropped', {
+      // Counted, one line per source a minute: junk must not choose how much we log.
+      this.drops.drop(rinfo.address, 'malformed packet dropped', {
         from,
         error: err instanceof Error ? err.message : String(err),
       });
@@ -721,6 +724,7 @@ export class TftpServer extends EventEmitter<TftpServerEvents> {
       retries: this.retries,
       deadlineMs: this.transferDeadlineMs,
       log: this.log,
+      drops: this.drops,
       onEnd: (info) => {
         if (this.transfers.get(from) === transfer) this.release(from, rinfo.address);
         this.logTransfer(info);

@@ -293,7 +293,7 @@ export class TrackerServer extends EventEmitter<TrackerServerEvents> {
     swarmsTotal: number;
   };
   private readonly log: TrackerLogger;
-  /** Refused announces, logged once per source address per minute. */
+  /** Refused announces and bad UDP packets, logged once per source address per minute. */
   private readonly drops: DropLog;
   private readonly now: () => number;
   private readonly swarmTable = new Map<string, Swarm>();
@@ -730,9 +730,12 @@ export class TrackerServer extends EventEmitter<TrackerServerEvents> {
     try {
       req = decodeUdpRequest(msg);
     } catch (err) {
-      this.log.warn(
-        `tracker: dropped bad UDP packet (${msg.length} bytes) from ${rinfo.address}:${rinfo.port}: ${(err as Error).message}`,
-      );
+      // Counted, one line per source a minute: junk must not choose how much we log.
+      this.drops.drop(normalizeIp(rinfo.address), 'tracker: dropped bad UDP packet', {
+        bytes: msg.length,
+        port: rinfo.port,
+        error: (err as Error).message,
+      });
       return;
     }
     let resp: UdpResponse;
