@@ -201,11 +201,24 @@ class Transfer {
   }
 
   start(): void {
-    this.p.socket.on('message', (msg, rinfo) => this.onMessage(msg, rinfo));
+    this.p.socket.on('message', (msg, rinfo) => {
+      // Containment: a fault while handling one packet ends this transfer, never the process.
+      try {
+        this.onMessage(msg, rinfo);
+      } catch (err) {
+        this.crashed(err);
+      }
+    });
     // After bind, socket errors are per-packet trouble (e.g. ICMP port unreachable).
     this.p.socket.on('error', (err) => this.p.log.debug('transfer socket error', { error: err.message }));
     // Not through the queue: a step stuck on a read must not delay the deadline.
-    this.deadline = setTimeout(() => this.onDeadline(), this.p.deadlineMs);
+    this.deadline = setTimeout(() => {
+      try {
+        this.onDeadline();
+      } catch (err) {
+        this.crashed(err);
+      }
+    }, this.p.deadlineMs);
     if (this.awaitingOack) {
       this.sendOack();
       this.arm();
@@ -274,6 +287,15 @@ class Transfer {
       }
     }
     this.busy = false;
+  }
+
+  /** A bug reached a socket or timer callback: log it and end this transfer alone. */
+  private crashed(err: unknown): void {
+    this.p.log.error('transfer failed', {
+      client: this.peerName,
+      error: err instanceof Error ? (err.stack ?? err.message) : String(err),
+    });
+    this.finish('aborted', 'internal error');
   }
 
   private fail(err: unknown): void {
@@ -504,7 +526,17 @@ export class TftpServer extends EventEmitter<TftpServerEvents> {
     }
     this.socket = socket;
     this.boundPort = socket.address().port;
-    socket.on('message', (msg, rinfo) => this.onRequest(msg, rinfo));
+    socket.on('message', (msg, rinfo) => {
+      // Containment: a fault while handling one request is logged; the listener goes on.
+      try {
+        this.onRequest(msg, rinfo);
+      } catch (err) {
+        this.log.error('request failed', {
+          from: `${rinfo.address}:${rinfo.port}`,
+          error: err instanceof Error ? (err.stack ?? err.message) : String(err),
+        });
+      }
+    });
     socket.on('error', (err) => this.log.warn('request socket error', { error: err.message }));
     this.log.info('listening', { address: `${this.host}:${this.boundPort}` });
     return this.address();
@@ -651,7 +683,19 @@ export class TftpServer extends EventEmitter<TftpServerEvents> {
       code,
       reason: info.detail,
     });
-    this.emit('transfer', info);
+    this.emitTransfer(info);
+  }
+
+  /** Listeners are other components' code: one that throws is logged, and the transfer's timer or socket goes on. */
+  private emitTransfer(info: TransferInfo): void {
+    try {
+      this.emit('transfer', info);
+    } catch (err) {
+      this.log.error('a transfer listener failed', {
+        client: info.client,
+        error: err instanceof Error ? err.message : String(err),
+      });
+    }
   }
 
   private async startTransfer(request: RequestPacket, rinfo: RemoteInfo): Promise<void> {
@@ -728,7 +772,7 @@ export class TftpServer extends EventEmitter<TftpServerEvents> {
       onEnd: (info) => {
         if (this.transfers.get(from) === transfer) this.release(from, rinfo.address);
         this.logTransfer(info);
-        this.emit('transfer', info);
+        this.emitTransfer(info);
       },
     });
     this.transfers.set(from, transfer);

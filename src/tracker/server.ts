@@ -391,7 +391,14 @@ export class TrackerServer extends EventEmitter<TrackerServerEvents> {
       this.udp = udp;
       this.http = http;
       this.boundPort = port;
-      udp.on('message', (msg, rinfo) => this.onUdpMessage(msg, rinfo));
+      udp.on('message', (msg, rinfo) => {
+        // Containment: a fault while answering one packet is logged; the listener goes on.
+        try {
+          this.onUdpMessage(msg, rinfo);
+        } catch (err) {
+          this.log.warn(`tracker: UDP packet from ${rinfo.address}:${rinfo.port} failed: ${String(err)}`);
+        }
+      });
       // After a successful bind, socket errors are per-packet trouble (e.g. ICMP unreachable).
       udp.on('error', (err) => this.log.warn(`tracker UDP socket error: ${err.message}`));
       http.on('error', (err) => this.log.warn(`tracker HTTP server error: ${err.message}`));

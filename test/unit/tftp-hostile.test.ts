@@ -218,3 +218,19 @@ test('a transfer ACKed too slowly to finish is ended at its deadline and frees i
   const again = await fetchFile(t, port, 'small.bin');
   assert.deepEqual(again.data, SMALL);
 });
+
+test('a throwing transfer listener is logged and does not end the process (refusal, deadline and finished transfer)', async (t) => {
+  const { server, port, logger } = await startServer(t, { transferDeadlineMs: 500 });
+  server.on('transfer', () => {
+    throw new Error('listener bug');
+  });
+  const missing = await fetchFile(t, port, 'no-such-file');
+  assert.equal(missing.error?.code, 1);
+  const ok = await fetchFile(t, port, 'small.bin');
+  assert.deepEqual(ok.data, SMALL);
+  // The deadline path runs in a timer: an uncaught throw there ended the process.
+  const slow = await fetchFile(t, port, 'medium.bin', { ackDelayMs: 400 });
+  assert.equal(slow.error?.message, 'transfer took too long');
+  while (server.activeTransfers() > 0) await new Promise((r) => setTimeout(r, 20));
+  assert.ok(logger.lines.filter((l) => l.msg === 'a transfer listener failed').length >= 3);
+});

@@ -220,3 +220,21 @@ test('a reply samples the whole swarm at random: every peer is handed out over m
   // 400 draws of 10 out of 200: the odds that some peer is never drawn are below 1e-6.
   for (let i = 0; i < 200; i++) assert.ok(seen.has(10_000 + i), `peer ${i} was never handed out`);
 });
+
+test('a throwing peer-expired listener is logged and does not end the process', async (t) => {
+  const { server, clock, warnings } = tracker(t, { peerTimeoutMs: 100 });
+  server.add(HASH);
+  const { port } = await server.listen();
+  server.on('peer-expired', () => {
+    throw new Error('listener bug');
+  });
+  tryAnnounce(server, req(), '10.0.0.7');
+  clock.now += 1000;
+  const giveUp = Date.now() + 20_000;
+  while (!warnings.some((w) => /expiring silent peers failed/.test(w))) {
+    assert.ok(Date.now() < giveUp, 'the sweep timer never ran or its fault was not logged');
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  const r = await announce(`udp://127.0.0.1:${port}/announce`, req(), { timeoutMs: 5000 });
+  assert.equal(r.incomplete, 1);
+});
