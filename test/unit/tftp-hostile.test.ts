@@ -203,7 +203,7 @@ test('a transfer ACKed too slowly to finish is ended at its deadline and frees i
   // deadline (small here) ends it; 390 blocks at one ACK per 500 ms would
   // otherwise hold the slot for over 3 minutes.
   const { server, port, nextTransfer } = await startServer(t, {
-    transferDeadlineMs: 1000,
+    transferDeadlineMs: 2000,
     transfersPerIp: 1,
     timeoutMs: 5000,
   });
@@ -220,7 +220,8 @@ test('a transfer ACKed too slowly to finish is ended at its deadline and frees i
 });
 
 test('a throwing transfer listener is logged and does not end the process (refusal, deadline and finished transfer)', async (t) => {
-  const { server, port, logger } = await startServer(t, { transferDeadlineMs: 500 });
+  // Deadline long enough for small.bin on a loaded machine, far too short for medium.bin at one ACK per 400 ms.
+  const { server, port, logger } = await startServer(t, { transferDeadlineMs: 3000 });
   server.on('transfer', () => {
     throw new Error('listener bug');
   });
