@@ -210,3 +210,37 @@ test('a magnet whose x.pe peer has an out-of-range port still gets the metadata 
   );
   assert.equal(got.infoHashHex, meta.infoHashHex);
 });
+
+test('a throw while handling one peer in a timer closes that peer only; the session and the other peers go on', async (t) => {
+  const dir = tempDir(t);
+  const { meta } = await makeImage(dir);
+  const { s: leecher, failures } = await session(t, { meta, dir: join(dir, 'leech'), mode: 'download' });
+  const a = await rawPeer(t, leecher, meta, '10.0.0.1');
+  const b = await rawPeer(t, leecher, meta, '10.0.0.2');
+  // Stands in for any fault reached from one peer's state (the old PEX
+  // throw was one): the per-peer work of the 1 s tick throws for A.
+  const internals = leecher as unknown as { fill: (p: { conn: PeerConnection }) => void };
+  const fill = internals.fill.bind(leecher);
+  internals.fill = (p) => {
+    if (p.conn === a.sessionSide) throw new Error('injected fault');
+    fill(p);
+  };
+  const closed = once(a.sessionSide, 'close');
+  await closed;
+  assert.ok(b.sessionSide.isOpen);
+  assert.deepEqual(failures, []);
+});
+
+test('a throw in a session timer ends that session (whenComplete rejects), not the process', async (t) => {
+  const dir = tempDir(t);
+  const { meta } = await makeImage(dir);
+  const { s: leecher, failures } = await session(t, { meta, dir: join(dir, 'leech'), mode: 'download' });
+  const a = await rawPeer(t, leecher, meta, '10.0.0.1');
+  const internals = leecher as unknown as { connectMore: () => void };
+  internals.connectMore = () => {
+    throw new Error('injected fault');
+  };
+  await assert.rejects(leecher.whenComplete(), /torrent session failed in tick: injected fault/);
+  assert.equal(failures.length, 1);
+  await until('the session to close its peers', () => !a.sessionSide.isOpen);
+});
