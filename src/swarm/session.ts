@@ -154,6 +154,12 @@ interface Peer {
   readonly outstanding: Map<string, { req: BlockRequest; at: number }>;
   /** Its requests to us. */
   readonly uploads: BlockRequest[];
+  /**
+   * The same requests by "index:begin:length" (a count each), so a cancel
+   * for one we do not hold costs O(1): a flood of such cancels scanned the
+   * whole queue (up to MAX_UPLOAD_QUEUE) each.
+   */
+  readonly uploadKeys: Map<string, number>;
   serving: boolean;
   readonly down: RateMeter;
   readonly up: RateMeter;
@@ -212,6 +218,17 @@ const READ_BUFFER_BYTES = 128 * 1024;
 const SPARE_BUFFERS = 8;
 
 const key = (index: number, begin: number) => `${index}:${begin}`;
+const uploadKey = (r: BlockRequest) => `${r.index}:${r.begin}:${r.length}`;
+function forgetUpload(peer: Peer, r: BlockRequest): void {
+  const k = uploadKey(r);
+  const n = (peer.uploadKeys.get(k) ?? 1) - 1;
+  if (n <= 0) peer.uploadKeys.delete(k);
+  else peer.uploadKeys.set(k, n);
+}
+function clearUploads(peer: Peer): void {
+  peer.uploads.length = 0;
+  peer.uploadKeys.clear();
+}
 const errorText = (err: unknown) => (err instanceof Error ? err.message : String(err));
 
 export class TorrentSession extends EventEmitter<SessionEvents> {
@@ -226,7 +243,10 @@ export class TorrentSession extends EventEmitter<SessionEvents> {
   private readonly dialer: PeerDialer;
   /** Dropped peer input (PEX beyond the limits), logged once per peer per minute. */
   private readonly drops: DropLog;
-  private readonly limits: { maxPexAddedPerMessage: number; maxMetadataBacklogBytes: number };
+  private readonly limits: {
+    maxPexAddedPerMessage: number;
+    maxWriteBacklogBytes: number;
+  };
   /** Why the session ended itself (a fault in a timer or continuation), if it did. */
   private failure: BootTorrentError | undefined;
   private readonly assemblies = new Map<number, Assembly>();
@@ -303,7 +323,7 @@ export class TorrentSession extends EventEmitter<SessionEvents> {
     });
     this.limits = {
       maxPexAddedPerMessage: l.maxPexAddedPerMessage ?? PEER_LIMITS.maxPexAddedPerMessage,
-      maxMetadataBacklogBytes: l.maxMetadataBacklogBytes ?? PEER_LIMITS.maxMetadataBacklogBytes,
+      maxWriteBacklogBytes: l.maxWriteBacklogBytes ?? PEER_LIMITS.maxWriteBacklogBytes,
     };
     this.drops = new DropLog(this.log);
   }
@@ -545,6 +565,7 @@ export class TorrentSession extends EventEmitter<SessionEvents> {
           initiator: true,
           infoHash: this.meta.infoHash,
           pieceCount: this.meta.pieceCount,
+          maxWriteBacklog: this.limits.maxWriteBacklogBytes,
         });
         conn = pc;
         pc.on('error', (err) => this.log.debug('peer error', { peer: k, error: err.message }));
@@ -569,6 +590,7 @@ export class TorrentSession extends EventEmitter<SessionEvents> {
       initiator,
       infoHash: this.meta.infoHash,
       pieceCount: this.meta.pieceCount,
+      maxWriteBacklog: this.limits.maxWriteBacklogBytes,
     });
     conn.on('error', (err) => this.log.debug('peer error', { peer: label, error: err.message }));
     conn.once('handshake', () => this.attach(conn, label, undefined, 0));
@@ -639,6 +661,7 @@ export class TorrentSession extends EventEmitter<SessionEvents> {
       seed: false,
       outstanding: new Map(),
       uploads: [],
+      uploadKeys: new Map(),
       serving: false,
       down: new RateMeter(),
       up: new RateMeter(),
@@ -694,10 +717,11 @@ export class TorrentSession extends EventEmitter<SessionEvents> {
     on('not-interested', () => this.rechoke(false));
     on('request', (r) => this.onRequest(peer, r));
     on('cancel', (r) => {
+      if (!peer.uploadKeys.has(uploadKey(r))) return;
       const i = peer.uploads.findIndex(
         (u) => u.index === r.index && u.begin === r.begin && u.length === r.length,
       );
-      if (i >= 0) peer.uploads.splice(i, 1);
+      if (i >= 0) forgetUpload(peer, peer.uploads.splice(i, 1)[0]!);
     });
     on('reject', (r) => {
       // Rejects that follow a choke (BEP 6) say nothing about the piece.
@@ -973,10 +997,8 @@ export class TorrentSession extends EventEmitter<SessionEvents> {
     if (m.type !== 'request' || !peer.conn.supportsExtension('ut_metadata')) return;
     const info = this.meta.infoBuffer;
     const start = m.piece * METADATA_PIECE_SIZE;
-    // A peer that asks and never reads would have us queue 16 KiB a request.
-    const backlogged = peer.conn.bufferedAmount > this.limits.maxMetadataBacklogBytes;
     const reply: MetadataMessage =
-      start < info.length && !backlogged
+      start < info.length
         ? {
             type: 'data',
             piece: m.piece,
@@ -1009,6 +1031,8 @@ export class TorrentSession extends EventEmitter<SessionEvents> {
       return;
     }
     peer.uploads.push(r);
+    const k = uploadKey(r);
+    peer.uploadKeys.set(k, (peer.uploadKeys.get(k) ?? 0) + 1);
     void this.serve(peer);
   }
 
@@ -1056,10 +1080,11 @@ export class TorrentSession extends EventEmitter<SessionEvents> {
     try {
       while (peer.uploads.length > 0 && peer.conn.isOpen && !this.stopped) {
         if (peer.conn.amChoking) {
-          peer.uploads.length = 0;
+          clearUploads(peer);
           break;
         }
         const r = peer.uploads.shift()!;
+        forgetUpload(peer, r);
         if (this.opts.uploadLimit) await this.takeUploadTokens(r.length);
         const lease = await this.store!.leaseBlock(r.index, r.begin, r.length);
         if (!peer.conn.isOpen) {
@@ -1139,7 +1164,7 @@ export class TorrentSession extends EventEmitter<SessionEvents> {
         } else if (!p.conn.amChoking) {
           p.conn.choke();
           if (p.conn.fast) for (const r of p.uploads) p.conn.reject(r.index, r.begin, r.length);
-          p.uploads.length = 0;
+          clearUploads(p);
         }
       });
     }
@@ -1284,7 +1309,7 @@ export class TorrentSession extends EventEmitter<SessionEvents> {
     if (peer.seed) picker.peerSeed(-1);
     else picker.peerBitfield(peer.has, -1);
     this.dropOutstanding(peer);
-    peer.uploads.length = 0;
+    clearUploads(peer);
     this.emit('peer', { address: peer.address, event: 'close' });
     this.log.debug('peer closed', { peer: peer.address });
     if (!this.stopped && peer.listenPort !== undefined) {

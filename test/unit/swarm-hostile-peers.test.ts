@@ -38,8 +38,14 @@ async function until(what: string, cond: () => boolean, ms = 20_000): Promise<vo
  * A test-driven peer on an in-memory pipe to `session`; `label` is its IP
  * as the session sees it (an IP, since the session sends it on in PEX).
  */
-async function rawPeer(t: TestContext, session: TorrentSession, meta: Metainfo, label: string) {
-  const [a, b] = duplexPair();
+async function rawPeer(
+  t: TestContext,
+  session: TorrentSession,
+  meta: Metainfo,
+  label: string,
+  highWaterMark?: number,
+) {
+  const [a, b] = duplexPair(highWaterMark);
   const sessionSide = session.connectStream(b, label, false);
   const peer = new PeerConnection(a, { peerId: newPeerId(), initiator: true, infoHash: meta.infoHash });
   peer.on('error', () => {});
@@ -243,4 +249,38 @@ test('a throw in a session timer ends that session (whenComplete rejects), not t
   await assert.rejects(leecher.whenComplete(), /torrent session failed in tick: injected fault/);
   assert.equal(failures.length, 1);
   await until('the session to close its peers', () => !a.sessionSide.isOpen);
+});
+
+test('a peer that sends requests and never reads is closed at the write backlog limit, not buffered without end', async (t) => {
+  const { seedDir, meta } = await makeImage(tempDir(t));
+  const maxWriteBacklogBytes = 64 * 1024;
+  const { s: seeder, failures } = await session(t, {
+    meta,
+    dir: seedDir,
+    mode: 'seed',
+    limits: { maxWriteBacklogBytes },
+  });
+  const a = await rawPeer(t, seeder, meta, '10.0.0.1', 16 * 1024);
+  const b = await rawPeer(t, seeder, meta, '10.0.0.2');
+  let most = 0;
+  // Not events.once: that rejects on the `error` the close comes with.
+  const closed = new Promise<void>((resolve) => a.sessionSide.once('close', resolve));
+  // A stops reading; while it is choked, each request earns a reject (BEP 6).
+  a.peer.pause();
+  for (let i = 0; i < 20_000 && !a.sessionSide.destroyed; i++) {
+    a.peer.request(0, 0, 16384);
+    if (i % 1000 === 999) {
+      await new Promise((r) => setImmediate(r));
+      most = Math.max(most, a.sessionSide.bufferedAmount);
+    }
+  }
+  await Promise.race([
+    closed,
+    new Promise((_, reject) =>
+      setTimeout(() => reject(new Error('the peer was not closed')), 10_000).unref(),
+    ),
+  ]);
+  assert.ok(most <= maxWriteBacklogBytes, `${most} bytes queued`);
+  assert.ok(b.sessionSide.isOpen);
+  assert.deepEqual(failures, []);
 });
