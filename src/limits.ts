@@ -27,6 +27,8 @@ export const PEER_LIMITS = Object.freeze({
   maxPexDialFailures: 3,
   /** Bytes queued to a peer that does not read, past which its connection is closed: answers to its requests cannot grow our memory. */
   maxWriteBacklogBytes: 4 * 1024 * 1024,
+  /** Bitfield, have-all and have-none messages per connection (each costs O(pieces)); past it the peer is closed. */
+  maxPieceSetMessages: 16,
 });
 
 /** Tracker (src/tracker/server.ts). */

@@ -164,6 +164,8 @@ interface Peer {
   readonly down: RateMeter;
   readonly up: RateMeter;
   strikes: number;
+  /** Bitfield, have-all and have-none messages taken from it (see maxPieceSetMessages). */
+  pieceSets: number;
   /** Their reqq (BEP 10), capping our pipeline to them. */
   remoteQueue: number;
   /** Pieces this peer refused us (BEP 6 reject), until a time: ask others meanwhile. */
@@ -246,6 +248,7 @@ export class TorrentSession extends EventEmitter<SessionEvents> {
   private readonly limits: {
     maxPexAddedPerMessage: number;
     maxWriteBacklogBytes: number;
+    maxPieceSetMessages: number;
   };
   /** Why the session ended itself (a fault in a timer or continuation), if it did. */
   private failure: BootTorrentError | undefined;
@@ -324,6 +327,7 @@ export class TorrentSession extends EventEmitter<SessionEvents> {
     this.limits = {
       maxPexAddedPerMessage: l.maxPexAddedPerMessage ?? PEER_LIMITS.maxPexAddedPerMessage,
       maxWriteBacklogBytes: l.maxWriteBacklogBytes ?? PEER_LIMITS.maxWriteBacklogBytes,
+      maxPieceSetMessages: l.maxPieceSetMessages ?? PEER_LIMITS.maxPieceSetMessages,
     };
     this.drops = new DropLog(this.log);
   }
@@ -666,6 +670,7 @@ export class TorrentSession extends EventEmitter<SessionEvents> {
       down: new RateMeter(),
       up: new RateMeter(),
       strikes: 0,
+      pieceSets: 0,
       remoteQueue: 250,
       pexSent: new Set(),
       refused: new Map(),
@@ -704,17 +709,17 @@ export class TorrentSession extends EventEmitter<SessionEvents> {
       }
       if (typeof h.reqq === 'number' && h.reqq > 0) peer.remoteQueue = Math.min(h.reqq, this.maxQueue);
     });
-    on('bitfield', () => this.setPeerPieces(peer, conn.remoteBitfield, false));
-    on('have-all', () => this.setPeerPieces(peer, null, true));
-    on('have-none', () => this.setPeerPieces(peer, new Bitfield(this.meta.pieceCount), false));
+    on('bitfield', () => this.onPieceSet(peer, conn.remoteBitfield, false));
+    on('have-all', () => this.onPieceSet(peer, null, true));
+    on('have-none', () => this.onPieceSet(peer, new Bitfield(this.meta.pieceCount), false));
     on('have', ({ index }) => this.onHave(peer, index));
     on('choke', () => {
       // BEP 6: with the Fast extension a choke does not cancel requests; rejects will.
       if (!conn.fast) this.dropOutstanding(peer);
     });
     on('unchoke', () => this.fill(peer));
-    on('interested', () => this.rechoke(false));
-    on('not-interested', () => this.rechoke(false));
+    on('interested', () => this.rechokeSoon());
+    on('not-interested', () => this.rechokeSoon());
     on('request', (r) => this.onRequest(peer, r));
     on('cancel', (r) => {
       if (!peer.uploadKeys.has(uploadKey(r))) return;
@@ -770,6 +775,23 @@ export class TorrentSession extends EventEmitter<SessionEvents> {
     const bf = new Bitfield(this.meta.pieceCount);
     for (let i = 0; i < this.meta.pieceCount; i++) if (picker.hasPiece(i)) bf.set(i);
     return bf;
+  }
+
+  /**
+   * A bitfield, have-all or have-none: each costs O(pieces) here and in the
+   * picker, for a 5-byte have-all. BEP 3 and 6 allow one, as the first
+   * message (aria2c sends a second, see PeerConnection.applyPieceSet); a
+   * peer that keeps sending them is closed.
+   */
+  private onPieceSet(peer: Peer, bits: Bitfield | null, seed: boolean): void {
+    if (++peer.pieceSets > this.limits.maxPieceSetMessages) {
+      this.drops.drop(peer.address, 'peer keeps resending its piece set; closing it', {
+        limit: this.limits.maxPieceSetMessages,
+      });
+      peer.conn.destroy();
+      return;
+    }
+    this.setPeerPieces(peer, bits, seed);
   }
 
   private setPeerPieces(peer: Peer, bits: Bitfield | null, seed: boolean): void {
@@ -1127,6 +1149,27 @@ export class TorrentSession extends EventEmitter<SessionEvents> {
     while (this.uploadWaiters.length > 0 && this.uploadTokens >= MAX_BLOCK / 8) {
       this.uploadWaiters.shift()!();
     }
+  }
+
+  private rechokeQueued = false;
+
+  /**
+   * Rechokes once after the messages at hand: interest changes rechoke at
+   * once (see the file comment), but a peer flipping interested and not
+   * interested in one burst made each flip a full rechoke and a choke or
+   * unchoke message back.
+   */
+  private rechokeSoon(): void {
+    if (this.rechokeQueued) return;
+    this.rechokeQueued = true;
+    setImmediate(() => {
+      this.rechokeQueued = false;
+      try {
+        this.rechoke(false);
+      } catch (err) {
+        this.fail('rechoke', err);
+      }
+    });
   }
 
   private rechoke(round: boolean): void {

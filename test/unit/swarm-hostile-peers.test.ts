@@ -284,3 +284,46 @@ test('a peer that sends requests and never reads is closed at the write backlog 
   assert.ok(b.sessionSide.isOpen);
   assert.deepEqual(failures, []);
 });
+
+test('a peer that resends have-none in a loop is closed at maxPieceSetMessages (each cost a scan of every piece)', async (t) => {
+  const { seedDir, meta } = await makeImage(tempDir(t));
+  const { s: seeder, failures } = await session(t, { meta, dir: seedDir, mode: 'seed' });
+  const a = await rawPeer(t, seeder, meta, '10.0.0.1');
+  const b = await rawPeer(t, seeder, meta, '10.0.0.2');
+  let taken = 0;
+  a.sessionSide.on('have-none', () => taken++);
+  const closed = new Promise<void>((resolve) => a.sessionSide.once('close', resolve));
+  for (let i = 0; i < 1000; i++) a.peer.haveNone();
+  await Promise.race([
+    closed,
+    new Promise((_, reject) =>
+      setTimeout(() => reject(new Error('the peer was not closed')), 10_000).unref(),
+    ),
+  ]);
+  assert.equal(taken, 17, 'the 16 allowed and the one that closed it');
+  assert.ok(b.sessionSide.isOpen);
+  assert.deepEqual(failures, []);
+});
+
+test('a peer flipping interested 500 times in one burst gets one unchoke, not a choke or unchoke per flip', async (t) => {
+  const { seedDir, meta } = await makeImage(tempDir(t));
+  const { s: seeder, failures } = await session(t, { meta, dir: seedDir, mode: 'seed' });
+  const a = await rawPeer(t, seeder, meta, '10.0.0.1');
+  let chokes = 0;
+  let unchokes = 0;
+  a.peer.on('choke', () => chokes++);
+  a.peer.on('unchoke', () => unchokes++);
+  const unchoked = once(a.peer, 'unchoke');
+  // One write (the connection corks a tick's messages), so one read.
+  for (let i = 0; i < 500; i++) {
+    a.peer.interested();
+    a.peer.notInterested();
+  }
+  a.peer.interested();
+  await unchoked;
+  // A few more turns of the event loop for any late choke messages.
+  await new Promise((r) => setTimeout(r, 100));
+  assert.equal(unchokes, 1);
+  assert.equal(chokes, 0);
+  assert.deepEqual(failures, []);
+});
