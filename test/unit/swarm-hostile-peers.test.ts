@@ -327,3 +327,25 @@ test('a peer flipping interested 500 times in one burst gets one unchoke, not a 
   assert.equal(chokes, 0);
   assert.deepEqual(failures, []);
 });
+
+test('cancels for requests we do not hold do not scan the upload queue (a cancel flood cost O(queue) each)', async (t) => {
+  const { seedDir, meta } = await makeImage(tempDir(t));
+  const { s: seeder, failures } = await session(t, { meta, dir: seedDir, mode: 'seed' });
+  const a = await rawPeer(t, seeder, meta, '10.0.0.1');
+  // Counts scans of this peer's upload queue (a count, not a time).
+  const peers = (seeder as unknown as { peers: Map<PeerConnection, { uploads: unknown[] }> }).peers;
+  const uploads = peers.get(a.sessionSide)!.uploads;
+  let scans = 0;
+  const findIndex = uploads.findIndex.bind(uploads);
+  uploads.findIndex = (...args: Parameters<typeof findIndex>) => {
+    scans++;
+    return findIndex(...args);
+  };
+  let seen = 0;
+  a.sessionSide.on('cancel', () => seen++);
+  for (let i = 0; i < 10_000; i++) a.peer.cancel(0, (i % 2) * 16384, 16384);
+  await until('all cancels', () => seen === 10_000);
+  assert.equal(scans, 0);
+  assert.ok(a.sessionSide.isOpen);
+  assert.deepEqual(failures, []);
+});
