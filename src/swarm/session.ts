@@ -500,7 +500,27 @@ export class TorrentSession extends EventEmitter<SessionEvents> {
         reason: refused === 'full' ? 'candidate table full' : 'too many candidates from this peer',
       });
     }
-    if (refused === undefined && this.started && !this.stopped) this.connectMore();
+    if (refused === undefined && this.started && !this.stopped) this.connectSoon();
+  }
+
+  private connectQueued = false;
+
+  /**
+   * Dials once after the addresses at hand: a PEX message or tracker reply
+   * adds many, and a pass over the candidates after each one made a flood
+   * of known addresses cost O(candidates) per address.
+   */
+  private connectSoon(): void {
+    if (this.connectQueued) return;
+    this.connectQueued = true;
+    setImmediate(() => {
+      this.connectQueued = false;
+      try {
+        this.connectMore();
+      } catch (err) {
+        this.fail('connect', err);
+      }
+    });
   }
 
   /** Listen addresses of the connected peers (so they are not dialed twice). */

@@ -349,3 +349,35 @@ test('cancels for requests we do not hold do not scan the upload queue (a cancel
   assert.ok(a.sessionSide.isOpen);
   assert.deepEqual(failures, []);
 });
+
+test('PEX messages repeating known addresses do not each rescan the candidates (a pass per address made floods quadratic)', async (t) => {
+  const dir = tempDir(t);
+  const { meta } = await makeImage(dir);
+  const { s: leecher, failures } = await session(t, {
+    meta,
+    dir: join(dir, 'leech'),
+    mode: 'download',
+    pexIntervalMs: 60_000,
+    limits: { maxDialsPerSecond: 1 },
+  });
+  // Counts passes over the candidate table (a count, not a time).
+  const dialer = (leecher as unknown as { dialer: { next: (...a: unknown[]) => unknown[] } }).dialer;
+  const next = dialer.next.bind(dialer);
+  let passes = 0;
+  dialer.next = (...args: unknown[]) => {
+    passes++;
+    return next(...args);
+  };
+  const f = await rawPeer(t, leecher, meta, '10.0.0.1');
+  f.peer.sendExtendedHandshake({ m: new Map([['ut_pex', 1]]), p: 7001 });
+  let handled = 0;
+  f.sessionSide.on('pex', () => handled++);
+  const same = madeUp(0, 50);
+  for (let m = 0; m < 400; m++) f.peer.sendPex({ added: same, dropped: [] });
+  await until('all PEX messages', () => handled === 400);
+  await new Promise((r) => setImmediate(r));
+  // One pass per burst of messages and one per 1 s tick, never one per address.
+  assert.ok(passes < 100, `${passes} passes for 20,000 addresses`);
+  assert.equal(leecher.candidateCount, 50);
+  assert.deepEqual(failures, []);
+});
