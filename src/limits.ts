@@ -57,8 +57,10 @@ export const PEER_LIMITS = Object.freeze({
   maxDialsPerSecond: 50,
   /** Failed dials after which an address learned through PEX is forgotten: dead made-up addresses leave the table. */
   maxPexDialFailures: 3,
-  /** Bytes queued to a peer above which its BEP 9 metadata requests are rejected: a peer that asks but never reads cannot grow our memory. */
-  maxMetadataBacklogBytes: 1024 * 1024,
+  /** Bytes queued to a peer that does not read, past which its connection is closed: answers to its requests cannot grow our memory. */
+  maxWriteBacklogBytes: 4 * 1024 * 1024,
+  /** Bitfield, have-all and have-none messages per connection (each costs O(pieces)); past it the peer is closed. */
+  maxPieceSetMessages: 16,
 });
 
 /** Tracker (src/tracker/server.ts). */
