@@ -286,6 +286,7 @@ export class BootServer {
         { host: '0.0.0.0', port: env.tracker.port },
         { logger: this.log.child('tracker') },
       );
+      this.tracker.on('listenerError', (err) => this.fail('tracker', err));
       for (const e of this.catalog.entries()) this.tracker.add(e.meta.infoHash);
       await this.tracker.listen();
     }
@@ -293,7 +294,11 @@ export class BootServer {
     // 3. The seeder: every OS, from its folder, trusted (the catalog just checked the fingerprint).
     this.seeder = new BitTorrentClient(
       { host: '0.0.0.0', port: this.options.seedPort ?? 6881 },
-      { logger: this.log.child('seed'), ...(this.services.signal ? { signal: this.services.signal } : {}) },
+      {
+        logger: this.log.child('seed'),
+        ...(this.services.signal ? { signal: this.services.signal } : {}),
+        onListenerError: (err) => this.fail('seeder (peer listener)', err),
+      },
     );
     await this.seeder.listen();
     for (const e of this.catalog.entries()) await this.seed(e);
@@ -330,6 +335,8 @@ export class BootServer {
         onListenerError: (err) => this.fail('boot HTTP server', err),
       },
     );
+    this.netboot.dhcp.on('listenerError', (err) => this.fail('DHCP server', err));
+    this.netboot.tftp.on('listenerError', (err) => this.fail('TFTP server', err));
     this.netboot.dhcp.on('lease', (l) => this.store.dhcp(l.mac, { ip: l.ip }));
     this.netboot.dhcp.on('boot', (b) =>
       this.store.dhcp(b.mac, { firmware: b.client.ipxe ? 'ipxe' : b.client.arch }),

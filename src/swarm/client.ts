@@ -25,6 +25,8 @@ export interface ClientOptions {
 export interface ClientServices {
   logger?: Logger;
   signal?: AbortSignal;
+  /** The peer listener failed after listen(): no more incoming peers (the owner stops). */
+  onListenerError?: (err: Error) => void;
 }
 
 /** Azureus-style peer id: "-BT0100-" and 12 random bytes. */
@@ -41,6 +43,7 @@ export class BitTorrentClient {
   private readonly log: Logger;
   private readonly signal: AbortSignal | undefined;
   private readonly maxHalfOpen: number;
+  private readonly onListenerError: ((err: Error) => void) | undefined;
   private server: Server | undefined;
   private port = 0;
   private halfOpen = 0;
@@ -58,6 +61,7 @@ export class BitTorrentClient {
     this.requestedPort = options.port ?? 6881;
     this.maxHalfOpen = options.maxHalfOpen ?? 64;
     this.log = (services.logger ?? silentLogger).child('bt');
+    this.onListenerError = services.onListenerError;
     this.signal = services.signal;
   }
 
@@ -88,7 +92,10 @@ export class BitTorrentClient {
       });
       server.listen(this.requestedPort, this.host, () => resolve());
     });
-    server.on('error', (err) => this.log.warn('listener error', { error: err.message }));
+    server.on('error', (err) => {
+      this.log.error('listener failed', { error: err.message });
+      this.onListenerError?.(err);
+    });
     this.server = server;
     const addr = server.address();
     this.port = typeof addr === 'object' && addr ? addr.port : this.requestedPort;

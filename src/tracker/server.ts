@@ -32,6 +32,7 @@ import type {
 import { silentLogger } from './types.js';
 import { decodeUdpRequest, encodeUdpResponse, isIpv4 } from './udp-codec.js';
 import type { UdpRequest, UdpResponse } from './udp-codec.js';
+import { isPacketError } from '../util/listener-error.js';
 
 export interface TrackerServerOptions {
   /** Address for both listeners (default '0.0.0.0'). */
@@ -104,6 +105,8 @@ export interface PeerExpiredInfo {
 export interface TrackerServerEvents {
   announce: [AnnounceEventInfo];
   'peer-expired': [PeerExpiredInfo];
+  /** The UDP socket or HTTP server failed after listen(): the tracker no longer serves. */
+  listenerError: [Error];
 }
 
 interface Swarm {
@@ -259,9 +262,16 @@ export class TrackerServer extends EventEmitter<TrackerServerEvents> {
       this.http = http;
       this.boundPort = port;
       udp.on('message', (msg, rinfo) => this.onUdpMessage(msg, rinfo));
-      // After a successful bind, socket errors are per-packet trouble (e.g. ICMP unreachable).
-      udp.on('error', (err) => this.log.warn(`tracker UDP socket error: ${err.message}`));
-      http.on('error', (err) => this.log.warn(`tracker HTTP server error: ${err.message}`));
+      // A failed send is one reply lost; any other error means the socket no longer serves.
+      udp.on('error', (err) => {
+        if (isPacketError(err)) return this.log.warn(`tracker UDP socket error: ${err.message}`);
+        this.log.warn(`tracker UDP socket failed: ${err.message}`);
+        this.emit('listenerError', err);
+      });
+      http.on('error', (err) => {
+        this.log.warn(`tracker HTTP server failed: ${err.message}`);
+        this.emit('listenerError', err);
+      });
       this.sweepTimer = setInterval(() => this.sweep(), Math.min(this.peerTimeoutMs, 30_000));
       this.sweepTimer.unref();
       this.log.debug(`tracker listening on ${this.host}:${port} (HTTP and UDP)`);

@@ -287,3 +287,39 @@ test('listener error after start was only logged: it stops the BootServer, close
   for (const port of [httpPort, dashPort])
     await assert.rejects(call(port, '/api/v1/status'), /ECONNREFUSED/, `port ${port} closed`);
 });
+
+interface Internals {
+  netboot: { tftp: { socket: NetServer } };
+  tracker: { udp: NetServer; http: NetServer };
+  seeder: { server: NetServer };
+}
+
+test('TFTP, tracker and seeder listener errors after start were only logged: each stops the BootServer; a failed UDP send does not', async (t) => {
+  const cases: [string, (i: Internals) => NetServer, RegExp][] = [
+    ['TFTP socket', (i) => i.netboot.tftp.socket, /TFTP server stopped working/],
+    ['tracker UDP socket', (i) => i.tracker.udp, /tracker stopped working/],
+    ['tracker HTTP server', (i) => i.tracker.http, /tracker stopped working/],
+    ['seeder listener', (i) => i.seeder.server, /seeder \(peer listener\) stopped working/],
+  ];
+  for (const [what, target, message] of cases) {
+    const { server, envDir } = await startServer(t);
+    const sock = target(server as unknown as Internals);
+    // One reply that could not be sent is not a listener failure.
+    if (what.includes('UDP') || what.includes('TFTP')) {
+      sock.emit(
+        'error',
+        Object.assign(new Error('send EHOSTUNREACH'), { code: 'EHOSTUNREACH', syscall: 'send' }),
+      );
+      assert.ok(existsSync(join(envDir, STATE_DIR, SERVER_INFO)), `${what}: a failed send keeps serving`);
+    }
+    sock.emit('error', Object.assign(new Error('recvmsg EBADF'), { code: 'EBADF', syscall: 'recvmsg' }));
+    const failed = await Promise.race([
+      server.failed,
+      new Promise<never>((_, reject) =>
+        setTimeout(() => reject(new Error(`${what}: server did not stop`)), 20_000).unref(),
+      ),
+    ]);
+    assert.match(failed.message, message, what);
+    assert.ok(!existsSync(join(envDir, STATE_DIR, SERVER_INFO)), `${what}: server.json removed`);
+  }
+});
