@@ -374,15 +374,119 @@ export function mutateScript(rng: Rng, s: Script): Script {
 /** The script in `input`, or (for bytes that are not one) a script generated from their hash. */
 export function parseScript(input: Buffer): Script {
   try {
-    const s = JSON.parse(input.toString('utf8')) as Script;
+    const s = JSON.parse(input.toString('utf8')) as Record<string, unknown>;
     if ((s.target === 'seeder' || s.target === 'leecher') && Array.isArray(s.actions)) {
-      return { ...s, actions: s.actions.filter((a) => a && typeof a === 'object').slice(0, MAX_ACTIONS) };
+      const actions = (s.actions as unknown[]).map(normalizeAction).filter((a) => a !== undefined);
+      return {
+        target: s.target,
+        ...(s.policy === 'plain' || s.policy === 'spread' ? { policy: s.policy } : {}),
+        actions: actions.slice(0, MAX_ACTIONS),
+      };
     }
   } catch {
     // not a script: fall through
   }
   const h = createHash('sha256').update(input).digest();
   return generateScript(new Rng(h.readUInt32BE(0)));
+}
+
+const num = (v: unknown, d = 0): number => (typeof v === 'number' && Number.isFinite(v) ? Math.trunc(v) : d);
+const optNum = (v: unknown): number | undefined => (v === undefined ? undefined : num(v));
+const hexOf = (v: unknown): string => (typeof v === 'string' && /^(?:[0-9a-f]{2})*$/i.test(v) ? v : '');
+const strings = (v: unknown): string[] => (Array.isArray(v) ? v.map(String) : []);
+/** Drops the fields left undefined (JSON would drop them anyway; types with optional fields say so). */
+const defined = (o: Record<string, unknown>): Action =>
+  Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as Action;
+
+/**
+ * An action with every field of the type its op needs: a script mutated as
+ * bytes still parses as JSON with fields missing or of other types, and the
+ * harness must play it, not trip over it.
+ */
+function normalizeAction(x: unknown): Action | undefined {
+  if (x === null || typeof x !== 'object') return undefined;
+  const a = x as Record<string, unknown>;
+  const c = num(a.c);
+  const split = optNum(a.split);
+  switch (a.op) {
+    case 'open':
+      return defined({
+        op: 'open',
+        c,
+        via: a.via === 'tcp' ? 'tcp' : 'memory',
+        init: a.init === true || undefined,
+      });
+    case 'hs':
+      return defined({
+        op: 'hs',
+        c,
+        fast: a.fast === true,
+        ext: a.ext === true,
+        hash: a.hash === 'other' ? 'other' : undefined,
+        pid: a.pid === 'target' || a.pid === 'dup' || a.pid === 'fixed' ? a.pid : undefined,
+        proto: a.proto === 'bad' ? 'bad' : undefined,
+        cut: optNum(a.cut),
+        split,
+      });
+    case 'msg':
+      return defined({
+        op: 'msg',
+        c,
+        t: typeof a.t === 'string' ? a.t : 'keep-alive',
+        a: Array.isArray(a.a) ? a.a.map((v) => num(v)) : undefined,
+        b: hexOf(a.b),
+        split,
+      });
+    case 'ext':
+      return defined({
+        op: 'ext',
+        c,
+        m: Array.isArray(a.m)
+          ? a.m.filter(Array.isArray).map(([k, v]: unknown[]) => [String(k), num(v)] as [string, number])
+          : undefined,
+        p: a.p === 'sink' ? 'sink' : optNum(a.p),
+        reqq: optNum(a.reqq),
+        msize: optNum(a.msize),
+        raw: a.raw === undefined ? undefined : hexOf(a.raw),
+        split,
+      });
+    case 'pex':
+      return defined({
+        op: 'pex',
+        c,
+        added: strings(a.added),
+        dropped: strings(a.dropped),
+        id: optNum(a.id),
+        raw: a.raw === undefined ? undefined : hexOf(a.raw),
+      });
+    case 'meta':
+      return defined({
+        op: 'meta',
+        c,
+        t: num(a.t),
+        piece: num(a.piece),
+        total: optNum(a.total),
+        id: optNum(a.id),
+      });
+    case 'serve': {
+      const hows = ['good', 'corrupt', 'short', 'long', 'unasked'] as const;
+      return { op: 'serve', c, how: hows.find((h) => h === a.how) ?? 'good' };
+    }
+    case 'flood':
+      return { op: 'flood', c, t: typeof a.t === 'string' ? a.t : 'keep-alive', n: num(a.n) };
+    case 'raw':
+      return { op: 'raw', c, hex: hexOf(a.hex) };
+    case 'close':
+      return { op: 'close', c, how: a.how === 'end' ? 'end' : 'destroy' };
+    case 'read':
+      return { op: 'read', c, on: a.on === true };
+    case 'wait':
+      return { op: 'wait', ms: num(a.ms) };
+    case 'join':
+      return { op: 'join' };
+    default:
+      return undefined;
+  }
 }
 
 export function scriptBytes(s: Script): Buffer {
@@ -831,7 +935,11 @@ class World {
             ['piece', a.piece],
           ]);
           if (a.t === 1) d.set('total_size', a.total ?? meta.infoBuffer.length);
-          payload = bencode(d);
+          try {
+            payload = bencode(d);
+          } catch {
+            payload = Buffer.from('de');
+          }
           if (a.t === 1) payload = Buffer.concat([payload, meta.infoBuffer.subarray(0, 16384)]);
         }
         return h.write(extFrame(id, payload));
