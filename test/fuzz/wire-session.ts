@@ -311,6 +311,66 @@ function randomMsg(rng: Rng, c: number): Action {
   return a;
 }
 
+/**
+ * A few steps in the order an exchange needs them, so single random actions
+ * land in states that take several messages to reach: the target asking us
+ * for blocks (then banning us for a bad one), the target serving us,
+ * metadata with the ids the target advertised.
+ */
+function randomFragment(rng: Rng, c: number): Action[] {
+  switch (rng.int(4)) {
+    case 0: {
+      // We seed to the target (a leecher asks us once we have pieces and unchoke it).
+      const steps: Action[] = [
+        rng.chance(0.7)
+          ? { op: 'msg', c, t: 'have-all' }
+          : { op: 'msg', c, t: 'bitfield', b: Buffer.alloc(1, 0xf8).toString('hex') },
+        { op: 'msg', c, t: 'unchoke' },
+        { op: 'wait', ms: rng.pick([0, 50, 250]) },
+      ];
+      const n = 1 + rng.int(4);
+      for (let i = 0; i < n; i++) {
+        steps.push({
+          op: 'serve',
+          c,
+          how: rng.pick(['good', 'good', 'corrupt', 'short', 'long', 'unasked'] as const),
+        });
+      }
+      if (rng.chance(0.3)) steps.push({ op: 'msg', c, t: rng.pick(['choke', 'reject']), a: blockRef(rng) });
+      return steps;
+    }
+    case 1: {
+      // We download from the target, and change our mind.
+      const steps: Action[] = [
+        { op: 'msg', c, t: rng.chance(0.5) ? 'have-none' : 'bitfield', b: '00' },
+        { op: 'msg', c, t: 'interested' },
+        { op: 'wait', ms: rng.pick([0, 50, 1000, 10_000]) },
+      ];
+      const n = 1 + rng.int(6);
+      for (let i = 0; i < n; i++) steps.push({ op: 'msg', c, t: 'request', a: blockRef(rng) });
+      if (rng.chance(0.5)) steps.push({ op: 'msg', c, t: 'cancel', a: blockRef(rng) });
+      if (rng.chance(0.3)) steps.push({ op: 'msg', c, t: 'not-interested' });
+      if (rng.chance(0.3)) steps.push({ op: 'read', c, on: false });
+      return steps;
+    }
+    case 2:
+      // Metadata under the ids the target advertised (BEP 9).
+      return [
+        {
+          op: 'ext',
+          c,
+          m: [['ut_metadata', rng.pick([0, 3, 255])]],
+          ...(rng.chance(0.5) ? { p: 'sink' as const } : {}),
+        },
+        { op: 'meta', c, t: rng.pick([0, 0, 1, 2]), piece: rng.pick([0, 1, 2, -1, 0xffffffff]) },
+        { op: 'meta', c, t: 0, piece: 0 },
+      ];
+    default:
+      // A second extended handshake that changes the ids mid-conversation.
+      return [randomExt(rng, c), { op: 'wait', ms: rng.pick([0, 10_000, 61_000]) }, randomExt(rng, c)];
+  }
+}
+
 /** A random conversation; most open with a valid handshake, so the states behind it are reached. */
 export function generateScript(rng: Rng): Script {
   const actions: Action[] = [];
@@ -328,7 +388,8 @@ export function generateScript(rng: Rng): Script {
       actions.push({ op: 'hs', c, fast: true, ext: true });
       if (rng.chance(0.6)) actions.push(randomExt(rng, c));
     }
-    actions.push(randomAction(rng, c));
+    if (rng.chance(0.25)) actions.push(...randomFragment(rng, c));
+    else actions.push(randomAction(rng, c));
   }
   return {
     target: rng.chance(0.6) ? 'seeder' : 'leecher',
@@ -352,8 +413,10 @@ export function mutateScript(rng: Rng, s: Script): Script {
       if (actions.length > 0) actions.splice(at, 0, actions[rng.int(actions.length)]!);
       break;
     case 2:
-    case 3:
       actions.splice(at, 0, randomAction(rng, c));
+      break;
+    case 3:
+      actions.splice(at, 0, ...randomFragment(rng, c));
       break;
     case 4:
       if (actions.length > 0) actions[rng.int(actions.length)] = randomAction(rng, c);
@@ -434,7 +497,7 @@ function normalizeAction(x: unknown): Action | undefined {
         c,
         t: typeof a.t === 'string' ? a.t : 'keep-alive',
         a: Array.isArray(a.a) ? a.a.map((v) => num(v)) : undefined,
-        b: hexOf(a.b),
+        b: a.b === undefined ? undefined : hexOf(a.b),
         split,
       });
     case 'ext':
@@ -455,7 +518,7 @@ function normalizeAction(x: unknown): Action | undefined {
         op: 'pex',
         c,
         added: strings(a.added),
-        dropped: strings(a.dropped),
+        dropped: a.dropped === undefined ? undefined : strings(a.dropped),
         id: optNum(a.id),
         raw: a.raw === undefined ? undefined : hexOf(a.raw),
       });

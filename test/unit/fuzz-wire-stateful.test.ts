@@ -10,7 +10,13 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Rng, runTarget, type Failure } from '../fuzz/harness.js';
 import { utPexZeroScript } from '../fuzz/make-regressions.js';
-import { wireSessionTarget } from '../fuzz/wire-session.js';
+import {
+  generateScript,
+  mutateScript,
+  parseScript,
+  scriptBytes,
+  wireSessionTarget,
+} from '../fuzz/wire-session.js';
 
 const FIXED_SEED = 0x5eed;
 const RUN_SEED =
@@ -23,6 +29,16 @@ function show(f: Failure): string {
   const script = Buffer.from(f.hex, 'hex').toString('utf8');
   return `case ${f.caseIndex}: ${f.reason.slice(0, 1500)}\n  script: ${script.slice(0, 3000)}`;
 }
+
+test('wire-session scripts replay as written: one seed gives one script, and a script survives its file form', () => {
+  for (let seed = 0; seed < 200; seed++) {
+    const s = generateScript(new Rng(seed));
+    assert.deepEqual(generateScript(new Rng(seed)), s);
+    assert.deepEqual(parseScript(scriptBytes(s)), s, `seed ${seed}`);
+    const m = mutateScript(new Rng(seed), s);
+    assert.deepEqual(parseScript(scriptBytes(m)), m, `mutation of seed ${seed}`);
+  }
+});
 
 test('wire session: a peer whose extended handshake gives ut_pex the id 0 (disabled) is sent no PEX; the 60 s PEX timer threw and ended the process', async (t) => {
   const target = wireSessionTarget();
