@@ -105,7 +105,7 @@ export async function fetchMetadata(
       const info = Buffer.concat(pieces as Buffer[]);
       if (!createHash('sha1').update(info).digest().equals(magnet.infoHash)) {
         log.warn('metadata did not match the infohash; asking again');
-        pieces = new Array<Buffer | undefined>(pieces.length);
+        pieces = Array.from({ length: pieces.length }, (): Buffer | undefined => undefined);
         return;
       }
       const tiers = magnet.trackers.map((t) => [t]);
@@ -156,7 +156,7 @@ export async function fetchMetadata(
           return conn.destroy();
         if (size === 0) {
           size = n;
-          pieces = new Array<Buffer | undefined>(metadataPieces(n));
+          pieces = Array.from({ length: metadataPieces(n) }, (): Buffer | undefined => undefined);
         }
         if (n === size) ask(conn);
       });
