@@ -192,6 +192,8 @@ export class BootServer {
   private dashboardUrlValue = '';
   private bootUrlValue = '';
   private closed = false;
+  /** Times each OS's seeding session failed and was started again (for the back-off). */
+  private readonly reseeds = new Map<string, number>();
   /** Progress quarter last logged per client, so the log says 25/50/75 % once each. */
   private readonly loggedQuarter = new Map<string, number>();
 
@@ -438,6 +440,33 @@ export class BootServer {
       ...(this.options.uploadLimit ? { uploadLimit: this.options.uploadLimit } : {}),
     });
     this.sessions.set(e.os.id, session);
+    // A fault inside a torrent session ends that session only (issue #14);
+    // the room still needs the OS seeded, so seed it again after a pause
+    // that grows while it keeps failing.
+    session.once('failed', (err) => {
+      const wait = Math.min(300_000, 5_000 * 2 ** (this.reseeds.get(e.os.id) ?? 0));
+      this.reseeds.set(e.os.id, (this.reseeds.get(e.os.id) ?? 0) + 1);
+      this.log.error('seeding stopped after a fault; seeding again soon', {
+        os: e.os.id,
+        error: err.message,
+        retryInSeconds: wait / 1000,
+      });
+      const timer = setTimeout(() => {
+        if (this.closed || this.sessions.get(e.os.id) !== session) return;
+        this.sessions.delete(e.os.id);
+        void seeder
+          .remove(e.meta.infoHashHex)
+          .then(() =>
+            this.closed || this.catalog?.get(e.os.id)?.meta.infoHashHex !== e.meta.infoHashHex
+              ? undefined
+              : this.seed(e),
+          )
+          .catch((error: unknown) =>
+            this.log.error('seeding again failed', { os: e.os.id, error: (error as Error).message }),
+          );
+      }, wait);
+      timer.unref();
+    });
   }
 
   // --- what agents get --------------------------------------------------

@@ -13,6 +13,7 @@ import { parseBootConfig } from '../../src/boot-config.js';
 import { BootServer, SERVER_INFO, STATE_DIR, type StartOptions } from '../../src/server/app.js';
 import { parseProcNetArp } from '../../src/server/requester.js';
 import { tempDir } from '../helpers/tmp.js';
+import type { TorrentSession } from '../../src/swarm/session.js';
 
 const MAC_A = '52:54:00:14:00:0a';
 const MAC_B = '52:54:00:14:00:0b';
@@ -322,4 +323,22 @@ test('TFTP, tracker and seeder listener errors after start were only logged: eac
     assert.match(failed.message, message, what);
     assert.ok(!existsSync(join(envDir, STATE_DIR, SERVER_INFO)), `${what}: server.json removed`);
   }
+});
+
+// A fault inside a torrent session ends that session only (#14 containment);
+// before, `start`'s seeder then stayed stopped for good and the room could
+// no longer get the OS from the server.
+test('a seeding session that fails is seeded again, the server keeps running', async (t) => {
+  const { server } = await startServer(t);
+  const sessions = (server as unknown as { sessions: Map<string, TorrentSession> }).sessions;
+  const first = sessions.get('alpha');
+  assert.ok(first, 'alpha is seeded');
+  (first as unknown as { fail(where: string, err: unknown): void }).fail('test', new Error('injected fault'));
+  const deadline = Date.now() + 30_000;
+  while (sessions.get('alpha') === first || sessions.get('alpha') === undefined) {
+    assert.ok(Date.now() < deadline, 'alpha was not seeded again within 30 s');
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  assert.equal(sessions.get('alpha')?.meta.infoHashHex, first.meta.infoHashHex);
+  assert.equal((first as unknown as { stopped: boolean }).stopped, true);
 });
