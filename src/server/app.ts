@@ -141,8 +141,9 @@ async function envFingerprint(dir: string): Promise<string> {
 export function dashboardListener(
   dashboard: DashboardHandler | undefined,
   snapshot: () => ServerSnapshot,
+  log: Logger = silentLogger,
 ): (req: IncomingMessage, res: ServerResponse) => void {
-  return (req, res) => {
+  const answer = (req: IncomingMessage, res: ServerResponse): void => {
     if (dashboard?.handle(req, res)) return;
     const path = requestUrl(req.url)?.pathname;
     if (path === undefined) return refuseBadTarget(res);
@@ -153,6 +154,17 @@ export function dashboardListener(
       return;
     }
     res.writeHead(404, { 'content-type': 'text/plain' }).end('not found\n');
+  };
+  // A throw in a request listener is an uncaught exception, which ends the
+  // process: one request's fault is caught here and ends that request only.
+  return (req, res) => {
+    try {
+      answer(req, res);
+    } catch (err) {
+      log.error('dashboard request failed', { url: req.url, error: (err as Error).message });
+      if (!res.headersSent) res.writeHead(500, { 'content-type': 'text/plain' }).end('internal error\n');
+      else res.destroy();
+    }
   };
 }
 
@@ -620,7 +632,7 @@ export class BootServer {
     const ctx = { snapshot: () => this.snapshot(), store: this.store, token: this.token };
     this.dashboard = this.services.dashboard?.(ctx);
     const server = createBoundedServer(
-      dashboardListener(this.dashboard, () => this.snapshot()),
+      dashboardListener(this.dashboard, () => this.snapshot(), this.log.child('dashboard')),
       httpLimits(this.options.httpLimits),
       this.log.child('dashboard'),
     );

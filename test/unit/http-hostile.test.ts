@@ -10,7 +10,15 @@ import { request } from 'node:http';
 import { connect, createServer, type Server as NetServer, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { parseBootConfig } from '../../src/boot-config.js';
-import { BootServer, SERVER_INFO, STATE_DIR, type StartOptions } from '../../src/server/app.js';
+import {
+  BootServer,
+  SERVER_INFO,
+  STATE_DIR,
+  dashboardListener,
+  type StartOptions,
+} from '../../src/server/app.js';
+import type { ServerSnapshot } from '../../src/server/state.js';
+import { createServer as createHttpServer } from 'node:http';
 import { parseProcNetArp } from '../../src/server/requester.js';
 import { tempDir } from '../helpers/tmp.js';
 
@@ -323,3 +331,30 @@ test('TFTP, tracker and seeder listener errors after start were only logged: eac
     assert.ok(!existsSync(join(envDir, STATE_DIR, SERVER_INFO)), `${what}: server.json removed`);
   }
 });
+
+test(
+  'a throw in the dashboard handler ended the process: it ends that request with 500 and the port keeps serving',
+  { timeout: 30_000 },
+  async (t) => {
+    let calls = 0;
+    const listener = dashboardListener(
+      {
+        handle: () => {
+          if (calls++ === 0) throw new Error('bug in one request');
+          return false;
+        },
+        close: () => undefined,
+      },
+      () => ({ clients: [] }) as unknown as ServerSnapshot,
+    );
+    const srv = createHttpServer(listener);
+    await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
+    t.after(() => {
+    srv.closeAllConnections();
+    srv.close();
+  });
+    const port = (srv.address() as { port: number }).port;
+    assert.equal((await call(port, '/')).status, 500);
+    assert.equal((await call(port, '/api/v1/status')).status, 200, 'still serving');
+  },
+);
