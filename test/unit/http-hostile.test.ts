@@ -350,9 +350,9 @@ test(
     const srv = createHttpServer(listener);
     await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
     t.after(() => {
-    srv.closeAllConnections();
-    srv.close();
-  });
+      srv.closeAllConnections();
+      srv.close();
+    });
     const port = (srv.address() as { port: number }).port;
     assert.equal((await call(port, '/')).status, 500);
     assert.equal((await call(port, '/api/v1/status')).status, 200, 'still serving');
