@@ -18,6 +18,7 @@ import {
   type StartOptions,
 } from '../../src/server/app.js';
 import type { ServerSnapshot } from '../../src/server/state.js';
+import type { LogFields, Logger } from '../../src/util/logger.js';
 import { createServer as createHttpServer } from 'node:http';
 import { parseProcNetArp } from '../../src/server/requester.js';
 import { tempDir } from '../helpers/tmp.js';
@@ -38,6 +39,7 @@ async function startServer(
   t: TestContext,
   options: Partial<StartOptions> = {},
   arp = '',
+  logger?: Logger,
 ): Promise<{ server: BootServer; envDir: string; httpPort: number; dashPort: number }> {
   const dir = tempDir(t, 'bt-http-hostile-');
   const envDir = join(dir, 'env');
@@ -88,7 +90,7 @@ async function startServer(
       reloadIntervalMs: 60_000,
       ...options,
     },
-    { readArp: () => Promise.resolve(arp) },
+    { readArp: () => Promise.resolve(arp), ...(logger ? { logger } : {}) },
   );
   t.after(() => server.close());
   await server.start();
@@ -358,3 +360,29 @@ test(
     assert.equal((await call(port, '/api/v1/status')).status, 200, 'still serving');
   },
 );
+
+test('report text concatenated into log messages: the OS id and error a client reports are fields only', async (t) => {
+  const lines: { msg: string; fields: LogFields }[] = [];
+  const logger: Logger = {
+    debug: (msg, fields = {}) => lines.push({ msg, fields }),
+    info: (msg, fields = {}) => lines.push({ msg, fields }),
+    warn: (msg, fields = {}) => lines.push({ msg, fields }),
+    error: (msg, fields = {}) => lines.push({ msg, fields }),
+    child: () => logger,
+  };
+  const { server, httpPort } = await startServer(t, {}, '', logger);
+  const report = (body: object) =>
+    call(httpPort, `/api/v1/report/${MAC_A}`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', 'x-boottorrent-token': server.reportToken(MAC_A) },
+      body: JSON.stringify(body),
+    });
+  assert.equal((await report({ stage: 'downloading', os: 'EVIL-OS client 1 boots' })).status, 204);
+  assert.equal(
+    (await report({ stage: 'failed', os: 'EVIL-OS', error: 'EVIL-ERR\nforged line' })).status,
+    204,
+  );
+  const mine = lines.filter((l) => JSON.stringify(l.fields).includes('EVIL'));
+  assert.ok(mine.length >= 2, 'the client text is logged, as fields');
+  for (const l of lines) assert.doesNotMatch(l.msg, /EVIL/, `message carries no client text: ${l.msg}`);
+});
