@@ -6,6 +6,7 @@
  * while it runs; and stops everything on close() (Ctrl-C / SIGTERM in the
  * CLI). If any part fails to start, the parts already started are closed.
  */
+import { isPacketError } from '../util/listener-error.js';
 import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import { readFile, writeFile, rename, mkdir, rm, readdir, stat } from 'node:fs/promises';
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
@@ -141,8 +142,9 @@ async function envFingerprint(dir: string): Promise<string> {
 export function dashboardListener(
   dashboard: DashboardHandler | undefined,
   snapshot: () => ServerSnapshot,
+  log: Logger = silentLogger,
 ): (req: IncomingMessage, res: ServerResponse) => void {
-  return (req, res) => {
+  const answer = (req: IncomingMessage, res: ServerResponse): void => {
     if (dashboard?.handle(req, res)) return;
     const path = requestUrl(req.url)?.pathname;
     if (path === undefined) return refuseBadTarget(res);
@@ -153,6 +155,17 @@ export function dashboardListener(
       return;
     }
     res.writeHead(404, { 'content-type': 'text/plain' }).end('not found\n');
+  };
+  // A throw in a request listener is an uncaught exception, which ends the
+  // process: one request's fault is caught here and ends that request only.
+  return (req, res) => {
+    try {
+      answer(req, res);
+    } catch (err) {
+      log.error('dashboard request failed', { url: req.url, error: (err as Error).message });
+      if (!res.headersSent) res.writeHead(500, { 'content-type': 'text/plain' }).end('internal error\n');
+      else res.destroy();
+    }
   };
 }
 
@@ -649,7 +662,7 @@ export class BootServer {
     const ctx = { snapshot: () => this.snapshot(), store: this.store, token: this.token };
     this.dashboard = this.services.dashboard?.(ctx);
     const server = createBoundedServer(
-      dashboardListener(this.dashboard, () => this.snapshot()),
+      dashboardListener(this.dashboard, () => this.snapshot(), this.log.child('dashboard')),
       httpLimits(this.options.httpLimits),
       this.log.child('dashboard'),
     );
@@ -667,7 +680,11 @@ export class BootServer {
       );
       server.listen(port, host, () => resolve());
     });
-    server.on('error', (err) => this.fail('dashboard', err));
+    server.on('error', (err) => {
+      if (isPacketError(err))
+        return this.log.warn('dashboard connection not accepted', { error: err.message });
+      this.fail('dashboard', err);
+    });
     this.dashboardServer = server;
     const addr = server.address();
     const bound = typeof addr === 'object' && addr ? addr.port : port;
