@@ -11,7 +11,9 @@
  * the process ends as it would have. Cleanups also run on a plain exit, for
  * anything a test left behind.
  */
+import type { ChildProcess } from 'node:child_process';
 import { readFileSync, readdirSync } from 'node:fs';
+import type { TestContext } from 'node:test';
 
 type Cleanup = () => void;
 
@@ -145,4 +147,24 @@ export function stopSync(
   }
   const last = Date.now() + 5000;
   while (rest.some(running) && Date.now() < last) sleepSync(50);
+}
+
+/**
+ * Stops `child` (see stopSync) when the test ends, pass or fail, and when
+ * the runner kills this test file first.
+ */
+export function stopWithTest(
+  t: TestContext,
+  child: ChildProcess,
+  signal: NodeJS.Signals = 'SIGKILL',
+  graceMs = 10_000,
+): void {
+  const stop = () => {
+    if (child.exitCode === null && child.signalCode === null) stopSync(child.pid, signal, graceMs);
+  };
+  const forget = onProcessEnd(stop);
+  t.after(() => {
+    stop();
+    forget();
+  });
 }
