@@ -218,6 +218,12 @@ const READ_BUFFER_BYTES = 128 * 1024;
 const SPARE_BUFFERS = 8;
 
 const key = (index: number, begin: number) => `${index}:${begin}`;
+/**
+ * A peer id as bans know it: with the IP it came from. Peer ids are no
+ * secret (every handshake shows one), so a bare-id ban let anyone get an
+ * honest peer banned by sending corrupt data under its id.
+ */
+const idKey = (ip: string, peerId: Buffer) => `${ip}/${peerId.toString('hex')}`;
 const errorText = (err: unknown) => (err instanceof Error ? err.message : String(err));
 
 export class TorrentSession extends EventEmitter<SessionEvents> {
@@ -660,7 +666,7 @@ export class TorrentSession extends EventEmitter<SessionEvents> {
     remotePort: number,
   ): void {
     const remoteId = conn.remote!.peerId;
-    if (this.dialer.isBanned(remoteId.toString('hex'))) {
+    if (this.dialer.isBanned(idKey(ip, remoteId))) {
       conn.destroy();
       return;
     }
@@ -669,8 +675,11 @@ export class TorrentSession extends EventEmitter<SessionEvents> {
       conn.destroy();
       return;
     }
+    // The same peer reached twice (we dialed it as it dialed us). Only from
+    // the same IP: anyone can claim any peer id, and a claim from elsewhere
+    // must not keep the real peer out.
     for (const other of this.peers.values()) {
-      if (other.conn.remote!.peerId.equals(remoteId)) {
+      if (other.ip === ip && other.conn.remote!.peerId.equals(remoteId)) {
         conn.destroy();
         return;
       }
@@ -748,12 +757,14 @@ export class TorrentSession extends EventEmitter<SessionEvents> {
       if (i >= 0) peer.uploads.splice(i, 1);
     });
     on('reject', (r) => {
+      // Only a reject of a request still outstanding says anything; others
+      // (late after a cancel, or made up) would each add an entry to
+      // `refused`, keyed by any uint32 the peer likes.
+      if (!peer.outstanding.delete(key(r.index, r.begin))) return;
       // Rejects that follow a choke (BEP 6) say nothing about the piece.
       if (!peer.conn.peerChoking) peer.refused.set(r.index, Date.now() + REFUSED_MS);
-      if (peer.outstanding.delete(key(r.index, r.begin))) {
-        picker.requestDropped(r.index, r.begin, peer.pid);
-        this.fill(peer);
-      }
+      picker.requestDropped(r.index, r.begin, peer.pid);
+      this.fill(peer);
     });
     on('suggest', (m) => {
       if (m.index >= this.meta.pieceCount || picker.hasPiece(m.index)) return;
@@ -997,11 +1008,12 @@ export class TorrentSession extends EventEmitter<SessionEvents> {
   }
 
   /**
-   * Bans by listen address and peer id, not by IP alone: on loopback and
-   * behind NAT several honest peers share an IP with the bad one.
+   * Bans by listen address and by peer id from that IP (idKey), not by IP
+   * alone: on loopback and behind NAT several honest peers share an IP with
+   * the bad one.
    */
   private ban(peer: Peer, reason: string): void {
-    const id = peer.conn.remote!.peerId.toString('hex');
+    const id = idKey(peer.ip, peer.conn.remote!.peerId);
     if (this.dialer.isBanned(id)) return;
     this.dialer.ban(id);
     this.dialer.ban(peer.address);

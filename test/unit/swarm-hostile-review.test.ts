@@ -1,0 +1,148 @@
+// Issue #14 review: what a hostile peer could still do to a session after the
+// first round of fixes. Each test is named after what broke; each failed on
+// the code before its fix.
+import { test, type TestContext } from 'node:test';
+import assert from 'node:assert/strict';
+import { once } from 'node:events';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { createTorrent } from '../../src/torrent/create.js';
+import { TorrentSession, type SessionOptions } from '../../src/swarm/session.js';
+import { newPeerId } from '../../src/swarm/client.js';
+import { PeerConnection } from '../../src/wire/connection.js';
+import type { Metainfo } from '../../src/torrent/metainfo.js';
+import { duplexPair } from '../helpers/duplex.js';
+import { pseudoRandomBytes, tempDir } from '../helpers/tmp.js';
+
+async function makeImage(dir: string) {
+  const seedDir = join(dir, 'seed');
+  mkdirSync(seedDir, { recursive: true });
+  writeFileSync(join(seedDir, 'image.bin'), pseudoRandomBytes(2 * 16384 + 100, 7));
+  const { meta } = await createTorrent(join(seedDir, 'image.bin'), { pieceLength: 16384 });
+  return { seedDir, meta };
+}
+
+/** Generous: these wait for events, never measure speed. */
+async function until(what: string, cond: () => boolean, ms = 20_000): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > deadline) throw new Error(`${what} did not happen within ${ms} ms`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
+async function session(
+  t: TestContext,
+  opts: Partial<SessionOptions> & Pick<SessionOptions, 'meta' | 'dir' | 'mode'>,
+) {
+  const s = new TorrentSession({ peerId: newPeerId(), listenPort: 1, ...opts });
+  t.after(() => s.stop());
+  const failures: Error[] = [];
+  s.on('failed', (err) => failures.push(err));
+  await s.start();
+  return { s, failures };
+}
+
+/** A test-driven peer on an in-memory pipe to `s`, seen by it as `label`. */
+async function rawPeer(
+  t: TestContext,
+  s: TorrentSession,
+  meta: Metainfo,
+  label: string,
+  peerId = newPeerId(),
+) {
+  const [a, b] = duplexPair();
+  const sessionSide = s.connectStream(b, label, false);
+  const peer = new PeerConnection(a, { peerId, initiator: true, infoHash: meta.infoHash });
+  peer.on('error', () => {});
+  t.after(() => peer.destroy());
+  await once(peer, 'handshake');
+  return { peer, sessionSide };
+}
+
+/** The session's own record of the peer on `conn` (white-box: memory held for it). */
+function peerState(s: TorrentSession, conn: PeerConnection): { refused: Map<number, number> } {
+  const peers = (s as unknown as { peers: Map<PeerConnection, { refused: Map<number, number> }> }).peers;
+  return peers.get(conn)!;
+}
+
+/** Connects two sessions over an in-memory pipe, `a` dialing `b`; labels are how each sees the other. */
+function link(a: TorrentSession, aLabel: string, b: TorrentSession, bLabel: string) {
+  const [x, y] = duplexPair();
+  const aSide = a.connectStream(x, bLabel, true);
+  const bSide = b.connectStream(y, aLabel, false);
+  return { aSide, bSide };
+}
+
+test('rejects for requests never made do not grow a per-peer map without bound', async (t) => {
+  const dir = tempDir(t);
+  const { meta } = await makeImage(dir);
+  const { s: leecher, failures } = await session(t, { meta, dir: join(dir, 'leech'), mode: 'download' });
+  const { peer, sessionSide } = await rawPeer(t, leecher, meta, '10.0.0.1');
+  assert.ok(peer.fast, 'BEP 6 negotiated');
+  // Unchoked, so the session takes rejects as saying something about a piece.
+  peer.unchoke();
+  await until('the unchoke to arrive', () => !sessionSide.peerChoking);
+  // Every index a uint32 allows; a real peer rejects only what we asked.
+  const N = 20_000;
+  for (let i = 0; i < N; i++) peer.reject(1000 + i, 0, 16384);
+  // Messages arrive in order: once this have is seen, so were the rejects.
+  peer.have(0);
+  await until(
+    'the rejects to arrive',
+    () => !sessionSide.isOpen || sessionSide.remoteBitfield?.get(0) === true,
+  );
+  if (sessionSide.isOpen) {
+    const held = peerState(leecher, sessionSide).refused.size;
+    assert.ok(
+      held <= meta.pieceCount,
+      `refused holds ${held} entries for a ${meta.pieceCount}-piece torrent`,
+    );
+  }
+  assert.deepEqual(failures, []);
+});
+
+/**
+ * A peer that claims `peerId` (learned from any handshake: peer ids are no
+ * secret), says it has everything and answers each request with garbage.
+ */
+async function impostor(t: TestContext, s: TorrentSession, meta: Metainfo, label: string, peerId: Buffer) {
+  const p = await rawPeer(t, s, meta, label, peerId);
+  p.peer.on('request', (r) => p.peer.piece(r.index, r.begin, Buffer.alloc(r.length, 0xee)));
+  p.peer.haveAll();
+  p.peer.unchoke();
+  return p;
+}
+
+test('a peer that sends corrupt data under the seeder peer id does not get the seeder banned', async (t) => {
+  const dir = tempDir(t);
+  const { seedDir, meta } = await makeImage(dir);
+  const { s: seeder } = await session(t, { meta, dir: seedDir, mode: 'seed' });
+  const { s: leecher, failures } = await session(t, { meta, dir: join(dir, 'leech'), mode: 'download' });
+  const seederId = (seeder as unknown as { opts: SessionOptions }).opts.peerId;
+  const banned = once(leecher, 'banned');
+  await impostor(t, leecher, meta, '10.0.0.66', seederId);
+  await banned;
+  // The real seeder, from its own address, is still welcome.
+  const { bSide } = link(seeder, '10.0.0.1', leecher, '10.0.0.2');
+  // The leecher closes the seeder once complete (two seeds), or at once if it refused it.
+  await Promise.race([once(leecher, 'complete'), once(bSide, 'close')]);
+  assert.ok(leecher.stats().complete, 'the leecher took the real seeder and completed');
+  assert.deepEqual(failures, []);
+});
+
+test('a peer that connects first under the seeder peer id does not keep the seeder out', async (t) => {
+  const dir = tempDir(t);
+  const { seedDir, meta } = await makeImage(dir);
+  const { s: seeder } = await session(t, { meta, dir: seedDir, mode: 'seed' });
+  const { s: leecher, failures } = await session(t, { meta, dir: join(dir, 'leech'), mode: 'download' });
+  const seederId = (seeder as unknown as { opts: SessionOptions }).opts.peerId;
+  // Holds the id and says nothing: keep-alives keep it connected.
+  const squatter = await rawPeer(t, leecher, meta, '10.0.0.66', seederId);
+  const { bSide } = link(seeder, '10.0.0.1', leecher, '10.0.0.2');
+  // The leecher closes the seeder once complete (two seeds), or at once if it refused it.
+  await Promise.race([once(leecher, 'complete'), once(bSide, 'close')]);
+  assert.ok(leecher.stats().complete, 'the leecher took the real seeder and completed');
+  assert.ok(squatter.sessionSide.isOpen, 'the squatter itself did nothing wrong');
+  assert.deepEqual(failures, []);
+});
