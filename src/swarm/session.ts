@@ -738,9 +738,9 @@ export class TorrentSession extends EventEmitter<SessionEvents> {
       }
       if (typeof h.reqq === 'number' && h.reqq > 0) peer.remoteQueue = Math.min(h.reqq, this.maxQueue);
     });
-    on('bitfield', () => this.setPeerPieces(peer, conn.remoteBitfield, false));
-    on('have-all', () => this.setPeerPieces(peer, null, true));
-    on('have-none', () => this.setPeerPieces(peer, new Bitfield(this.meta.pieceCount), false));
+    on('bitfield', () => this.syncPeerPieces(peer));
+    on('have-all', () => this.syncPeerPieces(peer));
+    on('have-none', () => this.syncPeerPieces(peer));
     on('have', ({ index }) => this.onHave(peer, index));
     on('choke', () => {
       // BEP 6: with the Fast extension a choke does not cancel requests; rejects will.
@@ -807,21 +807,38 @@ export class TorrentSession extends EventEmitter<SessionEvents> {
     return bf;
   }
 
-  private setPeerPieces(peer: Peer, bits: Bitfield | null, seed: boolean): void {
+  /**
+   * Takes in what the connection now knows the peer has (a bitfield,
+   * have-all or have-none; aria2c re-sends a bitfield late). Pieces only
+   * ever get added (see PeerConnection.applyPieceSet), so only the new ones
+   * are counted: a peer repeating these messages costs no scan of every
+   * piece each time.
+   */
+  private syncPeerPieces(peer: Peer): void {
     const picker = this.picker!;
-    // Undo what this peer counted before (aria2c re-sends a bitfield late).
-    if (peer.seed) picker.peerSeed(-1);
-    else picker.peerBitfield(peer.has, -1);
-    for (let i = 0; i < this.meta.pieceCount; i++) peer.has.set(i, seed || bits!.get(i));
-    peer.seed = seed || peer.has.hasAll();
-    if (peer.seed) picker.peerSeed(1);
-    else picker.peerBitfield(peer.has, 1);
-    // Two seeds have nothing to say to each other.
-    if (peer.seed && picker.complete) {
-      peer.conn.destroy();
+    const bits = peer.conn.remoteBitfield;
+    if (peer.seed || !bits) return;
+    if (bits.hasAll()) {
+      picker.peerBitfield(peer.has, -1);
+      peer.has.addFrom(bits);
+      peer.seed = true;
+      picker.peerSeed(1);
+      // Two seeds have nothing to say to each other.
+      if (picker.complete) {
+        peer.conn.destroy();
+        return;
+      }
+      this.updateInterest(peer);
       return;
     }
-    this.updateInterest(peer);
+    const added = peer.has.addFrom(bits);
+    let wanted = false;
+    for (const i of added) {
+      picker.peerHasPiece(i);
+      if (!picker.hasPiece(i)) wanted = true;
+    }
+    if (wanted && !peer.conn.amInterested) peer.conn.interested();
+    if (wanted && !peer.conn.peerChoking) this.fill(peer);
   }
 
   private onHave(peer: Peer, index: number): void {

@@ -751,8 +751,11 @@ export class PeerConnection extends EventEmitter<PeerConnectionEvents> {
    * keep to it: aria2c 1.36 opens with its extended handshake, sends
    * have-none, and later a bitfield instead of a `have` (see
    * test/interop/wire-aria2c.test.ts). So any bitfield, have-all or
-   * have-none is accepted at any time and replaces what we knew; the swarm
-   * re-reads remoteBitfield on these events.
+   * have-none is accepted at any time; the swarm re-reads remoteBitfield on
+   * these events. They add to what we knew and never take away: BEP 3 has
+   * no way for a peer to lose a piece, and a peer that alternated have-all
+   * and have-none had us rebuild the field and recount every piece per
+   * 5-byte message.
    */
   private applyPieceSet(msg: Extract<WireMessage, { type: 'bitfield' | 'have-all' | 'have-none' }>): void {
     const n = this.pieceCountValue;
@@ -762,12 +765,9 @@ export class PeerConnection extends EventEmitter<PeerConnectionEvents> {
         msg.type === 'bitfield' ? Buffer.from(msg.bits) : msg.type === 'have-all' ? 'all' : 'none';
       return;
     }
-    this.remoteBitfield =
-      msg.type === 'bitfield'
-        ? Bitfield.fromBytes(msg.bits, n)
-        : msg.type === 'have-all'
-          ? Bitfield.full(n)
-          : new Bitfield(n);
+    const known = (this.remoteBitfield ??= new Bitfield(n));
+    if (msg.type === 'bitfield') known.addFrom(Bitfield.fromBytes(msg.bits, n));
+    else if (msg.type === 'have-all' && !known.hasAll()) this.remoteBitfield = Bitfield.full(n);
   }
 
   private readonly onEnd = (): void => {

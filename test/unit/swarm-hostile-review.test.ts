@@ -10,6 +10,7 @@ import { createTorrent } from '../../src/torrent/create.js';
 import { TorrentSession, type SessionOptions } from '../../src/swarm/session.js';
 import { newPeerId } from '../../src/swarm/client.js';
 import { PeerConnection } from '../../src/wire/connection.js';
+import { Bitfield } from '../../src/wire/bitfield.js';
 import type { Metainfo } from '../../src/torrent/metainfo.js';
 import { duplexPair } from '../helpers/duplex.js';
 import { pseudoRandomBytes, tempDir } from '../helpers/tmp.js';
@@ -144,5 +145,66 @@ test('a peer that connects first under the seeder peer id does not keep the seed
   await Promise.race([once(leecher, 'complete'), once(bSide, 'close')]);
   assert.ok(leecher.stats().complete, 'the leecher took the real seeder and completed');
   assert.ok(squatter.sessionSide.isOpen, 'the squatter itself did nothing wrong');
+  assert.deepEqual(failures, []);
+});
+
+test('a flood of have-all, have-none and repeated bitfields costs the session no scan of every piece per message', async (t) => {
+  const dir = tempDir(t);
+  const seedDir = join(dir, 'seed');
+  mkdirSync(seedDir, { recursive: true });
+  // 512 pieces: enough that a scan per 5-byte message shows, small to hash.
+  const image = Buffer.alloc(512 * 16384);
+  for (let i = 0; i < 512; i++) image[i * 16384] = 1 + (i % 255);
+  writeFileSync(join(seedDir, 'image.bin'), image);
+  const { meta } = await createTorrent(join(seedDir, 'image.bin'), { pieceLength: 16384 });
+  const { s: leecher, failures } = await session(t, { meta, dir: join(dir, 'leech'), mode: 'download' });
+  const { peer, sessionSide } = await rawPeer(t, leecher, meta, '10.0.0.1');
+  const half = new Bitfield(meta.pieceCount);
+  for (let i = 0; i < meta.pieceCount; i += 2) half.set(i);
+  peer.bitfield(half);
+  await until('the bitfield to arrive', () => sessionSide.remoteBitfield?.count() === half.count());
+  // Work counted in bit reads and writes, not time (the machine is shared).
+  let ops = 0;
+  const proto = Object.getOwnPropertyDescriptors(Bitfield.prototype);
+  const get = proto.get.value as (this: Bitfield, i: number) => boolean;
+  const set = proto.set.value as (this: Bitfield, i: number, v?: boolean) => void;
+  Bitfield.prototype.get = function (this: Bitfield, i: number) {
+    ops++;
+    return get.call(this, i);
+  };
+  Bitfield.prototype.set = function (this: Bitfield, i: number, v?: boolean) {
+    ops++;
+    return set.call(this, i, v);
+  };
+  t.after(() => {
+    Bitfield.prototype.get = get;
+    Bitfield.prototype.set = set;
+  });
+  const N = 1000;
+  for (let i = 0; i < N; i++) {
+    peer.haveNone();
+    peer.bitfield(half);
+  }
+  peer.have(1);
+  await until(
+    'the flood to arrive',
+    () => !sessionSide.isOpen || sessionSide.remoteBitfield?.get(1) === true,
+  );
+  for (let i = 0; i < N; i++) {
+    peer.haveAll();
+    peer.haveNone();
+  }
+  peer.have(0);
+  peer.have(3);
+  await until(
+    'the flood to arrive',
+    () => !sessionSide.isOpen || sessionSide.remoteBitfield?.get(3) === true,
+  );
+  Bitfield.prototype.get = get;
+  Bitfield.prototype.set = set;
+  // Each message scanning every piece would be 4,000 x 512 and more.
+  assert.ok(ops < 20 * meta.pieceCount, `${ops} bit operations for ${4 * N} messages`);
+  // Pieces never go away (BEP 3 has no message for it): the peer is a seed now.
+  if (sessionSide.isOpen) assert.equal(sessionSide.remoteBitfield?.hasAll(), true);
   assert.deepEqual(failures, []);
 });
