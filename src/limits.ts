@@ -40,6 +40,8 @@ export const PEER_LIMITS = Object.freeze({
   maxPexDialFailures: 3,
   /** Bytes queued to a peer above which its BEP 9 metadata requests are rejected: a peer that asks but never reads cannot grow our memory. */
   maxMetadataBacklogBytes: 1024 * 1024,
+  /** Bytes queued to one peer above which it is disconnected: a peer that sends requests (each answered, if only by a reject) but never reads cannot grow our memory. Uploads wait for the queue to drain, so an honest peer stays far below. */
+  maxSendBacklogBytes: 4 * 1024 * 1024,
 });
 
 /** Tracker (src/tracker/server.ts). */

@@ -12,6 +12,7 @@
 import { EventEmitter } from 'node:events';
 import type { Duplex } from 'node:stream';
 import { BootTorrentError } from '../errors.js';
+import { PEER_LIMITS } from '../limits.js';
 import { Bitfield } from './bitfield.js';
 import {
   FAST_MESSAGE_TYPES,
@@ -67,6 +68,8 @@ export interface PeerConnectionOptions {
   handshakeTimeout?: number;
   /** Largest message accepted (see DEFAULT_MAX_MESSAGE_LENGTH). */
   maxMessageLength?: number;
+  /** Bytes queued for sending above which the peer is closed (default PEER_LIMITS.maxSendBacklogBytes). */
+  maxSendBacklog?: number;
   /** Aborting destroys the connection (a `close` without an `error`). */
   signal?: AbortSignal;
 }
@@ -405,6 +408,7 @@ export class PeerConnection extends EventEmitter<PeerConnectionEvents> {
     if (onSent) this.stream.write(block, () => onSent());
     else this.stream.write(block);
     this.keepAliveTimer?.refresh();
+    this.checkBacklog();
     return !this.stream.writableNeedDrain;
   }
 
@@ -513,7 +517,24 @@ export class PeerConnection extends EventEmitter<PeerConnectionEvents> {
     if (this.destroyed) return false;
     this.keepAliveTimer?.refresh();
     this.corkUntilNextTick();
-    return this.stream.write(bytes);
+    const ok = this.stream.write(bytes);
+    this.checkBacklog();
+    return ok;
+  }
+
+  /**
+   * Closes a peer that does not read what we send. Most of what we send
+   * answers the peer (a reject per request while choked, a BEP 9 reply per
+   * metadata request), so a peer that writes and never reads grew this
+   * queue by what it sent, without bound. Uploads wait for a drain, so an
+   * honest peer stays far below the limit.
+   */
+  private checkBacklog(): void {
+    const limit = this.opts.maxSendBacklog ?? PEER_LIMITS.maxSendBacklogBytes;
+    if (this.stream.writableLength <= limit) return;
+    this.destroy(
+      new BootTorrentError('BT_ERR_WIRE_PROTOCOL', `peer does not read: over ${limit} bytes queued for it`),
+    );
   }
 
   // ----------------------------------------------------------- receiving

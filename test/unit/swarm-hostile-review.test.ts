@@ -12,6 +12,8 @@ import { newPeerId } from '../../src/swarm/client.js';
 import { PeerConnection } from '../../src/wire/connection.js';
 import { Bitfield } from '../../src/wire/bitfield.js';
 import type { Metainfo } from '../../src/torrent/metainfo.js';
+import { encodeHandshake, encodeMessage, reservedBytes } from '../../src/wire/codec.js';
+import { PEER_LIMITS } from '../../src/limits.js';
 import { duplexPair } from '../helpers/duplex.js';
 import { pseudoRandomBytes, tempDir } from '../helpers/tmp.js';
 
@@ -206,5 +208,40 @@ test('a flood of have-all, have-none and repeated bitfields costs the session no
   assert.ok(ops < 20 * meta.pieceCount, `${ops} bit operations for ${4 * N} messages`);
   // Pieces never go away (BEP 3 has no message for it): the peer is a seed now.
   if (sessionSide.isOpen) assert.equal(sessionSide.remoteBitfield?.hasAll(), true);
+  assert.deepEqual(failures, []);
+});
+
+test('a peer that floods requests while choked and never reads cannot grow our send buffer without bound', async (t) => {
+  const { seedDir, meta } = await makeImage(tempDir(t));
+  const { s: seeder, failures } = await session(t, { meta, dir: seedDir, mode: 'seed' });
+  const [a, b] = duplexPair();
+  t.after(() => a.destroy());
+  const sessionSide = seeder.connectStream(b, '10.0.0.1', false);
+  // Raw bytes, and `a` is never read: every reject the seeder sends stays queued.
+  a.write(
+    encodeHandshake({
+      reserved: reservedBytes({ fast: true, extended: true }),
+      infoHash: meta.infoHash,
+      peerId: newPeerId(),
+    }),
+  );
+  await once(sessionSide, 'handshake');
+  assert.ok(sessionSide.fast);
+  // Each request while choked is answered with a BEP 6 reject: 17 bytes in, 17 out.
+  const request = encodeMessage({ type: 'request', index: 0, begin: 0, length: 16384 });
+  const burst = Buffer.concat(Array.from({ length: 10_000 }, () => request));
+  let peak = 0;
+  for (let i = 0; i < 40 && sessionSide.isOpen; i++) {
+    // 40 x 170 KB: 6.8 MB of rejects if nothing stops them.
+    a.write(burst);
+    await new Promise((r) => setImmediate(r));
+    peak = Math.max(peak, sessionSide.bufferedAmount);
+  }
+  await until('the requests to be read', () => !sessionSide.isOpen || b.readableLength === 0);
+  peak = Math.max(peak, sessionSide.isOpen ? sessionSide.bufferedAmount : 0);
+  assert.ok(
+    peak <= PEER_LIMITS.maxSendBacklogBytes + 64 * 1024,
+    `${peak} bytes queued to a peer that never reads`,
+  );
   assert.deepEqual(failures, []);
 });
