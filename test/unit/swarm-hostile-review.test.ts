@@ -245,3 +245,40 @@ test('a peer that floods requests while choked and never reads cannot grow our s
   );
   assert.deepEqual(failures, []);
 });
+
+test('a peer toggling interested and not-interested does not cost a choke round per message', async (t) => {
+  const { seedDir, meta } = await makeImage(tempDir(t));
+  const { s: seeder, failures } = await session(t, { meta, dir: seedDir, mode: 'seed' });
+  // Work counted in choke rounds, not time: each round sorts every peer.
+  let rounds = 0;
+  const inner = seeder as unknown as { rechoke: (round: boolean) => void };
+  const rechoke = inner.rechoke.bind(seeder);
+  inner.rechoke = (round: boolean) => {
+    rounds++;
+    rechoke(round);
+  };
+  const honest = await rawPeer(t, seeder, meta, '10.0.0.2');
+  honest.peer.interested();
+  await once(honest.peer, 'unchoke');
+  const { peer, sessionSide } = await rawPeer(t, seeder, meta, '10.0.0.1');
+  const before = rounds;
+  const N = 2000;
+  for (let chunk = 0; chunk < 20; chunk++) {
+    for (let i = 0; i < N / 20; i++) {
+      peer.interested();
+      peer.notInterested();
+    }
+    await new Promise((r) => setImmediate(r));
+  }
+  peer.have(1);
+  await until(
+    'the flood to arrive',
+    () => !sessionSide.isOpen || sessionSide.remoteBitfield?.get(1) === true,
+  );
+  await new Promise((r) => setTimeout(r, 50));
+  const spent = rounds - before;
+  assert.ok(spent <= N / 10, `${spent} choke rounds for ${2 * N} messages`);
+  // The honest peer was not choked by any of it.
+  assert.equal(honest.sessionSide.amChoking, false);
+  assert.deepEqual(failures, []);
+});
