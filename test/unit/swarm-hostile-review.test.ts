@@ -8,7 +8,12 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { createTorrent } from '../../src/torrent/create.js';
 import { TorrentSession, type SessionOptions } from '../../src/swarm/session.js';
-import { newPeerId } from '../../src/swarm/client.js';
+import { BitTorrentClient, newPeerId } from '../../src/swarm/client.js';
+import { fetchMetadata } from '../../src/swarm/metadata-fetch.js';
+import type { TrackerClient } from '../../src/tracker/client.js';
+import type { AnnounceResponse } from '../../src/tracker/types.js';
+import { decodeMetadataMessage, encodeMetadataMessage } from '../../src/wire/metadata.js';
+import { createServer, type AddressInfo } from 'node:net';
 import { PeerConnection } from '../../src/wire/connection.js';
 import { Bitfield } from '../../src/wire/bitfield.js';
 import type { Metainfo } from '../../src/torrent/metainfo.js';
@@ -282,3 +287,115 @@ test('a peer toggling interested and not-interested does not cost a choke round 
   assert.equal(honest.sessionSide.amChoking, false);
   assert.deepEqual(failures, []);
 });
+
+/** A seeder on loopback of a torrent whose metadata spans two BEP 9 pieces (1,100 pieces, 20 bytes of hash each). */
+async function bigSeeder(t: TestContext) {
+  const seedDir = join(tempDir(t), 'seed');
+  mkdirSync(seedDir, { recursive: true });
+  const image = Buffer.alloc(1100 * 16384);
+  for (let i = 0; i < 1100; i++) image.writeUInt32BE(i + 1, i * 16384);
+  writeFileSync(join(seedDir, 'image.bin'), image);
+  const { meta } = await createTorrent(join(seedDir, 'image.bin'), { pieceLength: 16384 });
+  assert.ok(meta.infoBuffer.length > 16384);
+  const client = new BitTorrentClient({ host: '127.0.0.1', port: 0 });
+  t.after(() => client.close());
+  const honestPort = await client.listen();
+  await client.add({ meta, dir: seedDir, mode: 'seed' });
+  return { meta, honestPort };
+}
+
+test('a magnet get of a torrent whose metadata spans two BEP 9 pieces completes (every() skipped the missing piece and the fetch threw)', async (t) => {
+  const { meta, honestPort } = await bigSeeder(t);
+  const got = await fetchMetadata({
+    magnet: {
+      infoHash: meta.infoHash,
+      infoHashHex: meta.infoHashHex,
+      trackers: [],
+      webSeeds: [],
+      peers: [`127.0.0.1:${honestPort}`],
+    },
+    peerId: newPeerId(),
+    listenPort: 1,
+    timeoutMs: 20_000,
+  });
+  assert.equal(got.infoHashHex, meta.infoHashHex);
+});
+
+/**
+ * A loopback peer that answers BEP 9 for `meta`'s infohash with lies: it
+ * claims metadata of `size` bytes and answers the request for its first
+ * piece with garbage.
+ * `ready` resolves once its extended handshake is sent.
+ */
+async function lyingMetadataPeer(t: TestContext, meta: Metainfo, size: number) {
+  let sent!: () => void;
+  const ready = new Promise<void>((r) => (sent = r));
+  const server = createServer((socket) => {
+    const conn = new PeerConnection(socket, {
+      peerId: newPeerId(),
+      initiator: false,
+      infoHash: meta.infoHash,
+    });
+    conn.on('error', () => {});
+    t.after(() => conn.destroy());
+    conn.once('handshake', () => {
+      conn.sendExtendedHandshake({ m: new Map([['ut_metadata', 3]]), metadataSize: size });
+      sent();
+    });
+    conn.on('extended', ({ id, payload }) => {
+      if (id !== 3) return;
+      const m = decodeMetadataMessage(payload);
+      // Only the first piece: first copies won, so the honest peer's was thrown away.
+      if (m.type !== 'request' || m.piece !== 0) return;
+      const len = Math.min(16384, size - m.piece * 16384);
+      conn.sendExtension(
+        'ut_metadata',
+        encodeMetadataMessage({
+          type: 'data',
+          piece: m.piece,
+          totalSize: size,
+          data: Buffer.alloc(len, 0x65),
+        }),
+      );
+    });
+  });
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  t.after(() => server.close());
+  return { port: (server.address() as AddressInfo).port, ready };
+}
+
+for (const [what, sizeOf] of [
+  ['a wrong metadata size', (m: Metainfo) => m.infoBuffer.length + 1],
+  ['garbage metadata of the right size', (m: Metainfo) => m.infoBuffer.length],
+] as const) {
+  test(`a magnet get still gets the metadata from an honest peer after the first peer sent ${what}`, async (t) => {
+    const { meta, honestPort } = await bigSeeder(t);
+    const liar = await lyingMetadataPeer(t, meta, sizeOf(meta));
+    // The honest seeder becomes known only after the liar has spoken first.
+    const trackerClient = {
+      announce: async (): Promise<AnnounceResponse> => {
+        await liar.ready;
+        await new Promise((r) => setTimeout(r, 200));
+        return { interval: 60, complete: 1, incomplete: 0, peers: [{ ip: '127.0.0.1', port: honestPort }] };
+      },
+      close: () => {},
+    } as unknown as TrackerClient;
+    const got = await fetchMetadata(
+      {
+        magnet: {
+          infoHash: meta.infoHash,
+          infoHashHex: meta.infoHashHex,
+          trackers: ['http://127.0.0.1:9/announce'],
+          webSeeds: [],
+          peers: [`127.0.0.1:${liar.port}`],
+        },
+        peerId: newPeerId(),
+        listenPort: 1,
+        timeoutMs: 20_000,
+      },
+      { trackerClient },
+    );
+    assert.equal(got.infoHashHex, meta.infoHashHex);
+  });
+}
