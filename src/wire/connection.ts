@@ -105,6 +105,13 @@ export interface PeerConnectionEvents extends MessageEvents {
 type State = 'handshake' | 'checking' | 'open' | 'closed';
 
 const KEEP_ALIVE = encodeMessage({ type: 'keep-alive' });
+/**
+ * Extension names kept per peer (BEP 10 `m`). Real clients name a handful;
+ * since a later handshake only adds to the names, a peer sending handshake
+ * after handshake of new names grew this map (and the copy made per
+ * handshake) without bound.
+ */
+const MAX_REMOTE_EXTENSIONS = 128;
 /** Haves held while the piece count is unknown; a real peer sends at most one per piece. */
 const MAX_PENDING_HAVES = 1 << 20;
 
@@ -746,7 +753,7 @@ export class PeerConnection extends EventEmitter<PeerConnectionEvents> {
       const m = new Map(this.remoteExtensions?.m ?? []);
       for (const [name, extId] of h.m) {
         if (extId === 0) m.delete(name);
-        else m.set(name, extId);
+        else if (m.has(name) || m.size < MAX_REMOTE_EXTENSIONS) m.set(name, extId);
       }
       this.remoteExtensions = { ...h, m };
       return () => this.emit('extended-handshake', h);

@@ -399,3 +399,30 @@ for (const [what, sizeOf] of [
     assert.equal(got.infoHashHex, meta.infoHashHex);
   });
 }
+
+test('extended handshakes naming ever new extensions do not grow what a connection keeps of the peer', async (t) => {
+  const { meta } = await makeImage(tempDir(t));
+  const [a, b] = duplexPair();
+  const ours = new PeerConnection(b, { peerId: newPeerId(), initiator: false, infoHash: meta.infoHash });
+  const theirs = new PeerConnection(a, { peerId: newPeerId(), initiator: true, infoHash: meta.infoHash });
+  for (const c of [ours, theirs]) c.on('error', () => {});
+  t.after(() => {
+    ours.destroy();
+    theirs.destroy();
+  });
+  await once(ours, 'handshake');
+  // BEP 10: a later handshake updates only the entries it names, so each adds.
+  let seen = 0;
+  ours.on('extended-handshake', () => seen++);
+  for (let k = 0; k < 100; k++) {
+    const m = new Map<string, number>([['ut_metadata', 3]]);
+    for (let i = 0; i < 1000; i++) m.set(`x${k}_${i}`, 1 + (i % 200));
+    theirs.sendExtendedHandshake({ m });
+  }
+  await until('the handshakes to arrive', () => seen === 100 || !ours.isOpen);
+  if (ours.isOpen) {
+    const kept = ours.remoteExtensions?.m.size ?? 0;
+    assert.ok(kept <= 1000, `${kept} extension names kept for one peer`);
+    assert.ok(ours.supportsExtension('ut_metadata'));
+  }
+});
