@@ -116,7 +116,8 @@ for (const e of edges) {
   arrow.sites.push(`${rel(e.from)}:${e.line} -> ${rel(e.to)}${e.typeOnly ? ' (type)' : ''}`);
   arrows.set(key, arrow);
 }
-console.log(`# Import arrows between top-level folders of ${relative(process.cwd(), root) || '.'}`);
+const shown = relative(process.cwd(), root);
+console.log(`# Import arrows between top-level folders of ${shown.startsWith('..') ? root : shown || '.'}`);
 console.log(`# layering, bottom to top: ${LAYERS.map((l) => l.join('/')).join(' -> ')}`);
 console.log('# one line per importing folder, top layer first: target imports (how many of them type-only)');
 const upward = [];
@@ -137,7 +138,7 @@ for (const a of [...byFolder.keys()].sort((x, y) => rank(y) - rank(x) || x.local
     });
   console.log(`  ${a} -> ${parts.join(', ')}`);
 }
-console.log(`upward arrows: ${upward.length}`);
+console.log(`upward arrows: ${upward.length} (${upward.reduce((n, x) => n + x.count, 0)} imports)`);
 for (const x of upward) for (const s of x.sites) console.log(`  UPWARD ${s}`);
 if (unlayered.size > 0) console.log(`unlayered folders: ${[...unlayered].sort().join(', ')}`);
 
