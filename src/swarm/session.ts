@@ -35,6 +35,7 @@ import { chooseUnchoked, pickOptimistic, type ChokerMode } from './choker.js';
 import { PieceStore, pieceMatches, type StorageMode } from './storage.js';
 import { RateMeter } from './rate.js';
 import { PeerDialer, type CandidateSource, type DialCandidate } from './dialer.js';
+import { MAX_UPLOAD_QUEUE, SeedPolicy, UploadBucket, UploadQueue } from './seed-policy.js';
 
 export interface SessionOptions {
   meta: Metainfo;
@@ -156,14 +157,8 @@ interface Peer {
   seed: boolean;
   /** Our requests to it, by "index:begin". */
   readonly outstanding: Map<string, { req: BlockRequest; at: number }>;
-  /** Its requests to us. */
-  readonly uploads: BlockRequest[];
-  /**
-   * The same requests by "index:begin:length" (a count each), so a cancel
-   * for one we do not hold costs O(1): a flood of such cancels scanned the
-   * whole queue (up to MAX_UPLOAD_QUEUE) each.
-   */
-  readonly uploadKeys: Map<string, number>;
+  /** Its requests to us, and the seed policy's notes on it. */
+  readonly uploads: UploadQueue;
   serving: boolean;
   readonly down: RateMeter;
   readonly up: RateMeter;
@@ -174,8 +169,6 @@ interface Peer {
   remoteQueue: number;
   /** Pieces this peer refused us (BEP 6 reject), until a time: ask others meanwhile. */
   readonly refused: Map<number, number>;
-  /** Pieces we (as a spreading seed) began sending to this peer. */
-  readonly servedPieces: Set<number>;
   /** Pieces this peer suggested (BEP 6 Suggest Piece) that we have not started: asked of it first. */
   readonly suggested: Set<number>;
   /** Random, drawn once: the choker's tie-break (see ChokerPeer.tiebreak). */
@@ -196,8 +189,6 @@ interface Assembly {
   readonly contributors: Set<string>;
 }
 
-const MAX_BLOCK = 128 * 1024;
-const MAX_UPLOAD_QUEUE = 4096;
 const REQUEST_TIMEOUT_MS = 30_000;
 const CHOKE_INTERVAL_MS = 10_000;
 const TICK_MS = 1000;
@@ -226,17 +217,6 @@ const READ_BUFFER_BYTES = 128 * 1024;
 const SPARE_BUFFERS = 8;
 
 const key = (index: number, begin: number) => `${index}:${begin}`;
-const uploadKey = (r: BlockRequest) => `${r.index}:${r.begin}:${r.length}`;
-function forgetUpload(peer: Peer, r: BlockRequest): void {
-  const k = uploadKey(r);
-  const n = (peer.uploadKeys.get(k) ?? 1) - 1;
-  if (n <= 0) peer.uploadKeys.delete(k);
-  else peer.uploadKeys.set(k, n);
-}
-function clearUploads(peer: Peer): void {
-  peer.uploads.length = 0;
-  peer.uploadKeys.clear();
-}
 /**
  * A peer id as bans know it: with the IP it came from. Peer ids are no
  * secret (every handshake shows one), so a bare-id ban let anyone get an
@@ -292,12 +272,10 @@ export class TorrentSession extends EventEmitter<SessionEvents> {
   private readonly verifying = new Set<number>();
   private peerSeq = 0;
   private lsd: LocalServiceDiscovery | undefined;
-  /** `spread` seed policy: pieces sent at least once, and how many were not. */
-  private sentOnce: Uint8Array | undefined;
-  private unsent = 0;
-  private suggestCursor = 0;
-  private uploadTokens = 0;
-  private uploadWaiters: (() => void)[] = [];
+  /** Decides peers' requests (the `spread` policy); set at start. */
+  private seedPolicy: SeedPolicy | undefined;
+  /** The uploadLimit, if any. */
+  private readonly uploadBucket: UploadBucket | undefined;
   private readonly chokerMode: ChokerMode;
   private readonly maxPeers: number;
   private readonly maxUnchoked: number;
@@ -332,6 +310,7 @@ export class TorrentSession extends EventEmitter<SessionEvents> {
     this.minQueue = options.minQueue ?? 4;
     this.maxQueue = options.maxQueue ?? 256;
     this.onVerifyProgress = services.onVerifyProgress;
+    this.uploadBucket = options.uploadLimit ? new UploadBucket(options.uploadLimit) : undefined;
     const l = options.limits ?? {};
     this.dialer = new PeerDialer({
       ...(l.maxCandidates !== undefined ? { maxCandidates: l.maxCandidates } : {}),
@@ -392,14 +371,12 @@ export class TorrentSession extends EventEmitter<SessionEvents> {
       have,
     );
     this.completedSent = this.picker.complete;
-    if (
-      this.picker.complete &&
-      this.opts.mode === 'seed' &&
-      (this.opts.seedPolicy ?? 'spread') === 'spread'
-    ) {
-      this.sentOnce = new Uint8Array(meta.pieceCount);
-      this.unsent = meta.pieceCount;
-    }
+    const picker = this.picker;
+    this.seedPolicy = new SeedPolicy({
+      pieceCount: meta.pieceCount,
+      pieceSize: (i) => picker.pieceSize(i),
+      spread: picker.complete && this.opts.mode === 'seed' && (this.opts.seedPolicy ?? 'spread') === 'spread',
+    });
     this.log.info(this.picker.complete ? 'seeding' : 'downloading', {
       have: this.picker.piecesHave,
       pieces: meta.pieceCount,
@@ -418,8 +395,9 @@ export class TorrentSession extends EventEmitter<SessionEvents> {
       this.timers.push(t);
     };
     every(TICK_MS, 'tick', () => this.tick());
-    // The upload bucket is refilled ten times a second (see refillUploadTokens).
-    if (this.opts.uploadLimit) every(TICK_MS / 10, 'upload limit', () => this.refillUploadTokens());
+    // The upload bucket is refilled ten times a second (see UploadBucket.refill).
+    const bucket = this.uploadBucket;
+    if (bucket) every(TICK_MS / 10, 'upload limit', () => bucket.refill());
     every(CHOKE_INTERVAL_MS, 'rechoke', () => this.rechoke(true));
     if (!this.picker.complete) every(HAVE_BATCH_MS, 'haves', () => this.flushHaves());
     if (this.pex) every(this.opts.pexIntervalMs ?? PEX_INTERVAL_MS, 'pex', () => this.sendPex());
@@ -741,8 +719,7 @@ export class TorrentSession extends EventEmitter<SessionEvents> {
       has: new Bitfield(this.meta.pieceCount),
       seed: false,
       outstanding: new Map(),
-      uploads: [],
-      uploadKeys: new Map(),
+      uploads: new UploadQueue(),
       serving: false,
       down: new RateMeter(),
       up: new RateMeter(),
@@ -751,7 +728,6 @@ export class TorrentSession extends EventEmitter<SessionEvents> {
       remoteQueue: 250,
       pexSent: new Set(),
       refused: new Map(),
-      servedPieces: new Set(),
       suggested: new Set(),
       pendingHaves: [],
       tiebreak: Math.random(),
@@ -799,13 +775,7 @@ export class TorrentSession extends EventEmitter<SessionEvents> {
     on('interested', () => this.rechokeSoon());
     on('not-interested', () => this.rechokeSoon());
     on('request', (r) => this.onRequest(peer, r));
-    on('cancel', (r) => {
-      if (!peer.uploadKeys.has(uploadKey(r))) return;
-      const i = peer.uploads.findIndex(
-        (u) => u.index === r.index && u.begin === r.begin && u.length === r.length,
-      );
-      if (i >= 0) forgetUpload(peer, peer.uploads.splice(i, 1)[0]!);
-    });
+    on('cancel', (r) => peer.uploads.cancel(r));
     on('reject', (r) => {
       // Only a reject of a request still outstanding says anything; others
       // (late after a cancel, or made up) would each add an entry to
@@ -1131,66 +1101,26 @@ export class TorrentSession extends EventEmitter<SessionEvents> {
 
   private onRequest(peer: Peer, r: BlockRequest): void {
     const picker = this.picker!;
-    const valid =
-      r.index < this.meta.pieceCount &&
-      r.length > 0 &&
-      r.length <= MAX_BLOCK &&
-      r.begin + r.length <= picker.pieceSize(r.index);
-    if (!valid) {
-      this.log.debug('invalid request; closing', { peer: peer.address, ...r });
-      peer.conn.destroy(new BootTorrentError('BT_ERR_WIRE_PROTOCOL', 'request outside the piece'));
-      return;
-    }
-    if (peer.conn.amChoking || !picker.hasPiece(r.index) || peer.uploads.length >= MAX_UPLOAD_QUEUE) {
-      if (peer.conn.fast) peer.conn.reject(r.index, r.begin, r.length);
-      return;
-    }
-    if (this.spreading(peer, r.index)) {
-      peer.conn.reject(r.index, r.begin, r.length);
-      this.suggestUnsent(peer);
-      return;
-    }
-    peer.uploads.push(r);
-    const k = uploadKey(r);
-    peer.uploadKeys.set(k, (peer.uploadKeys.get(k) ?? 0) + 1);
-    void this.serve(peer);
-  }
-
-  /**
-   * After a `spread` reject, names a piece that has not left us yet (BEP 6
-   * Suggest Piece), so the peer asks for that instead of guessing: without
-   * it, leechers kept asking the seed for pieces they were already getting
-   * from each other, and the server sat idle behind its rejects for ten
-   * seconds and more at N = 32 (bench:swarm). Successive suggestions name
-   * different pieces, so peers rejected together spread over what is left.
-   */
-  private suggestUnsent(peer: Peer): void {
-    const sent = this.sentOnce!;
-    for (let k = 0; k < sent.length; k++) {
-      const i = (this.suggestCursor + k) % sent.length;
-      if (sent[i] === 0 && !peer.has.get(i)) {
-        this.suggestCursor = i + 1;
-        peer.conn.suggest(i);
+    const d = this.seedPolicy!.request(peer.uploads, r, {
+      amChoking: peer.conn.amChoking,
+      fast: peer.conn.fast,
+      havePiece: r.index < this.meta.pieceCount && picker.hasPiece(r.index),
+      peerHas: (i) => peer.has.get(i),
+    });
+    switch (d.action) {
+      case 'close':
+        this.log.debug('invalid request; closing', { peer: peer.address, ...r });
+        peer.conn.destroy(new BootTorrentError('BT_ERR_WIRE_PROTOCOL', 'request outside the piece'));
         return;
-      }
+      case 'reject':
+        peer.conn.reject(r.index, r.begin, r.length);
+        if (d.suggest !== undefined) peer.conn.suggest(d.suggest);
+        return;
+      case 'ignore':
+        return;
+      case 'queued':
+        void this.serve(peer);
     }
-  }
-
-  /**
-   * The `spread` seed policy: true when this request should be rejected
-   * because the piece already went to another peer while others never left
-   * us. A piece already begun for this peer is always finished.
-   */
-  private spreading(peer: Peer, index: number): boolean {
-    if (!this.sentOnce || !peer.conn.fast) return false;
-    if (peer.servedPieces.has(index)) return false;
-    if (this.sentOnce[index] === 1 && this.unsent > 0) return true;
-    if (this.sentOnce[index] === 0) {
-      this.sentOnce[index] = 1;
-      this.unsent--;
-    }
-    peer.servedPieces.add(index);
-    return false;
   }
 
   /** Sends queued blocks to a peer, one read at a time, respecting backpressure. */
@@ -1200,12 +1130,11 @@ export class TorrentSession extends EventEmitter<SessionEvents> {
     try {
       while (peer.uploads.length > 0 && peer.conn.isOpen && !this.stopped) {
         if (peer.conn.amChoking) {
-          clearUploads(peer);
+          peer.uploads.clear();
           break;
         }
         const r = peer.uploads.shift()!;
-        forgetUpload(peer, r);
-        if (this.opts.uploadLimit) await this.takeUploadTokens(r.length);
+        if (this.uploadBucket) await this.uploadBucket.take(r.length);
         const lease = await this.store!.leaseBlock(r.index, r.begin, r.length);
         if (!peer.conn.isOpen) {
           lease.release();
@@ -1223,30 +1152,6 @@ export class TorrentSession extends EventEmitter<SessionEvents> {
       }
     } finally {
       peer.serving = false;
-    }
-  }
-
-  /** A token bucket refilled every tick, for uploadLimit. */
-  private takeUploadTokens(n: number): Promise<void> {
-    if (this.uploadTokens >= n) {
-      this.uploadTokens -= n;
-      return Promise.resolve();
-    }
-    return new Promise((resolve) => {
-      this.uploadWaiters.push(() => {
-        this.uploadTokens -= n;
-        resolve();
-      });
-    });
-  }
-
-  private refillUploadTokens(): void {
-    const limit = this.opts.uploadLimit;
-    if (!limit) return;
-    // Ten refills a second keep bursts small.
-    this.uploadTokens = Math.min(this.uploadTokens + limit / 10, limit / 2 + MAX_BLOCK);
-    while (this.uploadWaiters.length > 0 && this.uploadTokens >= MAX_BLOCK / 8) {
-      this.uploadWaiters.shift()!();
     }
   }
 
@@ -1303,8 +1208,8 @@ export class TorrentSession extends EventEmitter<SessionEvents> {
           if (p.conn.amChoking) p.conn.unchoke();
         } else if (!p.conn.amChoking) {
           p.conn.choke();
-          if (p.conn.fast) for (const r of p.uploads) p.conn.reject(r.index, r.begin, r.length);
-          clearUploads(p);
+          const dropped = p.uploads.clear();
+          if (p.conn.fast) for (const r of dropped) p.conn.reject(r.index, r.begin, r.length);
         }
       });
     }
@@ -1455,7 +1360,7 @@ export class TorrentSession extends EventEmitter<SessionEvents> {
     if (peer.seed) picker.peerSeed(-1);
     else picker.peerBitfield(peer.has, -1);
     this.dropOutstanding(peer);
-    clearUploads(peer);
+    peer.uploads.clear();
     this.emit('peer', { address: peer.address, event: 'close' });
     this.log.debug('peer closed', { peer: peer.address });
     if (!this.stopped && peer.listenPort !== undefined) {
@@ -1573,7 +1478,7 @@ export class TorrentSession extends EventEmitter<SessionEvents> {
     this.signal?.removeEventListener('abort', this.onAbort);
     for (const t of this.timers) clearInterval(t);
     this.timers = [];
-    for (const w of this.uploadWaiters.splice(0)) w();
+    this.uploadBucket?.release();
     for (const p of [...this.peers.values()]) p.conn.destroy();
     if (this.picker && this.started) await this.announce('stopped').catch(() => undefined);
     if (this.ownTracker) this.tracker.close();
