@@ -33,6 +33,7 @@ import type { AnnounceEvent } from '../tracker/types.js';
 import { BLOCK_SIZE, PiecePicker, type BlockRequest } from './picker.js';
 import { chooseUnchoked, pickOptimistic, type ChokerMode } from './choker.js';
 import { PieceStore, pieceMatches, type StorageMode } from './storage.js';
+import { PieceAssembler } from './assembler.js';
 import { RateMeter } from './rate.js';
 import { PeerDialer, type CandidateSource, type DialCandidate } from './dialer.js';
 import { MAX_UPLOAD_QUEUE, SeedPolicy, UploadBucket, UploadQueue } from './seed-policy.js';
@@ -162,7 +163,6 @@ interface Peer {
   serving: boolean;
   readonly down: RateMeter;
   readonly up: RateMeter;
-  strikes: number;
   /** Bitfield, have-all and have-none messages taken from it (see maxPieceSetMessages). */
   pieceSets: number;
   /** Their reqq (BEP 10), capping our pipeline to them. */
@@ -182,19 +182,11 @@ interface Peer {
   lastUseful: number;
 }
 
-interface Assembly {
-  readonly buf: Buffer;
-  /** The pooled piece-length buffer `buf` is a view of. */
-  readonly backing: Buffer;
-  readonly contributors: Set<string>;
-}
-
 const REQUEST_TIMEOUT_MS = 30_000;
 const CHOKE_INTERVAL_MS = 10_000;
 const TICK_MS = 1000;
 const PEX_INTERVAL_MS = 60_000;
 const CONNECT_TIMEOUT_MS = 5000;
-const BAN_STRIKES = 3;
 /** The id we ask peers to send ut_metadata (BEP 9) messages under. */
 const UT_METADATA_ID = 2;
 /**
@@ -213,8 +205,6 @@ const ENDGAME_QUEUE = 2;
 const MAX_SUGGESTED = 64;
 /** Read buffer of each connection we open. */
 const READ_BUFFER_BYTES = 128 * 1024;
-/** Assembly buffers kept for reuse (pieces being written at once rarely exceed a few). */
-const SPARE_BUFFERS = 8;
 
 const key = (index: number, begin: number) => `${index}:${begin}`;
 /**
@@ -246,18 +236,13 @@ export class TorrentSession extends EventEmitter<SessionEvents> {
   };
   /** Why the session ended itself (a fault in a timer or continuation), if it did. */
   private failure: BootTorrentError | undefined;
-  private readonly assemblies = new Map<number, Assembly>();
-  /**
-   * Assembly buffers of written pieces, reused: a fresh buffer per piece
-   * turns into garbage V8 frees late, ~100 MB of RSS at full speed.
-   */
-  private readonly spareBuffers: Buffer[] = [];
+  /** Pieces being received: buffers, hash check, strikes. */
+  private readonly assembler: PieceAssembler;
   private readonly tracker: TrackerClient;
   private readonly ownTracker: boolean;
   private readonly down = new RateMeter();
   private readonly up = new RateMeter();
   private wasted = 0;
-  private hashFailures = 0;
   private timers: NodeJS.Timeout[] = [];
   private optimistic: string | undefined;
   private chokeRounds = 0;
@@ -311,6 +296,13 @@ export class TorrentSession extends EventEmitter<SessionEvents> {
     this.maxQueue = options.maxQueue ?? 256;
     this.onVerifyProgress = services.onVerifyProgress;
     this.uploadBucket = options.uploadLimit ? new UploadBucket(options.uploadLimit) : undefined;
+    const meta = options.meta;
+    this.assembler = new PieceAssembler({
+      pieceLength: meta.pieceLength,
+      // Blocks arrive only after start, when the picker exists.
+      pieceSize: (i) => this.picker!.pieceSize(i),
+      check: (i, data) => pieceMatches(meta, i, data),
+    });
     const l = options.limits ?? {};
     this.dialer = new PeerDialer({
       ...(l.maxCandidates !== undefined ? { maxCandidates: l.maxCandidates } : {}),
@@ -723,7 +715,6 @@ export class TorrentSession extends EventEmitter<SessionEvents> {
       serving: false,
       down: new RateMeter(),
       up: new RateMeter(),
-      strikes: 0,
       pieceSets: 0,
       remoteQueue: 250,
       pexSent: new Set(),
@@ -970,14 +961,7 @@ export class TorrentSession extends EventEmitter<SessionEvents> {
       this.fill(peer);
       return;
     }
-    let a = this.assemblies.get(index);
-    if (!a) {
-      const backing = this.spareBuffers.pop() ?? Buffer.allocUnsafe(this.meta.pieceLength);
-      a = { buf: backing.subarray(0, picker.pieceSize(index)), backing, contributors: new Set() };
-      this.assemblies.set(index, a);
-    }
-    block.copy(a.buf, begin);
-    a.contributors.add(peer.pid);
+    this.assembler.add(index, begin, block, peer.pid);
     for (const other of res.cancelFrom) {
       for (const p of this.peers.values()) {
         if (p.pid === other && p.outstanding.delete(k)) p.conn.cancel(index, begin, block.length);
@@ -988,31 +972,25 @@ export class TorrentSession extends EventEmitter<SessionEvents> {
   }
 
   private async finishPiece(index: number): Promise<void> {
-    const a = this.assemblies.get(index)!;
-    this.assemblies.delete(index);
     const picker = this.picker!;
-    const spare = () => {
-      if (this.spareBuffers.length < SPARE_BUFFERS) this.spareBuffers.push(a.backing);
-    };
-    if (!pieceMatches(this.meta, index, a.buf)) {
-      spare();
-      this.hashFailures++;
+    const list = [...this.peers.values()];
+    const v = this.assembler.finish(
+      index,
+      list.map((p) => p.pid),
+    );
+    if (!v.ok) {
       picker.pieceFailed(index);
-      const who = [...this.peers.values()].filter((p) => a.contributors.has(p.pid)).map((p) => p.address);
+      const byPid = new Map(list.map((p) => [p.pid, p]));
+      const who = v.contributors.map((pid) => byPid.get(pid)!.address);
       this.log.warn('piece failed its hash check; fetching it again', { piece: index, from: who.join(',') });
       this.emit('piece-failed', { index, peers: who });
-      // A sole contributor is certainly guilty; several share the suspicion.
-      for (const p of [...this.peers.values()]) {
-        if (!a.contributors.has(p.pid)) continue;
-        p.strikes += who.length === 1 ? BAN_STRIKES : 1;
-        if (p.strikes >= BAN_STRIKES) this.ban(p, `sent corrupt data (piece ${index})`);
-      }
+      for (const pid of v.ban) this.ban(byPid.get(pid)!, `sent corrupt data (piece ${index})`);
       for (const p of this.peers.values()) this.fill(p);
       return;
     }
     this.verifying.add(index);
     try {
-      await this.store!.writePiece(index, a.buf);
+      await this.store!.writePiece(index, v.data);
     } catch (err) {
       this.verifying.delete(index);
       picker.pieceFailed(index);
@@ -1021,7 +999,7 @@ export class TorrentSession extends EventEmitter<SessionEvents> {
       return;
     } finally {
       this.verifying.delete(index);
-      spare();
+      v.release();
     }
     if (this.stopped) return;
     picker.pieceVerified(index);
@@ -1361,6 +1339,7 @@ export class TorrentSession extends EventEmitter<SessionEvents> {
     else picker.peerBitfield(peer.has, -1);
     this.dropOutstanding(peer);
     peer.uploads.clear();
+    this.assembler.peerGone(peer.pid);
     this.emit('peer', { address: peer.address, event: 'close' });
     this.log.debug('peer closed', { peer: peer.address });
     if (!this.stopped && peer.listenPort !== undefined) {
@@ -1408,7 +1387,7 @@ export class TorrentSession extends EventEmitter<SessionEvents> {
         outstanding: p.outstanding.size,
       })),
       wasted: this.wasted,
-      hashFailures: this.hashFailures,
+      hashFailures: this.assembler.hashFailures,
     };
   }
 
