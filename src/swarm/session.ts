@@ -1,8 +1,11 @@
 /**
  * One torrent in the swarm: its peers, requests, uploads, verification and
- * announces. Decisions are delegated to the pure PiecePicker and choker;
- * bytes go through PieceStore; peers speak through PeerConnection. This
- * class wires them together and owns the timers.
+ * announces. Decisions are delegated to the pure PiecePicker, choker,
+ * SeedPolicy (requests, upload queue, upload cap) and PieceAssembler (hash
+ * check, strikes); PeerDialer picks whom to dial, Announcer talks to
+ * trackers and LSD; bytes go through PieceStore; peers speak through
+ * PeerConnection. This class keeps the per-peer state, wires them together
+ * and owns the timers.
  *
  * Tuned for a boot LAN, where every client starts at once, peers are
  * trusted machines and the bandwidth-delay product is large: deep request
@@ -28,12 +31,11 @@ import {
   type MetadataMessage,
 } from '../wire/metadata.js';
 import { TrackerClient } from '../tracker/client.js';
-import { LocalServiceDiscovery } from '../tracker/lsd.js';
-import type { AnnounceEvent } from '../tracker/types.js';
 import { BLOCK_SIZE, PiecePicker, type BlockRequest } from './picker.js';
 import { chooseUnchoked, pickOptimistic, type ChokerMode } from './choker.js';
 import { PieceStore, pieceMatches, type StorageMode } from './storage.js';
 import { PieceAssembler } from './assembler.js';
+import { Announcer } from './announcer.js';
 import { RateMeter } from './rate.js';
 import { PeerDialer, type CandidateSource, type DialCandidate } from './dialer.js';
 import { MAX_UPLOAD_QUEUE, SeedPolicy, UploadBucket, UploadQueue } from './seed-policy.js';
@@ -249,14 +251,10 @@ export class TorrentSession extends EventEmitter<SessionEvents> {
   private rechokeQueued = false;
   private started = false;
   private stopped = false;
-  private announcing = false;
-  private nextAnnounceAt = 0;
-  private announceFailures = 0;
-  private completedSent = false;
-  private readonly key = randomBytes(4).readUInt32BE(0);
+  /** Trackers and LSD; set at start. */
+  private announcer: Announcer | undefined;
   private readonly verifying = new Set<number>();
   private peerSeq = 0;
-  private lsd: LocalServiceDiscovery | undefined;
   /** Decides peers' requests (the `spread` policy); set at start. */
   private seedPolicy: SeedPolicy | undefined;
   /** The uploadLimit, if any. */
@@ -362,7 +360,28 @@ export class TorrentSession extends EventEmitter<SessionEvents> {
       },
       have,
     );
-    this.completedSent = this.picker.complete;
+    this.announcer = new Announcer(
+      {
+        infoHash: meta.infoHash,
+        infoHashHex: meta.infoHashHex,
+        peerId: this.opts.peerId,
+        port: this.opts.listenPort,
+        trackers: this.opts.trackers ? [...this.opts.trackers] : meta.announce.flat(),
+        lsdInterface: this.opts.lsdInterface,
+        lsdIntervalMs: this.opts.lsdIntervalMs,
+        key: randomBytes(4).readUInt32BE(0),
+        startedComplete: this.picker.complete,
+      },
+      {
+        logger: this.log,
+        tracker: this.tracker,
+        signal: this.signal,
+        progress: () => this.stats(),
+        onPeer: (ip, port, source) => this.addCandidate(ip, port, source),
+        onWarning: (message) => this.emit('warning', message),
+        stopped: () => this.stopped,
+      },
+    );
     const picker = this.picker;
     this.seedPolicy = new SeedPolicy({
       pieceCount: meta.pieceCount,
@@ -394,8 +413,8 @@ export class TorrentSession extends EventEmitter<SessionEvents> {
     if (!this.picker.complete) every(HAVE_BATCH_MS, 'haves', () => this.flushHaves());
     if (this.pex) every(this.opts.pexIntervalMs ?? PEX_INTERVAL_MS, 'pex', () => this.sendPex());
     this.signal?.addEventListener('abort', this.onAbort, { once: true });
-    this.announceSoon('started');
-    await this.startLsd();
+    this.announcer.announceSoon('started');
+    await this.announcer.startLsd(meta.private);
     this.connectMore();
   }
 
@@ -440,13 +459,6 @@ export class TorrentSession extends EventEmitter<SessionEvents> {
       });
       peer.conn.destroy();
     }
-  }
-
-  /** An announce whose failure is logged, not left to reject unobserved. */
-  private announceSoon(event: AnnounceEvent): void {
-    this.announce(event).catch((err: unknown) =>
-      this.log.warn('announce failed', { event, error: errorText(err) }),
-    );
   }
 
   /** A peer address from anywhere (tracker, LSD, PEX, the user). */
@@ -1019,7 +1031,7 @@ export class TorrentSession extends EventEmitter<SessionEvents> {
         if (p.seed) p.conn.destroy();
       }
       this.emit('complete');
-      this.announceSoon('completed');
+      this.announcer!.announceSoon('completed');
     }
   }
 
@@ -1209,7 +1221,7 @@ export class TorrentSession extends EventEmitter<SessionEvents> {
         this.fill(p);
       });
     }
-    if (!this.announcing && now >= this.nextAnnounceAt && this.nextAnnounceAt > 0) this.announceSoon('none');
+    this.announcer!.tick();
     // Downloading with every slot taken, and someone new to dial: peers that
     // moved nothing for long must not keep us from the ones that might.
     if (!this.picker!.complete && this.peers.size >= this.maxPeers) {
@@ -1217,68 +1229,6 @@ export class TorrentSession extends EventEmitter<SessionEvents> {
       if (this.dialer.hasDue((a) => connected.has(a))) this.replaceUseless();
     }
     this.connectMore();
-  }
-
-  private trackers(): string[] {
-    return this.opts.trackers ? [...this.opts.trackers] : this.meta.announce.flat();
-  }
-
-  private async announce(event: AnnounceEvent): Promise<void> {
-    const urls = this.trackers();
-    if (urls.length === 0) return;
-    if (event === 'completed') {
-      if (this.completedSent) return;
-      this.completedSent = true;
-    }
-    this.announcing = true;
-    const s = this.stats();
-    let ok = false;
-    try {
-      for (const url of urls) {
-        try {
-          const r = await this.tracker.announce(
-            url,
-            {
-              infoHash: this.meta.infoHash,
-              peerId: this.opts.peerId,
-              port: this.opts.listenPort,
-              uploaded: s.uploaded,
-              downloaded: s.downloaded,
-              left: s.left,
-              event,
-              numWant: event === 'stopped' ? 0 : 80,
-              key: this.key,
-            },
-            event === 'stopped' ? { timeoutMs: 2000 } : this.signal ? { signal: this.signal } : {},
-          );
-          ok = true;
-          if (this.announceFailures > 0) this.log.info('tracker reachable again', { tracker: url });
-          this.announceFailures = 0;
-          if (r.warning) this.log.warn('tracker warning', { tracker: url, warning: r.warning });
-          this.nextAnnounceAt = Date.now() + Math.max(5, r.interval) * 1000;
-          if (event !== 'stopped')
-            for (const p of r.peers) this.addCandidate(p.ip, p.port, { kind: 'tracker' });
-          break;
-        } catch (err) {
-          if (this.stopped && event !== 'stopped') return;
-          this.log.debug('announce failed', { tracker: url, error: (err as Error).message });
-          if (event === 'stopped') continue;
-          if (this.announceFailures === 0) {
-            this.emit('warning', `tracker ${url}: ${(err as Error).message}`);
-            this.log.warn('tracker unreachable; still using known peers', {
-              tracker: url,
-              error: (err as Error).message,
-            });
-          }
-        }
-      }
-      if (!ok && event !== 'stopped') {
-        this.announceFailures++;
-        this.nextAnnounceAt = Date.now() + Math.min(60_000, 2000 * 2 ** this.announceFailures);
-      }
-    } finally {
-      this.announcing = false;
-    }
   }
 
   /**
@@ -1420,46 +1370,16 @@ export class TorrentSession extends EventEmitter<SessionEvents> {
   }
 
   /** Announces `stopped`, closes every connection and the storage. Idempotent. */
-  private async startLsd(): Promise<void> {
-    const address = this.opts.lsdInterface;
-    if (address === undefined || this.meta.private) return;
-    const lsd = new LocalServiceDiscovery(
-      {
-        port: this.opts.listenPort,
-        interfaceAddress: address,
-        infoHashes: [this.meta.infoHashHex],
-        ...(this.opts.lsdIntervalMs !== undefined ? { announceIntervalMs: this.opts.lsdIntervalMs } : {}),
-      },
-      { logger: this.log.child('lsd') },
-    );
-    lsd.on('peer', (p) => {
-      try {
-        if (p.infoHash === this.meta.infoHashHex) this.addCandidate(p.ip, p.port, { kind: 'lsd' });
-      } catch (err) {
-        this.log.warn('error handling an LSD peer', { peer: `${p.ip}:${p.port}`, error: errorText(err) });
-      }
-    });
-    lsd.on('error', (err) => this.emit('warning', `local peer discovery stopped: ${err.message}`));
-    try {
-      await lsd.start(this.signal ? { signal: this.signal } : {});
-      this.lsd = lsd;
-    } catch (err) {
-      // Not fatal: trackers and known peers still work.
-      this.emit('warning', `local peer discovery unavailable: ${(err as Error).message}`);
-      this.log.warn('LSD unavailable', { error: (err as Error).message });
-    }
-  }
-
   async stop(): Promise<void> {
     if (this.stopped) return;
     this.stopped = true;
-    await this.lsd?.stop();
+    await this.announcer?.stopLsd();
     this.signal?.removeEventListener('abort', this.onAbort);
     for (const t of this.timers) clearInterval(t);
     this.timers = [];
     this.uploadBucket?.release();
     for (const p of [...this.peers.values()]) p.conn.destroy();
-    if (this.picker && this.started) await this.announce('stopped').catch(() => undefined);
+    if (this.picker && this.started) await this.announcer?.announce('stopped').catch(() => undefined);
     if (this.ownTracker) this.tracker.close();
     await this.store?.close();
   }
