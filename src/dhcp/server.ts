@@ -43,7 +43,7 @@ import { DropLog } from '../util/drop-log.js';
 import { silentLogger } from '../util/logger.js';
 import type { Logger } from '../util/logger.js';
 import { isPacketError } from '../util/listener-error.js';
-import type { BootDecision, BootPolicy } from '../server/boot-policy.js';
+import type { BootDecision, BootPolicy } from '../boot/policy.js';
 import {
   DISCOVERY_CONTROL_USE_BOOTFILE,
   FLAG_BROADCAST,
@@ -106,8 +106,8 @@ export interface DhcpServerOptions {
 
 export interface DhcpServerServices {
   logger?: Logger;
-  /** Decides the boot offer per client; without one, no boot information is sent. */
-  bootPolicy?: BootPolicy;
+  /** Decides the boot offer per client; without one, no boot information is sent. DHCP asks only `bootFor`. */
+  bootPolicy?: Pick<BootPolicy, 'bootFor'>;
   now?: () => number;
 }
 
@@ -132,7 +132,7 @@ type Validated = Required<Pick<DhcpServerOptions, 'serverIp' | 'subnetMask'>> & 
 export class DhcpServer extends EventEmitter<DhcpServerEvents> {
   readonly #o: DhcpServerOptions;
   readonly #log: Logger;
-  readonly #policy: BootPolicy | undefined;
+  readonly #policy: Pick<BootPolicy, 'bootFor'> | undefined;
   readonly #now: () => number;
   #cfg: Validated | undefined;
   #table: LeaseTable | undefined;

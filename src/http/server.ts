@@ -9,23 +9,15 @@ import { BootTorrentError } from '../errors.js';
 import { DropLog } from '../util/drop-log.js';
 import { isPacketError } from '../util/listener-error.js';
 import { silentLogger, type Logger } from '../util/logger.js';
-import { phaseOneScript, refusalScript, type PhaseOneImage } from './ipxe.js';
+import type { BootPolicy } from '../boot/policy.js';
+import { phaseOneScript, refusalScript } from './ipxe.js';
 import { normalizeMac } from '../util/address.js';
 import { createBoundedServer, httpLimits, sourceIp, type HttpListenerLimits } from './guard.js';
 import { sendFile, serveFile } from './static.js';
 import { refuseBadTarget, requestUrl } from './target.js';
 
-/** What the HTTP side asks the boot policy. */
-export interface HttpBootPolicy {
-  /** Phase 1 for this MAC, or a reason it may not boot. */
-  phaseOneFor(mac: string): PhaseOneImage | { refused: string };
-  /**
-   * The agent's boot configuration (menu, default, timeout, torrents), or
-   * undefined if refused; `client` is the requester's IP, which decides
-   * whether the config carries the MAC's report token.
-   */
-  menuFor(mac: string, client: string): object | undefined | Promise<object | undefined>;
-}
+/** What the HTTP side asks the boot policy (src/boot/policy.ts): phase 1 and the boot config. */
+export type HttpBootPolicy = Pick<BootPolicy, 'phaseOneFor' | 'bootConfigFor'>;
 
 export interface BootHttpOptions {
   host?: string;
@@ -215,11 +207,11 @@ export class BootHttpServer {
         .writeHead(status, { 'content-type': 'application/json', 'cache-control': 'no-store' })
         .end(`${JSON.stringify(body)}\n`);
     if (!mac) return void json(400, { error: `not a MAC address: ${rawMac}` });
-    const menu = await this.services.policy.menuFor(mac, client);
-    if (!menu) return void json(403, { error: `${mac} may not boot from this server` });
+    const config = await this.services.policy.bootConfigFor(mac, client);
+    if (!config) return void json(403, { error: `${mac} may not boot from this server` });
     this.log.debug('menu', { client, mac });
     this.services.onBootStep?.({ kind: 'menu', mac, client });
-    json(200, menu);
+    json(200, config);
   }
 
   async close(): Promise<void> {

@@ -337,7 +337,7 @@ export class BootServer {
         ...(this.options.tftpPort !== undefined ? { tftpPort: this.options.tftpPort } : {}),
         phase1: this.options.phase1,
         ...(env.allowMacs ? { allowMacs: env.allowMacs } : {}),
-        menuFor: (mac, client) => this.bootConfigFor(mac, client),
+        bootConfig: (mac, client) => this.bootConfigFor(mac, client),
       },
       {
         logger: this.log,
