@@ -17,7 +17,7 @@ const LAYERS = [
   ['errors', 'util', 'limits'],
   ['bencode', 'torrent', 'wire'],
   ['tracker', 'swarm'],
-  ['dhcp', 'tftp', 'http', 'env', 'boot-config', 'phase1'],
+  ['boot', 'boot-config', 'dhcp', 'tftp', 'http', 'env', 'phase1'],
   ['server'],
   ['agent', 'demo'],
   ['cli'],
