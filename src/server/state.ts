@@ -30,11 +30,16 @@ export const MAX_CLIENTS = 4096;
  * after booting) starts a new row. At most `maxClients` are kept: a new MAC
  * beyond that forgets the one heard from least recently, so a server that
  * runs for months, or a LAN host sending DHCP from endless made-up MACs,
- * cannot grow it without bound.
+ * cannot grow it without bound. Clients whose agent never reported go
+ * first: anyone can send DHCP or ask /boot.ipxe for a made-up MAC, but a
+ * report needs the MAC's token, so such a flood cannot push real clients
+ * off `status` and the dashboard (the hostile soak showed it did).
  */
 export class ClientStore extends EventEmitter<ClientStoreEvents> {
   /** In order of last update (oldest first): the first is the one to forget. */
   private readonly clients = new Map<string, Mutable<ClientState>>();
+  /** MACs kept whose agent has not reported in this row, oldest update first: forgotten before the others. */
+  private readonly unreported = new Set<string>();
 
   constructor(
     /** Size in bytes of an OS id, for the seed ratio. */
@@ -89,7 +94,12 @@ export class ClientStore extends EventEmitter<ClientStoreEvents> {
     };
   }
 
-  private update(mac: string, stage: ClientStage | null, patch: Partial<Mutable<ClientState>>): void {
+  private update(
+    mac: string,
+    stage: ClientStage | null,
+    patch: Partial<Mutable<ClientState>>,
+    reported = false,
+  ): void {
     let c = this.clients.get(mac);
     let previous: ClientStage | null = c?.stage ?? null;
     // The firmware asking again after this client booted or failed is a new boot.
@@ -98,18 +108,22 @@ export class ClientStore extends EventEmitter<ClientStoreEvents> {
       if (old) {
         if (!DONE.has(old.stage)) this.active--;
       } else if (this.clients.size >= this.maxClients) {
-        const [oldest, gone] = this.clients.entries().next().value!;
+        const oldest = this.unreported.values().next().value ?? this.clients.keys().next().value!;
+        const gone = this.clients.get(oldest)!;
         this.clients.delete(oldest);
+        this.unreported.delete(oldest);
         if (!DONE.has(gone.stage)) this.active--;
       }
       c = this.fresh(mac);
       this.active++;
       if (old) c.ip = old.ip;
       previous = null;
+      this.unreported.add(mac);
     }
     // Re-inserted: the map stays in order of last update.
     this.clients.delete(mac);
     this.clients.set(mac, c);
+    if (this.unreported.delete(mac) && !reported) this.unreported.add(mac);
     Object.assign(c, patch);
     c.updatedAt = this.now();
     if (stage !== null) {
@@ -148,17 +162,22 @@ export class ClientStore extends EventEmitter<ClientStoreEvents> {
 
   /** The agent reported. */
   report(mac: string, ip: string, r: AgentReport): void {
-    this.update(mac, r.stage, {
-      ip,
-      ...(r.os !== undefined ? { os: r.os } : {}),
-      ...(r.progress !== undefined ? { progress: r.progress } : {}),
-      ...(r.downloaded !== undefined ? { downloaded: r.downloaded } : {}),
-      ...(r.uploaded !== undefined ? { uploaded: r.uploaded } : {}),
-      ...(r.downloadRate !== undefined ? { downloadRate: r.downloadRate } : {}),
-      ...(r.uploadRate !== undefined ? { uploadRate: r.uploadRate } : {}),
-      ...(r.peers !== undefined ? { peers: r.peers } : {}),
-      ...(r.peakRss !== undefined ? { peakRss: r.peakRss } : {}),
-      ...(r.error !== undefined ? { error: r.error } : {}),
-    });
+    this.update(
+      mac,
+      r.stage,
+      {
+        ip,
+        ...(r.os !== undefined ? { os: r.os } : {}),
+        ...(r.progress !== undefined ? { progress: r.progress } : {}),
+        ...(r.downloaded !== undefined ? { downloaded: r.downloaded } : {}),
+        ...(r.uploaded !== undefined ? { uploaded: r.uploaded } : {}),
+        ...(r.downloadRate !== undefined ? { downloadRate: r.downloadRate } : {}),
+        ...(r.uploadRate !== undefined ? { uploadRate: r.uploadRate } : {}),
+        ...(r.peers !== undefined ? { peers: r.peers } : {}),
+        ...(r.peakRss !== undefined ? { peakRss: r.peakRss } : {}),
+        ...(r.error !== undefined ? { error: r.error } : {}),
+      },
+      true,
+    );
   }
 }
