@@ -487,6 +487,12 @@ export class TftpServer extends EventEmitter<TftpServerEvents> {
   private readonly drops: DropLog;
   /** Refused requests (missing files, access violations), logged apart from malformed packets. */
   private readonly refusals: DropLog;
+  /**
+   * Transfers that did not finish (client error, timeout, abort): a client can
+   * start and abort one transfer after another, so one line per source a
+   * minute, counted, like refusals (#14 review).
+   */
+  private readonly failures: DropLog;
   private readonly pending = new Set<Promise<unknown>>();
 
   constructor(options: TftpServerOptions = {}, services: TftpServerServices = {}) {
@@ -504,6 +510,7 @@ export class TftpServer extends EventEmitter<TftpServerEvents> {
     this.log = (services.logger ?? silentLogger).child('tftp');
     this.drops = new DropLog(this.log);
     this.refusals = new DropLog(this.log);
+    this.failures = new DropLog(this.log);
     if (services.files) this.files = services.files;
     else if (options.root !== undefined) this.files = new RootFileProvider(options.root);
     else throw new BootTorrentError('BT_ERR_USAGE', 'TftpServer needs options.root or a files provider');
@@ -813,6 +820,6 @@ export class TftpServer extends EventEmitter<TftpServerEvents> {
       ms: info.durationMs,
     };
     if (info.result === 'ok') this.log.info('transfer', fields);
-    else this.log.warn('transfer', fields);
+    else this.failures.drop(info.client.replace(/:\d+$/, ''), 'transfer', fields);
   }
 }
