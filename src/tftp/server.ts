@@ -551,7 +551,9 @@ export class TftpServer extends EventEmitter<TftpServerEvents> {
       }
     });
     socket.on('error', (err) => {
-      if (isPacketError(err)) return this.log.warn('request socket error', { error: err.message });
+      // One line a minute, counted: a flood must not choose how much we log.
+      if (isPacketError(err))
+        return this.drops.drop('listener', 'request socket error', { error: err.message });
       this.log.error('request socket failed', { error: err.message });
       this.emit('listenerError', err);
     });

@@ -420,12 +420,15 @@ export class TrackerServer extends EventEmitter<TrackerServerEvents> {
       });
       // A failed send is one reply lost; any other error means the socket no longer serves.
       udp.on('error', (err) => {
-        if (isPacketError(err)) return this.log.warn(`tracker UDP socket error: ${err.message}`);
+        // One line a minute, counted: a flood must not choose how much we log.
+        if (isPacketError(err))
+          return this.drops.drop('listener', 'tracker UDP reply not sent', { error: err.message });
         this.log.warn(`tracker UDP socket failed: ${err.message}`);
         this.emit('listenerError', err);
       });
       http.on('error', (err) => {
-        if (isPacketError(err)) return this.log.warn(`tracker HTTP connection not accepted: ${err.message}`);
+        if (isPacketError(err))
+          return this.drops.drop('listener', 'tracker HTTP connection not accepted', { error: err.message });
         this.log.warn(`tracker HTTP server failed: ${err.message}`);
         this.emit('listenerError', err);
       });

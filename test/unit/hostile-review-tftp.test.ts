@@ -6,6 +6,7 @@ import { createSocket } from 'node:dgram';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
+import type { EventEmitter } from 'node:events';
 import { decode, encode } from '../../src/tftp/codec.js';
 import { TftpServer } from '../../src/tftp/server.js';
 import type { TransferInfo } from '../../src/tftp/server.js';
@@ -51,4 +52,18 @@ test('transfers aborted by the client in a loop: one warning per source a minute
   );
   const lines = logger.lines.filter((l) => l.level === 'warn' || l.level === 'error' || l.level === 'info');
   assert.ok(lines.length <= 3, `${n} aborted transfers wrote ${lines.length} lines`);
+});
+
+test('TFTP request socket: failed sends under a flood write one line a minute, not one per event', async (t) => {
+  const root = tempDir(t, 'bt-tftp-review-');
+  const logger = memoryLogger();
+  const server = new TftpServer({ host: '127.0.0.1', port: 0, root }, { logger });
+  await server.listen();
+  t.after(() => server.close());
+  const sock = (server as unknown as { socket: EventEmitter }).socket;
+  const before = logger.lines.length;
+  for (let n = 0; n < 50; n++)
+    sock.emit('error', Object.assign(new Error('send EPERM'), { code: 'EPERM', syscall: 'send' }));
+  const lines = logger.lines.length - before;
+  assert.ok(lines <= 1, `50 failed sends wrote ${lines} lines`);
 });

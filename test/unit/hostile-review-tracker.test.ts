@@ -6,6 +6,7 @@ import assert from 'node:assert/strict';
 import { connect, type Socket } from 'node:net';
 import { request } from 'node:http';
 import { test } from 'node:test';
+import type { EventEmitter } from 'node:events';
 import { TrackerServer } from '../../src/tracker/server.js';
 
 function open(port: number, localAddress: string): Promise<Socket> {
@@ -50,4 +51,19 @@ test('tracker HTTP port: one address opening connection after connection is capp
     req.end();
   });
   assert.equal(status, 200);
+});
+
+test('tracker: failed accepts and failed UDP replies under a flood: one line a minute, not one per event', async (t) => {
+  const lines: string[] = [];
+  const logger = { debug: () => {}, warn: (m: string) => lines.push(m) };
+  const tracker = new TrackerServer({ host: '127.0.0.1', port: 0 }, { logger });
+  await tracker.listen();
+  t.after(() => tracker.close());
+  const i = tracker as unknown as { udp: EventEmitter; http: EventEmitter };
+  for (let n = 0; n < 50; n++) {
+    i.http.emit('error', Object.assign(new Error('accept EMFILE'), { code: 'EMFILE', syscall: 'accept' }));
+    i.udp.emit('error', Object.assign(new Error('send EPERM'), { code: 'EPERM', syscall: 'send' }));
+  }
+  assert.ok(lines.length <= 2, `100 failed accepts and sends wrote ${lines.length} lines`);
+  assert.ok(lines.length >= 1, 'the first is logged');
 });
