@@ -58,6 +58,11 @@ export class BootHttpServer {
   private readonly log: Logger;
   /** Failed accepts (out of file descriptors under a flood): one line a minute, counted. */
   private readonly acceptDrops: DropLog;
+  /**
+   * Boot scripts refused (no valid MAC, MAC not allowed): a client can ask
+   * again and again, so one line per source a minute, counted (#14).
+   */
+  private readonly scriptDrops: DropLog;
 
   constructor(
     private readonly options: BootHttpOptions,
@@ -65,6 +70,7 @@ export class BootHttpServer {
   ) {
     this.log = (services.logger ?? silentLogger).child('http');
     this.acceptDrops = new DropLog(this.log);
+    this.scriptDrops = new DropLog(this.log);
   }
 
   get port(): number {
@@ -178,13 +184,13 @@ export class BootHttpServer {
     const send = (body: string) =>
       res.writeHead(200, { 'content-type': 'text/plain', 'cache-control': 'no-store' }).end(body);
     if (!mac) {
-      this.log.warn('boot script asked without a valid MAC', { client, mac: raw });
+      this.scriptDrops.drop(client, 'boot script asked without a valid MAC', { mac: raw });
       send(refusalScript('this machine', 'the boot script URL needs ?mac= and the MAC address'));
       return;
     }
     const decision = this.services.policy.phaseOneFor(mac);
     if ('refused' in decision) {
-      this.log.info('boot refused', { client, mac, reason: decision.refused });
+      this.scriptDrops.drop(client, 'boot refused', { mac, reason: decision.refused });
       send(refusalScript(mac, decision.refused));
       return;
     }
