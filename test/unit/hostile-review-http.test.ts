@@ -32,7 +32,7 @@ test('boot script flood without a MAC or for a refused MAC: one log line per sou
       logger,
       policy: {
         phaseOneFor: () => ({ refused: 'not in the allow list' }),
-        menuFor: () => undefined,
+        bootConfigFor: () => undefined,
       },
     },
   );
