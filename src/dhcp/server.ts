@@ -740,7 +740,10 @@ export class DhcpServer extends EventEmitter<DhcpServerEvents> {
       if (err)
         this.#log.warn(`DHCP ${what} not sent`, { mac, to: `${to.address}:${to.port}`, error: err.message });
     });
-    this.#log.info(`DHCP ${what}`, { mac, detail, to: `${to.address}:${to.port}` });
+    // An OFFER costs a client nothing to provoke (a DISCOVER from a made-up
+    // MAC), so it is a debug line; the ACK, a lease actually taken, is info.
+    if (what === 'OFFER') this.#log.debug(`DHCP ${what}`, { mac, detail, to: `${to.address}:${to.port}` });
+    else this.#log.info(`DHCP ${what}`, { mac, detail, to: `${to.address}:${to.port}` });
   }
 }
 
