@@ -186,6 +186,8 @@ export class BootServer {
   private requesters!: RequesterCheck;
   /** Reports and token requests refused, logged once per source per minute. */
   private readonly drops: DropLog;
+  /** Failed accepts on the dashboard port (a connection flood): one line a minute, counted. */
+  private readonly dashboardDrops: DropLog;
   /** Settles once, when a listener fails after start-up. */
   private failWith!: (err: BootTorrentError) => void;
   /**
@@ -219,6 +221,7 @@ export class BootServer {
     this.log = services.logger ?? silentLogger;
     this.dhcpLines = new LineBudget(this.log);
     this.drops = new DropLog(this.log.child('client-api'));
+    this.dashboardDrops = new DropLog(this.log.child('dashboard'));
     this.failed = new Promise((resolve) => (this.failWith = resolve));
     this.store = new ClientStore((os) => this.catalog?.get(os)?.meta.length);
   }
@@ -685,7 +688,9 @@ export class BootServer {
     });
     server.on('error', (err) => {
       if (isPacketError(err))
-        return this.log.warn('dashboard connection not accepted', { error: err.message });
+        return this.dashboardDrops.drop('listener', 'dashboard connection not accepted', {
+          error: err.message,
+        });
       this.fail('dashboard', err);
     });
     this.dashboardServer = server;
