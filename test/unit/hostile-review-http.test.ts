@@ -63,7 +63,7 @@ test('client that asks for a large file and stops reading held its connection fo
   truncateSync(big, 256 * 1024 * 1024);
   const server = new BootHttpServer(
     { host: '127.0.0.1', port: 0, files: { '/big': big }, limits: { stalledConnectionMs: 1_000 } },
-    { policy: { phaseOneFor: () => ({ refused: 'no' }), menuFor: () => undefined } },
+    { policy: { phaseOneFor: () => ({ refused: 'no' }), bootConfigFor: () => undefined } },
   );
   const port = await server.listen();
   t.after(() => server.close());
