@@ -12,7 +12,7 @@ import { silentLogger, type Logger } from '../util/logger.js';
 import type { BootPolicy } from '../boot/policy.js';
 import { phaseOneScript, refusalScript } from './ipxe.js';
 import { normalizeMac } from '../util/address.js';
-import { createBoundedServer, httpLimits, sourceIp, type HttpListenerLimits } from './guard.js';
+import { createBoundedServer, httpLimits, sourceIp, type HttpListenerLimits } from '../util/http-guard.js';
 import { sendFile, serveFile } from './static.js';
 import { refuseBadTarget, requestUrl } from './target.js';
 

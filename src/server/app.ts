@@ -13,7 +13,7 @@ import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import { networkInterfaces } from 'node:os';
 import { dirname, join } from 'node:path';
 import { BootTorrentError } from '../errors.js';
-import { createBoundedServer, httpLimits, type HttpListenerLimits } from '../http/guard.js';
+import { createBoundedServer, httpLimits, type HttpListenerLimits } from '../util/http-guard.js';
 import { refuseBadTarget, requestUrl } from '../http/target.js';
 import { HTTP_LIMITS } from '../limits.js';
 import { DropLog, LineBudget } from '../util/drop-log.js';

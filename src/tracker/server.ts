@@ -17,7 +17,7 @@ import { createHmac, randomBytes } from 'node:crypto';
 import { createSocket } from 'node:dgram';
 import type { Socket as UdpSocket, RemoteInfo } from 'node:dgram';
 import { EventEmitter } from 'node:events';
-import { createBoundedServer, httpLimits, type HttpListenerLimits } from '../http/guard.js';
+import { createBoundedServer, httpLimits, type HttpListenerLimits } from '../util/http-guard.js';
 import type { IncomingMessage, Server as HttpServer, ServerResponse } from 'node:http';
 import { BootTorrentError, isBootTorrentError } from '../errors.js';
 import { TRACKER_LIMITS } from '../limits.js';

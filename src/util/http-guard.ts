@@ -8,8 +8,8 @@
 import { createServer, type RequestListener, type Server } from 'node:http';
 import type { Socket } from 'node:net';
 import { HTTP_LIMITS } from '../limits.js';
-import { DropLog } from '../util/drop-log.js';
-import type { Logger } from '../util/logger.js';
+import { DropLog } from './drop-log.js';
+import type { Logger } from './logger.js';
 
 /** The HTTP_LIMITS a listener enforces; tests pass small values. */
 export interface HttpListenerLimits {
