@@ -205,6 +205,8 @@ interface ClientResult {
   booted: boolean;
   verified: boolean;
   bootSeconds?: number;
+  /** Seconds from the phase's start to the end of its boot, booted or not. */
+  doneAt?: number;
   rowAfter?: string;
   rowAtEnd?: string;
 }
@@ -226,6 +228,8 @@ interface ProbeLine {
 
 interface PhaseResult {
   attack: boolean;
+  /** Epoch ms of "ready": every `t` in samples counts from here. */
+  t0: number;
   clients: ClientResult[];
   samples: Sample[];
   probe: ProbeLine[];
@@ -443,6 +447,7 @@ async function phase(attack: boolean): Promise<PhaseResult> {
           if (!r.verified) return `files differ from the OS folder: ${bad.map(([n]) => n).join(', ')}`;
           return r.booted ? undefined : 'agent verified but did not boot';
         }));
+      r.doneAt = (Date.now() - t0) / 1000;
       if (ok) {
         r.bootSeconds = Object.values(r.steps).reduce((a, b) => a + b, 0);
         const s = await status(lab, srv);
@@ -499,8 +504,10 @@ async function phase(attack: boolean): Promise<PhaseResult> {
           // From "ready" on: hashing the OS at start is not what the soak measures.
           .filter((l) => l.t >= t0)
       : [];
+    if (logsDir) writeFileSync(join(logsDir, `${name}-samples.json`), JSON.stringify({ t0, samples, probe }));
     return {
       attack,
+      t0,
       clients,
       samples,
       probe,
@@ -546,6 +553,8 @@ function summary(r: PhaseResult) {
   const boots = ok.map((c) => c.bootSeconds ?? 0);
   return {
     booted: ok.length,
+    // A forged report (#7) shows as a booted client's row changed after it left.
+    kept: ok.filter((c) => c.rowAfter !== undefined && c.rowAfter === c.rowAtEnd).length,
     rssStart: rss[0],
     rssPeak: rss.length ? Math.max(...rss) : NaN,
     rssEnd: rss.at(-1),
@@ -563,6 +572,24 @@ function summary(r: PhaseResult) {
     bootMean: boots.length ? boots.reduce((a, b) => a + b, 0) / boots.length : NaN,
     bootMax: boots.length ? Math.max(...boots) : NaN,
   };
+}
+
+/** The run in ten windows: RSS at each window's end, the worst event-loop delay in it, clients booted by then. */
+function timeline(r: PhaseResult): string[] {
+  const step = Math.max(1, Math.ceil(r.seconds / 10));
+  const out = [
+    '| until (s) | server RSS (MiB) | event-loop delay, worst p99 / max in the window (ms) | honest clients booted |',
+    '| ---: | ---: | --- | ---: |',
+  ];
+  for (let end = step; end < r.seconds + step; end += step) {
+    const inWin = r.probe.filter((p) => (p.t - r.t0) / 1000 > end - step && (p.t - r.t0) / 1000 <= end);
+    const last = r.samples.filter((x) => x.t <= end && x.alive && x.rss > 0).at(-1);
+    const booted = r.clients.filter((c) => c.booted && c.verified && (c.doneAt ?? Infinity) <= end).length;
+    out.push(
+      `| ${end} | ${last ? f1(last.rss / MiB) : 'dead'} | ${inWin.length ? `${f1(Math.max(...inWin.map((p) => p.p99)))} / ${f1(Math.max(...inWin.map((p) => p.max)))}` : '—'} | ${booted} |`,
+    );
+  }
+  return out;
 }
 
 const phases: PhaseResult[] = [];
@@ -597,13 +624,13 @@ const lines: string[] = [
     .map(([k, v]) => `${k} ${v}`)
     .join(', ')}`,
   '',
-  '| phase | honest booted + verified | server | RSS start / peak / end (MiB) | RSS growth, 2nd half (MiB/min) | event-loop delay p50 (ms) | p99: median second / worst second (ms) | max (ms) | server CPU (s) | attacker CPU (s) | boot mean / max (s) | server log (lines, KiB) | forged log lines / raw escapes |',
-  '| --- | ---: | --- | --- | ---: | ---: | --- | ---: | ---: | ---: | --- | --- | --- |',
+  '| phase | honest booted + verified | server | RSS start / peak / end (MiB) | RSS growth, 2nd half (MiB/min) | event-loop delay p50 (ms) | p99: median second / worst second (ms) | max (ms) | server CPU (s) | attacker CPU (s) | boot mean / max (s) | status rows unchanged at the end | server log (lines, KiB) | forged log lines / raw escapes |',
+  '| --- | ---: | --- | --- | ---: | ---: | --- | ---: | ---: | ---: | --- | ---: | --- | --- |',
 ];
 for (const r of phases) {
   const s = summary(r);
   lines.push(
-    `| ${r.attack ? 'attack' : 'baseline'} | ${s.booted}/${N} | ${r.serverDiedAt !== undefined ? `**died at ${f1(r.serverDiedAt)} s**` : 'alive'}; ${r.serverExit} | ${f1(s.rssStart)} / ${f1(s.rssPeak)} / ${f1(s.rssEnd)} | ${f1(s.slope)} | ${f1(s.p50)} | ${f1(s.p99med)} / ${f1(s.p99worst)} | ${f1(s.max)} | ${f1(r.serverCpu)} | ${r.attack ? f1(r.attackerCpu) : '—'} | ${f1(s.bootMean)} / ${f1(s.bootMax)} | ${r.logLines}, ${(r.logBytes / 1024).toFixed(0)} | ${r.forgedLines} / ${r.rawEscapes} |`,
+    `| ${r.attack ? 'attack' : 'baseline'} | ${s.booted}/${N} | ${r.serverDiedAt !== undefined ? `**died at ${f1(r.serverDiedAt)} s**` : 'alive'}; ${r.serverExit} | ${f1(s.rssStart)} / ${f1(s.rssPeak)} / ${f1(s.rssEnd)} | ${f1(s.slope)} | ${f1(s.p50)} | ${f1(s.p99med)} / ${f1(s.p99worst)} | ${f1(s.max)} | ${f1(r.serverCpu)} | ${r.attack ? f1(r.attackerCpu) : '—'} | ${f1(s.bootMean)} / ${f1(s.bootMax)} | ${s.kept}/${s.booted} | ${r.logLines}, ${(r.logBytes / 1024).toFixed(0)} | ${r.forgedLines} / ${r.rawEscapes} |`,
   );
 }
 for (const r of phases) {
@@ -618,6 +645,7 @@ for (const r of phases) {
     lines.push(
       `| ${c.mac} | ${c.startedAt.toFixed(0)} | ${c.ip ?? '—'} | ${['dhcp', 'tftp', 'http', 'agent'].map((k) => f1(c.steps[k])).join(' / ')} | ${c.booted ? 'yes' : `**no**: ${cell(c.failed ?? '')}`} | ${c.verified ? 'yes' : 'no'} | ${cell(c.rowAfter ?? '—')} | ${cell(c.rowAtEnd ?? '—')} |`,
     );
+  lines.push('', ...timeline(r));
   if (r.serverTail)
     lines.push(
       '',
