@@ -461,8 +461,10 @@ async function phase(attack: boolean): Promise<PhaseResult> {
     };
 
     // Client i starts at (i + 1) / (N + 1) of the duration: each boots in a different phase of the attack.
+    // A server that died ends the phase: the clients not started yet are reported as not booted.
     const runs = Array.from({ length: N }, async (_, i) => {
-      await sleep(((i + 1) * DURATION * 1000) / (N + 1));
+      const at = t0 + ((i + 1) * DURATION * 1000) / (N + 1);
+      while (Date.now() < at && serverAlive()) await sleep(200);
       return boot(i);
     });
     const deadline = Date.now() + DURATION * 1000;
@@ -583,10 +585,11 @@ function timeline(r: PhaseResult): string[] {
   ];
   for (let end = step; end < r.seconds + step; end += step) {
     const inWin = r.probe.filter((p) => (p.t - r.t0) / 1000 > end - step && (p.t - r.t0) / 1000 <= end);
-    const last = r.samples.filter((x) => x.t <= end && x.alive && x.rss > 0).at(-1);
+    const dead = r.serverDiedAt !== undefined && r.serverDiedAt <= end;
+    const last = dead ? undefined : r.samples.filter((x) => x.t <= end && x.alive && x.rss > 0).at(-1);
     const booted = r.clients.filter((c) => c.booted && c.verified && (c.doneAt ?? Infinity) <= end).length;
     out.push(
-      `| ${end} | ${last ? f1(last.rss / MiB) : 'dead'} | ${inWin.length ? `${f1(Math.max(...inWin.map((p) => p.p99)))} / ${f1(Math.max(...inWin.map((p) => p.max)))}` : '—'} | ${booted} |`,
+      `| ${end} | ${dead ? 'exited' : last ? f1(last.rss / MiB) : '—'} | ${inWin.length ? `${f1(Math.max(...inWin.map((p) => p.p99)))} / ${f1(Math.max(...inWin.map((p) => p.max)))}` : '—'} | ${booted} |`,
     );
   }
   return out;
