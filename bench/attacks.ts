@@ -39,6 +39,7 @@ import {
   messageType,
 } from '../src/dhcp/codec.js';
 import { encode as tftpEncode, decode as tftpDecode } from '../src/tftp/codec.js';
+import { parseTorrent } from '../src/torrent/metainfo.js';
 import {
   MessageDecoder,
   decodeExtendedHandshake,
@@ -100,6 +101,8 @@ export interface AttackOptions {
   dashboardPort: number;
   /** A file the TFTP server has (the iPXE binary firmware asks for). */
   tftpFile: string;
+  /** The id of an OS the server offers (for its .torrent when the boot config is refused). */
+  os: string;
   rates: AttackRates;
 }
 
@@ -229,7 +232,11 @@ export class HostileHost {
     });
   }
 
-  /** The info hash, from the boot config the server gives any MAC. */
+  /**
+   * The info hash: from the boot config the server gives a MAC, or, if it
+   * gives none to us, from the OS's .torrent (public: every client fetches
+   * it; the OS id is in any client's boot config or HTTP traffic).
+   */
   private async learnTarget(): Promise<void> {
     if (this.target || this.stopped) return;
     try {
@@ -238,14 +245,24 @@ export class HostileHost {
         oss?: { infoHash: string; files: { size: number }[] }[];
       };
       const os = cfg.oss?.[0];
-      if (!os) return;
-      this.target = {
-        infoHash: Buffer.from(os.infoHash, 'hex'),
-        length: os.files.reduce((n, f) => n + f.size, 0),
-      };
-      this.stats.add('http.bootConfig.ok');
+      if (os) {
+        this.target = {
+          infoHash: Buffer.from(os.infoHash, 'hex'),
+          length: os.files.reduce((n, f) => n + f.size, 0),
+        };
+        this.stats.add('target.fromBootConfig');
+        return;
+      }
     } catch {
-      this.stats.add('http.bootConfig.failed');
+      // refused, or not JSON: try the torrent
+    }
+    try {
+      const path = `/api/v1/torrent/${encodeURIComponent(this.o.os)}.torrent`;
+      const meta = parseTorrent((await this.http(this.o.httpPort, 'GET', path, {})).body);
+      this.target = { infoHash: meta.infoHash, length: meta.length };
+      this.stats.add('target.fromTorrent');
+    } catch {
+      this.stats.add('target.notYet');
     }
   }
 
@@ -685,6 +702,7 @@ async function main(): Promise<void> {
       'tftp-port': { type: 'string', default: '69' },
       'dashboard-port': { type: 'string', default: '8480' },
       'tftp-file': { type: 'string', default: 'ipxe.efi' },
+      os: { type: 'string', default: 'alpha' },
       'report-every': { type: 'string', default: '5' },
       rates: { type: 'string', default: '{}' },
     },
@@ -703,6 +721,7 @@ async function main(): Promise<void> {
     tftpPort: Number(values['tftp-port']),
     dashboardPort: Number(values['dashboard-port']),
     tftpFile: values['tftp-file'],
+    os: values.os,
     rates: { ...DEFAULT_RATES, ...(JSON.parse(values.rates) as Partial<AttackRates>) },
   });
   const t0 = Date.now();

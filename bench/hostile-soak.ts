@@ -239,6 +239,8 @@ interface PhaseResult {
   serverCpu: number;
   attackerCpu: number;
   attackStats?: Record<string, number>;
+  /** The hostile host's packets/s each way and its send rate, from its switch port's counters. */
+  attackerTraffic?: { sentPerSec: number; receivedPerSec: number; kbitPerSec: number };
   logBytes: number;
   logLines: number;
   forgedLines: number;
@@ -256,6 +258,14 @@ function cpuSeconds(pid: number | undefined): number {
   } catch {
     return NaN;
   }
+}
+
+/** Packets and bytes through a host's switch port: rx there is what the host sent, tx what it received. */
+function portPackets(lab: NetLab, h: Host): { sent: number; received: number; bytesSent: number } {
+  const [l] = JSON.parse(
+    execFileSync('ip', ['-n', lab.switchNs, '-s', '-j', 'link', 'show', 'dev', h.port], { encoding: 'utf8' }),
+  ) as { stats64: { rx: { packets: number; bytes: number }; tx: { packets: number } } }[];
+  return { sent: l!.stats64.rx.packets, received: l!.stats64.tx.packets, bytesSent: l!.stats64.rx.bytes };
 }
 
 function vmRss(pid: number | undefined): number {
@@ -311,6 +321,7 @@ async function phase(attack: boolean): Promise<PhaseResult> {
     process.stdout.write(`[${name}] server ready (pid ${serverPid})\n`);
 
     let attacker: Proc | undefined;
+    let evilStart: { sent: number; received: number; bytesSent: number; at: number } | undefined;
     if (evil) {
       attacker = lab.spawn(evil, process.execPath, [
         '--enable-source-maps',
@@ -329,6 +340,7 @@ async function phase(attack: boolean): Promise<PhaseResult> {
         JSON.stringify(RATES),
       ]);
       await waitFor(attacker, /^ATTACK-STARTED$/m, 60_000, 'attacker');
+      evilStart = { ...portPackets(lab, evil), at: Date.now() };
       process.stdout.write(`[${name}] attack running\n`);
     }
 
@@ -478,6 +490,16 @@ async function phase(attack: boolean): Promise<PhaseResult> {
       c.rowAtEnd = row ? `${row.stage}${row.error ? ` (${row.error})` : ''}` : end ? 'no row' : 'no status';
     }
     let attackStats: Record<string, number> | undefined;
+    let attackerTraffic: PhaseResult['attackerTraffic'];
+    if (attacker && evil && evilStart) {
+      const now = portPackets(lab, evil);
+      const secs = (Date.now() - evilStart.at) / 1000;
+      attackerTraffic = {
+        sentPerSec: (now.sent - evilStart.sent) / secs,
+        receivedPerSec: (now.received - evilStart.received) / secs,
+        kbitPerSec: ((now.bytesSent - evilStart.bytesSent) * 8) / 1000 / secs,
+      };
+    }
     if (attacker) {
       const cpu = cpuSeconds(attacker.child.pid);
       if (Number.isFinite(cpu) && cpu > 0) lastCpu.attacker = cpu;
@@ -518,6 +540,7 @@ async function phase(attack: boolean): Promise<PhaseResult> {
       serverCpu: lastCpu.server,
       attackerCpu: lastCpu.attacker,
       ...(attackStats ? { attackStats } : {}),
+      ...(attackerTraffic ? { attackerTraffic } : {}),
       logBytes: Buffer.byteLength(log),
       logLines: log.split('\n').length - 1,
       // A line that starts with the attacker's made-up timestamp, or an ESC/bidi character: injection got through.
@@ -657,6 +680,11 @@ for (const r of phases) {
       '```',
       r.serverTail.split('\n').slice(-20).join('\n').replaceAll('\u001b', '\\e'),
       '```',
+    );
+  if (r.attackerTraffic)
+    lines.push(
+      '',
+      `The hostile host sent ${r.attackerTraffic.sentPerSec.toFixed(0)} packets/s (${r.attackerTraffic.kbitPerSec.toFixed(0)} kbit/s) and received ${r.attackerTraffic.receivedPerSec.toFixed(0)} packets/s on average while it ran (its switch port's counters).`,
     );
   if (r.attackStats)
     lines.push(
