@@ -43,6 +43,7 @@ import { parseTorrent } from '../src/torrent/metainfo.js';
 import {
   MessageDecoder,
   decodeExtendedHandshake,
+  decodePex,
   encodeExtendedHandshake,
   encodeHandshake,
   encodeMessage,
@@ -341,11 +342,17 @@ export class HostileHost {
     if (!Buffer.isBuffer(peers)) return;
     for (let i = 0; i + 6 <= peers.length; i += 6) {
       const ip = [...peers.subarray(i, i + 4)].join('.');
-      if (ip === this.o.self || ip === this.o.server) continue;
-      this.honestPeers.add(`${ip}:${peers.readUInt16BE(i + 4)}`);
-      // Agents leave after they boot: keep the newest few.
-      if (this.honestPeers.size > 16) this.honestPeers.delete(this.honestPeers.values().next().value!);
+      this.addHonest(`${ip}:${peers.readUInt16BE(i + 4)}`);
     }
+  }
+
+  private addHonest(addr: string): void {
+    const ip = addr.slice(0, addr.lastIndexOf(':'));
+    if (ip === this.o.self || ip === this.o.server) return;
+    this.honestPeers.delete(addr);
+    this.honestPeers.add(addr);
+    // Agents leave after they boot: keep the newest few.
+    if (this.honestPeers.size > 16) this.honestPeers.delete(this.honestPeers.values().next().value!);
   }
 
   // --- DHCP ---------------------------------------------------------------
@@ -613,6 +620,10 @@ export class HostileHost {
           if (msg.type === 'extended' && msg.id === 0) {
             const ext = decodeExtendedHandshake(msg.payload);
             this.pexIds.set(s, ext.m.get('ut_pex') ?? 0);
+          } else if (msg.type === 'extended' && kind === 'pexFlood' && msg.id === 1) {
+            // The seeder's own PEX (BEP 11) names the honest clients and their ports.
+            for (const p of decodePex(msg.payload).added) this.addHonest(`${p.host}:${p.port}`);
+            this.stats.add('pexFlood.pexReceived');
           }
         }
       } catch {

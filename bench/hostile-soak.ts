@@ -315,6 +315,26 @@ async function phase(attack: boolean): Promise<PhaseResult> {
       '--force-dhcp',
     ]);
     delete process.env.BT_SOAK_PROBE;
+    // The whole log, counted as it comes (the Proc keeps only its tail):
+    // its size, and any line the attacker forged or raw escape it got in.
+    const logFile = logsDir ? join(logsDir, `${name}-server.log`) : undefined;
+    if (logFile) writeFileSync(logFile, '');
+    const logStats = { bytes: 0, lines: 0, forged: 0, raw: 0 };
+    let partial = '';
+    const onLog = (d: Buffer): void => {
+      logStats.bytes += d.length;
+      if (logFile) appendFileSync(logFile, d);
+      const parts = (partial + d.toString()).split('\n');
+      partial = parts.pop()!;
+      for (const l of parts) {
+        logStats.lines++;
+        // A line that starts with the attacker's made-up timestamp, or an ESC/BEL/bidi character: injection got through.
+        if (l.startsWith('2026-12-04T00:00:00.000Z')) logStats.forged++;
+        for (const ch of l) if (RAW.has(ch)) logStats.raw++;
+      }
+    };
+    server.child.stdout!.on('data', onLog);
+    server.child.stderr!.on('data', onLog);
     await waitFor(server, /dashboard http:\/\/\S+; Ctrl-C stops/, 120_000, 'boottorrent start');
     const serverPid = server.child.pid;
     const t0 = Date.now();
@@ -519,7 +539,6 @@ async function phase(attack: boolean): Promise<PhaseResult> {
       serverExit = `stopped by SIGTERM: exit ${server.child.exitCode ?? server.child.signalCode}`;
     } else serverExit = `exited by itself: ${server.child.exitCode ?? server.child.signalCode}`;
     const log = server.output();
-    if (logsDir) writeFileSync(join(logsDir, `${name}-server.log`), log);
     const probe = existsSync(probeFile)
       ? readFileSync(probeFile, 'utf8')
           .split('\n')
@@ -541,11 +560,10 @@ async function phase(attack: boolean): Promise<PhaseResult> {
       attackerCpu: lastCpu.attacker,
       ...(attackStats ? { attackStats } : {}),
       ...(attackerTraffic ? { attackerTraffic } : {}),
-      logBytes: Buffer.byteLength(log),
-      logLines: log.split('\n').length - 1,
-      // A line that starts with the attacker's made-up timestamp, or an ESC/bidi character: injection got through.
-      forgedLines: (log.match(/^2026-12-04T00:00:00\.000Z/gm) ?? []).length,
-      rawEscapes: [...log].filter((ch) => RAW.has(ch)).length,
+      logBytes: logStats.bytes,
+      logLines: logStats.lines,
+      forgedLines: logStats.forged,
+      rawEscapes: logStats.raw,
       seconds,
     };
   } finally {
@@ -644,7 +662,10 @@ const lines: string[] = [
   `## ${new Date().toISOString()}`,
   '',
   `- machine: ${cpus().length} x ${cpus()[0]?.model ?? '?'}, Node ${process.version}; commit ${commit}`,
-  `- command: \`npm run bench:soak -- ${argv.join(' ')}\``.replace(/ -- `$/, '`'),
+  `- command: \`npm run bench:soak -- ${argv.map((a) => (/^[\w.,:/=-]+$/.test(a) ? a : `'${a}'`)).join(' ')}\``.replace(
+    / -- `$/,
+    '`',
+  ),
   `- ${N} honest clients, client i starting at (i+1)/${N + 1} of ${DURATION} s; OS ${(SIZE / MiB).toFixed(0)} MiB (kexec kernel + initrd); links 1 Gbit/s (tbf); full DHCP range ${RANGE.join('-')}; PEX on`,
   `- attack rates: ${Object.entries(RATES)
     .map(([k, v]) => `${k} ${v}`)
