@@ -30,7 +30,15 @@ const { values } = parseArgs({
 
 /** Child: the tracker, reporting its port and then its RSS twice a second. */
 async function serve(): Promise<void> {
-  const tracker = new TrackerServer({ host: '127.0.0.1', port: 0, open: true, intervalSeconds: 1800 });
+  // Every simulated client comes from 127.0.0.1: lift the per-address caps, which would refuse them.
+  const tracker = new TrackerServer({
+    host: '127.0.0.1',
+    port: 0,
+    open: true,
+    intervalSeconds: 1800,
+    peersPerIp: Infinity,
+    peersPerIpAllSwarms: Infinity,
+  });
   const { port } = await tracker.listen();
   console.log(`PORT ${port}`);
   const timer = setInterval(() => console.log(`RSS ${process.memoryUsage().rss}`), 500);

@@ -51,7 +51,8 @@ async function once(policy: 'plain' | 'spread') {
       const c = new BitTorrentClient({ host: '127.0.0.1', port: 0 });
       clients.push(c);
       await c.listen();
-      return c.add({ meta, dir: d, mode, ...extra });
+      // Every client here is 127.0.0.1: lift the per-address cap a LAN needs.
+      return c.add({ meta, dir: d, mode, establishedPerIp: Infinity, ...extra });
     };
     const seed = await add(join(dir, 'seed'), 'seed', { uploadLimit: rate, seedPolicy: policy });
     const t0 = Date.now();

@@ -14,8 +14,7 @@ import { isBootTorrentError } from '../errors.js';
 import { BitTorrentClient } from '../swarm/client.js';
 import type { SessionStats, TorrentSession } from '../swarm/session.js';
 import { silentLogger, type Logger } from '../util/logger.js';
-import { formatBytes } from '../cli/common.js';
-import { progressLine } from '../cli/swarm-common.js';
+import { formatBytes, progressLine } from '../util/format.js';
 import type { AgentArgs } from './cmdline.js';
 import { AgentConsole } from './console.js';
 import {

@@ -61,18 +61,6 @@ export function parsePort(s: string, what: string, help: string): number {
   return n;
 }
 
-export function formatBytes(n: number): string {
-  if (n < 1024) return `${n} B`;
-  const units = ['KiB', 'MiB', 'GiB', 'TiB'];
-  let v = n / 1024;
-  let i = 0;
-  while (v >= 1024 && i < units.length - 1) {
-    v /= 1024;
-    i++;
-  }
-  return `${v.toFixed(v < 10 ? 2 : 1)} ${units[i]}`;
-}
-
 /**
  * A progress display: one rewritten line on a terminal, a plain line every
  * few seconds otherwise (logs and CI stay readable).
@@ -105,3 +93,5 @@ export class Progress {
     this.shown = false;
   }
 }
+
+export { formatBytes } from '../util/format.js';

@@ -2,10 +2,10 @@
 import { readFile } from 'node:fs/promises';
 import { BootTorrentError } from '../errors.js';
 import { parseTorrent, type Metainfo } from '../torrent/metainfo.js';
-import type { SessionStats } from '../swarm/session.js';
 import { isIPv4 } from 'node:net';
 import type { ChokerMode } from '../swarm/choker.js';
-import { UsageError, formatBytes, parsePort } from './common.js';
+import { UsageError, parsePort } from './common.js';
+export { formatRate, progressLine } from '../util/format.js';
 
 export async function loadTorrentFile(file: string): Promise<Metainfo> {
   if (file.startsWith('magnet:')) {
@@ -30,32 +30,6 @@ export function checkPeers(peers: readonly string[], help: string): void {
       throw new UsageError(`--peer ${p}: expected host:port`, help);
     }
   }
-}
-
-export function formatRate(bytesPerSecond: number): string {
-  return `${formatBytes(Math.round(bytesPerSecond))}/s`;
-}
-
-function formatEta(seconds: number): string {
-  if (!Number.isFinite(seconds)) return '--';
-  const s = Math.round(seconds);
-  if (s < 60) return `${s}s`;
-  if (s < 3600) return `${Math.floor(s / 60)}m${String(s % 60).padStart(2, '0')}s`;
-  return `${Math.floor(s / 3600)}h${String(Math.floor((s % 3600) / 60)).padStart(2, '0')}m`;
-}
-
-/** "42.0%  12.3 MiB/s down  1.0 MiB/s up  peers 5  ETA 1m05s" */
-export function progressLine(s: SessionStats): string {
-  const pct = ((100 * (s.length - s.left)) / s.length).toFixed(1);
-  const parts = [
-    `${pct.padStart(5)}%`,
-    `${formatRate(s.downloadRate)} down`,
-    `${formatRate(s.uploadRate)} up`,
-    `peers ${s.peers.length}`,
-  ];
-  if (!s.complete) parts.push(`ETA ${formatEta(s.downloadRate > 0 ? s.left / s.downloadRate : Infinity)}`);
-  else parts.push(`ratio ${s.ratio.toFixed(2)}`);
-  return parts.join('  ');
 }
 
 /** The peer-side options `seed` and `get` share (node:util parseArgs form). */

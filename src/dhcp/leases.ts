@@ -9,17 +9,29 @@
  * each with a different client identifier or none, and must keep one
  * address through the whole chain.
  *
- * Persistence is synchronous and atomic (write a temporary file, fsync,
- * rename) and happens before the DHCPACK leaves, as RFC 2131 §4.3.1 asks
- * ("the server MUST ... commit the binding to persistent storage" before
- * replying); a crash after that point loses nothing. The file is small
- * (a lab, not an ISP), so writing it whole each time is cheap.
+ * Every piece of state is bounded by the pool: an offer or a decline
+ * reserves one pool address, and a lease record for an address is replaced
+ * when the address goes to another MAC. Offers and declines expire and are
+ * pruned oldest first (their maps are in expiry order: the hold time is a
+ * constant), so no lookup walks them.
+ *
+ * Persistence is asynchronous and atomic (write a temporary file, fsync,
+ * rename), with at most one write in flight; changes made meanwhile share
+ * the next write. A new binding (a MAC gets an address it did not have) is
+ * committed before its DHCPACK leaves, as RFC 2131 §4.3.1 asks ("the server
+ * MUST ... commit the binding to persistent storage"): bind() returns a
+ * promise for that. Renewals, RELEASEs and DECLINEs are written after
+ * `writeDelayMs`, so a flood of them costs one write per window, not one
+ * per packet; a crash inside that window loses only lease extensions and
+ * declines, never which MAC has which address. close() flushes.
  */
 
-import { closeSync, fsyncSync, openSync, readFileSync, renameSync, writeSync } from 'node:fs';
+import { open, rename } from 'node:fs/promises';
+import { isIPv4 } from 'node:net';
 import { dirname, basename, join } from 'node:path';
 
 import { BootTorrentError } from '../errors.js';
+import { DHCP_LIMITS } from '../limits.js';
 import { intToIp, ipToInt, normalizeMac } from './codec.js';
 
 /** One binding. `expires` is a millisecond timestamp; an expired lease stays as history. */
@@ -28,6 +40,12 @@ export interface Lease {
   ip: string;
   expires: number;
   hostname?: string;
+}
+
+/** A leases-file entry that load() dropped, and why. */
+export interface DroppedEntry {
+  entry: string;
+  why: string;
 }
 
 export interface LeaseTableOptions {
@@ -39,10 +57,14 @@ export interface LeaseTableOptions {
   exclude?: readonly string[];
   /** Leases file; without one the table lives in memory only. */
   file?: string;
-  /** How long an OFFERed address stays held for its client (default 60 s). */
+  /** How long an OFFERed address stays held for its client (default DHCP_LIMITS.offerHoldMs). */
   offerHoldMs?: number;
-  /** How long a DECLINEd address stays out of use (default 10 min). */
+  /** How long a DECLINEd address stays out of use (default DHCP_LIMITS.declinedHoldMs). */
   declineHoldMs?: number;
+  /** Delay before a write that needs no immediate commit (default DHCP_LIMITS.leasesWriteDelayMs). */
+  writeDelayMs?: number;
+  /** Called when a background write fails (the state stays dirty; the next change or close retries). */
+  onWriteError?: (err: BootTorrentError) => void;
   now?: () => number;
 }
 
@@ -50,6 +72,17 @@ interface LeaseFile {
   version: 1;
   leases: { mac: string; ip: string; expires: string; hostname?: string }[];
   declined: { ip: string; until: string }[];
+}
+
+/** A lease plus the change generation at which its MAC got this address. */
+interface Binding extends Lease {
+  gen: number;
+}
+
+interface Waiter {
+  gen: number;
+  resolve: () => void;
+  reject: (err: Error) => void;
 }
 
 export class LeaseTable {
@@ -61,44 +94,74 @@ export class LeaseTable {
   readonly #file: string | undefined;
   readonly #offerHoldMs: number;
   readonly #declineHoldMs: number;
+  readonly #writeDelayMs: number;
+  readonly #onWriteError: (err: BootTorrentError) => void;
   readonly #now: () => number;
-  readonly #byMac = new Map<string, Lease>();
+  readonly #byMac = new Map<string, Binding>();
   readonly #byIp = new Map<string, string>();
+  /** Outstanding offers: MAC -> address, oldest first. */
   readonly #held = new Map<string, { ip: string; until: number }>();
+  /** Address -> MAC of the offer holding it. */
+  readonly #heldIps = new Map<string, string>();
+  /** Declined address -> until, oldest first. */
   readonly #declined = new Map<string, number>();
+  // Persistence: every change bumps #gen; a write saves the state as of one generation.
+  #gen = 0;
+  #savedGen = 0;
+  #writing: Promise<void> | undefined;
+  #timer: NodeJS.Timeout | undefined;
+  #waiters: Waiter[] = [];
+  #writes = 0;
+  /** Where the next search for a never-used address starts. */
+  #cursor: number;
 
   constructor(o: LeaseTableOptions) {
     this.#start = ipToInt(o.rangeStart);
     this.#end = ipToInt(o.rangeEnd);
+    this.#cursor = this.#start;
     this.#reservations = o.reservations ?? new Map();
     this.#reservedIps = new Map([...this.#reservations].map(([mac, ip]) => [ip, mac]));
     this.#exclude = new Set(o.exclude ?? []);
     this.#file = o.file;
-    this.#offerHoldMs = o.offerHoldMs ?? 60_000;
-    this.#declineHoldMs = o.declineHoldMs ?? 600_000;
+    this.#offerHoldMs = o.offerHoldMs ?? DHCP_LIMITS.offerHoldMs;
+    this.#declineHoldMs = o.declineHoldMs ?? DHCP_LIMITS.declinedHoldMs;
+    this.#writeDelayMs = o.writeDelayMs ?? DHCP_LIMITS.leasesWriteDelayMs;
+    this.#onWriteError = o.onWriteError ?? ((): void => undefined);
     this.#now = o.now ?? Date.now;
   }
 
-  /** Loads the leases file if it exists; a corrupt file is an error, never silently emptied. */
-  load(): void {
-    if (!this.#file) return;
+  /**
+   * Loads the leases file if it exists. A file that is not a leases file at
+   * all is an error, never silently emptied; a bad entry in a good file is
+   * dropped and returned, so the room still boots and the caller can say
+   * which entry went (issue #14 item 10: one bad `ip` used to make every
+   * later write, and so every ACK, throw).
+   */
+  async load(): Promise<DroppedEntry[]> {
+    if (!this.#file) return [];
     let text: string;
     try {
-      text = readFileSync(this.#file, 'utf8');
+      const fh = await open(this.#file, 'r');
+      try {
+        text = await fh.readFile('utf8');
+      } finally {
+        await fh.close();
+      }
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return [];
       throw new BootTorrentError(
         'BT_ERR_DHCP_LEASES',
         `cannot read DHCP leases file ${this.#file}: ${(err as Error).message}`,
-        {
-          cause: err,
-        },
+        { cause: err },
       );
     }
     let data: LeaseFile;
     try {
       data = JSON.parse(text) as LeaseFile;
-      if (data.version !== 1 || !Array.isArray(data.leases)) throw new Error('not a version 1 leases file');
+      if (typeof data !== 'object' || data === null || data.version !== 1 || !Array.isArray(data.leases))
+        throw new Error('not a version 1 leases file');
+      if (data.declined !== undefined && !Array.isArray(data.declined))
+        throw new Error('"declined" is not a list');
     } catch (err) {
       throw new BootTorrentError(
         'BT_ERR_DHCP_LEASES',
@@ -106,26 +169,69 @@ export class LeaseTable {
         { cause: err },
       );
     }
-    for (const l of data.leases) {
-      const mac = normalizeMac(String(l.mac));
-      const expires = Date.parse(l.expires);
-      if (!mac || typeof l.ip !== 'string' || Number.isNaN(expires)) continue;
-      this.#put({ mac, ip: l.ip, expires, ...(l.hostname ? { hostname: l.hostname } : {}) });
+    const dropped: DroppedEntry[] = [];
+    const drop = (e: unknown, why: string): void => {
+      dropped.push({ entry: JSON.stringify(e) ?? String(e), why });
+    };
+    for (const l of data.leases as unknown[]) {
+      const e = l as { mac?: unknown; ip?: unknown; expires?: unknown; hostname?: unknown } | null;
+      if (typeof e !== 'object' || e === null) {
+        drop(l, 'not an object');
+        continue;
+      }
+      const mac = typeof e.mac === 'string' ? normalizeMac(e.mac) : undefined;
+      if (!mac) {
+        drop(l, 'mac is not a MAC address');
+        continue;
+      }
+      if (typeof e.ip !== 'string' || !isIPv4(e.ip)) {
+        drop(l, 'ip is not a dotted IPv4 address');
+        continue;
+      }
+      if (!this.#inPool(mac, e.ip)) {
+        drop(
+          l,
+          `ip is not in the pool (${intToIp(this.#start)}-${intToIp(this.#end)} or this MAC's reservation)`,
+        );
+        continue;
+      }
+      const expires = timestamp(e.expires);
+      if (expires === undefined) {
+        drop(l, 'expires is not a date');
+        continue;
+      }
+      const holder = this.#byIp.get(e.ip);
+      if (holder !== undefined && holder !== mac)
+        drop(this.#byMac.get(holder), `${e.ip} is listed again later`);
+      const hostname = typeof e.hostname === 'string' && e.hostname !== '' ? { hostname: e.hostname } : {};
+      this.#put({ mac, ip: e.ip, expires, gen: 0, ...hostname });
     }
-    for (const d of data.declined ?? []) {
-      const until = Date.parse(d.until);
-      if (!Number.isNaN(until) && until > this.#now()) this.#declined.set(d.ip, until);
+    const now = this.#now();
+    for (const d of (data.declined ?? []) as unknown[]) {
+      const e = d as { ip?: unknown; until?: unknown } | null;
+      const until = timestamp(e?.until);
+      if (
+        typeof e?.ip !== 'string' ||
+        !isIPv4(e.ip) ||
+        !this.#inPool(undefined, e.ip) ||
+        until === undefined
+      ) {
+        drop(d, 'not a pool address with an until date');
+        continue;
+      }
+      if (until > now) this.#declined.set(e.ip, Math.min(until, now + this.#declineHoldMs));
     }
+    return dropped;
   }
 
   /** Every recorded lease, active or expired. */
   all(): Lease[] {
-    return [...this.#byMac.values()].map((l) => ({ ...l }));
+    return [...this.#byMac.values()].map(toLease);
   }
 
   leaseOf(mac: string): Lease | undefined {
     const l = this.#byMac.get(mac);
-    return l ? { ...l } : undefined;
+    return l ? toLease(l) : undefined;
   }
 
   reservationOf(mac: string): string | undefined {
@@ -137,12 +243,46 @@ export class LeaseTable {
     return n >= this.#start && n <= this.#end;
   }
 
+  /** Sizes of the state a client can grow, for status and tests. */
+  stats(): { leases: number; offers: number; declined: number; writes: number } {
+    this.prune();
+    return {
+      leases: this.#byMac.size,
+      offers: this.#held.size,
+      declined: this.#declined.size,
+      writes: this.#writes,
+    };
+  }
+
+  /** Drops lapsed offers and declines; both maps are in expiry order, so this stops at the first live one. */
+  prune(): void {
+    const now = this.#now();
+    for (const [mac, h] of this.#held) {
+      if (h.until > now) break;
+      this.#dropHold(mac);
+    }
+    for (const [ip, until] of this.#declined) {
+      if (until > now) break;
+      this.#declined.delete(ip);
+    }
+  }
+
   /**
    * May `ip` be bound to `mac` now? Only addresses in the range or reserved
    * for this MAC, not reserved for another, not declined, not held by
    * another client's active lease or pending offer.
    */
   canAssign(mac: string, ip: string): boolean {
+    if ((this.#declined.get(ip) ?? 0) > this.#now()) return false;
+    if (!this.#assignableIgnoringOffers(mac, ip)) return false;
+    const offeredTo = this.#heldIps.get(ip);
+    return (
+      offeredTo === undefined || offeredTo === mac || (this.#held.get(offeredTo)?.until ?? 0) <= this.#now()
+    );
+  }
+
+  /** canAssign without the offer and decline checks. */
+  #assignableIgnoringOffers(mac: string, ip: string): boolean {
     const now = this.#now();
     if (this.#exclude.has(ip)) return false;
     const reservedFor = this.#reservedIps.get(ip);
@@ -150,47 +290,81 @@ export class LeaseTable {
     const own = this.#reservations.get(mac);
     if (own !== undefined && own !== ip) return false;
     if (reservedFor === undefined && !this.inRange(ip)) return false;
-    if ((this.#declined.get(ip) ?? 0) > now) return false;
     const holder = this.#byIp.get(ip);
     if (holder !== undefined && holder !== mac && (this.#byMac.get(holder)?.expires ?? 0) > now) return false;
-    for (const [m, h] of this.#held) if (m !== mac && h.ip === ip && h.until > now) return false;
     return true;
   }
 
   /**
    * The address to offer `mac`: its reservation, else its previous address,
    * else the requested one, else a never-used address, else the one whose
-   * lease expired longest ago. Never-used addresses go first so that a
-   * client coming back after its lease ran out still finds its old one.
+   * lease expired longest ago, else (the pool is full of offers) the address
+   * of the oldest offer nobody requested (made-up MACs that DISCOVER and
+   * never REQUEST must not lock honest clients out until their offers lapse),
+   * else the address declined longest ago.
+   * Never-used addresses go first so that a client coming back after its
+   * lease ran out still finds its old one.
    */
   pick(mac: string, requested?: string): string | undefined {
+    this.prune();
     const reserved = this.#reservations.get(mac);
     if (reserved !== undefined) return this.canAssign(mac, reserved) ? reserved : undefined;
     const held = this.#held.get(mac);
     if (held && this.canAssign(mac, held.ip)) return held.ip;
     const prev = this.#byMac.get(mac);
     if (prev && this.canAssign(mac, prev.ip)) return prev.ip;
-    if (requested !== undefined && this.canAssign(mac, requested)) return requested;
+    if (requested !== undefined && isIPv4(requested) && this.canAssign(mac, requested)) return requested;
+    // The scan starts after the last address picked, so a run of new clients
+    // costs O(1) each instead of walking past every address handed out.
+    const size = this.#end - this.#start + 1;
     let oldest: { ip: string; expires: number } | undefined;
-    for (let n = this.#start; n <= this.#end; n++) {
-      const ip = intToIp(n);
+    for (let i = 0; i < size; i++) {
+      const n = this.#start + ((this.#cursor - this.#start + i) % size);
+      const ip = dotted(n);
       if (!this.canAssign(mac, ip)) continue;
       const holder = this.#byIp.get(ip);
-      if (holder === undefined) return ip;
+      if (holder === undefined) {
+        this.#cursor = n + 1 > this.#end ? this.#start : n + 1;
+        return ip;
+      }
       const expires = this.#byMac.get(holder)?.expires ?? 0;
       if (!oldest || expires < oldest.expires) oldest = { ip, expires };
     }
-    return oldest?.ip;
+    if (oldest) return oldest.ip;
+    for (const [other, h] of this.#held) {
+      if (other !== mac && !this.#declined.has(h.ip) && this.#assignableIgnoringOffers(mac, h.ip)) {
+        this.#dropHold(other);
+        return h.ip;
+      }
+    }
+    // Nothing left but declined addresses: a decline is a hint, not a claim,
+    // or clients declining address after address could empty the pool for
+    // declinedHoldMs. The one declined longest ago goes back; a client that
+    // finds it still in use declines it again (RFC 2131 §4.4.1).
+    for (const ip of this.#declined.keys()) {
+      const offeredTo = this.#heldIps.get(ip);
+      if ((offeredTo === undefined || offeredTo === mac) && this.#assignableIgnoringOffers(mac, ip)) {
+        this.#declined.delete(ip);
+        this.#changed();
+        return ip;
+      }
+    }
+    return undefined;
   }
 
   /** Holds `ip` for `mac` while an OFFER is outstanding (not persisted). */
   hold(mac: string, ip: string): void {
+    this.#dropHold(mac);
+    const other = this.#heldIps.get(ip);
+    if (other !== undefined) this.#dropHold(other);
+    // Re-inserted at the end: the map stays in expiry order.
     this.#held.set(mac, { ip, until: this.#now() + this.#offerHoldMs });
+    this.#heldIps.set(ip, mac);
   }
 
   /** The client chose another server (RFC 2131 §4.3.2, SELECTING): drop its hold. */
   unhold(mac: string): void {
-    this.#held.delete(mac);
+    this.#dropHold(mac);
   }
 
   heldFor(mac: string): string | undefined {
@@ -198,18 +372,49 @@ export class LeaseTable {
     return h && h.until > this.#now() ? h.ip : undefined;
   }
 
-  /** Binds and persists before returning, so the ACK can go out. */
-  bind(mac: string, ip: string, seconds: number, hostname?: string): Lease {
+  #dropHold(mac: string): void {
+    const h = this.#held.get(mac);
+    if (!h) return;
     this.#held.delete(mac);
-    const lease: Lease = {
+    if (this.#heldIps.get(h.ip) === mac) this.#heldIps.delete(h.ip);
+  }
+
+  /**
+   * Binds `ip` to `mac`. The promise resolves once the MAC-to-address
+   * binding is on disk (at once when only the expiry changed and the
+   * binding was already written), so the ACK waits for it; it rejects with
+   * BT_ERR_DHCP_LEASES if the write fails.
+   */
+  bind(
+    mac: string,
+    ip: string,
+    seconds: number,
+    hostname?: string,
+  ): { lease: Lease; persisted: Promise<void> } {
+    this.#dropHold(mac);
+    const prev = this.#byMac.get(mac);
+    const gen = ++this.#gen;
+    const rec: Binding = {
       mac,
       ip,
       expires: this.#now() + seconds * 1000,
       ...(hostname ? { hostname } : {}),
+      gen: prev && prev.ip === ip ? prev.gen : gen,
     };
-    this.#put(lease);
-    this.flush();
-    return { ...lease };
+    this.#put(rec);
+    const persisted = this.#persistedThrough(rec.gen);
+    // The expiry (and hostname) ride along with the next write.
+    this.#kick(this.#writeDelayMs);
+    return { lease: toLease(rec), persisted };
+  }
+
+  /**
+   * RFC 2131 §4.3.3/§4.3.4: only the client that holds `ip` (by lease or
+   * pending offer) may DECLINE or RELEASE it, and only pool addresses can be
+   * declined; anyone else would take a neighbour's address away.
+   */
+  holds(mac: string, ip: string): boolean {
+    return this.#byMac.get(mac)?.ip === ip || this.heldFor(mac) === ip;
   }
 
   /** DHCPRELEASE: the lease ends now; the record stays, so the MAC gets this address again. */
@@ -217,25 +422,119 @@ export class LeaseTable {
     const l = this.#byMac.get(mac);
     if (!l || l.ip !== ip) return false;
     l.expires = Math.min(l.expires, this.#now());
-    this.flush();
+    this.#changed();
     return true;
   }
 
-  /** DHCPDECLINE: someone else uses `ip`; keep it out of use for a while and forget the binding. */
-  decline(mac: string, ip: string): void {
+  /**
+   * DHCPDECLINE: someone else uses `ip`; keep it out of use for a while and
+   * forget the binding. Refused (false) unless `mac` holds `ip` and `ip` is
+   * a pool address, which also bounds the declined list by the pool size.
+   */
+  decline(mac: string, ip: string): boolean {
+    if (!isIPv4(ip) || !this.holds(mac, ip) || !this.#inPool(mac, ip)) return false;
+    this.prune();
+    this.#declined.delete(ip);
     this.#declined.set(ip, this.#now() + this.#declineHoldMs);
-    this.#held.delete(mac);
+    this.#dropHold(mac);
     const l = this.#byMac.get(mac);
     if (l && l.ip === ip) {
       this.#byMac.delete(mac);
       this.#byIp.delete(ip);
     }
-    this.flush();
+    this.#changed();
+    return true;
   }
 
-  /** Writes the leases file atomically (temporary file, fsync, rename). */
-  flush(): void {
-    if (!this.#file) return;
+  /** Writes any unsaved change now and waits for it; for close(). */
+  async flush(): Promise<void> {
+    if (this.#timer) clearTimeout(this.#timer);
+    this.#timer = undefined;
+    while (this.#writing) await this.#writing.catch(() => undefined);
+    if (this.#file && this.#gen > this.#savedGen) {
+      const done = this.#persistedThrough(this.#gen);
+      await done;
+    }
+  }
+
+  #inPool(mac: string | undefined, ip: string): boolean {
+    if (this.#exclude.has(ip)) return false;
+    const reservedFor = this.#reservedIps.get(ip);
+    if (reservedFor !== undefined) return mac === undefined || reservedFor === mac;
+    return this.inRange(ip);
+  }
+
+  #changed(): void {
+    this.#gen++;
+    this.#kick(this.#writeDelayMs);
+  }
+
+  /** Resolves once a write covering generation `gen` has completed; asks for a write now if needed. */
+  #persistedThrough(gen: number): Promise<void> {
+    if (!this.#file || this.#savedGen >= gen) return Promise.resolve();
+    return new Promise<void>((resolve, reject) => {
+      this.#waiters.push({ gen, resolve, reject });
+      this.#kick(0);
+    });
+  }
+
+  /** Starts a write after `delayMs` (0: now) unless one is in flight; its completion re-kicks. */
+  #kick(delayMs: number): void {
+    if (!this.#file || this.#writing) return;
+    if (this.#timer) {
+      if (delayMs > 0) return;
+      clearTimeout(this.#timer);
+      this.#timer = undefined;
+    }
+    if (delayMs > 0) {
+      this.#timer = setTimeout(() => {
+        this.#timer = undefined;
+        this.#startWrite();
+      }, delayMs);
+      this.#timer.unref();
+      return;
+    }
+    this.#startWrite();
+  }
+
+  #startWrite(): void {
+    const file = this.#file;
+    if (!file || this.#writing || this.#gen <= this.#savedGen) return;
+    const gen = this.#gen;
+    const text = this.#serialize();
+    this.#writing = atomicWrite(file, text).then(
+      () => {
+        this.#writes++;
+        this.#savedGen = Math.max(this.#savedGen, gen);
+        this.#settle(gen, undefined);
+      },
+      (err: unknown) => {
+        const e = new BootTorrentError(
+          'BT_ERR_DHCP_LEASES',
+          `cannot write DHCP leases file ${file}: ${(err as Error).message}; check that its folder exists and is writable`,
+          { cause: err },
+        );
+        this.#settle(gen, e);
+        this.#onWriteError(e);
+      },
+    );
+    void this.#writing.finally(() => {
+      this.#writing = undefined;
+      // Changes made during the write: the next one, sooner if an ACK waits for it.
+      if (this.#gen > gen) this.#kick(this.#waiters.length > 0 ? 0 : this.#writeDelayMs);
+    });
+  }
+
+  #settle(gen: number, err: Error | undefined): void {
+    const done = this.#waiters.filter((w) => w.gen <= gen);
+    this.#waiters = this.#waiters.filter((w) => w.gen > gen);
+    for (const w of done) {
+      if (err) w.reject(err);
+      else w.resolve();
+    }
+  }
+
+  #serialize(): string {
     const now = this.#now();
     const data: LeaseFile = {
       version: 1,
@@ -251,26 +550,10 @@ export class LeaseTable {
         .filter(([, until]) => until > now)
         .map(([ip, until]) => ({ ip, until: new Date(until).toISOString() })),
     };
-    const tmp = join(dirname(this.#file), `.${basename(this.#file)}.${process.pid}.tmp`);
-    try {
-      const fd = openSync(tmp, 'w', 0o644);
-      try {
-        writeSync(fd, `${JSON.stringify(data, null, 2)}\n`);
-        fsyncSync(fd);
-      } finally {
-        closeSync(fd);
-      }
-      renameSync(tmp, this.#file);
-    } catch (err) {
-      throw new BootTorrentError(
-        'BT_ERR_DHCP_LEASES',
-        `cannot write DHCP leases file ${this.#file}: ${(err as Error).message}; check that its folder exists and is writable`,
-        { cause: err },
-      );
-    }
+    return `${JSON.stringify(data, null, 2)}\n`;
   }
 
-  #put(lease: Lease): void {
+  #put(lease: Binding): void {
     const old = this.#byMac.get(lease.mac);
     if (old) this.#byIp.delete(old.ip);
     const prevHolder = this.#byIp.get(lease.ip);
@@ -278,4 +561,31 @@ export class LeaseTable {
     this.#byMac.set(lease.mac, lease);
     this.#byIp.set(lease.ip, lease.mac);
   }
+}
+
+/** Temporary file, fsync, rename: a crash leaves the old file or the new one, never half of one. */
+async function atomicWrite(file: string, text: string): Promise<void> {
+  const tmp = join(dirname(file), `.${basename(file)}.${process.pid}.tmp`);
+  const fh = await open(tmp, 'w', 0o644);
+  try {
+    await fh.writeFile(text);
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+  await rename(tmp, file);
+}
+
+/** intToIp without a Buffer per call: pick() may format every address of the pool. */
+function dotted(n: number): string {
+  return `${n >>> 24}.${(n >>> 16) & 255}.${(n >>> 8) & 255}.${n & 255}`;
+}
+
+function timestamp(v: unknown): number | undefined {
+  const t = typeof v === 'string' ? Date.parse(v) : typeof v === 'number' ? v : NaN;
+  return Number.isFinite(t) ? t : undefined;
+}
+
+function toLease(r: Binding): Lease {
+  return { mac: r.mac, ip: r.ip, expires: r.expires, ...(r.hostname ? { hostname: r.hostname } : {}) };
 }

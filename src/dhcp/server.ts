@@ -38,6 +38,8 @@ import { isIPv4 } from 'node:net';
 import { networkInterfaces } from 'node:os';
 
 import { BootTorrentError } from '../errors.js';
+import { DHCP_LIMITS } from '../limits.js';
+import { DropLog } from '../util/drop-log.js';
 import { silentLogger } from '../util/logger.js';
 import type { Logger } from '../util/logger.js';
 import type { BootDecision, BootPolicy } from '../server/boot-policy.js';
@@ -90,10 +92,12 @@ export interface DhcpServerOptions {
   reservations?: readonly { mac: string; ip: string }[];
   /** Full mode: where leases persist across restarts; without it they live in memory. */
   leasesFile?: string;
-  /** How long a DECLINEd address stays unused, default 600 s. */
+  /** How long a DECLINEd address stays unused, default DHCP_LIMITS.declinedHoldMs (600 s). */
   declineHoldSeconds?: number;
-  /** How long an OFFERed address stays held, default 60 s. */
+  /** How long an OFFERed address stays held, default DHCP_LIMITS.offerHoldMs (60 s). */
   offerHoldSeconds?: number;
+  /** Delay before renewals, RELEASEs and DECLINEs are written, default DHCP_LIMITS.leasesWriteDelayMs. */
+  leasesWriteDelayMs?: number;
   /** Ports and broadcast address; only tests change them (67, 68, 4011, 255.255.255.255). */
   serverPort?: number;
   clientPort?: number;
@@ -133,6 +137,10 @@ export class DhcpServer extends EventEmitter<DhcpServerEvents> {
   #table: LeaseTable | undefined;
   #sockets: { rx?: Socket; tx?: Socket; pxe?: Socket } = {};
   #listening = false;
+  /** Dropped packets and failed exchanges, one line per source address per minute (a MAC is free to make up). */
+  readonly #drops: DropLog;
+  /** Honoured DECLINEs, one line per address per minute (RFC 2131 §4.3.3: tell the admin). */
+  readonly #declines: DropLog;
 
   constructor(options: DhcpServerOptions, services: DhcpServerServices = {}) {
     super();
@@ -140,6 +148,8 @@ export class DhcpServer extends EventEmitter<DhcpServerEvents> {
     this.#log = (services.logger ?? silentLogger).child('dhcp');
     this.#policy = services.bootPolicy;
     this.#now = services.now ?? Date.now;
+    this.#drops = new DropLog(this.#log, { now: this.#now });
+    this.#declines = new DropLog(this.#log, { now: this.#now });
     if (!['full', 'proxy', 'off'].includes(options.mode))
       throw configError(`dhcp mode must be full, proxy or off, got ${JSON.stringify(options.mode)}`);
   }
@@ -151,6 +161,16 @@ export class DhcpServer extends EventEmitter<DhcpServerEvents> {
   /** Current lease records (full mode), active and expired. */
   leases(): Lease[] {
     return this.#table?.all() ?? [];
+  }
+
+  /**
+   * Sizes of the state clients can grow (full mode) and packets dropped, for
+   * status and tests: leases, outstanding offers and declined addresses are
+   * each bounded by the pool; `writes` counts leases-file writes.
+   */
+  stats(): { leases: number; offers: number; declined: number; writes: number; dropped: number } {
+    const t = this.#table?.stats() ?? { leases: 0, offers: 0, declined: 0, writes: 0 };
+    return { ...t, dropped: this.#drops.total };
   }
 
   /**
@@ -175,11 +195,30 @@ export class DhcpServer extends EventEmitter<DhcpServerEvents> {
         reservations,
         exclude: [cfg.serverIp],
         ...(cfg.leasesFile ? { file: cfg.leasesFile } : {}),
-        offerHoldMs: (cfg.offerHoldSeconds ?? 60) * 1000,
-        declineHoldMs: (cfg.declineHoldSeconds ?? 600) * 1000,
+        offerHoldMs:
+          cfg.offerHoldSeconds !== undefined ? cfg.offerHoldSeconds * 1000 : DHCP_LIMITS.offerHoldMs,
+        declineHoldMs:
+          cfg.declineHoldSeconds !== undefined ? cfg.declineHoldSeconds * 1000 : DHCP_LIMITS.declinedHoldMs,
+        writeDelayMs: cfg.leasesWriteDelayMs ?? DHCP_LIMITS.leasesWriteDelayMs,
+        onWriteError: (err) =>
+          this.#drops.drop('leases-file', 'DHCP leases file not written', { error: err.message }),
         now: this.#now,
       });
-      this.#table.load();
+      const dropped = await this.#table.load();
+      if (dropped.length > 0) {
+        // One line for the whole file: a file of a million bad entries must not become a million lines.
+        this.#log.warn(
+          `DHCP leases file ${cfg.leasesFile} has ${dropped.length} bad ${dropped.length === 1 ? 'entry' : 'entries'}, dropped; the rest is loaded and the next write leaves them out`,
+          {
+            file: cfg.leasesFile,
+            dropped: dropped.length,
+            entries: dropped
+              .slice(0, 5)
+              .map((d) => `${d.entry.slice(0, 200)}: ${d.why}`)
+              .join('; '),
+          },
+        );
+      }
     }
     const port = cfg.serverPort ?? 67;
     try {
@@ -204,16 +243,15 @@ export class DhcpServer extends EventEmitter<DhcpServerEvents> {
     });
   }
 
-  /** Closes every socket and flushes the leases file. */
+  /** Closes every socket and waits until every lease change is on disk (a SIGTERM loses nothing). */
   async close(): Promise<void> {
     this.#closeSockets();
     this.#listening = false;
     try {
-      this.#table?.flush();
+      await this.#table?.flush();
     } catch (err) {
       this.#log.error('could not flush leases on close', { error: (err as Error).message });
     }
-    await Promise.resolve();
   }
 
   #closeSockets(): void {
@@ -311,7 +349,14 @@ export class DhcpServer extends EventEmitter<DhcpServerEvents> {
       s.bind({ address, port, exclusive: true }, () => {
         s.off('error', onError);
         s.on('error', (err) => this.#log.warn('DHCP socket error', { address, port, error: err.message }));
-        s.on('message', (msg, rinfo) => this.#onMessage(msg, rinfo, role));
+        s.on('message', (msg, rinfo) => {
+          // Last line of defence: nothing one datagram does may throw out of the socket's handler.
+          try {
+            this.#onMessage(msg, rinfo, role);
+          } catch (err) {
+            this.#failed('unknown', rinfo, err);
+          }
+        });
         resolve(s);
       });
     });
@@ -327,7 +372,10 @@ export class DhcpServer extends EventEmitter<DhcpServerEvents> {
       p = decode(msg);
       info = clientInfo(p);
     } catch (err) {
-      this.#log.warn('malformed DHCP packet dropped', { from, error: (err as Error).message });
+      this.#drops.drop(rinfo.address, 'malformed DHCP packet dropped', {
+        from,
+        error: (err as Error).message,
+      });
       return;
     }
     if (p.op !== 1) return;
@@ -360,9 +408,17 @@ export class DhcpServer extends EventEmitter<DhcpServerEvents> {
       if (cfg.mode === 'full') this.#full(cfg, p, info, type, rinfo);
       else this.#proxy(cfg, p, info, type, rinfo, role);
     } catch (err) {
-      // A lease file that cannot be written must be loud, yet not stop the server.
-      this.#log.error('DHCP request failed', { from, mac: info.mac, error: (err as Error).message });
+      // A fault in one exchange ends that exchange, never the server; only a socket failure is fatal.
+      this.#failed(info.mac, rinfo, err);
     }
+  }
+
+  #failed(mac: string, rinfo: RemoteInfo, err: unknown): void {
+    this.#drops.drop(rinfo.address, 'DHCP request failed', {
+      from: `${rinfo.address}:${rinfo.port}`,
+      mac,
+      error: err instanceof Error ? err.message : String(err),
+    });
   }
 
   // ---- full mode (RFC 2131 §4.3) -------------------------------------------
@@ -378,7 +434,11 @@ export class DhcpServer extends EventEmitter<DhcpServerEvents> {
       case MessageType.DISCOVER: {
         const ip = table.pick(mac, requested);
         if (!ip) {
-          this.#log.warn('no free address to offer', { mac, range: `${cfg.rangeStart}-${cfg.rangeEnd}` });
+          // One line a minute however many clients are turned away.
+          this.#drops.drop('pool', 'no free address to offer', {
+            mac,
+            range: `${cfg.rangeStart}-${cfg.rangeEnd}`,
+          });
           return;
         }
         table.hold(mac, ip);
@@ -416,19 +476,50 @@ export class DhcpServer extends EventEmitter<DhcpServerEvents> {
             mac,
           });
         }
-        const lease = table.bind(mac, ip, leaseSecs, hostname);
-        this.#send(this.#fullReply(cfg, p, info, MessageType.ACK, ip, leaseSecs), p, 'ACK', ip);
-        this.emit('lease', lease);
+        const { lease, persisted } = table.bind(mac, ip, leaseSecs, hostname);
+        const ack = this.#fullReply(cfg, p, info, MessageType.ACK, ip, leaseSecs);
+        // RFC 2131 §4.3.1: the binding is on disk before the ACK leaves.
+        persisted
+          .then(() => {
+            this.#send(ack, p, 'ACK', ip);
+            this.emit('lease', lease);
+          })
+          .catch((err: unknown) => this.#failed(mac, rinfo, err));
         return;
       }
       case MessageType.DECLINE:
         if (sid !== cfg.serverIp || !requested) return;
-        this.#log.warn('client declined an address (in use by someone else?)', { mac, ip: requested });
-        table.decline(mac, requested);
+        // RFC 2131 §4.3.3: only the client holding the address may decline it;
+        // anyone else would take a neighbour's lease away (issue #14 item 2).
+        // Drops are counted per source address, not per MAC: a MAC costs nothing to make up.
+        if (!table.decline(mac, requested))
+          return this.#drops.drop(
+            rinfo.address,
+            'DHCPDECLINE for an address this client does not hold dropped',
+            {
+              mac,
+              ip: requested,
+            },
+          );
+        // Keyed by address: a client cycling through the pool gets one line per address per minute.
+        this.#declines.drop(requested, 'client declined an address (in use by someone else?)', {
+          mac,
+          ip: requested,
+        });
         return;
       case MessageType.RELEASE:
         if (sid !== undefined && sid !== cfg.serverIp) return;
-        if (table.release(mac, p.ciaddr)) this.#log.info('lease released', { mac, ip: p.ciaddr });
+        // RFC 2131 §4.3.4: ciaddr must be this client's lease.
+        if (!table.release(mac, p.ciaddr))
+          return this.#drops.drop(
+            rinfo.address,
+            'DHCPRELEASE for an address this client does not hold dropped',
+            {
+              mac,
+              ip: p.ciaddr,
+            },
+          );
+        this.#log.info('lease released', { mac, ip: p.ciaddr });
         return;
       case MessageType.INFORM:
         // RFC 2131 §3.4: configuration only, no lease and no yiaddr, unicast to ciaddr.

@@ -8,6 +8,8 @@ import { createServer, type Server, type Socket } from 'node:net';
 import { randomBytes } from 'node:crypto';
 import { BootTorrentError } from '../errors.js';
 import { silentLogger, type Logger } from '../util/logger.js';
+import { DropLog } from '../util/drop-log.js';
+import { PEER_LIMITS } from '../limits.js';
 import { PeerConnection } from '../wire/connection.js';
 import { TrackerClient } from '../tracker/client.js';
 import { TorrentSession, type SessionOptions } from './session.js';
@@ -18,8 +20,12 @@ export interface ClientOptions {
   /** Port to accept peers on (default 6881; 0 picks a free one). */
   port?: number;
   peerId?: Buffer;
-  /** Handshakes in progress at once; more incoming sockets are refused (default 64). */
+  /** Handshakes in progress at once; more incoming sockets are refused (default PEER_LIMITS.maxHalfOpen). */
   maxHalfOpen?: number;
+  /** Handshakes in progress at once from one IP (default PEER_LIMITS.halfOpenPerIp). */
+  halfOpenPerIp?: number;
+  /** Time from accept to a complete handshake, not extended by data (ms, default PEER_LIMITS.handshakeTimeoutMs). */
+  handshakeTimeoutMs?: number;
 }
 
 export interface ClientServices {
@@ -41,9 +47,14 @@ export class BitTorrentClient {
   private readonly log: Logger;
   private readonly signal: AbortSignal | undefined;
   private readonly maxHalfOpen: number;
+  private readonly halfOpenPerIp: number;
+  private readonly handshakeTimeoutMs: number;
+  private readonly drops: DropLog;
   private server: Server | undefined;
   private port = 0;
   private halfOpen = 0;
+  /** Handshakes in progress per source IP (entries removed at zero). */
+  private readonly halfOpenByIp = new Map<string, number>();
   private readonly sessions = new Map<string, TorrentSession>();
   private readonly sockets = new Set<Socket>();
   readonly tracker = new TrackerClient({
@@ -56,8 +67,11 @@ export class BitTorrentClient {
     this.peerId = options.peerId ?? newPeerId();
     this.host = options.host ?? '0.0.0.0';
     this.requestedPort = options.port ?? 6881;
-    this.maxHalfOpen = options.maxHalfOpen ?? 64;
+    this.maxHalfOpen = options.maxHalfOpen ?? PEER_LIMITS.maxHalfOpen;
+    this.halfOpenPerIp = options.halfOpenPerIp ?? PEER_LIMITS.halfOpenPerIp;
+    this.handshakeTimeoutMs = options.handshakeTimeoutMs ?? PEER_LIMITS.handshakeTimeoutMs;
     this.log = (services.logger ?? silentLogger).child('bt');
+    this.drops = new DropLog(this.log);
     this.signal = services.signal;
   }
 
@@ -96,31 +110,56 @@ export class BitTorrentClient {
     return this.port;
   }
 
+  /**
+   * An incoming socket, until its handshake names a torrent. Until then it
+   * holds a half-open slot: at most maxHalfOpen in all and halfOpenPerIp
+   * per source, for at most handshakeTimeoutMs from accept (absolute: a
+   * byte every few seconds does not extend it), so no one host can keep
+   * others from connecting.
+   */
   private onSocket(socket: Socket): void {
-    if (this.halfOpen >= this.maxHalfOpen) {
+    const ip = (socket.remoteAddress ?? '').replace(/^::ffff:/, '');
+    const remotePort = socket.remotePort ?? 0;
+    const fromIp = this.halfOpenByIp.get(ip) ?? 0;
+    if (this.halfOpen >= this.maxHalfOpen || fromIp >= this.halfOpenPerIp) {
+      // Swallow a late reset on a socket we drop before attaching anything to it.
+      socket.on('error', () => {});
       socket.destroy();
+      this.drops.drop(
+        ip,
+        fromIp >= this.halfOpenPerIp
+          ? 'peer refused: too many handshakes in progress from this address'
+          : 'peer refused: too many handshakes in progress',
+        { limit: fromIp >= this.halfOpenPerIp ? this.halfOpenPerIp : this.maxHalfOpen },
+      );
       return;
     }
     this.halfOpen++;
+    this.halfOpenByIp.set(ip, fromIp + 1);
     this.sockets.add(socket);
     socket.once('close', () => this.sockets.delete(socket));
     socket.setNoDelay(true);
-    const ip = (socket.remoteAddress ?? '').replace(/^::ffff:/, '');
-    const remotePort = socket.remotePort ?? 0;
     const conn = new PeerConnection(socket, {
       peerId: this.peerId,
       initiator: false,
       onInfoHash: (ih) => this.sessions.has(ih.toString('hex')),
-      handshakeTimeout: 10_000,
+      handshakeTimeout: this.handshakeTimeoutMs,
     });
     let counted = true;
     const settle = () => {
-      if (counted) this.halfOpen--;
+      if (!counted) return;
       counted = false;
+      this.halfOpen--;
+      const n = (this.halfOpenByIp.get(ip) ?? 1) - 1;
+      if (n > 0) this.halfOpenByIp.set(ip, n);
+      else this.halfOpenByIp.delete(ip);
     };
-    conn.on('error', (err) =>
-      this.log.debug('incoming peer error', { peer: `${ip}:${remotePort}`, error: err.message }),
-    );
+    conn.on('error', (err) => {
+      // Before the handshake: bad input (a timeout, garbage, an unknown
+      // torrent), logged once per address per minute. After: the session's.
+      if (counted) this.drops.drop(ip, 'peer dropped during its handshake', { error: err.message });
+      else this.log.debug('incoming peer error', { peer: `${ip}:${remotePort}`, error: err.message });
+    });
     conn.once('close', settle);
     conn.once('handshake', (h) => {
       settle();

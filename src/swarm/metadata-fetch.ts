@@ -21,6 +21,7 @@ import {
 import { TrackerClient } from '../tracker/client.js';
 import type { Magnet } from '../torrent/magnet.js';
 import { parseTorrent, type Metainfo } from '../torrent/metainfo.js';
+import { PeerDialer, type CandidateSource, type DialerOptions } from './dialer.js';
 
 export interface FetchMetadataOptions {
   magnet: Magnet;
@@ -33,6 +34,8 @@ export interface FetchMetadataOptions {
   maxConnections?: number;
   /** Give up after this long (default 60 s). */
   timeoutMs?: number;
+  /** Overrides of the dialing limits (defaults from PEER_LIMITS). */
+  limits?: Omit<DialerOptions, 'now'>;
 }
 
 export interface FetchMetadataServices {
@@ -52,8 +55,18 @@ export async function fetchMetadata(
   const tracker =
     services.trackerClient ?? new TrackerClient({ udpRetransmitBaseMs: 2000, udpMaxRetransmits: 2 });
   const maxConns = opts.maxConnections ?? 8;
-  const candidates = new Set<string>([...magnet.peers, ...(opts.peers ?? [])]);
+  // Addresses come from the magnet, the user and trackers; the dialer checks
+  // them (a bad port from a tracker used to throw in the dial timer) and
+  // bounds how many are held and dialed. Each address is asked once.
+  const dialer = new PeerDialer(opts.limits);
   const tried = new Set<string>();
+  const addCandidate = (addr: string, source: CandidateSource) => {
+    const m = /^(.+):(\d+)$/.exec(addr);
+    if (!m) return;
+    const host = m[1]!.replace(/^\[|\]$/g, '');
+    if (!tried.has(`${host}:${m[2]}`)) dialer.add(host, Number(m[2]), source);
+  };
+  for (const addr of [...magnet.peers, ...(opts.peers ?? [])]) addCandidate(addr, { kind: 'user' });
   const conns = new Set<PeerConnection>();
   let size = 0;
   let pieces: (Buffer | undefined)[] = [];
@@ -65,7 +78,7 @@ export async function fetchMetadata(
       if (done) return;
       done = true;
       clearTimeout(timer);
-      clearInterval(dialer);
+      clearInterval(dialTimer);
       clearInterval(announcer);
       services.signal?.removeEventListener('abort', onAbort);
       for (const c of conns) c.destroy();
@@ -116,13 +129,9 @@ export async function fetchMetadata(
       }
     };
 
-    const dial = (addr: string) => {
+    const dial = (addr: string, host: string, port: number) => {
       tried.add(addr);
-      const i = addr.lastIndexOf(':');
-      const socket = connect({
-        host: addr.slice(0, i).replace(/^\[|\]$/g, ''),
-        port: Number(addr.slice(i + 1)),
-      });
+      const socket = connect({ host, port });
       socket.setTimeout(10_000, () => socket.destroy());
       const conn = new PeerConnection(socket, {
         peerId: opts.peerId,
@@ -131,7 +140,11 @@ export async function fetchMetadata(
       });
       conns.add(conn);
       conn.on('error', (err) => log.debug('peer error', { peer: addr, error: err.message }));
-      conn.on('close', () => conns.delete(conn));
+      conn.on('close', () => {
+        conns.delete(conn);
+        dialer.dialEnded(addr);
+        dialer.remove(addr);
+      });
       conn.once('handshake', () => {
         socket.setTimeout(0);
         if (!conn.extended) return conn.destroy();
@@ -164,12 +177,19 @@ export async function fetchMetadata(
     };
 
     const dialMore = () => {
-      for (const addr of candidates) {
-        if (conns.size >= maxConns) return;
-        if (!tried.has(addr)) dial(addr);
+      if (done) return;
+      // A dial's slot is held until its connection closes: at most maxConns at once.
+      for (const c of dialer.next(maxConns, { seeding: false, connected: () => false })) {
+        try {
+          dial(c.address, c.ip, c.port);
+        } catch (err) {
+          dialer.dialEnded(c.address);
+          dialer.remove(c.address);
+          log.debug('cannot dial peer', { peer: c.address, error: (err as Error).message });
+        }
       }
     };
-    const dialer = setInterval(dialMore, 1000);
+    const dialTimer = setInterval(dialMore, 1000);
     dialMore();
     // Ask the trackers now and again until done: at the start of a boot the
     // seeders may announce after us.
@@ -189,7 +209,7 @@ export async function fetchMetadata(
           })
           .then((r) => {
             if (done) return;
-            for (const p of r.peers) candidates.add(`${p.ip}:${p.port}`);
+            for (const p of r.peers) addCandidate(`${p.ip}:${p.port}`, { kind: 'tracker' });
             dialMore();
           })
           .catch((err: Error) => log.debug('tracker failed', { tracker: url, error: err.message }));

@@ -15,9 +15,11 @@ import type { Duplex } from 'node:stream';
 import { randomBytes } from 'node:crypto';
 import { BootTorrentError, abortError } from '../errors.js';
 import { silentLogger, type Logger } from '../util/logger.js';
+import { DropLog } from '../util/drop-log.js';
+import { PEER_LIMITS } from '../limits.js';
 import type { Metainfo } from '../torrent/metainfo.js';
 import { Bitfield } from '../wire/bitfield.js';
-import { PeerConnection } from '../wire/connection.js';
+import { PeerConnection, type PeerConnectionEvents } from '../wire/connection.js';
 import type { PexMessage } from '../wire/codec.js';
 import {
   METADATA_PIECE_SIZE,
@@ -32,6 +34,7 @@ import { BLOCK_SIZE, PiecePicker, type BlockRequest } from './picker.js';
 import { chooseUnchoked, pickOptimistic, type ChokerMode } from './choker.js';
 import { PieceStore, pieceMatches, type StorageMode } from './storage.js';
 import { RateMeter } from './rate.js';
+import { PeerDialer, type CandidateSource, type DialCandidate } from './dialer.js';
 
 export interface SessionOptions {
   meta: Metainfo;
@@ -44,6 +47,10 @@ export interface SessionOptions {
   choker?: ChokerMode;
   /** Most connections for this torrent (default 80). */
   maxPeers?: number;
+  /** Connections one IP may hold in this torrent; more incoming ones are refused (default PEER_LIMITS.establishedPerIp). */
+  establishedPerIp?: number;
+  /** Slots full: an incoming peer replaces the one that moved no block for longest, if for this long (ms, default PEER_LIMITS.uselessPeerMs). */
+  uselessPeerMs?: number;
   /** Most peers unchoked at once (default in lan mode: 64 for a seed, 8 while downloading; 4 in standard). */
   maxUnchoked?: number;
   /** Trackers to use instead of the torrent's own. */
@@ -79,6 +86,10 @@ export interface SessionOptions {
    * without hiding pieces); `plain` serves every request. Default spread.
    */
   seedPolicy?: 'spread' | 'plain';
+  /** How often peers get PEX messages (ms, default 60 s; BEP 11 allows one a minute). */
+  pexIntervalMs?: number;
+  /** Overrides of PEER_LIMITS (src/limits.ts), e.g. small values in tests. */
+  limits?: Partial<Record<keyof typeof PEER_LIMITS, number>>;
 }
 
 export interface SessionServices {
@@ -129,6 +140,8 @@ export interface SessionEvents {
   banned: [{ address: string; reason: string }];
   peer: [{ address: string; event: 'connect' | 'close' }];
   warning: [string];
+  /** The session hit a fault of its own and stopped (logged; the process goes on). */
+  failed: [BootTorrentError];
 }
 
 interface Peer {
@@ -164,18 +177,8 @@ interface Peer {
   /** Addresses already sent to this peer in PEX. */
   readonly pexSent: Set<string>;
   connectedAt: number;
-}
-
-interface Candidate {
-  readonly ip: string;
-  readonly port: number;
-  failures: number;
-  nextTry: number;
-  /**
-   * Heard through LSD: a seed dials these too, since such a peer learns of
-   * us only at our next LSD announce (BEP 14: at most one a minute).
-   */
-  readonly local: boolean;
+  /** Last time a block moved either way (connectedAt until then): see replaceUseless. */
+  lastUseful: number;
 }
 
 interface Assembly {
@@ -215,19 +218,25 @@ const READ_BUFFER_BYTES = 128 * 1024;
 const SPARE_BUFFERS = 8;
 
 const key = (index: number, begin: number) => `${index}:${begin}`;
+const errorText = (err: unknown) => (err instanceof Error ? err.message : String(err));
 
 export class TorrentSession extends EventEmitter<SessionEvents> {
   readonly meta: Metainfo;
   private readonly opts: SessionOptions;
   private readonly log: Logger;
+  /** Incoming peers refused by the per-IP and slot limits, logged once per IP per minute. */
+  private readonly admissionDrops: DropLog;
   private readonly signal: AbortSignal | undefined;
   private store: PieceStore | undefined;
   private picker: PiecePicker | undefined;
   private readonly peers = new Map<PeerConnection, Peer>();
-  private readonly candidates = new Map<string, Candidate>();
-  private readonly connecting = new Set<string>();
-  /** Banned peers, by listen address ("ip:port") and by peer id (hex). */
-  private readonly banned = new Set<string>();
+  /** Candidates, backoff, bans and dial limits (also holds banned peer ids). */
+  private readonly dialer: PeerDialer;
+  /** Dropped peer input (PEX beyond the limits), logged once per peer per minute. */
+  private readonly drops: DropLog;
+  private readonly limits: { maxPexAddedPerMessage: number; maxMetadataBacklogBytes: number };
+  /** Why the session ended itself (a fault in a timer or continuation), if it did. */
+  private failure: BootTorrentError | undefined;
   private readonly assemblies = new Map<number, Assembly>();
   /**
    * Assembly buffers of written pieces, reused: a fresh buffer per piece
@@ -271,6 +280,7 @@ export class TorrentSession extends EventEmitter<SessionEvents> {
     this.meta = options.meta;
     this.opts = options;
     this.log = (services.logger ?? silentLogger).child(`swarm ${options.meta.infoHashHex.slice(0, 8)}`);
+    this.admissionDrops = new DropLog(this.log);
     this.signal = services.signal;
     this.tracker =
       services.trackerClient ??
@@ -292,6 +302,19 @@ export class TorrentSession extends EventEmitter<SessionEvents> {
     this.minQueue = options.minQueue ?? 4;
     this.maxQueue = options.maxQueue ?? 256;
     this.onVerifyProgress = services.onVerifyProgress;
+    const l = options.limits ?? {};
+    this.dialer = new PeerDialer({
+      ...(l.maxCandidates !== undefined ? { maxCandidates: l.maxCandidates } : {}),
+      ...(l.maxCandidatesPerPeer !== undefined ? { maxCandidatesPerPeer: l.maxCandidatesPerPeer } : {}),
+      ...(l.maxConcurrentDials !== undefined ? { maxConcurrentDials: l.maxConcurrentDials } : {}),
+      ...(l.maxDialsPerSecond !== undefined ? { maxDialsPerSecond: l.maxDialsPerSecond } : {}),
+      ...(l.maxPexDialFailures !== undefined ? { maxPexDialFailures: l.maxPexDialFailures } : {}),
+    });
+    this.limits = {
+      maxPexAddedPerMessage: l.maxPexAddedPerMessage ?? PEER_LIMITS.maxPexAddedPerMessage,
+      maxMetadataBacklogBytes: l.maxMetadataBacklogBytes ?? PEER_LIMITS.maxMetadataBacklogBytes,
+    };
+    this.drops = new DropLog(this.log);
   }
 
   private readonly onVerifyProgress: ((bytes: number, total: number) => void) | undefined;
@@ -350,57 +373,149 @@ export class TorrentSession extends EventEmitter<SessionEvents> {
       have: this.picker.piecesHave,
       pieces: meta.pieceCount,
     });
-    for (const p of this.opts.peers ?? []) this.addPeerAddress(p);
-    const every = (ms: number, fn: () => void) => {
-      const t = setInterval(fn, ms);
+    for (const p of this.opts.peers ?? []) this.addPeerAddress(p, { kind: 'user' });
+    // Containment (issue #14): a throw in a timer would end the process;
+    // here it ends this torrent's session only, logged.
+    const every = (ms: number, what: string, fn: () => void) => {
+      const t = setInterval(() => {
+        try {
+          fn();
+        } catch (err) {
+          this.fail(what, err);
+        }
+      }, ms);
       this.timers.push(t);
     };
-    every(TICK_MS, () => this.tick());
+    every(TICK_MS, 'tick', () => this.tick());
     // The upload bucket is refilled ten times a second (see refillUploadTokens).
-    if (this.opts.uploadLimit) every(TICK_MS / 10, () => this.refillUploadTokens());
-    every(CHOKE_INTERVAL_MS, () => this.rechoke(true));
-    if (!this.picker.complete) every(HAVE_BATCH_MS, () => this.flushHaves());
-    if (this.pex) every(PEX_INTERVAL_MS, () => this.sendPex());
+    if (this.opts.uploadLimit) every(TICK_MS / 10, 'upload limit', () => this.refillUploadTokens());
+    every(CHOKE_INTERVAL_MS, 'rechoke', () => this.rechoke(true));
+    if (!this.picker.complete) every(HAVE_BATCH_MS, 'haves', () => this.flushHaves());
+    if (this.pex) every(this.opts.pexIntervalMs ?? PEX_INTERVAL_MS, 'pex', () => this.sendPex());
     this.signal?.addEventListener('abort', this.onAbort, { once: true });
-    void this.announce('started');
+    this.announceSoon('started');
     await this.startLsd();
     this.connectMore();
   }
 
-  private readonly onAbort = () => void this.stop();
+  private readonly onAbort = () => {
+    this.stop().catch((err: unknown) => this.log.error('stopping failed', { error: errorText(err) }));
+  };
 
-  /** A peer address from anywhere (tracker, LSD, PEX, the user). */
-  addPeerAddress(address: string): void {
-    const m = /^(.+):(\d+)$/.exec(address);
-    if (!m) return;
-    this.addCandidate(m[1]!.replace(/^\[|\]$/g, ''), Number(m[2]));
+  /**
+   * A fault in the session itself (a timer, a write, a continuation): it is
+   * logged and ends this torrent's session, never the process (issue #14).
+   * whenComplete() rejects with it.
+   */
+  private fail(where: string, err: unknown): void {
+    if (this.stopped) return;
+    const error = err instanceof Error ? err : new Error(String(err));
+    this.failure = new BootTorrentError(
+      'BT_ERR_SWARM',
+      `torrent session failed in ${where}: ${error.message}`,
+      {
+        cause: error,
+      },
+    );
+    this.log.error('torrent session failed; stopping it', { in: where, error: error.message });
+    this.emit('warning', this.failure.message);
+    this.emit('failed', this.failure);
+    this.stop().catch((e: unknown) => this.log.error('stopping failed', { error: errorText(e) }));
   }
 
-  private addCandidate(ip: string, port: number, local = false): void {
-    const k = `${ip}:${port}`;
-    if (port <= 0 || port > 65535 || this.banned.has(k)) return;
-    if (this.candidates.has(k)) return;
-    for (const p of this.peers.values()) if (p.address === k) return;
-    this.candidates.set(k, { ip, port, failures: 0, nextTry: 0, local });
-    if (this.started && !this.stopped) this.connectMore();
+  /**
+   * Runs one peer's part of a handler or timer. A throw there is that
+   * peer's fault or ours about it: logged with its address, and that one
+   * connection is closed (issue #14 containment).
+   */
+  private guard(peer: Peer, where: string, fn: () => void): void {
+    try {
+      fn();
+    } catch (err) {
+      this.log.warn('error handling peer; closing its connection', {
+        peer: peer.address,
+        in: where,
+        error: errorText(err),
+      });
+      peer.conn.destroy();
+    }
+  }
+
+  /** An announce whose failure is logged, not left to reject unobserved. */
+  private announceSoon(event: AnnounceEvent): void {
+    this.announce(event).catch((err: unknown) =>
+      this.log.warn('announce failed', { event, error: errorText(err) }),
+    );
+  }
+
+  /** A peer address from anywhere (tracker, LSD, PEX, the user). */
+  addPeerAddress(address: string, source: CandidateSource = { kind: 'user' }): void {
+    const m = /^(.+):(\d+)$/.exec(address);
+    if (!m) return;
+    this.addCandidate(m[1]!.replace(/^\[|\]$/g, ''), Number(m[2]), source);
+  }
+
+  /** Candidates held, for tests and status. */
+  get candidateCount(): number {
+    return this.dialer.size;
+  }
+
+  /** Dials in progress, for tests and status. */
+  get dialingCount(): number {
+    return this.dialer.dialing;
+  }
+
+  /** Dials started since the session began, for tests and status. */
+  get dialsStarted(): number {
+    return this.dialer.started;
+  }
+
+  /** Peer input dropped over a limit (see PEER_LIMITS), for tests and status. */
+  get droppedInput(): number {
+    return this.drops.total;
+  }
+
+  private addCandidate(ip: string, port: number, source: CandidateSource): void {
+    // Bounded: at most maxPeers + 10 peers, and a PEX message adds at most 50.
+    const address = `${ip}:${port}`;
+    for (const p of this.peers.values()) if (p.address === address) return;
+    const refused = this.dialer.add(ip, port, source);
+    if (refused === 'full' || refused === 'source-full') {
+      this.drops.drop(source.kind === 'pex' ? source.from : source.kind, 'peer address ignored', {
+        reason: refused === 'full' ? 'candidate table full' : 'too many candidates from this peer',
+      });
+    }
+    if (refused === undefined && this.started && !this.stopped) this.connectMore();
+  }
+
+  /** Listen addresses of the connected peers (so they are not dialed twice). */
+  private connectedAddresses(): Set<string> {
+    const out = new Set<string>();
+    for (const p of this.peers.values()) out.add(p.address);
+    return out;
   }
 
   private connectMore(): void {
     if (this.stopped || !this.picker) return;
     // A seed does not dial out: leechers find it through the tracker.
     const seeding = this.picker.complete;
-    const now = Date.now();
-    for (const [k, c] of this.candidates) {
-      if (this.peers.size + this.connecting.size >= this.maxPeers) return;
-      if (seeding && !c.local) continue;
-      if (this.connecting.has(k) || c.nextTry > now) continue;
-      if ([...this.peers.values()].some((p) => p.address === k)) continue;
-      this.dial(k, c);
+    let connected: Set<string> | undefined;
+    const due = this.dialer.next(this.maxPeers - this.peers.size, {
+      seeding,
+      connected: (a) => (connected ??= this.connectedAddresses()).has(a),
+    });
+    for (const c of due) {
+      try {
+        this.dial(c);
+      } catch (err) {
+        this.dialer.failed(c.address);
+        this.log.debug('connect failed', { peer: c.address, error: errorText(err) });
+      }
     }
   }
 
-  private dial(k: string, c: Candidate): void {
-    this.connecting.add(k);
+  private dial(c: DialCandidate): void {
+    const k = c.address;
     let conn: PeerConnection | undefined;
     // Reads land in one buffer per connection, handed to the connection
     // before the next read (PeerConnection.feed): no garbage per read. Node
@@ -421,38 +536,35 @@ export class TorrentSession extends EventEmitter<SessionEvents> {
     const timer = setTimeout(() => socket.destroy(new Error('connect timeout')), CONNECT_TIMEOUT_MS);
     const failed = (err: Error) => {
       clearTimeout(timer);
-      this.connecting.delete(k);
-      c.failures++;
-      c.nextTry = Date.now() + Math.min(60_000, 1000 * 2 ** c.failures);
+      this.dialer.failed(k);
       this.log.debug('connect failed', { peer: k, error: err.message });
     };
     socket.once('error', failed);
     socket.once('connect', () => {
       clearTimeout(timer);
       socket.off('error', failed);
-      this.connecting.delete(k);
+      this.dialer.dialEnded(k);
       if (this.stopped) {
         socket.destroy();
         return;
       }
-      const pc = new PeerConnection(socket, {
-        peerId: this.opts.peerId,
-        initiator: true,
-        infoHash: this.meta.infoHash,
-        pieceCount: this.meta.pieceCount,
-      });
-      conn = pc;
-      pc.once('handshake', () => {
-        c.failures = 0;
-        this.attach(pc, c.ip, c.port, c.port);
-      });
-      pc.once('close', () => {
-        if (!this.peers.has(pc)) {
-          c.failures++;
-          c.nextTry = Date.now() + Math.min(60_000, 1000 * 2 ** c.failures);
-        }
-      });
-      pc.on('error', (err) => this.log.debug('peer error', { peer: k, error: err.message }));
+      try {
+        const pc = new PeerConnection(socket, {
+          peerId: this.opts.peerId,
+          initiator: true,
+          infoHash: this.meta.infoHash,
+          pieceCount: this.meta.pieceCount,
+        });
+        conn = pc;
+        pc.on('error', (err) => this.log.debug('peer error', { peer: k, error: err.message }));
+        pc.once('handshake', () => this.attach(pc, c.ip, c.port, c.port));
+        pc.once('close', () => {
+          if (!this.peers.has(pc)) this.dialer.failed(k);
+        });
+      } catch (err) {
+        this.log.warn('error setting up a peer connection; closing it', { peer: k, error: errorText(err) });
+        socket.destroy();
+      }
     });
   }
 
@@ -477,8 +589,23 @@ export class TorrentSession extends EventEmitter<SessionEvents> {
    * listener checked the infohash). Returns false if refused.
    */
   acceptIncoming(conn: PeerConnection, ip: string, remotePort: number): boolean {
-    if (this.stopped || !this.picker || this.peers.size >= this.maxPeers + 10) {
+    if (this.stopped || !this.picker) {
       conn.destroy();
+      return false;
+    }
+    const perIp = this.opts.establishedPerIp ?? PEER_LIMITS.establishedPerIp;
+    let fromIp = 0;
+    for (const p of this.peers.values()) if (p.ip === ip) fromIp++;
+    if (fromIp >= perIp) {
+      conn.destroy();
+      this.admissionDrops.drop(ip, 'peer refused: too many connections from this address', { limit: perIp });
+      return false;
+    }
+    if (this.peers.size >= this.maxPeers + 10 && !this.replaceUseless()) {
+      conn.destroy();
+      this.admissionDrops.drop(ip, 'peer refused: every slot of this torrent is in use', {
+        limit: this.maxPeers + 10,
+      });
       return false;
     }
     conn.setPieceCount(this.meta.pieceCount);
@@ -486,9 +613,54 @@ export class TorrentSession extends EventEmitter<SessionEvents> {
     return true;
   }
 
+  /**
+   * Frees a slot for a newcomer (an incoming peer, or a candidate to dial
+   * while downloading) by closing the peer that has moved no block either
+   * way for longest, if that is at least uselessPeerMs. Keep-alives
+   * and interest are free to fake; a block is not, so only blocks count.
+   * A peer that has only just connected keeps its slot for that long too.
+   * Returns false if every peer has been useful lately (the newcomer waits).
+   */
+  private replaceUseless(): boolean {
+    const cutoff = Date.now() - (this.opts.uselessPeerMs ?? PEER_LIMITS.uselessPeerMs);
+    let victim: Peer | undefined;
+    for (const p of this.peers.values()) {
+      if (p.lastUseful <= cutoff && (!victim || p.lastUseful < victim.lastUseful)) victim = p;
+    }
+    if (!victim) return false;
+    this.log.debug('peer replaced: no block moved lately and a newcomer wants its slot', {
+      peer: victim.address,
+      idleMs: Date.now() - victim.lastUseful,
+    });
+    victim.conn.destroy();
+    return true;
+  }
+
+  /**
+   * Takes a peer whose handshake is done. A throw while wiring it up closes
+   * that connection only (it may come from the listener's or the stream's
+   * callbacks, where nothing else would catch it).
+   */
   private attach(conn: PeerConnection, ip: string, listenPort: number | undefined, remotePort: number): void {
+    try {
+      this.attachPeer(conn, ip, listenPort, remotePort);
+    } catch (err) {
+      this.log.warn('error taking a peer; closing its connection', {
+        peer: `${ip}:${listenPort ?? remotePort}`,
+        error: errorText(err),
+      });
+      conn.destroy();
+    }
+  }
+
+  private attachPeer(
+    conn: PeerConnection,
+    ip: string,
+    listenPort: number | undefined,
+    remotePort: number,
+  ): void {
     const remoteId = conn.remote!.peerId;
-    if (this.banned.has(remoteId.toString('hex'))) {
+    if (this.dialer.isBanned(remoteId.toString('hex'))) {
       conn.destroy();
       return;
     }
@@ -526,40 +698,56 @@ export class TorrentSession extends EventEmitter<SessionEvents> {
       pendingHaves: [],
       tiebreak: Math.random(),
       connectedAt: Date.now(),
+      lastUseful: Date.now(),
     };
-    if (listenPort !== undefined) this.candidates.delete(`${ip}:${listenPort}`);
+    if (listenPort !== undefined) this.dialer.remove(`${ip}:${listenPort}`);
     this.peers.set(conn, peer);
     this.emit('peer', { address: peer.address, event: 'connect' });
     this.log.debug('peer connected', { peer: peer.address, client: this.clientName(conn) });
 
     conn.on('error', (err) => this.log.debug('peer error', { peer: peer.address, error: err.message }));
-    conn.on('close', () => this.detach(peer));
-    conn.on('extended-handshake', (h) => {
+    // Every handler below runs guarded: its throw closes this peer only.
+    const on = <E extends keyof PeerConnectionEvents>(
+      event: E,
+      fn: (...args: PeerConnectionEvents[E]) => void,
+    ): void => {
+      const guarded = (...args: PeerConnectionEvents[E]) => this.guard(peer, event, () => fn(...args));
+      (conn.on as (e: E, l: (...args: PeerConnectionEvents[E]) => void) => PeerConnection)(event, guarded);
+    };
+    // On close the connection is gone already; a throw there is the session's.
+    conn.on('close', () => {
+      try {
+        this.detach(peer);
+      } catch (err) {
+        this.fail('peer close', err);
+      }
+    });
+    on('extended-handshake', (h) => {
       if (typeof h.p === 'number' && h.p > 0 && h.p <= 65535) {
         peer.listenPort = h.p;
         peer.address = `${ip}:${h.p}`;
       }
       if (typeof h.reqq === 'number' && h.reqq > 0) peer.remoteQueue = Math.min(h.reqq, this.maxQueue);
     });
-    conn.on('bitfield', () => this.setPeerPieces(peer, conn.remoteBitfield, false));
-    conn.on('have-all', () => this.setPeerPieces(peer, null, true));
-    conn.on('have-none', () => this.setPeerPieces(peer, new Bitfield(this.meta.pieceCount), false));
-    conn.on('have', ({ index }) => this.onHave(peer, index));
-    conn.on('choke', () => {
+    on('bitfield', () => this.setPeerPieces(peer, conn.remoteBitfield, false));
+    on('have-all', () => this.setPeerPieces(peer, null, true));
+    on('have-none', () => this.setPeerPieces(peer, new Bitfield(this.meta.pieceCount), false));
+    on('have', ({ index }) => this.onHave(peer, index));
+    on('choke', () => {
       // BEP 6: with the Fast extension a choke does not cancel requests; rejects will.
       if (!conn.fast) this.dropOutstanding(peer);
     });
-    conn.on('unchoke', () => this.fill(peer));
-    conn.on('interested', () => this.rechoke(false));
-    conn.on('not-interested', () => this.rechoke(false));
-    conn.on('request', (r) => this.onRequest(peer, r));
-    conn.on('cancel', (r) => {
+    on('unchoke', () => this.fill(peer));
+    on('interested', () => this.rechoke(false));
+    on('not-interested', () => this.rechoke(false));
+    on('request', (r) => this.onRequest(peer, r));
+    on('cancel', (r) => {
       const i = peer.uploads.findIndex(
         (u) => u.index === r.index && u.begin === r.begin && u.length === r.length,
       );
       if (i >= 0) peer.uploads.splice(i, 1);
     });
-    conn.on('reject', (r) => {
+    on('reject', (r) => {
       // Rejects that follow a choke (BEP 6) say nothing about the piece.
       if (!peer.conn.peerChoking) peer.refused.set(r.index, Date.now() + REFUSED_MS);
       if (peer.outstanding.delete(key(r.index, r.begin))) {
@@ -567,15 +755,15 @@ export class TorrentSession extends EventEmitter<SessionEvents> {
         this.fill(peer);
       }
     });
-    conn.on('suggest', (m) => {
+    on('suggest', (m) => {
       if (m.index >= this.meta.pieceCount || picker.hasPiece(m.index)) return;
       if (peer.suggested.size >= MAX_SUGGESTED) return;
       peer.suggested.add(m.index);
       this.fill(peer);
     });
-    conn.on('piece', (m) => this.onBlock(peer, m.index, m.begin, m.block));
-    conn.on('pex', (msg) => this.onPex(msg));
-    conn.on('extended', ({ id, payload }) => {
+    on('piece', (m) => this.onBlock(peer, m.index, m.begin, m.block));
+    on('pex', (msg) => this.onPex(peer, msg));
+    on('extended', ({ id, payload }) => {
       if (id === UT_METADATA_ID) this.onMetadataMessage(peer, payload);
     });
 
@@ -709,6 +897,7 @@ export class TorrentSession extends EventEmitter<SessionEvents> {
       return;
     }
     peer.outstanding.delete(k);
+    peer.lastUseful = Date.now();
     peer.down.add(block.length);
     this.down.add(block.length);
     const res = picker.blockReceived(index, begin, peer.pid);
@@ -730,7 +919,7 @@ export class TorrentSession extends EventEmitter<SessionEvents> {
         if (p.pid === other && p.outstanding.delete(k)) p.conn.cancel(index, begin, block.length);
       }
     }
-    if (res.pieceDone) void this.finishPiece(index);
+    if (res.pieceDone) this.finishPiece(index).catch((err: unknown) => this.fail('piece write', err));
     this.fill(peer);
   }
 
@@ -788,7 +977,7 @@ export class TorrentSession extends EventEmitter<SessionEvents> {
         if (p.seed) p.conn.destroy();
       }
       this.emit('complete');
-      void this.announce('completed');
+      this.announceSoon('completed');
     }
   }
 
@@ -813,10 +1002,9 @@ export class TorrentSession extends EventEmitter<SessionEvents> {
    */
   private ban(peer: Peer, reason: string): void {
     const id = peer.conn.remote!.peerId.toString('hex');
-    if (this.banned.has(id)) return;
-    this.banned.add(id);
-    this.banned.add(peer.address);
-    this.candidates.delete(peer.address);
+    if (this.dialer.isBanned(id)) return;
+    this.dialer.ban(id);
+    this.dialer.ban(peer.address);
     this.log.warn('banned peer', { peer: peer.address, reason });
     this.emit('banned', { address: peer.address, reason });
     peer.conn.destroy();
@@ -831,11 +1019,13 @@ export class TorrentSession extends EventEmitter<SessionEvents> {
       peer.conn.destroy(err as BootTorrentError);
       return;
     }
-    if (m.type !== 'request' || !peer.conn.remoteExtensions?.m.get('ut_metadata')) return;
+    if (m.type !== 'request' || !peer.conn.supportsExtension('ut_metadata')) return;
     const info = this.meta.infoBuffer;
     const start = m.piece * METADATA_PIECE_SIZE;
+    // A peer that asks and never reads would have us queue 16 KiB a request.
+    const backlogged = peer.conn.bufferedAmount > this.limits.maxMetadataBacklogBytes;
     const reply: MetadataMessage =
-      start < info.length
+      start < info.length && !backlogged
         ? {
             type: 'data',
             piece: m.piece,
@@ -926,6 +1116,7 @@ export class TorrentSession extends EventEmitter<SessionEvents> {
           break;
         }
         peer.conn.piece(r.index, r.begin, lease.block, lease.release);
+        peer.lastUseful = Date.now();
         peer.up.add(r.length);
         this.up.add(r.length);
         if (peer.conn.writableNeedDrain) await peer.conn.drained();
@@ -992,31 +1183,41 @@ export class TorrentSession extends EventEmitter<SessionEvents> {
     });
     for (const p of list) {
       if (!p.conn.isOpen) continue;
-      if (unchoke.has(p.pid)) {
-        if (p.conn.amChoking) p.conn.unchoke();
-      } else if (!p.conn.amChoking) {
-        p.conn.choke();
-        if (p.conn.fast) for (const r of p.uploads) p.conn.reject(r.index, r.begin, r.length);
-        p.uploads.length = 0;
-      }
+      this.guard(p, 'rechoke', () => {
+        if (unchoke.has(p.pid)) {
+          if (p.conn.amChoking) p.conn.unchoke();
+        } else if (!p.conn.amChoking) {
+          p.conn.choke();
+          if (p.conn.fast) for (const r of p.uploads) p.conn.reject(r.index, r.begin, r.length);
+          p.uploads.length = 0;
+        }
+      });
     }
   }
 
   private tick(): void {
     if (this.stopped) return;
     const now = Date.now();
-    for (const p of this.peers.values()) {
-      // A peer sitting on requests for long gets them taken back (snubbed).
-      let oldest = Infinity;
-      for (const o of p.outstanding.values()) oldest = Math.min(oldest, o.at);
-      if (oldest !== Infinity && now - oldest > REQUEST_TIMEOUT_MS) {
-        this.log.debug('peer snubbed us; re-requesting elsewhere', { peer: p.address });
-        for (const o of p.outstanding.values()) p.conn.cancel(o.req.index, o.req.begin, o.req.length);
-        this.dropOutstanding(p);
-      }
-      this.fill(p);
+    for (const p of [...this.peers.values()]) {
+      this.guard(p, 'tick', () => {
+        // A peer sitting on requests for long gets them taken back (snubbed).
+        let oldest = Infinity;
+        for (const o of p.outstanding.values()) oldest = Math.min(oldest, o.at);
+        if (oldest !== Infinity && now - oldest > REQUEST_TIMEOUT_MS) {
+          this.log.debug('peer snubbed us; re-requesting elsewhere', { peer: p.address });
+          for (const o of p.outstanding.values()) p.conn.cancel(o.req.index, o.req.begin, o.req.length);
+          this.dropOutstanding(p);
+        }
+        this.fill(p);
+      });
     }
-    if (!this.announcing && now >= this.nextAnnounceAt && this.nextAnnounceAt > 0) void this.announce('none');
+    if (!this.announcing && now >= this.nextAnnounceAt && this.nextAnnounceAt > 0) this.announceSoon('none');
+    // Downloading with every slot taken, and someone new to dial: peers that
+    // moved nothing for long must not keep us from the ones that might.
+    if (!this.picker!.complete && this.peers.size >= this.maxPeers) {
+      const connected = this.connectedAddresses();
+      if (this.dialer.hasDue((a) => connected.has(a))) this.replaceUseless();
+    }
     this.connectMore();
   }
 
@@ -1057,7 +1258,8 @@ export class TorrentSession extends EventEmitter<SessionEvents> {
           this.announceFailures = 0;
           if (r.warning) this.log.warn('tracker warning', { tracker: url, warning: r.warning });
           this.nextAnnounceAt = Date.now() + Math.max(5, r.interval) * 1000;
-          if (event !== 'stopped') for (const p of r.peers) this.addCandidate(p.ip, p.port);
+          if (event !== 'stopped')
+            for (const p of r.peers) this.addCandidate(p.ip, p.port, { kind: 'tracker' });
           break;
         } catch (err) {
           if (this.stopped && event !== 'stopped') return;
@@ -1081,26 +1283,54 @@ export class TorrentSession extends EventEmitter<SessionEvents> {
     }
   }
 
-  private onPex(msg: PexMessage): void {
+  /**
+   * BEP 11: at most 50 added peers per message; more is abuse, so the rest
+   * are dropped (counted, logged once a minute per peer). Each address costs
+   * O(1) (PeerDialer.add), and the dialer caps what one peer may add.
+   */
+  private onPex(peer: Peer, msg: PexMessage): void {
     if (!this.pex) return;
-    for (const p of msg.added.slice(0, 50)) this.addCandidate(p.host, p.port);
+    const max = this.limits.maxPexAddedPerMessage;
+    if (msg.added.length > max) {
+      this.drops.drop(peer.address, 'PEX message over the limit; extra peers ignored', {
+        added: msg.added.length,
+        limit: max,
+      });
+    }
+    const n = Math.min(max, msg.added.length);
+    for (let i = 0; i < n; i++) {
+      const p = msg.added[i]!;
+      this.addCandidate(p.host, p.port, { kind: 'pex', from: peer.address });
+    }
   }
 
   private sendPex(): void {
     if (!this.pex) return;
-    const known = [...this.peers.values()].filter((p) => p.listenPort !== undefined).map((p) => p.address);
-    for (const p of this.peers.values()) {
-      if (!p.conn.isOpen || !p.conn.remoteExtensions?.m.has('ut_pex')) continue;
-      const added = known.filter((a) => a !== p.address && !p.pexSent.has(a)).slice(0, 50);
-      const dropped = [...p.pexSent].filter((a) => !known.includes(a)).slice(0, 50);
-      if (added.length === 0 && dropped.length === 0) continue;
-      for (const a of added) p.pexSent.add(a);
-      for (const a of dropped) p.pexSent.delete(a);
-      const toPeer = (a: string) => {
-        const i = a.lastIndexOf(':');
-        return { host: a.slice(0, i), port: Number(a.slice(i + 1)), flags: 0 };
-      };
-      p.conn.sendPex({ added: added.map(toPeer), dropped: dropped.map(toPeer) });
+    const known = new Set<string>();
+    for (const p of this.peers.values()) if (p.listenPort !== undefined) known.add(p.address);
+    const toPeer = (a: string) => {
+      const i = a.lastIndexOf(':');
+      return { host: a.slice(0, i), port: Number(a.slice(i + 1)), flags: 0 };
+    };
+    for (const p of [...this.peers.values()]) {
+      // BEP 10: an id of 0 (or none) means the peer disabled ut_pex.
+      if (!p.conn.isOpen || !p.conn.supportsExtension('ut_pex')) continue;
+      this.guard(p, 'pex', () => {
+        const added: string[] = [];
+        for (const a of known) {
+          if (added.length >= 50) break;
+          if (a !== p.address && !p.pexSent.has(a)) added.push(a);
+        }
+        const dropped: string[] = [];
+        for (const a of p.pexSent) {
+          if (dropped.length >= 50) break;
+          if (!known.has(a)) dropped.push(a);
+        }
+        if (added.length === 0 && dropped.length === 0) return;
+        for (const a of added) p.pexSent.add(a);
+        for (const a of dropped) p.pexSent.delete(a);
+        p.conn.sendPex({ added: added.map(toPeer), dropped: dropped.map(toPeer) });
+      });
     }
   }
 
@@ -1113,17 +1343,11 @@ export class TorrentSession extends EventEmitter<SessionEvents> {
     peer.uploads.length = 0;
     this.emit('peer', { address: peer.address, event: 'close' });
     this.log.debug('peer closed', { peer: peer.address });
-    if (!this.stopped && peer.listenPort !== undefined && !this.banned.has(peer.address)) {
+    if (!this.stopped && peer.listenPort !== undefined) {
       // Keep it as a candidate: a restart of that peer should find us again.
-      this.candidates.set(peer.address, {
-        ip: peer.ip,
-        port: peer.listenPort,
-        failures: 1,
-        nextTry: Date.now() + 2000,
-        local: false,
-      });
+      this.dialer.keep(peer.ip, peer.listenPort);
     }
-    for (const p of this.peers.values()) this.fill(p);
+    for (const p of [...this.peers.values()]) this.guard(p, 'fill', () => this.fill(p));
   }
 
   stats(): SessionStats {
@@ -1176,11 +1400,21 @@ export class TorrentSession extends EventEmitter<SessionEvents> {
   /** Resolves when every piece is verified and stored (at once for a seed). */
   whenComplete(): Promise<void> {
     if (this.complete) return Promise.resolve();
+    if (this.failure) return Promise.reject(this.failure);
     return new Promise((resolve, reject) => {
-      const onAbort = () => reject(this.signal ? abortError(this.signal) : new Error('stopped'));
+      const onAbort = () => {
+        this.off('failed', onFailed);
+        reject(this.signal ? abortError(this.signal) : new Error('stopped'));
+      };
+      const onFailed = (err: BootTorrentError) => {
+        this.signal?.removeEventListener('abort', onAbort);
+        reject(err);
+      };
       this.signal?.addEventListener('abort', onAbort, { once: true });
+      this.once('failed', onFailed);
       this.once('complete', () => {
         this.signal?.removeEventListener('abort', onAbort);
+        this.off('failed', onFailed);
         resolve();
       });
     });
@@ -1200,7 +1434,11 @@ export class TorrentSession extends EventEmitter<SessionEvents> {
       { logger: this.log.child('lsd') },
     );
     lsd.on('peer', (p) => {
-      if (p.infoHash === this.meta.infoHashHex) this.addCandidate(p.ip, p.port, true);
+      try {
+        if (p.infoHash === this.meta.infoHashHex) this.addCandidate(p.ip, p.port, { kind: 'lsd' });
+      } catch (err) {
+        this.log.warn('error handling an LSD peer', { peer: `${p.ip}:${p.port}`, error: errorText(err) });
+      }
     });
     lsd.on('error', (err) => this.emit('warning', `local peer discovery stopped: ${err.message}`));
     try {

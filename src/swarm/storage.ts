@@ -9,9 +9,9 @@
  * `<dir>/<name>`, a multi-file one `<dir>/<name>/<path...>`.
  */
 import { createHash } from 'node:crypto';
-import { createReadStream } from 'node:fs';
-import { mkdir, open, realpath, stat, type FileHandle } from 'node:fs/promises';
-import { dirname, join, relative, isAbsolute } from 'node:path';
+import { constants, createReadStream } from 'node:fs';
+import { lstat, mkdir, open, realpath, stat, type FileHandle } from 'node:fs/promises';
+import { dirname, join, relative, isAbsolute, sep } from 'node:path';
 import { BootTorrentError } from '../errors.js';
 import { hashPieces } from '../torrent/hash-pool.js';
 import { pieceHash, pieceSize, type Metainfo } from '../torrent/metainfo.js';
@@ -86,6 +86,13 @@ export class PieceStore {
   /** Files created empty by prepare(): nothing in them to check. */
   private readonly created = new Set<string>();
   private closed = false;
+  /**
+   * A download's files are opened with O_NOFOLLOW, for good (also once it
+   * only reads, after finishWriting): a link put in the download folder must
+   * not make us write to, or serve, the file it points to. A seed's folder
+   * is the operator's own data and may be made of links.
+   */
+  private readonly noFollow: number;
 
   private constructor(meta: Metainfo, dir: string, options: StorageOptions) {
     this.meta = meta;
@@ -97,11 +104,14 @@ export class PieceStore {
       length: f.length,
     }));
     this.cacheLimit = Math.max(1, Math.floor((options.readCacheBytes ?? 16 << 20) / meta.pieceLength));
+    this.noFollow = options.mode === 'download' ? constants.O_NOFOLLOW : 0;
   }
 
   /**
    * Opens (and in download mode creates) the torrent's files under `dir`.
-   * Refuses a layout whose real path leaves `dir` (a symlinked folder).
+   * Refuses a layout whose real path leaves `dir` (a symlinked folder); in
+   * download mode refuses any symlink or hard-linked file on the torrent's
+   * own paths under `dir` (see refuseLinks).
    */
   static async open(meta: Metainfo, dir: string, options: StorageOptions): Promise<PieceStore> {
     const store = new PieceStore(meta, dir, options);
@@ -114,6 +124,41 @@ export class PieceStore {
     return this.files.map((f) => f.abs);
   }
 
+  /**
+   * Download mode: no component of `abs` below `dir` may be a symlink, and
+   * the file itself may not have other hard links. Writing follows both: a
+   * link left in the download folder (by another user of a shared folder,
+   * or an earlier run) would have us truncate and overwrite the file it
+   * points to, or create folders wherever it leads. `dir` itself may be a
+   * link: the user chose it. Components that do not exist yet end the walk
+   * (mkdir creates them as real folders; the file is then opened with
+   * O_NOFOLLOW).
+   */
+  private async refuseLinks(dir: string, abs: string): Promise<void> {
+    const fix = `remove it, or choose a download folder that only BootTorrent writes to`;
+    let path = dir;
+    for (const part of relative(dir, abs).split(sep)) {
+      path = join(path, part);
+      let st;
+      try {
+        st = await lstat(path);
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
+        throw storageError(`cannot use ${path}: ${(err as Error).message}`, err);
+      }
+      if (st.isSymbolicLink()) {
+        throw storageError(
+          `${path} is a symbolic link; a download never writes through a link (it would overwrite what it points to): ${fix}`,
+        );
+      }
+      if (path === abs && st.isFile() && st.nlink > 1) {
+        throw storageError(
+          `${path} has ${st.nlink} hard links; writing the download would change the other names too: ${fix}`,
+        );
+      }
+    }
+  }
+
   private async prepare(dir: string): Promise<void> {
     if (this.mode === 'download') await mkdir(dir, { recursive: true });
     let realDir: string;
@@ -123,7 +168,10 @@ export class PieceStore {
       throw storageError(`cannot use ${dir}: ${(err as Error).message}`, err);
     }
     for (const f of this.files) {
-      if (this.mode === 'download') await mkdir(dirname(f.abs), { recursive: true });
+      if (this.mode === 'download') {
+        await this.refuseLinks(dir, f.abs);
+        await mkdir(dirname(f.abs), { recursive: true });
+      }
       let st;
       try {
         const real = await realpath(dirname(f.abs));
@@ -131,7 +179,7 @@ export class PieceStore {
         if (rel.startsWith('..') || isAbsolute(rel)) {
           throw storageError(`${f.abs} leads outside ${dir} through a symlink; remove the link`);
         }
-        st = await stat(f.abs);
+        st = this.noFollow ? await lstat(f.abs) : await stat(f.abs);
       } catch (err) {
         if (err instanceof BootTorrentError) throw err;
         if ((err as NodeJS.ErrnoException).code !== 'ENOENT') {
@@ -140,7 +188,9 @@ export class PieceStore {
         if (this.mode === 'seed') {
           throw storageError(`${f.abs} is missing: the data to seed must be at ${this.root}`);
         }
-        const fh = await open(f.abs, 'w');
+        // O_EXCL as well: whatever appeared here since the check (a link
+        // included) is refused rather than opened.
+        const fh = await this.openFile(f.abs, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL);
         await fh.truncate(f.length);
         await fh.close();
         this.created.add(f.abs);
@@ -153,17 +203,39 @@ export class PieceStore {
             `${f.abs} has ${st.size} bytes but the torrent says ${f.length}: wrong data for this torrent`,
           );
         }
-        const fh = await open(f.abs, 'r+');
+        const fh = await this.openFile(f.abs, constants.O_RDWR);
         await fh.truncate(f.length);
         await fh.close();
       }
     }
   }
 
+  /** open(2) with O_NOFOLLOW for a download; a link found there is refused by name. */
+  private async openFile(abs: string, flags: number): Promise<FileHandle> {
+    try {
+      return await open(abs, flags | this.noFollow, 0o644);
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (this.noFollow && code === 'ELOOP') {
+        throw storageError(
+          `${abs} is a symbolic link; a download never writes through a link: remove it`,
+          err,
+        );
+      }
+      if (code === 'EEXIST') {
+        throw storageError(
+          `${abs} appeared while the download was being set up: does another program write there?`,
+          err,
+        );
+      }
+      throw storageError(`cannot open ${abs}: ${(err as Error).message}`, err);
+    }
+  }
+
   private handle(abs: string): Promise<FileHandle> {
     let h = this.handles.get(abs);
     if (!h) {
-      h = open(abs, this.mode === 'seed' ? 'r' : 'r+');
+      h = this.openFile(abs, this.mode === 'seed' ? constants.O_RDONLY : constants.O_RDWR);
       this.handles.set(abs, h);
     }
     return h;

@@ -12,6 +12,11 @@ export interface NegotiationLimits {
   maxBlockSize: number;
   /** The largest window we grant (RFC 7440 lets the server answer a smaller value). */
   maxWindowSize: number;
+  /**
+   * The largest timeout (seconds) we accept; a larger request is left out of
+   * the OACK (default 255, all RFC 2349 allows; the server passes TFTP_LIMITS.maxTimeoutS).
+   */
+  maxTimeoutS?: number;
 }
 
 export interface Negotiated {
@@ -56,8 +61,10 @@ export function negotiateRead(
         break;
       case 'timeout':
         // RFC 2349 §"Timeout Interval Option": 1..255 seconds; the server
-        // either takes it as is or leaves it out of the OACK.
-        if (n !== undefined && n >= 1 && n <= 255) {
+        // either takes it as is or leaves it out of the OACK. We take only up
+        // to our ceiling: a long timeout times our retries holds a transfer
+        // slot for minutes after the client has gone (issue #14).
+        if (n !== undefined && n >= 1 && n <= Math.min(255, limits.maxTimeoutS ?? 255)) {
           timeoutMs = n * 1000;
           accepted.set(name, String(n));
         }

@@ -12,12 +12,17 @@
  *   so files larger than 65535 blocks work.
  * - Per-packet trouble is logged and dropped; only the listener's bind is
  *   fatal (STYLE.md lesson 4).
+ * - A hostile client cannot hold the server (issue #14): transfers are capped
+ *   per source IP and in total, the RFC 2349 timeout has a ceiling, and every
+ *   transfer has an absolute deadline (TFTP_LIMITS in src/limits.ts).
  */
 import { createSocket } from 'node:dgram';
 import type { RemoteInfo, Socket } from 'node:dgram';
 import { EventEmitter } from 'node:events';
 import { isIP } from 'node:net';
 import { BootTorrentError, isBootTorrentError } from '../errors.js';
+import { TFTP_LIMITS } from '../limits.js';
+import { DropLog } from '../util/drop-log.js';
 import { silentLogger } from '../util/logger.js';
 import type { Logger } from '../util/logger.js';
 import { octetBlocks, netasciiBlocks } from './blocks.js';
@@ -36,8 +41,17 @@ export interface TftpServerOptions {
   port?: number;
   /** Folder to serve; ignored when a FileProvider is injected as a service. */
   root?: string;
-  /** Transfers at once; a request beyond it is dropped so the client's own retry queues it (default 128). */
+  /**
+   * Transfers at once from all clients; a request beyond it is dropped so the
+   * client's own retry queues it (default TFTP_LIMITS.transfersTotal).
+   */
   maxTransfers?: number;
+  /** Transfers at once from one IP; a request beyond it is dropped likewise (default TFTP_LIMITS.transfersPerIp). */
+  transfersPerIp?: number;
+  /** Largest RFC 2349 timeout accepted, in seconds; a larger one is ignored (default TFTP_LIMITS.maxTimeoutS). */
+  maxTimeoutS?: number;
+  /** A transfer running this long (ms) is ended with an ERROR (default TFTP_LIMITS.transferDeadlineMs). */
+  transferDeadlineMs?: number;
   /** Retransmission timeout when the client does not negotiate one, ms (default 1000). */
   timeoutMs?: number;
   /** Retransmissions of one window before the transfer is abandoned (default 5). */
@@ -88,7 +102,10 @@ export interface TftpServerEvents {
 const DEFAULTS = {
   host: '0.0.0.0',
   port: 69,
-  maxTransfers: 128,
+  maxTransfers: TFTP_LIMITS.transfersTotal,
+  transfersPerIp: TFTP_LIMITS.transfersPerIp,
+  maxTimeoutS: TFTP_LIMITS.maxTimeoutS,
+  transferDeadlineMs: TFTP_LIMITS.transferDeadlineMs,
   timeoutMs: 1000,
   retries: 5,
   maxBlockSize: 1468,
@@ -126,7 +143,10 @@ interface TransferParams {
   negotiated: Negotiated;
   timeoutMs: number;
   retries: number;
+  deadlineMs: number;
   log: Logger;
+  /** Bad packets, logged once per source IP per minute (shared with the server). */
+  drops: DropLog;
   onEnd: (info: TransferInfo) => void;
 }
 
@@ -155,6 +175,10 @@ class Transfer {
   private bytesAcked = 0;
   private tries = 0;
   private timer: NodeJS.Timeout | undefined;
+  private deadline: NodeJS.Timeout | undefined;
+  /** Sends handed to the socket whose callback has not run yet. */
+  private inflight = 0;
+  private flushed: (() => void) | undefined;
   private readonly queue: (() => Promise<void> | void)[] = [];
   private busy = false;
   private done = false;
@@ -177,9 +201,24 @@ class Transfer {
   }
 
   start(): void {
-    this.p.socket.on('message', (msg, rinfo) => this.onMessage(msg, rinfo));
+    this.p.socket.on('message', (msg, rinfo) => {
+      // Containment: a fault while handling one packet ends this transfer, never the process.
+      try {
+        this.onMessage(msg, rinfo);
+      } catch (err) {
+        this.crashed(err);
+      }
+    });
     // After bind, socket errors are per-packet trouble (e.g. ICMP port unreachable).
     this.p.socket.on('error', (err) => this.p.log.debug('transfer socket error', { error: err.message }));
+    // Not through the queue: a step stuck on a read must not delay the deadline.
+    this.deadline = setTimeout(() => {
+      try {
+        this.onDeadline();
+      } catch (err) {
+        this.crashed(err);
+      }
+    }, this.p.deadlineMs);
     if (this.awaitingOack) {
       this.sendOack();
       this.arm();
@@ -198,9 +237,17 @@ class Transfer {
 
   private send(packet: TftpPacket, to: { address: string; port: number } = this.p.peer): void {
     if (this.done) return;
+    this.inflight++;
     this.p.socket.send(encode(packet), to.port, to.address, (err) => {
       if (err) this.p.log.debug('send failed', { client: this.peerName, error: err.message });
+      if (--this.inflight === 0) this.flushed?.();
     });
+  }
+
+  /** Resolves once the sends already queued have left: closing a socket drops them, the final ERROR included. */
+  private sendsFlushed(): Promise<void> {
+    if (this.inflight === 0) return Promise.resolve();
+    return new Promise((resolve) => (this.flushed = resolve));
   }
 
   private sendOack(): void {
@@ -242,6 +289,15 @@ class Transfer {
     this.busy = false;
   }
 
+  /** A bug reached a socket or timer callback: log it and end this transfer alone. */
+  private crashed(err: unknown): void {
+    this.p.log.error('transfer failed', {
+      client: this.peerName,
+      error: err instanceof Error ? (err.stack ?? err.message) : String(err),
+    });
+    this.finish('aborted', 'internal error');
+  }
+
   private fail(err: unknown): void {
     const message = err instanceof Error ? err.message : String(err);
     this.send({ type: 'ERROR', code: TftpErrorCode.NotDefined, message: 'read error on the server' });
@@ -258,7 +314,7 @@ class Transfer {
     if (this.done) return;
     if (rinfo.address !== this.p.peer.address || rinfo.port !== this.p.peer.port) {
       // RFC 1350 §4: answer the stranger with error 5, leave the transfer alone.
-      this.p.log.warn('packet from an unknown transfer ID answered with error 5', {
+      this.p.drops.drop(rinfo.address, 'packet from an unknown transfer ID answered with error 5', {
         from: `${rinfo.address}:${rinfo.port}`,
         transfer: this.peerName,
       });
@@ -272,7 +328,7 @@ class Transfer {
     try {
       packet = decode(msg);
     } catch (err) {
-      this.p.log.warn('malformed packet dropped', {
+      this.p.drops.drop(rinfo.address, 'malformed packet dropped', {
         client: this.peerName,
         error: err instanceof Error ? err.message : String(err),
       });
@@ -323,6 +379,16 @@ class Transfer {
     return this.sendWindow();
   }
 
+  /**
+   * The absolute deadline: retries alone do not bound a transfer, since every
+   * ACK that moves it on resets them, so a client ACKing one block per
+   * timeout could keep its slot for hours.
+   */
+  private onDeadline(): void {
+    this.send({ type: 'ERROR', code: TftpErrorCode.NotDefined, message: 'transfer took too long' });
+    this.finish('timeout', `transfer deadline of ${this.p.deadlineMs} ms passed`, TftpErrorCode.NotDefined);
+  }
+
   private onTimeout(): Promise<void> | void {
     if (++this.tries > this.p.retries) {
       this.finish('timeout', `no ACK after ${this.p.retries} retransmissions of ${this.timeoutMs} ms`);
@@ -367,6 +433,7 @@ class Transfer {
     if (this.done) return;
     this.done = true;
     clearTimeout(this.timer);
+    clearTimeout(this.deadline);
     const info: TransferInfo = {
       client: this.peerName,
       file: this.p.request.filename,
@@ -381,7 +448,7 @@ class Transfer {
     };
     this.cache = [];
     void Promise.allSettled([
-      closeSocket(this.p.socket),
+      this.sendsFlushed().then(() => closeSocket(this.p.socket)),
       Promise.resolve().then(() => this.p.file.close()),
     ]).then(() => this.resolveClosed());
     this.p.onEnd(info);
@@ -397,6 +464,9 @@ export class TftpServer extends EventEmitter<TftpServerEvents> {
   private readonly host: string;
   private readonly requestedPort: number;
   private readonly maxTransfers: number;
+  private readonly transfersPerIp: number;
+  private readonly maxTimeoutS: number;
+  private readonly transferDeadlineMs: number;
   private readonly timeoutMs: number;
   private readonly retries: number;
   private readonly maxBlockSize: number;
@@ -408,6 +478,10 @@ export class TftpServer extends EventEmitter<TftpServerEvents> {
   private closing = false;
   /** Keyed by the client's "address:port"; 'opening' while the file is being opened. */
   private readonly transfers = new Map<string, Transfer | 'opening'>();
+  /** Entries of `transfers` per client IP, for the per-IP cap. */
+  private readonly perIp = new Map<string, number>();
+  /** Malformed packets and requests over a cap, logged once per source IP per minute. */
+  private readonly drops: DropLog;
   private readonly pending = new Set<Promise<unknown>>();
 
   constructor(options: TftpServerOptions = {}, services: TftpServerServices = {}) {
@@ -415,11 +489,15 @@ export class TftpServer extends EventEmitter<TftpServerEvents> {
     this.host = options.host ?? DEFAULTS.host;
     this.requestedPort = options.port ?? DEFAULTS.port;
     this.maxTransfers = options.maxTransfers ?? DEFAULTS.maxTransfers;
+    this.transfersPerIp = options.transfersPerIp ?? DEFAULTS.transfersPerIp;
+    this.maxTimeoutS = options.maxTimeoutS ?? DEFAULTS.maxTimeoutS;
+    this.transferDeadlineMs = options.transferDeadlineMs ?? DEFAULTS.transferDeadlineMs;
     this.timeoutMs = options.timeoutMs ?? DEFAULTS.timeoutMs;
     this.retries = options.retries ?? DEFAULTS.retries;
     this.maxBlockSize = options.maxBlockSize ?? DEFAULTS.maxBlockSize;
     this.maxWindowSize = options.maxWindowSize ?? DEFAULTS.maxWindowSize;
     this.log = (services.logger ?? silentLogger).child('tftp');
+    this.drops = new DropLog(this.log);
     if (services.files) this.files = services.files;
     else if (options.root !== undefined) this.files = new RootFileProvider(options.root);
     else throw new BootTorrentError('BT_ERR_USAGE', 'TftpServer needs options.root or a files provider');
@@ -448,7 +526,17 @@ export class TftpServer extends EventEmitter<TftpServerEvents> {
     }
     this.socket = socket;
     this.boundPort = socket.address().port;
-    socket.on('message', (msg, rinfo) => this.onRequest(msg, rinfo));
+    socket.on('message', (msg, rinfo) => {
+      // Containment: a fault while handling one request is logged; the listener goes on.
+      try {
+        this.onRequest(msg, rinfo);
+      } catch (err) {
+        this.log.error('request failed', {
+          from: `${rinfo.address}:${rinfo.port}`,
+          error: err instanceof Error ? (err.stack ?? err.message) : String(err),
+        });
+      }
+    });
     socket.on('error', (err) => this.log.warn('request socket error', { error: err.message }));
     this.log.info('listening', { address: `${this.host}:${this.boundPort}` });
     return this.address();
@@ -490,6 +578,21 @@ export class TftpServer extends EventEmitter<TftpServerEvents> {
     // Transfers that were still opening noticed `closing` and cleaned up.
     for (const t of this.transfers.values()) if (t !== 'opening') await t.closed;
     this.transfers.clear();
+    this.perIp.clear();
+  }
+
+  /** Takes a transfer slot for the client `from` ("address:port") at `ip`. */
+  private occupy(from: string, ip: string): void {
+    this.transfers.set(from, 'opening');
+    this.perIp.set(ip, (this.perIp.get(ip) ?? 0) + 1);
+  }
+
+  /** Frees the client's slot; only the first call for a slot counts. */
+  private release(from: string, ip: string): void {
+    if (!this.transfers.delete(from)) return;
+    const n = (this.perIp.get(ip) ?? 1) - 1;
+    if (n > 0) this.perIp.set(ip, n);
+    else this.perIp.delete(ip);
   }
 
   private onRequest(msg: Buffer, rinfo: RemoteInfo): void {
@@ -498,7 +601,8 @@ export class TftpServer extends EventEmitter<TftpServerEvents> {
     try {
       packet = decode(msg);
     } catch (err) {
-      this.log.warn('malformed packet dropped', {
+      // Counted, one line per source a minute: junk must not choose how much we log.
+      this.drops.drop(rinfo.address, 'malformed packet dropped', {
         from,
         error: err instanceof Error ? err.message : String(err),
       });
@@ -517,17 +621,28 @@ export class TftpServer extends EventEmitter<TftpServerEvents> {
       this.log.debug('duplicate request ignored', { from, file: packet.filename });
       return;
     }
+    // Over a cap, the request is dropped rather than answered with an ERROR:
+    // firmware retransmits an unanswered RRQ and gets a slot once one frees,
+    // while an ERROR would end its boot attempt. The drop is counted and
+    // logged once per IP per minute, so a flood cannot flood the log.
     if (this.transfers.size >= this.maxTransfers) {
-      this.log.warn('request dropped: too many transfers (the client will retry)', {
-        from,
+      this.drops.drop(rinfo.address, 'request dropped: too many transfers (the client will retry)', {
         file: packet.filename,
         max: this.maxTransfers,
       });
       return;
     }
-    this.transfers.set(from, 'opening');
+    if ((this.perIp.get(rinfo.address) ?? 0) >= this.transfersPerIp) {
+      this.drops.drop(
+        rinfo.address,
+        'request dropped: too many transfers from this address (the client will retry)',
+        { file: packet.filename, max: this.transfersPerIp },
+      );
+      return;
+    }
+    this.occupy(from, rinfo.address);
     const work = this.startTransfer(packet, rinfo).catch((err: unknown) => {
-      this.transfers.delete(from);
+      this.release(from, rinfo.address);
       this.log.error('transfer failed to start', {
         from,
         file: packet.filename,
@@ -568,13 +683,25 @@ export class TftpServer extends EventEmitter<TftpServerEvents> {
       code,
       reason: info.detail,
     });
-    this.emit('transfer', info);
+    this.emitTransfer(info);
+  }
+
+  /** Listeners are other components' code: one that throws is logged, and the transfer's timer or socket goes on. */
+  private emitTransfer(info: TransferInfo): void {
+    try {
+      this.emit('transfer', info);
+    } catch (err) {
+      this.log.error('a transfer listener failed', {
+        client: info.client,
+        error: err instanceof Error ? err.message : String(err),
+      });
+    }
   }
 
   private async startTransfer(request: RequestPacket, rinfo: RemoteInfo): Promise<void> {
     const from = `${rinfo.address}:${rinfo.port}`;
     const refuse = (code: number, message: string, detail?: string) => {
-      this.transfers.delete(from);
+      this.release(from, rinfo.address);
       this.refuse(rinfo, request, code, message, detail);
     };
     if (request.mode === 'mail') {
@@ -609,13 +736,14 @@ export class TftpServer extends EventEmitter<TftpServerEvents> {
       return;
     }
     if (this.closing) {
-      this.transfers.delete(from);
+      this.release(from, rinfo.address);
       await file.close();
       return;
     }
     const negotiated = negotiateRead(request.options, request.mode, file.size, {
       maxBlockSize: this.maxBlockSize,
       maxWindowSize: this.maxWindowSize,
+      maxTimeoutS: this.maxTimeoutS,
     });
     const socket = createSocket({ type: isIP(this.host) === 6 ? 'udp6' : 'udp4' });
     try {
@@ -626,7 +754,7 @@ export class TftpServer extends EventEmitter<TftpServerEvents> {
       return;
     }
     if (this.closing) {
-      this.transfers.delete(from);
+      this.release(from, rinfo.address);
       await Promise.allSettled([closeSocket(socket), Promise.resolve().then(() => file.close())]);
       return;
     }
@@ -638,11 +766,13 @@ export class TftpServer extends EventEmitter<TftpServerEvents> {
       negotiated,
       timeoutMs: this.timeoutMs,
       retries: this.retries,
+      deadlineMs: this.transferDeadlineMs,
       log: this.log,
+      drops: this.drops,
       onEnd: (info) => {
-        if (this.transfers.get(from) === transfer) this.transfers.delete(from);
+        if (this.transfers.get(from) === transfer) this.release(from, rinfo.address);
         this.logTransfer(info);
-        this.emit('transfer', info);
+        this.emitTransfer(info);
       },
     });
     this.transfers.set(from, transfer);

@@ -6,6 +6,12 @@
  * Both transports decode to one AnnounceRequest and call `announce()`; a
  * malformed request is logged and refused or dropped, only a listener failure
  * is fatal (STYLE.md lesson 4).
+ *
+ * A hostile client cannot grow the tables or the cost of an announce (issue
+ * #14): peers are capped per source address, per swarm and in total, swarms
+ * in total (TRACKER_LIMITS in src/limits.ts); silent peers expire on a timer,
+ * not during announces; and a reply samples its peers at random without
+ * copying the swarm.
  */
 import { createHmac, randomBytes } from 'node:crypto';
 import { createSocket } from 'node:dgram';
@@ -14,6 +20,9 @@ import { EventEmitter } from 'node:events';
 import { createServer } from 'node:http';
 import type { IncomingMessage, Server as HttpServer, ServerResponse } from 'node:http';
 import { BootTorrentError, isBootTorrentError } from '../errors.js';
+import { TRACKER_LIMITS } from '../limits.js';
+import { DropLog } from '../util/drop-log.js';
+import type { LogFields, Logger } from '../util/logger.js';
 import {
   encodeAnnounceResponse,
   encodeFailure,
@@ -50,6 +59,16 @@ export interface TrackerServerOptions {
   trustIpParam?: boolean;
   /** Peers per reply when the client does not say (default 50); also the cap. */
   maxPeersPerReply?: number;
+  /** Peers one source address has in one swarm (default TRACKER_LIMITS.peersPerIp). */
+  peersPerIp?: number;
+  /** Peers one source address has in all swarms (default TRACKER_LIMITS.peersPerIpAllSwarms). */
+  peersPerIpAllSwarms?: number;
+  /** Peers in one swarm (default TRACKER_LIMITS.peersPerSwarmTotal). */
+  peersPerSwarmTotal?: number;
+  /** Peers in all swarms (default TRACKER_LIMITS.peersTotal). */
+  peersTotal?: number;
+  /** Swarms at once, counting those from add() (default TRACKER_LIMITS.swarmsTotal). */
+  swarmsTotal?: number;
 }
 
 export interface TrackerServerServices {
@@ -106,8 +125,27 @@ export interface TrackerServerEvents {
   'peer-expired': [PeerExpiredInfo];
 }
 
+/** One peer in a swarm: what the dashboard sees, plus what the caps and the sampling need. */
+interface Entry {
+  state: PeerState;
+  /** The address the announce came from (never the `ip` parameter): what the per-address caps count. */
+  source: string;
+  /** Index in its swarm's `seeders` or `leechers` array. */
+  slot: number;
+}
+
 interface Swarm {
-  peers: Map<string, PeerState>;
+  /** Keyed by hex peer id. */
+  peers: Map<string, Entry>;
+  /**
+   * The same entries in two arrays (left = 0 and left > 0), so a reply can
+   * draw peers at random by index and a seeder can be given leechers first,
+   * without copying the swarm; removal swaps the last entry into the hole.
+   */
+  seeders: Entry[];
+  leechers: Entry[];
+  /** Entries per source address. */
+  bySource: Map<string, number>;
   completed: number;
   /** Added by add(): kept while empty and served in closed mode. */
   pinned: boolean;
@@ -128,6 +166,92 @@ const MAX_HTTP_QUERY = 8192;
 /** BEP 15: a connection id is valid about 2 minutes; we mint per 1-minute bucket and accept the previous one. */
 const CONNECTION_BUCKET_MS = 60_000;
 const PORT_RETRIES = 20;
+/**
+ * Peers a reply may look at beyond the number it wants, to skip the asker
+ * itself, port-0 peers and peers gone silent since the last sweep; bounds
+ * the work of one announce whatever the swarm holds.
+ */
+const SAMPLE_SLACK = 32;
+
+function newSwarm(pinned: boolean): Swarm {
+  return {
+    peers: new Map(),
+    seeders: [],
+    leechers: [],
+    bySource: new Map(),
+    completed: 0,
+    pinned,
+    goneUploaded: 0,
+    goneDownloaded: 0,
+    expired: new Map(),
+  };
+}
+
+function listOf(swarm: Swarm, left: number): Entry[] {
+  return left === 0 ? swarm.seeders : swarm.leechers;
+}
+
+function listAdd(list: Entry[], e: Entry): void {
+  e.slot = list.length;
+  list.push(e);
+}
+
+function listRemove(list: Entry[], e: Entry): void {
+  const last = list.pop()!;
+  if (last !== e) {
+    list[e.slot] = last;
+    last.slot = e.slot;
+  }
+}
+
+function bump(counts: Map<string, number>, key: string, by: number): void {
+  const n = (counts.get(key) ?? 0) + by;
+  if (n > 0) counts.set(key, n);
+  else counts.delete(key);
+}
+
+/**
+ * Up to `want` of the `n` items `at(0..n-1)` in random order that pass
+ * `keep`, looking at no more than `maxLooks` of them: a Fisher-Yates shuffle
+ * run lazily over the indices, with the swaps kept in a small map, so the
+ * cost follows the reply's size, not the swarm's.
+ */
+function sample<T>(
+  n: number,
+  at: (i: number) => T,
+  want: number,
+  keep: (x: T) => boolean,
+  maxLooks: number,
+): T[] {
+  const out: T[] = [];
+  const swapped = new Map<number, number>();
+  for (let i = 0; i < n && i < maxLooks && out.length < want; i++) {
+    const j = i + Math.floor(Math.random() * (n - i));
+    const pick = swapped.get(j) ?? j;
+    swapped.set(j, swapped.get(i) ?? i);
+    const x = at(pick);
+    if (keep(x)) out.push(x);
+  }
+  return out;
+}
+
+/** DropLog speaks the scoped Logger; the tracker's logger takes plain lines. */
+function lineLogger(log: TrackerLogger): Logger {
+  const line = (msg: string, fields?: LogFields): string =>
+    fields
+      ? `${msg} (${Object.entries(fields)
+          .map(([k, v]) => `${k}=${String(v)}`)
+          .join(' ')})`
+      : msg;
+  const l: Logger = {
+    debug: (m, f) => log.debug(line(m, f)),
+    info: (m, f) => log.debug(line(m, f)),
+    warn: (m, f) => log.warn(line(m, f)),
+    error: (m, f) => log.warn(line(m, f)),
+    child: () => l,
+  };
+  return l;
+}
 
 function peerIdText(id: Buffer): string {
   let s = '';
@@ -152,14 +276,6 @@ function hexKey(infoHash: Buffer | string): string {
   return hex;
 }
 
-function shuffle<T>(a: T[]): T[] {
-  for (let i = a.length - 1; i > 0; i--) {
-    const j = Math.floor(Math.random() * (i + 1));
-    [a[i], a[j]] = [a[j]!, a[i]!];
-  }
-  return a;
-}
-
 export class TrackerServer extends EventEmitter<TrackerServerEvents> {
   private readonly host: string;
   private readonly requestedPort: number;
@@ -169,9 +285,21 @@ export class TrackerServer extends EventEmitter<TrackerServerEvents> {
   private readonly open: boolean;
   private readonly trustIpParam: boolean;
   private readonly maxPeers: number;
+  private readonly limits: {
+    peersPerIp: number;
+    peersPerIpAllSwarms: number;
+    peersPerSwarmTotal: number;
+    peersTotal: number;
+    swarmsTotal: number;
+  };
   private readonly log: TrackerLogger;
+  /** Refused announces and bad UDP packets, logged once per source address per minute. */
+  private readonly drops: DropLog;
   private readonly now: () => number;
   private readonly swarmTable = new Map<string, Swarm>();
+  /** Peers per source address in all swarms, and in all. */
+  private readonly bySource = new Map<string, number>();
+  private peerCount = 0;
   private readonly secret = randomBytes(32);
   private http: HttpServer | undefined;
   private udp: UdpSocket | undefined;
@@ -188,7 +316,15 @@ export class TrackerServer extends EventEmitter<TrackerServerEvents> {
     this.open = options.open ?? false;
     this.trustIpParam = options.trustIpParam ?? false;
     this.maxPeers = options.maxPeersPerReply ?? DEFAULT_MAX_PEERS;
+    this.limits = {
+      peersPerIp: options.peersPerIp ?? TRACKER_LIMITS.peersPerIp,
+      peersPerIpAllSwarms: options.peersPerIpAllSwarms ?? TRACKER_LIMITS.peersPerIpAllSwarms,
+      peersPerSwarmTotal: options.peersPerSwarmTotal ?? TRACKER_LIMITS.peersPerSwarmTotal,
+      peersTotal: options.peersTotal ?? TRACKER_LIMITS.peersTotal,
+      swarmsTotal: options.swarmsTotal ?? TRACKER_LIMITS.swarmsTotal,
+    };
     this.log = services.logger ?? silentLogger;
+    this.drops = new DropLog(lineLogger(this.log), services.now ? { now: services.now } : {});
     this.now = services.now ?? Date.now;
   }
 
@@ -197,20 +333,17 @@ export class TrackerServer extends EventEmitter<TrackerServerEvents> {
     const key = hexKey(infoHash);
     const s = this.swarmTable.get(key);
     if (s) s.pinned = true;
-    else
-      this.swarmTable.set(key, {
-        peers: new Map(),
-        completed: 0,
-        pinned: true,
-        goneUploaded: 0,
-        goneDownloaded: 0,
-        expired: new Map(),
-      });
+    else this.swarmTable.set(key, newSwarm(true));
   }
 
   /** Stop serving this infohash and forget its peers. */
   remove(infoHash: Buffer | string): void {
-    this.swarmTable.delete(hexKey(infoHash));
+    const key = hexKey(infoHash);
+    const swarm = this.swarmTable.get(key);
+    if (!swarm) return;
+    for (const [source, n] of swarm.bySource) bump(this.bySource, source, -n);
+    this.peerCount -= swarm.peers.size;
+    this.swarmTable.delete(key);
   }
 
   /** The bound address once listen() resolved. */
@@ -258,11 +391,19 @@ export class TrackerServer extends EventEmitter<TrackerServerEvents> {
       this.udp = udp;
       this.http = http;
       this.boundPort = port;
-      udp.on('message', (msg, rinfo) => this.onUdpMessage(msg, rinfo));
+      udp.on('message', (msg, rinfo) => {
+        // Containment: a fault while answering one packet is logged; the listener goes on.
+        try {
+          this.onUdpMessage(msg, rinfo);
+        } catch (err) {
+          this.log.warn(`tracker: UDP packet from ${rinfo.address}:${rinfo.port} failed: ${String(err)}`);
+        }
+      });
       // After a successful bind, socket errors are per-packet trouble (e.g. ICMP unreachable).
       udp.on('error', (err) => this.log.warn(`tracker UDP socket error: ${err.message}`));
       http.on('error', (err) => this.log.warn(`tracker HTTP server error: ${err.message}`));
-      this.sweepTimer = setInterval(() => this.sweep(), Math.min(this.peerTimeoutMs, 30_000));
+      // Expiry runs here, never inside an announce: a sweep visits every peer of every swarm.
+      this.sweepTimer = setInterval(() => this.sweepSafely(), Math.min(this.peerTimeoutMs, 30_000));
       this.sweepTimer.unref();
       this.log.debug(`tracker listening on ${this.host}:${port} (HTTP and UDP)`);
       return this.address();
@@ -369,28 +510,21 @@ export class TrackerServer extends EventEmitter<TrackerServerEvents> {
    */
   announce(req: AnnounceRequest, sourceIp: string, transport: 'http' | 'udp'): AnnounceResponse {
     const now = this.now();
-    this.sweep();
     const key = req.infoHash.toString('hex');
     let swarm = this.swarmTable.get(key);
-    if (!swarm) {
-      if (!this.open)
-        throw new BootTorrentError(
-          'BT_ERR_TRACKER_FAILURE',
-          'unknown infohash: this tracker does not serve it',
-        );
-      swarm = {
-        peers: new Map(),
-        completed: 0,
-        pinned: false,
-        goneUploaded: 0,
-        goneDownloaded: 0,
-        expired: new Map(),
-      };
-      this.swarmTable.set(key, swarm);
-    }
+    if (!swarm && !this.open)
+      throw new BootTorrentError(
+        'BT_ERR_TRACKER_FAILURE',
+        'unknown infohash: this tracker does not serve it',
+      );
     const id = req.peerId.toString('hex');
     const ip = this.trustIpParam && req.ip !== undefined ? req.ip : sourceIp;
-    const prev = swarm.peers.get(id);
+    const prev = swarm?.peers.get(id);
+    if (req.event !== 'stopped' && (!prev || prev.source !== sourceIp)) this.admit(swarm, sourceIp, !prev);
+    if (!swarm) {
+      swarm = newSwarm(false);
+      this.swarmTable.set(key, swarm);
+    }
     // An expired peer announcing again carries its totals along: take them back out of the gone part.
     const back = prev ? undefined : swarm.expired.get(id);
     if (back) {
@@ -407,71 +541,150 @@ export class TrackerServer extends EventEmitter<TrackerServerEvents> {
       downloaded: req.downloaded,
       left: req.left,
       lastSeen: now,
-      completed: prev?.completed ?? false,
+      completed: prev?.state.completed ?? false,
       transport,
     };
     // A download counts once per peer: on event=completed, or when a peer we
     // saw leeching reports left=0 without the event (some clients skip it).
-    const finished = req.event === 'completed' || (prev !== undefined && prev.left > 0 && req.left === 0);
+    const finished =
+      req.event === 'completed' || (prev !== undefined && prev.state.left > 0 && req.left === 0);
     if (finished && !peer.completed) {
       peer.completed = true;
       swarm.completed++;
     }
     if (req.event === 'stopped') {
-      swarm.peers.delete(id);
+      if (prev) this.unlink(swarm, prev);
       swarm.goneUploaded += peer.uploaded;
       swarm.goneDownloaded += peer.downloaded;
-    } else swarm.peers.set(id, peer);
+    } else if (prev) this.update(swarm, prev, peer, sourceIp);
+    else this.insert(swarm, peer, sourceIp);
     this.emit('announce', { infoHash: key, event: req.event, peer: { ...peer } });
 
-    let seeders = 0;
-    for (const p of swarm.peers.values()) if (p.left === 0) seeders++;
     const resp: AnnounceResponse = {
       interval: this.interval,
-      complete: seeders,
-      incomplete: swarm.peers.size - seeders,
+      complete: swarm.seeders.length,
+      incomplete: swarm.leechers.length,
       peers: [],
     };
     if (this.minInterval !== undefined) resp.minInterval = this.minInterval;
     if (req.event !== 'stopped') {
-      const want = Math.min(req.numWant ?? this.maxPeers, this.maxPeers);
-      // A seeder gets leechers first, then seeders: it usually has no use
-      // for other seeders, but a magnet client fetching metadata (BEP 9)
-      // announces left=0 before it knows the size, and needs them.
-      const others = shuffle([...swarm.peers.values()].filter((p) => p.peerId !== id && p.port !== 0));
-      const candidates =
-        req.left === 0
-          ? [...others.filter((p) => p.left > 0), ...others.filter((p) => p.left === 0)]
-          : others;
-      resp.peers = candidates
-        .slice(0, want)
-        .map((p): PeerAddress => ({ ip: p.ip, port: p.port, peerId: Buffer.from(p.peerId, 'hex') }));
+      const want = Math.max(0, Math.min(req.numWant ?? this.maxPeers, this.maxPeers));
+      const maxLooks = want + SAMPLE_SLACK;
+      // Peers silent past the timeout but not yet swept are not handed out.
+      const staleBefore = now - this.peerTimeoutMs;
+      const keep = (e: Entry): boolean =>
+        e.state.peerId !== id && e.state.port !== 0 && e.state.lastSeen >= staleBefore;
+      const { seeders, leechers } = swarm;
+      let picked: Entry[];
+      if (req.left === 0) {
+        // A seeder gets leechers first, then seeders: it usually has no use
+        // for other seeders, but a magnet client fetching metadata (BEP 9)
+        // announces left=0 before it knows the size, and needs them.
+        picked = sample(leechers.length, (i) => leechers[i]!, want, keep, maxLooks);
+        if (picked.length < want)
+          picked.push(...sample(seeders.length, (i) => seeders[i]!, want - picked.length, keep, maxLooks));
+      } else {
+        const l = leechers.length;
+        const at = (i: number): Entry => (i < l ? leechers[i]! : seeders[i - l]!);
+        picked = sample(l + seeders.length, at, want, keep, maxLooks);
+      }
+      resp.peers = picked.map(({ state: p }): PeerAddress => ({
+        ip: p.ip,
+        port: p.port,
+        peerId: Buffer.from(p.peerId, 'hex'),
+      }));
     }
     if (!swarm.pinned && swarm.peers.size === 0) this.swarmTable.delete(key);
     return resp;
   }
 
+  /**
+   * Throws (and counts the drop) when a peer new to this swarm, or one now
+   * announcing from another address, would pass a cap. A refusal is the
+   * announce's `failure reason` (BEP 3) or UDP error (BEP 15), so the client
+   * shows why; peers already in keep announcing.
+   */
+  private admit(swarm: Swarm | undefined, source: string, isNew: boolean): void {
+    const l = this.limits;
+    let why: string | undefined;
+    if ((swarm?.bySource.get(source) ?? 0) >= l.peersPerIp)
+      why = `too many peers from your address in this torrent (at most ${l.peersPerIp})`;
+    else if ((this.bySource.get(source) ?? 0) >= l.peersPerIpAllSwarms)
+      why = `too many peers from your address on this tracker (at most ${l.peersPerIpAllSwarms})`;
+    else if (isNew && (swarm?.peers.size ?? 0) >= l.peersPerSwarmTotal)
+      why = `this torrent's swarm is full (${l.peersPerSwarmTotal} peers)`;
+    else if (isNew && this.peerCount >= l.peersTotal) why = `the tracker is full (${l.peersTotal} peers)`;
+    else if (!swarm && this.swarmTable.size >= l.swarmsTotal)
+      why = `the tracker is full (${l.swarmsTotal} torrents)`;
+    if (why === undefined) return;
+    this.drops.drop(source, `tracker: announce refused: ${why}`);
+    throw new BootTorrentError('BT_ERR_TRACKER_FAILURE', why);
+  }
+
+  private insert(swarm: Swarm, state: PeerState, source: string): void {
+    const e: Entry = { state, source, slot: 0 };
+    swarm.peers.set(state.peerId, e);
+    listAdd(listOf(swarm, state.left), e);
+    bump(swarm.bySource, source, 1);
+    bump(this.bySource, source, 1);
+    this.peerCount++;
+  }
+
+  private update(swarm: Swarm, e: Entry, state: PeerState, source: string): void {
+    if ((e.state.left === 0) !== (state.left === 0)) {
+      listRemove(listOf(swarm, e.state.left), e);
+      listAdd(listOf(swarm, state.left), e);
+    }
+    e.state = state;
+    if (e.source !== source) {
+      bump(swarm.bySource, e.source, -1);
+      bump(this.bySource, e.source, -1);
+      bump(swarm.bySource, source, 1);
+      bump(this.bySource, source, 1);
+      e.source = source;
+    }
+  }
+
+  private unlink(swarm: Swarm, e: Entry): void {
+    swarm.peers.delete(e.state.peerId);
+    listRemove(listOf(swarm, e.state.left), e);
+    bump(swarm.bySource, e.source, -1);
+    bump(this.bySource, e.source, -1);
+    this.peerCount--;
+  }
+
   /** Scrape counts for one hex infohash; undefined when not served. */
   private scrapeOne(hex: string): ScrapeFile | undefined {
-    this.sweep();
     const swarm = this.swarmTable.get(hex);
     if (!swarm) return undefined;
-    let seeders = 0;
-    for (const p of swarm.peers.values()) if (p.left === 0) seeders++;
-    return { complete: seeders, downloaded: swarm.completed, incomplete: swarm.peers.size - seeders };
+    return { complete: swarm.seeders.length, downloaded: swarm.completed, incomplete: swarm.leechers.length };
   }
 
   private *servedKeys(): Iterable<string> {
     yield* this.swarmTable.keys();
   }
 
-  /** Drops peers silent longer than the peer timeout; emits 'peer-expired'. */
+  /** The timer's sweep: a throwing 'peer-expired' listener is logged, not fatal. */
+  private sweepSafely(): void {
+    try {
+      this.sweep();
+    } catch (err) {
+      this.log.warn(`tracker: expiring silent peers failed: ${String(err)}`);
+    }
+  }
+
+  /**
+   * Drops peers silent longer than the peer timeout; emits 'peer-expired'.
+   * Visits every peer: run by the timer and for the dashboard's snapshot,
+   * never per announce.
+   */
   sweep(): void {
     const limit = this.now() - this.peerTimeoutMs;
     for (const [key, swarm] of this.swarmTable) {
-      for (const [id, p] of swarm.peers) {
+      for (const [id, e] of swarm.peers) {
+        const p = e.state;
         if (p.lastSeen < limit) {
-          swarm.peers.delete(id);
+          this.unlink(swarm, e);
           swarm.goneUploaded += p.uploaded;
           swarm.goneDownloaded += p.downloaded;
           swarm.expired.set(id, { uploaded: p.uploaded, downloaded: p.downloaded });
@@ -491,7 +704,7 @@ export class TrackerServer extends EventEmitter<TrackerServerEvents> {
     this.sweep();
     const out: SwarmState[] = [];
     for (const [key, swarm] of this.swarmTable) {
-      const peers = [...swarm.peers.values()].map((p) => ({ ...p }));
+      const peers = [...swarm.peers.values()].map((e) => ({ ...e.state }));
       const seeders = peers.filter((p) => p.left === 0).length;
       out.push({
         infoHash: key,
@@ -524,9 +737,12 @@ export class TrackerServer extends EventEmitter<TrackerServerEvents> {
     try {
       req = decodeUdpRequest(msg);
     } catch (err) {
-      this.log.warn(
-        `tracker: dropped bad UDP packet (${msg.length} bytes) from ${rinfo.address}:${rinfo.port}: ${(err as Error).message}`,
-      );
+      // Counted, one line per source a minute: junk must not choose how much we log.
+      this.drops.drop(normalizeIp(rinfo.address), 'tracker: dropped bad UDP packet', {
+        bytes: msg.length,
+        port: rinfo.port,
+        error: (err as Error).message,
+      });
       return;
     }
     let resp: UdpResponse;

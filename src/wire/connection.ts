@@ -63,7 +63,7 @@ export interface PeerConnectionOptions {
   keepAliveInterval?: number;
   /** Close after this long without receiving anything (ms, default 180 s). */
   idleTimeout?: number;
-  /** Close if the handshake is not complete after this long (ms, default 30 s). */
+  /** Close if the handshake is not complete this long after construction (ms, default 30 s); data does not extend it. */
   handshakeTimeout?: number;
   /** Largest message accepted (see DEFAULT_MAX_MESSAGE_LENGTH). */
   maxMessageLength?: number;
@@ -128,7 +128,12 @@ export class PeerConnection extends EventEmitter<PeerConnectionEvents> {
   remoteBitfield: Bitfield | null = null;
   /** The peer's handshake, once received. */
   remote: RemoteHandshake | null = null;
-  /** The peer's extended handshake, once received. */
+  /**
+   * The peer's extended handshake, once received. Its `m` holds only the
+   * extensions the peer has enabled: BEP 10 lets a later handshake change
+   * single entries, and an id of 0 means disabled, so a name mapped to 0 is
+   * left out (sending under id 0 would be a second extended handshake).
+   */
   remoteExtensions: DecodedExtendedHandshake | null = null;
   /** Extension name -> id we advertised in our extended handshake. */
   localExtensions = new Map<string, number>();
@@ -441,10 +446,20 @@ export class PeerConnection extends EventEmitter<PeerConnectionEvents> {
     return this.extendedMessage(0, payload);
   }
 
-  /** Sends an extension message by name, under the id the peer advertised. */
+  /** True when the peer's extended handshakes leave `name` enabled (BEP 10: a nonzero id). */
+  supportsExtension(name: string): boolean {
+    return this.remoteExtensions?.m.has(name) ?? false;
+  }
+
+  /**
+   * Sends an extension message by name, under the id the peer advertised.
+   * Returns false and sends nothing when the peer has not enabled it: what
+   * the peer enables is remote input and may change between our check and
+   * a timer's send (issue #14: a PEX tick threw here and ended the process).
+   */
   sendExtension(name: string, payload: Buffer): boolean {
     const id = this.remoteExtensions?.m.get(name);
-    if (!id) throw new BootTorrentError('BT_ERR_WIRE_STATE', `peer does not support extension "${name}"`);
+    if (!id || !this.extended) return false;
     return this.extendedMessage(id, payload);
   }
 
@@ -520,7 +535,9 @@ export class PeerConnection extends EventEmitter<PeerConnectionEvents> {
   private transient = false;
 
   private readonly onData = (chunk: Buffer): void => {
-    this.idleTimer?.refresh();
+    // Only the idle timer restarts on data: the handshake deadline counts
+    // from the start, or a peer trickling a byte at a time keeps it forever.
+    if (this.state === 'open') this.idleTimer?.refresh();
     try {
       if (this.state === 'open') {
         this.receive(chunk);
@@ -703,7 +720,14 @@ export class PeerConnection extends EventEmitter<PeerConnectionEvents> {
     }
     if (id === 0) {
       const h = decodeExtendedHandshake(payload);
-      this.remoteExtensions = h;
+      // BEP 10: a later handshake updates only the entries it names, and
+      // id 0 disables an extension; only enabled ones are kept in `m`.
+      const m = new Map(this.remoteExtensions?.m ?? []);
+      for (const [name, extId] of h.m) {
+        if (extId === 0) m.delete(name);
+        else m.set(name, extId);
+      }
+      this.remoteExtensions = { ...h, m };
       return () => this.emit('extended-handshake', h);
     }
     const pexId = this.localExtensions.get('ut_pex');

@@ -190,6 +190,11 @@ test('negotiation: accepted options only; blksize clamped; bad values left out',
 
   assert.equal(negotiateRead(new Map([['blksize', '1432']]), 'octet', 1, limits).blockSize, 1432);
   assert.equal(negotiateRead(new Map([['timeout', '256']]), 'octet', 1, limits).accepted.size, 0);
+  // A timeout above our ceiling is left out of the OACK (RFC 2349 lets the server decline it).
+  const ceiling = { ...limits, maxTimeoutS: 10 };
+  assert.equal(negotiateRead(new Map([['timeout', '255']]), 'octet', 1, ceiling).accepted.size, 0);
+  assert.equal(negotiateRead(new Map([['timeout', '255']]), 'octet', 1, ceiling).timeoutMs, undefined);
+  assert.equal(negotiateRead(new Map([['timeout', '10']]), 'octet', 1, ceiling).timeoutMs, 10_000);
   // netascii changes the length: no tsize, as tftpd-hpa does.
   assert.equal(negotiateRead(new Map([['tsize', '0']]), 'netascii', 10, limits).accepted.size, 0);
 });

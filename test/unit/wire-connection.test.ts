@@ -182,7 +182,8 @@ test('extended handshake and PEX travel between two connections', async (t) => {
   assert.equal(h.v, 'A 1.0');
   assert.equal(b.remoteExtensions?.reqq, 500);
 
-  assert.throws(() => a.sendPex({ added: [], dropped: [] }), isCode('BT_ERR_WIRE_STATE', /ut_pex/));
+  // The peer has not enabled ut_pex: nothing is sent, and nothing throws (remote state, issue #14).
+  assert.equal(a.sendPex({ added: [], dropped: [] }), false);
   const gotB = once(a, 'extended-handshake');
   b.sendExtendedHandshake({ m: new Map([['ut_pex', 7]]) });
   await gotB;

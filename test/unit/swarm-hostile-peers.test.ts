@@ -1,0 +1,212 @@
+// Issue #14, items 1 and 4: peers that send what a session does not expect.
+// Each test is named after what broke; each failed on the code before its fix.
+import { test, type TestContext } from 'node:test';
+import assert from 'node:assert/strict';
+import { once } from 'node:events';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { createTorrent } from '../../src/torrent/create.js';
+import { TorrentSession, type SessionOptions } from '../../src/swarm/session.js';
+import { BitTorrentClient, newPeerId } from '../../src/swarm/client.js';
+import { fetchMetadata } from '../../src/swarm/metadata-fetch.js';
+import type { TrackerClient } from '../../src/tracker/client.js';
+import type { AnnounceResponse } from '../../src/tracker/types.js';
+import { PeerConnection } from '../../src/wire/connection.js';
+import type { PexPeer } from '../../src/wire/codec.js';
+import type { Metainfo } from '../../src/torrent/metainfo.js';
+import { duplexPair } from '../helpers/duplex.js';
+import { pseudoRandomBytes, tempDir } from '../helpers/tmp.js';
+
+async function makeImage(dir: string) {
+  const seedDir = join(dir, 'seed');
+  mkdirSync(seedDir, { recursive: true });
+  writeFileSync(join(seedDir, 'image.bin'), pseudoRandomBytes(2 * 16384 + 100, 5));
+  const { meta } = await createTorrent(join(seedDir, 'image.bin'), { pieceLength: 16384 });
+  return { seedDir, meta };
+}
+
+/** Generous: these wait for events, never measure speed. */
+async function until(what: string, cond: () => boolean, ms = 20_000): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > deadline) throw new Error(`${what} did not happen within ${ms} ms`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
+/**
+ * A test-driven peer on an in-memory pipe to `session`; `label` is its IP
+ * as the session sees it (an IP, since the session sends it on in PEX).
+ */
+async function rawPeer(t: TestContext, session: TorrentSession, meta: Metainfo, label: string) {
+  const [a, b] = duplexPair();
+  const sessionSide = session.connectStream(b, label, false);
+  const peer = new PeerConnection(a, { peerId: newPeerId(), initiator: true, infoHash: meta.infoHash });
+  peer.on('error', () => {});
+  t.after(() => peer.destroy());
+  const theirs = once(peer, 'extended-handshake');
+  await once(peer, 'handshake');
+  await theirs;
+  /** Extension messages the session sent this peer (its handshakes aside). */
+  const extensionMessages: number[] = [];
+  peer.on('extended', ({ id }) => {
+    if (id !== 0) extensionMessages.push(id);
+  });
+  return { peer, sessionSide, extensionMessages };
+}
+
+async function session(
+  t: TestContext,
+  opts: Partial<SessionOptions> & Pick<SessionOptions, 'meta' | 'dir' | 'mode'>,
+) {
+  const s = new TorrentSession({ peerId: newPeerId(), listenPort: 1, pexIntervalMs: 25, ...opts });
+  t.after(() => s.stop());
+  const failures: Error[] = [];
+  s.on('failed', (err) => failures.push(err));
+  await s.start();
+  return { s, failures };
+}
+
+test('a peer whose extended handshake says ut_pex 0 is sent no PEX, and the PEX tick does not crash the seeder', async (t) => {
+  const { seedDir, meta } = await makeImage(tempDir(t));
+  const { s: seeder, failures } = await session(t, { meta, dir: seedDir, mode: 'seed' });
+  // A disables ut_pex (BEP 10: id 0); B takes PEX, so it sees the ticks run.
+  const a = await rawPeer(t, seeder, meta, '10.0.0.1');
+  a.peer.sendExtendedHandshake({ m: new Map([['ut_pex', 0]]), p: 7001 });
+  const b = await rawPeer(t, seeder, meta, '10.0.0.2');
+  const gotPex = once(b.peer, 'pex');
+  b.peer.sendExtendedHandshake({ m: new Map([['ut_pex', 1]]), p: 7002 });
+  // The tick that tells B of A also considers A (the first peer): before the
+  // fix it threw there, in a timer, and the process exited.
+  const [pex] = (await gotPex) as [{ added: PexPeer[] }];
+  assert.deepEqual(
+    pex.added.map((p) => `${p.host}:${p.port}`),
+    ['10.0.0.1:7001'],
+  );
+  // A few more ticks (25 ms each) with both peers connected.
+  await new Promise((r) => setTimeout(r, 150));
+  assert.deepEqual(a.extensionMessages, []);
+  assert.ok(a.sessionSide.isOpen, 'the peer that disabled PEX stays connected');
+  assert.deepEqual(failures, []);
+});
+
+test('a peer that turns ut_pex off with a later extended handshake is sent no PEX, and the seeder stays up', async (t) => {
+  const { seedDir, meta } = await makeImage(tempDir(t));
+  const { s: seeder, failures } = await session(t, { meta, dir: seedDir, mode: 'seed' });
+  const a = await rawPeer(t, seeder, meta, '10.0.0.1');
+  a.peer.sendExtendedHandshake({ m: new Map([['ut_pex', 1]]), p: 7001 });
+  // BEP 10: a later handshake changes only what it names; 0 disables.
+  a.peer.sendExtendedHandshake({ m: new Map([['ut_pex', 0]]) });
+  await until('the session to see both handshakes', () => a.sessionSide.remoteExtensions?.m.size === 0);
+  assert.equal(a.sessionSide.remoteExtensions?.p, undefined);
+  const b = await rawPeer(t, seeder, meta, '10.0.0.2');
+  const gotPex = once(b.peer, 'pex');
+  b.peer.sendExtendedHandshake({ m: new Map([['ut_pex', 1]]), p: 7002 });
+  await gotPex;
+  assert.deepEqual(a.extensionMessages, []);
+  assert.equal(a.sessionSide.sendPex({ added: [], dropped: [] }), false);
+  assert.ok(a.sessionSide.isOpen);
+  assert.deepEqual(failures, []);
+});
+
+/** `n` distinct made-up loopback addresses (port 1: refused at once), from `start`. */
+function madeUp(start: number, n: number): PexPeer[] {
+  const out: PexPeer[] = [];
+  for (let i = start; i < start + n; i++) {
+    out.push({ host: `127.${1 + (i >> 16)}.${(i >> 8) & 255}.${i & 255}`, port: 1 });
+  }
+  return out;
+}
+
+test('a PEX flood of 20,000 made-up peers stays within the candidate caps and the dial limits', async (t) => {
+  const dir = tempDir(t);
+  const { meta } = await makeImage(dir);
+  const limits = {
+    maxCandidates: 100,
+    maxCandidatesPerPeer: 60,
+    maxConcurrentDials: 4,
+    maxDialsPerSecond: 5,
+  };
+  const began = Date.now();
+  const { s: leecher, failures } = await session(t, {
+    meta,
+    dir: join(dir, 'leech'),
+    mode: 'download',
+    pexIntervalMs: 60_000,
+    limits,
+  });
+  let maxDialing = 0;
+  const flooders = await Promise.all(
+    ['10.0.0.1', '10.0.0.2'].map(async (ip, n) => {
+      const f = await rawPeer(t, leecher, meta, ip);
+      f.peer.sendExtendedHandshake({ m: new Map([['ut_pex', 1]]), p: 7001 + n });
+      let handled = 0;
+      f.sessionSide.on('pex', () => {
+        handled++;
+        maxDialing = Math.max(maxDialing, leecher.dialingCount);
+      });
+      return { ...f, handled: () => handled };
+    }),
+  );
+  const [f1, f2] = flooders as [(typeof flooders)[0], (typeof flooders)[0]];
+  // One message with all 20,000 (BEP 11 allows 50): the rest are dropped.
+  f1.peer.sendPex({ added: madeUp(0, 20_000), dropped: [] });
+  await until('the big message', () => f1.handled() === 1);
+  assert.equal(leecher.candidateCount, 50);
+  assert.ok(leecher.droppedInput >= 1);
+  // Then 400 lawful messages of 50 each, from each of two peers.
+  for (let m = 0; m < 400; m++) {
+    f1.peer.sendPex({ added: madeUp(100_000 + m * 50, 50), dropped: [] });
+    f2.peer.sendPex({ added: madeUp(200_000 + m * 50, 50), dropped: [] });
+  }
+  await until('all PEX messages', () => f1.handled() === 401 && f2.handled() === 400);
+  assert.ok(leecher.candidateCount <= limits.maxCandidates, `${leecher.candidateCount} candidates`);
+  // Every address past the caps was counted as a drop, none was kept.
+  assert.ok(leecher.droppedInput >= 40_050 - limits.maxCandidates - leecher.dialsStarted);
+  assert.ok(maxDialing <= limits.maxConcurrentDials, `${maxDialing} dials at once`);
+  assert.ok(leecher.dialingCount <= limits.maxConcurrentDials);
+  const seconds = (Date.now() - began) / 1000;
+  assert.ok(
+    leecher.dialsStarted <= limits.maxDialsPerSecond * (1 + seconds) + 1,
+    `${leecher.dialsStarted} dials in ${seconds} s`,
+  );
+  assert.ok(f1.sessionSide.isOpen && f2.sessionSide.isOpen);
+  assert.deepEqual(failures, []);
+});
+
+test('a magnet whose x.pe peer has an out-of-range port still gets the metadata from the good peers (connect() threw and get failed)', async (t) => {
+  const { seedDir, meta } = await makeImage(tempDir(t));
+  const client = new BitTorrentClient({ host: '127.0.0.1', port: 0 });
+  t.after(() => client.close());
+  const port = await client.listen();
+  await client.add({ meta, dir: seedDir, mode: 'seed' });
+  const answer: AnnounceResponse = {
+    interval: 60,
+    complete: 1,
+    incomplete: 0,
+    peers: [
+      { ip: '127.0.0.1', port: 0 },
+      { ip: '127.0.0.1', port },
+    ],
+  };
+  const trackerClient = {
+    announce: () => Promise.resolve(answer),
+    close: () => {},
+  } as unknown as TrackerClient;
+  const got = await fetchMetadata(
+    {
+      magnet: {
+        infoHash: meta.infoHash,
+        infoHashHex: meta.infoHashHex,
+        trackers: ['http://127.0.0.1:9/announce'],
+        webSeeds: [],
+        peers: ['127.0.0.1:0', '127.0.0.1:99999'],
+      },
+      peerId: newPeerId(),
+      listenPort: 1,
+      timeoutMs: 30_000,
+    },
+    { trackerClient },
+  );
+  assert.equal(got.infoHashHex, meta.infoHashHex);
+});
