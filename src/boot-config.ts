@@ -74,7 +74,11 @@ export interface BootConfig {
   };
   /** Where the agent POSTs AgentReport JSON. */
   readonly reportUrl: string;
-  /** Sent back in the `x-boottorrent-token` header of each report (per-MAC, from the server's secret). */
+  /**
+   * Sent back in the `x-boottorrent-token` header of each report (per-MAC,
+   * from the server's secret). Empty when the server could not tie the
+   * requester to the MAC: the agent then does not report.
+   */
   readonly reportToken: string;
   readonly oss: readonly BootOs[];
 }

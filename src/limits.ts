@@ -57,8 +57,10 @@ export const PEER_LIMITS = Object.freeze({
   maxDialsPerSecond: 50,
   /** Failed dials after which an address learned through PEX is forgotten: dead made-up addresses leave the table. */
   maxPexDialFailures: 3,
-  /** Bytes queued to a peer above which its BEP 9 metadata requests are rejected: a peer that asks but never reads cannot grow our memory. */
-  maxMetadataBacklogBytes: 1024 * 1024,
+  /** Bytes queued to a peer that does not read, past which its connection is closed: answers to its requests cannot grow our memory. */
+  maxWriteBacklogBytes: 4 * 1024 * 1024,
+  /** Bitfield, have-all and have-none messages per connection (each costs O(pieces)); past it the peer is closed. */
+  maxPieceSetMessages: 16,
 });
 
 /** Tracker (src/tracker/server.ts). */
@@ -84,7 +86,23 @@ export const TRACKER_LIMITS = Object.freeze({
 
 /** Boot HTTP server and dashboard port (src/http/). */
 export const HTTP_LIMITS = Object.freeze({
-  // filled in by the HTTP work
+  // Headers and body of one request, from its first byte: a client that
+  // trickles a POST body a byte at a time cannot hold a connection past it.
+  // A response (a phase-1 initrd over a slow link) is not bound by it.
+  requestTimeoutMs: 15_000,
+  // Headers alone, from the first byte (slowloris); at most requestTimeoutMs.
+  headersTimeoutMs: 10_000,
+  // An idle keep-alive connection; longer than the agents' own idle timeout
+  // (undici: 4 s), so the client closes first and never reuses a socket we
+  // are closing.
+  keepAliveTimeoutMs: 15_000,
+  // Open connections from one source IP: iPXE and the agent open a few; a
+  // single host must not use up the total below.
+  connectionsPerIp: 16,
+  // Open connections in total per listener: bounds sockets and memory.
+  maxConnections: 1024,
+  // One agent report body (JSON of a few hundred bytes): bounds memory per POST.
+  reportBodyBytes: 16_384,
 });
 
 /** DHCP server state (src/dhcp/). */

@@ -190,7 +190,11 @@ export class Agent {
           const config = await this.guarded(fetchBootConfig(this.args.server, this.args.mac));
           this.config = config;
           this.reporter?.close();
-          this.reporter = new Reporter({ url: config.reportUrl, token: config.reportToken }, this.log);
+          // An empty token: the server could not tie this machine to its MAC
+          // (docs/deployment.md §9); boot without reporting rather than send refused reports.
+          this.reporter = config.reportToken
+            ? new Reporter({ url: config.reportUrl, token: config.reportToken }, this.log)
+            : undefined;
           this.say(
             `boottorrent-agent: boot config: ${config.oss.length} OS(s), default ${config.menu.default ?? '(none)'}`,
           );

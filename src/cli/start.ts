@@ -3,6 +3,7 @@ import { once } from 'node:events';
 import { join } from 'node:path';
 import { isIP } from 'node:net';
 import { BootServer } from '../server/app.js';
+import { parseCidr } from '../server/requester.js';
 import { Dashboard } from '../http/dashboard.js';
 import { buildPhase1, defaultCacheDir, type Phase1Flavor } from '../phase1/build.js';
 import { streamLogger } from '../util/logger.js';
@@ -44,6 +45,10 @@ client that asks, without a restart. Ports 67, 69 and 80 need root.
                          refused: DNS rebinding)
   --seed-port N          TCP port of the server's seeder (default 6881)
   --upload-limit RATE    cap the seeder's upload (bytes/s, e.g. 50M)
+  --report-from CIDR     hand clients in CIDR (IPv4) their report token without
+                         tying their address to their MAC (repeatable; for
+                         clients behind a router, which the server cannot
+                         see in its neighbour table)
   --force-dhcp           full DHCP mode: start even if another DHCP server
                          answers on the interface (normally refused)
   -v, --verbose          log every request and peer`;
@@ -62,6 +67,7 @@ export async function run(argv: string[], io: Io): Promise<number> {
       'seed-port': { type: 'string' },
       'upload-limit': { type: 'string' },
       'force-dhcp': { type: 'boolean' },
+      'report-from': { type: 'string', multiple: true },
       verbose: { type: 'boolean', short: 'v' },
     },
     HELP,
@@ -94,6 +100,13 @@ export async function run(argv: string[], io: Io): Promise<number> {
       );
   // A name given as --dashboard's host is one the dashboard answers to.
   if (dashboardHost !== '' && isIP(dashboardHost) === 0) dashboardNames.push(dashboardHost);
+  const reportFrom = values['report-from'] ?? [];
+  for (const c of reportFrom)
+    try {
+      parseCidr(c);
+    } catch {
+      throw new UsageError(`--report-from ${c}: expected an IPv4 address or CIDR, e.g. 10.0.0.0/24`, HELP);
+    }
   const logger = streamLogger(io.stderr, { level: values.verbose ? 'debug' : 'info' });
   const envDir = values.env ?? '.';
 
@@ -128,6 +141,7 @@ export async function run(argv: string[], io: Io): Promise<number> {
       dashboardHost,
       dashboardPort,
       ...(values['force-dhcp'] ? { dhcpProbeMs: 0 } : {}),
+      ...(reportFrom.length > 0 ? { reportFrom } : {}),
       ...(values['seed-port'] !== undefined
         ? { seedPort: parsePort(values['seed-port'], '--seed-port', HELP) }
         : {}),
@@ -155,7 +169,14 @@ export async function run(argv: string[], io: Io): Promise<number> {
       `serving ${env.oss.length} OS${env.oss.length === 1 ? '' : 's'} from ${env.dir} on ${env.server.address} ` +
         `(DHCP ${env.dhcp.mode}); dashboard ${server.dashboardUrl}; Ctrl-C stops\n`,
     );
-    if (!io.signal.aborted) await once(io.signal, 'abort');
+    // Ctrl-C / SIGTERM, or a listener that fails while serving (STYLE.md
+    // lesson 4): the server has closed itself by then; its error names the
+    // listener and becomes the exit status.
+    const failed = await Promise.race([
+      io.signal.aborted ? Promise.resolve(undefined) : once(io.signal, 'abort').then(() => undefined),
+      server.failed,
+    ]);
+    if (failed) throw failed;
     io.stdout.write('stopping\n');
     return EXIT_OK;
   } finally {

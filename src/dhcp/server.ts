@@ -42,6 +42,7 @@ import { DHCP_LIMITS } from '../limits.js';
 import { DropLog } from '../util/drop-log.js';
 import { silentLogger } from '../util/logger.js';
 import type { Logger } from '../util/logger.js';
+import { isPacketError } from '../util/listener-error.js';
 import type { BootDecision, BootPolicy } from '../server/boot-policy.js';
 import {
   DISCOVERY_CONTROL_USE_BOOTFILE,
@@ -117,6 +118,8 @@ export interface DhcpServerEvents {
   lease: [Lease];
   /** A client was sent boot information (either mode). */
   boot: [{ mac: string; decision: BootDecision; client: ClientInfo }];
+  /** A socket failed after listen(): the server no longer serves (its owner stops). */
+  listenerError: [Error];
 }
 
 /** Where a reply goes (RFC 2131 §4.1, "server ... sends to"). */
@@ -348,7 +351,12 @@ export class DhcpServer extends EventEmitter<DhcpServerEvents> {
       s.once('error', onError);
       s.bind({ address, port, exclusive: true }, () => {
         s.off('error', onError);
-        s.on('error', (err) => this.#log.warn('DHCP socket error', { address, port, error: err.message }));
+        s.on('error', (err) => {
+          if (isPacketError(err))
+            return this.#log.warn('DHCP socket error', { address, port, error: err.message });
+          this.#log.error('DHCP socket failed', { address, port, error: err.message });
+          this.emit('listenerError', err);
+        });
         s.on('message', (msg, rinfo) => {
           // Last line of defence: nothing one datagram does may throw out of the socket's handler.
           try {

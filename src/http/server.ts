@@ -4,10 +4,11 @@
  * the tracker's /announce and /scrape when a tracker is mounted. One socket
  * owner; every decision comes from the policy it is given.
  */
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import { BootTorrentError } from '../errors.js';
 import { silentLogger, type Logger } from '../util/logger.js';
 import { normalizeMac, phaseOneScript, refusalScript, type PhaseOneImage } from './ipxe.js';
+import { createBoundedServer, httpLimits, sourceIp, type HttpListenerLimits } from './guard.js';
 import { sendFile, serveFile } from './static.js';
 import { refuseBadTarget, requestUrl } from './target.js';
 
@@ -15,8 +16,12 @@ import { refuseBadTarget, requestUrl } from './target.js';
 export interface HttpBootPolicy {
   /** Phase 1 for this MAC, or a reason it may not boot. */
   phaseOneFor(mac: string): PhaseOneImage | { refused: string };
-  /** The agent's boot configuration (menu, default, timeout, torrents), or undefined if refused. */
-  menuFor(mac: string): object | undefined;
+  /**
+   * The agent's boot configuration (menu, default, timeout, torrents), or
+   * undefined if refused; `client` is the requester's IP, which decides
+   * whether the config carries the MAC's report token.
+   */
+  menuFor(mac: string, client: string): object | undefined | Promise<object | undefined>;
 }
 
 export interface BootHttpOptions {
@@ -29,6 +34,8 @@ export interface BootHttpOptions {
   mounts?: Record<string, string>;
   /** Exact URL path -> file, e.g. { '/ipxe.efi': '/usr/lib/ipxe/ipxe.efi' } (symlinks followed). */
   files?: Record<string, string>;
+  /** Deadlines and connection caps (default HTTP_LIMITS). */
+  limits?: Partial<HttpListenerLimits>;
 }
 
 export interface BootHttpServices {
@@ -43,6 +50,11 @@ export interface BootHttpServices {
   routes?: (req: IncomingMessage, res: ServerResponse, path: string, client: string) => boolean;
   /** What a client fetched along the boot chain (for the server's client view). */
   onBootStep?: (step: { kind: 'script' | 'phase1' | 'menu'; mac: string; client: string }) => void;
+  /**
+   * The listening socket failed after start-up: the server no longer
+   * serves, so the owner stops (STYLE.md lesson 4). Without it, logged.
+   */
+  onListenerError?: (err: Error) => void;
 }
 
 export class BootHttpServer {
@@ -69,19 +81,20 @@ export class BootHttpServer {
   }
 
   async listen(): Promise<number> {
-    const server = createServer((req, res) => {
-      this.handle(req, res).catch((err: unknown) => {
-        this.log.error('request failed', { url: req.url, error: (err as Error).message });
-        if (!res.headersSent) res.writeHead(500, { 'content-type': 'text/plain' }).end('internal error\n');
-        else res.destroy();
-      });
-    });
-    server.headersTimeout = 20_000;
-    // Longer than the agents' own idle timeout (undici: 4 s), so an idle
-    // keep-alive connection is closed by the client, never by us just as
-    // the client reuses it (which the client sees as a socket error).
-    server.keepAliveTimeout = 15_000;
-    server.requestTimeout = 0; // large files over slow links: no overall cap
+    const server = createBoundedServer(
+      (req, res) => {
+        // One request's fault ends that request only (handle is async: a throw is a rejection).
+        this.handle(req, res).catch((err: unknown) => {
+          this.log.error('request failed', { url: req.url, error: (err as Error).message });
+          if (!res.headersSent) res.writeHead(500, { 'content-type': 'text/plain' }).end('internal error\n');
+          else res.destroy();
+        });
+      },
+      // requestTimeout bounds receiving a request, not sending the response,
+      // so large files over slow links are not cut.
+      httpLimits(this.options.limits),
+      this.log,
+    );
     const host = this.options.host ?? '0.0.0.0';
     const port = this.options.port ?? 80;
     await new Promise<void>((resolve, reject) => {
@@ -102,7 +115,10 @@ export class BootHttpServer {
       });
       server.listen(port, host, () => resolve());
     });
-    server.on('error', (err) => this.log.warn('server error', { error: err.message }));
+    server.on('error', (err) => {
+      this.log.error('HTTP listener failed', { error: err.message });
+      this.services.onListenerError?.(err);
+    });
     this.server = server;
     const addr = server.address();
     this.boundPort = typeof addr === 'object' && addr ? addr.port : port;
@@ -114,7 +130,7 @@ export class BootHttpServer {
     const url = requestUrl(req.url);
     if (!url) return refuseBadTarget(res);
     const path = url.pathname;
-    const client = (req.socket.remoteAddress ?? '').replace(/^::ffff:/, '');
+    const client = sourceIp(req.socket);
     if (this.services.tracker?.handleHttp(req, res)) return;
     if (this.services.routes?.(req, res, path, client)) return;
     if (req.method !== 'GET' && req.method !== 'HEAD') {
@@ -123,7 +139,7 @@ export class BootHttpServer {
     }
     if (path === '/boot.ipxe') return this.bootScript(url, client, res);
     const api = /^\/api\/v1\/boot\/([^/]+)$/.exec(path);
-    if (api) return this.menu(api[1]!, client, res);
+    if (api) return await this.menu(api[1]!, client, res);
     const exact =
       this.options.files && Object.hasOwn(this.options.files, path) ? this.options.files[path] : undefined;
     if (exact !== undefined) {
@@ -184,14 +200,14 @@ export class BootHttpServer {
     );
   }
 
-  private menu(rawMac: string, client: string, res: ServerResponse): void {
+  private async menu(rawMac: string, client: string, res: ServerResponse): Promise<void> {
     const mac = normalizeMac(rawMac);
     const json = (status: number, body: object) =>
       res
         .writeHead(status, { 'content-type': 'application/json', 'cache-control': 'no-store' })
         .end(`${JSON.stringify(body)}\n`);
     if (!mac) return void json(400, { error: `not a MAC address: ${rawMac}` });
-    const menu = this.services.policy.menuFor(mac);
+    const menu = await this.services.policy.menuFor(mac, client);
     if (!menu) return void json(403, { error: `${mac} may not boot from this server` });
     this.log.debug('menu', { client, mac });
     this.services.onBootStep?.({ kind: 'menu', mac, client });

@@ -8,11 +8,14 @@
  */
 import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import { readFile, writeFile, rename, mkdir, rm, readdir, stat } from 'node:fs/promises';
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import { networkInterfaces } from 'node:os';
 import { dirname, join } from 'node:path';
 import { BootTorrentError } from '../errors.js';
+import { createBoundedServer, httpLimits, type HttpListenerLimits } from '../http/guard.js';
 import { refuseBadTarget, requestUrl } from '../http/target.js';
+import { HTTP_LIMITS } from '../limits.js';
+import { DropLog } from '../util/drop-log.js';
 import { silentLogger, type Logger } from '../util/logger.js';
 import { inspectEnvironment, loadEnvironment } from '../env/load.js';
 import type { Environment, OsEntry } from '../env/types.js';
@@ -20,6 +23,7 @@ import { TrackerServer } from '../tracker/server.js';
 import { BitTorrentClient } from '../swarm/client.js';
 import type { TorrentSession } from '../swarm/session.js';
 import { NetbootServer, type PhaseOneFiles } from './netboot.js';
+import { RequesterCheck } from './requester.js';
 import { OsCatalog, type CatalogEntry } from './catalog.js';
 import { probeDhcpServers } from '../dhcp/probe.js';
 import { ClientStore, type ServerSnapshot, type ClientState, type SwarmSummary } from './state.js';
@@ -45,6 +49,17 @@ export interface StartOptions {
    * starting ours (default 5000 ms; 0 skips the probe, as --force-dhcp does).
    */
   readonly dhcpProbeMs?: number;
+  /**
+   * IPv4 CIDRs whose requesters get any MAC's report token without being
+   * tied to it (clients behind a router; rigs where agents share one address).
+   */
+  readonly reportFrom?: readonly string[];
+  /** Hand report tokens to loopback requesters (default true: local tools and tests). */
+  readonly trustLoopback?: boolean;
+  /** Deadlines and connection caps of the boot HTTP server and the dashboard port (default HTTP_LIMITS). */
+  readonly httpLimits?: Partial<HttpListenerLimits>;
+  /** Largest agent report body in bytes (default HTTP_LIMITS.reportBodyBytes). */
+  readonly reportBodyBytes?: number;
 }
 
 export interface StartServices {
@@ -52,6 +67,8 @@ export interface StartServices {
   readonly signal?: AbortSignal;
   /** Progress of hashing OS folders at start. */
   readonly onHashProgress?: (os: string, hashed: number, total: number) => void;
+  /** The kernel neighbour table's text (default: /proc/net/arp), for tests. */
+  readonly readArp?: () => Promise<string>;
   /** The dashboard handler (GET /, SSE); the built-in one serves only /api/v1/status. */
   readonly dashboard?: (ctx: {
     snapshot: () => ServerSnapshot;
@@ -71,7 +88,11 @@ export interface ServerInfoFile {
   readonly startedAt: number;
   readonly dashboardUrl: string;
   readonly bootUrl: string;
-  /** Needed for anything that changes state on the dashboard API. */
+  /**
+   * The dashboard's action token (Bearer), for the sysadmin only: it is in
+   * this file (mode 0600) and nowhere a client can read it. Agents' report
+   * tokens are separate, one per MAC.
+   */
   readonly token: string;
 }
 
@@ -147,7 +168,19 @@ export class BootServer {
   private readonly sessions = new Map<string, TorrentSession>();
   private readonly log: Logger;
   private secret: Buffer = Buffer.alloc(0);
+  /** The dashboard's action token; never in anything sent to a client. */
   private token = '';
+  private requesters!: RequesterCheck;
+  /** Reports and token requests refused, logged once per source per minute. */
+  private readonly drops: DropLog;
+  /** Settles once, when a listener fails after start-up. */
+  private failWith!: (err: BootTorrentError) => void;
+  /**
+   * Resolves with the error when a listener (HTTP, dashboard, TFTP, DHCP,
+   * tracker, seeder) fails after start-up; everything is closed by then.
+   * `start` waits on it beside Ctrl-C.
+   */
+  readonly failed: Promise<BootTorrentError>;
   private startedAt = Date.now();
   private reloadTimer: NodeJS.Timeout | undefined;
   /** The reload in progress, if any (close() waits for it). */
@@ -167,6 +200,8 @@ export class BootServer {
     private readonly services: StartServices = {},
   ) {
     this.log = services.logger ?? silentLogger;
+    this.drops = new DropLog(this.log.child('client-api'));
+    this.failed = new Promise((resolve) => (this.failWith = resolve));
     this.store = new ClientStore((os) => this.catalog?.get(os)?.meta.length);
   }
 
@@ -207,6 +242,20 @@ export class BootServer {
         `no interface has address ${env.server.address} (server.address in ${join(env.dir, 'Boottorrent.yaml')}); fix: set it to the lab interface's address`,
       );
     if (env.dhcp.mode === 'full') await this.probeDhcp(iface, env);
+    this.requesters = new RequesterCheck(
+      {
+        ...(this.options.trustLoopback !== undefined ? { trustLoopback: this.options.trustLoopback } : {}),
+        ...(this.options.reportFrom ? { trusted: this.options.reportFrom } : {}),
+      },
+      {
+        ...(this.services.readArp ? { readArp: this.services.readArp } : {}),
+        // Full DHCP mode: the address we leased to the MAC is that MAC's.
+        leaseIp: (mac) => {
+          const now = Date.now();
+          return this.netboot?.dhcp.leases().find((l) => l.mac === mac && l.expires > now)?.ip;
+        },
+      },
+    );
     this.stateDir = join(env.dir, STATE_DIR);
     await mkdir(this.stateDir, { recursive: true, mode: 0o700 });
     this.secret = await this.loadSecret();
@@ -237,6 +286,7 @@ export class BootServer {
         { host: '0.0.0.0', port: env.tracker.port },
         { logger: this.log.child('tracker') },
       );
+      this.tracker.on('listenerError', (err) => this.fail('tracker', err));
       for (const e of this.catalog.entries()) this.tracker.add(e.meta.infoHash);
       await this.tracker.listen();
     }
@@ -244,7 +294,11 @@ export class BootServer {
     // 3. The seeder: every OS, from its folder, trusted (the catalog just checked the fingerprint).
     this.seeder = new BitTorrentClient(
       { host: '0.0.0.0', port: this.options.seedPort ?? 6881 },
-      { logger: this.log.child('seed'), ...(this.services.signal ? { signal: this.services.signal } : {}) },
+      {
+        logger: this.log.child('seed'),
+        ...(this.services.signal ? { signal: this.services.signal } : {}),
+        onListenerError: (err) => this.fail('seeder (peer listener)', err),
+      },
     );
     await this.seeder.listen();
     for (const e of this.catalog.entries()) await this.seed(e);
@@ -264,10 +318,11 @@ export class BootServer {
         },
         ipxeDir: env.server.ipxeDir,
         httpPort,
+        ...(this.options.httpLimits ? { httpLimits: this.options.httpLimits } : {}),
         ...(this.options.tftpPort !== undefined ? { tftpPort: this.options.tftpPort } : {}),
         phase1: this.options.phase1,
         ...(env.allowMacs ? { allowMacs: env.allowMacs } : {}),
-        menuFor: (mac) => this.bootConfig(mac),
+        menuFor: (mac, client) => this.bootConfigFor(mac, client),
       },
       {
         logger: this.log,
@@ -277,8 +332,11 @@ export class BootServer {
           if (s.kind === 'script') this.store.ipxe(s.mac, s.client);
           else if (s.kind === 'phase1') this.store.phase1(s.mac);
         },
+        onListenerError: (err) => this.fail('boot HTTP server', err),
       },
     );
+    this.netboot.dhcp.on('listenerError', (err) => this.fail('DHCP server', err));
+    this.netboot.tftp.on('listenerError', (err) => this.fail('TFTP server', err));
     this.netboot.dhcp.on('lease', (l) => this.store.dhcp(l.mac, { ip: l.ip }));
     this.netboot.dhcp.on('boot', (b) =>
       this.store.dhcp(b.mac, { firmware: b.client.ipxe ? 'ipxe' : b.client.arch }),
@@ -403,8 +461,21 @@ export class BootServer {
     return { ...base, method: 'bin', bin: os.bin, args: os.args };
   }
 
+  /**
+   * The boot config for `mac` as asked by `client` (its source IP): with the
+   * MAC's report token only when the requester is tied to that MAC
+   * (src/server/requester.ts); otherwise with an empty token, and the agent
+   * boots without reporting.
+   */
+  async bootConfigFor(mac: string, client: string): Promise<BootConfig> {
+    const tie = await this.requesters.tie(client, mac);
+    if (!tie)
+      this.drops.drop(client, 'boot config sent without a report token: requester is not that MAC', { mac });
+    return this.bootConfig(mac, tie !== undefined);
+  }
+
   /** The boot config for one MAC: the environment's menu with that host's overrides. */
-  bootConfig(mac: string): BootConfig {
+  bootConfig(mac: string, withToken = true): BootConfig {
     const env = this.env;
     const host = env.hosts.get(mac);
     const oss = this.catalog.entries().map((e) => this.bootOs(e));
@@ -424,7 +495,7 @@ export class BootServer {
       seedTime: env.boot.seedTime,
       peers: { trackers, seeds, lsd: env.peers.lsd, pex: env.peers.pex },
       reportUrl: `${this.bootUrlValue}/api/v1/report/${mac}`,
-      reportToken: this.reportToken(mac),
+      reportToken: withToken ? this.reportToken(mac) : '',
       oss,
     };
   }
@@ -462,20 +533,28 @@ export class BootServer {
     const reply = (status: number, text: string): void => {
       res.writeHead(status, { 'content-type': 'text/plain' }).end(status === 204 ? undefined : `${text}\n`);
     };
+    // A reset mid-body is that request's end, nothing more.
+    req.on('error', (err) => this.log.debug('report connection failed', { mac, client, error: err.message }));
+    // The token is the MAC's own (HMAC of the server secret): one MAC's token reports as no other.
     const given = Buffer.from(String(req.headers['x-boottorrent-token'] ?? ''));
     const want = Buffer.from(this.reportToken(mac));
     if (given.length !== want.length || !timingSafeEqual(given, want)) {
       req.resume();
-      this.log.debug('report refused: bad token', { mac, client });
+      this.drops.drop(client, 'report refused: bad or missing token', { mac });
       return reply(403, 'bad or missing x-boottorrent-token');
     }
+    const max = this.options.reportBodyBytes ?? HTTP_LIMITS.reportBodyBytes;
     const chunks: Buffer[] = [];
     let size = 0;
     req.on('data', (c: Buffer) => {
+      if (res.headersSent) return;
       size += c.length;
-      if (size > 16384) {
+      if (size > max) {
+        this.drops.drop(client, 'report refused: body too large', { mac, limit: max });
+        // Close after the answer: the rest of the body is not read.
+        res.setHeader('connection', 'close');
         reply(413, 'report too large');
-        req.destroy();
+        req.pause();
         return;
       }
       chunks.push(c);
@@ -487,8 +566,9 @@ export class BootServer {
         this.store.report(mac, client, r);
         reply(204, '');
       } catch (err) {
-        this.log.warn('bad agent report dropped', { mac, client, error: (err as Error).message });
-        reply(400, (err as Error).message);
+        // Client text goes in a field, never into the message (issue #14 item 7).
+        this.drops.drop(client, 'bad agent report dropped', { mac, error: (err as Error).message });
+        if (!res.headersSent) reply(400, (err as Error).message);
       }
     });
   }
@@ -539,7 +619,11 @@ export class BootServer {
   private async startDashboard(): Promise<void> {
     const ctx = { snapshot: () => this.snapshot(), store: this.store, token: this.token };
     this.dashboard = this.services.dashboard?.(ctx);
-    const server = createServer(dashboardListener(this.dashboard, () => this.snapshot()));
+    const server = createBoundedServer(
+      dashboardListener(this.dashboard, () => this.snapshot()),
+      httpLimits(this.options.httpLimits),
+      this.log.child('dashboard'),
+    );
     const host = this.options.dashboardHost ?? '127.0.0.1';
     const port = this.options.dashboardPort ?? 8480;
     await new Promise<void>((resolve, reject) => {
@@ -554,6 +638,7 @@ export class BootServer {
       );
       server.listen(port, host, () => resolve());
     });
+    server.on('error', (err) => this.fail('dashboard', err));
     this.dashboardServer = server;
     const addr = server.address();
     const bound = typeof addr === 'object' && addr ? addr.port : port;
@@ -578,21 +663,22 @@ export class BootServer {
         case 'menu':
           this.log.info(`${who} shows the menu`);
           break;
+        // The OS id and the error come from the client's report: fields, not message text.
         case 'downloading':
           this.loggedQuarter.set(c.mac, 0);
-          this.log.info(`${who} chose ${c.os ?? '?'}: downloading`);
+          this.log.info(`${who} chose an OS: downloading`, { os: c.os ?? '?' });
           break;
         case 'seeding':
-          this.log.info(`${who} verified ${c.os ?? '?'}; seeding before it boots`);
+          this.log.info(`${who} verified its OS; seeding before it boots`, { os: c.os ?? '?' });
           break;
         case 'booting':
-          this.log.info(`${who} boots ${c.os ?? '?'} after ${c.bootSeconds?.toFixed(1) ?? '?'} s`);
+          this.log.info(`${who} boots after ${c.bootSeconds?.toFixed(1) ?? '?'} s`, { os: c.os ?? '?' });
           break;
         case 'running':
-          this.log.info(`${who} runs ${c.os ?? '?'}`);
+          this.log.info(`${who} runs its OS`, { os: c.os ?? '?' });
           break;
         case 'failed':
-          this.log.warn(`${who} failed: ${c.error ?? 'no reason given'}`);
+          this.log.warn(`${who} failed`, { error: c.error ?? 'no reason given' });
           break;
         default:
           this.log.debug(`${who} ${c.stage}`);
@@ -603,7 +689,7 @@ export class BootServer {
       const q = Math.floor(c.progress * 4);
       if (q > (this.loggedQuarter.get(c.mac) ?? 0) && q < 4) {
         this.loggedQuarter.set(c.mac, q);
-        this.log.info(`client ${c.mac} ${q * 25} % of ${c.os ?? '?'} (${c.peers} peers)`);
+        this.log.info(`client ${c.mac} ${q * 25} % (${c.peers} peers)`, { os: c.os ?? '?' });
       }
     });
   }
@@ -659,6 +745,23 @@ export class BootServer {
     } catch (err) {
       this.log.warn('reload failed; will try again', { error: (err as Error).message });
     }
+  }
+
+  /**
+   * A listener failed after start-up: log which and why, close everything
+   * (server.json goes too) and settle `failed`. Once; later failures are
+   * part of the same stop.
+   */
+  private fail(what: string, err: Error): void {
+    if (this.closed) return;
+    const code = (err as NodeJS.ErrnoException).code;
+    const e = new BootTorrentError(
+      'BT_ERR_LISTEN',
+      `${what} stopped working: ${code ? `${code} ` : ''}${err.message}; stopping the server`,
+      { cause: err },
+    );
+    this.log.error(e.message);
+    void this.close().finally(() => this.failWith(e));
   }
 
   /** Stops everything; safe to call twice and after a failed start. */

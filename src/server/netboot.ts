@@ -12,7 +12,12 @@ import { silentLogger, type Logger } from '../util/logger.js';
 import { DhcpServer, type DhcpServerOptions } from '../dhcp/server.js';
 import { TftpServer } from '../tftp/server.js';
 import { FixedFileProvider } from '../tftp/files.js';
-import { BootHttpServer, type BootHttpServices, type HttpBootPolicy } from '../http/server.js';
+import {
+  BootHttpServer,
+  type BootHttpOptions,
+  type BootHttpServices,
+  type HttpBootPolicy,
+} from '../http/server.js';
 import { DefaultBootPolicy, type BootClient, type BootDecision, type BootPolicy } from './boot-policy.js';
 import type { PhaseOneImage } from '../http/ipxe.js';
 
@@ -38,12 +43,14 @@ export interface NetbootOptions {
   ipxeDir?: string;
   uefiLoader?: 'ipxe.efi' | 'snponly.efi';
   httpPort?: number;
+  /** Deadlines and connection caps of the HTTP server (default HTTP_LIMITS). */
+  httpLimits?: BootHttpOptions['limits'];
   tftpPort?: number;
   phase1: PhaseOneFiles;
   /** MACs allowed to boot (lower-case colon form); all when absent. */
   allowMacs?: readonly string[];
   /** The agent's menu per MAC (issue: environments fill this in). */
-  menuFor?: (mac: string) => object | undefined;
+  menuFor?: (mac: string, client: string) => object | undefined | Promise<object | undefined>;
 }
 
 export interface NetbootServices {
@@ -52,6 +59,7 @@ export interface NetbootServices {
   tracker?: { handleHttp(req: IncomingMessage, res: ServerResponse): boolean };
   routes?: BootHttpServices['routes'];
   onBootStep?: BootHttpServices['onBootStep'];
+  onListenerError?: BootHttpServices['onListenerError'];
 }
 
 /** DHCP's boot chain plus the allow-list, and the HTTP side's phase 1. */
@@ -86,9 +94,9 @@ class NetbootPolicy implements BootPolicy, HttpBootPolicy {
     return { kernelUrl: url(p.kernel), initrdUrls: p.initrds.map(url), cmdline: p.cmdline };
   }
 
-  menuFor(mac: string): object | undefined {
+  menuFor(mac: string, client: string): object | undefined | Promise<object | undefined> {
     if (!this.allowed(mac)) return undefined;
-    return this.o.menuFor?.(mac);
+    return this.o.menuFor?.(mac, client);
   }
 }
 
@@ -127,6 +135,7 @@ export class NetbootServer {
         mounts: { '/phase1/': options.phase1.dir },
         // UEFI HTTP Boot gets http://server/<loader> from DHCP.
         files: Object.fromEntries(IPXE_FILES.map((f) => [`/${f}`, join(this.ipxeDir, f)])),
+        ...(options.httpLimits ? { limits: options.httpLimits } : {}),
       },
       {
         policy,
@@ -134,6 +143,7 @@ export class NetbootServer {
         ...(services.tracker ? { tracker: services.tracker } : {}),
         ...(services.routes ? { routes: services.routes } : {}),
         ...(services.onBootStep ? { onBootStep: services.onBootStep } : {}),
+        ...(services.onListenerError ? { onListenerError: services.onListenerError } : {}),
       },
     );
   }

@@ -31,6 +31,8 @@ export interface ClientOptions {
 export interface ClientServices {
   logger?: Logger;
   signal?: AbortSignal;
+  /** The peer listener failed after listen(): no more incoming peers (the owner stops). */
+  onListenerError?: (err: Error) => void;
 }
 
 /** Azureus-style peer id: "-BT0100-" and 12 random bytes. */
@@ -50,6 +52,7 @@ export class BitTorrentClient {
   private readonly halfOpenPerIp: number;
   private readonly handshakeTimeoutMs: number;
   private readonly drops: DropLog;
+  private readonly onListenerError: ((err: Error) => void) | undefined;
   private server: Server | undefined;
   private port = 0;
   private halfOpen = 0;
@@ -72,6 +75,7 @@ export class BitTorrentClient {
     this.handshakeTimeoutMs = options.handshakeTimeoutMs ?? PEER_LIMITS.handshakeTimeoutMs;
     this.log = (services.logger ?? silentLogger).child('bt');
     this.drops = new DropLog(this.log);
+    this.onListenerError = services.onListenerError;
     this.signal = services.signal;
   }
 
@@ -102,7 +106,10 @@ export class BitTorrentClient {
       });
       server.listen(this.requestedPort, this.host, () => resolve());
     });
-    server.on('error', (err) => this.log.warn('listener error', { error: err.message }));
+    server.on('error', (err) => {
+      this.log.error('listener failed', { error: err.message });
+      this.onListenerError?.(err);
+    });
     this.server = server;
     const addr = server.address();
     this.port = typeof addr === 'object' && addr ? addr.port : this.requestedPort;

@@ -51,8 +51,8 @@ export interface DialerOptions {
   now?: () => number;
 }
 
-/** Why add() did not take an address (undefined: taken, or already known). */
-export type AddRefusal = 'invalid' | 'banned' | 'full' | 'source-full';
+/** Why add() did not take an address (undefined: taken); `known`: it is a candidate already. */
+export type AddRefusal = 'known' | 'invalid' | 'banned' | 'full' | 'source-full';
 
 /** Backoff after `failures` failed dials: 2 s, 4 s, ... up to a minute. */
 export function backoffMs(failures: number): number {
@@ -125,13 +125,13 @@ export class PeerDialer {
 
   /**
    * Adds a candidate; O(1). A known address keeps its state. Returns why it
-   * was refused, if it was, so the caller can count drops.
+   * was not added, if it was not, so the caller can count drops.
    */
   add(ip: string, port: number, source: CandidateSource): AddRefusal | undefined {
     if (!Number.isInteger(port) || port <= 0 || port > 65535 || ip === '') return 'invalid';
     const address = `${ip}:${port}`;
     if (this.#banned.has(address)) return 'banned';
-    if (this.#candidates.has(address)) return undefined;
+    if (this.#candidates.has(address)) return 'known';
     const pexFrom = source.kind === 'pex' ? source.from : undefined;
     if (pexFrom !== undefined && (this.#perSource.get(pexFrom) ?? 0) >= this.maxCandidatesPerPeer) {
       return 'source-full';

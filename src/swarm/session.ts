@@ -158,10 +158,18 @@ interface Peer {
   readonly outstanding: Map<string, { req: BlockRequest; at: number }>;
   /** Its requests to us. */
   readonly uploads: BlockRequest[];
+  /**
+   * The same requests by "index:begin:length" (a count each), so a cancel
+   * for one we do not hold costs O(1): a flood of such cancels scanned the
+   * whole queue (up to MAX_UPLOAD_QUEUE) each.
+   */
+  readonly uploadKeys: Map<string, number>;
   serving: boolean;
   readonly down: RateMeter;
   readonly up: RateMeter;
   strikes: number;
+  /** Bitfield, have-all and have-none messages taken from it (see maxPieceSetMessages). */
+  pieceSets: number;
   /** Their reqq (BEP 10), capping our pipeline to them. */
   remoteQueue: number;
   /** Pieces this peer refused us (BEP 6 reject), until a time: ask others meanwhile. */
@@ -218,6 +226,17 @@ const READ_BUFFER_BYTES = 128 * 1024;
 const SPARE_BUFFERS = 8;
 
 const key = (index: number, begin: number) => `${index}:${begin}`;
+const uploadKey = (r: BlockRequest) => `${r.index}:${r.begin}:${r.length}`;
+function forgetUpload(peer: Peer, r: BlockRequest): void {
+  const k = uploadKey(r);
+  const n = (peer.uploadKeys.get(k) ?? 1) - 1;
+  if (n <= 0) peer.uploadKeys.delete(k);
+  else peer.uploadKeys.set(k, n);
+}
+function clearUploads(peer: Peer): void {
+  peer.uploads.length = 0;
+  peer.uploadKeys.clear();
+}
 const errorText = (err: unknown) => (err instanceof Error ? err.message : String(err));
 
 export class TorrentSession extends EventEmitter<SessionEvents> {
@@ -234,7 +253,11 @@ export class TorrentSession extends EventEmitter<SessionEvents> {
   private readonly dialer: PeerDialer;
   /** Dropped peer input (PEX beyond the limits), logged once per peer per minute. */
   private readonly drops: DropLog;
-  private readonly limits: { maxPexAddedPerMessage: number; maxMetadataBacklogBytes: number };
+  private readonly limits: {
+    maxPexAddedPerMessage: number;
+    maxWriteBacklogBytes: number;
+    maxPieceSetMessages: number;
+  };
   /** Why the session ended itself (a fault in a timer or continuation), if it did. */
   private failure: BootTorrentError | undefined;
   private readonly assemblies = new Map<number, Assembly>();
@@ -312,7 +335,8 @@ export class TorrentSession extends EventEmitter<SessionEvents> {
     });
     this.limits = {
       maxPexAddedPerMessage: l.maxPexAddedPerMessage ?? PEER_LIMITS.maxPexAddedPerMessage,
-      maxMetadataBacklogBytes: l.maxMetadataBacklogBytes ?? PEER_LIMITS.maxMetadataBacklogBytes,
+      maxWriteBacklogBytes: l.maxWriteBacklogBytes ?? PEER_LIMITS.maxWriteBacklogBytes,
+      maxPieceSetMessages: l.maxPieceSetMessages ?? PEER_LIMITS.maxPieceSetMessages,
     };
     this.drops = new DropLog(this.log);
   }
@@ -485,7 +509,27 @@ export class TorrentSession extends EventEmitter<SessionEvents> {
         reason: refused === 'full' ? 'candidate table full' : 'too many candidates from this peer',
       });
     }
-    if (refused === undefined && this.started && !this.stopped) this.connectMore();
+    if (refused === undefined && this.started && !this.stopped) this.connectSoon();
+  }
+
+  private connectQueued = false;
+
+  /**
+   * Dials once after the addresses at hand: a PEX message or tracker reply
+   * adds many, and a pass over the candidates after each one made a flood
+   * of known addresses cost O(candidates) per address.
+   */
+  private connectSoon(): void {
+    if (this.connectQueued) return;
+    this.connectQueued = true;
+    setImmediate(() => {
+      this.connectQueued = false;
+      try {
+        this.connectMore();
+      } catch (err) {
+        this.fail('connect', err);
+      }
+    });
   }
 
   /** Listen addresses of the connected peers (so they are not dialed twice). */
@@ -554,6 +598,7 @@ export class TorrentSession extends EventEmitter<SessionEvents> {
           initiator: true,
           infoHash: this.meta.infoHash,
           pieceCount: this.meta.pieceCount,
+          maxWriteBacklog: this.limits.maxWriteBacklogBytes,
         });
         conn = pc;
         pc.on('error', (err) => this.log.debug('peer error', { peer: k, error: err.message }));
@@ -578,6 +623,7 @@ export class TorrentSession extends EventEmitter<SessionEvents> {
       initiator,
       infoHash: this.meta.infoHash,
       pieceCount: this.meta.pieceCount,
+      maxWriteBacklog: this.limits.maxWriteBacklogBytes,
     });
     conn.on('error', (err) => this.log.debug('peer error', { peer: label, error: err.message }));
     conn.once('handshake', () => this.attach(conn, label, undefined, 0));
@@ -686,10 +732,12 @@ export class TorrentSession extends EventEmitter<SessionEvents> {
       seed: false,
       outstanding: new Map(),
       uploads: [],
+      uploadKeys: new Map(),
       serving: false,
       down: new RateMeter(),
       up: new RateMeter(),
       strikes: 0,
+      pieceSets: 0,
       remoteQueue: 250,
       pexSent: new Set(),
       refused: new Map(),
@@ -729,23 +777,24 @@ export class TorrentSession extends EventEmitter<SessionEvents> {
       }
       if (typeof h.reqq === 'number' && h.reqq > 0) peer.remoteQueue = Math.min(h.reqq, this.maxQueue);
     });
-    on('bitfield', () => this.setPeerPieces(peer, conn.remoteBitfield, false));
-    on('have-all', () => this.setPeerPieces(peer, null, true));
-    on('have-none', () => this.setPeerPieces(peer, new Bitfield(this.meta.pieceCount), false));
+    on('bitfield', () => this.onPieceSet(peer, conn.remoteBitfield, false));
+    on('have-all', () => this.onPieceSet(peer, null, true));
+    on('have-none', () => this.onPieceSet(peer, new Bitfield(this.meta.pieceCount), false));
     on('have', ({ index }) => this.onHave(peer, index));
     on('choke', () => {
       // BEP 6: with the Fast extension a choke does not cancel requests; rejects will.
       if (!conn.fast) this.dropOutstanding(peer);
     });
     on('unchoke', () => this.fill(peer));
-    on('interested', () => this.rechoke(false));
-    on('not-interested', () => this.rechoke(false));
+    on('interested', () => this.rechokeSoon());
+    on('not-interested', () => this.rechokeSoon());
     on('request', (r) => this.onRequest(peer, r));
     on('cancel', (r) => {
+      if (!peer.uploadKeys.has(uploadKey(r))) return;
       const i = peer.uploads.findIndex(
         (u) => u.index === r.index && u.begin === r.begin && u.length === r.length,
       );
-      if (i >= 0) peer.uploads.splice(i, 1);
+      if (i >= 0) forgetUpload(peer, peer.uploads.splice(i, 1)[0]!);
     });
     on('reject', (r) => {
       // Rejects that follow a choke (BEP 6) say nothing about the piece.
@@ -794,6 +843,23 @@ export class TorrentSession extends EventEmitter<SessionEvents> {
     const bf = new Bitfield(this.meta.pieceCount);
     for (let i = 0; i < this.meta.pieceCount; i++) if (picker.hasPiece(i)) bf.set(i);
     return bf;
+  }
+
+  /**
+   * A bitfield, have-all or have-none: each costs O(pieces) here and in the
+   * picker, for a 5-byte have-all. BEP 3 and 6 allow one, as the first
+   * message (aria2c sends a second, see PeerConnection.applyPieceSet); a
+   * peer that keeps sending them is closed.
+   */
+  private onPieceSet(peer: Peer, bits: Bitfield | null, seed: boolean): void {
+    if (++peer.pieceSets > this.limits.maxPieceSetMessages) {
+      this.drops.drop(peer.address, 'peer keeps resending its piece set; closing it', {
+        limit: this.limits.maxPieceSetMessages,
+      });
+      peer.conn.destroy();
+      return;
+    }
+    this.setPeerPieces(peer, bits, seed);
   }
 
   private setPeerPieces(peer: Peer, bits: Bitfield | null, seed: boolean): void {
@@ -1022,10 +1088,8 @@ export class TorrentSession extends EventEmitter<SessionEvents> {
     if (m.type !== 'request' || !peer.conn.supportsExtension('ut_metadata')) return;
     const info = this.meta.infoBuffer;
     const start = m.piece * METADATA_PIECE_SIZE;
-    // A peer that asks and never reads would have us queue 16 KiB a request.
-    const backlogged = peer.conn.bufferedAmount > this.limits.maxMetadataBacklogBytes;
     const reply: MetadataMessage =
-      start < info.length && !backlogged
+      start < info.length
         ? {
             type: 'data',
             piece: m.piece,
@@ -1058,6 +1122,8 @@ export class TorrentSession extends EventEmitter<SessionEvents> {
       return;
     }
     peer.uploads.push(r);
+    const k = uploadKey(r);
+    peer.uploadKeys.set(k, (peer.uploadKeys.get(k) ?? 0) + 1);
     void this.serve(peer);
   }
 
@@ -1105,10 +1171,11 @@ export class TorrentSession extends EventEmitter<SessionEvents> {
     try {
       while (peer.uploads.length > 0 && peer.conn.isOpen && !this.stopped) {
         if (peer.conn.amChoking) {
-          peer.uploads.length = 0;
+          clearUploads(peer);
           break;
         }
         const r = peer.uploads.shift()!;
+        forgetUpload(peer, r);
         if (this.opts.uploadLimit) await this.takeUploadTokens(r.length);
         const lease = await this.store!.leaseBlock(r.index, r.begin, r.length);
         if (!peer.conn.isOpen) {
@@ -1154,6 +1221,27 @@ export class TorrentSession extends EventEmitter<SessionEvents> {
     }
   }
 
+  private rechokeQueued = false;
+
+  /**
+   * Rechokes once after the messages at hand: interest changes rechoke at
+   * once (see the file comment), but a peer flipping interested and not
+   * interested in one burst made each flip a full rechoke and a choke or
+   * unchoke message back.
+   */
+  private rechokeSoon(): void {
+    if (this.rechokeQueued) return;
+    this.rechokeQueued = true;
+    setImmediate(() => {
+      this.rechokeQueued = false;
+      try {
+        this.rechoke(false);
+      } catch (err) {
+        this.fail('rechoke', err);
+      }
+    });
+  }
+
   private rechoke(round: boolean): void {
     if (this.stopped || !this.picker) return;
     const list = [...this.peers.values()];
@@ -1189,7 +1277,7 @@ export class TorrentSession extends EventEmitter<SessionEvents> {
         } else if (!p.conn.amChoking) {
           p.conn.choke();
           if (p.conn.fast) for (const r of p.uploads) p.conn.reject(r.index, r.begin, r.length);
-          p.uploads.length = 0;
+          clearUploads(p);
         }
       });
     }
@@ -1340,7 +1428,7 @@ export class TorrentSession extends EventEmitter<SessionEvents> {
     if (peer.seed) picker.peerSeed(-1);
     else picker.peerBitfield(peer.has, -1);
     this.dropOutstanding(peer);
-    peer.uploads.length = 0;
+    clearUploads(peer);
     this.emit('peer', { address: peer.address, event: 'close' });
     this.log.debug('peer closed', { peer: peer.address });
     if (!this.stopped && peer.listenPort !== undefined) {

@@ -25,6 +25,7 @@ import { TFTP_LIMITS } from '../limits.js';
 import { DropLog } from '../util/drop-log.js';
 import { silentLogger } from '../util/logger.js';
 import type { Logger } from '../util/logger.js';
+import { isPacketError } from '../util/listener-error.js';
 import { octetBlocks, netasciiBlocks } from './blocks.js';
 import type { BlockSource } from './blocks.js';
 import { decode, encode, TftpErrorCode } from './codec.js';
@@ -97,6 +98,8 @@ export interface TransferInfo {
 
 export interface TftpServerEvents {
   transfer: [TransferInfo];
+  /** The request socket failed after listen(): the server no longer serves (its owner stops). */
+  listenerError: [Error];
 }
 
 const DEFAULTS = {
@@ -537,7 +540,11 @@ export class TftpServer extends EventEmitter<TftpServerEvents> {
         });
       }
     });
-    socket.on('error', (err) => this.log.warn('request socket error', { error: err.message }));
+    socket.on('error', (err) => {
+      if (isPacketError(err)) return this.log.warn('request socket error', { error: err.message });
+      this.log.error('request socket failed', { error: err.message });
+      this.emit('listenerError', err);
+    });
     this.log.info('listening', { address: `${this.host}:${this.boundPort}` });
     return this.address();
   }

@@ -41,6 +41,7 @@ import type {
 import { silentLogger } from './types.js';
 import { decodeUdpRequest, encodeUdpResponse, isIpv4 } from './udp-codec.js';
 import type { UdpRequest, UdpResponse } from './udp-codec.js';
+import { isPacketError } from '../util/listener-error.js';
 
 export interface TrackerServerOptions {
   /** Address for both listeners (default '0.0.0.0'). */
@@ -123,6 +124,8 @@ export interface PeerExpiredInfo {
 export interface TrackerServerEvents {
   announce: [AnnounceEventInfo];
   'peer-expired': [PeerExpiredInfo];
+  /** The UDP socket or HTTP server failed after listen(): the tracker no longer serves. */
+  listenerError: [Error];
 }
 
 /** One peer in a swarm: what the dashboard sees, plus what the caps and the sampling need. */
@@ -399,9 +402,16 @@ export class TrackerServer extends EventEmitter<TrackerServerEvents> {
           this.log.warn(`tracker: UDP packet from ${rinfo.address}:${rinfo.port} failed: ${String(err)}`);
         }
       });
-      // After a successful bind, socket errors are per-packet trouble (e.g. ICMP unreachable).
-      udp.on('error', (err) => this.log.warn(`tracker UDP socket error: ${err.message}`));
-      http.on('error', (err) => this.log.warn(`tracker HTTP server error: ${err.message}`));
+      // A failed send is one reply lost; any other error means the socket no longer serves.
+      udp.on('error', (err) => {
+        if (isPacketError(err)) return this.log.warn(`tracker UDP socket error: ${err.message}`);
+        this.log.warn(`tracker UDP socket failed: ${err.message}`);
+        this.emit('listenerError', err);
+      });
+      http.on('error', (err) => {
+        this.log.warn(`tracker HTTP server failed: ${err.message}`);
+        this.emit('listenerError', err);
+      });
       // Expiry runs here, never inside an announce: a sweep visits every peer of every swarm.
       this.sweepTimer = setInterval(() => this.sweepSafely(), Math.min(this.peerTimeoutMs, 30_000));
       this.sweepTimer.unref();

@@ -12,6 +12,7 @@
 import { EventEmitter } from 'node:events';
 import type { Duplex } from 'node:stream';
 import { BootTorrentError } from '../errors.js';
+import { PEER_LIMITS } from '../limits.js';
 import { Bitfield } from './bitfield.js';
 import {
   FAST_MESSAGE_TYPES,
@@ -67,6 +68,13 @@ export interface PeerConnectionOptions {
   handshakeTimeout?: number;
   /** Largest message accepted (see DEFAULT_MAX_MESSAGE_LENGTH). */
   maxMessageLength?: number;
+  /**
+   * Bytes queued to a peer that does not read, past which the connection
+   * is closed (default PEER_LIMITS.maxWriteBacklogBytes): a peer that sends
+   * requests and never reads would have each answered (a reject, a
+   * metadata piece) into memory without end.
+   */
+  maxWriteBacklog?: number;
   /** Aborting destroys the connection (a `close` without an `error`). */
   signal?: AbortSignal;
 }
@@ -507,10 +515,27 @@ export class PeerConnection extends EventEmitter<PeerConnectionEvents> {
     this.stream.uncork();
   };
 
-  /** Writes after close are dropped (false): the swarm may race a close, which is not a bug. */
+  private overflowing = false;
+
+  /**
+   * Writes after close are dropped (false): the swarm may race a close,
+   * which is not a bug. So are writes past the write backlog limit; the
+   * connection is then closed on the next tick, outside the caller's loop.
+   */
   private send(bytes: Buffer): boolean {
     this.assertOpen();
-    if (this.destroyed) return false;
+    if (this.destroyed || this.overflowing) return false;
+    const limit = this.opts.maxWriteBacklog ?? PEER_LIMITS.maxWriteBacklogBytes;
+    if (this.stream.writableLength + bytes.length > limit) {
+      this.overflowing = true;
+      const queued = this.stream.writableLength;
+      process.nextTick(() =>
+        this.destroy(
+          new BootTorrentError('BT_ERR_WIRE_PROTOCOL', `peer does not read: ${queued} bytes queued to it`),
+        ),
+      );
+      return false;
+    }
     this.keepAliveTimer?.refresh();
     this.corkUntilNextTick();
     return this.stream.write(bytes);

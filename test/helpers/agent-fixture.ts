@@ -88,6 +88,8 @@ export async function startFixture(
     seedTime?: number;
     /** Seeder upload cap in bytes/s, so a download lasts a few report intervals. */
     uploadLimit?: number;
+    /** Hand out an empty report token, as the server does to a requester it cannot tie to the MAC. */
+    noToken?: boolean;
   },
 ): Promise<Fixture> {
   const host = opts.host ?? '127.0.0.1';
@@ -182,7 +184,7 @@ export async function startFixture(
       pex: true,
     },
     reportUrl: `${server}/api/v1/report`,
-    reportToken: TOKEN,
+    reportToken: opts.noToken ? '' : TOKEN,
     oss,
   };
   return { server, reports, config };

@@ -107,6 +107,21 @@ test('agent: a torrent the server lacks (404) shows the failure screen; r retrie
   assert.doesNotMatch(agent.output(), /MARKER-GONE/);
 });
 
+test('agent: a boot config without a report token (server could not tie us to the MAC) boots without sending reports', async (t) => {
+  const fx = await startFixture(t, {
+    oss: [binOs('quiet', 'MARKER-QUIET')],
+    default: 'quiet',
+    timeout: 0,
+    noToken: true,
+  });
+  const agent = runAgent(t, fx.server);
+  await agent.waitFor(/MARKER-QUIET arg=hello/);
+  await agent.waitFor(/quiet exited with status 0/);
+  agent.send('q');
+  assert.equal((await agent.exited).code, 0);
+  assert.deepEqual(fx.reports, [], 'no report sent without a token');
+});
+
 test('agent: a SHA-256 mismatch fails before anything runs', async (t) => {
   const fx = await startFixture(t, {
     oss: [binOs('evil', 'MARKER-EVIL', { badSha: 'run.sh' })],

@@ -5,6 +5,7 @@
 // folder, `status`, and a clean stop on SIGTERM.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, utimesSync, writeFileSync } from 'node:fs';
 import { request as httpRequest } from 'node:http';
@@ -61,6 +62,13 @@ test('start serves boot configs, torrents, reports and status; reloads OS folder
   const lab = new NetLab('start', '10.78.0.1/24');
   t.after(() => lab.destroy());
   lab.linkToHost('10.78.255.1/30', `${SRV}/30`);
+  // This test is the client MAC: the server hands MAC's report token only to
+  // the address its neighbour table ties to MAC (issue #14 item 7).
+  const hostLink = /^\d+:\s+(\S+)/.exec(
+    execFileSync('ip', ['-o', '-4', 'addr', 'show', 'to', '10.78.255.1/32'], { encoding: 'utf8' }),
+  )?.[1];
+  assert.ok(hostLink, 'the host side of the veth');
+  execFileSync('ip', ['link', 'set', 'dev', hostLink, 'address', MAC]);
   const server = lab.spawn(process.execPath, [
     '--enable-source-maps',
     BIN,
@@ -104,7 +112,15 @@ test('start serves boot configs, torrents, reports and status; reloads OS folder
       headers: { 'content-type': 'application/json', 'x-boottorrent-token': token },
       body: JSON.stringify(body),
     });
+  assert.equal(cfg.reportToken.length, 32, 'the MAC at this address gets its report token');
   assert.equal((await post('wrong', { stage: 'menu' })).status, 403);
+  // Another MAC's config, asked from this address, comes without a token.
+  const other = parseBootConfig(await (await fetch(`${base}/api/v1/boot/52:54:00:78:00:02`)).text());
+  assert.equal(other.reportToken, '', 'no token for a MAC this address is not');
+  const info = JSON.parse(readFileSync(join(envDir, '.boottorrent', 'server.json'), 'utf8')) as {
+    token: string;
+  };
+  assert.notEqual(cfg.reportToken, info.token, 'the dashboard token stays out of boot configs');
   assert.equal(
     (await post(cfg.reportToken, { stage: 'downloading', os: 'alpha', progress: -1 })).status,
     400,
@@ -138,7 +154,12 @@ test('start serves boot configs, torrents, reports and status; reloads OS folder
   assert.equal(await raw('/\\'), 400);
   assert.equal(await raw('/api/v1/status', 'rebind.evil.example:8480'), 421);
   assert.equal(await raw('/api/v1/status'), 200, 'still serving');
-  await waitForOutput(server, new RegExp(`client ${MAC} .*chose alpha: downloading`), 5000, 'event log');
+  await waitForOutput(
+    server,
+    new RegExp(`client ${MAC} .*chose an OS: downloading.* os=alpha`),
+    5000,
+    'event log',
+  );
 
   // A real download from the server's seeder through its tracker, checked against the boot config.
   writeFileSync(join(dir, 'alpha.torrent'), torrent);

@@ -56,7 +56,7 @@ test('add: what is taken and why the rest is refused', () => {
       options: {},
       before: [['10.0.0.1', 6881, pexFrom('p')]],
       add: ['10.0.0.1', 6881, tracker],
-      refusal: undefined,
+      refusal: 'known',
       size: 1,
     },
     {

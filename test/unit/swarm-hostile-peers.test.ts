@@ -38,8 +38,14 @@ async function until(what: string, cond: () => boolean, ms = 20_000): Promise<vo
  * A test-driven peer on an in-memory pipe to `session`; `label` is its IP
  * as the session sees it (an IP, since the session sends it on in PEX).
  */
-async function rawPeer(t: TestContext, session: TorrentSession, meta: Metainfo, label: string) {
-  const [a, b] = duplexPair();
+async function rawPeer(
+  t: TestContext,
+  session: TorrentSession,
+  meta: Metainfo,
+  label: string,
+  highWaterMark?: number,
+) {
+  const [a, b] = duplexPair(highWaterMark);
   const sessionSide = session.connectStream(b, label, false);
   const peer = new PeerConnection(a, { peerId: newPeerId(), initiator: true, infoHash: meta.infoHash });
   peer.on('error', () => {});
@@ -209,4 +215,169 @@ test('a magnet whose x.pe peer has an out-of-range port still gets the metadata 
     { trackerClient },
   );
   assert.equal(got.infoHashHex, meta.infoHashHex);
+});
+
+test('a throw while handling one peer in a timer closes that peer only; the session and the other peers go on', async (t) => {
+  const dir = tempDir(t);
+  const { meta } = await makeImage(dir);
+  const { s: leecher, failures } = await session(t, { meta, dir: join(dir, 'leech'), mode: 'download' });
+  const a = await rawPeer(t, leecher, meta, '10.0.0.1');
+  const b = await rawPeer(t, leecher, meta, '10.0.0.2');
+  // Stands in for any fault reached from one peer's state (the old PEX
+  // throw was one): the per-peer work of the 1 s tick throws for A.
+  const internals = leecher as unknown as { fill: (p: { conn: PeerConnection }) => void };
+  const fill = internals.fill.bind(leecher);
+  internals.fill = (p) => {
+    if (p.conn === a.sessionSide) throw new Error('injected fault');
+    fill(p);
+  };
+  const closed = once(a.sessionSide, 'close');
+  await closed;
+  assert.ok(b.sessionSide.isOpen);
+  assert.deepEqual(failures, []);
+});
+
+test('a throw in a session timer ends that session (whenComplete rejects), not the process', async (t) => {
+  const dir = tempDir(t);
+  const { meta } = await makeImage(dir);
+  const { s: leecher, failures } = await session(t, { meta, dir: join(dir, 'leech'), mode: 'download' });
+  const a = await rawPeer(t, leecher, meta, '10.0.0.1');
+  const internals = leecher as unknown as { connectMore: () => void };
+  internals.connectMore = () => {
+    throw new Error('injected fault');
+  };
+  await assert.rejects(leecher.whenComplete(), /torrent session failed in tick: injected fault/);
+  assert.equal(failures.length, 1);
+  await until('the session to close its peers', () => !a.sessionSide.isOpen);
+});
+
+test('a peer that sends requests and never reads is closed at the write backlog limit, not buffered without end', async (t) => {
+  const { seedDir, meta } = await makeImage(tempDir(t));
+  const maxWriteBacklogBytes = 64 * 1024;
+  const { s: seeder, failures } = await session(t, {
+    meta,
+    dir: seedDir,
+    mode: 'seed',
+    limits: { maxWriteBacklogBytes },
+  });
+  const a = await rawPeer(t, seeder, meta, '10.0.0.1', 16 * 1024);
+  const b = await rawPeer(t, seeder, meta, '10.0.0.2');
+  let most = 0;
+  // Not events.once: that rejects on the `error` the close comes with.
+  const closed = new Promise<void>((resolve) => a.sessionSide.once('close', resolve));
+  // A stops reading; while it is choked, each request earns a reject (BEP 6).
+  a.peer.pause();
+  for (let i = 0; i < 20_000 && !a.sessionSide.destroyed; i++) {
+    a.peer.request(0, 0, 16384);
+    if (i % 1000 === 999) {
+      await new Promise((r) => setImmediate(r));
+      most = Math.max(most, a.sessionSide.bufferedAmount);
+    }
+  }
+  await Promise.race([
+    closed,
+    new Promise((_, reject) =>
+      setTimeout(() => reject(new Error('the peer was not closed')), 10_000).unref(),
+    ),
+  ]);
+  assert.ok(most <= maxWriteBacklogBytes, `${most} bytes queued`);
+  assert.ok(b.sessionSide.isOpen);
+  assert.deepEqual(failures, []);
+});
+
+test('a peer that resends have-none in a loop is closed at maxPieceSetMessages (each cost a scan of every piece)', async (t) => {
+  const { seedDir, meta } = await makeImage(tempDir(t));
+  const { s: seeder, failures } = await session(t, { meta, dir: seedDir, mode: 'seed' });
+  const a = await rawPeer(t, seeder, meta, '10.0.0.1');
+  const b = await rawPeer(t, seeder, meta, '10.0.0.2');
+  let taken = 0;
+  a.sessionSide.on('have-none', () => taken++);
+  const closed = new Promise<void>((resolve) => a.sessionSide.once('close', resolve));
+  for (let i = 0; i < 1000; i++) a.peer.haveNone();
+  await Promise.race([
+    closed,
+    new Promise((_, reject) =>
+      setTimeout(() => reject(new Error('the peer was not closed')), 10_000).unref(),
+    ),
+  ]);
+  assert.equal(taken, 17, 'the 16 allowed and the one that closed it');
+  assert.ok(b.sessionSide.isOpen);
+  assert.deepEqual(failures, []);
+});
+
+test('a peer flipping interested 500 times in one burst gets one unchoke, not a choke or unchoke per flip', async (t) => {
+  const { seedDir, meta } = await makeImage(tempDir(t));
+  const { s: seeder, failures } = await session(t, { meta, dir: seedDir, mode: 'seed' });
+  const a = await rawPeer(t, seeder, meta, '10.0.0.1');
+  let chokes = 0;
+  let unchokes = 0;
+  a.peer.on('choke', () => chokes++);
+  a.peer.on('unchoke', () => unchokes++);
+  const unchoked = once(a.peer, 'unchoke');
+  // One write (the connection corks a tick's messages), so one read.
+  for (let i = 0; i < 500; i++) {
+    a.peer.interested();
+    a.peer.notInterested();
+  }
+  a.peer.interested();
+  await unchoked;
+  // A few more turns of the event loop for any late choke messages.
+  await new Promise((r) => setTimeout(r, 100));
+  assert.equal(unchokes, 1);
+  assert.equal(chokes, 0);
+  assert.deepEqual(failures, []);
+});
+
+test('cancels for requests we do not hold do not scan the upload queue (a cancel flood cost O(queue) each)', async (t) => {
+  const { seedDir, meta } = await makeImage(tempDir(t));
+  const { s: seeder, failures } = await session(t, { meta, dir: seedDir, mode: 'seed' });
+  const a = await rawPeer(t, seeder, meta, '10.0.0.1');
+  // Counts scans of this peer's upload queue (a count, not a time).
+  const peers = (seeder as unknown as { peers: Map<PeerConnection, { uploads: unknown[] }> }).peers;
+  const uploads = peers.get(a.sessionSide)!.uploads;
+  let scans = 0;
+  const findIndex = uploads.findIndex.bind(uploads);
+  uploads.findIndex = (...args: Parameters<typeof findIndex>) => {
+    scans++;
+    return findIndex(...args);
+  };
+  let seen = 0;
+  a.sessionSide.on('cancel', () => seen++);
+  for (let i = 0; i < 10_000; i++) a.peer.cancel(0, (i % 2) * 16384, 16384);
+  await until('all cancels', () => seen === 10_000);
+  assert.equal(scans, 0);
+  assert.ok(a.sessionSide.isOpen);
+  assert.deepEqual(failures, []);
+});
+
+test('PEX messages repeating known addresses do not each rescan the candidates (a pass per address made floods quadratic)', async (t) => {
+  const dir = tempDir(t);
+  const { meta } = await makeImage(dir);
+  const { s: leecher, failures } = await session(t, {
+    meta,
+    dir: join(dir, 'leech'),
+    mode: 'download',
+    pexIntervalMs: 60_000,
+    limits: { maxDialsPerSecond: 1 },
+  });
+  // Counts passes over the candidate table (a count, not a time).
+  const dialer = (leecher as unknown as { dialer: { next: (...a: unknown[]) => unknown[] } }).dialer;
+  const next = dialer.next.bind(dialer);
+  let passes = 0;
+  dialer.next = (...args: unknown[]) => {
+    passes++;
+    return next(...args);
+  };
+  const f = await rawPeer(t, leecher, meta, '10.0.0.1');
+  f.peer.sendExtendedHandshake({ m: new Map([['ut_pex', 1]]), p: 7001 });
+  let handled = 0;
+  f.sessionSide.on('pex', () => handled++);
+  const same = madeUp(0, 50);
+  for (let m = 0; m < 400; m++) f.peer.sendPex({ added: same, dropped: [] });
+  await until('all PEX messages', () => handled === 400);
+  await new Promise((r) => setImmediate(r));
+  // One pass per burst of messages and one per 1 s tick, never one per address.
+  assert.ok(passes < 100, `${passes} passes for 20,000 addresses`);
+  assert.equal(leecher.candidateCount, 50);
+  assert.deepEqual(failures, []);
 });

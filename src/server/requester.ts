@@ -1,0 +1,93 @@
+/**
+ * Who may receive a client's report token (issue #14 item 7). The token for
+ * MAC M lets its holder report as M, so it goes only to a requester the
+ * server can tie to M at the link layer: the kernel's neighbour table maps
+ * the requester's source IP to M (the TCP handshake that carried the request
+ * put the entry there; RFC 826), or, in full DHCP mode, M's lease is that IP.
+ * Loopback is trusted (local tools, tests), and so are networks the
+ * sysadmin names (`start --report-from CIDR`: clients behind a router, test
+ * rigs where many agents share one address). Anyone else still gets the
+ * boot config, without the token, and boots without reporting.
+ */
+import { readFile } from 'node:fs/promises';
+import { isIPv4 } from 'node:net';
+
+/** Why a requester was tied to the MAC it asked for. */
+export type TieReason = 'loopback' | 'neighbour' | 'lease' | 'trusted';
+
+/**
+ * IPv4 address -> MAC (lower case) from the text of /proc/net/arp. Entries
+ * still being resolved (flags 0x0, MAC all zero) are skipped: they name no
+ * machine.
+ */
+export function parseProcNetArp(text: string): Map<string, string> {
+  const out = new Map<string, string>();
+  for (const line of text.split('\n').slice(1)) {
+    // IP address, HW type, Flags, HW address, Mask, Device
+    const [ip, , flags, mac] = line.trim().split(/\s+/);
+    if (!ip || !flags || !mac || !isIPv4(ip)) continue;
+    if ((Number.parseInt(flags, 16) & 0x2) === 0) continue; // ATF_COM: resolved
+    const m = mac.toLowerCase();
+    if (!/^([0-9a-f]{2}:){5}[0-9a-f]{2}$/.test(m) || m === '00:00:00:00:00:00') continue;
+    out.set(ip, m);
+  }
+  return out;
+}
+
+function ipv4ToInt(ip: string): number {
+  return ip.split('.').reduce((n, o) => n * 256 + Number(o), 0);
+}
+
+/** An IPv4 CIDR ("10.0.0.0/24", or an address alone for /32) as a predicate; throws on anything else. */
+export function parseCidr(cidr: string): (ip: string) => boolean {
+  const m = /^(\d+\.\d+\.\d+\.\d+)(?:\/(\d{1,2}))?$/.exec(cidr.trim());
+  const bits = m ? Number(m[2] ?? 32) : -1;
+  if (!m || !isIPv4(m[1]!) || bits < 0 || bits > 32) throw new Error(`not an IPv4 CIDR: ${cidr}`);
+  const mask = bits === 0 ? 0 : (0xffffffff << (32 - bits)) >>> 0;
+  const net = (ipv4ToInt(m[1]!) & mask) >>> 0;
+  return (ip) => isIPv4(ip) && (ipv4ToInt(ip) & mask) >>> 0 === net;
+}
+
+export interface RequesterOptions {
+  /** Trust requests from 127.0.0.0/8 and ::1 (default true; tests turn it off). */
+  readonly trustLoopback?: boolean;
+  /** IPv4 CIDRs whose requesters get any MAC's token. */
+  readonly trusted?: readonly string[];
+}
+
+export interface RequesterServices {
+  /** The neighbour table's text (default: read /proc/net/arp). */
+  readonly readArp?: () => Promise<string>;
+  /** The IP leased to `mac` (full DHCP mode), if any. */
+  readonly leaseIp?: (mac: string) => string | undefined;
+}
+
+/** Decides whether a requester's source IP belongs to the MAC it asks about. */
+export class RequesterCheck {
+  readonly #trustLoopback: boolean;
+  readonly #trusted: ((ip: string) => boolean)[];
+  readonly #readArp: () => Promise<string>;
+  readonly #leaseIp: (mac: string) => string | undefined;
+
+  constructor(options: RequesterOptions = {}, services: RequesterServices = {}) {
+    this.#trustLoopback = options.trustLoopback ?? true;
+    this.#trusted = (options.trusted ?? []).map(parseCidr);
+    this.#readArp = services.readArp ?? (() => readFile('/proc/net/arp', 'utf8'));
+    this.#leaseIp = services.leaseIp ?? (() => undefined);
+  }
+
+  /** How `ip` is tied to `mac`, or undefined when it is not (then it gets no token). */
+  async tie(ip: string, mac: string): Promise<TieReason | undefined> {
+    if (this.#trustLoopback && (ip === '::1' || /^127\./.test(ip))) return 'loopback';
+    if (this.#trusted.some((t) => t(ip))) return 'trusted';
+    if (this.#leaseIp(mac) === ip) return 'lease';
+    let table: Map<string, string>;
+    try {
+      table = parseProcNetArp(await this.#readArp());
+    } catch {
+      // No neighbour table (not Linux, no /proc): nothing ties, nothing is handed out.
+      return undefined;
+    }
+    return table.get(ip) === mac ? 'neighbour' : undefined;
+  }
+}
