@@ -186,14 +186,33 @@ interface StatusRow {
   error: string | null;
 }
 
-async function status(lab: NetLab, srv: Host): Promise<{ clients: StatusRow[] } | undefined> {
-  const r = await run(lab, srv, 'curl', ['-sf', '-m', '20', `http://${DASH}/api/v1/status`], 30_000);
-  if (r.code !== 0) return undefined;
+/** The status API's snapshot, or why there is none (curl's exit code and message). */
+async function status(lab: NetLab, srv: Host): Promise<{ clients: StatusRow[] } | string> {
+  // To a file: under a DHCP flood the snapshot holds thousands of rows, more than a Proc keeps of its output.
+  const file = join(work, `status-${randomBytes(4).toString('hex')}.json`);
   try {
-    return JSON.parse(r.out) as { clients: StatusRow[] };
-  } catch {
-    return undefined;
+    const r = await run(
+      lab,
+      srv,
+      'curl',
+      ['-sSf', '-m', '20', '-o', file, `http://${DASH}/api/v1/status`],
+      30_000,
+    );
+    if (r.code !== 0)
+      return `no status (curl exit ${r.code}: ${r.out.trim().split('\n').at(-1)?.slice(0, 120)})`;
+    return JSON.parse(readFileSync(file, 'utf8')) as { clients: StatusRow[] };
+  } catch (err) {
+    return `no status (${(err as Error).message.slice(0, 120)})`;
+  } finally {
+    rmSync(file, { force: true });
   }
+}
+
+function rowOf(s: { clients: StatusRow[] } | string | undefined, mac: string): string {
+  if (s === undefined) return 'no status (server gone)';
+  if (typeof s === 'string') return s;
+  const row = s.clients.find((c) => c.mac === mac);
+  return row ? `${row.stage}${row.error ? ` (${row.error})` : ''}` : 'no row';
 }
 
 interface ClientResult {
@@ -482,9 +501,7 @@ async function phase(attack: boolean): Promise<PhaseResult> {
       r.doneAt = (Date.now() - t0) / 1000;
       if (ok) {
         r.bootSeconds = Object.values(r.steps).reduce((a, b) => a + b, 0);
-        const s = await status(lab, srv);
-        const row = s?.clients.find((c) => c.mac === r.mac);
-        r.rowAfter = row ? `${row.stage}${row.error ? ` (${row.error})` : ''}` : s ? 'no row' : 'no status';
+        r.rowAfter = rowOf(await status(lab, srv), r.mac);
       }
       process.stdout.write(
         `[${name}] client ${r.mac}: ${ok ? `booted in ${r.bootSeconds?.toFixed(1)} s, row ${r.rowAfter}` : `FAILED ${r.failed}`}\n`,
@@ -505,10 +522,7 @@ async function phase(attack: boolean): Promise<PhaseResult> {
 
     // The end: what the server says about every honest client now, then stop everything.
     const end = serverAlive() ? await status(lab, srv) : undefined;
-    for (const c of clients) {
-      const row = end?.clients.find((x) => x.mac === c.mac);
-      c.rowAtEnd = row ? `${row.stage}${row.error ? ` (${row.error})` : ''}` : end ? 'no row' : 'no status';
-    }
+    for (const c of clients) c.rowAtEnd = rowOf(end, c.mac);
     let attackStats: Record<string, number> | undefined;
     let attackerTraffic: PhaseResult['attackerTraffic'];
     if (attacker && evil && evilStart) {
