@@ -168,6 +168,9 @@ export class HostileHost {
   private readonly honestPeers = new Set<string>();
   private readonly agent = new Agent({ keepAlive: true, maxSockets: 4 });
   private stopped = false;
+  private readonly learnerId = Buffer.concat([Buffer.from('-HX0001-'), randomBytes(12)]);
+  private learnerIn = false;
+  private readonly startedAt = Date.now();
   /** What each trickling connection has still to send, a byte at a time. */
   private readonly toTrickle = new WeakMap<Socket, Buffer>();
   /** The id each peer wants ut_pex under (BEP 10 extended handshake), once it said. */
@@ -191,6 +194,7 @@ export class HostileHost {
     every(r.tftpInjectPerSec, () => this.tftpRrq(INJECT[randomInt(INJECT.length)]!, false), this.stops);
     every(r.stealPerSec, () => this.steal(), this.stops);
     every(r.announcesPerSec, () => this.announce(), this.stops);
+    every(1 / 3, () => this.announce(true), this.stops);
     every(r.connectPerSec, () => this.fillPools(), this.stops);
     // The keep-alive of the pex-zero peers, and the trickle and half-post bytes.
     every(1 / 30, () => this.keepAlive(this.pools.pexZero), this.stops);
@@ -200,6 +204,7 @@ export class HostileHost {
     every(1, () => this.gauges(), this.stops);
     every(0.5, () => void this.learnTarget(), this.stops);
     await this.learnTarget();
+    this.announce(true);
   }
 
   private gauges(): void {
@@ -243,13 +248,13 @@ export class HostileHost {
     try {
       const r = await this.http(this.o.httpPort, 'GET', `/api/v1/boot/${randomMac()}`, {});
       const cfg = JSON.parse(r.body.toString()) as {
-        oss?: { infoHash: string; files: { size: number }[] }[];
+        oss?: { infoHash: string; files: { length: number }[] }[];
       };
       const os = cfg.oss?.[0];
       if (os) {
         this.target = {
           infoHash: Buffer.from(os.infoHash, 'hex'),
-          length: os.files.reduce((n, f) => n + f.size, 0),
+          length: os.files.reduce((n, f) => n + f.length, 0),
         };
         this.stats.add('target.fromBootConfig');
         return;
@@ -306,28 +311,42 @@ export class HostileHost {
       .catch(() => this.stats.add('steal.error'));
   }
 
-  /** #5: an announce with a new random peer id and port; learns the honest peers from the answer. */
-  private announce(): void {
+  /**
+   * #5: an announce with a new random peer id and port; learns the honest
+   * peers from the answer. The learner is one steady peer (one id, one
+   * port, as a real client) that asks for many peers every 3 s: once the
+   * flood is refused, it is how the attacker still finds the honest agents.
+   */
+  private announce(learner = false): void {
     const t = this.target;
     if (!t) return;
-    const overTracker = randomInt(2) === 0;
+    // The flood waits (10 s at most) for the learner's first answer, as a real client that starts flooding would.
+    if (!learner && !this.learnerIn && Date.now() < this.startedAt + 10_000) return;
+    const overTracker = learner || randomInt(2) === 0;
+    const kind = learner ? 'learner' : 'announce';
     const q = [
       `info_hash=${escapeBytes(t.infoHash)}`,
-      `peer_id=${escapeBytes(this.peerId())}`,
-      `port=${randomInt(1024, 65536)}`,
+      `peer_id=${escapeBytes(learner ? this.learnerId : this.peerId())}`,
+      `port=${learner ? 6881 : randomInt(1024, 65536)}`,
       'uploaded=0',
       'downloaded=0',
       `left=${t.length}`,
       'compact=1',
-      'event=started',
-      'numwant=50',
+      ...(learner ? [] : ['event=started']),
+      `numwant=${learner ? 200 : 50}`,
     ].join('&');
     void this.http(overTracker ? this.o.trackerPort : this.o.httpPort, 'GET', `/announce?${q}`, {})
       .then((r) => {
-        this.stats.add(`announce.${r.status}`);
+        // A refusal is an HTTP 200 with a "failure reason" (BEP 3).
+        const refused = /failure reason\d+:(.{0,60})/.exec(r.body.toString('latin1'))?.[1];
+        if (learner && refused === undefined) this.learnerIn = true;
+        // The reason (numbers out, so they group): what the tracker's limits answer.
+        this.stats.add(
+          `${kind}.${r.status}${refused !== undefined ? ` refused: ${refused.replace(/\d+/g, 'N')}` : ''}`,
+        );
         this.learnPeers(r.body);
       })
-      .catch(() => this.stats.add('announce.error'));
+      .catch(() => this.stats.add(`${kind}.error`));
   }
 
   private learnPeers(body: Buffer): void {

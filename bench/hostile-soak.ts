@@ -9,7 +9,7 @@
  * agent (as the fault tests do: `--no-network --dry-run`), which downloads
  * the OS over BitTorrent, verifies every file and reports to the server.
  *
- *   npm run bench:soak -- [--duration 300] [--clients 8] [--size 16M]
+ *   npm run bench:soak -- [--duration 300] [--clients 8] [--size 16M] [--seed-time 20]
  *                         [--mode both|attack|baseline] [--rates JSON]
  *                         [--logs DIR] [--no-results]
  *
@@ -42,7 +42,7 @@ import { parseArgs } from 'node:util';
 import { DEFAULT_RATES, type AttackRates } from './attacks.js';
 import { NetLab, waitFor, type Host, type Proc } from './netlab.js';
 
-const USAGE = `usage: npm run bench:soak -- [--duration 300] [--clients 8] [--size 16M]
+const USAGE = `usage: npm run bench:soak -- [--duration 300] [--clients 8] [--size 16M] [--seed-time 20]
        [--mode both|attack|baseline] [--rates JSON] [--logs DIR] [--no-results]
 --rates overrides bench/attacks.ts DEFAULT_RATES, e.g. '{"announcesPerSec":10}'. Needs root.`;
 
@@ -53,6 +53,7 @@ try {
     args: argv,
     options: {
       duration: { type: 'string', default: '300' },
+      'seed-time': { type: 'string', default: '20' },
       clients: { type: 'string', default: '8' },
       size: { type: 'string', default: '16M' },
       mode: { type: 'string', default: 'both' },
@@ -72,6 +73,8 @@ if (values.help) {
 }
 const DURATION = Number(values.duration);
 const N = Number(values.clients);
+/** Seconds each agent seeds after it verified: long enough to be a peer the attacker can find and hit. */
+const SEED_TIME = Number(values['seed-time']);
 const SIZE = (() => {
   const m = /^(\d+)([KM]?)$/i.exec(values.size);
   if (!m) throw new Error(`--size ${values.size}: expected e.g. 16M`);
@@ -142,7 +145,7 @@ function writeEnv(dir: string): { envDir: string; phase1: string; files: Record<
       'boot:',
       '  default_os: alpha',
       '  timeout: 0',
-      '  seed_time: 2',
+      `  seed_time: ${SEED_TIME}`,
       'peers:',
       '  lsd: false',
       '  pex: true',
@@ -680,7 +683,7 @@ const lines: string[] = [
     / -- `$/,
     '`',
   ),
-  `- ${N} honest clients, client i starting at (i+1)/${N + 1} of ${DURATION} s; OS ${(SIZE / MiB).toFixed(0)} MiB (kexec kernel + initrd); links 1 Gbit/s (tbf); full DHCP range ${RANGE.join('-')}; PEX on`,
+  `- ${N} honest clients, client i starting at (i+1)/${N + 1} of ${DURATION} s; OS ${(SIZE / MiB).toFixed(0)} MiB (kexec kernel + initrd); links 1 Gbit/s (tbf); full DHCP range ${RANGE.join('-')}; PEX on; each agent seeds ${SEED_TIME} s after it verified (in its agent time)`,
   `- attack rates: ${Object.entries(RATES)
     .map(([k, v]) => `${k} ${v}`)
     .join(', ')}`,
