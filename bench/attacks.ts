@@ -33,11 +33,10 @@ import {
   encode as dhcpEncode,
   decode as dhcpDecode,
   ipToBytes,
-  ipToInt,
-  intToIp,
   macToChaddr,
   messageType,
 } from '../src/dhcp/codec.js';
+import { intToIp, ipToInt } from '../src/util/address.js';
 import { encode as tftpEncode, decode as tftpDecode } from '../src/tftp/codec.js';
 import { parseTorrent } from '../src/torrent/metainfo.js';
 import {

@@ -7,6 +7,7 @@
  *   npm run fuzz -- --target dhcp --seconds 60 [--seed 1234]
  *   npm run fuzz -- --seconds 30            # every target
  *   npm run fuzz -- --list
+ *   npm run fuzz -- --target wire-session --seconds 120   # whole peer conversations
  *
  * Exit status 1 when anything failed. Failures print the input in hex: put
  * it in test/fuzz/corpus/<target>/ (xxd -r -p) once the bug is fixed.
@@ -19,6 +20,12 @@ import { join } from 'node:path';
 import { formatFailure, replayInput, runTarget } from '../test/fuzz/harness.js';
 import type { Failure, RunResult } from '../test/fuzz/harness.js';
 import { allTargets } from '../test/fuzz/targets.js';
+import { wireSessionTarget } from '../test/fuzz/wire-session.js';
+
+/** The parser targets and the stateful one (whole peer conversations against real sessions). */
+function targets() {
+  return [...allTargets(), wireSessionTarget()];
+}
 
 interface Job {
   target: string;
@@ -27,11 +34,16 @@ interface Job {
   progress: SharedArrayBuffer;
 }
 
-/** Seconds without a new case before the watchdog calls it a hang. */
+/** Seconds without a new case before the watchdog calls it a hang (more for a target whose cases are slower). */
 const HANG_SECONDS = 10;
 
+function hangSeconds(name: string): number {
+  const t = targets().find((x) => x.name === name);
+  return Math.max(HANG_SECONDS, Math.ceil((t?.maxCaseMs ?? 0) / 1000));
+}
+
 async function worker(job: Job): Promise<void> {
-  const target = allTargets().find((t) => t.name === job.target)!;
+  const target = targets().find((t) => t.name === job.target)!;
   const current = new Int32Array(job.progress);
   try {
     const r = await runTarget(target, {
@@ -54,11 +66,12 @@ function runInWorker(job: Job): Promise<RunResult> {
     const current = new Int32Array(job.progress);
     let last = -1;
     let still = 0;
+    const hang = hangSeconds(job.target);
     let result: RunResult | null = null;
     /** A run that stopped at case `index`, with that case's input to replay. */
     const failureAt = (index: number, reason: string, ms: number): RunResult => {
       const input = replayInput(
-        allTargets().find((t) => t.name === job.target)!,
+        targets().find((t) => t.name === job.target)!,
         job.seed,
         index,
       );
@@ -74,9 +87,9 @@ function runInWorker(job: Job): Promise<RunResult> {
       const now = Atomics.load(current, 0);
       still = now === last ? still + 1 : 0;
       last = now;
-      if (still >= HANG_SECONDS) {
+      if (still >= hang) {
         clearInterval(hangCheck);
-        result = failureAt(now - 1, `hang: no progress for ${HANG_SECONDS} s`, job.seconds * 1000);
+        result = failureAt(now - 1, `hang: no progress for ${hang} s`, job.seconds * 1000);
         void w.terminate();
       }
     }, 1000);
@@ -102,7 +115,7 @@ async function main(): Promise<void> {
       list: { type: 'boolean', default: false },
     },
   });
-  const names = allTargets().map((t) => t.name);
+  const names = targets().map((t) => t.name);
   if (values.list) {
     console.log(names.join('\n'));
     return;
@@ -131,6 +144,18 @@ async function main(): Promise<void> {
       const file = join(dir, `${f.target}-${f.caseIndex}.bin`);
       writeFileSync(file, Buffer.from(f.hex, 'hex'));
       console.log(`${formatFailure(f)}\n  input file: ${file}`);
+      // A stateful case is a script of actions: shrink it to those that still fail the same way.
+      if (f.target === 'wire-session') {
+        const ws = wireSessionTarget();
+        try {
+          const small = await ws.minimize(Buffer.from(f.hex, 'hex'), f.reason);
+          const smallFile = join(dir, `${f.target}-${f.caseIndex}-min.json`);
+          writeFileSync(smallFile, small);
+          console.log(`  shrunk: ${small.toString()}\n  shrunk file: ${smallFile}`);
+        } finally {
+          ws.dispose();
+        }
+      }
     }
   }
   if (failures.length > 0) process.exitCode = 1;

@@ -5,7 +5,7 @@
  */
 import { parseArgs } from 'node:util';
 import { BootTorrentError } from '../errors.js';
-import { normalizeMac } from '../http/ipxe.js';
+import { normalizeMac } from '../util/address.js';
 
 export interface AgentArgs {
   /** Server base URL, no trailing slash. */

@@ -10,6 +10,7 @@
  * drop this packet" and anything else as a bug.
  */
 
+import { normalizeMac } from '../util/address.js';
 import { isIPv4 } from 'node:net';
 
 import { BootTorrentError } from '../errors.js';
@@ -149,18 +150,6 @@ function readIp(buf: Buffer, off: number): string {
 export function ipToBytes(ip: string): Buffer {
   if (!isIPv4(ip)) throw codecError(`not an IPv4 address: ${JSON.stringify(ip)}`);
   return Buffer.from(ip.split('.').map(Number));
-}
-
-/** Dotted quad to an unsigned 32-bit number (for range arithmetic). */
-export function ipToInt(ip: string): number {
-  return ipToBytes(ip).readUInt32BE(0);
-}
-
-/** Unsigned 32-bit number to a dotted quad. */
-export function intToIp(n: number): string {
-  const b = Buffer.alloc(4);
-  b.writeUInt32BE(n >>> 0, 0);
-  return readIp(b, 0);
 }
 
 /** A NUL-terminated latin1 field (sname, file). */
@@ -326,13 +315,6 @@ export function encode(p: DhcpPacketInit): Buffer {
 export function macOf(p: DhcpPacket): string {
   const n = Math.min(p.hlen || 6, 16);
   return [...p.chaddr.subarray(0, n)].map((x) => x.toString(16).padStart(2, '0')).join(':');
-}
-
-/** Normalises "AA-BB-CC-DD-EE-FF" or "aabb.ccdd.eeff" to "aa:bb:cc:dd:ee:ff"; undefined if not a MAC. */
-export function normalizeMac(mac: string): string | undefined {
-  const hex = mac.toLowerCase().replace(/[^0-9a-f]/g, '');
-  if (hex.length !== 12 || !/^[0-9a-f:.\s-]+$/i.test(mac)) return undefined;
-  return hex.match(/../g)?.join(':');
 }
 
 /** Six bytes of a "aa:bb:..." MAC, padded to the 16-byte chaddr field. */

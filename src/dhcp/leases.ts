@@ -32,7 +32,7 @@ import { dirname, basename, join } from 'node:path';
 
 import { BootTorrentError } from '../errors.js';
 import { DHCP_LIMITS } from '../limits.js';
-import { intToIp, ipToInt, normalizeMac } from './codec.js';
+import { intToIp, ipToInt, normalizeMac } from '../util/address.js';
 
 /** One binding. `expires` is a millisecond timestamp; an expired lease stays as history. */
 export interface Lease {

@@ -54,17 +54,15 @@ import {
   decode,
   encode,
   encodeSubOptions,
-  intToIp,
-  ipToInt,
   ipsValue,
   macOf,
   messageType,
   messageTypeName,
-  normalizeMac,
   optionIp,
   optionString,
   u32Value,
 } from './codec.js';
+import { intToIp, ipToInt, normalizeMac } from '../util/address.js';
 import type { ClientInfo, DhcpPacket } from './codec.js';
 import { LeaseTable } from './leases.js';
 import type { Lease } from './leases.js';

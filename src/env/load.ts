@@ -4,6 +4,7 @@
  * `Environment`, collecting every problem on the way instead of stopping at
  * the first: a person fixing a lab wants the whole list in one run.
  */
+import { ipToInt, normalizeMac } from '../util/address.js';
 import { existsSync, readFileSync, readdirSync, statSync } from 'node:fs';
 import { isAbsolute, join, normalize, resolve, sep } from 'node:path';
 import { LineCounter, isMap, isScalar, parseDocument, type Node } from 'yaml';
@@ -306,11 +307,8 @@ export function splitArgs(s: string): string[] | null {
 }
 
 const MAC = /^[0-9a-f]{2}([:-][0-9a-f]{2}){5}$/i;
-const normMac = (m: string) => m.toLowerCase().replace(/-/g, ':');
-
-export function ipToInt(ip: string): number {
-  return ip.split('.').reduce((a, b) => a * 256 + Number(b), 0);
-}
+/** Config MACs are checked against MAC above first, so normalizeMac always has an answer. */
+const normMac = (m: string) => normalizeMac(m) ?? m.toLowerCase();
 
 /** "12h" / "90m" / 3600 -> seconds. */
 export function durationSeconds(v: string | number): number {

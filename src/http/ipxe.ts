@@ -16,16 +16,6 @@ export interface PhaseOneImage {
   readonly cmdline: string;
 }
 
-const MAC = /^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/;
-
-/** Lower-case colon form of a MAC from `aa-bb-..`, `AA:BB:..` or `aabbcc..`; undefined if not a MAC. */
-export function normalizeMac(raw: string): string | undefined {
-  const hex = raw.toLowerCase().replace(/[-:.]/g, '');
-  if (!/^[0-9a-f]{12}$/.test(hex)) return undefined;
-  const mac = hex.match(/../g)!.join(':');
-  return MAC.test(mac) ? mac : undefined;
-}
-
 /**
  * iPXE reads a script line by line and expands ${...} everywhere, with no
  * escape: a value that holds a newline or "${" would change the script.

@@ -6,8 +6,11 @@
  */
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import { BootTorrentError } from '../errors.js';
+import { DropLog } from '../util/drop-log.js';
+import { isPacketError } from '../util/listener-error.js';
 import { silentLogger, type Logger } from '../util/logger.js';
-import { normalizeMac, phaseOneScript, refusalScript, type PhaseOneImage } from './ipxe.js';
+import { phaseOneScript, refusalScript, type PhaseOneImage } from './ipxe.js';
+import { normalizeMac } from '../util/address.js';
 import { createBoundedServer, httpLimits, sourceIp, type HttpListenerLimits } from './guard.js';
 import { sendFile, serveFile } from './static.js';
 import { refuseBadTarget, requestUrl } from './target.js';
@@ -61,12 +64,15 @@ export class BootHttpServer {
   private server: Server | undefined;
   private boundPort = 0;
   private readonly log: Logger;
+  /** Failed accepts (out of file descriptors under a flood): one line a minute, counted. */
+  private readonly acceptDrops: DropLog;
 
   constructor(
     private readonly options: BootHttpOptions,
     private readonly services: BootHttpServices,
   ) {
     this.log = (services.logger ?? silentLogger).child('http');
+    this.acceptDrops = new DropLog(this.log);
   }
 
   get port(): number {
@@ -116,6 +122,8 @@ export class BootHttpServer {
       server.listen(port, host, () => resolve());
     });
     server.on('error', (err) => {
+      if (isPacketError(err))
+        return this.acceptDrops.drop('listener', 'HTTP connection not accepted', { error: err.message });
       this.log.error('HTTP listener failed', { error: err.message });
       this.services.onListenerError?.(err);
     });

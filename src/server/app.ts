@@ -6,6 +6,7 @@
  * while it runs; and stops everything on close() (Ctrl-C / SIGTERM in the
  * CLI). If any part fails to start, the parts already started are closed.
  */
+import { isPacketError } from '../util/listener-error.js';
 import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import { readFile, writeFile, rename, mkdir, rm, readdir, stat } from 'node:fs/promises';
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
@@ -141,8 +142,9 @@ async function envFingerprint(dir: string): Promise<string> {
 export function dashboardListener(
   dashboard: DashboardHandler | undefined,
   snapshot: () => ServerSnapshot,
+  log: Logger = silentLogger,
 ): (req: IncomingMessage, res: ServerResponse) => void {
-  return (req, res) => {
+  const answer = (req: IncomingMessage, res: ServerResponse): void => {
     if (dashboard?.handle(req, res)) return;
     const path = requestUrl(req.url)?.pathname;
     if (path === undefined) return refuseBadTarget(res);
@@ -153,6 +155,17 @@ export function dashboardListener(
       return;
     }
     res.writeHead(404, { 'content-type': 'text/plain' }).end('not found\n');
+  };
+  // A throw in a request listener is an uncaught exception, which ends the
+  // process: one request's fault is caught here and ends that request only.
+  return (req, res) => {
+    try {
+      answer(req, res);
+    } catch (err) {
+      log.error('dashboard request failed', { url: req.url, error: (err as Error).message });
+      if (!res.headersSent) res.writeHead(500, { 'content-type': 'text/plain' }).end('internal error\n');
+      else res.destroy();
+    }
   };
 }
 
@@ -192,6 +205,8 @@ export class BootServer {
   private dashboardUrlValue = '';
   private bootUrlValue = '';
   private closed = false;
+  /** Times each OS's seeding session failed and was started again (for the back-off). */
+  private readonly reseeds = new Map<string, number>();
   /** Progress quarter last logged per client, so the log says 25/50/75 % once each. */
   private readonly loggedQuarter = new Map<string, number>();
 
@@ -438,6 +453,33 @@ export class BootServer {
       ...(this.options.uploadLimit ? { uploadLimit: this.options.uploadLimit } : {}),
     });
     this.sessions.set(e.os.id, session);
+    // A fault inside a torrent session ends that session only (issue #14);
+    // the room still needs the OS seeded, so seed it again after a pause
+    // that grows while it keeps failing.
+    session.once('failed', (err) => {
+      const wait = Math.min(300_000, 5_000 * 2 ** (this.reseeds.get(e.os.id) ?? 0));
+      this.reseeds.set(e.os.id, (this.reseeds.get(e.os.id) ?? 0) + 1);
+      this.log.error('seeding stopped after a fault; seeding again soon', {
+        os: e.os.id,
+        error: err.message,
+        retryInSeconds: wait / 1000,
+      });
+      const timer = setTimeout(() => {
+        if (this.closed || this.sessions.get(e.os.id) !== session) return;
+        this.sessions.delete(e.os.id);
+        void seeder
+          .remove(e.meta.infoHashHex)
+          .then(() =>
+            this.closed || this.catalog?.get(e.os.id)?.meta.infoHashHex !== e.meta.infoHashHex
+              ? undefined
+              : this.seed(e),
+          )
+          .catch((error: unknown) =>
+            this.log.error('seeding again failed', { os: e.os.id, error: (error as Error).message }),
+          );
+      }, wait);
+      timer.unref();
+    });
   }
 
   // --- what agents get --------------------------------------------------
@@ -620,7 +662,7 @@ export class BootServer {
     const ctx = { snapshot: () => this.snapshot(), store: this.store, token: this.token };
     this.dashboard = this.services.dashboard?.(ctx);
     const server = createBoundedServer(
-      dashboardListener(this.dashboard, () => this.snapshot()),
+      dashboardListener(this.dashboard, () => this.snapshot(), this.log.child('dashboard')),
       httpLimits(this.options.httpLimits),
       this.log.child('dashboard'),
     );
@@ -638,7 +680,11 @@ export class BootServer {
       );
       server.listen(port, host, () => resolve());
     });
-    server.on('error', (err) => this.fail('dashboard', err));
+    server.on('error', (err) => {
+      if (isPacketError(err))
+        return this.log.warn('dashboard connection not accepted', { error: err.message });
+      this.fail('dashboard', err);
+    });
     this.dashboardServer = server;
     const addr = server.address();
     const bound = typeof addr === 'object' && addr ? addr.port : port;

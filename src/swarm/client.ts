@@ -9,6 +9,7 @@ import { randomBytes } from 'node:crypto';
 import { BootTorrentError } from '../errors.js';
 import { silentLogger, type Logger } from '../util/logger.js';
 import { DropLog } from '../util/drop-log.js';
+import { isPacketError } from '../util/listener-error.js';
 import { PEER_LIMITS } from '../limits.js';
 import { PeerConnection } from '../wire/connection.js';
 import { TrackerClient } from '../tracker/client.js';
@@ -107,6 +108,8 @@ export class BitTorrentClient {
       server.listen(this.requestedPort, this.host, () => resolve());
     });
     server.on('error', (err) => {
+      if (isPacketError(err))
+        return this.drops.drop('listener', 'peer connection not accepted', { error: err.message });
       this.log.error('listener failed', { error: err.message });
       this.onListenerError?.(err);
     });

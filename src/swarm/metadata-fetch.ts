@@ -1,9 +1,13 @@
 /**
  * Getting a torrent's info dictionary from peers (BEP 9), for magnet links.
  * Peers come from the magnet's x.pe addresses, extra addresses and its
- * trackers; each peer that offers ut_metadata is asked for every piece and
- * the first copy of each piece wins. The assembled dictionary must hash to
- * the magnet's infohash, or it is thrown away and asked for again.
+ * trackers; each peer that offers ut_metadata is asked for every piece,
+ * and each peer's copy is assembled apart from the others': the first copy
+ * that hashes to the magnet's infohash wins, and a peer whose copy does not
+ * is closed. (Pooling the first copy of each piece from anyone, with the
+ * size the first peer claimed, let one lying peer stall the fetch: a wrong
+ * size kept every honest peer from being asked, and a garbage piece
+ * displaced the honest copy, which was never asked for again.)
  */
 import { createHash } from 'node:crypto';
 import { connect } from 'node:net';
@@ -68,8 +72,6 @@ export async function fetchMetadata(
   };
   for (const addr of [...magnet.peers, ...(opts.peers ?? [])]) addCandidate(addr, { kind: 'user' });
   const conns = new Set<PeerConnection>();
-  let size = 0;
-  let pieces: (Buffer | undefined)[] = [];
   let done = false;
   let announcer: NodeJS.Timeout | undefined;
 
@@ -101,11 +103,11 @@ export async function fetchMetadata(
       opts.timeoutMs ?? 60_000,
     );
 
-    const complete = () => {
-      const info = Buffer.concat(pieces as Buffer[]);
+    const complete = (conn: PeerConnection, addr: string, pieces: Buffer[]) => {
+      const info = Buffer.concat(pieces);
       if (!createHash('sha1').update(info).digest().equals(magnet.infoHash)) {
-        log.warn('metadata did not match the infohash; asking again');
-        pieces = new Array<Buffer | undefined>(pieces.length);
+        log.warn('metadata from a peer did not match the infohash; closing it', { peer: addr });
+        conn.destroy();
         return;
       }
       const tiers = magnet.trackers.map((t) => [t]);
@@ -122,13 +124,6 @@ export async function fetchMetadata(
       }
     };
 
-    const ask = (conn: PeerConnection) => {
-      for (let i = 0; i < pieces.length; i++) {
-        if (!pieces[i])
-          conn.sendExtension('ut_metadata', encodeMetadataMessage({ type: 'request', piece: i }));
-      }
-    };
-
     const dial = (addr: string, host: string, port: number) => {
       tried.add(addr);
       const socket = connect({ host, port });
@@ -139,6 +134,11 @@ export async function fetchMetadata(
         infoHash: magnet.infoHash,
       });
       conns.add(conn);
+      // This peer's copy: its claimed size and the pieces it sent.
+      let size = 0;
+      let pieces: (Buffer | undefined)[] = [];
+      // Counted, not found with every(): every() skips the holes of a new Array(n).
+      let received = 0;
       conn.on('error', (err) => log.debug('peer error', { peer: addr, error: err.message }));
       conn.on('close', () => {
         conns.delete(conn);
@@ -154,11 +154,12 @@ export async function fetchMetadata(
         const n = h.metadataSize;
         if (!h.m.get('ut_metadata') || n === undefined || n <= 0 || n > MAX_METADATA_SIZE)
           return conn.destroy();
-        if (size === 0) {
-          size = n;
-          pieces = new Array<Buffer | undefined>(metadataPieces(n));
-        }
-        if (n === size) ask(conn);
+        // A later extended handshake (BEP 10) asks nothing again.
+        if (size !== 0) return;
+        size = n;
+        pieces = Array.from({ length: metadataPieces(n) }, (): Buffer | undefined => undefined);
+        for (let i = 0; i < pieces.length; i++)
+          conn.sendExtension('ut_metadata', encodeMetadataMessage({ type: 'request', piece: i }));
       });
       conn.on('extended', ({ id, payload }) => {
         if (id !== OUR_ID || done) return;
@@ -172,7 +173,7 @@ export async function fetchMetadata(
         const want = Math.min(METADATA_PIECE_SIZE, size - m.piece * METADATA_PIECE_SIZE);
         if (m.data.length !== want || pieces[m.piece]) return;
         pieces[m.piece] = Buffer.from(m.data);
-        if (pieces.every((p) => p !== undefined)) complete();
+        if (++received === pieces.length) complete(conn, addr, pieces as Buffer[]);
       });
     };
 

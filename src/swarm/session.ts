@@ -237,6 +237,12 @@ function clearUploads(peer: Peer): void {
   peer.uploads.length = 0;
   peer.uploadKeys.clear();
 }
+/**
+ * A peer id as bans know it: with the IP it came from. Peer ids are no
+ * secret (every handshake shows one), so a bare-id ban let anyone get an
+ * honest peer banned by sending corrupt data under its id.
+ */
+const idKey = (ip: string, peerId: Buffer) => `${ip}/${peerId.toString('hex')}`;
 const errorText = (err: unknown) => (err instanceof Error ? err.message : String(err));
 
 export class TorrentSession extends EventEmitter<SessionEvents> {
@@ -275,6 +281,7 @@ export class TorrentSession extends EventEmitter<SessionEvents> {
   private timers: NodeJS.Timeout[] = [];
   private optimistic: string | undefined;
   private chokeRounds = 0;
+  private rechokeQueued = false;
   private started = false;
   private stopped = false;
   private announcing = false;
@@ -706,7 +713,7 @@ export class TorrentSession extends EventEmitter<SessionEvents> {
     remotePort: number,
   ): void {
     const remoteId = conn.remote!.peerId;
-    if (this.dialer.isBanned(remoteId.toString('hex'))) {
+    if (this.dialer.isBanned(idKey(ip, remoteId))) {
       conn.destroy();
       return;
     }
@@ -715,8 +722,11 @@ export class TorrentSession extends EventEmitter<SessionEvents> {
       conn.destroy();
       return;
     }
+    // The same peer reached twice (we dialed it as it dialed us). Only from
+    // the same IP: anyone can claim any peer id, and a claim from elsewhere
+    // must not keep the real peer out.
     for (const other of this.peers.values()) {
-      if (other.conn.remote!.peerId.equals(remoteId)) {
+      if (other.ip === ip && other.conn.remote!.peerId.equals(remoteId)) {
         conn.destroy();
         return;
       }
@@ -777,9 +787,9 @@ export class TorrentSession extends EventEmitter<SessionEvents> {
       }
       if (typeof h.reqq === 'number' && h.reqq > 0) peer.remoteQueue = Math.min(h.reqq, this.maxQueue);
     });
-    on('bitfield', () => this.onPieceSet(peer, conn.remoteBitfield, false));
-    on('have-all', () => this.onPieceSet(peer, null, true));
-    on('have-none', () => this.onPieceSet(peer, new Bitfield(this.meta.pieceCount), false));
+    on('bitfield', () => this.onPieceSet(peer));
+    on('have-all', () => this.onPieceSet(peer));
+    on('have-none', () => this.onPieceSet(peer));
     on('have', ({ index }) => this.onHave(peer, index));
     on('choke', () => {
       // BEP 6: with the Fast extension a choke does not cancel requests; rejects will.
@@ -797,12 +807,14 @@ export class TorrentSession extends EventEmitter<SessionEvents> {
       if (i >= 0) forgetUpload(peer, peer.uploads.splice(i, 1)[0]!);
     });
     on('reject', (r) => {
+      // Only a reject of a request still outstanding says anything; others
+      // (late after a cancel, or made up) would each add an entry to
+      // `refused`, keyed by any uint32 the peer likes.
+      if (!peer.outstanding.delete(key(r.index, r.begin))) return;
       // Rejects that follow a choke (BEP 6) say nothing about the piece.
       if (!peer.conn.peerChoking) peer.refused.set(r.index, Date.now() + REFUSED_MS);
-      if (peer.outstanding.delete(key(r.index, r.begin))) {
-        picker.requestDropped(r.index, r.begin, peer.pid);
-        this.fill(peer);
-      }
+      picker.requestDropped(r.index, r.begin, peer.pid);
+      this.fill(peer);
     });
     on('suggest', (m) => {
       if (m.index >= this.meta.pieceCount || picker.hasPiece(m.index)) return;
@@ -846,12 +858,11 @@ export class TorrentSession extends EventEmitter<SessionEvents> {
   }
 
   /**
-   * A bitfield, have-all or have-none: each costs O(pieces) here and in the
-   * picker, for a 5-byte have-all. BEP 3 and 6 allow one, as the first
+   * A bitfield, have-all or have-none. BEP 3 and 6 allow one, as the first
    * message (aria2c sends a second, see PeerConnection.applyPieceSet); a
    * peer that keeps sending them is closed.
    */
-  private onPieceSet(peer: Peer, bits: Bitfield | null, seed: boolean): void {
+  private onPieceSet(peer: Peer): void {
     if (++peer.pieceSets > this.limits.maxPieceSetMessages) {
       this.drops.drop(peer.address, 'peer keeps resending its piece set; closing it', {
         limit: this.limits.maxPieceSetMessages,
@@ -859,24 +870,41 @@ export class TorrentSession extends EventEmitter<SessionEvents> {
       peer.conn.destroy();
       return;
     }
-    this.setPeerPieces(peer, bits, seed);
+    this.syncPeerPieces(peer);
   }
 
-  private setPeerPieces(peer: Peer, bits: Bitfield | null, seed: boolean): void {
+  /**
+   * Takes in what the connection now knows the peer has (a bitfield,
+   * have-all or have-none; aria2c re-sends a bitfield late). Pieces only
+   * ever get added (see PeerConnection.applyPieceSet), so only the new ones
+   * are counted: a peer repeating these messages costs no scan of every
+   * piece each time.
+   */
+  private syncPeerPieces(peer: Peer): void {
     const picker = this.picker!;
-    // Undo what this peer counted before (aria2c re-sends a bitfield late).
-    if (peer.seed) picker.peerSeed(-1);
-    else picker.peerBitfield(peer.has, -1);
-    for (let i = 0; i < this.meta.pieceCount; i++) peer.has.set(i, seed || bits!.get(i));
-    peer.seed = seed || peer.has.hasAll();
-    if (peer.seed) picker.peerSeed(1);
-    else picker.peerBitfield(peer.has, 1);
-    // Two seeds have nothing to say to each other.
-    if (peer.seed && picker.complete) {
-      peer.conn.destroy();
+    const bits = peer.conn.remoteBitfield;
+    if (peer.seed || !bits) return;
+    if (bits.hasAll()) {
+      picker.peerBitfield(peer.has, -1);
+      peer.has.addFrom(bits);
+      peer.seed = true;
+      picker.peerSeed(1);
+      // Two seeds have nothing to say to each other.
+      if (picker.complete) {
+        peer.conn.destroy();
+        return;
+      }
+      this.updateInterest(peer);
       return;
     }
-    this.updateInterest(peer);
+    const added = peer.has.addFrom(bits);
+    let wanted = false;
+    for (const i of added) {
+      picker.peerHasPiece(i);
+      if (!picker.hasPiece(i)) wanted = true;
+    }
+    if (wanted && !peer.conn.amInterested) peer.conn.interested();
+    if (wanted && !peer.conn.peerChoking) this.fill(peer);
   }
 
   private onHave(peer: Peer, index: number): void {
@@ -1063,11 +1091,12 @@ export class TorrentSession extends EventEmitter<SessionEvents> {
   }
 
   /**
-   * Bans by listen address and peer id, not by IP alone: on loopback and
-   * behind NAT several honest peers share an IP with the bad one.
+   * Bans by listen address and by peer id from that IP (idKey), not by IP
+   * alone: on loopback and behind NAT several honest peers share an IP with
+   * the bad one.
    */
   private ban(peer: Peer, reason: string): void {
-    const id = peer.conn.remote!.peerId.toString('hex');
+    const id = idKey(peer.ip, peer.conn.remote!.peerId);
     if (this.dialer.isBanned(id)) return;
     this.dialer.ban(id);
     this.dialer.ban(peer.address);
@@ -1220,8 +1249,6 @@ export class TorrentSession extends EventEmitter<SessionEvents> {
       this.uploadWaiters.shift()!();
     }
   }
-
-  private rechokeQueued = false;
 
   /**
    * Rechokes once after the messages at hand: interest changes rechoke at

@@ -485,6 +485,8 @@ export class TftpServer extends EventEmitter<TftpServerEvents> {
   private readonly perIp = new Map<string, number>();
   /** Malformed packets and requests over a cap, logged once per source IP per minute. */
   private readonly drops: DropLog;
+  /** Refused requests (missing files, access violations), logged apart from malformed packets. */
+  private readonly refusals: DropLog;
   private readonly pending = new Set<Promise<unknown>>();
 
   constructor(options: TftpServerOptions = {}, services: TftpServerServices = {}) {
@@ -501,6 +503,7 @@ export class TftpServer extends EventEmitter<TftpServerEvents> {
     this.maxWindowSize = options.maxWindowSize ?? DEFAULTS.maxWindowSize;
     this.log = (services.logger ?? silentLogger).child('tftp');
     this.drops = new DropLog(this.log);
+    this.refusals = new DropLog(this.log);
     if (services.files) this.files = services.files;
     else if (options.root !== undefined) this.files = new RootFileProvider(options.root);
     else throw new BootTorrentError('BT_ERR_USAGE', 'TftpServer needs options.root or a files provider');
@@ -684,7 +687,10 @@ export class TftpServer extends EventEmitter<TftpServerEvents> {
       errorCode: code,
       durationMs: 0,
     };
-    this.log.warn(`${request.type} refused`, {
+    // Once per source a minute, counted: a client asking for file after
+    // missing file (or climbing out of the root) cannot flood the log. The
+    // first refusal still names the file, which is what a PXE debug needs.
+    this.refusals.drop(rinfo.address, `${request.type} refused`, {
       client,
       file: request.filename,
       code,

@@ -409,6 +409,7 @@ export class TrackerServer extends EventEmitter<TrackerServerEvents> {
         this.emit('listenerError', err);
       });
       http.on('error', (err) => {
+        if (isPacketError(err)) return this.log.warn(`tracker HTTP connection not accepted: ${err.message}`);
         this.log.warn(`tracker HTTP server failed: ${err.message}`);
         this.emit('listenerError', err);
       });

@@ -5,8 +5,15 @@
  * 'error' event on the socket, with syscall 'send': that is one reply
  * lost, and a client that makes our replies fail must not stop the server.
  * Anything else on a bound socket or server (a failed receive or accept)
- * means it no longer serves.
+ * means it no longer serves, except a failed accept for lack of file
+ * descriptors or memory (EMFILE, ENFILE, ENOBUFS, ENOMEM) or an aborted
+ * connection: libuv closes that one connection and the listener goes on, and
+ * a flood of connections must not be a way to stop the server.
  */
 export function isPacketError(err: Error): boolean {
-  return (err as NodeJS.ErrnoException).syscall === 'send';
+  const e = err as NodeJS.ErrnoException;
+  if (e.syscall === 'send') return true;
+  return (
+    e.syscall === 'accept' && ['EMFILE', 'ENFILE', 'ENOBUFS', 'ENOMEM', 'ECONNABORTED'].includes(e.code ?? '')
+  );
 }

@@ -82,6 +82,25 @@ export class Bitfield {
     this.setCount += value ? 1 : -1;
   }
 
+  /**
+   * Sets every piece `other` has (same length) and returns the indices that
+   * were not set before. Costs a byte compare per 8 pieces plus the new
+   * ones, so a peer repeating a bitfield costs no bit-by-bit scan.
+   */
+  addFrom(other: Bitfield): number[] {
+    if (other.length !== this.length)
+      throw new RangeError(`bitfield of ${other.length} pieces, expected ${this.length}`);
+    const added: number[] = [];
+    for (let i = 0; i < this.bytes.length; i++) {
+      const fresh = other.bytes[i]! & ~this.bytes[i]!;
+      if (fresh === 0) continue;
+      this.bytes[i] = this.bytes[i]! | fresh;
+      for (let bit = 0; bit < 8; bit++) if (fresh & (0x80 >> bit)) added.push(i * 8 + bit);
+    }
+    this.setCount += added.length;
+    return added;
+  }
+
   /** Number of pieces set. O(1): kept up to date by set(). */
   count(): number {
     return this.setCount;

@@ -110,6 +110,13 @@ export interface PeerConnectionEvents extends MessageEvents {
 type State = 'handshake' | 'checking' | 'open' | 'closed';
 
 const KEEP_ALIVE = encodeMessage({ type: 'keep-alive' });
+/**
+ * Extension names kept per peer (BEP 10 `m`). Real clients name a handful;
+ * since a later handshake only adds to the names, a peer sending handshake
+ * after handshake of new names grew this map (and the copy made per
+ * handshake) without bound.
+ */
+const MAX_REMOTE_EXTENSIONS = 128;
 /** Haves held while the piece count is unknown; a real peer sends at most one per piece. */
 const MAX_PENDING_HAVES = 1 << 20;
 
@@ -413,6 +420,7 @@ export class PeerConnection extends EventEmitter<PeerConnectionEvents> {
     if (onSent) this.stream.write(block, () => onSent());
     else this.stream.write(block);
     this.keepAliveTimer?.refresh();
+    this.overBacklog(0);
     return !this.stream.writableNeedDrain;
   }
 
@@ -525,20 +533,29 @@ export class PeerConnection extends EventEmitter<PeerConnectionEvents> {
   private send(bytes: Buffer): boolean {
     this.assertOpen();
     if (this.destroyed || this.overflowing) return false;
-    const limit = this.opts.maxWriteBacklog ?? PEER_LIMITS.maxWriteBacklogBytes;
-    if (this.stream.writableLength + bytes.length > limit) {
-      this.overflowing = true;
-      const queued = this.stream.writableLength;
-      process.nextTick(() =>
-        this.destroy(
-          new BootTorrentError('BT_ERR_WIRE_PROTOCOL', `peer does not read: ${queued} bytes queued to it`),
-        ),
-      );
-      return false;
-    }
+    if (this.overBacklog(bytes.length)) return false;
     this.keepAliveTimer?.refresh();
     this.corkUntilNextTick();
     return this.stream.write(bytes);
+  }
+  /**
+   * True, and the connection closed on the next tick (outside the caller's
+   * loop), once what is queued to the peer plus `adding` bytes passes the
+   * write backlog limit: a peer that sends requests and never reads.
+   * Uploads wait for a drain, so an honest peer stays far below it.
+   */
+  private overBacklog(adding: number): boolean {
+    if (this.overflowing) return true;
+    const limit = this.opts.maxWriteBacklog ?? PEER_LIMITS.maxWriteBacklogBytes;
+    if (this.stream.writableLength + adding <= limit) return false;
+    this.overflowing = true;
+    const queued = this.stream.writableLength;
+    process.nextTick(() =>
+      this.destroy(
+        new BootTorrentError('BT_ERR_WIRE_PROTOCOL', `peer does not read: ${queued} bytes queued to it`),
+      ),
+    );
+    return true;
   }
 
   // ----------------------------------------------------------- receiving
@@ -750,7 +767,7 @@ export class PeerConnection extends EventEmitter<PeerConnectionEvents> {
       const m = new Map(this.remoteExtensions?.m ?? []);
       for (const [name, extId] of h.m) {
         if (extId === 0) m.delete(name);
-        else m.set(name, extId);
+        else if (m.has(name) || m.size < MAX_REMOTE_EXTENSIONS) m.set(name, extId);
       }
       this.remoteExtensions = { ...h, m };
       return () => this.emit('extended-handshake', h);
@@ -776,8 +793,11 @@ export class PeerConnection extends EventEmitter<PeerConnectionEvents> {
    * keep to it: aria2c 1.36 opens with its extended handshake, sends
    * have-none, and later a bitfield instead of a `have` (see
    * test/interop/wire-aria2c.test.ts). So any bitfield, have-all or
-   * have-none is accepted at any time and replaces what we knew; the swarm
-   * re-reads remoteBitfield on these events.
+   * have-none is accepted at any time; the swarm re-reads remoteBitfield on
+   * these events. They add to what we knew and never take away: BEP 3 has
+   * no way for a peer to lose a piece, and a peer that alternated have-all
+   * and have-none had us rebuild the field and recount every piece per
+   * 5-byte message.
    */
   private applyPieceSet(msg: Extract<WireMessage, { type: 'bitfield' | 'have-all' | 'have-none' }>): void {
     const n = this.pieceCountValue;
@@ -787,12 +807,9 @@ export class PeerConnection extends EventEmitter<PeerConnectionEvents> {
         msg.type === 'bitfield' ? Buffer.from(msg.bits) : msg.type === 'have-all' ? 'all' : 'none';
       return;
     }
-    this.remoteBitfield =
-      msg.type === 'bitfield'
-        ? Bitfield.fromBytes(msg.bits, n)
-        : msg.type === 'have-all'
-          ? Bitfield.full(n)
-          : new Bitfield(n);
+    const known = (this.remoteBitfield ??= new Bitfield(n));
+    if (msg.type === 'bitfield') known.addFrom(Bitfield.fromBytes(msg.bits, n));
+    else if (msg.type === 'have-all' && !known.hasAll()) this.remoteBitfield = Bitfield.full(n);
   }
 
   private readonly onEnd = (): void => {

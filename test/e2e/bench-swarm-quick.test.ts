@@ -11,6 +11,7 @@ import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { requireProgram } from '../helpers/programs.js';
+import { stopWithTest } from '../helpers/reaper.js';
 import { tempDir } from '../helpers/tmp.js';
 
 const SCRIPT = new URL('../../bench/swarm.js', import.meta.url).pathname;
@@ -44,10 +45,9 @@ test('bench:swarm --quick: every method delivers a verified image to every clien
   child.stderr.on('data', (d: Buffer) => (out += d.toString()));
   // SIGTERM lets the benchmark remove its namespaces; SIGKILL after that.
   const hang = setTimeout(() => child.kill('SIGTERM'), 170_000);
-  t.after(() => {
-    clearTimeout(hang);
-    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
-  });
+  t.after(() => clearTimeout(hang));
+  // Also if the runner kills this file: SIGTERM, then SIGKILL to what is left.
+  stopWithTest(t, child, 'SIGTERM', 30_000);
   const [code] = (await once(child, 'exit')) as [number | null];
   clearTimeout(hang);
   const prefix = /lab (btb-[0-9a-f]{6}-)/.exec(out)?.[1];

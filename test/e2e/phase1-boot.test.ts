@@ -12,6 +12,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { runCli } from '../helpers/cli.js';
 import { requireProgram } from '../helpers/programs.js';
+import { stopWithTest } from '../helpers/reaper.js';
 import { tempDir } from '../helpers/tmp.js';
 import { defaultCacheDir, type Phase1Manifest } from '../../src/phase1/build.js';
 
@@ -73,9 +74,7 @@ test('build-phase1 base: built, reused by hash, boots in QEMU and the agent gets
     ],
     { stdio: ['ignore', 'ignore', 'pipe'] },
   );
-  t.after(() => {
-    if (vm.exitCode === null && vm.signalCode === null) vm.kill('SIGKILL');
-  });
+  stopWithTest(t, vm);
   let stderr = '';
   vm.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
   const serialLog = () => (existsSync(log) ? readFileSync(log, 'utf8') : '');

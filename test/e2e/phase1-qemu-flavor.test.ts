@@ -13,6 +13,7 @@ import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { runCli } from '../helpers/cli.js';
 import { requireProgram } from '../helpers/programs.js';
+import { stopWithTest } from '../helpers/reaper.js';
 import { tempDir } from '../helpers/tmp.js';
 import { defaultCacheDir, type Phase1Manifest } from '../../src/phase1/build.js';
 
@@ -84,9 +85,7 @@ test('build-phase1 --flavor qemu: QEMU, its libraries and firmware are in the ar
     ],
     { stdio: ['ignore', 'ignore', 'pipe'] },
   );
-  t.after(() => {
-    if (vm.exitCode === null && vm.signalCode === null) vm.kill('SIGKILL');
-  });
+  stopWithTest(t, vm);
   let stderr = '';
   vm.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
   const seabios = () => (existsSync(debugLog) ? readFileSync(debugLog, 'utf8') : '');

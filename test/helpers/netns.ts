@@ -1,11 +1,12 @@
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import type { TestContext } from 'node:test';
+import { onProcessEnd } from './reaper.js';
 
 /**
  * A throwaway LAN in network namespaces: nothing in it can reach any other
  * network. Every namespace, and every process started in one, is removed
- * when the test ends, pass or fail.
+ * when the test ends, pass or fail, and when the runner kills the test file.
  */
 export class Lab {
   readonly id = randomBytes(3).toString('hex');
@@ -13,7 +14,11 @@ export class Lab {
   private readonly children: ChildProcess[] = [];
 
   constructor(t: TestContext) {
-    t.after(() => this.destroy());
+    const forget = onProcessEnd(() => this.destroy());
+    t.after(() => {
+      this.destroy();
+      forget();
+    });
   }
 
   /** A new namespace with loopback up; returns its name. */

@@ -2,11 +2,17 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { TestContext } from 'node:test';
+import { onProcessEnd } from './reaper.js';
 
-/** A fresh temporary folder removed when the test ends, pass or fail. */
+/** A fresh temporary folder removed when the test ends, pass or fail, or when the runner kills the file. */
 export function tempDir(t: TestContext, prefix = 'bt-test-'): string {
   const dir = mkdtempSync(join(tmpdir(), prefix));
-  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const remove = () => rmSync(dir, { recursive: true, force: true });
+  const forget = onProcessEnd(remove);
+  t.after(() => {
+    remove();
+    forget();
+  });
   return dir;
 }
 

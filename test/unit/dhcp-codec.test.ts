@@ -26,11 +26,11 @@ import {
   macOf,
   macToChaddr,
   messageType,
-  normalizeMac,
   optionIp,
   optionString,
 } from '../../src/dhcp/codec.js';
 import { isBootTorrentError } from '../../src/errors.js';
+import { intToIp, ipToInt, normalizeMac } from '../../src/util/address.js';
 import { pseudoRandomBytes } from '../helpers/tmp.js';
 
 const fixture = (name: string): Buffer =>
@@ -218,6 +218,14 @@ test('PXE options: arch (93), NDI (94), GUID (97), user class (77), sub-options 
   assert.equal(normalizeMac('52-54-00-AB-CD-EF'), '52:54:00:ab:cd:ef');
   assert.equal(normalizeMac('5254.00ab.cdef'), '52:54:00:ab:cd:ef');
   assert.equal(normalizeMac('52:54:00:ab:cd'), undefined);
+  // One parser for DHCP, HTTP, the environment and the agent (util/address.ts).
+  assert.equal(normalizeMac('525400ABCDEF'), '52:54:00:ab:cd:ef');
+  assert.equal(normalizeMac('52:54:00:ab:cd:eg'), undefined);
+  assert.equal(normalizeMac('52:54:00:ab:cd:ef\n'), undefined);
+  assert.equal(ipToInt('10.0.0.1'), 0x0a000001);
+  assert.equal(ipToInt('255.255.255.255'), 0xffffffff);
+  assert.ok(Number.isNaN(ipToInt('10.0.0.256')) && Number.isNaN(ipToInt('::1')));
+  assert.equal(intToIp(0xc0a80001), '192.168.0.1');
   // The vendor class names the architecture when option 93 is missing.
   const noArch = Buffer.concat([
     header(),

@@ -4,7 +4,8 @@ import { request } from 'node:http';
 import { mkdirSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseRange } from '../../src/http/range.js';
-import { normalizeMac, phaseOneScript } from '../../src/http/ipxe.js';
+import { phaseOneScript } from '../../src/http/ipxe.js';
+import { normalizeMac } from '../../src/util/address.js';
 import { BootHttpServer, type HttpBootPolicy } from '../../src/http/server.js';
 import { pseudoRandomBytes, tempDir } from '../helpers/tmp.js';
 

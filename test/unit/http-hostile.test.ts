@@ -10,9 +10,19 @@ import { request } from 'node:http';
 import { connect, createServer, type Server as NetServer, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { parseBootConfig } from '../../src/boot-config.js';
-import { BootServer, SERVER_INFO, STATE_DIR, type StartOptions } from '../../src/server/app.js';
+import {
+  BootServer,
+  SERVER_INFO,
+  STATE_DIR,
+  dashboardListener,
+  type StartOptions,
+} from '../../src/server/app.js';
+import type { ServerSnapshot } from '../../src/server/state.js';
+import type { LogFields, Logger } from '../../src/util/logger.js';
+import { createServer as createHttpServer } from 'node:http';
 import { parseProcNetArp } from '../../src/server/requester.js';
 import { tempDir } from '../helpers/tmp.js';
+import type { TorrentSession } from '../../src/swarm/session.js';
 
 const MAC_A = '52:54:00:14:00:0a';
 const MAC_B = '52:54:00:14:00:0b';
@@ -30,6 +40,7 @@ async function startServer(
   t: TestContext,
   options: Partial<StartOptions> = {},
   arp = '',
+  logger?: Logger,
 ): Promise<{ server: BootServer; envDir: string; httpPort: number; dashPort: number }> {
   const dir = tempDir(t, 'bt-http-hostile-');
   const envDir = join(dir, 'env');
@@ -80,7 +91,7 @@ async function startServer(
       reloadIntervalMs: 60_000,
       ...options,
     },
-    { readArp: () => Promise.resolve(arp) },
+    { readArp: () => Promise.resolve(arp), ...(logger ? { logger } : {}) },
   );
   t.after(() => server.close());
   await server.start();
@@ -271,9 +282,16 @@ test('listener error after start was only logged: it stops the BootServer, close
   const { server, envDir, httpPort, dashPort } = await startServer(t);
   const info = join(envDir, STATE_DIR, SERVER_INFO);
   assert.ok(existsSync(info));
-  // The HTTP listener's socket fails as a bound server's does (e.g. EMFILE on accept).
   const http = (server as unknown as { netboot: { http: { server: NetServer } } }).netboot.http.server;
-  const err = Object.assign(new Error('accept EMFILE'), { code: 'EMFILE' });
+  // Out of file descriptors for one accept (a connection flood can cause it):
+  // libuv drops that connection and the listener goes on; it must not stop
+  // the server, or the flood would be a way to stop it.
+  http.emit('error', Object.assign(new Error('accept EMFILE'), { code: 'EMFILE', syscall: 'accept' }));
+  await new Promise((r) => setTimeout(r, 200));
+  assert.ok(existsSync(info), 'a failed accept keeps serving');
+  assert.equal((await call(httpPort, '/boot.ipxe')).status < 500, true, 'still answers');
+  // The HTTP listener's socket fails as a bound server's does.
+  const err = Object.assign(new Error('accept EBADF'), { code: 'EBADF', syscall: 'accept' });
   http.emit('error', err);
   const failed = await Promise.race([
     server.failed,
@@ -282,7 +300,7 @@ test('listener error after start was only logged: it stops the BootServer, close
     ),
   ]);
   assert.equal(failed.code, 'BT_ERR_LISTEN');
-  assert.match(failed.message, /boot HTTP server stopped working: EMFILE/);
+  assert.match(failed.message, /boot HTTP server stopped working: EBADF/);
   assert.ok(!existsSync(info), 'server.json removed');
   for (const port of [httpPort, dashPort])
     await assert.rejects(call(port, '/api/v1/status'), /ECONNREFUSED/, `port ${port} closed`);
@@ -322,4 +340,75 @@ test('TFTP, tracker and seeder listener errors after start were only logged: eac
     assert.match(failed.message, message, what);
     assert.ok(!existsSync(join(envDir, STATE_DIR, SERVER_INFO)), `${what}: server.json removed`);
   }
+});
+
+// A fault inside a torrent session ends that session only (#14 containment);
+// before, `start`'s seeder then stayed stopped for good and the room could
+// no longer get the OS from the server.
+test('a seeding session that fails is seeded again, the server keeps running', async (t) => {
+  const { server } = await startServer(t);
+  const sessions = (server as unknown as { sessions: Map<string, TorrentSession> }).sessions;
+  const first = sessions.get('alpha');
+  assert.ok(first, 'alpha is seeded');
+  (first as unknown as { fail(where: string, err: unknown): void }).fail('test', new Error('injected fault'));
+  const deadline = Date.now() + 30_000;
+  while (sessions.get('alpha') === first || sessions.get('alpha') === undefined) {
+    assert.ok(Date.now() < deadline, 'alpha was not seeded again within 30 s');
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  assert.equal(sessions.get('alpha')?.meta.infoHashHex, first.meta.infoHashHex);
+  assert.equal((first as unknown as { stopped: boolean }).stopped, true);
+});
+
+test(
+  'a throw in the dashboard handler ended the process: it ends that request with 500 and the port keeps serving',
+  { timeout: 30_000 },
+  async (t) => {
+    let calls = 0;
+    const listener = dashboardListener(
+      {
+        handle: () => {
+          if (calls++ === 0) throw new Error('bug in one request');
+          return false;
+        },
+        close: () => undefined,
+      },
+      () => ({ clients: [] }) as unknown as ServerSnapshot,
+    );
+    const srv = createHttpServer(listener);
+    await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
+    t.after(() => {
+      srv.closeAllConnections();
+      srv.close();
+    });
+    const port = (srv.address() as { port: number }).port;
+    assert.equal((await call(port, '/')).status, 500);
+    assert.equal((await call(port, '/api/v1/status')).status, 200, 'still serving');
+  },
+);
+
+test('report text concatenated into log messages: the OS id and error a client reports are fields only', async (t) => {
+  const lines: { msg: string; fields: LogFields }[] = [];
+  const logger: Logger = {
+    debug: (msg, fields = {}) => lines.push({ msg, fields }),
+    info: (msg, fields = {}) => lines.push({ msg, fields }),
+    warn: (msg, fields = {}) => lines.push({ msg, fields }),
+    error: (msg, fields = {}) => lines.push({ msg, fields }),
+    child: () => logger,
+  };
+  const { server, httpPort } = await startServer(t, {}, '', logger);
+  const report = (body: object) =>
+    call(httpPort, `/api/v1/report/${MAC_A}`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', 'x-boottorrent-token': server.reportToken(MAC_A) },
+      body: JSON.stringify(body),
+    });
+  assert.equal((await report({ stage: 'downloading', os: 'EVIL-OS client 1 boots' })).status, 204);
+  assert.equal(
+    (await report({ stage: 'failed', os: 'EVIL-OS', error: 'EVIL-ERR\nforged line' })).status,
+    204,
+  );
+  const mine = lines.filter((l) => JSON.stringify(l.fields).includes('EVIL'));
+  assert.ok(mine.length >= 2, 'the client text is logged, as fields');
+  for (const l of lines) assert.doesNotMatch(l.msg, /EVIL/, `message carries no client text: ${l.msg}`);
 });

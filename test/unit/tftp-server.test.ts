@@ -412,7 +412,7 @@ test('traversal attempts and escaping symlinks get an ERROR packet; inside symli
   symlinkSync('/etc/passwd', join(root, 'passwd-link'));
   symlinkSync('/etc', join(root, 'etc-link'));
   symlinkSync('boot/undionly.kpxe', join(root, 'inside-link'));
-  const { port, logger } = await startServer(t, root);
+  const { port, logger, transferWhere } = await startServer(t, root);
   for (const name of [
     '../etc/passwd',
     '/../../etc/passwd',
@@ -432,8 +432,13 @@ test('traversal attempts and escaping symlinks get an ERROR packet; inside symli
   assert.equal(missing.error?.code, 1);
   const inside = await tftpGet(port, 'inside-link');
   assert.equal(inside.sha256, sha(files['boot/undionly.kpxe']!));
-  const refusal = logger.lines.find((l) => l.msg === 'RRQ refused' && l.fields?.file === 'passwd-link');
-  assert.match(String(refusal?.fields?.reason), /outside the TFTP root/);
+  const refusal = await transferWhere((i) => i.file === 'passwd-link');
+  assert.match(String(refusal.detail), /outside the TFTP root/);
+  // Logged once for this source, with the count of refusals it stands for
+  // (a client asking for file after file cannot flood the log).
+  const lines = logger.lines.filter((l) => l.msg === 'RRQ refused');
+  assert.equal(lines.length, 1, JSON.stringify(lines));
+  assert.equal(lines[0]?.fields?.file, '../etc/passwd');
 });
 
 test('WRQ is refused with error 2 (read-only server)', async (t) => {

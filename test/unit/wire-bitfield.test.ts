@@ -43,3 +43,13 @@ test('bitfield: decoding validates length and spare bits', () => {
   input[0] = 0;
   assert.ok(copy.get(0));
 });
+
+test('addFrom sets what the other field has and returns only the new indices', () => {
+  const a = Bitfield.fromBytes(Buffer.from([0b1010_0000, 0b1000_0000]), 10);
+  const b = Bitfield.fromBytes(Buffer.from([0b0110_0000, 0b1100_0000]), 10);
+  assert.deepEqual(a.addFrom(b), [1, 9]);
+  assert.deepEqual([...a.indices()], [0, 1, 2, 8, 9]);
+  assert.equal(a.count(), 5);
+  assert.deepEqual(a.addFrom(b), []);
+  assert.throws(() => a.addFrom(new Bitfield(11)), RangeError);
+});

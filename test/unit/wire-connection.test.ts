@@ -322,7 +322,7 @@ test('handshake and messages fed one byte at a time; bitfield held until the pie
   assert.equal(conn.peerChoking, false);
 });
 
-test('regression: aria2c sends have-none, then a bitfield instead of a have; it replaces the known pieces', async (t) => {
+test('regression: aria2c sends have-none, then a bitfield instead of a have; it adds to the known pieces', async (t) => {
   const { raw, conn } = rawInitiator();
   t.after(() => conn.destroy());
   raw.resume();
@@ -337,7 +337,8 @@ test('regression: aria2c sends have-none, then a bitfield instead of a have; it 
     ]),
   );
   await second;
-  assert.deepEqual([...conn.remoteBitfield!.indices()], [1]);
+  // Pieces never go away (BEP 3): the late bitfield adds piece 1 to piece 3.
+  assert.deepEqual([...conn.remoteBitfield!.indices()], [1, 3]);
   assert.ok(conn.isOpen);
 });
 
