@@ -169,6 +169,7 @@ export class HostileHost {
   private stopped = false;
   private readonly learnerId = Buffer.concat([Buffer.from('-HX0001-'), randomBytes(12)]);
   private learnerIn = false;
+  private turn = 0;
   private readonly startedAt = Date.now();
   /** What each trickling connection has still to send, a byte at a time. */
   private readonly toTrickle = new WeakMap<Socket, Buffer>();
@@ -527,7 +528,7 @@ export class HostileHost {
 
   // --- TCP pools ----------------------------------------------------------
 
-  /** Opens one connection for the emptiest pool below its size (connectPerSec of these a second). */
+  /** Opens one connection for a pool below its size (connectPerSec of these a second). */
   private fillPools(): void {
     if (this.stopped) return;
     const r = this.o.rates;
@@ -538,10 +539,12 @@ export class HostileHost {
       ['trickle', r.trickleConns],
       ['halfPost', r.halfPostConns],
     ];
-    const short = want
-      .filter(([k, n]) => this.pools[k].size < n && (k === 'trickle' || k === 'halfPost' || this.target))
-      .sort(([a, na], [b, nb]) => this.pools[a].size / na - this.pools[b].size / nb);
-    const pick = short[0];
+    // Round robin over the pools below their size: a pool the server keeps
+    // empty (it refuses or closes those at once) must not take every turn.
+    const short = want.filter(
+      ([k, n]) => this.pools[k].size < n && (k === 'trickle' || k === 'halfPost' || this.target),
+    );
+    const pick = short[this.turn++ % Math.max(1, short.length)];
     if (!pick) return;
     const [kind] = pick;
     if (kind === 'trickle') return this.open(kind, this.o.seedPort, this.o.server);
@@ -550,6 +553,7 @@ export class HostileHost {
     const honest = [...this.honestPeers];
     if (honest.length > 0 && randomInt(3) === 0) {
       const [host, port] = honest[randomInt(honest.length)]!.split(':');
+      this.stats.add(`${kind}.toAgent`);
       return this.open(kind, Number(port), host!);
     }
     this.open(kind, this.o.seedPort, this.o.server);
