@@ -22,7 +22,7 @@ if (!values.root) throw new Error('--root is required');
 const http = new BootHttpServer(
   { host: values.host, port: Number(values['http-port']), mounts: { '/img/': values.root } },
   // No machine boots from this server: only the mounted image is served.
-  { policy: { phaseOneFor: () => ({ refused: 'benchmark server' }), menuFor: () => undefined } },
+  { policy: { phaseOneFor: () => ({ refused: 'benchmark server' }), bootConfigFor: () => undefined } },
 );
 const tftp = new TftpServer({ host: values.host, port: Number(values['tftp-port']), root: values.root });
 await http.listen();

@@ -101,6 +101,12 @@ export const HTTP_LIMITS = Object.freeze({
   connectionsPerIp: 16,
   // Open connections in total per listener: bounds sockets and memory.
   maxConnections: 1024,
+  // A connection where no byte moves either way this long is closed: a client
+  // that asks for a large file and stops reading held its connection (and a
+  // place under connectionsPerIp/maxConnections) forever, as requestTimeoutMs
+  // does not bound a response. Slow readers that make progress are not cut;
+  // the dashboard's event stream writes a keep-alive every 15 s.
+  stalledConnectionMs: 60_000,
   // One agent report body (JSON of a few hundred bytes): bounds memory per POST.
   reportBodyBytes: 16_384,
 });

@@ -14,6 +14,7 @@ import { normalizeMac } from '../util/address.js';
 import { isIPv4 } from 'node:net';
 
 import { BootTorrentError } from '../errors.js';
+import type { BootArch } from '../boot/policy.js';
 
 /** RFC 2131 §3: the first four octets of the options field. */
 export const MAGIC_COOKIE = 0x63825363;
@@ -451,9 +452,8 @@ export function encodeSubOptions(subs: ReadonlyMap<number, Buffer>): Buffer {
 
 // ---- client classification -------------------------------------------------
 
-/** The architectures a BootPolicy distinguishes. */
-export type BootArch =
-  'bios' | 'uefi-x64' | 'uefi-x64-http' | 'uefi-arm64' | 'uefi-arm64-http' | 'uefi-ia32' | 'unknown';
+/** The architectures a BootPolicy distinguishes (defined beside the policy, which must not import dhcp/). */
+export type { BootArch };
 
 /**
  * IANA "Processor Architecture Types" (RFC 4578 §2.1 and the registry's later

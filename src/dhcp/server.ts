@@ -43,7 +43,7 @@ import { DropLog } from '../util/drop-log.js';
 import { silentLogger } from '../util/logger.js';
 import type { Logger } from '../util/logger.js';
 import { isPacketError } from '../util/listener-error.js';
-import type { BootDecision, BootPolicy } from '../server/boot-policy.js';
+import type { BootDecision, BootPolicy } from '../boot/policy.js';
 import {
   DISCOVERY_CONTROL_USE_BOOTFILE,
   FLAG_BROADCAST,
@@ -106,8 +106,8 @@ export interface DhcpServerOptions {
 
 export interface DhcpServerServices {
   logger?: Logger;
-  /** Decides the boot offer per client; without one, no boot information is sent. */
-  bootPolicy?: BootPolicy;
+  /** Decides the boot offer per client; without one, no boot information is sent. DHCP asks only `bootFor`. */
+  bootPolicy?: Pick<BootPolicy, 'bootFor'>;
   now?: () => number;
 }
 
@@ -132,7 +132,7 @@ type Validated = Required<Pick<DhcpServerOptions, 'serverIp' | 'subnetMask'>> & 
 export class DhcpServer extends EventEmitter<DhcpServerEvents> {
   readonly #o: DhcpServerOptions;
   readonly #log: Logger;
-  readonly #policy: BootPolicy | undefined;
+  readonly #policy: Pick<BootPolicy, 'bootFor'> | undefined;
   readonly #now: () => number;
   #cfg: Validated | undefined;
   #table: LeaseTable | undefined;
@@ -740,7 +740,10 @@ export class DhcpServer extends EventEmitter<DhcpServerEvents> {
       if (err)
         this.#log.warn(`DHCP ${what} not sent`, { mac, to: `${to.address}:${to.port}`, error: err.message });
     });
-    this.#log.info(`DHCP ${what}`, { mac, detail, to: `${to.address}:${to.port}` });
+    // An OFFER costs a client nothing to provoke (a DISCOVER from a made-up
+    // MAC), so it is a debug line; the ACK, a lease actually taken, is info.
+    if (what === 'OFFER') this.#log.debug(`DHCP ${what}`, { mac, detail, to: `${to.address}:${to.port}` });
+    else this.#log.info(`DHCP ${what}`, { mac, detail, to: `${to.address}:${to.port}` });
   }
 }
 

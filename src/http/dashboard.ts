@@ -21,7 +21,7 @@ import { isIP } from 'node:net';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { hostname } from 'node:os';
 import { isBootTorrentError } from '../errors.js';
-import type { ServerSnapshot } from '../server/state.js';
+import type { ServerSnapshot } from './snapshot.js';
 import { silentLogger, type Logger } from '../util/logger.js';
 import { dashboardPage, type DashboardPage } from './dashboard-page.js';
 import { requestUrl } from './target.js';

@@ -18,6 +18,7 @@ export interface HttpListenerLimits {
   readonly keepAliveTimeoutMs: number;
   readonly connectionsPerIp: number;
   readonly maxConnections: number;
+  readonly stalledConnectionMs: number;
 }
 
 /** HTTP_LIMITS with `overrides` on top. */
@@ -50,6 +51,8 @@ export function createBoundedServer(
   server.headersTimeout = Math.min(limits.headersTimeoutMs, limits.requestTimeoutMs);
   server.keepAliveTimeout = limits.keepAliveTimeoutMs;
   server.maxConnections = limits.maxConnections;
+  // Socket inactivity: with no 'timeout' listener Node destroys the socket.
+  server.timeout = limits.stalledConnectionMs;
   const drops = new DropLog(log);
   const open = new Map<string, number>();
   server.on('connection', (socket: Socket) => {

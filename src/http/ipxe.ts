@@ -6,15 +6,9 @@
  * machine to the firmware's "no bootable device".
  */
 import { BootTorrentError } from '../errors.js';
+import type { PhaseOneImage } from '../boot/policy.js';
 
-export interface PhaseOneImage {
-  /** Absolute URL of the kernel. */
-  readonly kernelUrl: string;
-  /** Absolute URLs of the initramfs parts, loaded in order. */
-  readonly initrdUrls: readonly string[];
-  /** Kernel command line (without the boottorrent.* parameters, which are added). */
-  readonly cmdline: string;
-}
+export type { PhaseOneImage };
 
 /**
  * iPXE reads a script line by line and expands ${...} everywhere, with no

@@ -9,23 +9,15 @@ import { BootTorrentError } from '../errors.js';
 import { DropLog } from '../util/drop-log.js';
 import { isPacketError } from '../util/listener-error.js';
 import { silentLogger, type Logger } from '../util/logger.js';
-import { phaseOneScript, refusalScript, type PhaseOneImage } from './ipxe.js';
+import type { BootPolicy } from '../boot/policy.js';
+import { phaseOneScript, refusalScript } from './ipxe.js';
 import { normalizeMac } from '../util/address.js';
 import { createBoundedServer, httpLimits, sourceIp, type HttpListenerLimits } from './guard.js';
 import { sendFile, serveFile } from './static.js';
 import { refuseBadTarget, requestUrl } from './target.js';
 
-/** What the HTTP side asks the boot policy. */
-export interface HttpBootPolicy {
-  /** Phase 1 for this MAC, or a reason it may not boot. */
-  phaseOneFor(mac: string): PhaseOneImage | { refused: string };
-  /**
-   * The agent's boot configuration (menu, default, timeout, torrents), or
-   * undefined if refused; `client` is the requester's IP, which decides
-   * whether the config carries the MAC's report token.
-   */
-  menuFor(mac: string, client: string): object | undefined | Promise<object | undefined>;
-}
+/** What the HTTP side asks the boot policy (src/boot/policy.ts): phase 1 and the boot config. */
+export type HttpBootPolicy = Pick<BootPolicy, 'phaseOneFor' | 'bootConfigFor'>;
 
 export interface BootHttpOptions {
   host?: string;
@@ -66,6 +58,11 @@ export class BootHttpServer {
   private readonly log: Logger;
   /** Failed accepts (out of file descriptors under a flood): one line a minute, counted. */
   private readonly acceptDrops: DropLog;
+  /**
+   * Boot scripts refused (no valid MAC, MAC not allowed): a client can ask
+   * again and again, so one line per source a minute, counted (#14).
+   */
+  private readonly scriptDrops: DropLog;
 
   constructor(
     private readonly options: BootHttpOptions,
@@ -73,6 +70,7 @@ export class BootHttpServer {
   ) {
     this.log = (services.logger ?? silentLogger).child('http');
     this.acceptDrops = new DropLog(this.log);
+    this.scriptDrops = new DropLog(this.log);
   }
 
   get port(): number {
@@ -186,13 +184,13 @@ export class BootHttpServer {
     const send = (body: string) =>
       res.writeHead(200, { 'content-type': 'text/plain', 'cache-control': 'no-store' }).end(body);
     if (!mac) {
-      this.log.warn('boot script asked without a valid MAC', { client, mac: raw });
+      this.scriptDrops.drop(client, 'boot script asked without a valid MAC', { mac: raw });
       send(refusalScript('this machine', 'the boot script URL needs ?mac= and the MAC address'));
       return;
     }
     const decision = this.services.policy.phaseOneFor(mac);
     if ('refused' in decision) {
-      this.log.info('boot refused', { client, mac, reason: decision.refused });
+      this.scriptDrops.drop(client, 'boot refused', { mac, reason: decision.refused });
       send(refusalScript(mac, decision.refused));
       return;
     }
@@ -215,11 +213,11 @@ export class BootHttpServer {
         .writeHead(status, { 'content-type': 'application/json', 'cache-control': 'no-store' })
         .end(`${JSON.stringify(body)}\n`);
     if (!mac) return void json(400, { error: `not a MAC address: ${rawMac}` });
-    const menu = await this.services.policy.menuFor(mac, client);
-    if (!menu) return void json(403, { error: `${mac} may not boot from this server` });
+    const config = await this.services.policy.bootConfigFor(mac, client);
+    if (!config) return void json(403, { error: `${mac} may not boot from this server` });
     this.log.debug('menu', { client, mac });
     this.services.onBootStep?.({ kind: 'menu', mac, client });
-    json(200, menu);
+    json(200, config);
   }
 
   async close(): Promise<void> {

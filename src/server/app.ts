@@ -16,7 +16,7 @@ import { BootTorrentError } from '../errors.js';
 import { createBoundedServer, httpLimits, type HttpListenerLimits } from '../http/guard.js';
 import { refuseBadTarget, requestUrl } from '../http/target.js';
 import { HTTP_LIMITS } from '../limits.js';
-import { DropLog } from '../util/drop-log.js';
+import { DropLog, LineBudget } from '../util/drop-log.js';
 import { silentLogger, type Logger } from '../util/logger.js';
 import { inspectEnvironment, loadEnvironment } from '../env/load.js';
 import type { Environment, OsEntry } from '../env/types.js';
@@ -186,6 +186,8 @@ export class BootServer {
   private requesters!: RequesterCheck;
   /** Reports and token requests refused, logged once per source per minute. */
   private readonly drops: DropLog;
+  /** Failed accepts on the dashboard port (a connection flood): one line a minute, counted. */
+  private readonly dashboardDrops: DropLog;
   /** Settles once, when a listener fails after start-up. */
   private failWith!: (err: BootTorrentError) => void;
   /**
@@ -207,6 +209,8 @@ export class BootServer {
   private closed = false;
   /** Times each OS's seeding session failed and was started again (for the back-off). */
   private readonly reseeds = new Map<string, number>();
+  /** 'asked DHCP' lines: anyone can send DISCOVERs from made-up MACs by the thousand. */
+  private readonly dhcpLines: LineBudget;
   /** Progress quarter last logged per client, so the log says 25/50/75 % once each. */
   private readonly loggedQuarter = new Map<string, number>();
 
@@ -215,7 +219,9 @@ export class BootServer {
     private readonly services: StartServices = {},
   ) {
     this.log = services.logger ?? silentLogger;
+    this.dhcpLines = new LineBudget(this.log);
     this.drops = new DropLog(this.log.child('client-api'));
+    this.dashboardDrops = new DropLog(this.log.child('dashboard'));
     this.failed = new Promise((resolve) => (this.failWith = resolve));
     this.store = new ClientStore((os) => this.catalog?.get(os)?.meta.length);
   }
@@ -337,7 +343,7 @@ export class BootServer {
         ...(this.options.tftpPort !== undefined ? { tftpPort: this.options.tftpPort } : {}),
         phase1: this.options.phase1,
         ...(env.allowMacs ? { allowMacs: env.allowMacs } : {}),
-        menuFor: (mac, client) => this.bootConfigFor(mac, client),
+        bootConfig: (mac, client) => this.bootConfigFor(mac, client),
       },
       {
         logger: this.log,
@@ -682,7 +688,9 @@ export class BootServer {
     });
     server.on('error', (err) => {
       if (isPacketError(err))
-        return this.log.warn('dashboard connection not accepted', { error: err.message });
+        return this.dashboardDrops.drop('listener', 'dashboard connection not accepted', {
+          error: err.message,
+        });
       this.fail('dashboard', err);
     });
     this.dashboardServer = server;
@@ -698,7 +706,7 @@ export class BootServer {
       switch (c.stage) {
         case 'dhcp':
           if (previous === null || c.ip)
-            this.log.info(`${who} asked DHCP${c.firmware ? ` (${c.firmware})` : ''}`);
+            this.dhcpLines.info(`${who} asked DHCP${c.firmware ? ` (${c.firmware})` : ''}`);
           break;
         case 'ipxe':
           this.log.info(`${who} runs iPXE: sending phase 1`);

@@ -1,7 +1,9 @@
 /**
- * BootPolicy (STYLE.md lesson 3): the one place that decides what a machine
- * boots. DHCP (and later TFTP, HTTP and the client API) only ask it; they
- * never look at architectures or MAC lists themselves.
+ * The server's BootPolicy (src/boot/policy.ts, STYLE.md lesson 3): the one
+ * place that decides what a machine boots. DHCP and HTTP only ask it; they
+ * never look at architectures, MAC lists or the catalog themselves.
+ * ServerBootPolicy composes the allow-list, the architecture chain below
+ * (DefaultBootPolicy), the phase-1 image and the boot config.
  *
  * The boot chain DefaultBootPolicy implements:
  *   BIOS PXE ROM          -> TFTP undionly.kpxe   (iPXE using the ROM's UNDI driver)
@@ -13,33 +15,13 @@
  * asks DHCP again and must get a script, not itself.
  */
 
-import type { BootArch } from '../dhcp/codec.js';
+import type { BootConfig } from '../boot-config.js';
+import type { BootClient, BootDecision, BootPolicy, BootRefusal, PhaseOneImage } from '../boot/policy.js';
 
-/** What DHCP knows about a client when it asks the policy. */
-export interface BootClient {
-  /** Lower-case "aa:bb:cc:dd:ee:ff". */
-  mac: string;
-  arch: BootArch;
-  /** The request came from iPXE (user class "iPXE" or option 175). */
-  ipxe: boolean;
-  vendorClass?: string;
-  userClass?: readonly string[];
-}
+export type { BootClient, BootDecision, BootPolicy } from '../boot/policy.js';
 
-/**
- * What DHCP sends. `tftp`: boot file over TFTP from `nextServer` (siaddr).
- * `http`: a URL for UEFI HTTP Boot firmware. `ipxe-script`: a URL iPXE
- * fetches itself (iPXE expands `${...}` settings in it).
- */
-export type BootDecision =
-  | { kind: 'tftp'; nextServer: string; file: string }
-  | { kind: 'http'; url: string }
-  | { kind: 'ipxe-script'; url: string };
-
-export interface BootPolicy {
-  /** The boot offer for this client, or undefined: "offer no boot to this MAC". */
-  bootFor(client: BootClient): BootDecision | undefined;
-}
+/** The architecture half of a policy: what DHCP offers, for every MAC alike. */
+export type FirmwareChain = Pick<BootPolicy, 'bootFor'>;
 
 export interface DefaultBootPolicyOptions {
   /** Address clients reach TFTP and HTTP on (the served interface's address). */
@@ -58,7 +40,8 @@ export interface DefaultBootPolicyOptions {
   scriptPath?: string;
 }
 
-export class DefaultBootPolicy implements BootPolicy {
+/** The architecture rule alone (no allow-list): ServerBootPolicy asks it once a MAC may boot. */
+export class DefaultBootPolicy implements FirmwareChain {
   readonly #o: Required<Omit<DefaultBootPolicyOptions, 'ia32File'>> & { ia32File?: string };
 
   constructor(options: DefaultBootPolicyOptions) {
@@ -98,5 +81,65 @@ export class DefaultBootPolicy implements BootPolicy {
       case 'unknown':
         return undefined;
     }
+  }
+}
+
+/** The phase-1 files, as served at `<publicUrl>/phase1/`. */
+export interface PhaseOneFileNames {
+  readonly kernel: string;
+  readonly initrds: readonly string[];
+  readonly cmdline: string;
+}
+
+export interface ServerBootPolicyOptions extends DefaultBootPolicyOptions {
+  /** URL clients reach the boot HTTP server at, e.g. http://10.0.0.1 (no trailing slash). */
+  publicUrl: string;
+  phase1: PhaseOneFileNames;
+  /** MACs allowed to boot (lower-case colon form); all when absent. */
+  allowMacs?: readonly string[];
+}
+
+export interface ServerBootPolicyServices {
+  /**
+   * The boot config of an allowed MAC as asked by `client` (its IP); the
+   * server builds it from the environment and the OS catalog. Without it,
+   * every boot config is refused.
+   */
+  bootConfig?: (mac: string, client: string) => BootConfig | Promise<BootConfig>;
+}
+
+const NOT_ALLOWED = 'this MAC is not in the list of machines allowed to boot here';
+
+/** Every answer about one MAC, refused alike for a MAC outside the allow-list. */
+export class ServerBootPolicy implements BootPolicy {
+  readonly #o: ServerBootPolicyOptions;
+  readonly #chain: DefaultBootPolicy;
+  readonly #bootConfig: ServerBootPolicyServices['bootConfig'];
+
+  constructor(options: ServerBootPolicyOptions, services: ServerBootPolicyServices = {}) {
+    this.#o = options;
+    this.#chain = new DefaultBootPolicy(options);
+    this.#bootConfig = services.bootConfig;
+  }
+
+  #allowed(mac: string): boolean {
+    return !this.#o.allowMacs || this.#o.allowMacs.includes(mac);
+  }
+
+  bootFor(client: BootClient): BootDecision | undefined {
+    return this.#allowed(client.mac) ? this.#chain.bootFor(client) : undefined;
+  }
+
+  phaseOneFor(mac: string): PhaseOneImage | BootRefusal {
+    if (!this.#allowed(mac)) return { refused: NOT_ALLOWED };
+    const p = this.#o.phase1;
+    // ?mac= lets the server tell which client fetches phase 1 (file serving ignores it).
+    const url = (name: string) => `${this.#o.publicUrl}/phase1/${encodeURIComponent(name)}?mac=${mac}`;
+    return { kernelUrl: url(p.kernel), initrdUrls: p.initrds.map(url), cmdline: p.cmdline };
+  }
+
+  bootConfigFor(mac: string, client: string): BootConfig | undefined | Promise<BootConfig | undefined> {
+    if (!this.#allowed(mac)) return undefined;
+    return this.#bootConfig?.(mac, client);
   }
 }

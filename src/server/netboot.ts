@@ -12,14 +12,9 @@ import { silentLogger, type Logger } from '../util/logger.js';
 import { DhcpServer, type DhcpServerOptions } from '../dhcp/server.js';
 import { TftpServer } from '../tftp/server.js';
 import { FixedFileProvider } from '../tftp/files.js';
-import {
-  BootHttpServer,
-  type BootHttpOptions,
-  type BootHttpServices,
-  type HttpBootPolicy,
-} from '../http/server.js';
-import { DefaultBootPolicy, type BootClient, type BootDecision, type BootPolicy } from './boot-policy.js';
-import type { PhaseOneImage } from '../http/ipxe.js';
+import { BootHttpServer, type BootHttpOptions, type BootHttpServices } from '../http/server.js';
+import type { BootConfig } from '../boot-config.js';
+import { ServerBootPolicy } from './boot-policy.js';
 
 export const DEBIAN_IPXE_DIR = '/usr/lib/ipxe';
 /** The iPXE builds firmware may ask for; served by exact name only. */
@@ -49,8 +44,8 @@ export interface NetbootOptions {
   phase1: PhaseOneFiles;
   /** MACs allowed to boot (lower-case colon form); all when absent. */
   allowMacs?: readonly string[];
-  /** The agent's menu per MAC (issue: environments fill this in). */
-  menuFor?: (mac: string, client: string) => object | undefined | Promise<object | undefined>;
+  /** The boot config of an allowed MAC as asked by `client` (the server builds it from environment and catalog). */
+  bootConfig?: (mac: string, client: string) => BootConfig | Promise<BootConfig>;
 }
 
 export interface NetbootServices {
@@ -60,44 +55,6 @@ export interface NetbootServices {
   routes?: BootHttpServices['routes'];
   onBootStep?: BootHttpServices['onBootStep'];
   onListenerError?: BootHttpServices['onListenerError'];
-}
-
-/** DHCP's boot chain plus the allow-list, and the HTTP side's phase 1. */
-class NetbootPolicy implements BootPolicy, HttpBootPolicy {
-  private readonly chain: DefaultBootPolicy;
-
-  constructor(
-    private readonly o: NetbootOptions,
-    private readonly httpUrl: () => string,
-  ) {
-    this.chain = new DefaultBootPolicy({
-      serverIp: o.serverIp,
-      httpPort: o.httpPort ?? 80,
-      uefiLoader: o.uefiLoader ?? 'ipxe.efi',
-    });
-  }
-
-  private allowed(mac: string): boolean {
-    return !this.o.allowMacs || this.o.allowMacs.includes(mac);
-  }
-
-  bootFor(client: BootClient): BootDecision | undefined {
-    return this.allowed(client.mac) ? this.chain.bootFor(client) : undefined;
-  }
-
-  phaseOneFor(mac: string): PhaseOneImage | { refused: string } {
-    if (!this.allowed(mac))
-      return { refused: 'this MAC is not in the list of machines allowed to boot here' };
-    const p = this.o.phase1;
-    // ?mac= lets the server tell which client fetches phase 1 (file serving ignores it).
-    const url = (name: string) => `${this.httpUrl()}/phase1/${encodeURIComponent(name)}?mac=${mac}`;
-    return { kernelUrl: url(p.kernel), initrdUrls: p.initrds.map(url), cmdline: p.cmdline };
-  }
-
-  menuFor(mac: string, client: string): object | undefined | Promise<object | undefined> {
-    if (!this.allowed(mac)) return undefined;
-    return this.o.menuFor?.(mac, client);
-  }
 }
 
 export class NetbootServer {
@@ -115,7 +72,17 @@ export class NetbootServer {
     this.ipxeDir = options.ipxeDir ?? DEBIAN_IPXE_DIR;
     const httpPort = options.httpPort ?? 80;
     const publicUrl = `http://${options.serverIp}${httpPort === 80 ? '' : `:${httpPort}`}`;
-    const policy = new NetbootPolicy(options, () => publicUrl);
+    const policy = new ServerBootPolicy(
+      {
+        serverIp: options.serverIp,
+        httpPort,
+        uefiLoader: options.uefiLoader ?? 'ipxe.efi',
+        publicUrl,
+        phase1: options.phase1,
+        ...(options.allowMacs ? { allowMacs: options.allowMacs } : {}),
+      },
+      options.bootConfig ? { bootConfig: options.bootConfig } : {},
+    );
     this.dhcp = new DhcpServer(
       { ...options.dhcp, interface: options.interface, serverIp: options.serverIp },
       { logger: this.log.child('dhcp'), bootPolicy: policy },

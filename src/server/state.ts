@@ -5,75 +5,11 @@
  * sockets here.
  */
 import { EventEmitter } from 'node:events';
-import type { AgentReport, AgentStage } from '../boot-config.js';
+import type { AgentReport } from '../boot-config.js';
+import type { ClientStage, ClientState } from '../http/snapshot.js';
 
-/** Where a client is in its boot: the phase-1 steps the server sees, then the agent's own stages. */
-export type ClientStage = 'dhcp' | 'ipxe' | 'phase1' | AgentStage;
-
-export interface ClientState {
-  readonly mac: string;
-  readonly ip: string | null;
-  /** What the firmware said it is: 'bios', 'uefi-x64', 'uefi-http', 'ipxe', or null if unknown. */
-  readonly firmware: string | null;
-  readonly stage: ClientStage;
-  /** OS id it chose, once known. */
-  readonly os: string | null;
-  /** 0..1 of the chosen OS. */
-  readonly progress: number;
-  readonly downloadRate: number;
-  readonly uploadRate: number;
-  readonly downloaded: number;
-  readonly uploaded: number;
-  readonly peers: number;
-  /** uploaded / size of the chosen OS (copies it gave back to the swarm). */
-  readonly seedRatio: number;
-  readonly error: string | null;
-  /** Epoch ms of the first packet seen from it in this boot. */
-  readonly firstSeen: number;
-  readonly updatedAt: number;
-  /** Seconds from firstSeen to stage 'booting', once it got there. */
-  readonly bootSeconds: number | null;
-  /** Clients in progress (seen, not yet booting/failed) when this one was first seen, itself included. */
-  readonly concurrent: number;
-  readonly peakRss: number | null;
-}
-
-export interface SwarmSummary {
-  readonly os: string;
-  readonly name: string;
-  readonly infoHash: string;
-  readonly size: number;
-  readonly seeders: number;
-  readonly leechers: number;
-  /** Completed downloads the tracker counted. */
-  readonly completed: number;
-  /** Bytes the server's seeder sent for this OS. */
-  readonly serverUploaded: number;
-  /** Bytes the clients say (in their tracker announces) they uploaded, to each other. */
-  readonly peerUploaded?: number;
-}
-
-export interface ServerSnapshot {
-  readonly startedAt: number;
-  readonly now: number;
-  readonly server: {
-    readonly address: string;
-    readonly interface: string | null;
-    readonly httpPort: number;
-    readonly dhcp: 'full' | 'proxy' | 'off';
-    readonly environment: string;
-  };
-  readonly clients: readonly ClientState[];
-  readonly swarms: readonly SwarmSummary[];
-  readonly totals: {
-    /** Bytes the server's seeder sent, all OSs. */
-    readonly serverUploaded: number;
-    /** Bytes clients reported downloaded, all OSs. */
-    readonly delivered: number;
-    readonly booted: number;
-    readonly failed: number;
-  };
-}
+// The snapshot types live beside the dashboard that serves them (http/ must not import server/).
+export type { ClientStage, ClientState, ServerSnapshot, SwarmSummary } from '../http/snapshot.js';
 
 export interface ClientStoreEvents {
   /** A client changed stage (not on every progress report). */
@@ -94,11 +30,16 @@ export const MAX_CLIENTS = 4096;
  * after booting) starts a new row. At most `maxClients` are kept: a new MAC
  * beyond that forgets the one heard from least recently, so a server that
  * runs for months, or a LAN host sending DHCP from endless made-up MACs,
- * cannot grow it without bound.
+ * cannot grow it without bound. Clients whose agent never reported go
+ * first: anyone can send DHCP or ask /boot.ipxe for a made-up MAC, but a
+ * report needs the MAC's token, so such a flood cannot push real clients
+ * off `status` and the dashboard (the hostile soak showed it did).
  */
 export class ClientStore extends EventEmitter<ClientStoreEvents> {
   /** In order of last update (oldest first): the first is the one to forget. */
   private readonly clients = new Map<string, Mutable<ClientState>>();
+  /** MACs kept whose agent has not reported in this row, oldest update first: forgotten before the others. */
+  private readonly unreported = new Set<string>();
 
   constructor(
     /** Size in bytes of an OS id, for the seed ratio. */
@@ -153,7 +94,12 @@ export class ClientStore extends EventEmitter<ClientStoreEvents> {
     };
   }
 
-  private update(mac: string, stage: ClientStage | null, patch: Partial<Mutable<ClientState>>): void {
+  private update(
+    mac: string,
+    stage: ClientStage | null,
+    patch: Partial<Mutable<ClientState>>,
+    reported = false,
+  ): void {
     let c = this.clients.get(mac);
     let previous: ClientStage | null = c?.stage ?? null;
     // The firmware asking again after this client booted or failed is a new boot.
@@ -162,18 +108,22 @@ export class ClientStore extends EventEmitter<ClientStoreEvents> {
       if (old) {
         if (!DONE.has(old.stage)) this.active--;
       } else if (this.clients.size >= this.maxClients) {
-        const [oldest, gone] = this.clients.entries().next().value!;
+        const oldest = this.unreported.values().next().value ?? this.clients.keys().next().value!;
+        const gone = this.clients.get(oldest)!;
         this.clients.delete(oldest);
+        this.unreported.delete(oldest);
         if (!DONE.has(gone.stage)) this.active--;
       }
       c = this.fresh(mac);
       this.active++;
       if (old) c.ip = old.ip;
       previous = null;
+      this.unreported.add(mac);
     }
     // Re-inserted: the map stays in order of last update.
     this.clients.delete(mac);
     this.clients.set(mac, c);
+    if (this.unreported.delete(mac) && !reported) this.unreported.add(mac);
     Object.assign(c, patch);
     c.updatedAt = this.now();
     if (stage !== null) {
@@ -212,17 +162,22 @@ export class ClientStore extends EventEmitter<ClientStoreEvents> {
 
   /** The agent reported. */
   report(mac: string, ip: string, r: AgentReport): void {
-    this.update(mac, r.stage, {
-      ip,
-      ...(r.os !== undefined ? { os: r.os } : {}),
-      ...(r.progress !== undefined ? { progress: r.progress } : {}),
-      ...(r.downloaded !== undefined ? { downloaded: r.downloaded } : {}),
-      ...(r.uploaded !== undefined ? { uploaded: r.uploaded } : {}),
-      ...(r.downloadRate !== undefined ? { downloadRate: r.downloadRate } : {}),
-      ...(r.uploadRate !== undefined ? { uploadRate: r.uploadRate } : {}),
-      ...(r.peers !== undefined ? { peers: r.peers } : {}),
-      ...(r.peakRss !== undefined ? { peakRss: r.peakRss } : {}),
-      ...(r.error !== undefined ? { error: r.error } : {}),
-    });
+    this.update(
+      mac,
+      r.stage,
+      {
+        ip,
+        ...(r.os !== undefined ? { os: r.os } : {}),
+        ...(r.progress !== undefined ? { progress: r.progress } : {}),
+        ...(r.downloaded !== undefined ? { downloaded: r.downloaded } : {}),
+        ...(r.uploaded !== undefined ? { uploaded: r.uploaded } : {}),
+        ...(r.downloadRate !== undefined ? { downloadRate: r.downloadRate } : {}),
+        ...(r.uploadRate !== undefined ? { uploadRate: r.uploadRate } : {}),
+        ...(r.peers !== undefined ? { peers: r.peers } : {}),
+        ...(r.peakRss !== undefined ? { peakRss: r.peakRss } : {}),
+        ...(r.error !== undefined ? { error: r.error } : {}),
+      },
+      true,
+    );
   }
 }

@@ -1,8 +1,11 @@
 /**
  * One torrent in the swarm: its peers, requests, uploads, verification and
- * announces. Decisions are delegated to the pure PiecePicker and choker;
- * bytes go through PieceStore; peers speak through PeerConnection. This
- * class wires them together and owns the timers.
+ * announces. Decisions are delegated to the pure PiecePicker, choker,
+ * SeedPolicy (requests, upload queue, upload cap) and PieceAssembler (hash
+ * check, strikes); PeerDialer picks whom to dial, Announcer talks to
+ * trackers and LSD; bytes go through PieceStore; peers speak through
+ * PeerConnection. This class keeps the per-peer state, wires them together
+ * and owns the timers.
  *
  * Tuned for a boot LAN, where every client starts at once, peers are
  * trusted machines and the bandwidth-delay product is large: deep request
@@ -28,13 +31,14 @@ import {
   type MetadataMessage,
 } from '../wire/metadata.js';
 import { TrackerClient } from '../tracker/client.js';
-import { LocalServiceDiscovery } from '../tracker/lsd.js';
-import type { AnnounceEvent } from '../tracker/types.js';
 import { BLOCK_SIZE, PiecePicker, type BlockRequest } from './picker.js';
 import { chooseUnchoked, pickOptimistic, type ChokerMode } from './choker.js';
 import { PieceStore, pieceMatches, type StorageMode } from './storage.js';
+import { PieceAssembler } from './assembler.js';
+import { Announcer } from './announcer.js';
 import { RateMeter } from './rate.js';
 import { PeerDialer, type CandidateSource, type DialCandidate } from './dialer.js';
+import { MAX_UPLOAD_QUEUE, SeedPolicy, UploadBucket, UploadQueue } from './seed-policy.js';
 
 export interface SessionOptions {
   meta: Metainfo;
@@ -156,26 +160,17 @@ interface Peer {
   seed: boolean;
   /** Our requests to it, by "index:begin". */
   readonly outstanding: Map<string, { req: BlockRequest; at: number }>;
-  /** Its requests to us. */
-  readonly uploads: BlockRequest[];
-  /**
-   * The same requests by "index:begin:length" (a count each), so a cancel
-   * for one we do not hold costs O(1): a flood of such cancels scanned the
-   * whole queue (up to MAX_UPLOAD_QUEUE) each.
-   */
-  readonly uploadKeys: Map<string, number>;
+  /** Its requests to us, and the seed policy's notes on it. */
+  readonly uploads: UploadQueue;
   serving: boolean;
   readonly down: RateMeter;
   readonly up: RateMeter;
-  strikes: number;
   /** Bitfield, have-all and have-none messages taken from it (see maxPieceSetMessages). */
   pieceSets: number;
   /** Their reqq (BEP 10), capping our pipeline to them. */
   remoteQueue: number;
   /** Pieces this peer refused us (BEP 6 reject), until a time: ask others meanwhile. */
   readonly refused: Map<number, number>;
-  /** Pieces we (as a spreading seed) began sending to this peer. */
-  readonly servedPieces: Set<number>;
   /** Pieces this peer suggested (BEP 6 Suggest Piece) that we have not started: asked of it first. */
   readonly suggested: Set<number>;
   /** Random, drawn once: the choker's tie-break (see ChokerPeer.tiebreak). */
@@ -189,21 +184,11 @@ interface Peer {
   lastUseful: number;
 }
 
-interface Assembly {
-  readonly buf: Buffer;
-  /** The pooled piece-length buffer `buf` is a view of. */
-  readonly backing: Buffer;
-  readonly contributors: Set<string>;
-}
-
-const MAX_BLOCK = 128 * 1024;
-const MAX_UPLOAD_QUEUE = 4096;
 const REQUEST_TIMEOUT_MS = 30_000;
 const CHOKE_INTERVAL_MS = 10_000;
 const TICK_MS = 1000;
 const PEX_INTERVAL_MS = 60_000;
 const CONNECT_TIMEOUT_MS = 5000;
-const BAN_STRIKES = 3;
 /** The id we ask peers to send ut_metadata (BEP 9) messages under. */
 const UT_METADATA_ID = 2;
 /**
@@ -222,21 +207,8 @@ const ENDGAME_QUEUE = 2;
 const MAX_SUGGESTED = 64;
 /** Read buffer of each connection we open. */
 const READ_BUFFER_BYTES = 128 * 1024;
-/** Assembly buffers kept for reuse (pieces being written at once rarely exceed a few). */
-const SPARE_BUFFERS = 8;
 
 const key = (index: number, begin: number) => `${index}:${begin}`;
-const uploadKey = (r: BlockRequest) => `${r.index}:${r.begin}:${r.length}`;
-function forgetUpload(peer: Peer, r: BlockRequest): void {
-  const k = uploadKey(r);
-  const n = (peer.uploadKeys.get(k) ?? 1) - 1;
-  if (n <= 0) peer.uploadKeys.delete(k);
-  else peer.uploadKeys.set(k, n);
-}
-function clearUploads(peer: Peer): void {
-  peer.uploads.length = 0;
-  peer.uploadKeys.clear();
-}
 /**
  * A peer id as bans know it: with the IP it came from. Peer ids are no
  * secret (every handshake shows one), so a bare-id ban let anyone get an
@@ -266,38 +238,27 @@ export class TorrentSession extends EventEmitter<SessionEvents> {
   };
   /** Why the session ended itself (a fault in a timer or continuation), if it did. */
   private failure: BootTorrentError | undefined;
-  private readonly assemblies = new Map<number, Assembly>();
-  /**
-   * Assembly buffers of written pieces, reused: a fresh buffer per piece
-   * turns into garbage V8 frees late, ~100 MB of RSS at full speed.
-   */
-  private readonly spareBuffers: Buffer[] = [];
+  /** Pieces being received: buffers, hash check, strikes. */
+  private readonly assembler: PieceAssembler;
   private readonly tracker: TrackerClient;
   private readonly ownTracker: boolean;
   private readonly down = new RateMeter();
   private readonly up = new RateMeter();
   private wasted = 0;
-  private hashFailures = 0;
   private timers: NodeJS.Timeout[] = [];
   private optimistic: string | undefined;
   private chokeRounds = 0;
   private rechokeQueued = false;
   private started = false;
   private stopped = false;
-  private announcing = false;
-  private nextAnnounceAt = 0;
-  private announceFailures = 0;
-  private completedSent = false;
-  private readonly key = randomBytes(4).readUInt32BE(0);
+  /** Trackers and LSD; set at start. */
+  private announcer: Announcer | undefined;
   private readonly verifying = new Set<number>();
   private peerSeq = 0;
-  private lsd: LocalServiceDiscovery | undefined;
-  /** `spread` seed policy: pieces sent at least once, and how many were not. */
-  private sentOnce: Uint8Array | undefined;
-  private unsent = 0;
-  private suggestCursor = 0;
-  private uploadTokens = 0;
-  private uploadWaiters: (() => void)[] = [];
+  /** Decides peers' requests (the `spread` policy); set at start. */
+  private seedPolicy: SeedPolicy | undefined;
+  /** The uploadLimit, if any. */
+  private readonly uploadBucket: UploadBucket | undefined;
   private readonly chokerMode: ChokerMode;
   private readonly maxPeers: number;
   private readonly maxUnchoked: number;
@@ -332,6 +293,14 @@ export class TorrentSession extends EventEmitter<SessionEvents> {
     this.minQueue = options.minQueue ?? 4;
     this.maxQueue = options.maxQueue ?? 256;
     this.onVerifyProgress = services.onVerifyProgress;
+    this.uploadBucket = options.uploadLimit ? new UploadBucket(options.uploadLimit) : undefined;
+    const meta = options.meta;
+    this.assembler = new PieceAssembler({
+      pieceLength: meta.pieceLength,
+      // Blocks arrive only after start, when the picker exists.
+      pieceSize: (i) => this.picker!.pieceSize(i),
+      check: (i, data) => pieceMatches(meta, i, data),
+    });
     const l = options.limits ?? {};
     this.dialer = new PeerDialer({
       ...(l.maxCandidates !== undefined ? { maxCandidates: l.maxCandidates } : {}),
@@ -391,15 +360,34 @@ export class TorrentSession extends EventEmitter<SessionEvents> {
       },
       have,
     );
-    this.completedSent = this.picker.complete;
-    if (
-      this.picker.complete &&
-      this.opts.mode === 'seed' &&
-      (this.opts.seedPolicy ?? 'spread') === 'spread'
-    ) {
-      this.sentOnce = new Uint8Array(meta.pieceCount);
-      this.unsent = meta.pieceCount;
-    }
+    this.announcer = new Announcer(
+      {
+        infoHash: meta.infoHash,
+        infoHashHex: meta.infoHashHex,
+        peerId: this.opts.peerId,
+        port: this.opts.listenPort,
+        trackers: this.opts.trackers ? [...this.opts.trackers] : meta.announce.flat(),
+        lsdInterface: this.opts.lsdInterface,
+        lsdIntervalMs: this.opts.lsdIntervalMs,
+        key: randomBytes(4).readUInt32BE(0),
+        startedComplete: this.picker.complete,
+      },
+      {
+        logger: this.log,
+        tracker: this.tracker,
+        signal: this.signal,
+        progress: () => this.stats(),
+        onPeer: (ip, port, source) => this.addCandidate(ip, port, source),
+        onWarning: (message) => this.emit('warning', message),
+        stopped: () => this.stopped,
+      },
+    );
+    const picker = this.picker;
+    this.seedPolicy = new SeedPolicy({
+      pieceCount: meta.pieceCount,
+      pieceSize: (i) => picker.pieceSize(i),
+      spread: picker.complete && this.opts.mode === 'seed' && (this.opts.seedPolicy ?? 'spread') === 'spread',
+    });
     this.log.info(this.picker.complete ? 'seeding' : 'downloading', {
       have: this.picker.piecesHave,
       pieces: meta.pieceCount,
@@ -418,14 +406,15 @@ export class TorrentSession extends EventEmitter<SessionEvents> {
       this.timers.push(t);
     };
     every(TICK_MS, 'tick', () => this.tick());
-    // The upload bucket is refilled ten times a second (see refillUploadTokens).
-    if (this.opts.uploadLimit) every(TICK_MS / 10, 'upload limit', () => this.refillUploadTokens());
+    // The upload bucket is refilled ten times a second (see UploadBucket.refill).
+    const bucket = this.uploadBucket;
+    if (bucket) every(TICK_MS / 10, 'upload limit', () => bucket.refill());
     every(CHOKE_INTERVAL_MS, 'rechoke', () => this.rechoke(true));
     if (!this.picker.complete) every(HAVE_BATCH_MS, 'haves', () => this.flushHaves());
     if (this.pex) every(this.opts.pexIntervalMs ?? PEX_INTERVAL_MS, 'pex', () => this.sendPex());
     this.signal?.addEventListener('abort', this.onAbort, { once: true });
-    this.announceSoon('started');
-    await this.startLsd();
+    this.announcer.announceSoon('started');
+    await this.announcer.startLsd(meta.private);
     this.connectMore();
   }
 
@@ -470,13 +459,6 @@ export class TorrentSession extends EventEmitter<SessionEvents> {
       });
       peer.conn.destroy();
     }
-  }
-
-  /** An announce whose failure is logged, not left to reject unobserved. */
-  private announceSoon(event: AnnounceEvent): void {
-    this.announce(event).catch((err: unknown) =>
-      this.log.warn('announce failed', { event, error: errorText(err) }),
-    );
   }
 
   /** A peer address from anywhere (tracker, LSD, PEX, the user). */
@@ -741,17 +723,14 @@ export class TorrentSession extends EventEmitter<SessionEvents> {
       has: new Bitfield(this.meta.pieceCount),
       seed: false,
       outstanding: new Map(),
-      uploads: [],
-      uploadKeys: new Map(),
+      uploads: new UploadQueue(),
       serving: false,
       down: new RateMeter(),
       up: new RateMeter(),
-      strikes: 0,
       pieceSets: 0,
       remoteQueue: 250,
       pexSent: new Set(),
       refused: new Map(),
-      servedPieces: new Set(),
       suggested: new Set(),
       pendingHaves: [],
       tiebreak: Math.random(),
@@ -799,13 +778,7 @@ export class TorrentSession extends EventEmitter<SessionEvents> {
     on('interested', () => this.rechokeSoon());
     on('not-interested', () => this.rechokeSoon());
     on('request', (r) => this.onRequest(peer, r));
-    on('cancel', (r) => {
-      if (!peer.uploadKeys.has(uploadKey(r))) return;
-      const i = peer.uploads.findIndex(
-        (u) => u.index === r.index && u.begin === r.begin && u.length === r.length,
-      );
-      if (i >= 0) forgetUpload(peer, peer.uploads.splice(i, 1)[0]!);
-    });
+    on('cancel', (r) => peer.uploads.cancel(r));
     on('reject', (r) => {
       // Only a reject of a request still outstanding says anything; others
       // (late after a cancel, or made up) would each add an entry to
@@ -1000,14 +973,7 @@ export class TorrentSession extends EventEmitter<SessionEvents> {
       this.fill(peer);
       return;
     }
-    let a = this.assemblies.get(index);
-    if (!a) {
-      const backing = this.spareBuffers.pop() ?? Buffer.allocUnsafe(this.meta.pieceLength);
-      a = { buf: backing.subarray(0, picker.pieceSize(index)), backing, contributors: new Set() };
-      this.assemblies.set(index, a);
-    }
-    block.copy(a.buf, begin);
-    a.contributors.add(peer.pid);
+    this.assembler.add(index, begin, block, peer.pid);
     for (const other of res.cancelFrom) {
       for (const p of this.peers.values()) {
         if (p.pid === other && p.outstanding.delete(k)) p.conn.cancel(index, begin, block.length);
@@ -1018,31 +984,25 @@ export class TorrentSession extends EventEmitter<SessionEvents> {
   }
 
   private async finishPiece(index: number): Promise<void> {
-    const a = this.assemblies.get(index)!;
-    this.assemblies.delete(index);
     const picker = this.picker!;
-    const spare = () => {
-      if (this.spareBuffers.length < SPARE_BUFFERS) this.spareBuffers.push(a.backing);
-    };
-    if (!pieceMatches(this.meta, index, a.buf)) {
-      spare();
-      this.hashFailures++;
+    const list = [...this.peers.values()];
+    const v = this.assembler.finish(
+      index,
+      list.map((p) => p.pid),
+    );
+    if (!v.ok) {
       picker.pieceFailed(index);
-      const who = [...this.peers.values()].filter((p) => a.contributors.has(p.pid)).map((p) => p.address);
+      const byPid = new Map(list.map((p) => [p.pid, p]));
+      const who = v.contributors.map((pid) => byPid.get(pid)!.address);
       this.log.warn('piece failed its hash check; fetching it again', { piece: index, from: who.join(',') });
       this.emit('piece-failed', { index, peers: who });
-      // A sole contributor is certainly guilty; several share the suspicion.
-      for (const p of [...this.peers.values()]) {
-        if (!a.contributors.has(p.pid)) continue;
-        p.strikes += who.length === 1 ? BAN_STRIKES : 1;
-        if (p.strikes >= BAN_STRIKES) this.ban(p, `sent corrupt data (piece ${index})`);
-      }
+      for (const pid of v.ban) this.ban(byPid.get(pid)!, `sent corrupt data (piece ${index})`);
       for (const p of this.peers.values()) this.fill(p);
       return;
     }
     this.verifying.add(index);
     try {
-      await this.store!.writePiece(index, a.buf);
+      await this.store!.writePiece(index, v.data);
     } catch (err) {
       this.verifying.delete(index);
       picker.pieceFailed(index);
@@ -1051,7 +1011,7 @@ export class TorrentSession extends EventEmitter<SessionEvents> {
       return;
     } finally {
       this.verifying.delete(index);
-      spare();
+      v.release();
     }
     if (this.stopped) return;
     picker.pieceVerified(index);
@@ -1071,7 +1031,7 @@ export class TorrentSession extends EventEmitter<SessionEvents> {
         if (p.seed) p.conn.destroy();
       }
       this.emit('complete');
-      this.announceSoon('completed');
+      this.announcer!.announceSoon('completed');
     }
   }
 
@@ -1131,66 +1091,26 @@ export class TorrentSession extends EventEmitter<SessionEvents> {
 
   private onRequest(peer: Peer, r: BlockRequest): void {
     const picker = this.picker!;
-    const valid =
-      r.index < this.meta.pieceCount &&
-      r.length > 0 &&
-      r.length <= MAX_BLOCK &&
-      r.begin + r.length <= picker.pieceSize(r.index);
-    if (!valid) {
-      this.log.debug('invalid request; closing', { peer: peer.address, ...r });
-      peer.conn.destroy(new BootTorrentError('BT_ERR_WIRE_PROTOCOL', 'request outside the piece'));
-      return;
-    }
-    if (peer.conn.amChoking || !picker.hasPiece(r.index) || peer.uploads.length >= MAX_UPLOAD_QUEUE) {
-      if (peer.conn.fast) peer.conn.reject(r.index, r.begin, r.length);
-      return;
-    }
-    if (this.spreading(peer, r.index)) {
-      peer.conn.reject(r.index, r.begin, r.length);
-      this.suggestUnsent(peer);
-      return;
-    }
-    peer.uploads.push(r);
-    const k = uploadKey(r);
-    peer.uploadKeys.set(k, (peer.uploadKeys.get(k) ?? 0) + 1);
-    void this.serve(peer);
-  }
-
-  /**
-   * After a `spread` reject, names a piece that has not left us yet (BEP 6
-   * Suggest Piece), so the peer asks for that instead of guessing: without
-   * it, leechers kept asking the seed for pieces they were already getting
-   * from each other, and the server sat idle behind its rejects for ten
-   * seconds and more at N = 32 (bench:swarm). Successive suggestions name
-   * different pieces, so peers rejected together spread over what is left.
-   */
-  private suggestUnsent(peer: Peer): void {
-    const sent = this.sentOnce!;
-    for (let k = 0; k < sent.length; k++) {
-      const i = (this.suggestCursor + k) % sent.length;
-      if (sent[i] === 0 && !peer.has.get(i)) {
-        this.suggestCursor = i + 1;
-        peer.conn.suggest(i);
+    const d = this.seedPolicy!.request(peer.uploads, r, {
+      amChoking: peer.conn.amChoking,
+      fast: peer.conn.fast,
+      havePiece: r.index < this.meta.pieceCount && picker.hasPiece(r.index),
+      peerHas: (i) => peer.has.get(i),
+    });
+    switch (d.action) {
+      case 'close':
+        this.log.debug('invalid request; closing', { peer: peer.address, ...r });
+        peer.conn.destroy(new BootTorrentError('BT_ERR_WIRE_PROTOCOL', 'request outside the piece'));
         return;
-      }
+      case 'reject':
+        peer.conn.reject(r.index, r.begin, r.length);
+        if (d.suggest !== undefined) peer.conn.suggest(d.suggest);
+        return;
+      case 'ignore':
+        return;
+      case 'queued':
+        void this.serve(peer);
     }
-  }
-
-  /**
-   * The `spread` seed policy: true when this request should be rejected
-   * because the piece already went to another peer while others never left
-   * us. A piece already begun for this peer is always finished.
-   */
-  private spreading(peer: Peer, index: number): boolean {
-    if (!this.sentOnce || !peer.conn.fast) return false;
-    if (peer.servedPieces.has(index)) return false;
-    if (this.sentOnce[index] === 1 && this.unsent > 0) return true;
-    if (this.sentOnce[index] === 0) {
-      this.sentOnce[index] = 1;
-      this.unsent--;
-    }
-    peer.servedPieces.add(index);
-    return false;
   }
 
   /** Sends queued blocks to a peer, one read at a time, respecting backpressure. */
@@ -1200,12 +1120,11 @@ export class TorrentSession extends EventEmitter<SessionEvents> {
     try {
       while (peer.uploads.length > 0 && peer.conn.isOpen && !this.stopped) {
         if (peer.conn.amChoking) {
-          clearUploads(peer);
+          peer.uploads.clear();
           break;
         }
         const r = peer.uploads.shift()!;
-        forgetUpload(peer, r);
-        if (this.opts.uploadLimit) await this.takeUploadTokens(r.length);
+        if (this.uploadBucket) await this.uploadBucket.take(r.length);
         const lease = await this.store!.leaseBlock(r.index, r.begin, r.length);
         if (!peer.conn.isOpen) {
           lease.release();
@@ -1223,30 +1142,6 @@ export class TorrentSession extends EventEmitter<SessionEvents> {
       }
     } finally {
       peer.serving = false;
-    }
-  }
-
-  /** A token bucket refilled every tick, for uploadLimit. */
-  private takeUploadTokens(n: number): Promise<void> {
-    if (this.uploadTokens >= n) {
-      this.uploadTokens -= n;
-      return Promise.resolve();
-    }
-    return new Promise((resolve) => {
-      this.uploadWaiters.push(() => {
-        this.uploadTokens -= n;
-        resolve();
-      });
-    });
-  }
-
-  private refillUploadTokens(): void {
-    const limit = this.opts.uploadLimit;
-    if (!limit) return;
-    // Ten refills a second keep bursts small.
-    this.uploadTokens = Math.min(this.uploadTokens + limit / 10, limit / 2 + MAX_BLOCK);
-    while (this.uploadWaiters.length > 0 && this.uploadTokens >= MAX_BLOCK / 8) {
-      this.uploadWaiters.shift()!();
     }
   }
 
@@ -1303,8 +1198,8 @@ export class TorrentSession extends EventEmitter<SessionEvents> {
           if (p.conn.amChoking) p.conn.unchoke();
         } else if (!p.conn.amChoking) {
           p.conn.choke();
-          if (p.conn.fast) for (const r of p.uploads) p.conn.reject(r.index, r.begin, r.length);
-          clearUploads(p);
+          const dropped = p.uploads.clear();
+          if (p.conn.fast) for (const r of dropped) p.conn.reject(r.index, r.begin, r.length);
         }
       });
     }
@@ -1326,7 +1221,7 @@ export class TorrentSession extends EventEmitter<SessionEvents> {
         this.fill(p);
       });
     }
-    if (!this.announcing && now >= this.nextAnnounceAt && this.nextAnnounceAt > 0) this.announceSoon('none');
+    this.announcer!.tick();
     // Downloading with every slot taken, and someone new to dial: peers that
     // moved nothing for long must not keep us from the ones that might.
     if (!this.picker!.complete && this.peers.size >= this.maxPeers) {
@@ -1334,68 +1229,6 @@ export class TorrentSession extends EventEmitter<SessionEvents> {
       if (this.dialer.hasDue((a) => connected.has(a))) this.replaceUseless();
     }
     this.connectMore();
-  }
-
-  private trackers(): string[] {
-    return this.opts.trackers ? [...this.opts.trackers] : this.meta.announce.flat();
-  }
-
-  private async announce(event: AnnounceEvent): Promise<void> {
-    const urls = this.trackers();
-    if (urls.length === 0) return;
-    if (event === 'completed') {
-      if (this.completedSent) return;
-      this.completedSent = true;
-    }
-    this.announcing = true;
-    const s = this.stats();
-    let ok = false;
-    try {
-      for (const url of urls) {
-        try {
-          const r = await this.tracker.announce(
-            url,
-            {
-              infoHash: this.meta.infoHash,
-              peerId: this.opts.peerId,
-              port: this.opts.listenPort,
-              uploaded: s.uploaded,
-              downloaded: s.downloaded,
-              left: s.left,
-              event,
-              numWant: event === 'stopped' ? 0 : 80,
-              key: this.key,
-            },
-            event === 'stopped' ? { timeoutMs: 2000 } : this.signal ? { signal: this.signal } : {},
-          );
-          ok = true;
-          if (this.announceFailures > 0) this.log.info('tracker reachable again', { tracker: url });
-          this.announceFailures = 0;
-          if (r.warning) this.log.warn('tracker warning', { tracker: url, warning: r.warning });
-          this.nextAnnounceAt = Date.now() + Math.max(5, r.interval) * 1000;
-          if (event !== 'stopped')
-            for (const p of r.peers) this.addCandidate(p.ip, p.port, { kind: 'tracker' });
-          break;
-        } catch (err) {
-          if (this.stopped && event !== 'stopped') return;
-          this.log.debug('announce failed', { tracker: url, error: (err as Error).message });
-          if (event === 'stopped') continue;
-          if (this.announceFailures === 0) {
-            this.emit('warning', `tracker ${url}: ${(err as Error).message}`);
-            this.log.warn('tracker unreachable; still using known peers', {
-              tracker: url,
-              error: (err as Error).message,
-            });
-          }
-        }
-      }
-      if (!ok && event !== 'stopped') {
-        this.announceFailures++;
-        this.nextAnnounceAt = Date.now() + Math.min(60_000, 2000 * 2 ** this.announceFailures);
-      }
-    } finally {
-      this.announcing = false;
-    }
   }
 
   /**
@@ -1455,7 +1288,8 @@ export class TorrentSession extends EventEmitter<SessionEvents> {
     if (peer.seed) picker.peerSeed(-1);
     else picker.peerBitfield(peer.has, -1);
     this.dropOutstanding(peer);
-    clearUploads(peer);
+    peer.uploads.clear();
+    this.assembler.peerGone(peer.pid);
     this.emit('peer', { address: peer.address, event: 'close' });
     this.log.debug('peer closed', { peer: peer.address });
     if (!this.stopped && peer.listenPort !== undefined) {
@@ -1503,7 +1337,7 @@ export class TorrentSession extends EventEmitter<SessionEvents> {
         outstanding: p.outstanding.size,
       })),
       wasted: this.wasted,
-      hashFailures: this.hashFailures,
+      hashFailures: this.assembler.hashFailures,
     };
   }
 
@@ -1536,46 +1370,16 @@ export class TorrentSession extends EventEmitter<SessionEvents> {
   }
 
   /** Announces `stopped`, closes every connection and the storage. Idempotent. */
-  private async startLsd(): Promise<void> {
-    const address = this.opts.lsdInterface;
-    if (address === undefined || this.meta.private) return;
-    const lsd = new LocalServiceDiscovery(
-      {
-        port: this.opts.listenPort,
-        interfaceAddress: address,
-        infoHashes: [this.meta.infoHashHex],
-        ...(this.opts.lsdIntervalMs !== undefined ? { announceIntervalMs: this.opts.lsdIntervalMs } : {}),
-      },
-      { logger: this.log.child('lsd') },
-    );
-    lsd.on('peer', (p) => {
-      try {
-        if (p.infoHash === this.meta.infoHashHex) this.addCandidate(p.ip, p.port, { kind: 'lsd' });
-      } catch (err) {
-        this.log.warn('error handling an LSD peer', { peer: `${p.ip}:${p.port}`, error: errorText(err) });
-      }
-    });
-    lsd.on('error', (err) => this.emit('warning', `local peer discovery stopped: ${err.message}`));
-    try {
-      await lsd.start(this.signal ? { signal: this.signal } : {});
-      this.lsd = lsd;
-    } catch (err) {
-      // Not fatal: trackers and known peers still work.
-      this.emit('warning', `local peer discovery unavailable: ${(err as Error).message}`);
-      this.log.warn('LSD unavailable', { error: (err as Error).message });
-    }
-  }
-
   async stop(): Promise<void> {
     if (this.stopped) return;
     this.stopped = true;
-    await this.lsd?.stop();
+    await this.announcer?.stopLsd();
     this.signal?.removeEventListener('abort', this.onAbort);
     for (const t of this.timers) clearInterval(t);
     this.timers = [];
-    for (const w of this.uploadWaiters.splice(0)) w();
+    this.uploadBucket?.release();
     for (const p of [...this.peers.values()]) p.conn.destroy();
-    if (this.picker && this.started) await this.announce('stopped').catch(() => undefined);
+    if (this.picker && this.started) await this.announcer?.announce('stopped').catch(() => undefined);
     if (this.ownTracker) this.tracker.close();
     await this.store?.close();
   }

@@ -487,6 +487,12 @@ export class TftpServer extends EventEmitter<TftpServerEvents> {
   private readonly drops: DropLog;
   /** Refused requests (missing files, access violations), logged apart from malformed packets. */
   private readonly refusals: DropLog;
+  /**
+   * Transfers that did not finish (client error, timeout, abort): a client can
+   * start and abort one transfer after another, so one line per source a
+   * minute, counted, like refusals (#14 review).
+   */
+  private readonly failures: DropLog;
   private readonly pending = new Set<Promise<unknown>>();
 
   constructor(options: TftpServerOptions = {}, services: TftpServerServices = {}) {
@@ -504,6 +510,7 @@ export class TftpServer extends EventEmitter<TftpServerEvents> {
     this.log = (services.logger ?? silentLogger).child('tftp');
     this.drops = new DropLog(this.log);
     this.refusals = new DropLog(this.log);
+    this.failures = new DropLog(this.log);
     if (services.files) this.files = services.files;
     else if (options.root !== undefined) this.files = new RootFileProvider(options.root);
     else throw new BootTorrentError('BT_ERR_USAGE', 'TftpServer needs options.root or a files provider');
@@ -544,7 +551,9 @@ export class TftpServer extends EventEmitter<TftpServerEvents> {
       }
     });
     socket.on('error', (err) => {
-      if (isPacketError(err)) return this.log.warn('request socket error', { error: err.message });
+      // One line a minute, counted: a flood must not choose how much we log.
+      if (isPacketError(err))
+        return this.drops.drop('listener', 'request socket error', { error: err.message });
       this.log.error('request socket failed', { error: err.message });
       this.emit('listenerError', err);
     });
@@ -813,6 +822,6 @@ export class TftpServer extends EventEmitter<TftpServerEvents> {
       ms: info.durationMs,
     };
     if (info.result === 'ok') this.log.info('transfer', fields);
-    else this.log.warn('transfer', fields);
+    else this.failures.drop(info.client.replace(/:\d+$/, ''), 'transfer', fields);
   }
 }

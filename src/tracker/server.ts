@@ -17,7 +17,7 @@ import { createHmac, randomBytes } from 'node:crypto';
 import { createSocket } from 'node:dgram';
 import type { Socket as UdpSocket, RemoteInfo } from 'node:dgram';
 import { EventEmitter } from 'node:events';
-import { createServer } from 'node:http';
+import { createBoundedServer, httpLimits, type HttpListenerLimits } from '../http/guard.js';
 import type { IncomingMessage, Server as HttpServer, ServerResponse } from 'node:http';
 import { BootTorrentError, isBootTorrentError } from '../errors.js';
 import { TRACKER_LIMITS } from '../limits.js';
@@ -70,6 +70,11 @@ export interface TrackerServerOptions {
   peersTotal?: number;
   /** Swarms at once, counting those from add() (default TRACKER_LIMITS.swarmsTotal). */
   swarmsTotal?: number;
+  /**
+   * Deadlines and connection caps of the tracker's HTTP port (default
+   * HTTP_LIMITS, with the short deadlines tracker requests need).
+   */
+  httpLimits?: Partial<HttpListenerLimits>;
 }
 
 export interface TrackerServerServices {
@@ -308,6 +313,7 @@ export class TrackerServer extends EventEmitter<TrackerServerEvents> {
   private udp: UdpSocket | undefined;
   private sweepTimer: NodeJS.Timeout | undefined;
   private boundPort = 0;
+  private readonly httpLimitOverrides: Partial<HttpListenerLimits>;
 
   constructor(options: TrackerServerOptions = {}, services: TrackerServerServices = {}) {
     super();
@@ -326,6 +332,7 @@ export class TrackerServer extends EventEmitter<TrackerServerEvents> {
       peersTotal: options.peersTotal ?? TRACKER_LIMITS.peersTotal,
       swarmsTotal: options.swarmsTotal ?? TRACKER_LIMITS.swarmsTotal,
     };
+    this.httpLimitOverrides = options.httpLimits ?? {};
     this.log = services.logger ?? silentLogger;
     this.drops = new DropLog(lineLogger(this.log), services.now ? { now: services.now } : {});
     this.now = services.now ?? Date.now;
@@ -372,17 +379,26 @@ export class TrackerServer extends EventEmitter<TrackerServerEvents> {
         throw this.listenError('UDP', this.requestedPort, err);
       }
       const port = udp.address().port;
-      const http = createServer((req, res) => {
-        if (!this.handleHttp(req, res)) {
-          res
-            .writeHead(404, { 'content-type': 'text/plain' })
-            .end('not found: the tracker serves /announce and /scrape\n');
-        }
-      });
-      // Tracker requests are tiny; a slow client must not hold a socket long.
-      http.headersTimeout = 10_000;
-      http.requestTimeout = 15_000;
-      http.keepAliveTimeout = 5_000;
+      // The same per-address and total connection caps as the boot HTTP
+      // server (#14 review: without them one address could open sockets until
+      // the process ran out of file descriptors). Tracker requests are tiny;
+      // a slow client must not hold a socket long.
+      const http = createBoundedServer(
+        (req, res) => {
+          if (!this.handleHttp(req, res)) {
+            res
+              .writeHead(404, { 'content-type': 'text/plain' })
+              .end('not found: the tracker serves /announce and /scrape\n');
+          }
+        },
+        httpLimits({
+          headersTimeoutMs: 10_000,
+          requestTimeoutMs: 15_000,
+          keepAliveTimeoutMs: 5_000,
+          ...this.httpLimitOverrides,
+        }),
+        lineLogger(this.log),
+      );
       try {
         await listenHttp(http, this.host, port);
       } catch (err) {
@@ -404,12 +420,15 @@ export class TrackerServer extends EventEmitter<TrackerServerEvents> {
       });
       // A failed send is one reply lost; any other error means the socket no longer serves.
       udp.on('error', (err) => {
-        if (isPacketError(err)) return this.log.warn(`tracker UDP socket error: ${err.message}`);
+        // One line a minute, counted: a flood must not choose how much we log.
+        if (isPacketError(err))
+          return this.drops.drop('listener', 'tracker UDP reply not sent', { error: err.message });
         this.log.warn(`tracker UDP socket failed: ${err.message}`);
         this.emit('listenerError', err);
       });
       http.on('error', (err) => {
-        if (isPacketError(err)) return this.log.warn(`tracker HTTP connection not accepted: ${err.message}`);
+        if (isPacketError(err))
+          return this.drops.drop('listener', 'tracker HTTP connection not accepted', { error: err.message });
         this.log.warn(`tracker HTTP server failed: ${err.message}`);
         this.emit('listenerError', err);
       });

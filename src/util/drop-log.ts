@@ -63,3 +63,47 @@ export class DropLog {
     this.#log.warn(msg, { source, ...fields, dropped });
   }
 }
+
+/**
+ * At most `perWindow` lines a window, then a count: for events that are
+ * normal one at a time but that anyone can make by the thousand (a DHCP
+ * DISCOVER from a made-up MAC). A lab powering on logs every machine; a
+ * flood logs a line a window saying how many it did not.
+ */
+export class LineBudget {
+  readonly #log: Logger;
+  readonly #perWindow: number;
+  readonly #windowMs: number;
+  readonly #now: () => number;
+  #windowStart = -Infinity;
+  #used = 0;
+  #suppressed = 0;
+
+  constructor(log: Logger, options: { perWindow?: number; windowMs?: number; now?: () => number } = {}) {
+    this.#log = log;
+    this.#perWindow = options.perWindow ?? 100;
+    this.#windowMs = options.windowMs ?? 60_000;
+    this.#now = options.now ?? Date.now;
+  }
+
+  info(msg: string, fields?: LogFields): void {
+    const now = this.#now();
+    if (now - this.#windowStart >= this.#windowMs) {
+      if (this.#suppressed > 0) {
+        this.#log.warn('more such lines were not logged (a flood of made-up clients?)', {
+          suppressed: this.#suppressed,
+          windowSeconds: this.#windowMs / 1000,
+        });
+      }
+      this.#windowStart = now;
+      this.#used = 0;
+      this.#suppressed = 0;
+    }
+    if (this.#used < this.#perWindow) {
+      this.#used++;
+      this.#log.info(msg, fields);
+    } else {
+      this.#suppressed++;
+    }
+  }
+}

@@ -2,7 +2,16 @@
  * Human-readable sizes, rates and the one-line download progress, shared by
  * the CLI and the agent (the agent must not import from src/cli/).
  */
-import type { SessionStats } from '../swarm/session.js';
+/** What the progress line reads of a torrent session's stats (swarm/session.ts's SessionStats has them). */
+export interface ProgressStats {
+  readonly length: number;
+  readonly left: number;
+  readonly downloadRate: number;
+  readonly uploadRate: number;
+  readonly peers: { readonly length: number };
+  readonly complete: boolean;
+  readonly ratio: number;
+}
 
 export function formatBytes(n: number): string {
   if (n < 1024) return `${n} B`;
@@ -29,7 +38,7 @@ function formatEta(seconds: number): string {
 }
 
 /** "42.0%  12.3 MiB/s down  1.0 MiB/s up  peers 5  ETA 1m05s" */
-export function progressLine(s: SessionStats): string {
+export function progressLine(s: ProgressStats): string {
   const pct = ((100 * (s.length - s.left)) / s.length).toFixed(1);
   const parts = [
     `${pct.padStart(5)}%`,

@@ -29,6 +29,7 @@ import { dashboardListener } from '../../src/server/app.js';
 import { ClientStore, type ServerSnapshot } from '../../src/server/state.js';
 import { parseAgentReport, parseBootConfig } from '../../src/boot-config.js';
 import type { FuzzTarget, Rng } from './harness.js';
+import { fixedBootConfig } from '../helpers/boot-policy.js';
 
 // ---------------------------------------------------------------- helpers
 
@@ -801,7 +802,7 @@ function httpRequestTarget(): FuzzTarget & { dispose(): void } {
                   cmdline: 'quiet',
                 }
               : { refused: 'not on the list' },
-          menuFor: (mac) => (mac === allowed ? { default: 'linux', timeout: 5 } : undefined),
+          bootConfigFor: (mac) => (mac === allowed ? fixedBootConfig(mac) : undefined),
         },
       },
     );

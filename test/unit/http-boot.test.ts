@@ -7,6 +7,7 @@ import { parseRange } from '../../src/http/range.js';
 import { phaseOneScript } from '../../src/http/ipxe.js';
 import { normalizeMac } from '../../src/util/address.js';
 import { BootHttpServer, type HttpBootPolicy } from '../../src/http/server.js';
+import { fixedBootConfig } from '../helpers/boot-policy.js';
 import { pseudoRandomBytes, tempDir } from '../helpers/tmp.js';
 
 test('table: Range header against a 1000-byte resource', () => {
@@ -100,7 +101,7 @@ test('boot server: script per MAC, refusal, menu API, Range files, confinement',
             initrdUrls: ['http://s/phase1/initrd'],
             cmdline: 'console=ttyS0',
           },
-    menuFor: (mac) => (mac === '52:54:00:00:00:09' ? undefined : { oss: [], timeout: 5, defaultOs: 'linux' }),
+    bootConfigFor: (mac) => (mac === '52:54:00:00:00:09' ? undefined : fixedBootConfig(mac)),
   };
   const server = new BootHttpServer({ host: '127.0.0.1', port: 0, mounts: { '/phase1/': root } }, { policy });
   const port = await server.listen();
@@ -115,7 +116,7 @@ test('boot server: script per MAC, refusal, menu API, Range files, confinement',
   assert.match((await get(port, '/boot.ipxe')).body.toString(), /needs \?mac=/);
 
   const menu = await get(port, '/api/v1/boot/52:54:00:00:00:01');
-  assert.deepEqual(JSON.parse(menu.body.toString()), { oss: [], timeout: 5, defaultOs: 'linux' });
+  assert.deepEqual(JSON.parse(menu.body.toString()), fixedBootConfig('52:54:00:00:00:01'));
   assert.equal((await get(port, '/api/v1/boot/52:54:00:00:00:09')).status, 403);
   assert.equal((await get(port, '/api/v1/boot/nonsense')).status, 400);
 

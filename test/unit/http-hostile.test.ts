@@ -412,3 +412,22 @@ test('report text concatenated into log messages: the OS id and error a client r
   assert.ok(mine.length >= 2, 'the client text is logged, as fields');
   for (const l of lines) assert.doesNotMatch(l.msg, /EVIL/, `message carries no client text: ${l.msg}`);
 });
+
+test('dashboard port: failed accepts under a flood wrote a warning each; one line a minute now (#14 review)', async (t) => {
+  const lines: { msg: string; fields: LogFields }[] = [];
+  const logger: Logger = {
+    debug: () => {},
+    info: () => {},
+    warn: (msg, fields = {}) => lines.push({ msg, fields }),
+    error: (msg, fields = {}) => lines.push({ msg, fields }),
+    child: () => logger,
+  };
+  const { server } = await startServer(t, {}, '', logger);
+  const dash = (server as unknown as { dashboardServer: NetServer }).dashboardServer;
+  const before = lines.length;
+  for (let n = 0; n < 50; n++)
+    dash.emit('error', Object.assign(new Error('accept EMFILE'), { code: 'EMFILE', syscall: 'accept' }));
+  const wrote = lines.slice(before).filter((l) => l.msg.includes('not accepted')).length;
+  assert.ok(wrote <= 1, `50 failed accepts wrote ${wrote} lines`);
+  assert.ok(wrote >= 1, 'the first is logged');
+});

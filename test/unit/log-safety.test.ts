@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { escapeLogText, memoryLogger, streamLogger } from '../../src/util/logger.js';
-import { DropLog } from '../../src/util/drop-log.js';
+import { DropLog, LineBudget } from '../../src/util/drop-log.js';
 
 function capture(): { out: { write(s: string): void }; text: () => string } {
   let buf = '';
@@ -47,4 +47,19 @@ test('DropLog: one line per source per window, carrying the count of drops it st
   // Bounded: a flood of made-up sources forgets the oldest.
   for (let i = 0; i < 100; i++) drops.drop(`src-${i}`, 'x');
   assert.equal(log.lines.length, 103);
+});
+
+test('LineBudget: every line up to the budget, then one line a window with the count of the rest', () => {
+  let now = 0;
+  const log = memoryLogger();
+  const lines = new LineBudget(log, { perWindow: 3, windowMs: 60_000, now: () => now });
+  for (let i = 0; i < 1000; i++) lines.info(`client ${i} asked DHCP`);
+  assert.deepEqual(
+    log.lines.map((l) => l.msg),
+    ['client 0 asked DHCP', 'client 1 asked DHCP', 'client 2 asked DHCP'],
+  );
+  now = 60_000;
+  lines.info('client 1000 asked DHCP');
+  assert.equal(log.lines[3]?.fields?.suppressed, 997);
+  assert.equal(log.lines[4]?.msg, 'client 1000 asked DHCP');
 });

@@ -175,7 +175,7 @@ function httpRaw(port: number, target: string): Promise<{ status: number; body: 
 test('HTTP mounts serve only their roots: dot segments, single and double encoding, backslashes, NUL, symlinks out, prefix confusion', async (t) => {
   const { dir, root } = layout(t);
   writeFileSync(join(dir, 'root-sibling'), SECRET);
-  const policy: HttpBootPolicy = { phaseOneFor: () => ({ refused: 'no' }), menuFor: () => undefined };
+  const policy: HttpBootPolicy = { phaseOneFor: () => ({ refused: 'no' }), bootConfigFor: () => undefined };
   const server = new BootHttpServer({ host: HOST, port: 0, mounts: { '/files/': root } }, { policy });
   const port = await server.listen();
   t.after(() => server.close());

@@ -142,9 +142,7 @@ test('client store: at most maxClients kept, the least recently heard-from forgo
   const mac = (i: number) => `02:00:00:00:00:0${i}`;
   store.dhcp(mac(1), {});
   store.dhcp(mac(2), {});
-  store.report(mac(2), '10.0.0.2', { stage: 'booting' });
   store.dhcp(mac(3), {});
-  assert.equal(store.get(mac(3))!.concurrent, 2, '1 and 3 in progress, 2 booted');
   store.ipxe(mac(1), '10.0.0.1'); // 1 heard from again: 2 is now the oldest
   store.dhcp(mac(4), {});
   assert.equal(store.size, 3);
@@ -158,19 +156,48 @@ test('client store: at most maxClients kept, the least recently heard-from forgo
   );
   assert.equal(store.get(mac(4))!.concurrent, 3);
   // Forgetting a client still in progress lowers the count too.
+  store.report(mac(1), '10.0.0.1', { stage: 'failed', error: 'x' });
   store.dhcp(mac(5), {});
   assert.equal(store.get(mac(3)), undefined);
-  store.report(mac(1), '10.0.0.1', { stage: 'failed', error: 'x' });
-  store.dhcp(mac(6), {});
-  assert.equal(store.get(mac(4)), undefined);
-  assert.equal(store.get(mac(6))!.concurrent, 2, '5 and 6 in progress; 1 failed, 4 forgotten');
+  assert.equal(store.get(mac(5))!.concurrent, 2, '4 and 5 in progress; 1 failed, 3 forgotten');
   // A flood of new MACs stays bounded.
   for (let i = 0; i < 10_000; i++) store.dhcp(`02:00:00:${(i >> 16) & 255}:${(i >> 8) & 255}:${i & 255}`, {});
   assert.equal(store.size, 3);
-  assert.equal(store.list().at(-1)!.concurrent, 3, 'the count of clients in progress stays within the cap');
+  assert.equal(store.get(mac(1))?.stage, 'failed', '1 is kept: its agent reported, the flood did not');
+  assert.equal(store.list().at(-1)!.concurrent, 2, 'the count of clients in progress stays within the cap');
   // A failed client that reports again (the user pressed r) is in progress again.
   store.report('02:00:00:00:39:0f', '10.0.0.9', { stage: 'failed', error: 'x' });
   store.report('02:00:00:00:39:0f', '10.0.0.9', { stage: 'downloading' });
   store.dhcp('02:00:00:ff:ff:ff', {});
-  assert.equal(store.get('02:00:00:ff:ff:ff')!.concurrent, 3);
+  assert.equal(store.get('02:00:00:ff:ff:ff')!.concurrent, 2, 'itself and the one downloading; 1 is done');
+});
+
+// The hostile soak: 12,000 DISCOVERs from made-up MACs pushed a booted
+// client's row off status and the dashboard (the store forgot the least
+// recently heard-from, and a seeding client is quiet). Anyone can send DHCP
+// or ask /boot.ipxe for any MAC; only a client's own agent can report.
+test('client store: a flood of made-up MACs does not forget clients whose agent reported', () => {
+  let now = 0;
+  const store = new ClientStore(undefined, () => ++now, 4);
+  const real = ['02:00:00:00:01:01', '02:00:00:00:01:02'];
+  for (const m of real) {
+    store.dhcp(m, {});
+    store.report(m, '10.0.0.9', { stage: 'seeding', os: 'debian' });
+  }
+  for (let i = 0; i < 5000; i++) {
+    const fake = `02:ff:00:${(i >> 16) & 255}:${(i >> 8) & 255}:${i & 255}`;
+    if (i % 2) store.dhcp(fake, {});
+    else store.ipxe(fake, '10.0.0.66');
+  }
+  assert.equal(store.size, 4);
+  for (const m of real) assert.equal(store.get(m)?.stage, 'seeding', `${m} kept`);
+  // With only reported clients left, the least recently heard-from still goes.
+  const more = ['02:00:00:00:01:03', '02:00:00:00:01:04', '02:00:00:00:01:05'];
+  for (const m of more) store.report(m, '10.0.0.9', { stage: 'seeding' });
+  assert.equal(store.size, 4);
+  assert.equal(
+    store.get(real[0]!),
+    undefined,
+    'the oldest reported client goes once no unreported one is left',
+  );
 });

@@ -332,9 +332,11 @@ test('cancels for requests we do not hold do not scan the upload queue (a cancel
   const { seedDir, meta } = await makeImage(tempDir(t));
   const { s: seeder, failures } = await session(t, { meta, dir: seedDir, mode: 'seed' });
   const a = await rawPeer(t, seeder, meta, '10.0.0.1');
-  // Counts scans of this peer's upload queue (a count, not a time).
-  const peers = (seeder as unknown as { peers: Map<PeerConnection, { uploads: unknown[] }> }).peers;
-  const uploads = peers.get(a.sessionSide)!.uploads;
+  // Counts scans of this peer's upload queue (a count, not a time): the
+  // array inside its UploadQueue (src/swarm/seed-policy.ts).
+  const peers = (seeder as unknown as { peers: Map<PeerConnection, { uploads: { items: unknown[] } }> })
+    .peers;
+  const uploads = peers.get(a.sessionSide)!.uploads.items;
   let scans = 0;
   const findIndex = uploads.findIndex.bind(uploads);
   uploads.findIndex = (...args: Parameters<typeof findIndex>) => {

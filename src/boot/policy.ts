@@ -1,0 +1,64 @@
+/**
+ * BootPolicy (STYLE.md lesson 3): the one interface that answers every
+ * question about a client, by MAC: which firmware file DHCP offers, which
+ * phase-1 image /boot.ipxe loads, which boot config /api/v1/boot/<mac>
+ * returns, or why the machine is refused. DHCP and HTTP import only this
+ * module (it sits below dhcp/ and http/ and imports neither); the
+ * implementation that knows the environment and the OS catalog lives in
+ * src/server/boot-policy.ts and is handed to them.
+ */
+import type { BootConfig } from '../boot-config.js';
+
+/** The architectures a BootPolicy distinguishes (from DHCP option 93 and 60; src/dhcp/codec.ts archFromCode). */
+export type BootArch =
+  'bios' | 'uefi-x64' | 'uefi-x64-http' | 'uefi-arm64' | 'uefi-arm64-http' | 'uefi-ia32' | 'unknown';
+
+/** What DHCP knows about a client when it asks the policy. */
+export interface BootClient {
+  /** Lower-case "aa:bb:cc:dd:ee:ff". */
+  mac: string;
+  arch: BootArch;
+  /** The request came from iPXE (user class "iPXE" or option 175). */
+  ipxe: boolean;
+  vendorClass?: string;
+  userClass?: readonly string[];
+}
+
+/**
+ * What DHCP sends. `tftp`: boot file over TFTP from `nextServer` (siaddr).
+ * `http`: a URL for UEFI HTTP Boot firmware. `ipxe-script`: a URL iPXE
+ * fetches itself (iPXE expands `${...}` settings in it).
+ */
+export type BootDecision =
+  | { kind: 'tftp'; nextServer: string; file: string }
+  | { kind: 'http'; url: string }
+  | { kind: 'ipxe-script'; url: string };
+
+/** The phase-1 image an iPXE script loads (src/http/ipxe.ts writes the script). */
+export interface PhaseOneImage {
+  /** Absolute URL of the kernel. */
+  readonly kernelUrl: string;
+  /** Absolute URLs of the initramfs parts, loaded in order. */
+  readonly initrdUrls: readonly string[];
+  /** Kernel command line (without the boottorrent.* parameters, which are added). */
+  readonly cmdline: string;
+}
+
+/** Why a MAC may not boot here; shown on the client's screen by the refusal script. */
+export interface BootRefusal {
+  readonly refused: string;
+}
+
+/** Every decision about one client. Each answer depends on the MAC alone (plus what the question carries). */
+export interface BootPolicy {
+  /** The DHCP boot offer for this client, or undefined: "offer no boot to this MAC". */
+  bootFor(client: BootClient): BootDecision | undefined;
+  /** Phase 1 for this MAC, or why it may not boot. */
+  phaseOneFor(mac: string): PhaseOneImage | BootRefusal;
+  /**
+   * The agent's boot configuration, or undefined if refused; `client` is the
+   * requester's IP, which decides whether the config carries the MAC's
+   * report token.
+   */
+  bootConfigFor(mac: string, client: string): BootConfig | undefined | Promise<BootConfig | undefined>;
+}
