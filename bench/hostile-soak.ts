@@ -41,6 +41,7 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { DEFAULT_RATES, type AttackRates } from './attacks.js';
 import { NetLab, waitFor, type Host, type Proc } from './netlab.js';
+import { writeFaultEnv, type FaultEnv } from '../test/helpers/faults-server.js';
 
 const USAGE = `usage: npm run bench:soak -- [--duration 300] [--clients 8] [--size 16M] [--seed-time 20]
        [--mode both|attack|baseline] [--rates JSON] [--logs DIR] [--no-results]
@@ -129,40 +130,16 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 
 /** The environment: one kexec OS, full DHCP on the LAN, PEX on (so #1 and #4 reach the seeder). */
-function writeEnv(dir: string): { envDir: string; phase1: string; files: Record<string, Buffer> } {
-  const envDir = join(dir, 'env');
-  mkdirSync(join(envDir, 'oss', 'alpha'), { recursive: true });
-  writeFileSync(
-    join(envDir, 'Boottorrent.yaml'),
-    [
-      'version: 1',
-      'server:',
-      '  interface: eth0',
-      `  address: ${SRV}`,
-      'dhcp:',
-      '  mode: full',
-      `  range: ${RANGE[0]}-${RANGE[1]}`,
-      'boot:',
-      '  default_os: alpha',
-      '  timeout: 0',
-      `  seed_time: ${SEED_TIME}`,
-      'peers:',
-      '  lsd: false',
-      '  pex: true',
-      '',
-    ].join('\n'),
-  );
-  writeFileSync(
-    join(envDir, 'oss', 'alpha', 'config.yaml'),
-    'name: Alpha\nmethod: kexec\nkernel: vmlinuz\ninitrd: [initrd.img]\ncmdline: quiet\n',
-  );
-  const files = { vmlinuz: randomBytes(SIZE / 4), 'initrd.img': randomBytes(SIZE - SIZE / 4) };
-  for (const [name, data] of Object.entries(files)) writeFileSync(join(envDir, 'oss', 'alpha', name), data);
-  const phase1 = join(dir, 'phase1');
-  mkdirSync(phase1, { recursive: true });
-  writeFileSync(join(phase1, 'vmlinuz'), 'phase-1 kernel');
-  writeFileSync(join(phase1, 'initrd.img'), 'phase-1 initrd');
-  return { envDir, phase1, files };
+function writeEnv(dir: string): FaultEnv {
+  return writeFaultEnv(dir, {
+    iface: 'eth0',
+    address: SRV,
+    dhcp: ['  mode: full', `  range: ${RANGE[0]}-${RANGE[1]}`],
+    seedTime: SEED_TIME,
+    kernelBytes: SIZE / 4,
+    initrdBytes: SIZE - SIZE / 4,
+    extra: ['peers:', '  lsd: false', '  pex: true'],
+  });
 }
 
 /** Runs a short command in a host; resolves with its exit code (null: killed at `ms`) and output. */

@@ -29,6 +29,8 @@ export function writeFaultEnv(
     seedTime: number;
     kernelBytes: number;
     initrdBytes: number;
+    /** More top-level lines (e.g. a peers: section). */
+    extra?: string[];
   },
 ): FaultEnv {
   const envDir = join(dir, 'env');
@@ -46,6 +48,7 @@ export function writeFaultEnv(
       '  default_os: alpha',
       '  timeout: 0',
       `  seed_time: ${opts.seedTime}`,
+      ...(opts.extra ?? []),
       '',
     ].join('\n'),
   );

@@ -17,20 +17,9 @@ import { PeerConnection } from '../../src/wire/connection.js';
 import type { Metainfo } from '../../src/torrent/metainfo.js';
 import { duplexPair } from '../helpers/duplex.js';
 import { pseudoRandomBytes, tempDir } from '../helpers/tmp.js';
+import { seedImage } from '../helpers/image.js';
 
 const sha256 = (b: Buffer) => createHash('sha256').update(b).digest('hex');
-
-async function makeImage(dir: string, bytes: number, pieceLength: number, announce: string[] = []) {
-  const seedDir = join(dir, 'seed');
-  mkdirSync(seedDir, { recursive: true });
-  const data = pseudoRandomBytes(bytes, 77);
-  writeFileSync(join(seedDir, 'image.bin'), data);
-  const { meta } = await createTorrent(join(seedDir, 'image.bin'), {
-    pieceLength,
-    announce: announce.map((u) => [u]),
-  });
-  return { seedDir, data, meta };
-}
 
 const withTimeout = <T>(p: Promise<T>, ms: number, what: string): Promise<T> =>
   Promise.race([
@@ -42,7 +31,7 @@ const withTimeout = <T>(p: Promise<T>, ms: number, what: string): Promise<T> =>
 
 test('two engines over an in-memory stream: the leecher ends with the seeder data', async (t) => {
   const dir = tempDir(t);
-  const { seedDir, data, meta } = await makeImage(dir, 3 * 262144 + 1000, 262144);
+  const { seedDir, data, meta } = await seedImage(dir, 3 * 262144 + 1000, 262144);
   const seeder = new TorrentSession({ meta, dir: seedDir, mode: 'seed', peerId: newPeerId(), listenPort: 1 });
   const leecher = new TorrentSession({
     meta,
@@ -81,7 +70,7 @@ async function startClient(
 
 test('a spreading seed rejects a piece it already sent and suggests (BEP 6) one that never left it', async (t) => {
   const dir = tempDir(t);
-  const { seedDir, meta } = await makeImage(dir, 4 * 65536, 65536);
+  const { seedDir, meta } = await seedImage(dir, 4 * 65536, 65536);
   const seeder = new TorrentSession({ meta, dir: seedDir, mode: 'seed', peerId: newPeerId(), listenPort: 1 });
   t.after(() => seeder.stop());
   await seeder.start();
@@ -131,7 +120,7 @@ test('loopback swarm: one seeder and 8 leechers through our tracker; leechers se
   const { port } = await tracker.listen();
   t.after(() => tracker.close());
   const MiB = 1 << 20;
-  const { seedDir, data, meta } = await makeImage(dir, 64 * MiB, 256 * 1024, [
+  const { seedDir, data, meta } = await seedImage(dir, 64 * MiB, 256 * 1024, [
     `http://127.0.0.1:${port}/announce`,
   ]);
   tracker.add(meta.infoHash);
@@ -158,7 +147,7 @@ test('loopback swarm: one seeder and 8 leechers through our tracker; leechers se
 
 test('a peer serving corrupt data is detected and banned; the piece comes from elsewhere', async (t) => {
   const dir = tempDir(t);
-  const { seedDir, data, meta } = await makeImage(dir, 2 * 1024 * 1024, 65536);
+  const { seedDir, data, meta } = await seedImage(dir, 2 * 1024 * 1024, 65536);
   // A "seeder" whose copy is corrupt in every piece, started without
   // checking its data: it will serve garbage for pieces it claims to have.
   const badDir = join(dir, 'bad');
@@ -187,7 +176,7 @@ test('a peer serving corrupt data is detected and banned; the piece comes from e
 
 test('malformed wire messages close only that connection', async (t) => {
   const dir = tempDir(t);
-  const { seedDir, data, meta } = await makeImage(dir, 4 * 1024 * 1024, 65536);
+  const { seedDir, data, meta } = await seedImage(dir, 4 * 1024 * 1024, 65536);
   const seed = await startClient(t, meta, seedDir, 'seed', { uploadLimit: 2 << 20 });
   const leech = await startClient(t, meta, join(dir, 'leech'), 'download', {
     peers: [`127.0.0.1:${seed.client.listenPort}`],
@@ -213,7 +202,7 @@ test('malformed wire messages close only that connection', async (t) => {
 
 test('resume: data already on disk is checked and kept; only the missing pieces are fetched', async (t) => {
   const dir = tempDir(t);
-  const { seedDir, data, meta } = await makeImage(dir, 1024 * 1024, 65536);
+  const { seedDir, data, meta } = await seedImage(dir, 1024 * 1024, 65536);
   // Half of the pieces are already right; one of those has a flipped byte.
   mkdirSync(join(dir, 'leech'));
   const partial = Buffer.alloc(data.length);

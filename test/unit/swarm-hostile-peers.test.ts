@@ -3,9 +3,7 @@
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
-import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { createTorrent } from '../../src/torrent/create.js';
 import { TorrentSession, type SessionOptions } from '../../src/swarm/session.js';
 import { BitTorrentClient, newPeerId } from '../../src/swarm/client.js';
 import { fetchMetadata } from '../../src/swarm/metadata-fetch.js';
@@ -15,24 +13,9 @@ import { PeerConnection } from '../../src/wire/connection.js';
 import type { PexPeer } from '../../src/wire/codec.js';
 import type { Metainfo } from '../../src/torrent/metainfo.js';
 import { duplexPair } from '../helpers/duplex.js';
-import { pseudoRandomBytes, tempDir } from '../helpers/tmp.js';
-
-async function makeImage(dir: string) {
-  const seedDir = join(dir, 'seed');
-  mkdirSync(seedDir, { recursive: true });
-  writeFileSync(join(seedDir, 'image.bin'), pseudoRandomBytes(2 * 16384 + 100, 5));
-  const { meta } = await createTorrent(join(seedDir, 'image.bin'), { pieceLength: 16384 });
-  return { seedDir, meta };
-}
-
-/** Generous: these wait for events, never measure speed. */
-async function until(what: string, cond: () => boolean, ms = 20_000): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > deadline) throw new Error(`${what} did not happen within ${ms} ms`);
-    await new Promise((r) => setTimeout(r, 10));
-  }
-}
+import { tempDir } from '../helpers/tmp.js';
+import { seedImage } from '../helpers/image.js';
+import { waitUntil } from '../helpers/wait.js';
 
 /**
  * A test-driven peer on an in-memory pipe to `session`; `label` is its IP
@@ -74,7 +57,7 @@ async function session(
 }
 
 test('a peer whose extended handshake says ut_pex 0 is sent no PEX, and the PEX tick does not crash the seeder', async (t) => {
-  const { seedDir, meta } = await makeImage(tempDir(t));
+  const { seedDir, meta } = await seedImage(tempDir(t), 2 * 16384 + 100, 16384);
   const { s: seeder, failures } = await session(t, { meta, dir: seedDir, mode: 'seed' });
   // A disables ut_pex (BEP 10: id 0); B takes PEX, so it sees the ticks run.
   const a = await rawPeer(t, seeder, meta, '10.0.0.1');
@@ -97,13 +80,19 @@ test('a peer whose extended handshake says ut_pex 0 is sent no PEX, and the PEX 
 });
 
 test('a peer that turns ut_pex off with a later extended handshake is sent no PEX, and the seeder stays up', async (t) => {
-  const { seedDir, meta } = await makeImage(tempDir(t));
+  const { seedDir, meta } = await seedImage(tempDir(t), 2 * 16384 + 100, 16384);
   const { s: seeder, failures } = await session(t, { meta, dir: seedDir, mode: 'seed' });
   const a = await rawPeer(t, seeder, meta, '10.0.0.1');
   a.peer.sendExtendedHandshake({ m: new Map([['ut_pex', 1]]), p: 7001 });
   // BEP 10: a later handshake changes only what it names; 0 disables.
   a.peer.sendExtendedHandshake({ m: new Map([['ut_pex', 0]]) });
-  await until('the session to see both handshakes', () => a.sessionSide.remoteExtensions?.m.size === 0);
+  await waitUntil(
+    () => a.sessionSide.remoteExtensions?.m.size === 0,
+    20_000,
+    'the session to see both handshakes',
+    undefined,
+    10,
+  );
   assert.equal(a.sessionSide.remoteExtensions?.p, undefined);
   const b = await rawPeer(t, seeder, meta, '10.0.0.2');
   const gotPex = once(b.peer, 'pex');
@@ -126,7 +115,7 @@ function madeUp(start: number, n: number): PexPeer[] {
 
 test('a PEX flood of 20,000 made-up peers stays within the candidate caps and the dial limits', async (t) => {
   const dir = tempDir(t);
-  const { meta } = await makeImage(dir);
+  const { meta } = await seedImage(dir, 2 * 16384 + 100, 16384);
   const limits = {
     maxCandidates: 100,
     maxCandidatesPerPeer: 60,
@@ -157,7 +146,7 @@ test('a PEX flood of 20,000 made-up peers stays within the candidate caps and th
   const [f1, f2] = flooders as [(typeof flooders)[0], (typeof flooders)[0]];
   // One message with all 20,000 (BEP 11 allows 50): the rest are dropped.
   f1.peer.sendPex({ added: madeUp(0, 20_000), dropped: [] });
-  await until('the big message', () => f1.handled() === 1);
+  await waitUntil(() => f1.handled() === 1, 20_000, 'the big message', undefined, 10);
   assert.equal(leecher.candidateCount, 50);
   assert.ok(leecher.droppedInput >= 1);
   // Then 400 lawful messages of 50 each, from each of two peers.
@@ -165,7 +154,13 @@ test('a PEX flood of 20,000 made-up peers stays within the candidate caps and th
     f1.peer.sendPex({ added: madeUp(100_000 + m * 50, 50), dropped: [] });
     f2.peer.sendPex({ added: madeUp(200_000 + m * 50, 50), dropped: [] });
   }
-  await until('all PEX messages', () => f1.handled() === 401 && f2.handled() === 400);
+  await waitUntil(
+    () => f1.handled() === 401 && f2.handled() === 400,
+    20_000,
+    'all PEX messages',
+    undefined,
+    10,
+  );
   assert.ok(leecher.candidateCount <= limits.maxCandidates, `${leecher.candidateCount} candidates`);
   // Every address past the caps was counted as a drop, none was kept.
   assert.ok(leecher.droppedInput >= 40_050 - limits.maxCandidates - leecher.dialsStarted);
@@ -181,7 +176,7 @@ test('a PEX flood of 20,000 made-up peers stays within the candidate caps and th
 });
 
 test('a magnet whose x.pe peer has an out-of-range port still gets the metadata from the good peers (connect() threw and get failed)', async (t) => {
-  const { seedDir, meta } = await makeImage(tempDir(t));
+  const { seedDir, meta } = await seedImage(tempDir(t), 2 * 16384 + 100, 16384);
   const client = new BitTorrentClient({ host: '127.0.0.1', port: 0 });
   t.after(() => client.close());
   const port = await client.listen();
@@ -219,7 +214,7 @@ test('a magnet whose x.pe peer has an out-of-range port still gets the metadata 
 
 test('a throw while handling one peer in a timer closes that peer only; the session and the other peers go on', async (t) => {
   const dir = tempDir(t);
-  const { meta } = await makeImage(dir);
+  const { meta } = await seedImage(dir, 2 * 16384 + 100, 16384);
   const { s: leecher, failures } = await session(t, { meta, dir: join(dir, 'leech'), mode: 'download' });
   const a = await rawPeer(t, leecher, meta, '10.0.0.1');
   const b = await rawPeer(t, leecher, meta, '10.0.0.2');
@@ -239,7 +234,7 @@ test('a throw while handling one peer in a timer closes that peer only; the sess
 
 test('a throw in a session timer ends that session (whenComplete rejects), not the process', async (t) => {
   const dir = tempDir(t);
-  const { meta } = await makeImage(dir);
+  const { meta } = await seedImage(dir, 2 * 16384 + 100, 16384);
   const { s: leecher, failures } = await session(t, { meta, dir: join(dir, 'leech'), mode: 'download' });
   const a = await rawPeer(t, leecher, meta, '10.0.0.1');
   const internals = leecher as unknown as { connectMore: () => void };
@@ -248,11 +243,11 @@ test('a throw in a session timer ends that session (whenComplete rejects), not t
   };
   await assert.rejects(leecher.whenComplete(), /torrent session failed in tick: injected fault/);
   assert.equal(failures.length, 1);
-  await until('the session to close its peers', () => !a.sessionSide.isOpen);
+  await waitUntil(() => !a.sessionSide.isOpen, 20_000, 'the session to close its peers', undefined, 10);
 });
 
 test('a peer that sends requests and never reads is closed at the write backlog limit, not buffered without end', async (t) => {
-  const { seedDir, meta } = await makeImage(tempDir(t));
+  const { seedDir, meta } = await seedImage(tempDir(t), 2 * 16384 + 100, 16384);
   const maxWriteBacklogBytes = 64 * 1024;
   const { s: seeder, failures } = await session(t, {
     meta,
@@ -286,7 +281,7 @@ test('a peer that sends requests and never reads is closed at the write backlog 
 });
 
 test('a peer that resends have-none in a loop is closed at maxPieceSetMessages (each cost a scan of every piece)', async (t) => {
-  const { seedDir, meta } = await makeImage(tempDir(t));
+  const { seedDir, meta } = await seedImage(tempDir(t), 2 * 16384 + 100, 16384);
   const { s: seeder, failures } = await session(t, { meta, dir: seedDir, mode: 'seed' });
   const a = await rawPeer(t, seeder, meta, '10.0.0.1');
   const b = await rawPeer(t, seeder, meta, '10.0.0.2');
@@ -306,7 +301,7 @@ test('a peer that resends have-none in a loop is closed at maxPieceSetMessages (
 });
 
 test('a peer flipping interested 500 times in one burst gets one unchoke, not a choke or unchoke per flip', async (t) => {
-  const { seedDir, meta } = await makeImage(tempDir(t));
+  const { seedDir, meta } = await seedImage(tempDir(t), 2 * 16384 + 100, 16384);
   const { s: seeder, failures } = await session(t, { meta, dir: seedDir, mode: 'seed' });
   const a = await rawPeer(t, seeder, meta, '10.0.0.1');
   let chokes = 0;
@@ -329,7 +324,7 @@ test('a peer flipping interested 500 times in one burst gets one unchoke, not a 
 });
 
 test('cancels for requests we do not hold do not scan the upload queue (a cancel flood cost O(queue) each)', async (t) => {
-  const { seedDir, meta } = await makeImage(tempDir(t));
+  const { seedDir, meta } = await seedImage(tempDir(t), 2 * 16384 + 100, 16384);
   const { s: seeder, failures } = await session(t, { meta, dir: seedDir, mode: 'seed' });
   const a = await rawPeer(t, seeder, meta, '10.0.0.1');
   // Counts scans of this peer's upload queue (a count, not a time): the
@@ -346,7 +341,7 @@ test('cancels for requests we do not hold do not scan the upload queue (a cancel
   let seen = 0;
   a.sessionSide.on('cancel', () => seen++);
   for (let i = 0; i < 10_000; i++) a.peer.cancel(0, (i % 2) * 16384, 16384);
-  await until('all cancels', () => seen === 10_000);
+  await waitUntil(() => seen === 10_000, 20_000, 'all cancels', undefined, 10);
   assert.equal(scans, 0);
   assert.ok(a.sessionSide.isOpen);
   assert.deepEqual(failures, []);
@@ -354,7 +349,7 @@ test('cancels for requests we do not hold do not scan the upload queue (a cancel
 
 test('PEX messages repeating known addresses do not each rescan the candidates (a pass per address made floods quadratic)', async (t) => {
   const dir = tempDir(t);
-  const { meta } = await makeImage(dir);
+  const { meta } = await seedImage(dir, 2 * 16384 + 100, 16384);
   const { s: leecher, failures } = await session(t, {
     meta,
     dir: join(dir, 'leech'),
@@ -376,7 +371,7 @@ test('PEX messages repeating known addresses do not each rescan the candidates (
   f.sessionSide.on('pex', () => handled++);
   const same = madeUp(0, 50);
   for (let m = 0; m < 400; m++) f.peer.sendPex({ added: same, dropped: [] });
-  await until('all PEX messages', () => handled === 400);
+  await waitUntil(() => handled === 400, 20_000, 'all PEX messages', undefined, 10);
   await new Promise((r) => setImmediate(r));
   // One pass per burst of messages and one per 1 s tick, never one per address.
   assert.ok(passes < 100, `${passes} passes for 20,000 addresses`);

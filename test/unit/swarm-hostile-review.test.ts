@@ -20,24 +20,9 @@ import type { Metainfo } from '../../src/torrent/metainfo.js';
 import { encodeHandshake, encodeMessage, reservedBytes } from '../../src/wire/codec.js';
 import { PEER_LIMITS } from '../../src/limits.js';
 import { duplexPair } from '../helpers/duplex.js';
-import { pseudoRandomBytes, tempDir } from '../helpers/tmp.js';
-
-async function makeImage(dir: string) {
-  const seedDir = join(dir, 'seed');
-  mkdirSync(seedDir, { recursive: true });
-  writeFileSync(join(seedDir, 'image.bin'), pseudoRandomBytes(2 * 16384 + 100, 7));
-  const { meta } = await createTorrent(join(seedDir, 'image.bin'), { pieceLength: 16384 });
-  return { seedDir, meta };
-}
-
-/** Generous: these wait for events, never measure speed. */
-async function until(what: string, cond: () => boolean, ms = 20_000): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > deadline) throw new Error(`${what} did not happen within ${ms} ms`);
-    await new Promise((r) => setTimeout(r, 10));
-  }
-}
+import { tempDir } from '../helpers/tmp.js';
+import { seedImage } from '../helpers/image.js';
+import { waitUntil } from '../helpers/wait.js';
 
 async function session(
   t: TestContext,
@@ -84,21 +69,24 @@ function link(a: TorrentSession, aLabel: string, b: TorrentSession, bLabel: stri
 
 test('rejects for requests never made do not grow a per-peer map without bound', async (t) => {
   const dir = tempDir(t);
-  const { meta } = await makeImage(dir);
+  const { meta } = await seedImage(dir, 2 * 16384 + 100, 16384);
   const { s: leecher, failures } = await session(t, { meta, dir: join(dir, 'leech'), mode: 'download' });
   const { peer, sessionSide } = await rawPeer(t, leecher, meta, '10.0.0.1');
   assert.ok(peer.fast, 'BEP 6 negotiated');
   // Unchoked, so the session takes rejects as saying something about a piece.
   peer.unchoke();
-  await until('the unchoke to arrive', () => !sessionSide.peerChoking);
+  await waitUntil(() => !sessionSide.peerChoking, 20_000, 'the unchoke to arrive', undefined, 10);
   // Every index a uint32 allows; a real peer rejects only what we asked.
   const N = 20_000;
   for (let i = 0; i < N; i++) peer.reject(1000 + i, 0, 16384);
   // Messages arrive in order: once this have is seen, so were the rejects.
   peer.have(0);
-  await until(
-    'the rejects to arrive',
+  await waitUntil(
     () => !sessionSide.isOpen || sessionSide.remoteBitfield?.get(0) === true,
+    20_000,
+    'the rejects to arrive',
+    undefined,
+    10,
   );
   if (sessionSide.isOpen) {
     const held = peerState(leecher, sessionSide).refused.size;
@@ -124,7 +112,7 @@ async function impostor(t: TestContext, s: TorrentSession, meta: Metainfo, label
 
 test('a peer that sends corrupt data under the seeder peer id does not get the seeder banned', async (t) => {
   const dir = tempDir(t);
-  const { seedDir, meta } = await makeImage(dir);
+  const { seedDir, meta } = await seedImage(dir, 2 * 16384 + 100, 16384);
   const { s: seeder } = await session(t, { meta, dir: seedDir, mode: 'seed' });
   const { s: leecher, failures } = await session(t, { meta, dir: join(dir, 'leech'), mode: 'download' });
   const seederId = (seeder as unknown as { opts: SessionOptions }).opts.peerId;
@@ -141,7 +129,7 @@ test('a peer that sends corrupt data under the seeder peer id does not get the s
 
 test('a peer that connects first under the seeder peer id does not keep the seeder out', async (t) => {
   const dir = tempDir(t);
-  const { seedDir, meta } = await makeImage(dir);
+  const { seedDir, meta } = await seedImage(dir, 2 * 16384 + 100, 16384);
   const { s: seeder } = await session(t, { meta, dir: seedDir, mode: 'seed' });
   const { s: leecher, failures } = await session(t, { meta, dir: join(dir, 'leech'), mode: 'download' });
   const seederId = (seeder as unknown as { opts: SessionOptions }).opts.peerId;
@@ -169,7 +157,13 @@ test('a flood of have-all, have-none and repeated bitfields costs the session no
   const half = new Bitfield(meta.pieceCount);
   for (let i = 0; i < meta.pieceCount; i += 2) half.set(i);
   peer.bitfield(half);
-  await until('the bitfield to arrive', () => sessionSide.remoteBitfield?.count() === half.count());
+  await waitUntil(
+    () => sessionSide.remoteBitfield?.count() === half.count(),
+    20_000,
+    'the bitfield to arrive',
+    undefined,
+    10,
+  );
   // Work counted in bit reads and writes, not time (the machine is shared).
   let ops = 0;
   const proto = Object.getOwnPropertyDescriptors(Bitfield.prototype);
@@ -193,9 +187,12 @@ test('a flood of have-all, have-none and repeated bitfields costs the session no
     peer.bitfield(half);
   }
   peer.have(1);
-  await until(
-    'the flood to arrive',
+  await waitUntil(
     () => !sessionSide.isOpen || sessionSide.remoteBitfield?.get(1) === true,
+    20_000,
+    'the flood to arrive',
+    undefined,
+    10,
   );
   for (let i = 0; i < N; i++) {
     peer.haveAll();
@@ -203,9 +200,12 @@ test('a flood of have-all, have-none and repeated bitfields costs the session no
   }
   peer.have(0);
   peer.have(3);
-  await until(
-    'the flood to arrive',
+  await waitUntil(
     () => !sessionSide.isOpen || sessionSide.remoteBitfield?.get(3) === true,
+    20_000,
+    'the flood to arrive',
+    undefined,
+    10,
   );
   Bitfield.prototype.get = get;
   Bitfield.prototype.set = set;
@@ -217,7 +217,7 @@ test('a flood of have-all, have-none and repeated bitfields costs the session no
 });
 
 test('a peer that floods requests while choked and never reads cannot grow our send buffer without bound', async (t) => {
-  const { seedDir, meta } = await makeImage(tempDir(t));
+  const { seedDir, meta } = await seedImage(tempDir(t), 2 * 16384 + 100, 16384);
   const { s: seeder, failures } = await session(t, { meta, dir: seedDir, mode: 'seed' });
   const [a, b] = duplexPair();
   t.after(() => a.destroy());
@@ -242,7 +242,13 @@ test('a peer that floods requests while choked and never reads cannot grow our s
     await new Promise((r) => setImmediate(r));
     peak = Math.max(peak, sessionSide.bufferedAmount);
   }
-  await until('the requests to be read', () => !sessionSide.isOpen || b.readableLength === 0);
+  await waitUntil(
+    () => !sessionSide.isOpen || b.readableLength === 0,
+    20_000,
+    'the requests to be read',
+    undefined,
+    10,
+  );
   peak = Math.max(peak, sessionSide.isOpen ? sessionSide.bufferedAmount : 0);
   assert.ok(
     peak <= PEER_LIMITS.maxWriteBacklogBytes + 64 * 1024,
@@ -252,7 +258,7 @@ test('a peer that floods requests while choked and never reads cannot grow our s
 });
 
 test('a peer toggling interested and not-interested does not cost a choke round per message', async (t) => {
-  const { seedDir, meta } = await makeImage(tempDir(t));
+  const { seedDir, meta } = await seedImage(tempDir(t), 2 * 16384 + 100, 16384);
   const { s: seeder, failures } = await session(t, { meta, dir: seedDir, mode: 'seed' });
   // Work counted in choke rounds, not time: each round sorts every peer.
   let rounds = 0;
@@ -276,9 +282,12 @@ test('a peer toggling interested and not-interested does not cost a choke round 
     await new Promise((r) => setImmediate(r));
   }
   peer.have(1);
-  await until(
-    'the flood to arrive',
+  await waitUntil(
     () => !sessionSide.isOpen || sessionSide.remoteBitfield?.get(1) === true,
+    20_000,
+    'the flood to arrive',
+    undefined,
+    10,
   );
   await new Promise((r) => setTimeout(r, 50));
   const spent = rounds - before;
@@ -401,7 +410,7 @@ for (const [what, sizeOf] of [
 }
 
 test('extended handshakes naming ever new extensions do not grow what a connection keeps of the peer', async (t) => {
-  const { meta } = await makeImage(tempDir(t));
+  const { meta } = await seedImage(tempDir(t), 2 * 16384 + 100, 16384);
   const [a, b] = duplexPair();
   const ours = new PeerConnection(b, { peerId: newPeerId(), initiator: false, infoHash: meta.infoHash });
   const theirs = new PeerConnection(a, { peerId: newPeerId(), initiator: true, infoHash: meta.infoHash });
@@ -419,7 +428,7 @@ test('extended handshakes naming ever new extensions do not grow what a connecti
     for (let i = 0; i < 1000; i++) m.set(`x${k}_${i}`, 1 + (i % 200));
     theirs.sendExtendedHandshake({ m });
   }
-  await until('the handshakes to arrive', () => seen === 100 || !ours.isOpen);
+  await waitUntil(() => seen === 100 || !ours.isOpen, 20_000, 'the handshakes to arrive', undefined, 10);
   if (ours.isOpen) {
     const kept = ours.remoteExtensions?.m.size ?? 0;
     assert.ok(kept <= 1000, `${kept} extension names kept for one peer`);

@@ -26,6 +26,7 @@ import { encodeHandshake, reservedBytes } from '../../src/wire/codec.js';
 import { PeerConnection } from '../../src/wire/connection.js';
 import type { Metainfo } from '../../src/torrent/metainfo.js';
 import { pseudoRandomBytes, tempDir } from '../helpers/tmp.js';
+import { waitUntil } from '../helpers/wait.js';
 
 const HOST = '127.0.0.1';
 
@@ -36,15 +37,6 @@ const withTimeout = <T>(p: Promise<T>, ms: number, what: string): Promise<T> =>
       setTimeout(() => reject(new Error(`${what} did not happen within ${ms} ms`)), ms).unref(),
     ),
   ]);
-
-/** Polls `cond` until true, failing after `ms`. */
-async function until(cond: () => boolean, ms: number, what: string): Promise<void> {
-  const end = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error(`${what} did not happen within ${ms} ms`);
-    await sleep(20);
-  }
-}
 
 /** A seeding client on loopback with one small torrent. */
 async function seeder(
@@ -173,11 +165,23 @@ test('an address over its established cap in a torrent is refused while another 
   const { port, meta, session } = await seeder(t, {}, { establishedPerIp: 2 });
   await wirePeer(t, port, '127.0.0.2', meta);
   await wirePeer(t, port, '127.0.0.2', meta);
-  await until(() => peersFrom(session, '127.0.0.2') === 2, 5000, 'two peers from 127.0.0.2 in the torrent');
+  await waitUntil(
+    () => peersFrom(session, '127.0.0.2') === 2,
+    5000,
+    'two peers from 127.0.0.2 in the torrent',
+    undefined,
+    20,
+  );
   const third = await wirePeer(t, port, '127.0.0.2', meta);
   await withTimeout(once(third, 'close'), 5000, 'refusal of the third connection from one address');
   const other = await wirePeer(t, port, '127.0.0.3', meta);
-  await until(() => peersFrom(session, '127.0.0.3') === 1, 5000, 'the peer from 127.0.0.3 in the torrent');
+  await waitUntil(
+    () => peersFrom(session, '127.0.0.3') === 1,
+    5000,
+    'the peer from 127.0.0.3 in the torrent',
+    undefined,
+    20,
+  );
   assert.ok(other.isOpen);
   assert.equal(peersFrom(session, '127.0.0.2'), 2);
 });
@@ -186,7 +190,13 @@ test('an address over its established cap in a torrent is refused while another 
 async function fillSlots(t: TestContext, port: number, meta: Metainfo, session: TorrentSession) {
   const peers: PeerConnection[] = [];
   for (let i = 0; i < 11; i++) peers.push(await wirePeer(t, port, `127.0.1.${i + 1}`, meta));
-  await until(() => session.stats().peers.length === 11, 5000, 'eleven peers in the torrent');
+  await waitUntil(
+    () => session.stats().peers.length === 11,
+    5000,
+    'eleven peers in the torrent',
+    undefined,
+    20,
+  );
   return peers;
 }
 
@@ -207,9 +217,21 @@ test('a full torrent gives the slot of the peer useless for longest to a newcome
   await sleep(600);
   await fetch();
   const newcomer = await wirePeer(t, port, '127.0.2.1', meta);
-  await until(() => peersFrom(session, '127.0.2.1') === 1, 5000, 'the newcomer in the torrent');
+  await waitUntil(
+    () => peersFrom(session, '127.0.2.1') === 1,
+    5000,
+    'the newcomer in the torrent',
+    undefined,
+    20,
+  );
   assert.ok(newcomer.isOpen);
-  await until(() => peers.filter((p) => !p.isOpen).length === 1, 5000, 'one idle peer replaced');
+  await waitUntil(
+    () => peers.filter((p) => !p.isOpen).length === 1,
+    5000,
+    'one idle peer replaced',
+    undefined,
+    20,
+  );
   assert.ok(useful.isOpen, 'the peer moving blocks keeps its slot');
   assert.equal(session.stats().peers.length, 11);
 });
@@ -231,7 +253,13 @@ test('a downloader whose slots are held by peers that move nothing still dials a
   const leech = await bt.add({ meta, dir, mode: 'download', maxPeers: 1, uselessPeerMs: 300 });
   // An idle peer takes the only slot before the leecher knows of the seeder.
   const idle = await wirePeer(t, port, '127.0.0.2', meta);
-  await until(() => peersFrom(leech, '127.0.0.2') === 1, 5000, 'the idle peer in the torrent');
+  await waitUntil(
+    () => peersFrom(leech, '127.0.0.2') === 1,
+    5000,
+    'the idle peer in the torrent',
+    undefined,
+    20,
+  );
   leech.addPeerAddress(`${HOST}:${seedPort}`);
   await withTimeout(leech.whenComplete(), 30_000, 'the download');
   assert.equal(idle.isOpen, false, 'the idle peer gave its slot up');
