@@ -58,3 +58,8 @@ export function isBootTorrentError(err: unknown, code?: ErrorCode): err is BootT
 export function abortError(signal: AbortSignal): BootTorrentError {
   return new BootTorrentError('BT_ERR_ABORTED', 'operation aborted', { cause: signal.reason });
 }
+
+/** The message of a thrown value, whatever was thrown: for log fields. */
+export function errorText(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}

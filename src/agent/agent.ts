@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import type { Readable, Writable } from 'node:stream';
 import { promisify } from 'node:util';
 import type { AgentStage, BootConfig, BootOs } from '../boot-config.js';
-import { isBootTorrentError } from '../errors.js';
+import { isBootTorrentError, errorText } from '../errors.js';
 import { BitTorrentClient } from '../swarm/client.js';
 import type { SessionStats, TorrentSession } from '../swarm/session.js';
 import { silentLogger, type Logger } from '../util/logger.js';
@@ -272,7 +272,7 @@ export class Agent {
 
   private toFailure(err: unknown, os: BootOs | undefined): FailureInfo {
     if (err instanceof StepFailure) return { what: err.what, error: err.message, hint: err.hint };
-    const msg = err instanceof Error ? err.message : String(err);
+    const msg = errorText(err);
     return {
       what: os ? `boot of ${os.name}` : 'the agent',
       error: isBootTorrentError(err) ? `${err.code}: ${msg}` : msg,

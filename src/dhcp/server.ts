@@ -37,7 +37,7 @@ import { EventEmitter } from 'node:events';
 import { isIPv4 } from 'node:net';
 import { networkInterfaces } from 'node:os';
 
-import { BootTorrentError } from '../errors.js';
+import { BootTorrentError, errorText } from '../errors.js';
 import { DHCP_LIMITS } from '../limits.js';
 import { DropLog } from '../util/drop-log.js';
 import { silentLogger } from '../util/logger.js';
@@ -423,7 +423,7 @@ export class DhcpServer extends EventEmitter<DhcpServerEvents> {
     this.#drops.drop(rinfo.address, 'DHCP request failed', {
       from: `${rinfo.address}:${rinfo.port}`,
       mac,
-      error: err instanceof Error ? err.message : String(err),
+      error: errorText(err),
     });
   }
 

@@ -11,6 +11,7 @@
  */
 import { readFile } from 'node:fs/promises';
 import { isIPv4 } from 'node:net';
+import { ipToInt, normalizeMac } from '../util/address.js';
 
 /** Why a requester was tied to the MAC it asked for. */
 export type TieReason = 'loopback' | 'neighbour' | 'lease' | 'trusted';
@@ -27,15 +28,11 @@ export function parseProcNetArp(text: string): Map<string, string> {
     const [ip, , flags, mac] = line.trim().split(/\s+/);
     if (!ip || !flags || !mac || !isIPv4(ip)) continue;
     if ((Number.parseInt(flags, 16) & 0x2) === 0) continue; // ATF_COM: resolved
-    const m = mac.toLowerCase();
-    if (!/^([0-9a-f]{2}:){5}[0-9a-f]{2}$/.test(m) || m === '00:00:00:00:00:00') continue;
+    const m = normalizeMac(mac);
+    if (!m || m === '00:00:00:00:00:00') continue;
     out.set(ip, m);
   }
   return out;
-}
-
-function ipv4ToInt(ip: string): number {
-  return ip.split('.').reduce((n, o) => n * 256 + Number(o), 0);
 }
 
 /** An IPv4 CIDR ("10.0.0.0/24", or an address alone for /32) as a predicate; throws on anything else. */
@@ -44,8 +41,8 @@ export function parseCidr(cidr: string): (ip: string) => boolean {
   const bits = m ? Number(m[2] ?? 32) : -1;
   if (!m || !isIPv4(m[1]!) || bits < 0 || bits > 32) throw new Error(`not an IPv4 CIDR: ${cidr}`);
   const mask = bits === 0 ? 0 : (0xffffffff << (32 - bits)) >>> 0;
-  const net = (ipv4ToInt(m[1]!) & mask) >>> 0;
-  return (ip) => isIPv4(ip) && (ipv4ToInt(ip) & mask) >>> 0 === net;
+  const net = (ipToInt(m[1]!) & mask) >>> 0;
+  return (ip) => isIPv4(ip) && (ipToInt(ip) & mask) >>> 0 === net;
 }
 
 export interface RequesterOptions {

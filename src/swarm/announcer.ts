@@ -5,6 +5,7 @@
  * dials them through its PeerDialer. The clock is injected, so the
  * schedule is testable without waiting.
  */
+import { errorText } from '../errors.js';
 import type { Logger } from '../util/logger.js';
 import type { TrackerClient } from '../tracker/client.js';
 import { LocalServiceDiscovery } from '../tracker/lsd.js';
@@ -43,8 +44,6 @@ export interface AnnouncerServices {
   /** Milliseconds, like Date.now (the default). */
   readonly now?: () => number;
 }
-
-const errorText = (err: unknown) => (err instanceof Error ? err.message : String(err));
 
 export class Announcer {
   private readonly opts: AnnouncerOptions;

@@ -16,7 +16,7 @@ import { EventEmitter } from 'node:events';
 import { connect } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { randomBytes } from 'node:crypto';
-import { BootTorrentError, abortError } from '../errors.js';
+import { BootTorrentError, abortError, errorText } from '../errors.js';
 import { silentLogger, type Logger } from '../util/logger.js';
 import { DropLog } from '../util/drop-log.js';
 import { PEER_LIMITS } from '../limits.js';
@@ -215,7 +215,6 @@ const key = (index: number, begin: number) => `${index}:${begin}`;
  * honest peer banned by sending corrupt data under its id.
  */
 const idKey = (ip: string, peerId: Buffer) => `${ip}/${peerId.toString('hex')}`;
-const errorText = (err: unknown) => (err instanceof Error ? err.message : String(err));
 
 export class TorrentSession extends EventEmitter<SessionEvents> {
   readonly meta: Metainfo;

@@ -20,7 +20,7 @@ import { createSocket } from 'node:dgram';
 import type { RemoteInfo, Socket } from 'node:dgram';
 import { EventEmitter } from 'node:events';
 import { isIP } from 'node:net';
-import { BootTorrentError, isBootTorrentError } from '../errors.js';
+import { BootTorrentError, isBootTorrentError, errorText } from '../errors.js';
 import { TFTP_LIMITS } from '../limits.js';
 import { DropLog } from '../util/drop-log.js';
 import { silentLogger } from '../util/logger.js';
@@ -302,7 +302,7 @@ class Transfer {
   }
 
   private fail(err: unknown): void {
-    const message = err instanceof Error ? err.message : String(err);
+    const message = errorText(err);
     this.send({ type: 'ERROR', code: TftpErrorCode.NotDefined, message: 'read error on the server' });
     this.finish('read-error', message, TftpErrorCode.NotDefined);
   }
@@ -333,7 +333,7 @@ class Transfer {
     } catch (err) {
       this.p.drops.drop(rinfo.address, 'malformed packet dropped', {
         client: this.peerName,
-        error: err instanceof Error ? err.message : String(err),
+        error: errorText(err),
       });
       return;
     }
@@ -623,7 +623,7 @@ export class TftpServer extends EventEmitter<TftpServerEvents> {
       // Counted, one line per source a minute: junk must not choose how much we log.
       this.drops.drop(rinfo.address, 'malformed packet dropped', {
         from,
-        error: err instanceof Error ? err.message : String(err),
+        error: errorText(err),
       });
       return;
     }
@@ -665,7 +665,7 @@ export class TftpServer extends EventEmitter<TftpServerEvents> {
       this.log.error('transfer failed to start', {
         from,
         file: packet.filename,
-        error: err instanceof Error ? err.message : String(err),
+        error: errorText(err),
       });
     });
     this.pending.add(work);
@@ -715,7 +715,7 @@ export class TftpServer extends EventEmitter<TftpServerEvents> {
     } catch (err) {
       this.log.error('a transfer listener failed', {
         client: info.client,
-        error: err instanceof Error ? err.message : String(err),
+        error: errorText(err),
       });
     }
   }
@@ -745,11 +745,7 @@ export class TftpServer extends EventEmitter<TftpServerEvents> {
         // The log gets the whole reason (it may name real paths); the client a short one.
         refuse(TftpErrorCode.AccessViolation, 'access violation', err.message);
       } else {
-        refuse(
-          TftpErrorCode.NotDefined,
-          'cannot open the file',
-          err instanceof Error ? err.message : String(err),
-        );
+        refuse(TftpErrorCode.NotDefined, 'cannot open the file', errorText(err));
       }
       return;
     }

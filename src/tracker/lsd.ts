@@ -17,6 +17,7 @@ import { isIPv4 } from 'node:net';
 import { networkInterfaces } from 'node:os';
 
 import { BootTorrentError, abortError } from '../errors.js';
+import { ipToInt } from '../util/address.js';
 import { LSD_IPV4_GROUP, LSD_PORT, decode, encode, normalizeInfoHash } from './lsd-codec.js';
 
 /** The logging surface LSD needs; any structured logger (pino-like) fits. */
@@ -85,11 +86,6 @@ interface LsdEvents {
 
 const DEFAULT_INTERVAL_MS = 5 * 60_000;
 const MIN_INTERVAL_MS = 1_000;
-
-/** IPv4 dotted quad to unsigned 32-bit integer (inputs checked by isIPv4). */
-function ipv4ToInt(ip: string): number {
-  return ip.split('.').reduce((acc, part) => ((acc << 8) | Number(part)) >>> 0, 0);
-}
 
 /**
  * Announces our torrents on one IPv4 interface every `announceIntervalMs`
@@ -316,8 +312,8 @@ export class LocalServiceDiscovery extends EventEmitter<LsdEvents> {
     for (const addrs of Object.values(networkInterfaces())) {
       for (const a of addrs ?? []) {
         if (a.family === 'IPv4' && a.address === this.#iface) {
-          const mask = ipv4ToInt(a.netmask);
-          return { network: (ipv4ToInt(a.address) & mask) >>> 0, mask };
+          const mask = ipToInt(a.netmask);
+          return { network: (ipToInt(a.address) & mask) >>> 0, mask };
         }
       }
     }
@@ -376,7 +372,7 @@ export class LocalServiceDiscovery extends EventEmitter<LsdEvents> {
     // not a lab neighbour: drop it (libtorrent filters the same way).
     if (
       rinfo.family !== 'IPv4' ||
-      (ipv4ToInt(rinfo.address) & this.#subnet.mask) >>> 0 !== this.#subnet.network
+      (ipToInt(rinfo.address) & this.#subnet.mask) >>> 0 !== this.#subnet.network
     ) {
       this.#log.debug('LSD datagram from outside the interface subnet ignored', { from: rinfo.address });
       return;
