@@ -199,10 +199,13 @@ export class PeerDialer {
   /** Some candidate could be dialed now if a slot were free (not dialing, backoff over, not connected). */
   hasDue(connected: (address: string) => boolean): boolean {
     const now = this.#now();
-    for (const c of this.#candidates.values()) {
-      if (!this.#dialing.has(c.address) && c.nextTry <= now && !connected(c.address)) return true;
-    }
+    for (const c of this.#candidates.values()) if (this.#due(c, now, connected)) return true;
     return false;
+  }
+
+  /** Not being dialed, backoff over, not connected. */
+  #due(c: DialCandidate, now: number, connected: (address: string) => boolean): boolean {
+    return !this.#dialing.has(c.address) && c.nextTry <= now && !connected(c.address);
   }
 
   /**
@@ -218,7 +221,7 @@ export class PeerDialer {
     for (const c of this.#candidates.values()) {
       if (room <= 0 || this.#tokens < 1) break;
       if (opts.seeding && !c.local) continue;
-      if (this.#dialing.has(c.address) || c.nextTry > now || opts.connected(c.address)) continue;
+      if (!this.#due(c, now, opts.connected)) continue;
       this.#dialing.add(c.address);
       this.#tokens--;
       this.started++;
