@@ -164,6 +164,11 @@ export class DhcpServer extends EventEmitter<DhcpServerEvents> {
     return this.#table?.all() ?? [];
   }
 
+  /** The lease recorded for one MAC, active or expired (full mode). */
+  leaseOf(mac: string): Lease | undefined {
+    return this.#table?.leaseOf(mac);
+  }
+
   /**
    * Sizes of the state clients can grow (full mode) and packets dropped, for
    * status and tests: leases, outstanding offers and declined addresses are

@@ -12,7 +12,7 @@ import { readFile, writeFile, rename, mkdir, rm, readdir, stat } from 'node:fs/p
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import { networkInterfaces } from 'node:os';
 import { dirname, join } from 'node:path';
-import { BootTorrentError } from '../errors.js';
+import { BootTorrentError, errorText } from '../errors.js';
 import { createBoundedServer, httpLimits, type HttpListenerLimits } from '../util/http-guard.js';
 import { refuseBadTarget, requestUrl } from '../http/target.js';
 import { HTTP_LIMITS } from '../limits.js';
@@ -272,8 +272,8 @@ export class BootServer {
         ...(this.services.readArp ? { readArp: this.services.readArp } : {}),
         // Full DHCP mode: the address we leased to the MAC is that MAC's.
         leaseIp: (mac) => {
-          const now = Date.now();
-          return this.netboot?.dhcp.leases().find((l) => l.mac === mac && l.expires > now)?.ip;
+          const lease = this.netboot?.dhcp.leaseOf(mac);
+          return lease && lease.expires > Date.now() ? lease.ip : undefined;
         },
       },
     );
@@ -481,7 +481,7 @@ export class BootServer {
               : this.seed(e),
           )
           .catch((error: unknown) =>
-            this.log.error('seeding again failed', { os: e.os.id, error: (error as Error).message }),
+            this.log.error('seeding again failed', { os: e.os.id, error: errorText(error) }),
           );
       }, wait);
       timer.unref();
