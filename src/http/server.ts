@@ -7,7 +7,7 @@
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import { BootTorrentError } from '../errors.js';
 import { DropLog } from '../util/drop-log.js';
-import { isPacketError } from '../util/listener-error.js';
+import { watchListener } from '../util/listener-error.js';
 import { silentLogger, type Logger } from '../util/logger.js';
 import type { BootPolicy } from '../boot/policy.js';
 import { phaseOneScript, refusalScript } from './ipxe.js';
@@ -119,12 +119,16 @@ export class BootHttpServer {
       });
       server.listen(port, host, () => resolve());
     });
-    server.on('error', (err) => {
-      if (isPacketError(err))
-        return this.acceptDrops.drop('listener', 'HTTP connection not accepted', { error: err.message });
-      this.log.error('HTTP listener failed', { error: err.message });
-      this.services.onListenerError?.(err);
-    });
+    watchListener(
+      server,
+      {
+        drops: this.acceptDrops,
+        packet: 'HTTP connection not accepted',
+        log: this.log,
+        failed: 'HTTP listener failed',
+      },
+      (err) => this.services.onListenerError?.(err),
+    );
     this.server = server;
     const addr = server.address();
     this.boundPort = typeof addr === 'object' && addr ? addr.port : port;

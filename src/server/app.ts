@@ -6,7 +6,7 @@
  * while it runs; and stops everything on close() (Ctrl-C / SIGTERM in the
  * CLI). If any part fails to start, the parts already started are closed.
  */
-import { isPacketError } from '../util/listener-error.js';
+import { watchListener } from '../util/listener-error.js';
 import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import { readFile, writeFile, rename, mkdir, rm, readdir, stat } from 'node:fs/promises';
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
@@ -686,13 +686,11 @@ export class BootServer {
       );
       server.listen(port, host, () => resolve());
     });
-    server.on('error', (err) => {
-      if (isPacketError(err))
-        return this.dashboardDrops.drop('listener', 'dashboard connection not accepted', {
-          error: err.message,
-        });
-      this.fail('dashboard', err);
-    });
+    watchListener(
+      server,
+      { drops: this.dashboardDrops, packet: 'dashboard connection not accepted' },
+      (err) => this.fail('dashboard', err),
+    );
     this.dashboardServer = server;
     const addr = server.address();
     const bound = typeof addr === 'object' && addr ? addr.port : port;

@@ -9,7 +9,7 @@ import { randomBytes } from 'node:crypto';
 import { BootTorrentError } from '../errors.js';
 import { silentLogger, type Logger } from '../util/logger.js';
 import { DropLog } from '../util/drop-log.js';
-import { isPacketError } from '../util/listener-error.js';
+import { watchListener } from '../util/listener-error.js';
 import { PEER_LIMITS } from '../limits.js';
 import { PeerConnection } from '../wire/connection.js';
 import { TrackerClient } from '../tracker/client.js';
@@ -107,12 +107,11 @@ export class BitTorrentClient {
       });
       server.listen(this.requestedPort, this.host, () => resolve());
     });
-    server.on('error', (err) => {
-      if (isPacketError(err))
-        return this.drops.drop('listener', 'peer connection not accepted', { error: err.message });
-      this.log.error('listener failed', { error: err.message });
-      this.onListenerError?.(err);
-    });
+    watchListener(
+      server,
+      { drops: this.drops, packet: 'peer connection not accepted', log: this.log, failed: 'listener failed' },
+      (err) => this.onListenerError?.(err),
+    );
     this.server = server;
     const addr = server.address();
     this.port = typeof addr === 'object' && addr ? addr.port : this.requestedPort;

@@ -25,7 +25,7 @@ import { TFTP_LIMITS } from '../limits.js';
 import { DropLog } from '../util/drop-log.js';
 import { silentLogger } from '../util/logger.js';
 import type { Logger } from '../util/logger.js';
-import { isPacketError } from '../util/listener-error.js';
+import { watchListener } from '../util/listener-error.js';
 import { octetBlocks, netasciiBlocks } from './blocks.js';
 import type { BlockSource } from './blocks.js';
 import { decode, encode, TftpErrorCode } from './codec.js';
@@ -550,13 +550,11 @@ export class TftpServer extends EventEmitter<TftpServerEvents> {
         });
       }
     });
-    socket.on('error', (err) => {
-      // One line a minute, counted: a flood must not choose how much we log.
-      if (isPacketError(err))
-        return this.drops.drop('listener', 'request socket error', { error: err.message });
-      this.log.error('request socket failed', { error: err.message });
-      this.emit('listenerError', err);
-    });
+    watchListener(
+      socket,
+      { drops: this.drops, packet: 'request socket error', log: this.log, failed: 'request socket failed' },
+      (err) => this.emit('listenerError', err),
+    );
     this.log.info('listening', { address: `${this.host}:${this.boundPort}` });
     return this.address();
   }

@@ -41,7 +41,7 @@ import type {
 import { silentLogger } from './types.js';
 import { decodeUdpRequest, encodeUdpResponse, isIpv4 } from './udp-codec.js';
 import type { UdpRequest, UdpResponse } from './udp-codec.js';
-import { isPacketError } from '../util/listener-error.js';
+import { watchListener } from '../util/listener-error.js';
 
 export interface TrackerServerOptions {
   /** Address for both listeners (default '0.0.0.0'). */
@@ -419,19 +419,28 @@ export class TrackerServer extends EventEmitter<TrackerServerEvents> {
         }
       });
       // A failed send is one reply lost; any other error means the socket no longer serves.
-      udp.on('error', (err) => {
-        // One line a minute, counted: a flood must not choose how much we log.
-        if (isPacketError(err))
-          return this.drops.drop('listener', 'tracker UDP reply not sent', { error: err.message });
-        this.log.warn(`tracker UDP socket failed: ${err.message}`);
-        this.emit('listenerError', err);
-      });
-      http.on('error', (err) => {
-        if (isPacketError(err))
-          return this.drops.drop('listener', 'tracker HTTP connection not accepted', { error: err.message });
-        this.log.warn(`tracker HTTP server failed: ${err.message}`);
-        this.emit('listenerError', err);
-      });
+      const lines = lineLogger(this.log);
+      const fail = (err: Error) => this.emit('listenerError', err);
+      watchListener(
+        udp,
+        {
+          drops: this.drops,
+          packet: 'tracker UDP reply not sent',
+          log: lines,
+          failed: 'tracker UDP socket failed',
+        },
+        fail,
+      );
+      watchListener(
+        http,
+        {
+          drops: this.drops,
+          packet: 'tracker HTTP connection not accepted',
+          log: lines,
+          failed: 'tracker HTTP server failed',
+        },
+        fail,
+      );
       // Expiry runs here, never inside an announce: a sweep visits every peer of every swarm.
       this.sweepTimer = setInterval(() => this.sweepSafely(), Math.min(this.peerTimeoutMs, 30_000));
       this.sweepTimer.unref();

@@ -1,3 +1,6 @@
+import type { DropLog } from './drop-log.js';
+import type { Logger } from './logger.js';
+
 /**
  * Which errors on a bound listener end it (STYLE.md lesson 4: a listener
  * failure is fatal) and which concern one packet. Node reports a failed
@@ -16,4 +19,22 @@ export function isPacketError(err: Error): boolean {
   return (
     e.syscall === 'accept' && ['EMFILE', 'ENFILE', 'ENOBUFS', 'ENOMEM', 'ECONNABORTED'].includes(e.code ?? '')
   );
+}
+
+/**
+ * Watches a bound listener's 'error' events: a failed send or accept
+ * (isPacketError) is counted through `drops`, one line a minute, since a
+ * flood must not choose how much we log; anything else ends the listener:
+ * logged as `failed` (when given) and handed to `onFail`.
+ */
+export function watchListener(
+  target: { on(event: 'error', listener: (err: Error) => void): unknown },
+  how: { drops: DropLog; packet: string; log?: Logger; failed?: string },
+  onFail: (err: Error) => void,
+): void {
+  target.on('error', (err) => {
+    if (isPacketError(err)) return how.drops.drop('listener', how.packet, { error: err.message });
+    if (how.failed) how.log?.error(how.failed, { error: err.message });
+    onFail(err);
+  });
 }
