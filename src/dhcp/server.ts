@@ -42,7 +42,7 @@ import { DHCP_LIMITS } from '../limits.js';
 import { DropLog } from '../util/drop-log.js';
 import { silentLogger } from '../util/logger.js';
 import type { Logger } from '../util/logger.js';
-import { isPacketError } from '../util/listener-error.js';
+import { watchListener } from '../util/listener-error.js';
 import type { BootDecision, BootPolicy } from '../boot/policy.js';
 import {
   DISCOVERY_CONTROL_USE_BOOTFILE,
@@ -354,12 +354,16 @@ export class DhcpServer extends EventEmitter<DhcpServerEvents> {
       s.once('error', onError);
       s.bind({ address, port, exclusive: true }, () => {
         s.off('error', onError);
-        s.on('error', (err) => {
-          if (isPacketError(err))
-            return this.#log.warn('DHCP socket error', { address, port, error: err.message });
-          this.#log.error('DHCP socket failed', { address, port, error: err.message });
-          this.emit('listenerError', err);
-        });
+        watchListener(
+          s,
+          {
+            drops: this.#drops,
+            packet: 'DHCP reply not sent',
+            log: this.#log,
+            failed: `DHCP socket ${address}:${port} failed`,
+          },
+          (err) => this.emit('listenerError', err),
+        );
         s.on('message', (msg, rinfo) => {
           // Last line of defence: nothing one datagram does may throw out of the socket's handler.
           try {
