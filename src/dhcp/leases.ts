@@ -320,7 +320,7 @@ export class LeaseTable {
     let oldest: { ip: string; expires: number } | undefined;
     for (let i = 0; i < size; i++) {
       const n = this.#start + ((this.#cursor - this.#start + i) % size);
-      const ip = dotted(n);
+      const ip = intToIp(n);
       if (!this.canAssign(mac, ip)) continue;
       const holder = this.#byIp.get(ip);
       if (holder === undefined) {
@@ -574,11 +574,6 @@ async function atomicWrite(file: string, text: string): Promise<void> {
     await fh.close();
   }
   await rename(tmp, file);
-}
-
-/** intToIp without a Buffer per call: pick() may format every address of the pool. */
-function dotted(n: number): string {
-  return `${n >>> 24}.${(n >>> 16) & 255}.${(n >>> 8) & 255}.${n & 255}`;
 }
 
 function timestamp(v: unknown): number | undefined {
