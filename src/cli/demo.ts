@@ -10,6 +10,7 @@ import { runSwarmDemo } from '../demo/swarm-demo.js';
 import { runPxeDemo } from '../demo/pxe-demo.js';
 import { buildPhase1, defaultCacheDir } from '../phase1/build.js';
 import { BootTorrentError } from '../errors.js';
+import { sentSummary } from '../server/traffic.js';
 import {
   EXIT_OK,
   EXIT_USER,
@@ -27,7 +28,7 @@ A virtual lab on this machine (needs root): a network namespace with a
 bridge, \`boottorrent start\` serving a sample OS (Debian's kernel and a
 tiny initramfs that prints a marker), and N QEMU machines that PXE-boot at
 once, load phase 1, download the OS from each other, verify it and kexec it.
-Ends with \`booted N/N clients in S s; server sent X MB for Y MB delivered\`
+Ends with \`booted N/N clients in S s; server sent X MB (phase 1 P MB, OS O MB) for Y MB delivered\`
 and removes everything it made (also on Ctrl-C).
 
   --clients N      number of QEMU clients (default 3, at most 32)
@@ -174,7 +175,7 @@ async function runPxe(
     );
   log(
     `booted ${result.booted}/${result.clients} clients in ${result.seconds.toFixed(1)} s; ` +
-      `server sent ${mb(result.serverSent)} MB for ${mb(result.delivered)} MB delivered`,
+      sentSummary(result.sent, result.delivered),
   );
   log(
     `clients sent each other ${mb(result.peerUploaded)} MB (their reports; the tracker counted ${mb(result.trackerPeerUploaded)} MB)`,

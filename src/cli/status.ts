@@ -4,17 +4,20 @@ import { join, resolve } from 'node:path';
 import { BootTorrentError } from '../errors.js';
 import { SERVER_INFO, STATE_DIR, type ServerInfoFile } from '../server/app.js';
 import type { ServerSnapshot } from '../server/state.js';
+import { sentSummary } from '../server/traffic.js';
 import { EXIT_OK, UsageError, formatBytes, parse, type Io } from './common.js';
 
-const HELP = `Usage: boottorrent status [--env DIR] [--json]
+const HELP = `Usage: boottorrent status [--env DIR] [--json] [--traffic]
 
 Asks the server running the environment in DIR (default .) for its clients
-and swarms. --json prints the server's snapshot as JSON.`;
+and swarms. --json prints the server's snapshot as JSON. --traffic adds
+what the server sent by part (DHCP, TFTP, iPXE over HTTP, boot scripts,
+phase-1 files, boot configs, API, tracker, seeder).`;
 
 export async function run(argv: string[], io: Io): Promise<number> {
   const { values, positionals } = parse(
     argv,
-    { env: { type: 'string', short: 'e' }, json: { type: 'boolean' } },
+    { env: { type: 'string', short: 'e' }, json: { type: 'boolean' }, traffic: { type: 'boolean' } },
     HELP,
   );
   if (values.help) {
@@ -60,7 +63,7 @@ export async function run(argv: string[], io: Io): Promise<number> {
   io.stdout.write(
     `server ${snap.server.address} (DHCP ${snap.server.dhcp}), up ${up} s, dashboard ${info.dashboardUrl}\n` +
       `${snap.clients.length} clients: ${snap.totals.booted} booted, ${snap.totals.failed} failed; ` +
-      `server sent ${formatBytes(snap.totals.serverUploaded)} for ${formatBytes(snap.totals.delivered)} delivered\n`,
+      `${sentSummary(snap.totals.sent, snap.totals.delivered)}\n`,
   );
   if (snap.clients.length) {
     io.stdout.write(
@@ -72,6 +75,11 @@ export async function run(argv: string[], io: Io): Promise<number> {
           `${`${Math.round(c.progress * 100)} %`.padStart(8)}  ${String(c.peers).padStart(5)}  ${c.seedRatio.toFixed(2)}` +
           `${c.error ? `  ${c.error}` : ''}\n`,
       );
+  }
+  if (values.traffic) {
+    io.stdout.write('\nSENT BY PART\n');
+    for (const [part, bytes] of Object.entries(snap.totals.sent.parts))
+      io.stdout.write(`${part.padEnd(14)} ${formatBytes(bytes).padStart(11)}\n`);
   }
   io.stdout.write('\nOS             SIZE        SEEDERS  LEECHERS  COMPLETED  SERVER SENT\n');
   for (const s of snap.swarms)

@@ -15,7 +15,8 @@ import { NetLab, labEnvYaml, waitForOutput, type LabProcess } from './lab.js';
 import { LabVm } from './vm.js';
 import { writeMarkerOs } from './sample-os.js';
 import { BootTorrentError } from '../errors.js';
-import type { ServerSnapshot } from '../server/state.js';
+import type { ServerSent, ServerSnapshot } from '../server/state.js';
+import { NOTHING_SENT } from '../server/traffic.js';
 
 export const DEMO_BIN = fileURLToPath(new URL('../../../bin/boottorrent.js', import.meta.url));
 
@@ -60,7 +61,9 @@ export interface PxeDemoResult {
     readonly peakRss: number | null;
   }[];
   readonly memoryMb: number;
-  readonly serverSent: number;
+  /** Everything the server sent, by stage (phase 1, OS). */
+  readonly sent: ServerSent;
+  /** Phase 1 and OS bytes the clients got. */
   readonly delivered: number;
   /** Bytes clients uploaded to each other, as the server's tracker saw them. */
   readonly peerUploaded: number;
@@ -223,7 +226,7 @@ export async function runPxeDemo(o: PxeDemoOptions, s: PxeDemoServices): Promise
       perClient,
       machines,
       memoryMb,
-      serverSent: snapshot?.totals.serverUploaded ?? 0,
+      sent: snapshot?.totals.sent ?? NOTHING_SENT,
       delivered: snapshot?.totals.delivered ?? 0,
       peerUploaded: snapshot?.clients.reduce((n, c) => n + c.uploaded, 0) ?? 0,
       trackerPeerUploaded: snapshot?.swarms.reduce((n, w) => n + (w.peerUploaded ?? 0), 0) ?? 0,

@@ -138,6 +138,8 @@ export class DhcpServer extends EventEmitter<DhcpServerEvents> {
   #table: LeaseTable | undefined;
   #sockets: { rx?: Socket; tx?: Socket; pxe?: Socket } = {};
   #listening = false;
+  /** UDP payload bytes of every reply sent (the server's own figure, #16). */
+  sentBytes = 0;
   /** Dropped packets and failed exchanges, one line per source address per minute (a MAC is free to make up). */
   readonly #drops: DropLog;
   /** Honoured DECLINEs, one line per address per minute (RFC 2131 §4.3.3: tell the admin). */
@@ -745,6 +747,7 @@ export class DhcpServer extends EventEmitter<DhcpServerEvents> {
     const socket = this.#sockets[to.socket];
     if (!socket) return;
     const mac = macOf(req);
+    this.sentBytes += reply.length;
     socket.send(reply, to.port, to.address, (err) => {
       if (err)
         this.#log.warn(`DHCP ${what} not sent`, { mac, to: `${to.address}:${to.port}`, error: err.message });

@@ -94,7 +94,8 @@ const SCRIPT = `
     setText(byId('h-env'), srv.environment);
     setText(byId('h-booted'), String(s.totals.booted));
     setText(byId('h-failed'), String(s.totals.failed));
-    setText(byId('h-traffic'), 'server sent ' + fmtMB(s.totals.serverUploaded) + ' for ' + fmtMB(s.totals.delivered) + ' delivered');
+    var sent = s.totals.sent;
+    setText(byId('h-traffic'), 'server sent ' + fmtMB(sent.total) + ' (phase 1 ' + fmtMB(sent.phase1) + ', OS ' + fmtMB(sent.os) + ') for ' + fmtMB(s.totals.delivered) + ' delivered');
     document.title = 'BootTorrent: ' + srv.environment;
     tickUptime();
   }

@@ -14,6 +14,11 @@ import { phaseOneScript, refusalScript } from './ipxe.js';
 import { normalizeMac } from '../util/address.js';
 import { createBoundedServer, httpLimits, sourceIp, type HttpListenerLimits } from '../util/http-guard.js';
 import { sendFile, serveFile } from './static.js';
+import { ByteMeter } from '../util/byte-meter.js';
+
+/** What the boot HTTP server's bytes were for (see ByteMeter; the rest is `other`). */
+export const HTTP_SENT_KINDS = ['ipxe', 'script', 'phase1', 'config', 'api', 'tracker', 'files'] as const;
+export type HttpSentKind = (typeof HTTP_SENT_KINDS)[number];
 import { refuseBadTarget, requestUrl } from './target.js';
 
 /** What the HTTP side asks the boot policy (src/boot/policy.ts): phase 1 and the boot config. */
@@ -52,6 +57,17 @@ export interface BootHttpServices {
   onListenerError?: (err: Error) => void;
 }
 
+/** What a request's answer is for, by its path (the same order handle() asks in). */
+function kindOf(path: string, options: BootHttpOptions): HttpSentKind {
+  if (path === '/announce' || path === '/scrape') return 'tracker';
+  if (path === '/boot.ipxe') return 'script';
+  if (path.startsWith('/api/v1/boot/')) return 'config';
+  if (path.startsWith('/api/')) return 'api';
+  if (options.files && Object.hasOwn(options.files, path)) return 'ipxe';
+  if (path.startsWith('/phase1/')) return 'phase1';
+  return 'files';
+}
+
 export class BootHttpServer {
   private server: Server | undefined;
   private boundPort = 0;
@@ -63,6 +79,12 @@ export class BootHttpServer {
    * again and again, so one line per source a minute, counted (#14).
    */
   private readonly scriptDrops: DropLog;
+  /**
+   * Every byte this server wrote, by what it was for: iPXE binaries, boot
+   * scripts, phase-1 files, boot configs, the API (torrents, reports),
+   * tracker announces, other files.
+   */
+  readonly sent = new ByteMeter<HttpSentKind>(HTTP_SENT_KINDS);
 
   constructor(
     private readonly options: BootHttpOptions,
@@ -99,6 +121,7 @@ export class BootHttpServer {
       httpLimits(this.options.limits),
       this.log,
     );
+    this.sent.watch(server);
     const host = this.options.host ?? '0.0.0.0';
     const port = this.options.port ?? 80;
     await new Promise<void>((resolve, reject) => {
@@ -141,6 +164,7 @@ export class BootHttpServer {
     if (!url) return refuseBadTarget(res);
     const path = url.pathname;
     const client = sourceIp(req.socket);
+    this.sent.attribute(res, kindOf(path, this.options));
     if (this.services.tracker?.handleHttp(req, res)) return;
     if (this.services.routes?.(req, res, path, client)) return;
     if (req.method !== 'GET' && req.method !== 'HEAD') {

@@ -52,6 +52,26 @@ export interface SwarmSummary {
   readonly peerUploaded?: number;
 }
 
+/**
+ * Every byte the server's client-facing listeners sent (issue #16): DHCP,
+ * TFTP, the boot HTTP server, the tracker's port and the seeder's peer
+ * connections. Payload bytes written to sockets (no IP/TCP/UDP headers);
+ * the dashboard port and LSD multicast (a few hundred bytes a minute) are
+ * not in it.
+ */
+export interface ServerSent {
+  /** All of it: phase1 + os + other. */
+  readonly total: number;
+  /** Before the agent runs: DHCP replies, TFTP, iPXE binaries and boot scripts over HTTP, the phase-1 kernel and initramfs. */
+  readonly phase1: number;
+  /** For the OS: boot configs, torrents and report answers, the tracker, the seeder's peer connections. */
+  readonly os: number;
+  /** What no request named: error answers Node wrote itself, HTTP paths outside the boot chain. */
+  readonly other: number;
+  /** The parts the three add up from, by name (dhcp, tftp, ipxeHttp, scripts, phase1Files, configs, api, tracker, seeder, ...). */
+  readonly parts: Readonly<Record<string, number>>;
+}
+
 export interface ServerSnapshot {
   readonly startedAt: number;
   readonly now: number;
@@ -61,14 +81,21 @@ export interface ServerSnapshot {
     readonly httpPort: number;
     readonly dhcp: 'full' | 'proxy' | 'off';
     readonly environment: string;
+    /** Bytes of one phase 1 (kernel and initramfs files), so sent.phase1 / phase1Size is copies sent. */
+    readonly phase1Size: number;
   };
   readonly clients: readonly ClientState[];
   readonly swarms: readonly SwarmSummary[];
   readonly totals: {
-    /** Bytes the server's seeder sent, all OSs. */
+    /** Bytes of OS data the server's seeder sent, all OSs (payload only; sent.parts.seeder is all its bytes). */
     readonly serverUploaded: number;
-    /** Bytes clients reported downloaded, all OSs. */
+    /** What the clients got: deliveredPhase1 + deliveredOs. */
     readonly delivered: number;
+    /** Phase 1 (kernel and initramfs) times the boots whose agent came up after loading it from this server. */
+    readonly deliveredPhase1: number;
+    /** Bytes clients reported downloaded, all OSs. */
+    readonly deliveredOs: number;
+    readonly sent: ServerSent;
     readonly booted: number;
     readonly failed: number;
   };

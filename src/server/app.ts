@@ -25,6 +25,7 @@ import { BitTorrentClient } from '../swarm/client.js';
 import type { TorrentSession } from '../swarm/session.js';
 import { NetbootServer, type PhaseOneFiles } from './netboot.js';
 import { RequesterCheck } from './requester.js';
+import { groupSent, NOTHING_SENT } from './traffic.js';
 import { OsCatalog, type CatalogEntry } from './catalog.js';
 import { probeDhcpServers } from '../dhcp/probe.js';
 import { ClientStore, type ServerSnapshot, type ClientState, type SwarmSummary } from './state.js';
@@ -112,6 +113,17 @@ async function writeAtomic(path: string, data: string | Buffer, mode = 0o600): P
   await rename(tmp, path);
 }
 
+/** Bytes of the phase-1 files every client loads (0 for a file not there: netboot says so at listen). */
+async function phaseOneSize(p: PhaseOneFiles): Promise<number> {
+  let n = 0;
+  for (const f of [p.kernel, ...p.initrds])
+    n += await stat(join(p.dir, f)).then(
+      (s) => s.size,
+      () => 0,
+    );
+  return n;
+}
+
 /** Size and mtime of every file under the environment: changes mean "look again". */
 async function envFingerprint(dir: string): Promise<string> {
   const parts: string[] = [];
@@ -197,6 +209,8 @@ export class BootServer {
    */
   readonly failed: Promise<BootTorrentError>;
   private startedAt = Date.now();
+  /** Bytes of one phase 1 (kernel + initramfs files), read at start. */
+  private phase1Size = 0;
   private reloadTimer: NodeJS.Timeout | undefined;
   /** The reload in progress, if any (close() waits for it). */
   private reloadRun: Promise<void> | undefined;
@@ -277,6 +291,7 @@ export class BootServer {
         },
       },
     );
+    this.phase1Size = await phaseOneSize(this.options.phase1);
     this.stateDir = join(env.dir, STATE_DIR);
     await mkdir(this.stateDir, { recursive: true, mode: 0o700 });
     this.secret = await this.loadSecret();
@@ -643,6 +658,8 @@ export class BootServer {
       };
     });
     const clients: ClientState[] = this.store.list();
+    const deliveredOs = clients.reduce((n, c) => n + c.downloaded, 0);
+    const deliveredPhase1 = this.store.phase1Loads * this.phase1Size;
     return {
       startedAt: this.startedAt,
       now: Date.now(),
@@ -652,12 +669,24 @@ export class BootServer {
         httpPort: this.env.server.httpPort,
         dhcp: this.env.dhcp.mode,
         environment: this.env.dir,
+        phase1Size: this.phase1Size,
       },
       clients,
       swarms,
       totals: {
         serverUploaded: swarms.reduce((n, s) => n + s.serverUploaded, 0),
-        delivered: clients.reduce((n, c) => n + c.downloaded, 0),
+        delivered: deliveredPhase1 + deliveredOs,
+        deliveredPhase1,
+        deliveredOs,
+        sent: this.netboot
+          ? groupSent({
+              dhcp: this.netboot.dhcp.sentBytes,
+              tftp: this.netboot.tftp.sentBytes,
+              http: this.netboot.http.sent.totals(),
+              tracker: this.tracker?.sent.totals().total ?? 0,
+              seeder: this.seeder?.bytesSent ?? 0,
+            })
+          : NOTHING_SENT,
         booted: clients.filter((c) => c.stage === 'booting' || c.stage === 'running').length,
         failed: clients.filter((c) => c.stage === 'failed').length,
       },

@@ -9,7 +9,7 @@ import type { AgentReport } from '../boot-config.js';
 import type { ClientStage, ClientState } from '../http/snapshot.js';
 
 // The snapshot types live beside the dashboard that serves them (http/ must not import server/).
-export type { ClientStage, ClientState, ServerSnapshot, SwarmSummary } from '../http/snapshot.js';
+export type { ClientStage, ClientState, ServerSent, ServerSnapshot, SwarmSummary } from '../http/snapshot.js';
 
 export interface ClientStoreEvents {
   /** A client changed stage (not on every progress report). */
@@ -21,6 +21,8 @@ export interface ClientStoreEvents {
 type Mutable<T> = { -readonly [K in keyof T]: T[K] };
 
 const DONE: ReadonlySet<ClientStage> = new Set(['booting', 'running', 'failed']);
+/** Stages the server sees before the agent runs. */
+const PRE_AGENT: ReadonlySet<ClientStage> = new Set(['dhcp', 'ipxe', 'phase1']);
 
 /** Most clients a store keeps by default: far above any lab, far below a flood of made-up MACs. */
 export const MAX_CLIENTS = 4096;
@@ -69,6 +71,11 @@ export class ClientStore extends EventEmitter<ClientStoreEvents> {
 
   /** Clients kept whose stage is not a done one (kept as a count: a flood of new MACs must not cost a scan each). */
   private active = 0;
+  /**
+   * Boots whose agent reported after the firmware fetched phase 1 from this
+   * server (ipxe or phase1 stage, then an agent stage): phase 1 delivered.
+   */
+  phase1Loads = 0;
 
   private fresh(mac: string): Mutable<ClientState> {
     const t = this.now();
@@ -126,6 +133,9 @@ export class ClientStore extends EventEmitter<ClientStoreEvents> {
     if (this.unreported.delete(mac) && !reported) this.unreported.add(mac);
     Object.assign(c, patch);
     c.updatedAt = this.now();
+    // An agent's first word after the firmware loaded phase 1 from us: one phase 1 delivered.
+    if (reported && (previous === 'ipxe' || previous === 'phase1') && stage !== null && !PRE_AGENT.has(stage))
+      this.phase1Loads++;
     if (stage !== null) {
       if (DONE.has(c.stage) !== DONE.has(stage)) this.active += DONE.has(stage) ? -1 : 1;
       c.stage = stage;

@@ -11,7 +11,7 @@ import { silentLogger, type Logger } from '../util/logger.js';
 import { DropLog } from '../util/drop-log.js';
 import { watchListener } from '../util/listener-error.js';
 import { PEER_LIMITS } from '../limits.js';
-import { PeerConnection } from '../wire/connection.js';
+import { PeerConnection, type ByteTally } from '../wire/connection.js';
 import { TrackerClient } from '../tracker/client.js';
 import { TorrentSession, type SessionOptions } from './session.js';
 
@@ -61,6 +61,8 @@ export class BitTorrentClient {
   private readonly halfOpenByIp = new Map<string, number>();
   private readonly sessions = new Map<string, TorrentSession>();
   private readonly sockets = new Set<Socket>();
+  /** Every byte sent to peers by every connection of this client, dialed or accepted, open or closed. */
+  private readonly wire: ByteTally = { bytes: 0 };
   readonly tracker = new TrackerClient({
     udpRetransmitBaseMs: 2000,
     udpMaxRetransmits: 3,
@@ -78,6 +80,14 @@ export class BitTorrentClient {
     this.drops = new DropLog(this.log);
     this.onListenerError = services.onListenerError;
     this.signal = services.signal;
+  }
+
+  /**
+   * Bytes written to peers so far: handshakes, messages and blocks of every
+   * torrent, including torrents since removed (not LSD or tracker traffic).
+   */
+  get bytesSent(): number {
+    return this.wire.bytes;
   }
 
   /** The port peers reach us on, once listening. */
@@ -153,6 +163,7 @@ export class BitTorrentClient {
       initiator: false,
       onInfoHash: (ih) => this.sessions.has(ih.toString('hex')),
       handshakeTimeout: this.handshakeTimeoutMs,
+      tally: this.wire,
     });
     let counted = true;
     const settle = () => {
@@ -185,7 +196,12 @@ export class BitTorrentClient {
     if (this.sessions.has(hex)) throw new BootTorrentError('BT_ERR_SWARM', `torrent ${hex} is already added`);
     const session = new TorrentSession(
       { ...options, peerId: this.peerId, listenPort: this.port },
-      { logger: this.log, trackerClient: this.tracker, ...(this.signal ? { signal: this.signal } : {}) },
+      {
+        logger: this.log,
+        trackerClient: this.tracker,
+        tally: this.wire,
+        ...(this.signal ? { signal: this.signal } : {}),
+      },
     );
     this.sessions.set(hex, session);
     try {

@@ -22,7 +22,7 @@ import { DropLog } from '../util/drop-log.js';
 import { PEER_LIMITS } from '../limits.js';
 import type { Metainfo } from '../torrent/metainfo.js';
 import { Bitfield } from '../wire/bitfield.js';
-import { PeerConnection, type PeerConnectionEvents } from '../wire/connection.js';
+import { PeerConnection, type ByteTally, type PeerConnectionEvents } from '../wire/connection.js';
 import type { PexMessage } from '../wire/codec.js';
 import {
   METADATA_PIECE_SIZE,
@@ -102,6 +102,8 @@ export interface SessionServices {
   trackerClient?: TrackerClient;
   /** Progress of the start-up check of existing data. */
   onVerifyProgress?: (bytes: number, total: number) => void;
+  /** Adds the bytes of every connection this session dials (the client's wire total). */
+  tally?: ByteTally;
 }
 
 export interface PeerStats {
@@ -244,6 +246,7 @@ export class TorrentSession extends EventEmitter<SessionEvents> {
   private readonly down = new RateMeter();
   private readonly up = new RateMeter();
   private wasted = 0;
+  private readonly tally: ByteTally | undefined;
   private timers: NodeJS.Timeout[] = [];
   private optimistic: string | undefined;
   private chokeRounds = 0;
@@ -269,6 +272,7 @@ export class TorrentSession extends EventEmitter<SessionEvents> {
     super();
     this.meta = options.meta;
     this.opts = options;
+    this.tally = services.tally;
     this.log = (services.logger ?? silentLogger).child(`swarm ${options.meta.infoHashHex.slice(0, 8)}`);
     this.admissionDrops = new DropLog(this.log);
     this.signal = services.signal;
@@ -587,6 +591,7 @@ export class TorrentSession extends EventEmitter<SessionEvents> {
           infoHash: this.meta.infoHash,
           pieceCount: this.meta.pieceCount,
           maxWriteBacklog: this.limits.maxWriteBacklogBytes,
+          ...(this.tally ? { tally: this.tally } : {}),
         });
         conn = pc;
         pc.on('error', (err) => this.log.debug('peer error', { peer: k, error: err.message }));

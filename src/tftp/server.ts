@@ -150,6 +150,8 @@ interface TransferParams {
   log: Logger;
   /** Bad packets, logged once per source IP per minute (shared with the server). */
   drops: DropLog;
+  /** Counts what the transfer sends (the server's sentBytes). */
+  sent: (bytes: number) => void;
   onEnd: (info: TransferInfo) => void;
 }
 
@@ -241,7 +243,9 @@ class Transfer {
   private send(packet: TftpPacket, to: { address: string; port: number } = this.p.peer): void {
     if (this.done) return;
     this.inflight++;
-    this.p.socket.send(encode(packet), to.port, to.address, (err) => {
+    const bytes = encode(packet);
+    this.p.sent(bytes.length);
+    this.p.socket.send(bytes, to.port, to.address, (err) => {
       if (err) this.p.log.debug('send failed', { client: this.peerName, error: err.message });
       if (--this.inflight === 0) this.flushed?.();
     });
@@ -494,6 +498,8 @@ export class TftpServer extends EventEmitter<TftpServerEvents> {
    */
   private readonly failures: DropLog;
   private readonly pending = new Set<Promise<unknown>>();
+  /** UDP payload bytes sent (DATA with retransmissions, OACKs, ERRORs): the server's own figure (#16). */
+  sentBytes = 0;
 
   constructor(options: TftpServerOptions = {}, services: TftpServerServices = {}) {
     super();
@@ -679,7 +685,9 @@ export class TftpServer extends EventEmitter<TftpServerEvents> {
     logDetail: string | undefined,
   ): void {
     const client = `${rinfo.address}:${rinfo.port}`;
-    this.socket?.send(encode({ type: 'ERROR', code, message }), rinfo.port, rinfo.address, (err) => {
+    const packet = encode({ type: 'ERROR', code, message });
+    if (this.socket) this.sentBytes += packet.length;
+    this.socket?.send(packet, rinfo.port, rinfo.address, (err) => {
       if (err) this.log.debug('send failed', { client, error: err.message });
     });
     const info: TransferInfo = {
@@ -785,6 +793,7 @@ export class TftpServer extends EventEmitter<TftpServerEvents> {
       deadlineMs: this.transferDeadlineMs,
       log: this.log,
       drops: this.drops,
+      sent: (n) => (this.sentBytes += n),
       onEnd: (info) => {
         if (this.transfers.get(from) === transfer) this.release(from, rinfo.address);
         this.logTransfer(info);

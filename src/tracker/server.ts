@@ -17,6 +17,7 @@ import { createHmac, randomBytes } from 'node:crypto';
 import { createSocket } from 'node:dgram';
 import type { Socket as UdpSocket, RemoteInfo } from 'node:dgram';
 import { EventEmitter } from 'node:events';
+import { ByteMeter } from '../util/byte-meter.js';
 import { createBoundedServer, httpLimits, type HttpListenerLimits } from '../util/http-guard.js';
 import type { IncomingMessage, Server as HttpServer, ServerResponse } from 'node:http';
 import { BootTorrentError, isBootTorrentError } from '../errors.js';
@@ -285,6 +286,11 @@ function hexKey(infoHash: Buffer | string): string {
 }
 
 export class TrackerServer extends EventEmitter<TrackerServerEvents> {
+  /**
+   * What the tracker's own port sent: UDP replies and HTTP answers (its
+   * /announce on the boot HTTP server is counted there).
+   */
+  readonly sent = new ByteMeter<'udp' | 'http'>(['udp', 'http']);
   private readonly host: string;
   private readonly requestedPort: number;
   private readonly interval: number;
@@ -385,6 +391,7 @@ export class TrackerServer extends EventEmitter<TrackerServerEvents> {
       // a slow client must not hold a socket long.
       const http = createBoundedServer(
         (req, res) => {
+          this.sent.attribute(res, 'http');
           if (!this.handleHttp(req, res)) {
             res
               .writeHead(404, { 'content-type': 'text/plain' })
@@ -399,6 +406,7 @@ export class TrackerServer extends EventEmitter<TrackerServerEvents> {
         }),
         lineLogger(this.log),
       );
+      this.sent.watch(http);
       try {
         await listenHttp(http, this.host, port);
       } catch (err) {
@@ -794,7 +802,9 @@ export class TrackerServer extends EventEmitter<TrackerServerEvents> {
       }
       resp = { action: 'error', transactionId: req.transactionId, message: err.message };
     }
-    this.udp?.send(encodeUdpResponse(resp), rinfo.port, rinfo.address, (err) => {
+    const reply = encodeUdpResponse(resp);
+    if (this.udp) this.sent.add('udp', reply.length);
+    this.udp?.send(reply, rinfo.port, rinfo.address, (err) => {
       if (err) this.log.warn(`tracker: UDP reply to ${rinfo.address}:${rinfo.port} failed: ${err.message}`);
     });
   }

@@ -39,6 +39,11 @@ import {
   type WireMessageType,
 } from './codec.js';
 
+/** A running byte count several connections add to. */
+export interface ByteTally {
+  bytes: number;
+}
+
 export interface PeerConnectionOptions {
   /** Our 20-byte peer id. */
   peerId: Buffer;
@@ -68,6 +73,8 @@ export interface PeerConnectionOptions {
   handshakeTimeout?: number;
   /** Largest message accepted (see DEFAULT_MAX_MESSAGE_LENGTH). */
   maxMessageLength?: number;
+  /** Adds every byte this connection sends, for an owner's total over many connections (#16). */
+  tally?: ByteTally;
   /**
    * Bytes queued to a peer that does not read, past which the connection
    * is closed (default PEER_LIMITS.maxWriteBacklogBytes): a peer that sends
@@ -416,7 +423,9 @@ export class PeerConnection extends EventEmitter<PeerConnectionEvents> {
       return false;
     }
     this.corkUntilNextTick();
-    this.stream.write(encodePieceHeader(index, begin, block.length));
+    const header = encodePieceHeader(index, begin, block.length);
+    this.count(header.length + block.length);
+    this.stream.write(header);
     if (onSent) this.stream.write(block, () => onSent());
     else this.stream.write(block);
     this.keepAliveTimer?.refresh();
@@ -485,7 +494,9 @@ export class PeerConnection extends EventEmitter<PeerConnectionEvents> {
 
   private sendHandshake(): void {
     const reserved = reservedBytes({ fast: this.opts.fast ?? true, extended: this.opts.extended ?? true });
-    this.stream.write(encodeHandshake({ reserved, infoHash: this.infoHashValue!, peerId: this.opts.peerId }));
+    const hs = encodeHandshake({ reserved, infoHash: this.infoHashValue!, peerId: this.opts.peerId });
+    this.count(hs.length);
+    this.stream.write(hs);
   }
 
   private assertOpen(): void {
@@ -504,6 +515,17 @@ export class PeerConnection extends EventEmitter<PeerConnectionEvents> {
   }
 
   private corked = false;
+  /** Every byte handed to the stream: handshake, messages, blocks with their headers (#16's honest figures). */
+  private sentBytes = 0;
+
+  get bytesSent(): number {
+    return this.sentBytes;
+  }
+
+  private count(bytes: number): void {
+    this.sentBytes += bytes;
+    if (this.opts.tally) this.opts.tally.bytes += bytes;
+  }
 
   /**
    * Everything written in one tick goes out as one writev: the swarm answers
@@ -536,6 +558,7 @@ export class PeerConnection extends EventEmitter<PeerConnectionEvents> {
     if (this.overBacklog(bytes.length)) return false;
     this.keepAliveTimer?.refresh();
     this.corkUntilNextTick();
+    this.count(bytes.length);
     return this.stream.write(bytes);
   }
   /**

@@ -67,11 +67,21 @@ test(
     await waitUntil(ended, 3 * MIN, 'demo exit', () => demo.output());
     const r = { code: await exited(demo.child), stdout: demo.output(), stderr: '' };
     assert.equal(r.code, 0, `${r.stdout}\n${r.stderr}`);
-    const m = /booted 3\/3 clients in ([\d.]+) s; server sent ([\d.]+) MB for ([\d.]+) MB delivered/.exec(
-      r.stdout,
-    );
+    const m =
+      /booted 3\/3 clients in ([\d.]+) s; server sent ([\d.]+) MB \(phase 1 ([\d.]+) MB, OS ([\d.]+) MB\) for ([\d.]+) MB delivered/.exec(
+        r.stdout,
+      );
     assert.ok(m, r.stdout);
-    assert.ok(Number(m[3]) > 0, 'the clients reported what they downloaded');
+    const [total, phase1, os, delivered] = [m[2], m[3], m[4], m[5]].map(Number) as [
+      number,
+      number,
+      number,
+      number,
+    ];
+    assert.ok(delivered > 0, 'the clients reported what they downloaded');
+    // Phase 1 counts (#16): three clients each loaded an 8 MB kernel and its initramfs from the server.
+    assert.ok(phase1 > 3 * 8, `phase 1 sent: ${phase1} MB`);
+    assert.ok(total + 0.15 >= phase1 + os, m[0]);
     // Each VM booted (its marker was seen on its serial console), with the agent under 150 MB.
     const machines = [
       ...r.stdout.matchAll(/^pc\d 52:54:00:77:\S+: booted in ([\d.]+) s; .* agent peak RSS (\d+) MB$/gm),

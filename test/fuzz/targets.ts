@@ -27,6 +27,7 @@ import { Dashboard } from '../../src/http/dashboard.js';
 import { BootHttpServer } from '../../src/http/server.js';
 import { dashboardListener } from '../../src/server/app.js';
 import { ClientStore, type ServerSnapshot } from '../../src/server/state.js';
+import { NOTHING_SENT } from '../../src/server/traffic.js';
 import { parseAgentReport, parseBootConfig } from '../../src/boot-config.js';
 import type { FuzzTarget, Rng } from './harness.js';
 import { fixedBootConfig } from '../helpers/boot-policy.js';
@@ -818,10 +819,19 @@ function httpRequestTarget(): FuzzTarget & { dispose(): void } {
         httpPort: bootPort,
         dhcp: 'proxy',
         environment: 'fuzz',
+        phase1Size: 0,
       },
       clients: store.list(),
       swarms: [],
-      totals: { serverUploaded: 0, delivered: 0, booted: 0, failed: 0 },
+      totals: {
+        serverUploaded: 0,
+        delivered: 0,
+        deliveredPhase1: 0,
+        deliveredOs: 0,
+        sent: NOTHING_SENT,
+        booted: 0,
+        failed: 0,
+      },
     });
     const dashboard = new Dashboard(
       { snapshot, changes: store, token: 'fuzz-token' },

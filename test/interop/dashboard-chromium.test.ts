@@ -15,6 +15,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { chromium, type ConsoleMessage, type Page } from 'playwright-core';
 import { Dashboard } from '../../src/http/dashboard.js';
 import { ClientStore, type ServerSnapshot } from '../../src/server/state.js';
+import { NOTHING_SENT } from '../../src/server/traffic.js';
 import { BitTorrentClient } from '../../src/swarm/client.js';
 import type { TorrentSession } from '../../src/swarm/session.js';
 import { createTorrent } from '../../src/torrent/create.js';
@@ -77,6 +78,7 @@ test('the dashboard in Chromium follows a real download live', { timeout: 120_00
         httpPort: 8080,
         dhcp: 'proxy',
         environment: 'chromium-lab',
+        phase1Size: 0,
       },
       clients,
       swarms: [
@@ -93,7 +95,17 @@ test('the dashboard in Chromium follows a real download live', { timeout: 120_00
       ],
       totals: {
         serverUploaded,
-        delivered: clients.reduce((n, c) => n + c.downloaded, 0),
+        // Phase 1 counts too (#16): 40 MB of it sent for 2 boots of 30 MB, the OS from the seeder.
+        delivered: 2 * 30e6 + clients.reduce((n, c) => n + c.downloaded, 0),
+        deliveredPhase1: 2 * 30e6,
+        deliveredOs: clients.reduce((n, c) => n + c.downloaded, 0),
+        sent: {
+          ...NOTHING_SENT,
+          phase1: 40e6,
+          os: serverUploaded,
+          total: 40e6 + serverUploaded + 1000,
+          other: 1000,
+        },
         booted: done.length,
         failed: clients.filter((c) => c.stage === 'failed').length,
       },
@@ -189,7 +201,7 @@ test('the dashboard in Chromium follows a real download live', { timeout: 120_00
   await until(page, `${textOf('#h-booted')} === '2' && ${textOf('#h-failed')} === '1'`, 'the totals');
   assert.match(
     String(await page.evaluate(textOf('#h-traffic'))),
-    /^server sent [\d.]+ MB for [\d.]+ MB delivered$/,
+    /^server sent [\d.]+ MB \(phase 1 40\.0 MB, OS [\d.]+ MB\) for [\d.]+ MB delivered$/,
   );
   assert.equal(await page.evaluate(textOf('#swarms tr[data-os="debian"] td')), 'Debian (test image)');
 
@@ -250,10 +262,25 @@ test(
     const snapshot = (): ServerSnapshot => ({
       startedAt: 0,
       now: Date.now(),
-      server: { address: '127.0.0.1', interface: null, httpPort: 80, dhcp: 'off', environment: 'one-seat' },
+      server: {
+        address: '127.0.0.1',
+        interface: null,
+        httpPort: 80,
+        dhcp: 'off',
+        environment: 'one-seat',
+        phase1Size: 0,
+      },
       clients: store.list(),
       swarms: [],
-      totals: { serverUploaded: 0, delivered: 0, booted: 0, failed: 0 },
+      totals: {
+        serverUploaded: 0,
+        delivered: 0,
+        deliveredPhase1: 0,
+        deliveredOs: 0,
+        sent: NOTHING_SENT,
+        booted: 0,
+        failed: 0,
+      },
     });
     const dashboard = new Dashboard({ snapshot, changes: store }, { maxStreams: 1 });
     const server = createServer((req, res) => {

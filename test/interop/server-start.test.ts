@@ -9,6 +9,7 @@ import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, utimesSync, writeFileSync } from 'node:fs';
 import { request as httpRequest } from 'node:http';
+import { connect } from 'node:net';
 import { join } from 'node:path';
 import { NetLab, waitForOutput } from '../../src/demo/lab.js';
 import { parseBootConfig } from '../../src/boot-config.js';
@@ -21,6 +22,22 @@ import { pseudoRandomBytes, tempDir } from '../helpers/tmp.js';
 
 const SRV = '10.78.255.2';
 const MAC = '52:54:00:78:00:01';
+
+/** GET over a fresh connection; every byte the server wrote to it (headers and body) counted here. */
+function rawGet(host: string, port: number, path: string): Promise<{ bytes: number; text: string }> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    const s = connect({ host, port }, () =>
+      s.write(`GET ${path} HTTP/1.1\r\nHost: ${host}\r\nConnection: close\r\n\r\n`),
+    );
+    s.on('data', (c: Buffer) => chunks.push(c));
+    s.on('error', reject);
+    s.on('close', () => {
+      const all = Buffer.concat(chunks);
+      resolve({ bytes: all.length, text: all.toString('latin1') });
+    });
+  });
+}
 
 function env(dir: string): void {
   mkdirSync(join(dir, 'oss', 'alpha'), { recursive: true });
@@ -83,6 +100,14 @@ test('start serves boot configs, torrents, reports and status; reloads OS folder
   await waitForOutput(server, /dashboard http:\/\/\S+; Ctrl-C stops/, 60_000, 'start');
   const base = `http://${SRV}`;
 
+  // Phase 1 as iPXE fetches it: the script, then the kernel and initramfs it names.
+  const script = await rawGet(SRV, 80, `/boot.ipxe?mac=${MAC}`);
+  assert.match(script.text, /^HTTP\/1\.1 200[\s\S]*#!ipxe/);
+  const kernel = await rawGet(SRV, 80, `/phase1/vmlinuz?mac=${MAC}`);
+  const initrd = await rawGet(SRV, 80, `/phase1/initrd.img?mac=${MAC}`);
+  assert.match(kernel.text, /^HTTP\/1\.1 200[\s\S]*\r\n\r\nk$/);
+  assert.match(initrd.text, /^HTTP\/1\.1 200[\s\S]*\r\n\r\ni$/);
+
   // The boot config parses with the agent's own parser and names the host's override.
   const cfgRes = await fetch(`${base}/api/v1/boot/${MAC}`);
   assert.equal(cfgRes.status, 200);
@@ -134,6 +159,16 @@ test('start serves boot configs, torrents, reports and status; reloads OS folder
   const row = snap.clients.find((c) => c.mac === MAC);
   assert.equal(row?.stage, 'downloading');
   assert.equal(row?.progress, 0.4);
+  // Honest accounting (#16): the server's figures are the bytes this test received, to the byte.
+  const sent = snap.totals.sent;
+  assert.equal(sent.parts.scripts, script.bytes, 'boot script bytes, headers included');
+  assert.equal(sent.parts.phase1Files, kernel.bytes + initrd.bytes, 'phase-1 file bytes, headers included');
+  assert.equal(sent.phase1, script.bytes + kernel.bytes + initrd.bytes, 'no DHCP or TFTP in this test');
+  assert.ok(sent.parts.configs! > 0 && sent.parts.api! > 0, JSON.stringify(sent.parts));
+  assert.equal(sent.total, sent.phase1 + sent.os + sent.other);
+  assert.equal(snap.server.phase1Size, 2, 'kernel "k" and initramfs "i"');
+  assert.equal(snap.totals.deliveredPhase1, 2, 'the agent reported after its phase 1: one phase 1 delivered');
+  assert.equal(snap.totals.delivered, 2 + snap.totals.deliveredOs);
   assert.equal(snap.swarms[0]?.os, 'alpha');
   const page = await fetch(`http://${SRV}:8480/`);
   assert.equal(page.status, 200);
@@ -176,6 +211,16 @@ test('start serves boot configs, torrents, reports and status; reloads OS folder
       f.path,
     );
 
+  // The seeder's figure holds the whole OS it just sent, with the wire's own bytes on top.
+  const afterGet = (await (await fetch(`http://${SRV}:8480/api/v1/status`)).json()) as ServerSnapshot;
+  const alphaSize = (3 << 20) + (5 << 20) + 1000;
+  assert.ok(afterGet.totals.sent.parts.seeder! >= alphaSize, JSON.stringify(afterGet.totals.sent.parts));
+  assert.ok(
+    afterGet.totals.sent.parts.seeder! < alphaSize * 1.05,
+    JSON.stringify(afterGet.totals.sent.parts),
+  );
+  assert.ok(afterGet.totals.sent.os >= afterGet.totals.sent.parts.seeder!);
+
   // Hot reload: a new OS folder shows up in the next boot config, without a restart,
   // and is seeded, even when another folder was only touched in the same moment.
   const later = new Date(Date.now() + 60_000);
@@ -211,6 +256,13 @@ test('start serves boot configs, torrents, reports and status; reloads OS folder
   const status = lab.spawn(process.execPath, [BIN, 'status', '--env', envDir]);
   await waitForOutput(status, /OS\s+SIZE/, 20_000, 'status');
   assert.match(status.output(), new RegExp(`${MAC}.*downloading.*alpha`));
+  assert.match(
+    status.output(),
+    /server sent [\d.]+ MB \(phase 1 0\.0 MB, OS [\d.]+ MB\) for [\d.]+ MB delivered/,
+  );
+  const traffic = lab.spawn(process.execPath, [BIN, 'status', '--env', envDir, '--traffic']);
+  await waitForOutput(traffic, /OS\s+SIZE/, 20_000, 'status --traffic');
+  assert.match(traffic.output(), /SENT BY PART[\s\S]*phase1Files[\s\S]*seeder/);
 
   // SIGTERM: exits 0, removes its server file.
   await lab.stop(server, 10_000);

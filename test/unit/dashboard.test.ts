@@ -16,6 +16,7 @@ import {
 import { DASHBOARD_SCRIPT } from '../../src/http/dashboard-page.js';
 import { BootTorrentError } from '../../src/errors.js';
 import { ClientStore, type ServerSnapshot } from '../../src/server/state.js';
+import { NOTHING_SENT } from '../../src/server/traffic.js';
 
 const MiB = 1 << 20;
 
@@ -24,12 +25,22 @@ function snapshotOf(store: ClientStore, startedAt = Date.now()): ServerSnapshot 
   return {
     startedAt,
     now: Date.now(),
-    server: { address: '127.0.0.1', interface: 'lo', httpPort: 8080, dhcp: 'proxy', environment: 'lab' },
+    server: {
+      address: '127.0.0.1',
+      interface: 'lo',
+      httpPort: 8080,
+      dhcp: 'proxy',
+      environment: 'lab',
+      phase1Size: 0,
+    },
     clients,
     swarms: [],
     totals: {
       serverUploaded: 0,
       delivered: clients.reduce((n, c) => n + c.downloaded, 0),
+      deliveredPhase1: 0,
+      deliveredOs: clients.reduce((n, c) => n + c.downloaded, 0),
+      sent: NOTHING_SENT,
       booted: clients.filter((c) => c.stage === 'booting' || c.stage === 'running').length,
       failed: clients.filter((c) => c.stage === 'failed').length,
     },

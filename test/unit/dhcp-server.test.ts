@@ -13,6 +13,7 @@ import type { Socket } from 'node:dgram';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { randomInt } from 'node:crypto';
+import { waitUntil } from '../helpers/wait.js';
 
 import {
   MessageType,
@@ -41,6 +42,8 @@ const WAIT_MS = 5_000;
 /** A client on loopback: sends to the server, collects every reply. */
 class TestClient {
   readonly replies: { packet: DhcpPacket; address: string }[] = [];
+  /** Bytes of every reply received (UDP payload). */
+  received = 0;
   #waiters = new Set<() => void>();
   #xid = randomInt(1, 0x7fffffff);
 
@@ -49,6 +52,7 @@ class TestClient {
     readonly serverPort: number,
   ) {
     socket.on('message', (msg, rinfo) => {
+      this.received += msg.length;
       this.replies.push({ packet: decode(msg), address: rinfo.address });
       for (const w of this.#waiters) w();
     });
@@ -181,6 +185,9 @@ test('full mode: DISCOVER/OFFER/REQUEST/ACK with RFC 2132 parameters', async (t)
   // A second client gets a different address.
   const ack2 = await lease(client, '52:54:00:00:00:02');
   assert.notEqual(ack2.yiaddr, ack.yiaddr);
+  // The server's own figure (#16): the OFFERs and ACKs this client received, to the byte.
+  await waitUntil(() => client.replies.length === 4, WAIT_MS, 'four replies');
+  assert.equal(server.sentBytes, client.received);
 });
 
 test('full mode: reservation, RENEW, INIT-REBOOT NAK/silence, DECLINE, RELEASE, INFORM', async (t) => {
