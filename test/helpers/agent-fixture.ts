@@ -4,6 +4,7 @@
  * engine seeding the OS folders; and the agent run as a child process in
  * host mode, driven through its stdin.
  */
+import { childEnded } from './wait.js';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -248,12 +249,10 @@ export function runAgent(
   };
   child.stdout.on('data', onData);
   child.stderr.on('data', onData);
-  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
-    child.once('exit', (code, signal) => {
-      for (const l of listeners) l();
-      resolve({ code, signal });
-    }),
-  );
+  const exited = childEnded(child).then((r) => {
+    for (const l of listeners) l();
+    return r;
+  });
   let done = false;
   void exited.then(() => (done = true));
   t.after(() => {

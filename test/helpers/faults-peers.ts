@@ -4,6 +4,7 @@
  * from its bitfield and HAVE messages (BEP 3), and a liar that serves wrong
  * bytes for some pieces. Plus child-process plumbing shared by the tests.
  */
+import { childEnded } from './wait.js';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { connect, createServer, type Server, type Socket } from 'node:net';
@@ -107,9 +108,7 @@ export function startProc(after: (fn: () => unknown) => void, cmd: string, args:
   child.stdout.on('data', keep);
   child.stderr.on('data', keep);
   child.on('error', (err) => (out += `\n[spawn failed: ${err.message}]\n`));
-  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
-    child.once('exit', (code, signal) => resolve({ code, signal })),
-  );
+  const exited = childEnded(child);
   after(() => {
     if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
   });
