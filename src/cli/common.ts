@@ -15,10 +15,40 @@ export class UsageError extends Error {
   constructor(
     message: string,
     readonly help: string,
+    /** One line is enough (an unknown option): the usage is not printed after it. */
+    readonly brief = false,
   ) {
     super(message);
     this.name = 'UsageError';
   }
+}
+
+/** Edit distance counting a swap of two neighbours as one edit, for "did you mean": small strings only. */
+function distance(a: string, b: string): number {
+  const d: number[][] = Array.from({ length: a.length + 1 }, (_, i) =>
+    Array.from({ length: b.length + 1 }, (_, j) => (i === 0 ? j : j === 0 ? i : 0)),
+  );
+  for (let i = 1; i <= a.length; i++)
+    for (let j = 1; j <= b.length; j++) {
+      const same = a[i - 1] === b[j - 1] ? 0 : 1;
+      let v = Math.min(d[i - 1]![j]! + 1, d[i]![j - 1]! + 1, d[i - 1]![j - 1]! + same);
+      if (i > 1 && j > 1 && a[i - 1] === b[j - 2] && a[i - 2] === b[j - 1])
+        v = Math.min(v, d[i - 2]![j - 2]! + 1);
+      d[i]![j] = v;
+    }
+  return d[a.length]![b.length]!;
+}
+
+/** The option of `names` closest to `given` (at most a third of its letters off), if any. */
+export function closestOption(given: string, names: readonly string[]): string | undefined {
+  const bare = given.replace(/^-+/, '').split('=')[0]!;
+  let best: string | undefined;
+  let bestD = Math.max(1, Math.floor(bare.length / 3)) + 1;
+  for (const n of names) {
+    const d = n.startsWith(bare) && bare.length >= 2 ? 0 : distance(bare, n);
+    if (d < bestD) [best, bestD] = [n, d];
+  }
+  return best;
 }
 
 export interface Io {
@@ -40,7 +70,35 @@ export function parse<T extends ParseArgsConfig['options']>(argv: string[], opti
       strict: true,
     });
   } catch (err) {
-    throw new UsageError((err as Error).message, help);
+    const e = err as NodeJS.ErrnoException;
+    const command =
+      /^Usage: (boottorrent [\w-]+(?: create| info)?)/.exec(help)?.[1] ?? 'boottorrent <command>';
+    if (e.code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION') {
+      // Node's message ("Unknown option '--x'. To specify a positional argument ...") names a fix nobody wants.
+      const given = /'([^']+)'/.exec(e.message)?.[1] ?? '?';
+      const near = given.startsWith('--')
+        ? closestOption(given, [...Object.keys(options ?? {}), 'help'])
+        : undefined;
+      throw new UsageError(
+        `unknown option ${given}${near ? `; did you mean --${near}?` : ''} (\`${command} --help\` lists the options)`,
+        help,
+        true,
+      );
+    }
+    if (e.code === 'ERR_PARSE_ARGS_INVALID_OPTION_VALUE') {
+      const name = /--([\w-]+)/.exec(e.message)?.[1];
+      const takes = name && options?.[name]?.type === 'string';
+      throw new UsageError(
+        name
+          ? takes
+            ? `option --${name} needs a value (\`${command} --help\` says which)`
+            : `option --${name} takes no value`
+          : e.message,
+        help,
+        true,
+      );
+    }
+    throw new UsageError(e.message, help);
   }
 }
 

@@ -37,6 +37,8 @@ const commands: Record<string, () => Promise<Command>> = {
   status: async () => (await import('./status.js')).run,
 };
 
+let outputClosed = false;
+
 async function main(argv: string[]): Promise<number> {
   const ac = new AbortController();
   let interrupted = 0;
@@ -48,6 +50,15 @@ async function main(argv: string[]): Promise<number> {
   };
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
+  // Whoever reads our output went away (`boottorrent status | head -1`): not
+  // an error of ours. The command stops as on Ctrl-C, quietly, and exits 0
+  // if it was not failing anyway; nothing more is written to that pipe.
+  for (const stream of [process.stdout, process.stderr])
+    stream.on('error', () => {
+      // EPIPE, or a write after that (ERR_STREAM_DESTROYED): the reader is gone either way.
+      outputClosed = true;
+      ac.abort(new BootTorrentError('BT_ERR_ABORTED', 'output closed'));
+    });
   const io: Io = { stdout: process.stdout, stderr: process.stderr, signal: ac.signal };
 
   const [name, ...rest] = argv;
@@ -70,11 +81,12 @@ async function main(argv: string[]): Promise<number> {
     )(rest, io);
   } catch (err) {
     if (err instanceof UsageError) {
-      process.stderr.write(`boottorrent ${name}: ${err.message}\n\n${err.help}\n`);
+      process.stderr.write(`boottorrent ${name}: ${err.message}\n${err.brief ? '' : `\n${err.help}\n`}`);
       return EXIT_USAGE;
     }
     if (err instanceof BootTorrentError) {
       if (err.code === 'BT_ERR_ABORTED') {
+        if (outputClosed) return 0;
         process.stderr.write(
           `\nboottorrent ${name}: stopped (${err.cause instanceof Error ? err.cause.message : err.message})\n`,
         );
@@ -91,7 +103,9 @@ async function main(argv: string[]): Promise<number> {
   }
 }
 
-process.exitCode = await main(process.argv.slice(2));
+const code = await main(process.argv.slice(2));
+// A closed pipe that a finished command wrote into last: success all the same.
+process.exitCode = outputClosed && code === 0 ? 0 : code;
 // Every command closes what it opened; should a handle leak anyway, do not
 // leave the user's terminal hanging. The timer itself keeps nothing alive.
 setTimeout(() => process.exit(), 2000).unref();

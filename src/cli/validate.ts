@@ -2,7 +2,7 @@
 import { formatProblem, inspectEnvironment } from '../env/index.js';
 import { EXIT_OK, EXIT_USER, UsageError, parse, type Io } from './common.js';
 
-const HELP = `Usage: boottorrent validate [--env DIR] [--no-machine-checks]
+const HELP = `Usage: boottorrent validate [--env DIR] [--no-machine-checks] [--json]
 
 Checks Boottorrent.yaml and oss/*/config.yaml (version 1, or the older tool's
 version 0) and prints every problem as file:line:col: field: message (fix: ...).
@@ -11,12 +11,20 @@ Exit 0 when the environment is fine, 1 when it has problems.
   --env DIR              the environment folder (default: .)
   --no-machine-checks    skip what depends on this machine (interface and
                          address, ports in use, iPXE binaries), e.g. to check
-                         an environment prepared for another server`;
+                         an environment prepared for another server
+  --json                 print one JSON object on stdout instead:
+                         {"ok": true|false, "environment": DIR, "problems": [{file,
+                         line, column, field, message, fix}], "summary": {...}}
+                         (summary only when ok); the exit code is the same`;
 
 export async function run(argv: string[], io: Io): Promise<number> {
   const { values, positionals } = parse(
     argv,
-    { env: { type: 'string', short: 'e' }, 'no-machine-checks': { type: 'boolean' } },
+    {
+      env: { type: 'string', short: 'e' },
+      'no-machine-checks': { type: 'boolean' },
+      json: { type: 'boolean' },
+    },
     HELP,
   );
   if (values.help) {
@@ -27,6 +35,20 @@ export async function run(argv: string[], io: Io): Promise<number> {
     throw new UsageError(`unexpected argument '${positionals[0]}' (use --env DIR)`, HELP);
   const dir = values.env ?? '.';
   const { env, problems } = await inspectEnvironment(dir, { machineChecks: !values['no-machine-checks'] });
+  if (values.json) {
+    const summary = env && {
+      oss: env.oss.map((o) => ({ id: o.id, name: o.name, method: o.method })),
+      defaultOs: env.boot.defaultOs,
+      dhcp: env.dhcp.mode,
+      interface: env.server.interface,
+      address: env.server.address,
+      sourceVersion: env.sourceVersion,
+    };
+    io.stdout.write(
+      `${JSON.stringify({ ok: Boolean(env), environment: dir, problems, ...(summary ? { summary } : {}) })}\n`,
+    );
+    return env ? EXIT_OK : EXIT_USER;
+  }
   if (!env) {
     for (const p of problems) io.stderr.write(`${formatProblem(p)}\n`);
     io.stderr.write(`${problems.length} problem${problems.length === 1 ? '' : 's'} in ${dir}\n`);

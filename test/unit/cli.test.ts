@@ -4,7 +4,8 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { exited, runCli, startCli } from '../helpers/cli.js';
+import { spawn } from 'node:child_process';
+import { BIN, exited, runCli, startCli } from '../helpers/cli.js';
 import { pseudoRandomBytes, tempDir } from '../helpers/tmp.js';
 import { parseTorrent } from '../../src/torrent/metainfo.js';
 import { announce } from '../../src/tracker/client.js';
@@ -72,7 +73,11 @@ test('user errors exit 1 with one clear message; usage errors exit 2', async (t)
     [['torrent', 'create', dir, '--announce', 'ftp://x'], 2, /not an http:\/\/, https:\/\/ or udp:\/\/ URL/],
     [['torrent', 'create'], 2, /exactly one <path>/],
     [['torrent', 'frob'], 2, /unknown subcommand 'frob'/],
-    [['torrent', 'info', 'x', '--bogus'], 2, /Unknown option '--bogus'/],
+    [
+      ['torrent', 'info', 'x', '--bogus'],
+      2,
+      /^boottorrent torrent: unknown option --bogus \(`boottorrent torrent --help` lists the options\)\n$/,
+    ],
     [['tracker', '--port', '99999'], 2, /not a port/],
     [['frobnicate'], 2, /unknown command 'frobnicate'/],
     [['start', '--env', join(dir, 'no-env')], 1, /Boottorrent\.yaml/],
@@ -89,6 +94,80 @@ test('user errors exit 1 with one clear message; usage errors exit 2', async (t)
   const help = await runCli(['torrent', 'create', '--help']);
   assert.equal(help.code, 0);
   assert.match(help.stdout, /--piece-length BYTES/);
+});
+
+const COMMANDS = [
+  'torrent',
+  'tracker',
+  'seed',
+  'get',
+  'demo',
+  'build-phase1',
+  'init',
+  'validate',
+  'start',
+  'status',
+];
+
+test('every subcommand: an unknown option is one line with a suggestion, not the parser message (exit 2)', async () => {
+  const cases: [string[], RegExp][] = [
+    [['validate', '--jsno'], /^boottorrent validate: unknown option --jsno; did you mean --json\? /],
+    [['start', '--dashbord', 'x'], /did you mean --dashboard\?/],
+    [['status', '--env'], /^boottorrent status: option --env needs a value/],
+    [['status', '--json=yes'], /^boottorrent status: option --json takes no value\n$/],
+  ];
+  for (const c of COMMANDS)
+    cases.push([
+      // torrent takes its subcommand first.
+      c === 'torrent' ? [c, 'info', '--no-such-option-at-all'] : [c, '--no-such-option-at-all'],
+      new RegExp(`^boottorrent ${c}: unknown option --no-such-option-at-all \\(`),
+    ]);
+  for (const [args, re] of cases) {
+    const r = await runCli(args);
+    assert.equal(r.code, 2, `${args.join(' ')}: ${r.stderr}`);
+    assert.match(r.stderr, re, args.join(' '));
+    assert.equal(r.stderr.trimEnd().split('\n').length, 1, `one line: ${r.stderr}`);
+    assert.equal(r.stdout, '');
+  }
+});
+
+test('every subcommand exits 0 with nothing on stderr when its output pipe closes (--help | true)', async () => {
+  for (const args of [['--help'], ...COMMANDS.map((c) => [c, '--help'])]) {
+    // The reader is gone before the command writes: its first write fails with EPIPE.
+    const child = spawn(process.execPath, [BIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    child.stdout.destroy();
+    let err = '';
+    child.stderr.on('data', (d: Buffer) => (err += d.toString()));
+    const code = await new Promise<number | null>((resolve) => child.once('close', (c) => resolve(c)));
+    assert.equal(err, '', `${args.join(' ')}: ${err}`);
+    assert.equal(code, 0, args.join(' '));
+  }
+});
+
+test('validate --json: problems with file, field and fix, or a summary; the exit code as without it', async (t) => {
+  const dir = tempDir(t);
+  const bad = await runCli(['validate', '--env', join(dir, 'none'), '--json']);
+  assert.equal(bad.code, 1);
+  const b = JSON.parse(bad.stdout) as {
+    ok: boolean;
+    problems: { file: string; field: string; fix: string }[];
+  };
+  assert.equal(b.ok, false);
+  assert.match(b.problems[0]!.file, /none\/Boottorrent\.yaml$/);
+  assert.ok(b.problems[0]!.fix.length > 0);
+  assert.equal(bad.stderr, '');
+  const made = await runCli(['init', join(dir, 'env')]);
+  assert.equal(made.code, 0, made.stderr);
+  const good = await runCli(['validate', '--env', join(dir, 'env'), '--json', '--no-machine-checks']);
+  assert.equal(good.code, 0, good.stdout);
+  const g = JSON.parse(good.stdout) as {
+    ok: boolean;
+    problems: unknown[];
+    summary: { oss: { id: string }[] };
+  };
+  assert.equal(g.ok, true);
+  assert.deepEqual(g.problems, []);
+  assert.ok(g.summary.oss.length > 0);
 });
 
 test('tracker command serves announces and stops cleanly on SIGTERM', async (t) => {
