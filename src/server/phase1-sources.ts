@@ -1,0 +1,189 @@
+/**
+ * Where a booting client gets the big part of phase 1 (issue #16 item 2).
+ *
+ * The server always sends the kernel and a small first-stage initramfs
+ * (stage 0); stage 0 then asks the server where to fetch the rest (the
+ * payload: Node, the agent, its libraries) and checks it against the
+ * SHA-256 on its kernel command line before anything in it runs. Clients
+ * whose agent runs serve their payload to later clients, so the server
+ * sends a handful of payloads rather than one per client.
+ *
+ * This class decides, per question, one of:
+ * - a peer: a client whose agent said (in a report with its MAC's token)
+ *   that it serves phase 1, still in an agent stage, heard from lately, with
+ *   a free slot, not this client, not caught serving a wrong payload;
+ * - the server, while fewer than `serverSlots` clients fetch from it, or
+ *   once a client has waited `maxWaitMs`, or when no peer can come;
+ * - "wait and ask again" otherwise: a room that powers on at once would
+ *   otherwise fetch every payload from the server in the first seconds.
+ *
+ * A peer's address is the source address of its reports, never a field a
+ * client writes, so nobody can point clients at a host of their choosing.
+ * Pure: the clock comes in with each call.
+ */
+
+export interface PhaseOneSourceLimits {
+  /** Clients fetching from one peer at once (its link is a client's link). */
+  readonly perPeer: number;
+  /** Clients fetching the payload from the server at once. */
+  readonly serverSlots: number;
+  /** A peer not heard from for this long is not offered. */
+  readonly freshMs: number;
+  /** An assignment holds its slot until the client's agent reports, or this long. */
+  readonly holdMs: number;
+  /** A client told to wait gets the server after waiting this long in all. */
+  readonly maxWaitMs: number;
+  /** How long a client waits before asking again. */
+  readonly waitMs: number;
+  /** A peer that served a wrong payload is not offered again for this long. */
+  readonly banMs: number;
+  /** Peers and waiting clients remembered at most (a MAC flood must not grow them). */
+  readonly maxEntries: number;
+}
+
+export const PHASE1_SOURCE_LIMITS: PhaseOneSourceLimits = {
+  perPeer: 2,
+  serverSlots: 4,
+  freshMs: 30_000,
+  holdMs: 120_000,
+  maxWaitMs: 90_000,
+  waitMs: 3_000,
+  banMs: 600_000,
+  maxEntries: 4096,
+};
+
+export type SourceAnswer =
+  | { readonly kind: 'peer'; readonly url: string; readonly peer: string }
+  | { readonly kind: 'server'; readonly url: string }
+  | { readonly kind: 'wait'; readonly seconds: number };
+
+interface Peer {
+  url: string;
+  lastSeen: number;
+}
+
+interface Assignment {
+  /** MAC of the peer, or '' for the server. */
+  source: string;
+  until: number;
+}
+
+export class PhaseOneSources {
+  private readonly limits: PhaseOneSourceLimits;
+  private readonly peers = new Map<string, Peer>();
+  private readonly banned = new Map<string, number>();
+  /** Client MAC -> what it was last told to fetch from. */
+  private readonly assigned = new Map<string, Assignment>();
+  /** Client MAC -> when it was first told to wait (this boot). */
+  private readonly waitingSince = new Map<string, number>();
+
+  constructor(
+    /** The payload's URL on the server. */
+    private readonly serverUrl: string,
+    limits: Partial<PhaseOneSourceLimits> = {},
+  ) {
+    this.limits = { ...PHASE1_SOURCE_LIMITS, ...limits };
+  }
+
+  /** An agent (MAC, reporting from `ip`) serves its payload on `port`; also ends that client's own fetch. */
+  offer(mac: string, ip: string, port: number, now: number): void {
+    this.arrived(mac);
+    if (this.isBanned(mac, now)) return;
+    if (!this.peers.has(mac) && this.peers.size >= this.limits.maxEntries) return;
+    const host = ip.includes(':') ? `[${ip}]` : ip;
+    this.peers.set(mac, { url: `http://${host}:${port}/phase1/payload`, lastSeen: now });
+  }
+
+  /** The client's agent is up (any report): its own fetch is over, its slot free. */
+  arrived(mac: string): void {
+    this.assigned.delete(mac);
+    this.waitingSince.delete(mac);
+  }
+
+  /** The agent stops serving (it boots its OS, failed, or its machine is gone). */
+  withdraw(mac: string): void {
+    this.peers.delete(mac);
+  }
+
+  /**
+   * Where `mac` fetches its payload now. `failed` is the URL it tried last
+   * and why: 'gone' (no answer: that peer is withdrawn) or 'bad' (a payload
+   * whose SHA-256 did not match: that peer is banned).
+   */
+  pick(mac: string, now: number, failed?: { url: string; why: 'gone' | 'bad' }): SourceAnswer {
+    if (failed) this.failed(failed.url, failed.why, now);
+    this.assigned.delete(mac);
+    this.expire(now);
+    const load = new Map<string, number>();
+    for (const a of this.assigned.values()) load.set(a.source, (load.get(a.source) ?? 0) + 1);
+    let best: [string, Peer] | undefined;
+    for (const [peerMac, p] of this.peers) {
+      if (peerMac === mac || this.isBanned(peerMac, now) || now - p.lastSeen > this.limits.freshMs) continue;
+      const n = load.get(peerMac) ?? 0;
+      if (n >= this.limits.perPeer) continue;
+      if (!best || n < (load.get(best[0]) ?? 0)) best = [peerMac, p];
+    }
+    if (best) {
+      this.assign(mac, best[0], now);
+      return { kind: 'peer', url: best[1].url, peer: best[0] };
+    }
+    const since = this.waitingSince.get(mac);
+    const waited = since === undefined ? 0 : now - since;
+    if ((load.get('') ?? 0) < this.limits.serverSlots || waited >= this.limits.maxWaitMs) {
+      this.assign(mac, '', now);
+      return { kind: 'server', url: this.serverUrl };
+    }
+    if (since === undefined) {
+      if (this.waitingSince.size >= this.limits.maxEntries) {
+        // Past the bound the oldest waiter is forgotten (it starts its wait again).
+        const oldest = this.waitingSince.keys().next().value;
+        if (oldest !== undefined) this.waitingSince.delete(oldest);
+      }
+      this.waitingSince.set(mac, now);
+    }
+    return { kind: 'wait', seconds: Math.ceil(this.limits.waitMs / 1000) };
+  }
+
+  /** Peers offered now (for status): MAC -> URL. */
+  list(now: number): { mac: string; url: string; serving: number }[] {
+    const load = new Map<string, number>();
+    for (const a of this.assigned.values()) load.set(a.source, (load.get(a.source) ?? 0) + 1);
+    return [...this.peers]
+      .filter(([m, p]) => !this.isBanned(m, now) && now - p.lastSeen <= this.limits.freshMs)
+      .map(([m, p]) => ({ mac: m, url: p.url, serving: load.get(m) ?? 0 }));
+  }
+
+  private isBanned(mac: string, now: number): boolean {
+    const until = this.banned.get(mac);
+    if (until === undefined) return false;
+    if (until > now) return true;
+    this.banned.delete(mac);
+    return false;
+  }
+
+  private assign(mac: string, source: string, now: number): void {
+    if (this.assigned.size >= this.limits.maxEntries) {
+      const oldest = this.assigned.keys().next().value;
+      if (oldest !== undefined) this.assigned.delete(oldest);
+    }
+    this.assigned.set(mac, { source, until: now + this.limits.holdMs });
+  }
+
+  private failed(url: string, why: 'gone' | 'bad', now: number): void {
+    for (const [peerMac, p] of this.peers) {
+      if (p.url !== url) continue;
+      if (why === 'bad') {
+        this.banned.set(peerMac, now + this.limits.banMs);
+        this.peers.delete(peerMac);
+      } else {
+        this.peers.delete(peerMac);
+      }
+    }
+  }
+
+  private expire(now: number): void {
+    for (const [m, a] of this.assigned) if (a.until <= now) this.assigned.delete(m);
+    for (const [m, until] of this.banned) if (until <= now) this.banned.delete(m);
+    for (const [m, p] of this.peers) if (now - p.lastSeen > this.limits.freshMs * 4) this.peers.delete(m);
+  }
+}

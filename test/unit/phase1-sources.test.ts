@@ -1,0 +1,106 @@
+// PhaseOneSources (src/server/phase1-sources.ts): where a booting client
+// fetches its phase-1 payload. Pure, so every rule is checked with a clock
+// the test moves.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { PhaseOneSources, type SourceAnswer } from '../../src/server/phase1-sources.js';
+
+const SERVER = 'http://10.0.0.1/phase1/payload';
+const mac = (i: number) => `52:54:00:00:00:${i.toString(16).padStart(2, '0')}`;
+const kind = (a: SourceAnswer) => (a.kind === 'peer' ? `peer ${a.peer}` : a.kind);
+
+test('a room that powers on at once: the server serves its slots, the rest wait for peers', () => {
+  const s = new PhaseOneSources(SERVER, { serverSlots: 2, perPeer: 2 });
+  assert.deepEqual(s.pick(mac(1), 0), { kind: 'server', url: SERVER });
+  assert.equal(kind(s.pick(mac(2), 0)), 'server');
+  assert.deepEqual(s.pick(mac(3), 0), { kind: 'wait', seconds: 3 });
+  assert.equal(kind(s.pick(mac(4), 0)), 'wait');
+  // The first agent comes up and serves: the waiters go to it, two at a time.
+  s.offer(mac(1), '10.0.0.101', 8470, 20_000);
+  assert.deepEqual(s.pick(mac(3), 20_000), {
+    kind: 'peer',
+    url: 'http://10.0.0.101:8470/phase1/payload',
+    peer: mac(1),
+  });
+  assert.equal(kind(s.pick(mac(4), 20_000)), `peer ${mac(1)}`);
+  // mac(1) is full; its own fetch from the server ended when its agent spoke,
+  // so a server slot is free for the next, and the one after waits.
+  assert.equal(kind(s.pick(mac(5), 20_000)), 'server');
+  assert.equal(kind(s.pick(mac(6), 20_000)), 'wait');
+  // A second peer shares the load: the least loaded is picked.
+  s.offer(mac(2), '10.0.0.102', 8470, 21_000);
+  assert.equal(kind(s.pick(mac(6), 21_000)), `peer ${mac(2)}`);
+  // mac(1)'s clients come up: its slots free, and it is the least loaded again.
+  s.arrived(mac(3));
+  s.arrived(mac(4));
+  assert.equal(kind(s.pick(mac(7), 22_000)), `peer ${mac(1)}`);
+});
+
+test('a client never gets itself, a stale peer, or a withdrawn one', () => {
+  const s = new PhaseOneSources(SERVER, { serverSlots: 0, freshMs: 10_000 });
+  s.offer(mac(1), '10.0.0.101', 8470, 0);
+  assert.equal(kind(s.pick(mac(1), 0)), 'wait', 'not itself');
+  assert.equal(kind(s.pick(mac(2), 10_001)), 'wait', 'not heard from for more than freshMs');
+  s.offer(mac(1), '10.0.0.101', 8470, 10_001);
+  assert.equal(kind(s.pick(mac(2), 10_002)), `peer ${mac(1)}`);
+  s.withdraw(mac(1));
+  assert.equal(kind(s.pick(mac(3), 10_003)), 'wait', 'withdrawn: it boots its OS');
+});
+
+test('a peer that is gone is dropped; one that served a wrong payload is banned until banMs', () => {
+  const s = new PhaseOneSources(SERVER, { serverSlots: 0, banMs: 60_000 });
+  s.offer(mac(1), '10.0.0.101', 8470, 0);
+  s.offer(mac(2), '10.0.0.102', 8470, 0);
+  const first = s.pick(mac(3), 0);
+  assert.equal(first.kind, 'peer');
+  const url = (first as { url: string }).url;
+  // "gone": that peer is no longer offered, the other is.
+  const second = s.pick(mac(3), 1, { url, why: 'gone' });
+  assert.equal(second.kind, 'peer');
+  assert.notEqual((second as { url: string }).url, url);
+  // It comes back with its next report.
+  s.offer((first as { peer: string }).peer, url.includes('101') ? '10.0.0.101' : '10.0.0.102', 8470, 2);
+  // "bad": banned, and its next reports do not bring it back before banMs.
+  const bad = (second as { peer: string }).peer;
+  const third = s.pick(mac(3), 3, { url: (second as { url: string }).url, why: 'bad' });
+  assert.equal(kind(third), `peer ${(first as { peer: string }).peer}`);
+  s.offer(bad, '10.0.0.9', 8470, 4);
+  for (let i = 4; i < 9; i++) assert.notEqual(kind(s.pick(mac(i), 5)), `peer ${bad}`);
+  s.offer(bad, '10.0.0.9', 8470, 60_010);
+  assert.ok(
+    s.list(60_010).some((p) => p.mac === bad),
+    'offered again after banMs',
+  );
+});
+
+test('a client that waited maxWaitMs gets the server even when its slots are taken', () => {
+  const s = new PhaseOneSources(SERVER, { serverSlots: 1, maxWaitMs: 30_000, holdMs: 1e9 });
+  assert.equal(kind(s.pick(mac(1), 0)), 'server');
+  assert.equal(kind(s.pick(mac(2), 0)), 'wait');
+  assert.equal(kind(s.pick(mac(2), 29_999)), 'wait');
+  assert.equal(kind(s.pick(mac(2), 30_000)), 'server');
+});
+
+test('an assignment ends after holdMs if the client never reports (it was switched off)', () => {
+  const s = new PhaseOneSources(SERVER, { serverSlots: 1, holdMs: 10_000, maxWaitMs: 1e9 });
+  assert.equal(kind(s.pick(mac(1), 0)), 'server');
+  assert.equal(kind(s.pick(mac(2), 5_000)), 'wait');
+  assert.equal(kind(s.pick(mac(2), 10_000)), 'server');
+});
+
+test('a MAC flood grows nothing past maxEntries', () => {
+  const s = new PhaseOneSources(SERVER, { serverSlots: 0, maxEntries: 10 });
+  for (let i = 0; i < 1000; i++) {
+    s.offer(
+      `02:00:00:00:${(i >> 8).toString(16).padStart(2, '0')}:${(i & 255).toString(16).padStart(2, '0')}`,
+      '10.0.0.5',
+      1,
+      0,
+    );
+    s.pick(
+      `06:00:00:00:${(i >> 8).toString(16).padStart(2, '0')}:${(i & 255).toString(16).padStart(2, '0')}`,
+      0,
+    );
+  }
+  assert.ok(s.list(0).length <= 10);
+});
