@@ -83,6 +83,14 @@ export interface BootConfig {
   readonly oss: readonly BootOs[];
 }
 
+/**
+ * Phase 1 served by peers (#16): stage 0 keeps the payload it fetched and
+ * checked here, and the agent serves this file to later clients at
+ * http://<its address>:PHASE1_SHARE_PORT/phase1/payload while it runs.
+ */
+export const PHASE1_PAYLOAD_PATH = '/run/boottorrent/phase1.img';
+export const PHASE1_SHARE_PORT = 8470;
+
 export type AgentStage =
   'network' | 'config' | 'menu' | 'downloading' | 'verifying' | 'seeding' | 'booting' | 'running' | 'failed';
 
@@ -103,6 +111,8 @@ export interface AgentReport {
   readonly error?: string;
   /** The agent's own peak RSS in bytes so far (VmHWM). */
   readonly peakRss?: number;
+  /** TCP port on which the agent serves its phase-1 payload to later clients (#16), while it does. */
+  readonly phase1Port?: number;
 }
 
 // ---------------------------------------------------------------------------
@@ -299,6 +309,11 @@ export function parseAgentReport(text: string): AgentReport {
       if (v < 0) bad(k, 'must be >= 0');
       out[k] = k === 'progress' ? Math.min(1, v) : v;
     }
+  }
+  if (o.phase1Port !== undefined) {
+    const v = num(o, 'phase1Port', '(report)');
+    if (!Number.isInteger(v) || v < 1 || v > 65535) bad('phase1Port', 'must be a TCP port (1-65535)');
+    out.phase1Port = v;
   }
   if (o.os !== undefined) out.os = str(o, 'os', '(report)', 255);
   if (o.error !== undefined) out.error = str(o, 'error', '(report)', 2000);

@@ -33,6 +33,7 @@ import {
 } from './menu.js';
 import { bringUpNetwork, type Lease } from './network.js';
 import { Reporter, peakRssBytes } from './report.js';
+import { PhaseOneShare } from './phase1-share.js';
 import {
   StepFailure,
   binCommand,
@@ -61,6 +62,10 @@ const CONFIG_BACKOFF = [1, 2, 4, 8];
 /** Seconds before the failure screen retries by itself, when the network or the server is not there (yet). */
 const NETWORK_AUTO_RETRY = 15;
 const CONFIG_AUTO_RETRY = 30;
+/** While serving phase 1, the last stage is reported again this often (the server forgets a silent peer after 30 s). */
+const SHARE_HEARTBEAT_MS = 10_000;
+/** How long a phase-1 transfer to another client may go on once this machine loads its OS. */
+const SHARE_GRACE_MS = 30_000;
 
 type BootResult = 'menu' | 'quit' | 'done';
 
@@ -78,6 +83,12 @@ export class Agent {
   private readonly seeded = new Set<string>();
   private crash: ((err: unknown) => void) | undefined;
   private readonly quitLabel: string;
+  /** Serves this client's phase-1 payload to later clients (#16), once the network is up. */
+  private share: PhaseOneShare | undefined;
+  private sharePort: number | undefined;
+  /** The last stage reported, repeated while sharing so the server keeps offering this client. */
+  private lastReport: { stage: AgentStage; os?: string } | undefined;
+  private heartbeat: NodeJS.Timeout | undefined;
 
   constructor(
     private readonly args: AgentArgs,
@@ -95,7 +106,34 @@ export class Agent {
   private stage(stage: AgentStage, os?: BootOs, extra = ''): void {
     this.say(`boottorrent-agent: stage=${stage}${os ? ` os=${os.id}` : ''}${extra}`);
     this.log.debug('stage', { stage, peakRssMB: Math.round((peakRssBytes() ?? 0) / 1e6) });
-    this.reporter?.send({ stage, ...(os ? { os: os.id } : {}) });
+    this.lastReport = { stage, ...(os ? { os: os.id } : {}) };
+    this.reporter?.send(this.lastReport);
+  }
+
+  /** Starts serving the phase-1 payload if this client has one (it came through stage 0). */
+  private async startSharing(): Promise<void> {
+    if (!this.args.shareFile || this.share) return;
+    this.share = new PhaseOneShare({ file: this.args.shareFile, port: this.args.sharePort }, this.log);
+    this.sharePort = await this.share.start();
+    if (this.sharePort === undefined) {
+      this.share = undefined;
+      return;
+    }
+    this.say(`boottorrent-agent: serving phase 1 to later clients on port ${this.sharePort}`);
+    // Reports come with progress; in a long menu wait there are none, so say where we are now and then.
+    this.heartbeat = setInterval(() => {
+      if (this.lastReport) this.reporter?.send(this.lastReport);
+    }, SHARE_HEARTBEAT_MS);
+    this.heartbeat.unref();
+  }
+
+  /** Stops serving phase 1, letting transfers in progress finish for up to `graceMs`. */
+  private async stopSharing(graceMs: number): Promise<void> {
+    if (this.heartbeat) clearInterval(this.heartbeat);
+    this.heartbeat = undefined;
+    const share = this.share;
+    this.share = undefined;
+    await share?.close(graceMs);
   }
 
   /**
@@ -121,6 +159,7 @@ export class Agent {
       return await this.flow();
     } finally {
       this.con.detach();
+      await this.stopSharing(0);
       await this.reporter?.flush(2000);
       this.reporter?.close();
       await this.client?.close().catch(() => undefined);
@@ -130,6 +169,7 @@ export class Agent {
 
   private async flow(): Promise<number> {
     if (this.args.network && (await this.network()) === 'quit') return 0;
+    await this.startSharing();
     for (;;) {
       if (!this.config) {
         const got = await this.fetchConfig();
@@ -193,7 +233,14 @@ export class Agent {
           // An empty token: the server could not tie this machine to its MAC
           // (docs/deployment.md §9); boot without reporting rather than send refused reports.
           this.reporter = config.reportToken
-            ? new Reporter({ url: config.reportUrl, token: config.reportToken }, this.log)
+            ? new Reporter(
+                {
+                  url: config.reportUrl,
+                  token: config.reportToken,
+                  ...(this.sharePort !== undefined ? { always: { phase1Port: this.sharePort } } : {}),
+                },
+                this.log,
+              )
             : undefined;
           this.say(
             `boottorrent-agent: boot config: ${config.oss.length} OS(s), default ${config.menu.default ?? '(none)'}`,
@@ -467,6 +514,8 @@ export class Agent {
     }
     this.stage('booting', os);
     await this.reporter?.flush(2000);
+    // The server no longer sends clients here; those fetching from us may finish.
+    await this.stopSharing(SHARE_GRACE_MS);
     // Stop seeding and close every socket before the kernel is replaced.
     await this.client?.close().catch(() => undefined);
     this.client = undefined;

@@ -6,6 +6,7 @@
 import { parseArgs } from 'node:util';
 import { BootTorrentError } from '../errors.js';
 import { normalizeMac } from '../util/address.js';
+import { PHASE1_PAYLOAD_PATH, PHASE1_SHARE_PORT } from '../boot-config.js';
 
 export interface AgentArgs {
   /** Server base URL, no trailing slash. */
@@ -26,6 +27,10 @@ export interface AgentArgs {
   readonly stallSeconds: number;
   /** TCP port for peers (0: any free port). */
   readonly port: number;
+  /** The phase-1 payload to serve to later clients (#16), if this client has one. */
+  readonly shareFile?: string;
+  /** TCP port it is served on (0: any free port). */
+  readonly sharePort: number;
 }
 
 export const DEFAULT_DIR = '/tmp/boottorrent';
@@ -42,6 +47,8 @@ Runs the BootTorrent agent on this host instead of inside phase 1.
   --dry-run           do everything up to the load, print what would run, exit 0
   --port N            TCP port for peers (default ${DEFAULT_PORT}; 0 picks a free one)
   --stall-timeout S   seconds without progress before a download fails (default ${DEFAULT_STALL_SECONDS})
+  --share-phase1 FILE serve FILE as this client's phase-1 payload to later clients (as phase 1 does)
+  --share-port N      its TCP port (default ${PHASE1_SHARE_PORT}; 0 picks a free one)
   -v, --verbose       debug lines on stderr`;
 
 function usage(message: string): never {
@@ -95,6 +102,9 @@ export function argsFromKernelCmdline(text: string): AgentArgs {
     verbose: p.has('boottorrent.debug'),
     stallSeconds: DEFAULT_STALL_SECONDS,
     port: DEFAULT_PORT,
+    // Stage 0 leaves it there when phase 1 came through it; otherwise there is nothing to serve.
+    shareFile: PHASE1_PAYLOAD_PATH,
+    sharePort: PHASE1_SHARE_PORT,
   };
 }
 
@@ -112,6 +122,8 @@ export function argsFromFlags(argv: readonly string[]): AgentArgs {
         'dry-run': { type: 'boolean' },
         port: { type: 'string' },
         'stall-timeout': { type: 'string' },
+        'share-phase1': { type: 'string' },
+        'share-port': { type: 'string' },
         verbose: { type: 'boolean', short: 'v' },
       },
       strict: true,
@@ -127,6 +139,9 @@ export function argsFromFlags(argv: readonly string[]): AgentArgs {
   const stall = Number(values['stall-timeout'] ?? DEFAULT_STALL_SECONDS);
   if (!Number.isFinite(stall) || stall <= 0)
     usage(`--stall-timeout ${values['stall-timeout']}: expected seconds > 0`);
+  const sharePort = Number(values['share-port'] ?? PHASE1_SHARE_PORT);
+  if (!Number.isInteger(sharePort) || sharePort < 0 || sharePort > 65535)
+    usage(`--share-port ${values['share-port']}: expected 0..65535`);
   return {
     server: checkServer(values.server, '--server'),
     mac: checkMac(values.mac, '--mac'),
@@ -137,5 +152,7 @@ export function argsFromFlags(argv: readonly string[]): AgentArgs {
     verbose: values.verbose ?? false,
     stallSeconds: stall,
     port,
+    ...(values['share-phase1'] !== undefined ? { shareFile: values['share-phase1'] } : {}),
+    sharePort,
   };
 }

@@ -25,6 +25,8 @@ export interface ReporterOptions {
   minIntervalMs?: number;
   /** Per-POST timeout (default 3000 ms). */
   timeoutMs?: number;
+  /** Fields every report carries (the port this client serves phase 1 on). */
+  always?: Partial<AgentReport>;
 }
 
 export class Reporter {
@@ -54,7 +56,11 @@ export class Reporter {
    */
   send(report: Omit<AgentReport, 'peakRss'>): void {
     const peakRss = peakRssBytes();
-    const full: AgentReport = { ...report, ...(peakRss !== undefined ? { peakRss } : {}) };
+    const full: AgentReport = {
+      ...this.opts.always,
+      ...report,
+      ...(peakRss !== undefined ? { peakRss } : {}),
+    };
     const last = this.queue.at(-1);
     if (last !== undefined && last.stage === full.stage) this.queue[this.queue.length - 1] = full;
     else {

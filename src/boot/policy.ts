@@ -44,6 +44,19 @@ export interface PhaseOneImage {
   readonly cmdline: string;
 }
 
+/**
+ * Where stage 0 fetches the phase-1 payload (#16): a URL (another client's
+ * agent, or the server), or "ask again in `seconds`".
+ */
+export type PayloadSource =
+  { readonly kind: 'get'; readonly url: string } | { readonly kind: 'wait'; readonly seconds: number };
+
+/** What stage 0 says about the source it tried last: it did not answer, or sent a wrong payload. */
+export interface PayloadFailure {
+  readonly url: string;
+  readonly why: 'gone' | 'bad';
+}
+
 /** Why a MAC may not boot here; shown on the client's screen by the refusal script. */
 export interface BootRefusal {
   readonly refused: string;
@@ -61,4 +74,9 @@ export interface BootPolicy {
    * report token.
    */
   bootConfigFor(mac: string, client: string): BootConfig | undefined | Promise<BootConfig | undefined>;
+  /**
+   * Where this MAC's stage 0, asking from `client`, fetches the phase-1
+   * payload now. Only when phase 1 is served by peers; absent otherwise.
+   */
+  payloadSourceFor?(mac: string, client: string, failed?: PayloadFailure): PayloadSource | BootRefusal;
 }

@@ -107,6 +107,7 @@ tracker:
 peers:
   lsd: false                 # Local Service Discovery (multicast); a second way to find peers
   pex: true                  # peer exchange between clients
+  phase1: false              # clients serve phase 1 to later clients (checked by SHA-256 before it runs)
 
 boot:
   default_os: hello          # a folder of oss/

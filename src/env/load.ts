@@ -137,6 +137,7 @@ interface Draft {
   trackerPort: number;
   lsd?: boolean;
   pex: boolean;
+  phase1Peers: boolean;
   defaultOs?: string;
   timeout?: number;
   seedTime: number;
@@ -183,6 +184,7 @@ function mapV1(v: Obj, bad: (field: string) => boolean): Draft {
     trackerPort: (tracker.port as number | undefined) ?? 6969,
     lsd: bad('peers.lsd') ? undefined : ((peers.lsd as boolean | undefined) ?? false),
     pex: (peers.pex as boolean | undefined) ?? true,
+    phase1Peers: (peers.phase1 as boolean | undefined) ?? false,
     defaultOs: boot.default_os as string | undefined,
     timeout: bad('boot.timeout') ? undefined : ((boot.timeout as number | undefined) ?? 30),
     seedTime: (boot.seed_time as number | undefined) ?? 30,
@@ -247,6 +249,7 @@ function mapV0(v: Obj, bad: (field: string) => boolean): Draft {
     trackerPort: (ot.port as number | undefined) ?? 6969,
     lsd: bad('aria2.bt_enable_lpd') ? undefined : ((ar.bt_enable_lpd as boolean | undefined) ?? false),
     pex: (ar.enable_peer_exchange as boolean | undefined) ?? true,
+    phase1Peers: false,
     defaultOs: bt.default_os as string | undefined,
     timeout: bad('boottorrent.timeout') ? undefined : ((bt.timeout as number | undefined) ?? 30),
     seedTime: (bt.seed_time as number | undefined) ?? 30,
@@ -631,7 +634,7 @@ function build(dir: string, d: Draft, oss: OsEntry[]): Environment {
       dns: d.dns,
     },
     tracker: { enabled: d.trackerEnabled!, port: d.trackerPort },
-    peers: { lsd: d.lsd!, pex: d.pex },
+    peers: { lsd: d.lsd!, pex: d.pex, phase1: d.phase1Peers },
     boot: { defaultOs: d.defaultOs ?? null, timeout: d.timeout!, seedTime: d.seedTime },
     hosts,
     allowMacs: d.allowMacs ? d.allowMacs.map(normMac) : null,

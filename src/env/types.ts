@@ -83,7 +83,8 @@ export interface Environment {
     readonly dns: readonly string[];
   };
   readonly tracker: { readonly enabled: boolean; readonly port: number };
-  readonly peers: { readonly lsd: boolean; readonly pex: boolean };
+  /** lsd, pex: ways clients find each other; phase1: clients serve phase 1 to later clients (#16). */
+  readonly peers: { readonly lsd: boolean; readonly pex: boolean; readonly phase1: boolean };
   readonly boot: {
     /** Null only when timeout is negative (the menu waits for a choice). */
     readonly defaultOs: string | null;

@@ -9,7 +9,7 @@ import { BootTorrentError } from '../errors.js';
 import { DropLog } from '../util/drop-log.js';
 import { watchListener } from '../util/listener-error.js';
 import { silentLogger, type Logger } from '../util/logger.js';
-import type { BootPolicy } from '../boot/policy.js';
+import type { BootPolicy, PayloadFailure } from '../boot/policy.js';
 import { phaseOneScript, refusalScript } from './ipxe.js';
 import { normalizeMac } from '../util/address.js';
 import { createBoundedServer, httpLimits, sourceIp, type HttpListenerLimits } from '../util/http-guard.js';
@@ -22,7 +22,7 @@ export type HttpSentKind = (typeof HTTP_SENT_KINDS)[number];
 import { refuseBadTarget, requestUrl } from './target.js';
 
 /** What the HTTP side asks the boot policy (src/boot/policy.ts): phase 1 and the boot config. */
-export type HttpBootPolicy = Pick<BootPolicy, 'phaseOneFor' | 'bootConfigFor'>;
+export type HttpBootPolicy = Pick<BootPolicy, 'phaseOneFor' | 'bootConfigFor' | 'payloadSourceFor'>;
 
 export interface BootHttpOptions {
   host?: string;
@@ -60,7 +60,7 @@ export interface BootHttpServices {
 /** What a request's answer is for, by its path (the same order handle() asks in). */
 function kindOf(path: string, options: BootHttpOptions): HttpSentKind {
   if (path === '/announce' || path === '/scrape') return 'tracker';
-  if (path === '/boot.ipxe') return 'script';
+  if (path === '/boot.ipxe' || path.startsWith('/api/v1/phase1/')) return 'script';
   if (path.startsWith('/api/v1/boot/')) return 'config';
   if (path.startsWith('/api/')) return 'api';
   if (options.files && Object.hasOwn(options.files, path)) return 'ipxe';
@@ -174,6 +174,8 @@ export class BootHttpServer {
     if (path === '/boot.ipxe') return this.bootScript(url, client, res);
     const api = /^\/api\/v1\/boot\/([^/]+)$/.exec(path);
     if (api) return await this.menu(api[1]!, client, res);
+    const source = /^\/api\/v1\/phase1\/([^/]+)$/.exec(path);
+    if (source) return this.payloadSource(source[1]!, url, client, res);
     const exact =
       this.options.files && Object.hasOwn(this.options.files, path) ? this.options.files[path] : undefined;
     if (exact !== undefined) {
@@ -232,6 +234,38 @@ export class BootHttpServer {
         scriptUrl: `${this.url}/boot.ipxe?mac=${mac}`,
       }),
     );
+  }
+
+  /**
+   * Stage 0 asks where to fetch the phase-1 payload (#16): one line,
+   * `get <url>` or `wait <seconds>`, easy for busybox sh to read. `failed=`
+   * and `why=` name the source it tried last and what went wrong.
+   */
+  private payloadSource(rawMac: string, url: URL, client: string, res: ServerResponse): void {
+    const text = (status: number, body: string) =>
+      res.writeHead(status, { 'content-type': 'text/plain', 'cache-control': 'no-store' }).end(`${body}\n`);
+    const mac = normalizeMac(rawMac);
+    if (!mac) return void text(400, `not a MAC address: ${rawMac}`);
+    if (!this.services.policy.payloadSourceFor) return void text(404, 'phase 1 is not served by peers here');
+    const failedUrl = url.searchParams.get('failed');
+    const why = url.searchParams.get('why');
+    const failed: PayloadFailure | undefined =
+      failedUrl && failedUrl.length <= 512 && (why === 'gone' || why === 'bad')
+        ? { url: failedUrl, why }
+        : undefined;
+    const answer = this.services.policy.payloadSourceFor(mac, client, failed);
+    if ('refused' in answer) {
+      this.scriptDrops.drop(client, 'phase-1 source refused', { mac, reason: answer.refused });
+      return void text(403, answer.refused);
+    }
+    if (failed)
+      this.log.info('stage 0 could not use a phase-1 source', {
+        client,
+        mac,
+        source: failed.url,
+        why: failed.why,
+      });
+    text(200, answer.kind === 'get' ? `get ${answer.url}` : `wait ${answer.seconds}`);
   }
 
   private async menu(rawMac: string, client: string, res: ServerResponse): Promise<void> {

@@ -31,7 +31,8 @@ import { promisify } from 'node:util';
 import { BootTorrentError, abortError } from '../errors.js';
 import { silentLogger, type Logger } from '../util/logger.js';
 import { encodeCpio, type CpioEntry } from './cpio.js';
-import { generateInitScript, phase1EtcFiles } from './init-script.js';
+import { generateInitScript, phase1EtcFiles, UDHCPC_SCRIPT } from './init-script.js';
+import { generateStage0Script } from './stage0.js';
 import { findIcuPackage, trimIcuPackage } from './icu.js';
 import { sharedLibraries } from './libs.js';
 import {
@@ -47,7 +48,7 @@ import { PINNED_NODE } from './runtime.js';
 const execFileP = promisify(execFile);
 
 /** Bumped when the image layout changes in a way the input files do not show. */
-const BUILDER_VERSION = 2;
+const BUILDER_VERSION = 3;
 
 export type Phase1Flavor = 'base' | 'qemu';
 export type Phase1Compression = 'xz' | 'zstd' | 'gzip';
@@ -122,7 +123,11 @@ export interface Phase1Manifest {
   };
   readonly modules: { readonly loaded: readonly string[]; readonly missing: readonly string[] };
   readonly sizes: Phase1Sizes;
-  readonly outputs: Readonly<Record<'vmlinuz' | 'initrd.img', { size: number; sha256: string }>>;
+  /** stage0.img: the small first initramfs when phase 1 is served by peers (#16); not with zstd (busybox cannot unpack it). */
+  readonly outputs: Readonly<
+    Record<'vmlinuz' | 'initrd.img', { size: number; sha256: string }> &
+      Partial<Record<'stage0.img', { size: number; sha256: string }>>
+  >;
   /** Every file in the initramfs: where it came from and its hash. */
   readonly files: readonly { path: string; part: Phase1Part; size: number; sha256: string; from?: string }[];
 }
@@ -622,6 +627,27 @@ export async function buildPhase1(
     add({ path, part: 'init', data: Buffer.from(content), mode });
   }
 
+  // Stage 0 (#16): busybox, the NIC drivers and a /init that fetches and checks the rest.
+  const stage0Files = new Map<string, ImageFile>();
+  if (compression !== 'zstd') {
+    for (const f of files.values())
+      if (f.part === 'modules' || f.part === 'busybox') stage0Files.set(f.path, f);
+    for (const { path, content, mode } of phase1EtcFiles())
+      stage0Files.set(path, { path, part: 'init', data: Buffer.from(content), mode });
+    stage0Files.set('/init', {
+      path: '/init',
+      part: 'init',
+      data: Buffer.from(
+        generateStage0Script({
+          modules: moduleFiles,
+          udhcpcScript: UDHCPC_SCRIPT,
+          decompress: compression === 'xz' ? 'xzcat' : 'zcat',
+        }),
+      ),
+      mode: 0o755,
+    });
+  }
+
   // The input hash covers every byte that reaches the outputs.
   const h = createHash('sha256');
   h.update(JSON.stringify({ BUILDER_VERSION, flavor, compression, kernel: sha256(kernel) }));
@@ -632,6 +658,8 @@ export async function buildPhase1(
     fileHashes.set(f.path, fh);
     h.update(`${f.path}\0${f.mode}\0${fh}\n`);
   }
+  for (const f of [...stage0Files.values()].sort((a, b) => (a.path < b.path ? -1 : 1)))
+    h.update(`stage0 ${f.path}\0${f.mode}\0${sha256(f.data)}\n`);
   const inputHash = h.digest('hex');
   check();
 
@@ -665,6 +693,23 @@ export async function buildPhase1(
     }
     const initrd = await readFile(initrdTmp);
     await writeFile(join(work, 'vmlinuz'), kernel);
+    let stage0: Buffer | undefined;
+    if (stage0Files.size > 0) {
+      const stage0Tmp = join(work, 'stage0.img');
+      try {
+        await pipeThrough(
+          comp.cmd,
+          comp.args,
+          encodeCpio(cpioEntries(stage0Files.values())),
+          stage0Tmp,
+          signal,
+        );
+      } catch (err) {
+        if (signal?.aborted) throw abortError(signal);
+        fail(`compressing stage 0 failed: ${(err as Error).message}`, err);
+      }
+      stage0 = await readFile(stage0Tmp);
+    }
 
     const parts = { init: 0, modules: 0, busybox: 0, kexec: 0, libs: 0, node: 0, agent: 0, qemu: 0 };
     for (const f of fileList) parts[f.part] += f.data.length;
@@ -689,6 +734,7 @@ export async function buildPhase1(
       outputs: {
         vmlinuz: { size: kernel.length, sha256: sha256(kernel) },
         'initrd.img': { size: initrd.length, sha256: sha256(initrd) },
+        ...(stage0 ? { 'stage0.img': { size: stage0.length, sha256: sha256(stage0) } } : {}),
       },
       files: fileList.map((f) => ({
         path: f.path,
@@ -701,6 +747,8 @@ export async function buildPhase1(
     progress('write', `writing ${outDir}`);
     await rename(join(work, 'vmlinuz'), join(outDir, 'vmlinuz'));
     await rename(initrdTmp, join(outDir, 'initrd.img'));
+    if (stage0) await rename(join(work, 'stage0.img'), join(outDir, 'stage0.img'));
+    else await rm(join(outDir, 'stage0.img'), { force: true });
     const manifestPath = join(outDir, 'manifest.json');
     await writeFile(`${manifestPath}.tmp`, `${JSON.stringify(manifest, null, 2)}\n`);
     await rename(`${manifestPath}.tmp`, manifestPath);

@@ -16,7 +16,15 @@
  */
 
 import type { BootConfig } from '../boot-config.js';
-import type { BootClient, BootDecision, BootPolicy, BootRefusal, PhaseOneImage } from '../boot/policy.js';
+import type {
+  BootClient,
+  BootDecision,
+  BootPolicy,
+  BootRefusal,
+  PayloadFailure,
+  PayloadSource,
+  PhaseOneImage,
+} from '../boot/policy.js';
 
 export type { BootClient, BootDecision, BootPolicy } from '../boot/policy.js';
 
@@ -89,6 +97,12 @@ export interface PhaseOneFileNames {
   readonly kernel: string;
   readonly initrds: readonly string[];
   readonly cmdline: string;
+  /**
+   * Phase 1 served by peers (#16): iPXE loads the kernel and this small
+   * stage 0 from the server; stage 0 fetches the payload (initrds[0], the
+   * full initramfs) from where payloadSourceFor says and checks its SHA-256.
+   */
+  readonly stage0?: { readonly file: string; readonly payloadSha256: string };
 }
 
 export interface ServerBootPolicyOptions extends DefaultBootPolicyOptions {
@@ -106,6 +120,8 @@ export interface ServerBootPolicyServices {
    * every boot config is refused.
    */
   bootConfig?: (mac: string, client: string) => BootConfig | Promise<BootConfig>;
+  /** Where a stage 0 fetches the payload (src/server/phase1-sources.ts); required with phase1.stage0. */
+  payloadSource?: (mac: string, client: string, failed?: PayloadFailure) => PayloadSource;
 }
 
 const NOT_ALLOWED = 'this MAC is not in the list of machines allowed to boot here';
@@ -115,11 +131,18 @@ export class ServerBootPolicy implements BootPolicy {
   readonly #o: ServerBootPolicyOptions;
   readonly #chain: DefaultBootPolicy;
   readonly #bootConfig: ServerBootPolicyServices['bootConfig'];
+  readonly #payloadSource: ServerBootPolicyServices['payloadSource'];
 
   constructor(options: ServerBootPolicyOptions, services: ServerBootPolicyServices = {}) {
     this.#o = options;
     this.#chain = new DefaultBootPolicy(options);
     this.#bootConfig = services.bootConfig;
+    this.#payloadSource = services.payloadSource;
+  }
+
+  /** The URL of a phase-1 file on this server, with ?mac= so the server can tell who fetches it. */
+  phaseOneFileUrl(name: string, mac: string): string {
+    return `${this.#o.publicUrl}/phase1/${encodeURIComponent(name)}?mac=${mac}`;
   }
 
   #allowed(mac: string): boolean {
@@ -134,8 +157,21 @@ export class ServerBootPolicy implements BootPolicy {
     if (!this.#allowed(mac)) return { refused: NOT_ALLOWED };
     const p = this.#o.phase1;
     // ?mac= lets the server tell which client fetches phase 1 (file serving ignores it).
-    const url = (name: string) => `${this.#o.publicUrl}/phase1/${encodeURIComponent(name)}?mac=${mac}`;
+    const url = (name: string) => this.phaseOneFileUrl(name, mac);
+    if (p.stage0 && this.#payloadSource)
+      return {
+        kernelUrl: url(p.kernel),
+        initrdUrls: [url(p.stage0.file)],
+        cmdline: `${p.cmdline} boottorrent.payload=${p.stage0.payloadSha256}`.trim(),
+      };
     return { kernelUrl: url(p.kernel), initrdUrls: p.initrds.map(url), cmdline: p.cmdline };
+  }
+
+  payloadSourceFor(mac: string, client: string, failed?: PayloadFailure): PayloadSource | BootRefusal {
+    if (!this.#allowed(mac)) return { refused: NOT_ALLOWED };
+    if (!this.#o.phase1.stage0 || !this.#payloadSource)
+      return { refused: 'phase 1 is not served by peers on this server' };
+    return this.#payloadSource(mac, client, failed);
   }
 
   bootConfigFor(mac: string, client: string): BootConfig | undefined | Promise<BootConfig | undefined> {

@@ -73,7 +73,7 @@ test('a v0 environment (the older tool example layout) loads and maps onto v1', 
     dns: [],
   });
   assert.deepEqual(env.tracker, { enabled: true, port: 10001 });
-  assert.deepEqual(env.peers, { lsd: false, pex: true });
+  assert.deepEqual(env.peers, { lsd: false, pex: true, phase1: false });
   assert.deepEqual(env.boot, { defaultOs: 'linuxos', timeout: 30, seedTime: 30 });
   assert.equal(env.logLevel, 'error');
   assert.equal(env.hosts.size, 0);
@@ -136,7 +136,7 @@ test('a v1 environment loads every field, hosts keyed by normalised MAC', async 
 server: { interface: eth1, address: 10.0.0.1, http_port: 8080, tftp: false, ipxe_dir: /opt/ipxe }
 dhcp: { mode: full, range: 10.0.0.100-10.0.0.199, lease_time: 90m, router: 10.0.0.254, dns: 10.0.0.53 }
 tracker: { enabled: false }
-peers: { lsd: true, pex: false }
+peers: { lsd: true, pex: false, phase1: true }
 boot: { default_os: linux, timeout: -1, seed_time: 0 }
 hosts:
   52-54-00-AB-CD-EF: { default_os: linux, timeout: 5, name: bench-1 }
@@ -165,7 +165,7 @@ log_level: debug
     dns: ['10.0.0.53'],
   });
   assert.deepEqual(env.tracker, { enabled: false, port: 6969 });
-  assert.deepEqual(env.peers, { lsd: true, pex: false });
+  assert.deepEqual(env.peers, { lsd: true, pex: false, phase1: true });
   assert.deepEqual(env.boot, { defaultOs: 'linux', timeout: -1, seedTime: 0 });
   assert.deepEqual(
     [...env.hosts],
@@ -200,7 +200,7 @@ test('defaults of v1: proxy DHCP, tracker on 6969, http 80, pex on, lsd off, inf
   assert.equal(env.server.httpPort, 80);
   assert.equal(env.dhcp.mode, 'proxy');
   assert.deepEqual(env.tracker, { enabled: true, port: 6969 });
-  assert.deepEqual(env.peers, { lsd: false, pex: true });
+  assert.deepEqual(env.peers, { lsd: false, pex: true, phase1: false });
   assert.deepEqual(env.boot, { defaultOs: 'linux', timeout: 30, seedTime: 30 });
   assert.equal(env.logLevel, 'info');
 });

@@ -1,0 +1,133 @@
+/**
+ * The agent serves its own phase-1 payload to clients that boot after it
+ * (issue #16 item 2): stage 0 left the file it fetched and checked at
+ * PHASE1_PAYLOAD_PATH; this answers GET/HEAD /phase1/payload with it and
+ * nothing else. The clients check what they get against the server's
+ * SHA-256, so serving is all there is to it. Bounded like the server's own
+ * HTTP listeners (connections per address and in all, deadlines), since any
+ * machine on the LAN can connect; a client's link is a client's link, so
+ * few at once.
+ */
+import { createReadStream } from 'node:fs';
+import { stat } from 'node:fs/promises';
+import type { Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { createBoundedServer, httpLimits } from '../util/http-guard.js';
+import { watchListener } from '../util/listener-error.js';
+import { DropLog } from '../util/drop-log.js';
+import { silentLogger, type Logger } from '../util/logger.js';
+
+export interface PhaseOneShareOptions {
+  /** The payload file. */
+  readonly file: string;
+  readonly port: number;
+  readonly host?: string;
+  /** Clients served at once (default 4) and per address (default 2). */
+  readonly maxConnections?: number;
+  readonly connectionsPerIp?: number;
+}
+
+export class PhaseOneShare {
+  private server: Server | undefined;
+  private size = 0;
+  private active = 0;
+  /** Bytes sent to other clients (its report says so). */
+  sent = 0;
+  private readonly log: Logger;
+  private readonly drops: DropLog;
+  private idle: (() => void) | undefined;
+
+  constructor(
+    private readonly options: PhaseOneShareOptions,
+    logger: Logger = silentLogger,
+  ) {
+    this.log = logger.child('phase1-share');
+    this.drops = new DropLog(this.log);
+  }
+
+  /**
+   * Starts serving if the payload file is there (a phase 1 that came
+   * through stage 0); returns the port, or undefined when there is nothing
+   * to serve or the port cannot be bound (then this client simply does not
+   * serve: not a reason to stop booting).
+   */
+  async start(): Promise<number | undefined> {
+    try {
+      this.size = (await stat(this.options.file)).size;
+    } catch {
+      return undefined;
+    }
+    const server = createBoundedServer(
+      (req, res) => {
+        if (req.url !== '/phase1/payload' || (req.method !== 'GET' && req.method !== 'HEAD')) {
+          res.writeHead(404, { 'content-type': 'text/plain' }).end('not found\n');
+          return;
+        }
+        res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': this.size });
+        if (req.method === 'HEAD') return void res.end();
+        this.active++;
+        const stream = createReadStream(this.options.file);
+        stream.on('data', (c: Buffer | string) => (this.sent += c.length));
+        stream.on('error', (err) => {
+          this.log.debug('payload read failed', { error: err.message });
+          res.destroy();
+        });
+        res.once('close', () => {
+          stream.destroy();
+          if (--this.active === 0) this.idle?.();
+        });
+        stream.pipe(res);
+      },
+      httpLimits({
+        maxConnections: this.options.maxConnections ?? 4,
+        connectionsPerIp: this.options.connectionsPerIp ?? 2,
+        headersTimeoutMs: 5_000,
+        requestTimeoutMs: 5_000,
+        keepAliveTimeoutMs: 1_000,
+        stalledConnectionMs: 20_000,
+      }),
+      this.log,
+    );
+    try {
+      await new Promise<void>((resolve, reject) => {
+        server.once('error', reject);
+        server.listen(this.options.port, this.options.host ?? '0.0.0.0', () => resolve());
+      });
+    } catch (err) {
+      this.log.warn('cannot serve phase 1 to other clients', { error: (err as Error).message });
+      return undefined;
+    }
+    watchListener(server, { drops: this.drops, packet: 'phase-1 connection not accepted' }, (err) =>
+      this.log.warn('phase-1 sharing stopped', { error: err.message }),
+    );
+    this.server = server;
+    return (server.address() as AddressInfo).port;
+  }
+
+  /** Transfers in progress. */
+  get serving(): number {
+    return this.active;
+  }
+
+  /**
+   * Stops taking clients, lets transfers in progress finish for up to
+   * `graceMs` (the machine is about to load its OS), then closes.
+   */
+  async close(graceMs = 0): Promise<void> {
+    const s = this.server;
+    this.server = undefined;
+    if (!s) return;
+    s.close();
+    if (this.active > 0 && graceMs > 0) {
+      this.log.info(`letting ${this.active} phase-1 transfer(s) to other clients finish`);
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, graceMs);
+        this.idle = () => {
+          clearTimeout(timer);
+          resolve();
+        };
+      });
+    }
+    s.closeAllConnections();
+  }
+}
