@@ -14,7 +14,7 @@ import { TftpServer } from '../tftp/server.js';
 import { FixedFileProvider } from '../tftp/files.js';
 import { BootHttpServer, type BootHttpOptions, type BootHttpServices } from '../http/server.js';
 import type { BootConfig } from '../boot-config.js';
-import { ServerBootPolicy } from './boot-policy.js';
+import { ServerBootPolicy, type ServerBootPolicyServices } from './boot-policy.js';
 
 export const DEBIAN_IPXE_DIR = '/usr/lib/ipxe';
 /** The iPXE builds firmware may ask for; served by exact name only. */
@@ -27,6 +27,8 @@ export interface PhaseOneFiles {
   kernel: string;
   initrds: readonly string[];
   cmdline: string;
+  /** Phase 1 from peers (#16): the stage-0 file in `dir` and the SHA-256 of initrds[0], the payload. */
+  stage0?: { file: string; payloadSha256: string };
 }
 
 export interface NetbootOptions {
@@ -46,6 +48,8 @@ export interface NetbootOptions {
   allowMacs?: readonly string[];
   /** The boot config of an allowed MAC as asked by `client` (the server builds it from environment and catalog). */
   bootConfig?: (mac: string, client: string) => BootConfig | Promise<BootConfig>;
+  /** Where a stage 0 fetches the payload (with phase1.stage0). */
+  payloadSource?: ServerBootPolicyServices['payloadSource'];
 }
 
 export interface NetbootServices {
@@ -61,6 +65,7 @@ export class NetbootServer {
   readonly dhcp: DhcpServer;
   readonly tftp: TftpServer;
   readonly http: BootHttpServer;
+  readonly policy: ServerBootPolicy;
   private readonly log: Logger;
   private readonly ipxeDir: string;
 
@@ -81,8 +86,12 @@ export class NetbootServer {
         phase1: options.phase1,
         ...(options.allowMacs ? { allowMacs: options.allowMacs } : {}),
       },
-      options.bootConfig ? { bootConfig: options.bootConfig } : {},
+      {
+        ...(options.bootConfig ? { bootConfig: options.bootConfig } : {}),
+        ...(options.payloadSource ? { payloadSource: options.payloadSource } : {}),
+      },
     );
+    this.policy = policy;
     this.dhcp = new DhcpServer(
       { ...options.dhcp, interface: options.interface, serverIp: options.serverIp },
       { logger: this.log.child('dhcp'), bootPolicy: policy },
@@ -121,6 +130,11 @@ export class NetbootServer {
       [this.ipxeDir, 'undionly.kpxe', 'apt-get install ipxe (or set the iPXE folder)'],
       [this.ipxeDir, this.options.uefiLoader ?? 'ipxe.efi', 'apt-get install ipxe (or set the iPXE folder)'],
       [this.options.phase1.dir, this.options.phase1.kernel, 'run `boottorrent build-phase1`'],
+      ...(this.options.phase1.stage0 ? [this.options.phase1.stage0.file] : []).map((f) => [
+        this.options.phase1.dir,
+        f,
+        'run `boottorrent build-phase1`',
+      ]),
       ...this.options.phase1.initrds.map((f) => [
         this.options.phase1.dir,
         f,
