@@ -18,6 +18,8 @@ const LAYERS = [
   ['bencode', 'torrent', 'wire'],
   ['tracker', 'swarm'],
   ['boot', 'boot-config', 'dhcp', 'tftp', 'http', 'env', 'phase1'],
+  // The dashboard mounts on its own port and reads snapshots; it never imports server/.
+  ['dashboard'],
   ['server'],
   ['agent', 'demo'],
   ['cli'],

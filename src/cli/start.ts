@@ -4,7 +4,8 @@ import { join } from 'node:path';
 import { isIP } from 'node:net';
 import { BootServer } from '../server/app.js';
 import { parseCidr } from '../server/requester.js';
-import { Dashboard } from '../http/dashboard.js';
+import { Dashboard } from '../dashboard/dashboard.js';
+import { loadEnvironment } from '../env/load.js';
 import { buildPhase1, defaultCacheDir, type Phase1Flavor } from '../phase1/build.js';
 import { streamLogger } from '../util/logger.js';
 import {
@@ -110,11 +111,11 @@ export async function run(argv: string[], io: Io): Promise<number> {
   const logger = streamLogger(io.stderr, { level: values.verbose ? 'debug' : 'info' });
   const envDir = values.env ?? '.';
 
-  // Phase 1 first: the environment decides the flavor, so peek at it through the server's own load.
+  // The environment is loaded and checked once, here; the server gets the frozen result.
+  const env = await loadEnvironment(envDir);
+  // Phase 1 next: the environment decides the flavor.
   let phase1Dir = values.phase1;
   if (phase1Dir === undefined) {
-    const { loadEnvironment } = await import('../env/load.js');
-    const env = await loadEnvironment(envDir);
     const flavor: Phase1Flavor =
       values.flavor ?? (env.oss.some((o) => o.method === 'qemu') ? 'qemu' : 'base');
     phase1Dir = join(defaultCacheDir(), '..', 'phase1-image', flavor);
@@ -131,7 +132,7 @@ export async function run(argv: string[], io: Io): Promise<number> {
   const progress = new Progress(io.stderr);
   const server = new BootServer(
     {
-      envDir,
+      environment: env,
       phase1: {
         dir: phase1Dir,
         kernel: 'vmlinuz',
@@ -164,7 +165,6 @@ export async function run(argv: string[], io: Io): Promise<number> {
   try {
     await server.start();
     progress.done();
-    const env = server.environment;
     io.stdout.write(
       `serving ${env.oss.length} OS${env.oss.length === 1 ? '' : 's'} from ${env.dir} on ${env.server.address} ` +
         `(DHCP ${env.dhcp.mode}); dashboard ${server.dashboardUrl}; Ctrl-C stops\n`,

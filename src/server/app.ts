@@ -6,33 +6,32 @@
  * while it runs; and stops everything on close() (Ctrl-C / SIGTERM in the
  * CLI). If any part fails to start, the parts already started are closed.
  */
-import { watchListener } from '../util/listener-error.js';
-import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
-import { readFile, writeFile, rename, mkdir, rm, readdir, stat } from 'node:fs/promises';
-import type { IncomingMessage, Server, ServerResponse } from 'node:http';
+import { randomBytes } from 'node:crypto';
+import { readFile, writeFile, rename, mkdir, rm, stat } from 'node:fs/promises';
 import { networkInterfaces } from 'node:os';
-import { dirname, join } from 'node:path';
-import { BootTorrentError, errorText } from '../errors.js';
-import { createBoundedServer, httpLimits, type HttpListenerLimits } from '../util/http-guard.js';
-import { refuseBadTarget, requestUrl } from '../http/target.js';
-import { HTTP_LIMITS } from '../limits.js';
-import { DropLog, LineBudget } from '../util/drop-log.js';
+import { join } from 'node:path';
+import { BootTorrentError } from '../errors.js';
+import type { HttpListenerLimits } from '../util/http-guard.js';
 import { silentLogger, type Logger } from '../util/logger.js';
-import { inspectEnvironment, loadEnvironment } from '../env/load.js';
-import type { Environment, OsEntry } from '../env/types.js';
+import type { Environment } from '../env/types.js';
 import { TrackerServer } from '../tracker/server.js';
-import { BitTorrentClient } from '../swarm/client.js';
-import type { TorrentSession } from '../swarm/session.js';
+import type { BitTorrentClient } from '../swarm/client.js';
+import { probeDhcpServers } from '../dhcp/probe.js';
+import type { BootConfig } from '../boot-config.js';
+import { DashboardPort, type DashboardHandler } from '../dashboard/listener.js';
 import { NetbootServer, type PhaseOneFiles } from './netboot.js';
 import { RequesterCheck } from './requester.js';
+import { ClientStore, type ServerSnapshot } from './state.js';
+import { OsLibrary } from './os-library.js';
+import { Reloader } from './reloader.js';
+import { ClientApi } from './client-api.js';
+import { buildSnapshot } from './snapshot.js';
 import { groupSent, NOTHING_SENT } from './traffic.js';
-import { OsCatalog, type CatalogEntry } from './catalog.js';
-import { probeDhcpServers } from '../dhcp/probe.js';
-import { ClientStore, type ServerSnapshot, type ClientState, type SwarmSummary } from './state.js';
-import { BOOT_CONFIG_VERSION, parseAgentReport, type BootConfig, type BootOs } from '../boot-config.js';
+import { logClientEvents } from './event-log.js';
 
 export interface StartOptions {
-  readonly envDir: string;
+  /** The environment, loaded and checked once by the caller (env/load.ts). */
+  readonly environment: Environment;
   /** Phase-1 kernel and initramfs (the output folder of build-phase1). */
   readonly phase1: PhaseOneFiles;
   /** Where the dashboard and status API listen (default 127.0.0.1:8480). */
@@ -79,11 +78,6 @@ export interface StartServices {
   }) => DashboardHandler;
 }
 
-export interface DashboardHandler {
-  handle(req: IncomingMessage, res: ServerResponse): boolean;
-  close(): void;
-}
-
 /** What `status` reads to find a running server: written at start, removed at stop. */
 export interface ServerInfoFile {
   readonly pid: number;
@@ -118,88 +112,35 @@ async function phaseOneSize(p: PhaseOneFiles): Promise<number> {
   let n = 0;
   for (const f of [p.kernel, ...p.initrds])
     n += await stat(join(p.dir, f)).then(
-      (s) => s.size,
+      (st) => st.size,
       () => 0,
     );
   return n;
 }
 
-/** Size and mtime of every file under the environment: changes mean "look again". */
-async function envFingerprint(dir: string): Promise<string> {
-  const parts: string[] = [];
-  const add = async (p: string) => {
-    try {
-      const st = await stat(p);
-      parts.push(`${p}\0${st.size}\0${st.mtimeMs}`);
-    } catch {
-      parts.push(`${p}\0-`);
-    }
-  };
-  await add(join(dir, 'Boottorrent.yaml'));
-  let names: string[] = [];
-  try {
-    names = (await readdir(join(dir, 'oss'), { recursive: true })).sort();
-  } catch {
-    // no oss/ folder: the loader says so
-  }
-  for (const n of names) await add(join(dir, 'oss', n));
-  return parts.join('\n');
-}
-
 /**
- * The dashboard port's request listener: the dashboard's own URLs, else a
- * bare status JSON (when there is no dashboard), else 404. Answers every
- * request, also one whose target does not parse as a URL (`GET //`).
+ * `start`'s server, as wiring: it builds the parts in order (OS library,
+ * tracker, seeder, DHCP/TFTP/HTTP with the client API, dashboard port,
+ * event log, reloader), closes what started if one fails, and turns a
+ * listener's failure after start-up into `failed`.
  */
-export function dashboardListener(
-  dashboard: DashboardHandler | undefined,
-  snapshot: () => ServerSnapshot,
-  log: Logger = silentLogger,
-): (req: IncomingMessage, res: ServerResponse) => void {
-  const answer = (req: IncomingMessage, res: ServerResponse): void => {
-    if (dashboard?.handle(req, res)) return;
-    const path = requestUrl(req.url)?.pathname;
-    if (path === undefined) return refuseBadTarget(res);
-    if (path === '/api/v1/status' && (req.method === 'GET' || req.method === 'HEAD')) {
-      res
-        .writeHead(200, { 'content-type': 'application/json', 'cache-control': 'no-store' })
-        .end(`${JSON.stringify(snapshot())}\n`);
-      return;
-    }
-    res.writeHead(404, { 'content-type': 'text/plain' }).end('not found\n');
-  };
-  // A throw in a request listener is an uncaught exception, which ends the
-  // process: one request's fault is caught here and ends that request only.
-  return (req, res) => {
-    try {
-      answer(req, res);
-    } catch (err) {
-      log.error('dashboard request failed', { url: req.url, error: (err as Error).message });
-      if (!res.headersSent) res.writeHead(500, { 'content-type': 'text/plain' }).end('internal error\n');
-      else res.destroy();
-    }
-  };
-}
-
 export class BootServer {
   readonly store: ClientStore;
-  private env!: Environment;
-  private catalog!: OsCatalog;
-  private tracker: TrackerServer | undefined;
-  private seeder: BitTorrentClient | undefined;
-  private netboot: NetbootServer | undefined;
-  private dashboardServer: Server | undefined;
-  private dashboard: DashboardHandler | undefined;
-  private readonly sessions = new Map<string, TorrentSession>();
   private readonly log: Logger;
-  private secret: Buffer = Buffer.alloc(0);
-  /** The dashboard's action token; never in anything sent to a client. */
-  private token = '';
-  private requesters!: RequesterCheck;
-  /** Reports and token requests refused, logged once per source per minute. */
-  private readonly drops: DropLog;
-  /** Failed accepts on the dashboard port (a connection flood): one line a minute, counted. */
-  private readonly dashboardDrops: DropLog;
+  private library: OsLibrary | undefined;
+  private tracker: TrackerServer | undefined;
+  private netboot: NetbootServer | undefined;
+  private api: ClientApi | undefined;
+  private dashboard: DashboardPort | undefined;
+  private reloader: Reloader | undefined;
+  private stateDir = '';
+  /** server.json is ours to remove only once we wrote it. */
+  private wroteInfo = false;
+  private bootUrlValue = '';
+  private readonly startedAt = Date.now();
+  /** Bytes of one phase 1 (kernel + initramfs files), read at start. */
+  private phase1Size = 0;
+  private closed = false;
   /** Settles once, when a listener fails after start-up. */
   private failWith!: (err: BootTorrentError) => void;
   /**
@@ -208,50 +149,29 @@ export class BootServer {
    * `start` waits on it beside Ctrl-C.
    */
   readonly failed: Promise<BootTorrentError>;
-  private startedAt = Date.now();
-  /** Bytes of one phase 1 (kernel + initramfs files), read at start. */
-  private phase1Size = 0;
-  private reloadTimer: NodeJS.Timeout | undefined;
-  /** The reload in progress, if any (close() waits for it). */
-  private reloadRun: Promise<void> | undefined;
-  /** server.json is ours to remove only once we wrote it. */
-  private wroteInfo = false;
-  private lastFingerprint = '';
-  private stateDir = '';
-  private dashboardUrlValue = '';
-  private bootUrlValue = '';
-  private closed = false;
-  /** Times each OS's seeding session failed and was started again (for the back-off). */
-  private readonly reseeds = new Map<string, number>();
-  /** 'asked DHCP' lines: anyone can send DISCOVERs from made-up MACs by the thousand. */
-  private readonly dhcpLines: LineBudget;
-  /** Progress quarter last logged per client, so the log says 25/50/75 % once each. */
-  private readonly loggedQuarter = new Map<string, number>();
 
   constructor(
     private readonly options: StartOptions,
     private readonly services: StartServices = {},
   ) {
     this.log = services.logger ?? silentLogger;
-    this.dhcpLines = new LineBudget(this.log);
-    this.drops = new DropLog(this.log.child('client-api'));
-    this.dashboardDrops = new DropLog(this.log.child('dashboard'));
     this.failed = new Promise((resolve) => (this.failWith = resolve));
-    this.store = new ClientStore((os) => this.catalog?.get(os)?.meta.length);
+    this.store = new ClientStore((os) => this.library?.get(os)?.meta.length);
   }
 
+  /** The environment served now: the one passed in, with what reloads changed. */
   get environment(): Environment {
-    return this.env;
+    return this.reloader?.environment ?? this.options.environment;
   }
   get dashboardUrl(): string {
-    return this.dashboardUrlValue;
+    return this.dashboard?.url ?? '';
   }
   get bootUrl(): string {
     return this.bootUrlValue;
   }
   /** The server's seeder, e.g. for its upload totals. */
   get seedClient(): BitTorrentClient | undefined {
-    return this.seeder;
+    return this.library?.seedClient;
   }
   get trackerServer(): TrackerServer | undefined {
     return this.tracker;
@@ -268,8 +188,8 @@ export class BootServer {
   }
 
   private async startInner(): Promise<void> {
-    const env = await loadEnvironment(this.options.envDir);
-    this.env = env;
+    const env = this.options.environment;
+    const { signal } = this.services;
     const iface = env.server.interface ?? interfaceOf(env.server.address);
     if (!iface)
       throw new BootTorrentError(
@@ -277,7 +197,7 @@ export class BootServer {
         `no interface has address ${env.server.address} (server.address in ${join(env.dir, 'Boottorrent.yaml')}); fix: set it to the lab interface's address`,
       );
     if (env.dhcp.mode === 'full') await this.probeDhcp(iface, env);
-    this.requesters = new RequesterCheck(
+    const requesters = new RequesterCheck(
       {
         ...(this.options.trustLoopback !== undefined ? { trustLoopback: this.options.trustLoopback } : {}),
         ...(this.options.reportFrom ? { trusted: this.options.reportFrom } : {}),
@@ -292,54 +212,74 @@ export class BootServer {
       },
     );
     this.phase1Size = await phaseOneSize(this.options.phase1);
+    this.phase1Size = await phaseOneSize(this.options.phase1);
     this.stateDir = join(env.dir, STATE_DIR);
     await mkdir(this.stateDir, { recursive: true, mode: 0o700 });
-    this.secret = await this.loadSecret();
-    this.token = randomBytes(16).toString('hex');
+    const secret = await this.loadSecret();
+    /** The dashboard's action token; never in anything sent to a client. */
+    const token = randomBytes(16).toString('hex');
     const address = env.server.address;
     const httpPort = env.server.httpPort;
     const base = `http://${address}${httpPort === 80 ? '' : `:${httpPort}`}`;
     this.bootUrlValue = base;
 
-    // 1. Torrents for every OS folder (cached by content).
-    this.catalog = new OsCatalog(
-      {
-        cacheDir: join(this.stateDir, 'torrents'),
-        ...(env.tracker.enabled ? { announce: `${base}/announce` } : {}),
-      },
-      {
-        logger: this.log,
-        ...(this.services.signal ? { signal: this.services.signal } : {}),
-        ...(this.services.onHashProgress ? { onProgress: this.services.onHashProgress } : {}),
-      },
-    );
-    await this.catalog.update(env.oss);
-    this.lastFingerprint = await envFingerprint(env.dir);
-
-    // 2. Tracker: its own port (UDP + HTTP, as opentracker did) and /announce on the boot HTTP server.
+    // 1. Torrents for every OS folder (cached by content). The tracker
+    // (its own port, UDP + HTTP as opentracker did, and /announce on the
+    // boot HTTP server) is told of each before it listens.
     if (env.tracker.enabled) {
       this.tracker = new TrackerServer(
         { host: '0.0.0.0', port: env.tracker.port },
         { logger: this.log.child('tracker') },
       );
       this.tracker.on('listenerError', (err) => this.fail('tracker', err));
-      for (const e of this.catalog.entries()) this.tracker.add(e.meta.infoHash);
-      await this.tracker.listen();
     }
-
-    // 3. The seeder: every OS, from its folder, trusted (the catalog just checked the fingerprint).
-    this.seeder = new BitTorrentClient(
-      { host: '0.0.0.0', port: this.options.seedPort ?? 6881 },
+    const library = new OsLibrary(
       {
-        logger: this.log.child('seed'),
-        ...(this.services.signal ? { signal: this.services.signal } : {}),
+        cacheDir: join(this.stateDir, 'torrents'),
+        ...(env.tracker.enabled ? { announce: `${base}/announce` } : {}),
+        ...(this.options.seedPort !== undefined ? { seedPort: this.options.seedPort } : {}),
+        ...(this.options.uploadLimit ? { uploadLimit: this.options.uploadLimit } : {}),
+        // Announced from the lab address, so the tracker hands clients an address they can reach.
+        seedTrackers: env.tracker.enabled ? [`http://${address}:${env.tracker.port}/announce`] : [],
+        pex: env.peers.pex,
+        ...(env.peers.lsd ? { lsdInterface: address } : {}),
+      },
+      {
+        logger: this.log,
+        ...(signal ? { signal } : {}),
+        ...(this.services.onHashProgress ? { onHashProgress: this.services.onHashProgress } : {}),
+        ...(this.tracker ? { tracker: this.tracker } : {}),
         onListenerError: (err) => this.fail('seeder (peer listener)', err),
       },
     );
-    await this.seeder.listen();
-    for (const e of this.catalog.entries()) await this.seed(e);
+    this.library = library;
+    await library.load(env.oss);
+    const reloader = new Reloader(
+      {
+        environment: env,
+        ...(this.options.reloadIntervalMs !== undefined ? { intervalMs: this.options.reloadIntervalMs } : {}),
+      },
+      { library, logger: this.log },
+    );
+    this.reloader = reloader;
+    await reloader.mark();
 
-    // 4. DHCP, TFTP, HTTP.
+    // 2. Tracker, then 3. the seeder: every OS, from its folder.
+    await this.tracker?.listen();
+    await library.listen();
+
+    // 4. DHCP, TFTP, HTTP, with the client API's routes.
+    const api = new ClientApi(
+      {
+        bootUrl: base,
+        secret,
+        ...(this.options.reportBodyBytes !== undefined
+          ? { reportBodyBytes: this.options.reportBodyBytes }
+          : {}),
+      },
+      { environment: () => this.environment, library, requesters, store: this.store, logger: this.log },
+    );
+    this.api = api;
     this.netboot = new NetbootServer(
       {
         interface: iface,
@@ -358,12 +298,12 @@ export class BootServer {
         ...(this.options.tftpPort !== undefined ? { tftpPort: this.options.tftpPort } : {}),
         phase1: this.options.phase1,
         ...(env.allowMacs ? { allowMacs: env.allowMacs } : {}),
-        bootConfig: (mac, client) => this.bootConfigFor(mac, client),
+        bootConfig: (mac, client) => api.bootConfigFor(mac, client),
       },
       {
         logger: this.log,
         ...(this.tracker ? { tracker: this.tracker } : {}),
-        routes: (req, res, path, client) => this.route(req, res, path, client),
+        routes: (req, res, path, client) => api.route(req, res, path, client),
         onBootStep: (s) => {
           if (s.kind === 'script') this.store.ipxe(s.mac, s.client);
           else if (s.kind === 'phase1') this.store.phase1(s.mac);
@@ -379,36 +319,47 @@ export class BootServer {
     );
     await this.netboot.listen();
 
-    // 5. Dashboard and status API.
-    await this.startDashboard();
-    this.watchEvents();
+    // 5. Dashboard and status API, the client log, server.json, reloads.
+    const snapshot = () => this.snapshot();
+    this.dashboard = await DashboardPort.listen(
+      {
+        ...(this.options.dashboardHost !== undefined ? { host: this.options.dashboardHost } : {}),
+        ...(this.options.dashboardPort !== undefined ? { port: this.options.dashboardPort } : {}),
+        ...(this.options.httpLimits ? { httpLimits: this.options.httpLimits } : {}),
+      },
+      {
+        snapshot,
+        ...(this.services.dashboard
+          ? { handler: this.services.dashboard({ snapshot, store: this.store, token }) }
+          : {}),
+        logger: this.log,
+        onFailure: (err) => this.fail('dashboard', err),
+      },
+    );
+    logClientEvents(this.store, this.log);
     await writeAtomic(
       join(this.stateDir, SERVER_INFO),
       JSON.stringify({
         pid: process.pid,
         startedAt: this.startedAt,
-        dashboardUrl: this.dashboardUrlValue,
+        dashboardUrl: this.dashboard.url,
         bootUrl: base,
-        token: this.token,
+        token,
       } satisfies ServerInfoFile),
     );
     this.wroteInfo = true;
-    const interval = this.options.reloadIntervalMs ?? 2000;
-    this.reloadTimer = setInterval(() => {
-      this.reloadRun ??= this.reload().finally(() => (this.reloadRun = undefined));
-    }, interval);
-    this.reloadTimer.unref();
+    reloader.start();
     this.log.info('ready', {
       environment: env.dir,
       interface: iface,
       address,
       dhcp: env.dhcp.mode,
       oss:
-        this.catalog
+        library
           .entries()
           .map((e) => e.os.id)
           .join(',') || '(none)',
-      dashboard: this.dashboardUrlValue,
+      dashboard: this.dashboard.url,
     });
   }
 
@@ -443,6 +394,7 @@ export class BootServer {
     );
   }
 
+  /** The secret report tokens derive from: kept in the state folder, so tokens survive a restart. */
   private async loadSecret(): Promise<Buffer> {
     const file = join(this.stateDir, 'secret');
     try {
@@ -456,376 +408,40 @@ export class BootServer {
     return s;
   }
 
-  private async seed(e: CatalogEntry): Promise<void> {
-    const seeder = this.seeder!;
-    if (this.sessions.get(e.os.id)?.meta.infoHashHex === e.meta.infoHashHex) return;
-    const session = await seeder.add({
-      meta: e.meta,
-      // The torrent's name is the folder's name, so its data root is the folder's parent.
-      dir: dirname(e.os.dir),
-      mode: 'seed',
-      verify: false,
-      // Announced from the lab address, so the tracker hands clients an address they can reach.
-      trackers: this.env.tracker.enabled
-        ? [`http://${this.env.server.address}:${this.env.tracker.port}/announce`]
-        : [],
-      pex: this.env.peers.pex,
-      ...(this.env.peers.lsd ? { lsdInterface: this.env.server.address } : {}),
-      ...(this.options.uploadLimit ? { uploadLimit: this.options.uploadLimit } : {}),
-    });
-    this.sessions.set(e.os.id, session);
-    // A fault inside a torrent session ends that session only (issue #14);
-    // the room still needs the OS seeded, so seed it again after a pause
-    // that grows while it keeps failing.
-    session.once('failed', (err) => {
-      const wait = Math.min(300_000, 5_000 * 2 ** (this.reseeds.get(e.os.id) ?? 0));
-      this.reseeds.set(e.os.id, (this.reseeds.get(e.os.id) ?? 0) + 1);
-      this.log.error('seeding stopped after a fault; seeding again soon', {
-        os: e.os.id,
-        error: err.message,
-        retryInSeconds: wait / 1000,
-      });
-      const timer = setTimeout(() => {
-        if (this.closed || this.sessions.get(e.os.id) !== session) return;
-        this.sessions.delete(e.os.id);
-        void seeder
-          .remove(e.meta.infoHashHex)
-          .then(() =>
-            this.closed || this.catalog?.get(e.os.id)?.meta.infoHashHex !== e.meta.infoHashHex
-              ? undefined
-              : this.seed(e),
-          )
-          .catch((error: unknown) =>
-            this.log.error('seeding again failed', { os: e.os.id, error: errorText(error) }),
-          );
-      }, wait);
-      timer.unref();
-    });
-  }
-
-  // --- what agents get --------------------------------------------------
-
+  /** A MAC's report token (the client API's; after start). */
   reportToken(mac: string): string {
-    return createHmac('sha256', this.secret).update(`report ${mac}`).digest('hex').slice(0, 32);
+    return this.started().reportToken(mac);
   }
 
-  private bootOs(e: CatalogEntry): BootOs {
-    const base = {
-      id: e.os.id,
-      name: e.os.name,
-      torrentUrl: `${this.bootUrlValue}/api/v1/torrent/${encodeURIComponent(e.os.id)}.torrent`,
-      infoHash: e.meta.infoHashHex,
-      files: e.files,
-    };
-    const os: OsEntry = e.os;
-    if (os.method === 'kexec')
-      return { ...base, method: 'kexec', kernel: os.kernel, initrd: os.initrd, cmdline: os.cmdline };
-    if (os.method === 'qemu') return { ...base, method: 'qemu', args: os.args };
-    return { ...base, method: 'bin', bin: os.bin, args: os.args };
-  }
-
-  /**
-   * The boot config for `mac` as asked by `client` (its source IP): with the
-   * MAC's report token only when the requester is tied to that MAC
-   * (src/server/requester.ts); otherwise with an empty token, and the agent
-   * boots without reporting.
-   */
-  async bootConfigFor(mac: string, client: string): Promise<BootConfig> {
-    const tie = await this.requesters.tie(client, mac);
-    if (!tie)
-      this.drops.drop(client, 'boot config sent without a report token: requester is not that MAC', { mac });
-    return this.bootConfig(mac, tie !== undefined);
-  }
-
-  /** The boot config for one MAC: the environment's menu with that host's overrides. */
+  /** The boot config for one MAC: the environment's menu with that host's overrides (after start). */
   bootConfig(mac: string, withToken = true): BootConfig {
-    const env = this.env;
-    const host = env.hosts.get(mac);
-    const oss = this.catalog.entries().map((e) => this.bootOs(e));
-    const ids = new Set(oss.map((o) => o.id));
-    const timeout = host?.timeout ?? env.boot.timeout;
-    let def = host?.defaultOs ?? env.boot.defaultOs;
-    if (def !== null && !ids.has(def)) def = oss[0]?.id ?? null;
-    const seeds = this.seeder ? [`${env.server.address}:${this.seeder.listenPort}`] : [];
-    const trackers = this.tracker
-      ? [`${this.bootUrlValue}/announce`, `udp://${env.server.address}:${env.tracker.port}/announce`]
-      : [];
-    return {
-      version: BOOT_CONFIG_VERSION,
-      mac,
-      server: this.bootUrlValue,
-      menu: { timeout: def === null && timeout >= 0 ? -1 : timeout, default: def },
-      seedTime: env.boot.seedTime,
-      peers: { trackers, seeds, lsd: env.peers.lsd, pex: env.peers.pex },
-      reportUrl: `${this.bootUrlValue}/api/v1/report/${mac}`,
-      reportToken: withToken ? this.reportToken(mac) : '',
-      oss,
-    };
+    return this.started().bootConfig(mac, withToken);
   }
 
-  /** Extra routes on the boot HTTP server: torrents and agent reports. */
-  private route(req: IncomingMessage, res: ServerResponse, path: string, client: string): boolean {
-    const torrent = /^\/api\/v1\/torrent\/([^/]+)\.torrent$/.exec(path);
-    if (torrent && (req.method === 'GET' || req.method === 'HEAD')) {
-      let id = '';
-      try {
-        id = decodeURIComponent(torrent[1]!);
-      } catch {
-        // fall through: not found
-      }
-      const e = this.catalog.get(id);
-      if (!e) {
-        res
-          .writeHead(404, { 'content-type': 'text/plain' })
-          .end(`no OS ${JSON.stringify(id)} on this server\n`);
-        return true;
-      }
-      res.writeHead(200, { 'content-type': 'application/x-bittorrent', 'content-length': e.torrent.length });
-      res.end(req.method === 'HEAD' ? undefined : e.torrent);
-      return true;
-    }
-    const report = /^\/api\/v1\/report\/([0-9a-f:]{17})$/.exec(path);
-    if (report && req.method === 'POST') {
-      this.readReport(req, res, report[1]!, client);
-      return true;
-    }
-    return false;
+  private started(): ClientApi {
+    if (!this.api) throw new BootTorrentError('BT_ERR_SERVER', 'the server has not started');
+    return this.api;
   }
-
-  private readReport(req: IncomingMessage, res: ServerResponse, mac: string, client: string): void {
-    const reply = (status: number, text: string): void => {
-      res.writeHead(status, { 'content-type': 'text/plain' }).end(status === 204 ? undefined : `${text}\n`);
-    };
-    // A reset mid-body is that request's end, nothing more.
-    req.on('error', (err) => this.log.debug('report connection failed', { mac, client, error: err.message }));
-    // The token is the MAC's own (HMAC of the server secret): one MAC's token reports as no other.
-    const given = Buffer.from(String(req.headers['x-boottorrent-token'] ?? ''));
-    const want = Buffer.from(this.reportToken(mac));
-    if (given.length !== want.length || !timingSafeEqual(given, want)) {
-      req.resume();
-      this.drops.drop(client, 'report refused: bad or missing token', { mac });
-      return reply(403, 'bad or missing x-boottorrent-token');
-    }
-    const max = this.options.reportBodyBytes ?? HTTP_LIMITS.reportBodyBytes;
-    const chunks: Buffer[] = [];
-    let size = 0;
-    req.on('data', (c: Buffer) => {
-      if (res.headersSent) return;
-      size += c.length;
-      if (size > max) {
-        this.drops.drop(client, 'report refused: body too large', { mac, limit: max });
-        // Close after the answer: the rest of the body is not read.
-        res.setHeader('connection', 'close');
-        reply(413, 'report too large');
-        req.pause();
-        return;
-      }
-      chunks.push(c);
-    });
-    req.on('end', () => {
-      if (res.headersSent) return;
-      try {
-        const r = parseAgentReport(Buffer.concat(chunks).toString('utf8'));
-        this.store.report(mac, client, r);
-        reply(204, '');
-      } catch (err) {
-        // Client text goes in a field, never into the message (issue #14 item 7).
-        this.drops.drop(client, 'bad agent report dropped', { mac, error: (err as Error).message });
-        if (!res.headersSent) reply(400, (err as Error).message);
-      }
-    });
-  }
-
-  // --- state ------------------------------------------------------------
 
   snapshot(): ServerSnapshot {
-    const swarmsByHash = new Map((this.tracker?.swarms() ?? []).map((s) => [s.infoHash, s]));
-    const seederId = this.seeder?.peerId.toString('hex');
-    const swarms: SwarmSummary[] = this.catalog.entries().map((e) => {
-      const t = swarmsByHash.get(e.meta.infoHashHex);
-      const s = this.sessions.get(e.os.id)?.stats();
-      return {
-        os: e.os.id,
-        name: e.os.name,
-        infoHash: e.meta.infoHashHex,
-        size: e.meta.length,
-        seeders: t?.seeders ?? 0,
-        leechers: t?.leechers ?? 0,
-        completed: t?.completed ?? 0,
-        serverUploaded: s?.uploaded ?? 0,
-        // Everything peers announced they uploaded (also those gone since), less the server's own seeder.
-        peerUploaded: t ? t.uploaded - (t.peers.find((p) => p.peerId === seederId)?.uploaded ?? 0) : 0,
-      };
-    });
-    const clients: ClientState[] = this.store.list();
-    const deliveredOs = clients.reduce((n, c) => n + c.downloaded, 0);
-    const deliveredPhase1 = this.store.phase1Loads * this.phase1Size;
-    return {
+    return buildSnapshot({
       startedAt: this.startedAt,
-      now: Date.now(),
-      server: {
-        address: this.env.server.address,
-        interface: this.env.server.interface,
-        httpPort: this.env.server.httpPort,
-        dhcp: this.env.dhcp.mode,
-        environment: this.env.dir,
-        phase1Size: this.phase1Size,
-      },
-      clients,
-      swarms,
-      totals: {
-        serverUploaded: swarms.reduce((n, s) => n + s.serverUploaded, 0),
-        delivered: deliveredPhase1 + deliveredOs,
-        deliveredPhase1,
-        deliveredOs,
-        sent: this.netboot
+      environment: this.environment,
+      store: this.store,
+      library: this.library ?? { entries: () => [], stats: () => undefined, seederPeerId: undefined },
+      tracker: this.tracker,
+      phase1Size: this.phase1Size,
+      sent: () =>
+        this.netboot
           ? groupSent({
               dhcp: this.netboot.dhcp.sentBytes,
               tftp: this.netboot.tftp.sentBytes,
               http: this.netboot.http.sent.totals(),
               tracker: this.tracker?.sent.totals().total ?? 0,
-              seeder: this.seeder?.bytesSent ?? 0,
+              seeder: this.library?.seederBytesSent ?? 0,
             })
           : NOTHING_SENT,
-        booted: clients.filter((c) => c.stage === 'booting' || c.stage === 'running').length,
-        failed: clients.filter((c) => c.stage === 'failed').length,
-      },
-    };
-  }
-
-  private async startDashboard(): Promise<void> {
-    const ctx = { snapshot: () => this.snapshot(), store: this.store, token: this.token };
-    this.dashboard = this.services.dashboard?.(ctx);
-    const server = createBoundedServer(
-      dashboardListener(this.dashboard, () => this.snapshot(), this.log.child('dashboard')),
-      httpLimits(this.options.httpLimits),
-      this.log.child('dashboard'),
-    );
-    const host = this.options.dashboardHost ?? '127.0.0.1';
-    const port = this.options.dashboardPort ?? 8480;
-    await new Promise<void>((resolve, reject) => {
-      server.once('error', (err: NodeJS.ErrnoException) =>
-        reject(
-          new BootTorrentError(
-            'BT_ERR_LISTEN',
-            `dashboard cannot listen on ${host}:${port}: ${err.code}; fix: stop what uses it or pass --dashboard HOST:PORT`,
-            { cause: err },
-          ),
-        ),
-      );
-      server.listen(port, host, () => resolve());
     });
-    watchListener(
-      server,
-      { drops: this.dashboardDrops, packet: 'dashboard connection not accepted' },
-      (err) => this.fail('dashboard', err),
-    );
-    this.dashboardServer = server;
-    const addr = server.address();
-    const bound = typeof addr === 'object' && addr ? addr.port : port;
-    this.dashboardUrlValue = `http://${host.includes(':') ? `[${host}]` : host}:${bound}/`;
-  }
-
-  /** One readable log line per client event. */
-  private watchEvents(): void {
-    this.store.on('stage', (c, previous) => {
-      const who = `client ${c.mac}${c.ip ? ` (${c.ip})` : ''}`;
-      switch (c.stage) {
-        case 'dhcp':
-          if (previous === null || c.ip)
-            this.dhcpLines.info(`${who} asked DHCP${c.firmware ? ` (${c.firmware})` : ''}`);
-          break;
-        case 'ipxe':
-          this.log.info(`${who} runs iPXE: sending phase 1`);
-          break;
-        case 'phase1':
-          this.log.info(`${who} loads phase 1`);
-          break;
-        case 'menu':
-          this.log.info(`${who} shows the menu`);
-          break;
-        // The OS id and the error come from the client's report: fields, not message text.
-        case 'downloading':
-          this.loggedQuarter.set(c.mac, 0);
-          this.log.info(`${who} chose an OS: downloading`, { os: c.os ?? '?' });
-          break;
-        case 'seeding':
-          this.log.info(`${who} verified its OS; seeding before it boots`, { os: c.os ?? '?' });
-          break;
-        case 'booting':
-          this.log.info(`${who} boots after ${c.bootSeconds?.toFixed(1) ?? '?'} s`, { os: c.os ?? '?' });
-          break;
-        case 'running':
-          this.log.info(`${who} runs its OS`, { os: c.os ?? '?' });
-          break;
-        case 'failed':
-          this.log.warn(`${who} failed`, { error: c.error ?? 'no reason given' });
-          break;
-        default:
-          this.log.debug(`${who} ${c.stage}`);
-      }
-    });
-    this.store.on('change', (c) => {
-      if (c.stage !== 'downloading') return;
-      const q = Math.floor(c.progress * 4);
-      if (q > (this.loggedQuarter.get(c.mac) ?? 0) && q < 4) {
-        this.loggedQuarter.set(c.mac, q);
-        this.log.info(`client ${c.mac} ${q * 25} % (${c.peers} peers)`, { os: c.os ?? '?' });
-      }
-    });
-  }
-
-  /** Picks up OS folders added, changed or removed (and boot settings) without a restart. */
-  private async reload(): Promise<void> {
-    if (this.closed) return;
-    try {
-      const fp = await envFingerprint(this.env.dir);
-      if (fp === this.lastFingerprint) return;
-      const { env, problems } = await inspectEnvironment(this.env.dir, { machineChecks: false });
-      if (!env) {
-        this.log.warn('environment changed but has problems; still serving the previous one', {
-          problems: problems.length,
-        });
-        for (const p of problems)
-          this.log.warn(`${p.file}${p.line ? `:${p.line}` : ''}: ${p.field}: ${p.message}`);
-        this.lastFingerprint = fp;
-        return;
-      }
-      const { added, removed } = await this.catalog.update(env.oss);
-      for (const e of removed) {
-        const s = [...this.sessions.entries()].find(([, v]) => v.meta.infoHashHex === e.meta.infoHashHex);
-        if (s) {
-          this.sessions.delete(s[0]);
-          await this.seeder?.remove(e.meta.infoHashHex);
-        }
-        this.tracker?.remove(e.meta.infoHash);
-      }
-      this.env = {
-        ...this.env,
-        boot: env.boot,
-        hosts: env.hosts,
-        oss: env.oss,
-        allowMacs: this.env.allowMacs,
-      };
-      let failed = false;
-      for (const e of added) {
-        this.tracker?.add(e.meta.infoHash);
-        // One OS that cannot be seeded must not keep the others from it.
-        await this.seed(e).catch((err: unknown) => {
-          failed = true;
-          this.log.warn(`cannot seed ${e.os.id}; will try again`, { error: (err as Error).message });
-        });
-      }
-      // A failure leaves the fingerprint stale, so the next tick tries again.
-      if (!failed) this.lastFingerprint = fp;
-      if (added.length || removed.length)
-        this.log.info('environment reloaded', {
-          added: added.map((e) => e.os.id).join(',') || '-',
-          removed: removed.map((e) => e.os.id).join(',') || '-',
-        });
-    } catch (err) {
-      this.log.warn('reload failed; will try again', { error: (err as Error).message });
-    }
   }
 
   /**
@@ -849,20 +465,11 @@ export class BootServer {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    if (this.reloadTimer) clearInterval(this.reloadTimer);
-    await this.reloadRun;
-    this.dashboard?.close();
-    const d = this.dashboardServer;
-    this.dashboardServer = undefined;
+    await this.reloader?.close();
     await Promise.allSettled([
-      d
-        ? new Promise<void>((resolve) => {
-            d.close(() => resolve());
-            d.closeAllConnections();
-          })
-        : undefined,
+      this.dashboard?.close(),
       this.netboot?.close(),
-      this.seeder?.close(),
+      this.library?.close(),
       this.tracker?.close(),
     ]);
     // Only ours: a second start that failed (ports in use) must not remove the running one's.

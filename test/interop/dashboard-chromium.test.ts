@@ -13,7 +13,7 @@ import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { chromium, type ConsoleMessage, type Page } from 'playwright-core';
-import { Dashboard } from '../../src/http/dashboard.js';
+import { Dashboard } from '../../src/dashboard/dashboard.js';
 import { ClientStore, type ServerSnapshot } from '../../src/server/state.js';
 import { NOTHING_SENT } from '../../src/server/traffic.js';
 import { BitTorrentClient } from '../../src/swarm/client.js';

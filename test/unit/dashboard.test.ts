@@ -12,8 +12,8 @@ import {
   hostAllowed,
   type DashboardOptions,
   type DashboardServices,
-} from '../../src/http/dashboard.js';
-import { DASHBOARD_SCRIPT } from '../../src/http/dashboard-page.js';
+} from '../../src/dashboard/dashboard.js';
+import { DASHBOARD_SCRIPT } from '../../src/dashboard/page.js';
 import { BootTorrentError } from '../../src/errors.js';
 import { ClientStore, type ServerSnapshot } from '../../src/server/state.js';
 import { NOTHING_SENT } from '../../src/server/traffic.js';

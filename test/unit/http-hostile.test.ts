@@ -10,13 +10,9 @@ import { request } from 'node:http';
 import { connect, createServer, type Server as NetServer, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { parseBootConfig } from '../../src/boot-config.js';
-import {
-  BootServer,
-  SERVER_INFO,
-  STATE_DIR,
-  dashboardListener,
-  type StartOptions,
-} from '../../src/server/app.js';
+import { BootServer, SERVER_INFO, STATE_DIR, type StartOptions } from '../../src/server/app.js';
+import { dashboardListener } from '../../src/dashboard/listener.js';
+import { loadEnvironment } from '../../src/env/load.js';
 import type { ServerSnapshot } from '../../src/server/state.js';
 import type { LogFields, Logger } from '../../src/util/logger.js';
 import { createServer as createHttpServer } from 'node:http';
@@ -83,7 +79,7 @@ async function startServer(
   writeFileSync(join(phase1, 'initrd.img'), 'i');
   const server = new BootServer(
     {
-      envDir,
+      environment: await loadEnvironment(envDir),
       phase1: { dir: phase1, kernel: 'vmlinuz', initrds: ['initrd.img'], cmdline: '' },
       dashboardPort: 0,
       seedPort: 0,
@@ -309,7 +305,7 @@ test('listener error after start was only logged: it stops the BootServer, close
 interface Internals {
   netboot: { tftp: { socket: NetServer } };
   tracker: { udp: NetServer; http: NetServer };
-  seeder: { server: NetServer };
+  library: { seeder: { server: NetServer } };
 }
 
 test('TFTP, tracker and seeder listener errors after start were only logged: each stops the BootServer; a failed UDP send does not', async (t) => {
@@ -317,7 +313,7 @@ test('TFTP, tracker and seeder listener errors after start were only logged: eac
     ['TFTP socket', (i) => i.netboot.tftp.socket, /TFTP server stopped working/],
     ['tracker UDP socket', (i) => i.tracker.udp, /tracker stopped working/],
     ['tracker HTTP server', (i) => i.tracker.http, /tracker stopped working/],
-    ['seeder listener', (i) => i.seeder.server, /seeder \(peer listener\) stopped working/],
+    ['seeder listener', (i) => i.library.seeder.server, /seeder \(peer listener\) stopped working/],
   ];
   for (const [what, target, message] of cases) {
     const { server, envDir } = await startServer(t);
@@ -347,7 +343,8 @@ test('TFTP, tracker and seeder listener errors after start were only logged: eac
 // no longer get the OS from the server.
 test('a seeding session that fails is seeded again, the server keeps running', async (t) => {
   const { server } = await startServer(t);
-  const sessions = (server as unknown as { sessions: Map<string, TorrentSession> }).sessions;
+  const sessions = (server as unknown as { library: { sessions: Map<string, TorrentSession> } }).library
+    .sessions;
   const first = sessions.get('alpha');
   assert.ok(first, 'alpha is seeded');
   (first as unknown as { fail(where: string, err: unknown): void }).fail('test', new Error('injected fault'));
@@ -423,7 +420,7 @@ test('dashboard port: failed accepts under a flood wrote a warning each; one lin
     child: () => logger,
   };
   const { server } = await startServer(t, {}, '', logger);
-  const dash = (server as unknown as { dashboardServer: NetServer }).dashboardServer;
+  const dash = (server as unknown as { dashboard: { server: NetServer } }).dashboard.server;
   const before = lines.length;
   for (let n = 0; n < 50; n++)
     dash.emit('error', Object.assign(new Error('accept EMFILE'), { code: 'EMFILE', syscall: 'accept' }));

@@ -21,10 +21,10 @@ import { isIP } from 'node:net';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { hostname } from 'node:os';
 import { isBootTorrentError } from '../errors.js';
-import type { ServerSnapshot } from './snapshot.js';
+import type { ServerSnapshot } from '../http/snapshot.js';
 import { silentLogger, type Logger } from '../util/logger.js';
-import { dashboardPage, type DashboardPage } from './dashboard-page.js';
-import { requestUrl } from './target.js';
+import { dashboardPage, type DashboardPage } from './page.js';
+import { requestUrl } from '../http/target.js';
 
 /** A state-changing operation behind POST /api/v1/actions/<name>; gets the parsed JSON body (undefined if empty). */
 export type DashboardAction = (body: unknown) => unknown;

@@ -1,0 +1,191 @@
+/**
+ * What agents get from `start` and send to it: the boot config of a MAC
+ * (the environment's menu with that host's overrides, each OS's torrent
+ * and files, where the peers are), each OS's .torrent at
+ * /api/v1/torrent/<id>.torrent, and progress reports at
+ * /api/v1/report/<mac>, each behind that MAC's own token (an HMAC of the
+ * server secret) and a body limit.
+ */
+import { createHmac, timingSafeEqual } from 'node:crypto';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { BOOT_CONFIG_VERSION, parseAgentReport, type BootConfig, type BootOs } from '../boot-config.js';
+import type { Environment, OsEntry } from '../env/types.js';
+import { HTTP_LIMITS } from '../limits.js';
+import { DropLog } from '../util/drop-log.js';
+import { silentLogger, type Logger } from '../util/logger.js';
+import type { CatalogEntry } from './catalog.js';
+import type { RequesterCheck } from './requester.js';
+import type { ClientStore } from './state.js';
+
+export interface ClientApiOptions {
+  /** The boot HTTP server's base URL (`http://address[:port]`). */
+  readonly bootUrl: string;
+  /** The server secret report tokens are derived from. */
+  readonly secret: Buffer;
+  /** Largest agent report body in bytes (default HTTP_LIMITS.reportBodyBytes). */
+  readonly reportBodyBytes?: number;
+}
+
+export interface ClientApiServices {
+  /** The environment served now (a reload changes its menu and OSs). */
+  readonly environment: () => Environment;
+  readonly library: {
+    entries(): readonly CatalogEntry[];
+    get(id: string): CatalogEntry | undefined;
+    /** The seeder's port, once it listens. */
+    readonly seedPort: number | undefined;
+  };
+  /** Who may have a MAC's report token (src/server/requester.ts). */
+  readonly requesters: Pick<RequesterCheck, 'tie'>;
+  /** Where reports go. */
+  readonly store: Pick<ClientStore, 'report'>;
+  /** The server's logger; refusals are logged as 'client-api', once per source per minute. */
+  readonly logger?: Logger;
+}
+
+export class ClientApi {
+  private readonly log: Logger;
+  /** Reports and token requests refused, logged once per source per minute. */
+  private readonly drops: DropLog;
+
+  constructor(
+    private readonly options: ClientApiOptions,
+    private readonly services: ClientApiServices,
+  ) {
+    this.log = services.logger ?? silentLogger;
+    this.drops = new DropLog(this.log.child('client-api'));
+  }
+
+  reportToken(mac: string): string {
+    return createHmac('sha256', this.options.secret).update(`report ${mac}`).digest('hex').slice(0, 32);
+  }
+
+  /**
+   * The boot config for `mac` as asked by `client` (its source IP): with the
+   * MAC's report token only when the requester is tied to that MAC
+   * (src/server/requester.ts); otherwise with an empty token, and the agent
+   * boots without reporting.
+   */
+  async bootConfigFor(mac: string, client: string): Promise<BootConfig> {
+    const tie = await this.services.requesters.tie(client, mac);
+    if (!tie)
+      this.drops.drop(client, 'boot config sent without a report token: requester is not that MAC', { mac });
+    return this.bootConfig(mac, tie !== undefined);
+  }
+
+  /** The boot config for one MAC: the environment's menu with that host's overrides. */
+  bootConfig(mac: string, withToken = true): BootConfig {
+    const env = this.services.environment();
+    const base = this.options.bootUrl;
+    const host = env.hosts.get(mac);
+    const oss = this.services.library.entries().map((e) => this.bootOs(e));
+    const ids = new Set(oss.map((o) => o.id));
+    const timeout = host?.timeout ?? env.boot.timeout;
+    let def = host?.defaultOs ?? env.boot.defaultOs;
+    if (def !== null && !ids.has(def)) def = oss[0]?.id ?? null;
+    const seedPort = this.services.library.seedPort;
+    const seeds = seedPort !== undefined ? [`${env.server.address}:${seedPort}`] : [];
+    const trackers = env.tracker.enabled
+      ? [`${base}/announce`, `udp://${env.server.address}:${env.tracker.port}/announce`]
+      : [];
+    return {
+      version: BOOT_CONFIG_VERSION,
+      mac,
+      server: base,
+      menu: { timeout: def === null && timeout >= 0 ? -1 : timeout, default: def },
+      seedTime: env.boot.seedTime,
+      peers: { trackers, seeds, lsd: env.peers.lsd, pex: env.peers.pex },
+      reportUrl: `${base}/api/v1/report/${mac}`,
+      reportToken: withToken ? this.reportToken(mac) : '',
+      oss,
+    };
+  }
+
+  private bootOs(e: CatalogEntry): BootOs {
+    const base = {
+      id: e.os.id,
+      name: e.os.name,
+      torrentUrl: `${this.options.bootUrl}/api/v1/torrent/${encodeURIComponent(e.os.id)}.torrent`,
+      infoHash: e.meta.infoHashHex,
+      files: e.files,
+    };
+    const os: OsEntry = e.os;
+    if (os.method === 'kexec')
+      return { ...base, method: 'kexec', kernel: os.kernel, initrd: os.initrd, cmdline: os.cmdline };
+    if (os.method === 'qemu') return { ...base, method: 'qemu', args: os.args };
+    return { ...base, method: 'bin', bin: os.bin, args: os.args };
+  }
+
+  /** Routes on the boot HTTP server: torrents and agent reports. False for any other path. */
+  route(req: IncomingMessage, res: ServerResponse, path: string, client: string): boolean {
+    const torrent = /^\/api\/v1\/torrent\/([^/]+)\.torrent$/.exec(path);
+    if (torrent && (req.method === 'GET' || req.method === 'HEAD')) {
+      let id = '';
+      try {
+        id = decodeURIComponent(torrent[1]!);
+      } catch {
+        // fall through: not found
+      }
+      const e = this.services.library.get(id);
+      if (!e) {
+        res
+          .writeHead(404, { 'content-type': 'text/plain' })
+          .end(`no OS ${JSON.stringify(id)} on this server\n`);
+        return true;
+      }
+      res.writeHead(200, { 'content-type': 'application/x-bittorrent', 'content-length': e.torrent.length });
+      res.end(req.method === 'HEAD' ? undefined : e.torrent);
+      return true;
+    }
+    const report = /^\/api\/v1\/report\/([0-9a-f:]{17})$/.exec(path);
+    if (report && req.method === 'POST') {
+      this.readReport(req, res, report[1]!, client);
+      return true;
+    }
+    return false;
+  }
+
+  private readReport(req: IncomingMessage, res: ServerResponse, mac: string, client: string): void {
+    const reply = (status: number, text: string): void => {
+      res.writeHead(status, { 'content-type': 'text/plain' }).end(status === 204 ? undefined : `${text}\n`);
+    };
+    // A reset mid-body is that request's end, nothing more.
+    req.on('error', (err) => this.log.debug('report connection failed', { mac, client, error: err.message }));
+    // The token is the MAC's own (HMAC of the server secret): one MAC's token reports as no other.
+    const given = Buffer.from(String(req.headers['x-boottorrent-token'] ?? ''));
+    const want = Buffer.from(this.reportToken(mac));
+    if (given.length !== want.length || !timingSafeEqual(given, want)) {
+      req.resume();
+      this.drops.drop(client, 'report refused: bad or missing token', { mac });
+      return reply(403, 'bad or missing x-boottorrent-token');
+    }
+    const max = this.options.reportBodyBytes ?? HTTP_LIMITS.reportBodyBytes;
+    const chunks: Buffer[] = [];
+    let size = 0;
+    req.on('data', (c: Buffer) => {
+      if (res.headersSent) return;
+      size += c.length;
+      if (size > max) {
+        this.drops.drop(client, 'report refused: body too large', { mac, limit: max });
+        // Close after the answer: the rest of the body is not read.
+        res.setHeader('connection', 'close');
+        reply(413, 'report too large');
+        req.pause();
+        return;
+      }
+      chunks.push(c);
+    });
+    req.on('end', () => {
+      if (res.headersSent) return;
+      try {
+        const r = parseAgentReport(Buffer.concat(chunks).toString('utf8'));
+        this.services.store.report(mac, client, r);
+        reply(204, '');
+      } catch (err) {
+        // Client text goes in a field, never into the message (issue #14 item 7).
+        this.drops.drop(client, 'bad agent report dropped', { mac, error: (err as Error).message });
+        if (!res.headersSent) reply(400, (err as Error).message);
+      }
+    });
+  }
+}
