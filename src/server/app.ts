@@ -6,7 +6,7 @@
  * while it runs; and stops everything on close() (Ctrl-C / SIGTERM in the
  * CLI). If any part fails to start, the parts already started are closed.
  */
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { readFile, writeFile, rename, mkdir, rm, stat } from 'node:fs/promises';
 import { networkInterfaces } from 'node:os';
 import { join } from 'node:path';
@@ -27,6 +27,8 @@ import { Reloader } from './reloader.js';
 import { ClientApi } from './client-api.js';
 import { buildSnapshot } from './snapshot.js';
 import { groupSent, NOTHING_SENT } from './traffic.js';
+import { PhaseOneSourcing } from './phase1-sources.js';
+import type { PayloadFailure } from '../boot/policy.js';
 import { logClientEvents } from './event-log.js';
 
 export interface StartOptions {
@@ -138,6 +140,8 @@ export class BootServer {
   private wroteInfo = false;
   private bootUrlValue = '';
   private readonly startedAt = Date.now();
+  /** Where stage 0s fetch the phase-1 payload, when peers serve phase 1 (#16). */
+  private phase1Sources: PhaseOneSourcing | undefined;
   /** Bytes of one phase 1 (kernel + initramfs files), read at start. */
   private phase1Size = 0;
   private closed = false;
@@ -277,9 +281,17 @@ export class BootServer {
           ? { reportBodyBytes: this.options.reportBodyBytes }
           : {}),
       },
-      { environment: () => this.environment, library, requesters, store: this.store, logger: this.log },
+      {
+        environment: () => this.environment,
+        library,
+        requesters,
+        store: this.store,
+        logger: this.log,
+        onReport: (mac, client, r) => this.phase1Sources?.report(mac, client, r),
+      },
     );
     this.api = api;
+    const phase1 = await this.phaseOneFiles(env);
     this.netboot = new NetbootServer(
       {
         interface: iface,
@@ -296,9 +308,15 @@ export class BootServer {
         httpPort,
         ...(this.options.httpLimits ? { httpLimits: this.options.httpLimits } : {}),
         ...(this.options.tftpPort !== undefined ? { tftpPort: this.options.tftpPort } : {}),
-        phase1: this.options.phase1,
+        phase1,
         ...(env.allowMacs ? { allowMacs: env.allowMacs } : {}),
         bootConfig: (mac, client) => api.bootConfigFor(mac, client),
+        ...(this.phase1Sources
+          ? {
+              payloadSource: (mac: string, client: string, failed?: PayloadFailure) =>
+                this.phase1Sources!.answer(mac, client, failed),
+            }
+          : {}),
       },
       {
         logger: this.log,
@@ -416,6 +434,38 @@ export class BootServer {
   /** The boot config for one MAC: the environment's menu with that host's overrides (after start). */
   bootConfig(mac: string, withToken = true): BootConfig {
     return this.started().bootConfig(mac, withToken);
+  }
+
+  /**
+   * Phase 1 as served: with peers.phase1 on and a stage0.img beside the
+   * initramfs, iPXE loads kernel + stage 0 and the initramfs becomes the
+   * payload stage 0 fetches and checks (hashed here, not taken from a file).
+   */
+  private async phaseOneFiles(env: Environment): Promise<PhaseOneFiles> {
+    const p = this.options.phase1;
+    if (!env.peers.phase1) return p;
+    const payload = p.initrds[0];
+    const stage0 = 'stage0.img';
+    try {
+      await stat(join(p.dir, stage0));
+    } catch {
+      this.log.warn(
+        `peers.phase1 is on but ${join(p.dir, stage0)} is missing; phase 1 comes from this server alone. Fix: rebuild phase 1 with \`boottorrent build-phase1\` (xz or gzip compression)`,
+      );
+      return p;
+    }
+    if (payload === undefined || p.initrds.length !== 1) return p;
+    const payloadSha256 = createHash('sha256')
+      .update(await readFile(join(p.dir, payload)))
+      .digest('hex');
+    this.phase1Sources = new PhaseOneSourcing(
+      `${this.bootUrlValue}/phase1/${encodeURIComponent(payload)}`,
+      this.log.child('phase1'),
+    );
+    this.log.info('phase 1 is served by peers: clients load the kernel and stage 0 here, the rest from each other', {
+      payload: `${payload} (sha256 ${payloadSha256.slice(0, 16)}...)`,
+    });
+    return { ...p, stage0: { file: stage0, payloadSha256 } };
   }
 
   private started(): ClientApi {

@@ -8,7 +8,7 @@
  */
 import { createHmac, timingSafeEqual } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { BOOT_CONFIG_VERSION, parseAgentReport, type BootConfig, type BootOs } from '../boot-config.js';
+import { BOOT_CONFIG_VERSION, parseAgentReport, type AgentReport, type BootConfig, type BootOs } from '../boot-config.js';
 import type { Environment, OsEntry } from '../env/types.js';
 import { HTTP_LIMITS } from '../limits.js';
 import { DropLog } from '../util/drop-log.js';
@@ -39,6 +39,8 @@ export interface ClientApiServices {
   readonly requesters: Pick<RequesterCheck, 'tie'>;
   /** Where reports go. */
   readonly store: Pick<ClientStore, 'report'>;
+  /** Each accepted report, after the store has it (phase-1 sources follow agents' reports). */
+  readonly onReport?: (mac: string, client: string, report: AgentReport) => void;
   /** The server's logger; refusals are logged as 'client-api', once per source per minute. */
   readonly logger?: Logger;
 }
@@ -180,6 +182,7 @@ export class ClientApi {
       try {
         const r = parseAgentReport(Buffer.concat(chunks).toString('utf8'));
         this.services.store.report(mac, client, r);
+        this.services.onReport?.(mac, client, r);
         reply(204, '');
       } catch (err) {
         // Client text goes in a field, never into the message (issue #14 item 7).

@@ -21,6 +21,10 @@
  * client writes, so nobody can point clients at a host of their choosing.
  * Pure: the clock comes in with each call.
  */
+import type { AgentReport } from '../boot-config.js';
+import type { PayloadFailure, PayloadSource } from '../boot/policy.js';
+import { LineBudget } from '../util/drop-log.js';
+import type { Logger } from '../util/logger.js';
 
 export interface PhaseOneSourceLimits {
   /** Clients fetching from one peer at once (its link is a client's link). */
@@ -185,5 +189,53 @@ export class PhaseOneSources {
     for (const [m, a] of this.assigned) if (a.until <= now) this.assigned.delete(m);
     for (const [m, until] of this.banned) if (until <= now) this.banned.delete(m);
     for (const [m, p] of this.peers) if (now - p.lastSeen > this.limits.freshMs * 4) this.peers.delete(m);
+  }
+}
+
+/**
+ * PhaseOneSources as the server uses it: fed by agents' reports, asked by
+ * stage 0 (GET /api/v1/phase1/<mac>), with the clock and the log.
+ */
+export class PhaseOneSourcing {
+  private readonly sources: PhaseOneSources;
+  /** Stage 0s are many in a big room: at most so many lines a minute. */
+  private readonly lines: LineBudget;
+
+  constructor(
+    /** The payload on this server, without ?mac=. */
+    private readonly serverUrl: string,
+    log: Logger,
+    limits: Partial<PhaseOneSourceLimits> = {},
+    private readonly now: () => number = Date.now,
+  ) {
+    this.sources = new PhaseOneSources(serverUrl, limits);
+    this.lines = new LineBudget(log);
+  }
+
+  /** An accepted agent report (token checked), from `client`. */
+  report(mac: string, client: string, r: AgentReport): void {
+    if (r.stage === 'booting' || r.stage === 'running' || r.stage === 'failed') {
+      // It leaves (or cannot help): no longer offered to anyone.
+      this.sources.arrived(mac);
+      this.sources.withdraw(mac);
+    } else if (r.phase1Port !== undefined) this.sources.offer(mac, client, r.phase1Port, this.now());
+    else this.sources.arrived(mac);
+  }
+
+  answer(mac: string, client: string, failed?: PayloadFailure): PayloadSource {
+    const a = this.sources.pick(mac, this.now(), failed);
+    if (a.kind === 'wait') return a;
+    if (a.kind === 'peer') {
+      this.lines.info(`client ${mac} (${client}) loads phase 1 from peer ${a.peer}`, { url: a.url });
+      return { kind: 'get', url: a.url };
+    }
+    this.lines.info(`client ${mac} (${client}) loads phase 1 from this server`);
+    // ?mac= moves the client's row to "phase 1", as iPXE's own fetches do.
+    return { kind: 'get', url: `${a.url}?mac=${mac}` };
+  }
+
+  /** Peers offered now, for status. */
+  peers(): { mac: string; url: string; serving: number }[] {
+    return this.sources.list(this.now());
   }
 }
