@@ -462,9 +462,12 @@ export class BootServer {
       `${this.bootUrlValue}/phase1/${encodeURIComponent(payload)}`,
       this.log.child('phase1'),
     );
-    this.log.info('phase 1 is served by peers: clients load the kernel and stage 0 here, the rest from each other', {
-      payload: `${payload} (sha256 ${payloadSha256.slice(0, 16)}...)`,
-    });
+    this.log.info(
+      'phase 1 is served by peers: clients load the kernel and stage 0 here, the rest from each other',
+      {
+        payload: `${payload} (sha256 ${payloadSha256.slice(0, 16)}...)`,
+      },
+    );
     return { ...p, stage0: { file: stage0, payloadSha256 } };
   }
 

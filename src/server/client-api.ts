@@ -8,7 +8,13 @@
  */
 import { createHmac, timingSafeEqual } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { BOOT_CONFIG_VERSION, parseAgentReport, type AgentReport, type BootConfig, type BootOs } from '../boot-config.js';
+import {
+  BOOT_CONFIG_VERSION,
+  parseAgentReport,
+  type AgentReport,
+  type BootConfig,
+  type BootOs,
+} from '../boot-config.js';
 import type { Environment, OsEntry } from '../env/types.js';
 import { HTTP_LIMITS } from '../limits.js';
 import { DropLog } from '../util/drop-log.js';
