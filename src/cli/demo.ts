@@ -35,6 +35,13 @@ and removes everything it made (also on Ctrl-C).
   --phase1 DIR     a phase-1 image from \`boottorrent build-phase1\` (default:
                    build it, or reuse the cached build)
   --memory MB      RAM per client (default: the sample OS's size + 512 MB)
+  --stagger S      power the clients on S seconds apart (default 0: all at once),
+                   as most rooms come up; clients then seed at least S seconds,
+                   so the next one finds a peer to load phase 1 from
+  --phase1-from server|peers
+                   where clients load phase 1 once a client's agent runs
+                   (default peers: kernel and stage 0 from the server, the
+                   rest from a peer, checked by SHA-256 before it runs)
   --keep           keep the lab folder (serial logs, server log) afterwards
   --loopback       instead: a BitTorrent swarm on loopback with real aria2c
                    clients and our tracker (no VMs, no root)
@@ -63,6 +70,8 @@ export async function run(argv: string[], io: Io): Promise<number> {
       phase1: { type: 'string' },
       memory: { type: 'string' },
       keep: { type: 'boolean' },
+      stagger: { type: 'string' },
+      'phase1-from': { type: 'string' },
     },
     HELP,
   );
@@ -112,12 +121,24 @@ export async function run(argv: string[], io: Io): Promise<number> {
 
 async function runPxe(
   clients: number,
-  values: { phase1?: string | undefined; memory?: string | undefined; keep?: boolean | undefined },
+  values: {
+    phase1?: string | undefined;
+    memory?: string | undefined;
+    keep?: boolean | undefined;
+    stagger?: string | undefined;
+    'phase1-from'?: string | undefined;
+  },
   io: Io,
 ): Promise<number> {
   const memoryMb = values.memory === undefined ? undefined : Number(values.memory);
   if (memoryMb !== undefined && (!Number.isInteger(memoryMb) || memoryMb < 256))
     throw new UsageError(`--memory ${values.memory}: expected a whole number of MB, at least 256`, HELP);
+  const stagger = Number(values.stagger ?? 0);
+  if (!Number.isFinite(stagger) || stagger < 0 || stagger > 3600)
+    throw new UsageError(`--stagger ${values.stagger}: expected seconds from 0 to 3600`, HELP);
+  const from = values['phase1-from'] ?? 'peers';
+  if (from !== 'peers' && from !== 'server')
+    throw new UsageError(`--phase1-from ${from}: expected server or peers`, HELP);
   let qemu: string;
   try {
     qemu = execFileSync('sh', ['-c', 'command -v qemu-system-x86_64'], { encoding: 'utf8' }).trim();
@@ -146,6 +167,8 @@ async function runPxe(
       qemu,
       ...(memoryMb !== undefined ? { memoryMb } : {}),
       ...(values.keep ? { keep: true } : {}),
+      staggerSeconds: stagger,
+      phase1Peers: from === 'peers',
     },
     {
       signal: io.signal,
@@ -177,6 +200,12 @@ async function runPxe(
     `booted ${result.booted}/${result.clients} clients in ${result.seconds.toFixed(1)} s; ` +
       sentSummary(result.sent, result.delivered),
   );
+  const p1 = result.snapshot?.server.phase1Size ?? 0;
+  if (p1 > 0)
+    log(
+      `phase 1: the server sent ${(result.sent.phase1 / p1).toFixed(2)} copies of it for ${result.booted} clients ` +
+        `(${from === 'peers' ? 'kernel and stage 0 to each, the rest only to those that found no peer' : 'all of it to each'})`,
+    );
   log(
     `clients sent each other ${mb(result.peerUploaded)} MB (their reports; the tracker counted ${mb(result.trackerPeerUploaded)} MB)`,
   );

@@ -168,6 +168,8 @@ export interface LabEnvOptions {
   seedTime: number;
   /** Local Service Discovery and PEX on (both default off in the environment format). */
   peers?: boolean;
+  /** Clients serve phase 1 to later clients (peers.phase1, #16). */
+  phase1Peers?: boolean;
   /** Per-MAC settings, each a YAML flow mapping such as `{ timeout: -1 }`. */
   hosts?: Readonly<Record<string, string>>;
 }
@@ -187,7 +189,13 @@ export function labEnvYaml(o: LabEnvOptions): string {
     `  default_os: ${o.defaultOs}`,
     `  timeout: ${o.timeout}`,
     `  seed_time: ${o.seedTime}`,
-    ...(o.peers ? ['peers:', '  lsd: true', '  pex: true'] : []),
+    ...(o.peers || o.phase1Peers
+      ? [
+          'peers:',
+          ...(o.peers ? ['  lsd: true', '  pex: true'] : []),
+          ...(o.phase1Peers ? ['  phase1: true'] : []),
+        ]
+      : []),
     ...(hosts.length > 0 ? ['hosts:', ...hosts.map(([mac, v]) => `  '${mac}': ${v}`)] : []),
     '',
   ].join('\n');

@@ -35,6 +35,10 @@ export interface PxeDemoOptions {
   readonly serverUploadLimit?: number;
   /** Keep the lab folder (serial logs, server log) instead of deleting it. */
   readonly keep?: boolean;
+  /** Seconds between two clients' power-on (default 0: all at once). */
+  readonly staggerSeconds?: number;
+  /** Clients serve phase 1 to later clients (default true). */
+  readonly phase1Peers?: boolean;
 }
 
 export interface PxeDemoServices {
@@ -124,8 +128,11 @@ export async function runPxeDemo(o: PxeDemoOptions, s: PxeDemoServices): Promise
         range: [100, 250],
         defaultOs: 'demo-linux',
         timeout: o.menuTimeout ?? 3,
-        seedTime: o.seedTime ?? 5,
+        // A client serves phase 1 only while its agent runs: with clients
+        // powering on far apart, it seeds long enough for the next to find it.
+        seedTime: o.seedTime ?? Math.max(5, Math.ceil(o.staggerSeconds ?? 0)),
         peers: true,
+        phase1Peers: o.phase1Peers ?? true,
       }),
     );
     lab = new NetLab('demo', `${LAN}.1/24`);
@@ -158,27 +165,28 @@ export async function runPxeDemo(o: PxeDemoOptions, s: PxeDemoServices): Promise
 
     const started = Date.now();
     const startedAt: number[] = [];
-    for (let i = 0; i < o.clients; i++) {
-      vms.push(
-        new LabVm(lab, {
-          name: `pc${i + 1}`,
-          mac: demoMac(i + 1),
-          dir,
-          qemu: o.qemu,
-          memoryMb,
-        }),
-      );
-      startedAt.push(Date.now());
-    }
+    const stagger = (o.staggerSeconds ?? 0) * 1000;
+    /** Powers on every client whose time has come (all at once without --stagger). */
+    const powerOn = (): void => {
+      while (vms.length < o.clients && Date.now() >= started + vms.length * stagger) {
+        const i = vms.length;
+        vms.push(new LabVm(lab!, { name: `pc${i + 1}`, mac: demoMac(i + 1), dir, qemu: o.qemu, memoryMb }));
+        startedAt.push(Date.now());
+        if (stagger > 0) s.log(`pc${i + 1} (${demoMac(i + 1)}) powers on`);
+      }
+    };
+    powerOn();
     s.log(
-      `clients: ${o.clients} QEMU machines with ${memoryMb} MB each PXE-booting (TCG: slow CPUs, so give them a few minutes)`,
+      `clients: ${o.clients} QEMU machines with ${memoryMb} MB each PXE-booting` +
+        `${stagger > 0 ? `, ${o.staggerSeconds} s apart` : ''} (TCG: slow CPUs, so give them a few minutes)`,
     );
     const done = new Map<number, number>();
-    const deadline = started + (o.timeoutMs ?? 20 * 60_000);
+    const deadline = started + (o.timeoutMs ?? 20 * 60_000) + stagger * (o.clients - 1);
     let snapshot: ServerSnapshot | undefined;
     let lastStatus = 0;
-    while (done.size < vms.length) {
+    while (done.size < o.clients) {
       if (s.signal?.aborted) throw new BootTorrentError('BT_ERR_ABORTED', 'interrupted');
+      powerOn();
       for (const [i, vm] of vms.entries()) {
         if (done.has(i)) continue;
         if (vm.serial().includes(`${marker} cmdline:`)) {

@@ -72,7 +72,8 @@ asked=0
 while :; do
   asked=$((asked + 1))
   [ "$asked" -gt 400 ] && stop "stage 0: no source gave phase 1"
-  ANSWER="$(wget -q -T 10 -O - "$ASK$Q" 2>/dev/null | head -n 1)"
+  # busybox's own wget -T crashes (Debian 12's 1.35): bound it with timeout instead.
+  ANSWER="$(timeout 10 wget -q -O - "$ASK$Q" 2>/dev/null | head -n 1)"
   Q=
   case "$ANSWER" in
     "wait "*)
@@ -90,7 +91,8 @@ while :; do
   esac
   say "stage 0: fetching phase 1 from $URL"
   rm -f /run/payload
-  if ! wget -q -T 15 -O /run/payload "$URL"; then
+  # A slow peer gets 5 minutes for the ~20 MB; one that is gone fails at once.
+  if ! timeout 300 wget -q -O /run/payload "$URL"; then
     say "stage 0: $URL did not answer; asking for another source"
     Q="?failed=$URL&why=gone"
     continue

@@ -41,6 +41,8 @@ export interface PhaseOneSourceLimits {
   readonly waitMs: number;
   /** A peer that served a wrong payload is not offered again for this long. */
   readonly banMs: number;
+  /** A peer a client could not reach is not offered again for this long, even if it reports. */
+  readonly goneMs: number;
   /** Peers and waiting clients remembered at most (a MAC flood must not grow them). */
   readonly maxEntries: number;
 }
@@ -53,6 +55,7 @@ export const PHASE1_SOURCE_LIMITS: PhaseOneSourceLimits = {
   maxWaitMs: 90_000,
   waitMs: 3_000,
   banMs: 600_000,
+  goneMs: 60_000,
   maxEntries: 4096,
 };
 
@@ -176,12 +179,11 @@ export class PhaseOneSources {
   private failed(url: string, why: 'gone' | 'bad', now: number): void {
     for (const [peerMac, p] of this.peers) {
       if (p.url !== url) continue;
-      if (why === 'bad') {
-        this.banned.set(peerMac, now + this.limits.banMs);
-        this.peers.delete(peerMac);
-      } else {
-        this.peers.delete(peerMac);
-      }
+      // Either way its reports do not bring it back for a while: a machine
+      // that is gone cannot report, and one that still does, yet does not
+      // answer its clients, is no help.
+      this.banned.set(peerMac, now + (why === 'bad' ? this.limits.banMs : this.limits.goneMs));
+      this.peers.delete(peerMac);
     }
   }
 

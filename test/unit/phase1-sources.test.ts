@@ -58,8 +58,13 @@ test('a peer that is gone is dropped; one that served a wrong payload is banned 
   const second = s.pick(mac(3), 1, { url, why: 'gone' });
   assert.equal(second.kind, 'peer');
   assert.notEqual((second as { url: string }).url, url);
-  // It comes back with its next report.
-  s.offer((first as { peer: string }).peer, url.includes('101') ? '10.0.0.101' : '10.0.0.102', 8470, 2);
+  // Its next reports do not bring it back within goneMs (default 60 s), later they do.
+  const gone = (first as { peer: string }).peer;
+  const goneIp = url.includes('101') ? '10.0.0.101' : '10.0.0.102';
+  s.offer(gone, goneIp, 8470, 2);
+  assert.ok(!s.list(2).some((p) => p.mac === gone), 'a peer reported gone is not offered at once again');
+  s.offer(gone, goneIp, 8470, 60_002);
+  assert.ok(s.list(60_002).some((p) => p.mac === gone));
   // "bad": banned, and its next reports do not bring it back before banMs.
   const bad = (second as { peer: string }).peer;
   const third = s.pick(mac(3), 3, { url: (second as { url: string }).url, why: 'bad' });
