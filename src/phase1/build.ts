@@ -48,7 +48,7 @@ import { PINNED_NODE } from './runtime.js';
 const execFileP = promisify(execFile);
 
 /** Bumped when the image layout changes in a way the input files do not show. */
-const BUILDER_VERSION = 3;
+const BUILDER_VERSION = 4;
 
 export type Phase1Flavor = 'base' | 'qemu';
 export type Phase1Compression = 'xz' | 'zstd' | 'gzip';
@@ -240,15 +240,16 @@ function compressor(kind: Phase1Compression): { cmd: string; args: string[]; pkg
   const threads = String(Math.max(1, availableParallelism()));
   switch (kind) {
     case 'xz':
-      // The kernel's xz decoder checks CRC32 only (not xz's default CRC64)
-      // and has the x86 BCJ filter (CONFIG_XZ_DEC_X86), which shrinks the
-      // machine code by ~3%. Measured on the base image (bench/results/
-      // phase1-size.md): preset 9's 64 MiB dictionary saves 1.5% over preset
-      // 6's 8 MiB; 9e gives nothing more for twice the time. The kernel
-      // allocates the dictionary while unpacking (XZ_DYNALLOC), then frees it.
+      // The kernel's xz decoder checks CRC32 only (not xz's default CRC64).
+      // No x86 BCJ filter, though the kernel has one (it shrank the image by
+      // ~3%): stage 0 unpacks the same file with busybox's xzcat, which has
+      // none and calls such data corrupt (#16). Preset 9's 64 MiB dictionary
+      // saves 1.5% over preset 6's 8 MiB; 9e gives nothing more for twice
+      // the time. The kernel allocates the dictionary while unpacking
+      // (XZ_DYNALLOC), then frees it.
       return {
         cmd: 'xz',
-        args: ['--check=crc32', '--x86', '--lzma2=preset=9', '-T', threads, '-c'],
+        args: ['--check=crc32', '--lzma2=preset=9', '-T', threads, '-c'],
         pkg: 'xz-utils',
       };
     case 'zstd':

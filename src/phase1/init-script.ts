@@ -29,10 +29,13 @@ export function generateInitScript(opts: InitScriptOptions): string {
 /bin/busybox mkdir -p /bin /sbin /usr/bin /usr/sbin /proc /sys /dev /tmp /run /root
 /bin/busybox --install -s
 export PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root TERM=linux
-mount -t proc proc /proc
-mount -t sysfs sysfs /sys
-mount -t devtmpfs devtmpfs /dev
-mkdir -p /dev/pts && mount -t devpts devpts /dev/pts
+# Stage 0 (phase 1 served by peers) ran before this /init and may leave
+# /dev mounted (its console is open): mount only what is not there yet.
+mount -t proc proc /proc 2>/dev/null
+mounted() { grep -q " $1 " /proc/mounts; }
+mounted /sys || mount -t sysfs sysfs /sys
+mounted /dev || mount -t devtmpfs devtmpfs /dev
+mkdir -p /dev/pts && { mounted /dev/pts || mount -t devpts devpts /dev/pts; }
 # The OS image is downloaded to /tmp, so it may use most of the RAM (tmpfs
 # only takes what is written); the rest is for the kernel, Node and the archive.
 mount -t tmpfs -o size=90%,mode=1777 tmpfs /tmp

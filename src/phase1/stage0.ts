@@ -103,8 +103,10 @@ while :; do
   Q="?failed=$URL&why=bad"
 done
 say "stage 0: phase 1 checked (sha256 $WANT); unpacking"
+set -o pipefail
 cd / && ${opts.decompress} /run/payload | cpio -i -d -m -u 2>/dev/null ||
-  stop "stage 0: unpacking phase 1 failed (out of memory?)"
+  stop "stage 0: unpacking phase 1 failed (out of memory, or a decompressor busybox lacks?)"
+[ -x /usr/bin/node ] || stop "stage 0: phase 1 unpacked but holds no /usr/bin/node"
 mkdir -p ${quote(PAYLOAD_PATH.slice(0, PAYLOAD_PATH.lastIndexOf('/')))}
 mv /run/payload ${quote(PAYLOAD_PATH)}
 umount /dev /sys /proc 2>/dev/null
