@@ -59,6 +59,12 @@ import { createTorrent } from '../src/torrent/create.js';
 import { encodeTorrent } from '../src/torrent/metainfo.js';
 import { NetLab, waitFor, type Host, type Proc } from './netlab.js';
 
+// `--phase1`: the end-to-end boot benchmark (phase 1 and the OS), its own script.
+if (process.argv.slice(2).includes('--phase1')) {
+  await import('./phase1-boot.js');
+  process.exit();
+}
+
 const USAGE = `usage: npm run bench:swarm -- [--clients 1,2,4,8,16,32] [--size 32M] [--server-rate 100M]
        [--client-rate 10M] [--methods boottorrent,http,nginx,tftp,aria2] [--piece-length 256K]
        [--choker lan|standard] [--quick] [--json FILE] [--no-results] [--timeline FILE] [--logs DIR]

@@ -216,7 +216,6 @@ export class BootServer {
       },
     );
     this.phase1Size = await phaseOneSize(this.options.phase1);
-    this.phase1Size = await phaseOneSize(this.options.phase1);
     this.stateDir = join(env.dir, STATE_DIR);
     await mkdir(this.stateDir, { recursive: true, mode: 0o700 });
     const secret = await this.loadSecret();

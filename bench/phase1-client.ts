@@ -1,0 +1,171 @@
+/**
+ * One emulated client of the end-to-end benchmark (`bench:swarm --phase1`,
+ * bench/phase1-boot.ts), run in its own network namespace. It does what a
+ * PXE client does, over the same HTTP requests:
+ *
+ *   1. iPXE: GET /boot.ipxe?mac=<its MAC>, then every `kernel` and `initrd`
+ *      URL the script names (redirects followed, as iPXE does);
+ *   2. if the script's command line carries `boottorrent.payload=` (phase 1
+ *      served by peers), stage 0: ask /api/v1/phase1/<mac> where the payload
+ *      is, honour `wait N`, fetch it, check its SHA-256, report a source
+ *      that is gone or wrong (`?failed=URL&why=gone|bad`) and ask again —
+ *      the same protocol as src/phase1/stage0.ts;
+ *   3. the agent stage: the real agent (host mode, dry run) asks for its
+ *      boot config, downloads the OS from the swarm, verifies it and, with
+ *      peers, serves its phase-1 payload to later clients while it runs;
+ *      or, with `--image-url` (central HTTP of everything), a plain GET of
+ *      the OS image checked against `--image-sha`.
+ *
+ * What an emulated client skips: the firmware, the kernel's own boot and
+ * unpacking the initramfs. Lines on stdout: `BENCH phase1 <s> <bytes>` when
+ * phase 1 is in, `BENCH verified <s>` when the OS is, `BENCH failed <why>`.
+ */
+import { spawn } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { createWriteStream, mkdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import type { ReadableStream as WebReadableStream } from 'node:stream/web';
+import { parseArgs } from 'node:util';
+
+const { values } = parseArgs({
+  options: {
+    server: { type: 'string' },
+    dir: { type: 'string' },
+    iface: { type: 'string', default: 'eth0' },
+    agent: { type: 'string' },
+    'share-port': { type: 'string', default: '8470' },
+    'image-url': { type: 'string' },
+    'image-sha': { type: 'string' },
+  },
+});
+const server = values.server!;
+const dir = values.dir!;
+mkdirSync(dir, { recursive: true });
+const mac = readFileSync(`/sys/class/net/${values.iface}/address`, 'utf8').trim();
+const t0 = Date.now();
+const secs = () => ((Date.now() - t0) / 1000).toFixed(2);
+const say = (s: string) => process.stdout.write(`${s}\n`);
+
+/** GETs `url` into `file` (redirects followed); its SHA-256 and size. Throws on an HTTP error or timeout. */
+async function download(
+  url: string,
+  file: string,
+  timeoutMs: number,
+): Promise<{ sha: string; bytes: number }> {
+  const res = await fetch(url, { signal: AbortSignal.timeout(timeoutMs) });
+  if (!res.ok || !res.body) throw new Error(`${url}: HTTP ${res.status}`);
+  const h = createHash('sha256');
+  let bytes = 0;
+  const body = Readable.fromWeb(res.body as WebReadableStream<Uint8Array>);
+  body.on('data', (d: Buffer) => {
+    h.update(d);
+    bytes += d.length;
+  });
+  await pipeline(body, createWriteStream(file));
+  return { sha: h.digest('hex'), bytes };
+}
+
+async function text(url: string): Promise<string> {
+  const res = await fetch(url, { signal: AbortSignal.timeout(10_000) });
+  return (await res.text()).trim();
+}
+
+async function phaseOne(): Promise<{ payload?: string; bytes: number }> {
+  const script = await text(`${server}/boot.ipxe?mac=${mac}`);
+  const kernel = /^kernel (\S+)(.*)$/m.exec(script);
+  if (!kernel) throw new Error(`no kernel line in the boot script:\n${script}`);
+  const initrds = [...script.matchAll(/^initrd (?:--name \S+ )?(\S+)/gm)].map((m) => m[1]!);
+  let bytes = 0;
+  bytes += (await download(kernel[1]!, join(dir, 'vmlinuz'), 300_000)).bytes;
+  for (const [i, u] of initrds.entries())
+    bytes += (await download(u, join(dir, `initrd${i}`), 300_000)).bytes;
+  const want = /boottorrent\.payload=([0-9a-f]{64})/.exec(kernel[2]!)?.[1];
+  if (want === undefined) return { bytes };
+  // Stage 0.
+  const payload = join(dir, 'payload.img');
+  let q = '';
+  for (let asked = 1; ; asked++) {
+    if (asked > 400) throw new Error('stage 0: no source gave phase 1');
+    let answer = '';
+    try {
+      answer = await text(`${server}/api/v1/phase1/${mac}${q}`);
+    } catch {
+      // as stage 0: ask again
+    }
+    q = '';
+    const wait = /^wait (\d+)$/.exec(answer);
+    if (wait) {
+      await new Promise((r) => setTimeout(r, Number(wait[1]) * 1000));
+      continue;
+    }
+    const get = /^get (http:\/\/\S+)$/.exec(answer);
+    if (!get) {
+      await new Promise((r) => setTimeout(r, 3000));
+      continue;
+    }
+    const url = get[1]!;
+    let got;
+    try {
+      got = await download(url, payload, 300_000);
+    } catch {
+      q = `?failed=${url}&why=gone`;
+      continue;
+    }
+    bytes += got.bytes;
+    if (got.sha === want) return { payload, bytes };
+    q = `?failed=${url}&why=bad`;
+  }
+}
+
+async function main(): Promise<void> {
+  const p1 = await phaseOne();
+  say(`BENCH phase1 ${secs()} ${p1.bytes}`);
+  if (values['image-url']) {
+    const got = await download(values['image-url'], join(dir, 'image.bin'), 600_000);
+    if (got.sha !== values['image-sha'])
+      throw new Error(`image SHA-256 ${got.sha}, want ${values['image-sha']}`);
+    say(`BENCH verified ${secs()} ${got.bytes}`);
+    return;
+  }
+  const args = [
+    values.agent!,
+    '--server',
+    server,
+    '--mac',
+    mac,
+    '--dir',
+    join(dir, 'agent'),
+    '--no-network',
+    '--dry-run',
+    '--port',
+    '6881',
+  ];
+  if (p1.payload) args.push('--share-phase1', p1.payload, '--share-port', values['share-port']);
+  const agent = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  // The bench stops this process with SIGTERM: the agent goes with it.
+  for (const sig of ['SIGTERM', 'SIGINT'] as const)
+    process.on(sig, () => {
+      agent.kill('SIGTERM');
+      process.exit(143);
+    });
+  let buf = '';
+  let said = false;
+  agent.stdout.on('data', (d: Buffer) => {
+    process.stdout.write(d);
+    buf = (buf + d.toString()).slice(-4096);
+    if (!said && /boottorrent-agent: verified \d+ files/.test(buf)) {
+      said = true;
+      say(`BENCH verified ${secs()}`);
+    }
+  });
+  agent.stderr.on('data', (d: Buffer) => process.stderr.write(d));
+  const code = await new Promise<number | null>((r) => agent.on('exit', r));
+  if (!said) say(`BENCH failed agent exited ${code} before its OS was verified`);
+}
+
+main().catch((err: unknown) => {
+  say(`BENCH failed ${(err as Error).message.split('\n')[0]}`);
+  process.exitCode = 1;
+});
