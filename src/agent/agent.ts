@@ -133,7 +133,15 @@ export class Agent {
     this.heartbeat = undefined;
     const share = this.share;
     this.share = undefined;
-    await share?.close(graceMs);
+    if (!share) return;
+    // A report without the port tells the server to send no one here any more.
+    this.sharePort = undefined;
+    this.reporter?.setAlways({});
+    if (this.lastReport && graceMs > 0) {
+      this.reporter?.send(this.lastReport);
+      await this.reporter?.flush(2000);
+    }
+    await share.close(graceMs);
   }
 
   /**
@@ -493,6 +501,8 @@ export class Agent {
       if (hostKexec && !this.args.dryRun)
         this.say("boottorrent-agent: host mode never runs kexec (it would replace this machine's kernel)");
       for (const c of commands) this.say(`boottorrent-agent: dry-run: would run: ${showCommand(c)}`);
+      // As before a kexec: clients fetching phase 1 from here may finish.
+      await this.stopSharing(SHARE_GRACE_MS);
       return { kind: 'done' };
     }
     if (os.method === 'kexec') return this.kexec(os, commands);

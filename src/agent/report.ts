@@ -39,6 +39,7 @@ export class Reporter {
   private readonly minInterval: number;
   private readonly timeoutMs: number;
   private readonly log: Logger;
+  private always: Partial<AgentReport>;
 
   constructor(
     private readonly opts: ReporterOptions,
@@ -47,6 +48,12 @@ export class Reporter {
     this.minInterval = opts.minIntervalMs ?? 1000;
     this.timeoutMs = opts.timeoutMs ?? 3000;
     this.log = logger.child('report');
+    this.always = { ...opts.always };
+  }
+
+  /** Replaces the fields every later report carries (e.g. none once this client stops serving phase 1). */
+  setAlways(fields: Partial<AgentReport>): void {
+    this.always = { ...fields };
   }
 
   /**
@@ -57,7 +64,7 @@ export class Reporter {
   send(report: Omit<AgentReport, 'peakRss'>): void {
     const peakRss = peakRssBytes();
     const full: AgentReport = {
-      ...this.opts.always,
+      ...this.always,
       ...report,
       ...(peakRss !== undefined ? { peakRss } : {}),
     };

@@ -48,7 +48,7 @@ export interface PhaseOneSourceLimits {
 }
 
 export const PHASE1_SOURCE_LIMITS: PhaseOneSourceLimits = {
-  perPeer: 2,
+  perPeer: 1,
   serverSlots: 4,
   freshMs: 30_000,
   holdMs: 120_000,
@@ -221,7 +221,11 @@ export class PhaseOneSourcing {
       this.sources.arrived(mac);
       this.sources.withdraw(mac);
     } else if (r.phase1Port !== undefined) this.sources.offer(mac, client, r.phase1Port, this.now());
-    else this.sources.arrived(mac);
+    else {
+      // Its agent runs but serves no phase 1 (or has stopped serving it).
+      this.sources.arrived(mac);
+      this.sources.withdraw(mac);
+    }
   }
 
   answer(mac: string, client: string, failed?: PayloadFailure): PayloadSource {

@@ -3,7 +3,8 @@
 // the test moves.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { PhaseOneSources, type SourceAnswer } from '../../src/server/phase1-sources.js';
+import { PhaseOneSources, PhaseOneSourcing, type SourceAnswer } from '../../src/server/phase1-sources.js';
+import { silentLogger } from '../../src/util/logger.js';
 
 const SERVER = 'http://10.0.0.1/phase1/payload';
 const mac = (i: number) => `52:54:00:00:00:${i.toString(16).padStart(2, '0')}`;
@@ -108,4 +109,27 @@ test('a MAC flood grows nothing past maxEntries', () => {
     );
   }
   assert.ok(s.list(0).length <= 10);
+});
+
+test('reports: a port makes a source; a report without it (the agent stopped serving) or a leaving stage withdraws it', () => {
+  let now = 0;
+  const s = new PhaseOneSourcing(SERVER, silentLogger, { serverSlots: 0 }, () => now);
+  const where = (m: string) => {
+    const a = s.answer(m, '10.0.0.99');
+    return a.kind === 'get' ? a.url : a.kind;
+  };
+  const peer = 'http://10.0.0.101:8470/phase1/payload';
+  s.report(mac(1), '10.0.0.101', { stage: 'downloading', phase1Port: 8470 });
+  assert.equal(where(mac(2)), peer);
+  // Dry run over, or seeding over: the same stage, no port any more.
+  s.report(mac(1), '10.0.0.101', { stage: 'seeding' });
+  assert.equal(where(mac(3)), 'wait');
+  s.report(mac(1), '10.0.0.101', { stage: 'seeding', phase1Port: 8470 });
+  assert.equal(where(mac(4)), 'wait', 'one fetch per peer: mac(2) still holds it');
+  // mac(2)'s agent speaks: its fetch is over, the peer is free.
+  s.report(mac(2), '10.0.0.102', { stage: 'network' });
+  now = 1000;
+  assert.equal(where(mac(4)), peer);
+  s.report(mac(1), '10.0.0.101', { stage: 'booting', phase1Port: 8470 });
+  assert.equal(where(mac(5)), 'wait', 'booting: it leaves');
 });
