@@ -6,154 +6,62 @@
  * the demo can open the dashboard. destroy() kills what it started (by PID)
  * and deletes the namespace, which takes every device in it along.
  */
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
-import { BootTorrentError } from '../errors.js';
+import { NetnsLab, waitForOutput, type LabProcess } from '../util/netns.js';
 
-export interface LabProcess {
-  readonly child: ChildProcess;
-  /** Everything it wrote to stdout and stderr so far. */
-  output(): string;
-}
+export { waitForOutput, type LabProcess };
 
-function ipCmd(args: string[]): string {
-  try {
-    return execFileSync('ip', args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
-  } catch (err) {
-    const e = err as { stderr?: string; message: string };
-    throw new BootTorrentError(
-      'BT_ERR_DEMO',
-      `ip ${args.join(' ')} failed: ${(e.stderr ?? e.message).trim()}`,
-      {
-        cause: err,
-      },
-    );
-  }
-}
-
+/** One namespace of a NetnsLab (src/util/netns.ts) with a bridge `br0`: the demo's LAN. */
 export class NetLab {
-  readonly id = randomBytes(3).toString('hex');
+  private readonly lab = new NetnsLab();
   readonly ns: string;
-  private readonly children: ChildProcess[] = [];
-  private destroyed = false;
-  private hostLink: string | undefined;
 
   /** Creates the namespace with loopback up and a bridge `br0` holding `cidr`. */
   constructor(
     role: string,
     readonly bridgeCidr: string,
   ) {
-    this.ns = `bt-${role}-${this.id}`;
-    ipCmd(['netns', 'add', this.ns]);
     try {
-      this.ip('link', 'set', 'lo', 'up');
-      this.ip('link', 'add', 'br0', 'type', 'bridge');
-      // No STP delays: a tap must forward the moment QEMU opens it.
-      this.ip('link', 'set', 'br0', 'type', 'bridge', 'forward_delay', '0', 'stp_state', '0');
-      this.ip('addr', 'add', bridgeCidr, 'dev', 'br0');
-      this.ip('link', 'set', 'br0', 'up');
+      this.ns = this.lab.ns(role);
+      this.lab.bridge(this.ns, 'br0', bridgeCidr);
     } catch (err) {
-      this.destroy();
+      this.lab.destroy();
       throw err;
     }
   }
 
+  get id(): string {
+    return this.lab.id;
+  }
+
   ip(...args: string[]): string {
-    return ipCmd(['-n', this.ns, ...args]);
+    return this.lab.ip(this.ns, ...args);
   }
 
   /** A tap device on br0 for one VM. */
   tap(name: string): void {
-    this.ip('tuntap', 'add', 'dev', name, 'mode', 'tap');
-    this.ip('link', 'set', name, 'master', 'br0', 'up');
+    this.lab.tap(this.ns, name, 'br0');
   }
 
   /**
    * A veth between the host and the namespace: the host gets `hostCidr`,
-   * the namespace `nsCidr` (a private /30 of the caller's choice).
+   * the namespace's `uplink` gets `nsCidr` (a private /30 of the caller's choice).
    */
   linkToHost(hostCidr: string, nsCidr: string): void {
-    const host = `btd${this.id}`;
-    ipCmd(['link', 'add', host, 'type', 'veth', 'peer', 'name', 'uplink', 'netns', this.ns]);
-    this.hostLink = host;
-    ipCmd(['addr', 'add', hostCidr, 'dev', host]);
-    ipCmd(['link', 'set', host, 'up']);
-    this.ip('addr', 'add', nsCidr, 'dev', 'uplink');
-    this.ip('link', 'set', 'uplink', 'up');
+    this.lab.linkToHost(this.ns, hostCidr, nsCidr);
   }
 
   /** Starts `cmd` inside the namespace; killed by PID in destroy(). */
   spawn(cmd: string, args: readonly string[], opts: { cwd?: string } = {}): LabProcess {
-    const child = spawn('ip', ['netns', 'exec', this.ns, cmd, ...args], {
-      stdio: ['ignore', 'pipe', 'pipe'],
-      ...(opts.cwd ? { cwd: opts.cwd } : {}),
-    });
-    this.children.push(child);
-    let out = '';
-    const keep = (d: Buffer) => {
-      out += d.toString();
-      if (out.length > 4_000_000) out = out.slice(-2_000_000);
-    };
-    child.stdout.on('data', keep);
-    child.stderr.on('data', keep);
-    child.on('error', (err) => (out += `\n[spawn failed: ${err.message}]\n`));
-    return { child, output: () => out };
+    return this.lab.spawn(this.ns, cmd, args, opts);
   }
 
   /** Asks a process to stop (SIGTERM), then kills it after `graceMs`. */
-  async stop(p: LabProcess, graceMs = 5000): Promise<void> {
-    const c = p.child;
-    if (c.exitCode !== null || c.signalCode !== null) return;
-    const done = new Promise<void>((resolve) => c.once('exit', () => resolve()));
-    c.kill('SIGTERM');
-    const t = setTimeout(() => c.kill('SIGKILL'), graceMs);
-    await done;
-    clearTimeout(t);
+  stop(p: LabProcess, graceMs = 5000): Promise<void> {
+    return this.lab.stop(p, graceMs);
   }
 
   destroy(): void {
-    if (this.destroyed) return;
-    this.destroyed = true;
-    for (const c of this.children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
-    try {
-      execFileSync('ip', ['netns', 'del', this.ns], { stdio: 'ignore' });
-    } catch {
-      // already gone
-    }
-    if (this.hostLink) {
-      try {
-        execFileSync('ip', ['link', 'del', this.hostLink], { stdio: 'ignore' });
-      } catch {
-        // deleted with the namespace (a veth pair dies with either end)
-      }
-    }
-  }
-}
-
-/** Resolves when `p.output()` matches `re`; rejects on timeout, abort, or if the process exits first. */
-export async function waitForOutput(
-  p: LabProcess,
-  re: RegExp,
-  ms: number,
-  what: string,
-  signal?: AbortSignal,
-): Promise<RegExpMatchArray> {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    const m = re.exec(p.output());
-    if (m) return m;
-    if (signal?.aborted) throw new BootTorrentError('BT_ERR_ABORTED', `${what}: interrupted`);
-    if (p.child.exitCode !== null || p.child.signalCode !== null)
-      throw new BootTorrentError(
-        'BT_ERR_DEMO',
-        `${what} exited (${p.child.exitCode ?? p.child.signalCode}) before ${re}:\n${p.output().slice(-3000)}`,
-      );
-    if (Date.now() > deadline)
-      throw new BootTorrentError(
-        'BT_ERR_DEMO',
-        `${what}: no ${re} within ${ms / 1000} s:\n${p.output().slice(-3000)}`,
-      );
-    await new Promise((r) => setTimeout(r, 200));
+    this.lab.destroy();
   }
 }
 

@@ -16,15 +16,17 @@
 import { test } from 'node:test';
 import type { TestContext } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync, spawn } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
-import { randomBytes, randomInt } from 'node:crypto';
+import { randomInt } from 'node:crypto';
 import { chmodSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 
+import { NetnsLab } from '../../src/util/netns.js';
+import { removedWithTest } from '../helpers/netns.js';
 import { requireProgram } from '../helpers/programs.js';
 import { tempDir } from '../helpers/tmp.js';
 
@@ -140,37 +142,20 @@ interface Lab {
  */
 function createLab(t: TestContext, names: string[]): Lab {
   requireProgram('ip', 'iproute2');
-  const id = randomBytes(3).toString('hex');
   const net = randomInt(1, 120) * 2;
   const dir = tempDir(t, 'bt-dhcp-');
+  // The one namespace lab: removed with the test, also when the runner kills this file.
+  const lab = removedWithTest(t, new NetnsLab({ name: (role, id) => `bt-dhcp-${id}-${role}` }));
   const children: Child[] = [];
-  const created: string[] = [];
-  t.after(async () => {
-    await Promise.all(children.map((c) => c.stop('SIGKILL')));
-    for (const ns of created) {
-      try {
-        run('ip', ['netns', 'del', ns]);
-      } catch (err) {
-        process.stderr.write(`dhcp test cleanup: ip netns del ${ns}: ${(err as Error).message}\n`);
-      }
-    }
-  });
-  const ns = (name: string): string => `bt-dhcp-${id}-${name}`;
-  for (const n of names) {
-    run('ip', ['netns', 'add', ns(n)]);
-    created.push(ns(n));
-    run('ip', ['-n', ns(n), 'link', 'set', 'lo', 'up']);
-  }
+  t.after(() => Promise.all(children.map((c) => c.stop('SIGKILL'))));
+  const made = new Map(names.map((n) => [n, lab.ns(n)]));
   return {
     net,
     dir,
-    ns,
+    ns: (name) => made.get(name) ?? lab.nameOf(name),
     ip: (...args) => run('ip', args),
     spawnIn: (where, name, cmd, args) => {
-      const child = new Child(
-        name,
-        spawn('ip', ['netns', 'exec', where, cmd, ...args], { stdio: ['pipe', 'pipe', 'pipe'] }),
-      );
+      const child = new Child(name, lab.spawn(where, cmd, args, { stdin: true }).child);
       children.push(child);
       return child;
     },

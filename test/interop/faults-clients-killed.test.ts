@@ -11,6 +11,7 @@ import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { removedWithTest } from '../helpers/netns.js';
 import { NetLab, waitForOutput } from '../../src/demo/lab.js';
 import { BIN } from '../helpers/cli.js';
 import { until, type Proc } from '../helpers/faults-peers.js';
@@ -31,8 +32,7 @@ test('faults: three of six agents killed mid-download; the other three finish ve
     kernelBytes: 4 << 20,
     initrdBytes: 20 << 20,
   });
-  const lab = new NetLab('fkill', '10.91.0.1/24');
-  t.after(() => lab.destroy());
+  const lab = removedWithTest(t, new NetLab('fkill', '10.91.0.1/24'));
   lab.linkToHost('10.91.255.1/30', `${SRV}/30`);
   const server = lab.spawn(process.execPath, [
     '--enable-source-maps',

@@ -19,7 +19,7 @@ import { NetLab, waitForOutput, type LabProcess } from '../../src/demo/lab.js';
 import { BIN } from '../helpers/cli.js';
 import { startProc, until, type Proc } from '../helpers/faults-peers.js';
 import { startAgent, writeFaultEnv } from '../helpers/faults-server.js';
-import { Lab } from '../helpers/netns.js';
+import { Lab, removedWithTest } from '../helpers/netns.js';
 import { requireProgram } from '../helpers/programs.js';
 import { tempDir } from '../helpers/tmp.js';
 
@@ -75,8 +75,7 @@ test('faults: the server restarts mid-download; clients keep their DHCP addresse
   writeFileSync(script, '#!/bin/sh\necho "LEASE $1 ${ip:-} ${serverid:-}"\n');
   chmodSync(script, 0o755);
 
-  const lab = new NetLab('frst', `${SRV}/24`);
-  t.after(() => lab.destroy());
+  const lab = removedWithTest(t, new NetLab('frst', `${SRV}/24`));
   const clientsLab = new Lab(t);
   const after = (fn: () => unknown) => t.after(fn);
   const clients = Array.from({ length: CLIENTS }, (_, i) => {

@@ -10,7 +10,7 @@
 import { test } from 'node:test';
 import type { TestContext } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync, spawn } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
 import { createHash, randomBytes, randomInt } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -23,6 +23,8 @@ import { fileURLToPath } from 'node:url';
 import { encode as bencode } from '../../src/bencode/index.js';
 import { isBootTorrentError } from '../../src/errors.js';
 import { LocalServiceDiscovery } from '../../src/tracker/lsd.js';
+import { NetnsLab } from '../../src/util/netns.js';
+import { removedWithTest } from '../helpers/netns.js';
 import type { LsdLogger } from '../../src/tracker/lsd.js';
 import { encode as encodeAnnounce } from '../../src/tracker/lsd-codec.js';
 
@@ -122,27 +124,13 @@ class Child {
  * is created: children are killed by PID first, then namespaces deleted.
  */
 async function createLab(t: TestContext): Promise<{ a: Host; b: Host; spawnIn: typeof spawnIn }> {
-  const id = randomBytes(3).toString('hex');
+  // The one namespace lab: removed with the test, also when the runner kills this file.
+  const lab = removedWithTest(t, new NetnsLab({ name: (role, id) => `bt-lsd-${id}-${role}` }));
   const net = randomInt(1, 255);
-  const a: Host = { ns: `bt-lsd-${id}-a`, dev: `vla${id}`, addr: `10.77.${net}.1` };
-  const b: Host = { ns: `bt-lsd-${id}-b`, dev: `vlb${id}`, addr: `10.77.${net}.2` };
   const children: Child[] = [];
-  const created: string[] = [];
-  t.after(async () => {
-    await Promise.all(children.map((c) => c.stop()));
-    for (const ns of created) {
-      try {
-        run('ip', ['netns', 'del', ns]);
-      } catch (err) {
-        process.stderr.write(`lsd test cleanup: ip netns del ${ns}: ${(err as Error).message}\n`);
-      }
-    }
-  });
-
-  for (const h of [a, b]) {
-    run('ip', ['netns', 'add', h.ns]);
-    created.push(h.ns);
-  }
+  t.after(() => Promise.all(children.map((c) => c.stop())));
+  const a: Host = { ns: lab.ns('a'), dev: `vla${lab.id}`, addr: `10.77.${net}.1` };
+  const b: Host = { ns: lab.ns('b'), dev: `vlb${lab.id}`, addr: `10.77.${net}.2` };
   // Both ends are created directly inside their namespaces, so no interface
   // ever appears in the host's namespace.
   run('ip', ['link', 'add', a.dev, 'netns', a.ns, 'type', 'veth', 'peer', 'name', b.dev, 'netns', b.ns]);
@@ -164,8 +152,7 @@ async function createLab(t: TestContext): Promise<{ a: Host; b: Host; spawnIn: t
   }
 
   function spawnIn(h: Host, name: string, cmd: string, args: string[], json: boolean): Child {
-    const proc = spawn('ip', ['netns', 'exec', h.ns, cmd, ...args], { stdio: ['pipe', 'pipe', 'pipe'] });
-    const child = new Child(name, proc, json);
+    const child = new Child(name, lab.spawn(h.ns, cmd, args, { stdin: true }).child, json);
     children.push(child);
     return child;
   }

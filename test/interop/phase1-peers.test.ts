@@ -10,6 +10,7 @@ import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { removedWithTest } from '../helpers/netns.js';
 import { NetLab, waitForOutput } from '../../src/demo/lab.js';
 import { BIN } from '../helpers/cli.js';
 import { AGENT_MAIN } from '../helpers/agent-fixture.js';
@@ -44,8 +45,7 @@ test('peers.phase1: the server hands out kernel + stage 0, then the payload from
   const mine = join(dir, 'my-phase1.img');
   writeFileSync(mine, payload);
 
-  const lab = new NetLab('p1peer', '10.93.0.1/24');
-  t.after(() => lab.destroy());
+  const lab = removedWithTest(t, new NetLab('p1peer', '10.93.0.1/24'));
   lab.linkToHost(`${HOST}/30`, `${SRV}/30`);
   const server = lab.spawn(process.execPath, [
     '--enable-source-maps',

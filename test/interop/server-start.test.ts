@@ -16,7 +16,7 @@ import { parseBootConfig } from '../../src/boot-config.js';
 import { parseTorrent } from '../../src/torrent/metainfo.js';
 import type { ServerSnapshot } from '../../src/server/state.js';
 import { BIN, runCli } from '../helpers/cli.js';
-import { Lab, waitForOutput as labWait } from '../helpers/netns.js';
+import { Lab, waitForOutput as labWait, removedWithTest } from '../helpers/netns.js';
 import { requireProgram } from '../helpers/programs.js';
 import { pseudoRandomBytes, tempDir } from '../helpers/tmp.js';
 
@@ -76,8 +76,7 @@ test('start serves boot configs, torrents, reports and status; reloads OS folder
   mkdirSync(phase1);
   writeFileSync(join(phase1, 'vmlinuz'), 'k');
   writeFileSync(join(phase1, 'initrd.img'), 'i');
-  const lab = new NetLab('start', '10.78.0.1/24');
-  t.after(() => lab.destroy());
+  const lab = removedWithTest(t, new NetLab('start', '10.78.0.1/24'));
   lab.linkToHost('10.78.255.1/30', `${SRV}/30`);
   // This test is the client MAC: the server hands MAC's report token only to
   // the address its neighbour table ties to MAC (issue #14 item 7).
@@ -327,8 +326,7 @@ test('init: the environment it writes starts as written and offers its example O
   mkdirSync(phase1);
   writeFileSync(join(phase1, 'vmlinuz'), 'k');
   writeFileSync(join(phase1, 'initrd.img'), 'i');
-  const lab = new NetLab('init', '10.83.0.1/24');
-  t.after(() => lab.destroy());
+  const lab = removedWithTest(t, new NetLab('init', '10.83.0.1/24'));
   lab.linkToHost('10.83.255.1/30', '10.83.255.2/30');
   const init = lab.spawn(process.execPath, [BIN, 'init', envDir, '--interface', 'uplink']);
   await waitForOutput(init, /Next: boottorrent validate/, 20_000, 'init');
