@@ -43,6 +43,7 @@ import {
   readFileSync,
   rmSync,
   statSync,
+  symlinkSync,
   writeFileSync,
 } from 'node:fs';
 import { cpus, homedir, tmpdir } from 'node:os';
@@ -153,6 +154,19 @@ chmodSync(srvDir, 0o755);
 const image = join(srvDir, 'image.bin');
 writeFileSync(image, randomBytes(F));
 const imageSha = createHash('sha256').update(readFileSync(image)).digest('hex');
+
+// busybox's applets, for the clients' stage 0 (as in phase 1: busybox-static).
+const busybox = (() => {
+  try {
+    return execFileSync('sh', ['-c', 'command -v busybox'], { encoding: 'utf8' }).trim();
+  } catch {
+    return fail('busybox is missing: apt-get install busybox-static');
+  }
+})();
+const bbin = join(work, 'busybox');
+mkdirSync(bbin);
+for (const applet of execFileSync(busybox, ['--list'], { encoding: 'utf8' }).split('\n').filter(Boolean))
+  symlinkSync(busybox, join(bbin, applet));
 
 const lab = new NetLab('10.78.0', 'cubic');
 const maxN = Math.max(...Ns);
@@ -295,6 +309,8 @@ async function runOne(method: MethodName, n: number): Promise<Row> {
               join(work, `c${i}`),
               '--agent',
               AGENT,
+              '--busybox',
+              bbin,
             ];
             if (method === 'http')
               args.push('--image-url', `http://${SERVER_IP}:8080/img/image.bin`, '--image-sha', imageSha);

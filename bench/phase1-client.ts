@@ -5,11 +5,12 @@
  *
  *   1. iPXE: GET /boot.ipxe?mac=<its MAC>, then every `kernel` and `initrd`
  *      URL the script names (redirects followed, as iPXE does);
- *   2. if the script's command line carries `boottorrent.payload=` (phase 1
- *      served by peers), stage 0: ask /api/v1/phase1/<mac> where the payload
- *      is, honour `wait N`, fetch it, check its SHA-256, report a source
- *      that is gone or wrong (`?failed=URL&why=gone|bad`) and ask again —
- *      the same protocol as src/phase1/stage0.ts;
+ *   2. if the script's command line carries `boottorrent.payload=` and
+ *      `boottorrent.blocks=` (phase 1 served by peers), stage 0's own fetch
+ *      (stage0FetchScript in src/phase1/stage0.ts) run by busybox sh with
+ *      busybox's applets, as in stage 0: the block list, then the payload
+ *      from where the server says, each block checked and relayed to later
+ *      clients (busybox httpd) while it fetches;
  *   3. the agent stage: the real agent (host mode, dry run) asks for its
  *      boot config, downloads the OS from the swarm, verifies it and, with
  *      peers, serves its phase-1 payload to later clients while it runs;
@@ -22,12 +23,13 @@
  */
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { createWriteStream, mkdirSync, readFileSync } from 'node:fs';
+import { createWriteStream, mkdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { ReadableStream as WebReadableStream } from 'node:stream/web';
 import { parseArgs } from 'node:util';
+import { stage0FetchScript } from '../src/phase1/stage0.js';
 
 const { values } = parseArgs({
   options: {
@@ -38,6 +40,7 @@ const { values } = parseArgs({
     'share-port': { type: 'string', default: '8470' },
     'image-url': { type: 'string' },
     'image-sha': { type: 'string' },
+    busybox: { type: 'string' },
   },
 });
 const server = values.server!;
@@ -82,41 +85,32 @@ async function phaseOne(): Promise<{ payload?: string; bytes: number }> {
   for (const [i, u] of initrds.entries())
     bytes += (await download(u, join(dir, `initrd${i}`), 300_000)).bytes;
   const want = /boottorrent\.payload=([0-9a-f]{64})/.exec(kernel[2]!)?.[1];
-  if (want === undefined) return { bytes };
-  // Stage 0.
-  const payload = join(dir, 'payload.img');
-  let q = '';
-  for (let asked = 1; ; asked++) {
-    if (asked > 400) throw new Error('stage 0: no source gave phase 1');
-    let answer = '';
-    try {
-      answer = await text(`${server}/api/v1/phase1/${mac}${q}`);
-    } catch {
-      // as stage 0: ask again
-    }
-    q = '';
-    const wait = /^wait (\d+)$/.exec(answer);
-    if (wait) {
-      await new Promise((r) => setTimeout(r, Number(wait[1]) * 1000));
-      continue;
-    }
-    const get = /^get (http:\/\/\S+)$/.exec(answer);
-    if (!get) {
-      await new Promise((r) => setTimeout(r, 3000));
-      continue;
-    }
-    const url = get[1]!;
-    let got;
-    try {
-      got = await download(url, payload, 300_000);
-    } catch {
-      q = `?failed=${url}&why=gone`;
-      continue;
-    }
-    bytes += got.bytes;
-    if (got.sha === want) return { payload, bytes };
-    q = `?failed=${url}&why=bad`;
-  }
+  const blocks = /boottorrent\.blocks=([0-9a-f]{64})/.exec(kernel[2]!)?.[1];
+  if (want === undefined || blocks === undefined) return { bytes };
+  // Stage 0's own fetch (src/phase1/stage0.ts), run by busybox as in stage 0.
+  const run = join(dir, 'run');
+  mkdirSync(run, { recursive: true });
+  const prelude = [
+    'say() { echo "BootTorrent phase 1: $*"; }',
+    'stop() { say "$*"; exit 1; }',
+    `SERVER='${server}' MAC='${mac}' WANT='${want}' BLOCKS='${blocks}' RUN='${run}'`,
+    ...(process.env.BT_TRACE ? ['BT_TRACE=1'] : []),
+    '',
+  ].join('\n');
+  const sh = spawn(
+    join(values.busybox!, 'sh'),
+    ['-c', prelude + stage0FetchScript(Number(values['share-port']))],
+    {
+      stdio: ['ignore', 'pipe', 'pipe'],
+      env: { PATH: values.busybox!, HOME: run },
+    },
+  );
+  sh.stdout.on('data', (d: Buffer) => process.stdout.write(d));
+  sh.stderr.on('data', (d: Buffer) => process.stderr.write(d));
+  const code = await new Promise<number | null>((r) => sh.on('exit', r));
+  if (code !== 0) throw new Error(`stage 0 exited ${code}`);
+  const payload = join(run, 'boottorrent', 'phase1.img');
+  return { payload, bytes: bytes + statSync(payload).size };
 }
 
 async function main(): Promise<void> {

@@ -90,6 +90,8 @@ export interface BootConfig {
  */
 export const PHASE1_PAYLOAD_PATH = '/run/boottorrent/phase1.img';
 export const PHASE1_SHARE_PORT = 8470;
+/** Stage 0 relays the blocks it has checked with busybox httpd; the agent stops it (this PID) and serves on. */
+export const STAGE0_HTTPD_PID = '/run/boottorrent/stage0-httpd.pid';
 
 export type AgentStage =
   'network' | 'config' | 'menu' | 'downloading' | 'verifying' | 'seeding' | 'booting' | 'running' | 'failed';

@@ -6,7 +6,8 @@
  * server when the config named where.
  */
 import { execFile, spawn } from 'node:child_process';
-import { join } from 'node:path';
+import { readFile } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
 import type { Readable, Writable } from 'node:stream';
 import { promisify } from 'node:util';
 import type { AgentStage, BootConfig, BootOs } from '../boot-config.js';
@@ -113,6 +114,8 @@ export class Agent {
   /** Starts serving the phase-1 payload if this client has one (it came through stage 0). */
   private async startSharing(): Promise<void> {
     if (!this.args.shareFile || this.share) return;
+    // Stage 0 relayed what it fetched with busybox httpd on this port: it stops, the agent serves on.
+    await stopStage0Relay(join(dirname(this.args.shareFile), 'stage0-httpd.pid'));
     this.share = new PhaseOneShare({ file: this.args.shareFile, port: this.args.sharePort }, this.log);
     this.sharePort = await this.share.start();
     if (this.sharePort === undefined) {
@@ -579,5 +582,29 @@ export class Agent {
     } finally {
       clearInterval(timer);
     }
+  }
+}
+
+/** Ends stage 0's httpd (its PID in `pidFile`), if it still runs, and waits until it has. */
+async function stopStage0Relay(pidFile: string): Promise<void> {
+  let pid: number;
+  try {
+    pid = Number((await readFile(pidFile, 'utf8')).trim());
+  } catch {
+    return;
+  }
+  if (!Number.isInteger(pid) || pid <= 1) return;
+  try {
+    process.kill(pid, 'SIGTERM');
+  } catch {
+    return; // gone already
+  }
+  for (let i = 0; i < 40; i++) {
+    try {
+      process.kill(pid, 0);
+    } catch {
+      return;
+    }
+    await new Promise((r) => setTimeout(r, 50));
   }
 }

@@ -63,10 +63,22 @@ export class PhaseOneShare {
           res.writeHead(404, { 'content-type': 'text/plain' }).end('not found\n');
           return;
         }
-        res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': this.size });
-        if (req.method === 'HEAD') return void res.end();
+        // A stage 0 that fetched part of it elsewhere asks for the rest (bytes=N-).
+        const range = parseRange(req.headers.range, this.size);
+        if (range === 'unsatisfiable') {
+          res.writeHead(416, { 'content-range': `bytes */${this.size}` }).end();
+          return;
+        }
+        const [start, end] = range ?? [0, this.size - 1];
+        res.writeHead(range ? 206 : 200, {
+          'content-type': 'application/octet-stream',
+          'content-length': end - start + 1,
+          'accept-ranges': 'bytes',
+          ...(range ? { 'content-range': `bytes ${start}-${end}/${this.size}` } : {}),
+        });
+        if (req.method === 'HEAD' || end < start) return void res.end();
         this.active++;
-        const stream = createReadStream(this.options.file);
+        const stream = createReadStream(this.options.file, { start, end });
         stream.on('data', (c: Buffer | string) => (this.sent += c.length));
         stream.on('error', (err) => {
           this.log.debug('payload read failed', { error: err.message });
@@ -130,4 +142,25 @@ export class PhaseOneShare {
     }
     s.closeAllConnections();
   }
+}
+
+/**
+ * One byte range of a file of `size` bytes (RFC 9110 §14.1.2: `bytes=N-`,
+ * `bytes=N-M`, `bytes=-K`); undefined for no or an unreadable header (the
+ * whole file), 'unsatisfiable' when it starts past the end.
+ */
+export function parseRange(
+  header: string | undefined,
+  size: number,
+): [number, number] | 'unsatisfiable' | undefined {
+  const m = header === undefined ? null : /^bytes=(\d{0,15})-(\d{0,15})$/.exec(header.trim());
+  if (!m || (m[1] === '' && m[2] === '')) return undefined;
+  if (m[1] === '') {
+    const n = Math.min(Number(m[2]), size);
+    return n === 0 ? 'unsatisfiable' : [size - n, size - 1];
+  }
+  const start = Number(m[1]);
+  if (start >= size) return 'unsatisfiable';
+  const end = m[2] === '' ? size - 1 : Math.min(Number(m[2]), size - 1);
+  return end < start ? undefined : [start, end];
 }

@@ -51,10 +51,21 @@ export interface PhaseOneImage {
 export type PayloadSource =
   { readonly kind: 'get'; readonly url: string } | { readonly kind: 'wait'; readonly seconds: number };
 
+/**
+ * What a stage 0 says of its own fetch: it serves the blocks it has checked
+ * (`have`) on `port`; `heartbeat`: it only says so, it needs no source now.
+ */
+export interface PayloadProgress {
+  readonly port?: number;
+  readonly have: number;
+  readonly heartbeat: boolean;
+}
+
 /** What stage 0 says about the source it tried last: it did not answer, or sent a wrong payload. */
 export interface PayloadFailure {
   readonly url: string;
-  readonly why: 'gone' | 'bad';
+  /** gone: no answer; bad: a block or payload that is not the server's; slow: it answers but had nothing new for a while. */
+  readonly why: 'gone' | 'bad' | 'slow';
 }
 
 /** Why a MAC may not boot here; shown on the client's screen by the refusal script. */
@@ -78,5 +89,12 @@ export interface BootPolicy {
    * Where this MAC's stage 0, asking from `client`, fetches the phase-1
    * payload now. Only when phase 1 is served by peers; absent otherwise.
    */
-  payloadSourceFor?(mac: string, client: string, failed?: PayloadFailure): PayloadSource | BootRefusal;
+  payloadSourceFor?(
+    mac: string,
+    client: string,
+    failed?: PayloadFailure,
+    progress?: PayloadProgress,
+  ): PayloadSource | BootRefusal;
+  /** The payload's block list (one SHA-256 per block) that stage 0 checks relayed blocks against. */
+  payloadBlocks?(): string | undefined;
 }

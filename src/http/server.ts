@@ -9,7 +9,7 @@ import { BootTorrentError } from '../errors.js';
 import { DropLog } from '../util/drop-log.js';
 import { watchListener } from '../util/listener-error.js';
 import { silentLogger, type Logger } from '../util/logger.js';
-import type { BootPolicy, PayloadFailure } from '../boot/policy.js';
+import type { BootPolicy, PayloadFailure, PayloadProgress } from '../boot/policy.js';
 import { phaseOneScript, refusalScript } from './ipxe.js';
 import { normalizeMac } from '../util/address.js';
 import { createBoundedServer, httpLimits, sourceIp, type HttpListenerLimits } from '../util/http-guard.js';
@@ -22,7 +22,10 @@ export type HttpSentKind = (typeof HTTP_SENT_KINDS)[number];
 import { refuseBadTarget, requestUrl } from './target.js';
 
 /** What the HTTP side asks the boot policy (src/boot/policy.ts): phase 1 and the boot config. */
-export type HttpBootPolicy = Pick<BootPolicy, 'phaseOneFor' | 'bootConfigFor' | 'payloadSourceFor'>;
+export type HttpBootPolicy = Pick<
+  BootPolicy,
+  'phaseOneFor' | 'bootConfigFor' | 'payloadSourceFor' | 'payloadBlocks'
+>;
 
 export interface BootHttpOptions {
   host?: string;
@@ -174,6 +177,7 @@ export class BootHttpServer {
     if (path === '/boot.ipxe') return this.bootScript(url, client, res);
     const api = /^\/api\/v1\/boot\/([^/]+)$/.exec(path);
     if (api) return await this.menu(api[1]!, client, res);
+    if (path === '/api/v1/phase1/blocks') return this.payloadBlocks(res);
     const source = /^\/api\/v1\/phase1\/([^/]+)$/.exec(path);
     if (source) return this.payloadSource(source[1]!, url, client, res);
     const exact =
@@ -250,10 +254,21 @@ export class BootHttpServer {
     const failedUrl = url.searchParams.get('failed');
     const why = url.searchParams.get('why');
     const failed: PayloadFailure | undefined =
-      failedUrl && failedUrl.length <= 512 && (why === 'gone' || why === 'bad')
+      failedUrl && failedUrl.length <= 512 && (why === 'gone' || why === 'bad' || why === 'slow')
         ? { url: failedUrl, why }
         : undefined;
-    const answer = this.services.policy.payloadSourceFor(mac, client, failed);
+    // What the asking stage 0 has checked, and the port it relays it on (optional).
+    const num = (k: string, max: number) => {
+      const v = url.searchParams.get(k);
+      return v !== null && /^\d{1,6}$/.test(v) && Number(v) <= max ? Number(v) : undefined;
+    };
+    const port = num('serve', 65535);
+    const progress: PayloadProgress = {
+      ...(port !== undefined && port > 0 ? { port } : {}),
+      have: num('have', 1_000_000) ?? 0,
+      heartbeat: url.searchParams.get('hb') === '1',
+    };
+    const answer = this.services.policy.payloadSourceFor(mac, client, failed, progress);
     if ('refused' in answer) {
       this.scriptDrops.drop(client, 'phase-1 source refused', { mac, reason: answer.refused });
       return void text(403, answer.refused);
@@ -266,6 +281,15 @@ export class BootHttpServer {
         why: failed.why,
       });
     text(200, answer.kind === 'get' ? `get ${answer.url}` : `wait ${answer.seconds}`);
+  }
+
+  private payloadBlocks(res: ServerResponse): void {
+    const blocks = this.services.policy.payloadBlocks?.();
+    if (blocks === undefined)
+      return void res
+        .writeHead(404, { 'content-type': 'text/plain' })
+        .end('phase 1 is not served by peers here\n');
+    res.writeHead(200, { 'content-type': 'text/plain', 'cache-control': 'no-store' }).end(blocks);
   }
 
   private async menu(rawMac: string, client: string, res: ServerResponse): Promise<void> {

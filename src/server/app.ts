@@ -6,7 +6,7 @@
  * while it runs; and stops everything on close() (Ctrl-C / SIGTERM in the
  * CLI). If any part fails to start, the parts already started are closed.
  */
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { readFile, writeFile, rename, mkdir, rm, stat } from 'node:fs/promises';
 import { networkInterfaces } from 'node:os';
 import { join } from 'node:path';
@@ -27,8 +27,9 @@ import { Reloader } from './reloader.js';
 import { ClientApi } from './client-api.js';
 import { buildSnapshot } from './snapshot.js';
 import { groupSent, NOTHING_SENT } from './traffic.js';
+import { hashPayload } from './phase1-blocks.js';
 import { PhaseOneSourcing } from './phase1-sources.js';
-import type { PayloadFailure } from '../boot/policy.js';
+import type { PayloadFailure, PayloadProgress } from '../boot/policy.js';
 import { logClientEvents } from './event-log.js';
 
 export interface StartOptions {
@@ -312,8 +313,12 @@ export class BootServer {
         bootConfig: (mac, client) => api.bootConfigFor(mac, client),
         ...(this.phase1Sources
           ? {
-              payloadSource: (mac: string, client: string, failed?: PayloadFailure) =>
-                this.phase1Sources!.answer(mac, client, failed),
+              payloadSource: (
+                mac: string,
+                client: string,
+                failed?: PayloadFailure,
+                progress?: PayloadProgress,
+              ) => this.phase1Sources!.answer(mac, client, failed, progress),
             }
           : {}),
       },
@@ -454,9 +459,8 @@ export class BootServer {
       return p;
     }
     if (payload === undefined || p.initrds.length !== 1) return p;
-    const payloadSha256 = createHash('sha256')
-      .update(await readFile(join(p.dir, payload)))
-      .digest('hex');
+    const hashes = await hashPayload(join(p.dir, payload));
+    const payloadSha256 = hashes.sha256;
     this.phase1Sources = new PhaseOneSourcing(
       `${this.bootUrlValue}/phase1/${encodeURIComponent(payload)}`,
       this.log.child('phase1'),
@@ -467,7 +471,10 @@ export class BootServer {
         payload: `${payload} (sha256 ${payloadSha256.slice(0, 16)}...)`,
       },
     );
-    return { ...p, stage0: { file: stage0, payloadSha256 } };
+    return {
+      ...p,
+      stage0: { file: stage0, payloadSha256, blocks: hashes.blocks, blocksSha256: hashes.blocksSha256 },
+    };
   }
 
   private started(): ClientApi {

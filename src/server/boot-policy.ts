@@ -22,6 +22,7 @@ import type {
   BootPolicy,
   BootRefusal,
   PayloadFailure,
+  PayloadProgress,
   PayloadSource,
   PhaseOneImage,
 } from '../boot/policy.js';
@@ -102,7 +103,13 @@ export interface PhaseOneFileNames {
    * stage 0 from the server; stage 0 fetches the payload (initrds[0], the
    * full initramfs) from where payloadSourceFor says and checks its SHA-256.
    */
-  readonly stage0?: { readonly file: string; readonly payloadSha256: string };
+  readonly stage0?: {
+    readonly file: string;
+    readonly payloadSha256: string;
+    /** The payload's block list (phase1-blocks.ts) and its SHA-256, which rides on the command line. */
+    readonly blocks: string;
+    readonly blocksSha256: string;
+  };
 }
 
 export interface ServerBootPolicyOptions extends DefaultBootPolicyOptions {
@@ -121,7 +128,12 @@ export interface ServerBootPolicyServices {
    */
   bootConfig?: (mac: string, client: string) => BootConfig | Promise<BootConfig>;
   /** Where a stage 0 fetches the payload (src/server/phase1-sources.ts); required with phase1.stage0. */
-  payloadSource?: (mac: string, client: string, failed?: PayloadFailure) => PayloadSource;
+  payloadSource?: (
+    mac: string,
+    client: string,
+    failed?: PayloadFailure,
+    progress?: PayloadProgress,
+  ) => PayloadSource;
 }
 
 const NOT_ALLOWED = 'this MAC is not in the list of machines allowed to boot here';
@@ -162,16 +174,26 @@ export class ServerBootPolicy implements BootPolicy {
       return {
         kernelUrl: url(p.kernel),
         initrdUrls: [url(p.stage0.file)],
-        cmdline: `${p.cmdline} boottorrent.payload=${p.stage0.payloadSha256}`.trim(),
+        cmdline:
+          `${p.cmdline} boottorrent.payload=${p.stage0.payloadSha256} boottorrent.blocks=${p.stage0.blocksSha256}`.trim(),
       };
     return { kernelUrl: url(p.kernel), initrdUrls: p.initrds.map(url), cmdline: p.cmdline };
   }
 
-  payloadSourceFor(mac: string, client: string, failed?: PayloadFailure): PayloadSource | BootRefusal {
+  payloadSourceFor(
+    mac: string,
+    client: string,
+    failed?: PayloadFailure,
+    progress?: PayloadProgress,
+  ): PayloadSource | BootRefusal {
     if (!this.#allowed(mac)) return { refused: NOT_ALLOWED };
     if (!this.#o.phase1.stage0 || !this.#payloadSource)
       return { refused: 'phase 1 is not served by peers on this server' };
-    return this.#payloadSource(mac, client, failed);
+    return this.#payloadSource(mac, client, failed, progress);
+  }
+
+  payloadBlocks(): string | undefined {
+    return this.#payloadSource ? this.#o.phase1.stage0?.blocks : undefined;
   }
 
   bootConfigFor(mac: string, client: string): BootConfig | undefined | Promise<BootConfig | undefined> {

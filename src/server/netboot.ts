@@ -28,7 +28,7 @@ export interface PhaseOneFiles {
   initrds: readonly string[];
   cmdline: string;
   /** Phase 1 from peers (#16): the stage-0 file in `dir` and the SHA-256 of initrds[0], the payload. */
-  stage0?: { file: string; payloadSha256: string };
+  stage0?: { file: string; payloadSha256: string; blocks: string; blocksSha256: string };
 }
 
 export interface NetbootOptions {

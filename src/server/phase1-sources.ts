@@ -22,7 +22,7 @@
  * Pure: the clock comes in with each call.
  */
 import type { AgentReport } from '../boot-config.js';
-import type { PayloadFailure, PayloadSource } from '../boot/policy.js';
+import type { PayloadFailure, PayloadProgress, PayloadSource } from '../boot/policy.js';
 import { LineBudget } from '../util/drop-log.js';
 import type { Logger } from '../util/logger.js';
 
@@ -66,7 +66,13 @@ export type SourceAnswer =
 
 interface Peer {
   url: string;
+  ip: string;
   lastSeen: number;
+  /**
+   * Blocks of the payload it holds and serves, verified (a stage 0 still
+   * fetching relays what it has checked); undefined: all of it (its agent runs).
+   */
+  have?: number;
 }
 
 interface Assignment {
@@ -95,10 +101,31 @@ export class PhaseOneSources {
   /** An agent (MAC, reporting from `ip`) serves its payload on `port`; also ends that client's own fetch. */
   offer(mac: string, ip: string, port: number, now: number): void {
     this.arrived(mac);
-    if (this.isBanned(mac, now)) return;
+    this.add(mac, ip, port, now, undefined);
+  }
+
+  /**
+   * A stage 0 still fetching (MAC, asking from `ip`) relays the first
+   * `have` blocks, each checked against the server's block list, on `port`.
+   * Its own fetch goes on.
+   */
+  offerPartial(mac: string, ip: string, port: number, have: number, now: number): void {
+    const known = this.peers.get(mac);
+    // An agent's word (all of it) is not undone by a late stage-0 heartbeat.
+    if (known && known.have === undefined && now - known.lastSeen <= this.limits.freshMs) return;
+    this.add(mac, ip, port, now, have);
+  }
+
+  private add(mac: string, ip: string, port: number, now: number, have: number | undefined): void {
+    if (this.isBanned(mac, now) || this.isBanned(`ip ${ip}`, now)) return;
     if (!this.peers.has(mac) && this.peers.size >= this.limits.maxEntries) return;
     const host = ip.includes(':') ? `[${ip}]` : ip;
-    this.peers.set(mac, { url: `http://${host}:${port}/phase1/payload`, lastSeen: now });
+    this.peers.set(mac, {
+      url: `http://${host}:${port}/phase1/payload`,
+      ip,
+      lastSeen: now,
+      ...(have !== undefined ? { have } : {}),
+    });
   }
 
   /** The client's agent is up (any report): its own fetch is over, its slot free. */
@@ -117,26 +144,46 @@ export class PhaseOneSources {
    * and why: 'gone' (no answer: that peer is withdrawn) or 'bad' (a payload
    * whose SHA-256 did not match: that peer is banned).
    */
-  pick(mac: string, now: number, failed?: { url: string; why: 'gone' | 'bad' }): SourceAnswer {
+  pick(mac: string, now: number, failed?: PayloadFailure, have = 0): SourceAnswer {
     if (failed) this.failed(failed.url, failed.why, now);
+    // A source that answers but had nothing new for a while is not banned
+    // (it may wait on its own source); this client just gets another.
+    const skip = failed?.why === 'slow' ? failed.url : undefined;
     this.assigned.delete(mac);
     this.expire(now);
     const load = new Map<string, number>();
     for (const a of this.assigned.values()) load.set(a.source, (load.get(a.source) ?? 0) + 1);
+    // An agent (all of it) first, the least loaded; else the stage 0 furthest
+    // ahead of this client; never one with nothing this client lacks.
+    const rank = (m: string, p: Peer) => (p.have === undefined ? 1e9 : p.have) * 100 - (load.get(m) ?? 0);
     let best: [string, Peer] | undefined;
     for (const [peerMac, p] of this.peers) {
-      if (peerMac === mac || this.isBanned(peerMac, now) || now - p.lastSeen > this.limits.freshMs) continue;
+      if (
+        peerMac === mac ||
+        p.url === skip ||
+        this.isBanned(peerMac, now) ||
+        this.isBanned(`ip ${p.ip}`, now)
+      )
+        continue;
+      if (now - p.lastSeen > this.limits.freshMs) continue;
+      // A stage 0 that has nothing yet still helps a client with nothing if it is fetching itself.
+      if (p.have !== undefined && p.have <= have && !(have === 0 && this.assigned.has(peerMac))) continue;
+      // Never a ring: a stage 0 whose own source is (through others) this client.
+      if (p.have !== undefined && this.feedsFrom(peerMac, mac)) continue;
       const n = load.get(peerMac) ?? 0;
       if (n >= this.limits.perPeer) continue;
-      if (!best || n < (load.get(best[0]) ?? 0)) best = [peerMac, p];
-    }
-    if (best) {
-      this.assign(mac, best[0], now);
-      return { kind: 'peer', url: best[1].url, peer: best[0] };
+      if (!best || rank(peerMac, p) > rank(best[0], best[1])) best = [peerMac, p];
     }
     const since = this.waitingSince.get(mac);
     const waited = since === undefined ? 0 : now - since;
-    if ((load.get('') ?? 0) < this.limits.serverSlots || waited >= this.limits.maxWaitMs) {
+    const serverFree = (load.get('') ?? 0) < this.limits.serverSlots;
+    // A free server slot goes before a stage 0 still fetching: each chain of
+    // relays starts at the server, and shorter chains stall less.
+    if (best && (best[1].have === undefined || !serverFree)) {
+      this.assign(mac, best[0], now);
+      return { kind: 'peer', url: best[1].url, peer: best[0] };
+    }
+    if (serverFree || waited >= this.limits.maxWaitMs) {
       this.assign(mac, '', now);
       return { kind: 'server', url: this.serverUrl };
     }
@@ -176,7 +223,23 @@ export class PhaseOneSources {
     this.assigned.set(mac, { source, until: now + this.limits.holdMs });
   }
 
-  private failed(url: string, why: 'gone' | 'bad', now: number): void {
+  /** Whether `peer`'s fetch comes, through the sources behind it, from `mac`. */
+  private feedsFrom(peer: string, mac: string): boolean {
+    const seen = new Set<string>();
+    for (let at = this.assigned.get(peer)?.source; at; at = this.assigned.get(at)?.source) {
+      if (at === mac) return true;
+      if (seen.has(at)) return false;
+      seen.add(at);
+    }
+    return false;
+  }
+
+  private failed(url: string, why: PayloadFailure['why'], now: number): void {
+    if (why === 'slow') return;
+    // A wrong block or payload bans its address too: a liar cannot come back under a new MAC.
+    const liar = why === 'bad' ? [...this.peers.values()].find((p) => p.url === url) : undefined;
+    if (liar && this.banned.size < this.limits.maxEntries)
+      this.banned.set(`ip ${liar.ip}`, now + this.limits.banMs);
     for (const [peerMac, p] of this.peers) {
       if (p.url !== url) continue;
       // Either way its reports do not bring it back for a while: a machine
@@ -228,8 +291,14 @@ export class PhaseOneSourcing {
     }
   }
 
-  answer(mac: string, client: string, failed?: PayloadFailure): PayloadSource {
-    const a = this.sources.pick(mac, this.now(), failed);
+  answer(mac: string, client: string, failed?: PayloadFailure, progress?: PayloadProgress): PayloadSource {
+    if (progress?.port !== undefined)
+      this.sources.offerPartial(mac, client, progress.port, progress.have, this.now());
+    if (progress?.heartbeat) {
+      if (failed) this.sources.pick(mac, this.now(), failed, progress.have);
+      return { kind: 'wait', seconds: 0 };
+    }
+    const a = this.sources.pick(mac, this.now(), failed, progress?.have ?? 0);
     if (a.kind === 'wait') return a;
     if (a.kind === 'peer') {
       this.lines.info(`client ${mac} (${client}) loads phase 1 from peer ${a.peer}`, { url: a.url });
