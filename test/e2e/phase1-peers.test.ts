@@ -150,12 +150,12 @@ test(
       const serial = pc3.serial();
       assert.match(
         serial,
-        new RegExp(`stage 0: http://${GONE.ip.replace(/\./g, '\\.')}:8470/phase1/payload did not answer`),
+        new RegExp(`stage 0: http://${GONE.ip.replace(/\./g, '\\.')}:8470/phase1/payload does not answer`),
       );
       assert.match(
         serial,
         new RegExp(
-          `stage 0: what http://${BAD.ip.replace(/\./g, '\\.')}:8470/phase1/payload sent is not the server's phase 1`,
+          `stage 0: block 0 from http://${BAD.ip.replace(/\./g, '\\.')}:8470/phase1/payload is not the server's phase 1`,
         ),
       );
       assert.match(serial, /stage 0: fetching phase 1 from http:\/\/10\.81\.0\.1\/phase1\/initrd\.img/);

@@ -133,3 +133,71 @@ test('reports: a port makes a source; a report without it (the agent stopped ser
   s.report(mac(1), '10.0.0.101', { stage: 'booting', phase1Port: 8470 });
   assert.equal(where(mac(5)), 'wait', 'booting: it leaves');
 });
+
+test('stage 0s still fetching relay: a chain starts at the server, never closes into a ring, and a slow link is not a ban', () => {
+  const s = new PhaseOneSources(SERVER, { serverSlots: 1, perPeer: 1 });
+  // mac(1) takes the server's only slot and relays what it has checked.
+  assert.equal(kind(s.pick(mac(1), 0)), 'server');
+  s.offerPartial(mac(1), '10.0.0.101', 8470, 0, 0);
+  // mac(2) has nothing: mac(1) has nothing either but fetches, so it is worth following.
+  assert.equal(kind(s.pick(mac(2), 0)), `peer ${mac(1)}`);
+  s.offerPartial(mac(2), '10.0.0.102', 8470, 0, 0);
+  // mac(3) follows mac(2) (mac(1) is full).
+  assert.equal(kind(s.pick(mac(3), 0)), `peer ${mac(2)}`);
+  s.offerPartial(mac(3), '10.0.0.103', 8470, 0, 0);
+  // mac(1)'s link stalls; it asks again with 5 blocks: the server is taken, and mac(2)
+  // and mac(3) are behind it (and fed by it: a ring), so it waits.
+  s.offerPartial(mac(1), '10.0.0.101', 8470, 5, 1000);
+  s.offerPartial(mac(2), '10.0.0.102', 8470, 7, 1000);
+  assert.equal(
+    kind(s.pick(mac(1), 1000, { url: SERVER, why: 'slow' }, 5)),
+    'server',
+    'its own slot, given back',
+  );
+  // A client with 3 blocks gets the one furthest ahead with room: mac(3) (mac(1) and mac(2) are full).
+  s.offerPartial(mac(3), '10.0.0.103', 8470, 4, 1000);
+  assert.equal(kind(s.pick(mac(4), 1000, undefined, 3)), `peer ${mac(3)}`);
+  // Slow is not gone: mac(3) is offered again to the next client.
+  const url3 = 'http://10.0.0.103:8470/phase1/payload';
+  assert.equal(
+    kind(s.pick(mac(4), 1500, { url: url3, why: 'slow' }, 3)),
+    'wait',
+    'not the slow one, this time',
+  );
+  assert.equal(kind(s.pick(mac(5), 1500, undefined, 0)), `peer ${mac(3)}`);
+  // An agent (all of it) goes before any stage 0, and is not undone by a late heartbeat.
+  s.offer(mac(2), '10.0.0.102', 8470, 2000);
+  s.offerPartial(mac(2), '10.0.0.102', 8470, 9, 2001);
+  s.arrived(mac(3));
+  assert.deepEqual(s.pick(mac(6), 2002), {
+    kind: 'peer',
+    url: 'http://10.0.0.102:8470/phase1/payload',
+    peer: mac(2),
+  });
+});
+
+test('a wrong block bans the address: the liar cannot come back under another MAC', () => {
+  const s = new PhaseOneSources(SERVER, { serverSlots: 0 });
+  s.offer(mac(1), '10.0.0.66', 8470, 0);
+  const liar = 'http://10.0.0.66:8470/phase1/payload';
+  assert.equal(kind(s.pick(mac(2), 0)), `peer ${mac(1)}`);
+  assert.equal(kind(s.pick(mac(2), 1, { url: liar, why: 'bad' })), 'wait');
+  s.offer(mac(9), '10.0.0.66', 8470, 2);
+  s.offerPartial(mac(8), '10.0.0.66', 8470, 20, 2);
+  assert.equal(kind(s.pick(mac(3), 3)), 'wait', 'same address, new MACs: still banned');
+});
+
+test('stage 0 heartbeats: a stage 0 says how far it is without taking a source', () => {
+  let now = 0;
+  const s = new PhaseOneSourcing(SERVER, silentLogger, { serverSlots: 1 }, () => now);
+  const a = s.answer(mac(1), '10.0.0.101', undefined, { port: 8470, have: 0, heartbeat: false });
+  assert.equal(a.kind === 'get' && a.url, `${SERVER}?mac=${mac(1)}`);
+  now = 2000;
+  assert.deepEqual(s.answer(mac(1), '10.0.0.101', undefined, { port: 8470, have: 6, heartbeat: true }), {
+    kind: 'wait',
+    seconds: 0,
+  });
+  // Still its own server fetch (a heartbeat is not a question), and mac(2) follows it.
+  const b = s.answer(mac(2), '10.0.0.102', undefined, { port: 8470, have: 0, heartbeat: false });
+  assert.equal(b.kind === 'get' && b.url, 'http://10.0.0.101:8470/phase1/payload');
+});
