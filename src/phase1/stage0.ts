@@ -205,7 +205,7 @@ while [ "$have" -lt "$NBLOCKS" ]; do
     Q="&failed=$URL&why=slow" URL=
     continue
   fi
-  sleep 0.3
+  sleep 1
 done
 kill "$HB" 2>/dev/null
 rm -f "$DL"
