@@ -144,7 +144,11 @@ while [ "$have" -lt "$NBLOCKS" ]; do
         sleep "$N"
         continue
         ;;
-      "get http://"*) URL="\${ANSWER#get }" stalls=0 ;;
+      "get http://"*)
+        URL="\${ANSWER#get }" stalls=0
+        # Only checked bytes go on to a new source: an earlier one's unchecked tail is dropped.
+        cp "$OUT" "$DL"
+        ;;
       *)
         say "stage 0: the server did not say where phase 1 is; asking again"
         sleep 3

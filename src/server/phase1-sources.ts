@@ -118,7 +118,13 @@ export class PhaseOneSources {
 
   private add(mac: string, ip: string, port: number, now: number, have: number | undefined): void {
     if (this.isBanned(mac, now) || this.isBanned(`ip ${ip}`, now)) return;
-    if (!this.peers.has(mac) && this.peers.size >= this.limits.maxEntries) return;
+    if (!this.peers.has(mac)) {
+      if (this.peers.size >= this.limits.maxEntries) return;
+      // One machine is one source: made-up MACs from one address do not fill the table.
+      let fromIp = 0;
+      for (const p of this.peers.values()) if (p.ip === ip) fromIp++;
+      if (fromIp >= 2) return;
+    }
     const host = ip.includes(':') ? `[${ip}]` : ip;
     this.peers.set(mac, {
       url: `http://${host}:${port}/phase1/payload`,
@@ -145,7 +151,10 @@ export class PhaseOneSources {
    * whose SHA-256 did not match: that peer is banned).
    */
   pick(mac: string, now: number, failed?: PayloadFailure, have = 0): SourceAnswer {
-    if (failed) this.failed(failed.url, failed.why, now);
+    // Only the source this client was sent to can be reported by it: nobody
+    // gets an honest peer dropped by naming its URL.
+    const mine = this.peers.get(this.assigned.get(mac)?.source ?? '');
+    if (failed && mine?.url === failed.url) this.failed(failed.url, failed.why, now);
     // A source that answers but had nothing new for a while is not banned
     // (it may wait on its own source); this client just gets another.
     const skip = failed?.why === 'slow' ? failed.url : undefined;
@@ -229,25 +238,36 @@ export class PhaseOneSources {
     for (let at = this.assigned.get(peer)?.source; at; at = this.assigned.get(at)?.source) {
       if (at === mac) return true;
       if (seen.has(at)) return false;
+      // A chain this long is no help either (and a made-up one must not cost a walk per candidate).
+      if (seen.size >= 16) return true;
       seen.add(at);
     }
     return false;
   }
 
   private failed(url: string, why: PayloadFailure['why'], now: number): void {
-    if (why === 'slow') return;
     // A wrong block or payload bans its address too: a liar cannot come back under a new MAC.
     const liar = why === 'bad' ? [...this.peers.values()].find((p) => p.url === url) : undefined;
-    if (liar && this.banned.size < this.limits.maxEntries)
-      this.banned.set(`ip ${liar.ip}`, now + this.limits.banMs);
+    if (liar) this.ban(`ip ${liar.ip}`, now + this.limits.banMs);
     for (const [peerMac, p] of this.peers) {
       if (p.url !== url) continue;
-      // Either way its reports do not bring it back for a while: a machine
-      // that is gone cannot report, and one that still does, yet does not
-      // answer its clients, is no help.
-      this.banned.set(peerMac, now + (why === 'bad' ? this.limits.banMs : this.limits.goneMs));
+      // Its reports do not bring it back for a while: a machine that is
+      // gone cannot report, and one that still does, yet does not answer
+      // its clients (or trickles), is no help. A slow one may only wait on
+      // its own source: it is out for the same short time.
+      this.ban(peerMac, now + (why === 'bad' ? this.limits.banMs : this.limits.goneMs));
       this.peers.delete(peerMac);
     }
+  }
+
+  /** Bans are bounded too: past maxEntries the one ending soonest makes room. */
+  private ban(key: string, until: number): void {
+    if (!this.banned.has(key) && this.banned.size >= this.limits.maxEntries) {
+      let first: [string, number] | undefined;
+      for (const e of this.banned) if (!first || e[1] < first[1]) first = e;
+      if (first) this.banned.delete(first[0]);
+    }
+    this.banned.set(key, until);
   }
 
   private expire(now: number): void {

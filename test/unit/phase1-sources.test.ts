@@ -134,7 +134,7 @@ test('reports: a port makes a source; a report without it (the agent stopped ser
   assert.equal(where(mac(5)), 'wait', 'booting: it leaves');
 });
 
-test('stage 0s still fetching relay: a chain starts at the server, never closes into a ring, and a slow link is not a ban', () => {
+test('stage 0s still fetching relay: a chain starts at the server, never closes into a ring; a slow source is set aside', () => {
   const s = new PhaseOneSources(SERVER, { serverSlots: 1, perPeer: 1 });
   // mac(1) takes the server's only slot and relays what it has checked.
   assert.equal(kind(s.pick(mac(1), 0)), 'server');
@@ -157,14 +157,16 @@ test('stage 0s still fetching relay: a chain starts at the server, never closes 
   // A client with 3 blocks gets the one furthest ahead with room: mac(3) (mac(1) and mac(2) are full).
   s.offerPartial(mac(3), '10.0.0.103', 8470, 4, 1000);
   assert.equal(kind(s.pick(mac(4), 1000, undefined, 3)), `peer ${mac(3)}`);
-  // Slow is not gone: mac(3) is offered again to the next client.
+  // Slow (it trickles, or waits on its own source): out for goneMs, like one that does not answer.
   const url3 = 'http://10.0.0.103:8470/phase1/payload';
+  assert.equal(kind(s.pick(mac(4), 1500, { url: url3, why: 'slow' }, 3)), 'wait');
+  assert.equal(kind(s.pick(mac(5), 1500, undefined, 0)), 'wait', 'not offered to anyone');
+  s.offerPartial(mac(3), '10.0.0.103', 8470, 6, 1600);
   assert.equal(
-    kind(s.pick(mac(4), 1500, { url: url3, why: 'slow' }, 3)),
+    kind(s.pick(mac(5), 1600, undefined, 0)),
     'wait',
-    'not the slow one, this time',
+    'its heartbeats do not bring it back at once',
   );
-  assert.equal(kind(s.pick(mac(5), 1500, undefined, 0)), `peer ${mac(3)}`);
   // An agent (all of it) goes before any stage 0, and is not undone by a late heartbeat.
   s.offer(mac(2), '10.0.0.102', 8470, 2000);
   s.offerPartial(mac(2), '10.0.0.102', 8470, 9, 2001);
@@ -200,4 +202,16 @@ test('stage 0 heartbeats: a stage 0 says how far it is without taking a source',
   // Still its own server fetch (a heartbeat is not a question), and mac(2) follows it.
   const b = s.answer(mac(2), '10.0.0.102', undefined, { port: 8470, have: 0, heartbeat: false });
   assert.equal(b.kind === 'get' && b.url, 'http://10.0.0.101:8470/phase1/payload');
+});
+
+test('hostile reports: only the source a client was sent to can be reported by it; one address is at most two sources', () => {
+  const s = new PhaseOneSources(SERVER, { serverSlots: 0, perPeer: 4 });
+  s.offer(mac(1), '10.0.0.101', 8470, 0);
+  const honest = 'http://10.0.0.101:8470/phase1/payload';
+  // mac(9) was never sent to mac(1): its report changes nothing.
+  s.pick(mac(9), 0, { url: honest, why: 'bad' });
+  assert.equal(kind(s.pick(mac(2), 1)), `peer ${mac(1)}`);
+  // Made-up MACs from one address: two entries, no more.
+  for (let i = 20; i < 60; i++) s.offerPartial(mac(i), '10.0.0.66', 8470, 30, 2);
+  assert.equal(s.list(3).filter((p) => p.url.includes('10.0.0.66')).length, 2);
 });
