@@ -129,7 +129,7 @@ echo $! >"$RUN/boottorrent/stage0-httpd.pid"
 HB=$!
 # A source may send at most the payload and one block more: no memory for a flood.
 LIMIT=$(( (TOTAL + BS) / 512 + 1 ))
-have=0 URL= Q= asked=0 stalls=0
+have=0 URL= Q= asked=0 stalls=0 slowrounds=0
 while [ "$have" -lt "$NBLOCKS" ]; do
   if [ -z "$URL" ]; then
     asked=$((asked + 1))
@@ -145,7 +145,7 @@ while [ "$have" -lt "$NBLOCKS" ]; do
         continue
         ;;
       "get http://"*)
-        URL="\${ANSWER#get }" stalls=0
+        URL="\${ANSWER#get }" stalls=0 slowrounds=0
         # Only checked bytes go on to a new source: an earlier one's unchecked tail is dropped.
         cp "$OUT" "$DL"
         ;;
@@ -157,7 +157,7 @@ while [ "$have" -lt "$NBLOCKS" ]; do
     esac
     say "stage 0: fetching phase 1 from $URL"
   fi
-  size=$(stat -c %s "$DL")
+  size=$(stat -c %s "$DL") had=$have
   # Ask for more only from a source that has more (a Range past its end
   # would make busybox httpd send it all again).
   theirs=$(timeout 10 wget -q -S --spider "$URL" 2>&1 | sed -n 's/^ *[Cc]ontent-[Ll]ength: *\\([0-9]*\\).*/\\1/p' | tail -n 1)
@@ -193,8 +193,16 @@ while [ "$have" -lt "$NBLOCKS" ]; do
     Q="&failed=$URL&why=bad" URL=
     continue
   fi
+  if [ "$have" -gt "$had" ]; then
+    stalls=0 slowrounds=0
+    continue
+  fi
+  # Bytes but no new checked block for 30 rounds (a source that trickles): set it aside.
   if [ "$now" -gt "$size" ]; then
-    stalls=0
+    slowrounds=$((slowrounds + 1))
+    [ "$slowrounds" -lt 30 ] && continue
+    say "stage 0: $URL sends too slowly; asking for another source"
+    Q="&failed=$URL&why=slow" URL= slowrounds=0
     continue
   fi
   # Nothing new: a source still fetching may get more soon; one that does not answer is gone.
