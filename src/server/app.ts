@@ -194,7 +194,6 @@ export class BootServer {
 
   private async startInner(): Promise<void> {
     const env = this.options.environment;
-    const { signal } = this.services;
     const iface = env.server.interface ?? interfaceOf(env.server.address);
     if (!iface)
       throw new BootTorrentError(
@@ -202,7 +201,79 @@ export class BootServer {
         `no interface has address ${env.server.address} (server.address in ${join(env.dir, 'Boottorrent.yaml')}); fix: set it to the lab interface's address`,
       );
     if (env.dhcp.mode === 'full') await this.probeDhcp(iface, env);
-    const requesters = new RequesterCheck(
+    const requesters = this.requesterCheck();
+    this.phase1Size = await phaseOneSize(this.options.phase1);
+    this.stateDir = join(env.dir, STATE_DIR);
+    await mkdir(this.stateDir, { recursive: true, mode: 0o700 });
+    const secret = await this.loadSecret();
+    /** The dashboard's action token; never in anything sent to a client. */
+    const token = randomBytes(16).toString('hex');
+    const address = env.server.address;
+    const httpPort = env.server.httpPort;
+    const base = `http://${address}${httpPort === 80 ? '' : `:${httpPort}`}`;
+    this.bootUrlValue = base;
+
+    // 1. Torrents for every OS folder, the tracker that knows them, reloads.
+    const { library, reloader } = await this.startLibrary(env, base);
+
+    // 2. Tracker, then 3. the seeder: every OS, from its folder.
+    await this.tracker?.listen();
+    await library.listen();
+
+    // 4. DHCP, TFTP, HTTP, with the client API's routes.
+    const api = new ClientApi(
+      {
+        bootUrl: base,
+        secret,
+        ...(this.options.reportBodyBytes !== undefined
+          ? { reportBodyBytes: this.options.reportBodyBytes }
+          : {}),
+      },
+      {
+        environment: () => this.environment,
+        library,
+        requesters,
+        store: this.store,
+        logger: this.log,
+        onReport: (mac, client, r) => this.phase1Sources?.report(mac, client, r),
+      },
+    );
+    this.api = api;
+    const phase1 = await this.phaseOneFiles(env);
+    await this.startNetboot(env, iface, base, api, phase1);
+
+    // 5. Dashboard and status API, the client log, server.json, reloads.
+    this.dashboard = await this.startDashboard(token);
+    logClientEvents(this.store, this.log);
+    await writeAtomic(
+      join(this.stateDir, SERVER_INFO),
+      JSON.stringify({
+        pid: process.pid,
+        startedAt: this.startedAt,
+        dashboardUrl: this.dashboard.url,
+        bootUrl: base,
+        token,
+      } satisfies ServerInfoFile),
+    );
+    this.wroteInfo = true;
+    reloader.start();
+    this.log.info('ready', {
+      environment: env.dir,
+      interface: iface,
+      address,
+      dhcp: env.dhcp.mode,
+      oss:
+        library
+          .entries()
+          .map((e) => e.os.id)
+          .join(',') || '(none)',
+      dashboard: this.dashboard.url,
+    });
+  }
+
+  /** Who may get a MAC's report token (see RequesterCheck). */
+  private requesterCheck(): RequesterCheck {
+    return new RequesterCheck(
       {
         ...(this.options.trustLoopback !== undefined ? { trustLoopback: this.options.trustLoopback } : {}),
         ...(this.options.reportFrom ? { trusted: this.options.reportFrom } : {}),
@@ -216,20 +287,19 @@ export class BootServer {
         },
       },
     );
-    this.phase1Size = await phaseOneSize(this.options.phase1);
-    this.stateDir = join(env.dir, STATE_DIR);
-    await mkdir(this.stateDir, { recursive: true, mode: 0o700 });
-    const secret = await this.loadSecret();
-    /** The dashboard's action token; never in anything sent to a client. */
-    const token = randomBytes(16).toString('hex');
-    const address = env.server.address;
-    const httpPort = env.server.httpPort;
-    const base = `http://${address}${httpPort === 80 ? '' : `:${httpPort}`}`;
-    this.bootUrlValue = base;
+  }
 
-    // 1. Torrents for every OS folder (cached by content). The tracker
-    // (its own port, UDP + HTTP as opentracker did, and /announce on the
-    // boot HTTP server) is told of each before it listens.
+  /**
+   * Torrents for every OS folder (cached by content) and the seeder. The
+   * tracker (its own port, UDP + HTTP as opentracker did, and /announce on
+   * the boot HTTP server) is told of each before it listens.
+   */
+  private async startLibrary(
+    env: Environment,
+    base: string,
+  ): Promise<{ library: OsLibrary; reloader: Reloader }> {
+    const { signal } = this.services;
+    const address = env.server.address;
     if (env.tracker.enabled) {
       this.tracker = new TrackerServer(
         { host: '0.0.0.0', port: env.tracker.port },
@@ -268,34 +338,21 @@ export class BootServer {
     this.reloader = reloader;
     await reloader.mark();
 
-    // 2. Tracker, then 3. the seeder: every OS, from its folder.
-    await this.tracker?.listen();
-    await library.listen();
+    return { library, reloader };
+  }
 
-    // 4. DHCP, TFTP, HTTP, with the client API's routes.
-    const api = new ClientApi(
-      {
-        bootUrl: base,
-        secret,
-        ...(this.options.reportBodyBytes !== undefined
-          ? { reportBodyBytes: this.options.reportBodyBytes }
-          : {}),
-      },
-      {
-        environment: () => this.environment,
-        library,
-        requesters,
-        store: this.store,
-        logger: this.log,
-        onReport: (mac, client, r) => this.phase1Sources?.report(mac, client, r),
-      },
-    );
-    this.api = api;
-    const phase1 = await this.phaseOneFiles(env);
+  /** DHCP, TFTP and the boot HTTP server, with the client API's routes. */
+  private async startNetboot(
+    env: Environment,
+    iface: string,
+    base: string,
+    api: ClientApi,
+    phase1: PhaseOneFiles,
+  ): Promise<void> {
     this.netboot = new NetbootServer(
       {
         interface: iface,
-        serverIp: address,
+        serverIp: env.server.address,
         dhcp: {
           mode: env.dhcp.mode,
           ...(env.dhcp.range ? { rangeStart: env.dhcp.range.first, rangeEnd: env.dhcp.range.last } : {}),
@@ -305,7 +362,7 @@ export class BootServer {
           leasesFile: join(this.stateDir, 'leases.json'),
         },
         ipxeDir: env.server.ipxeDir,
-        httpPort,
+        httpPort: env.server.httpPort,
         ...(this.options.httpLimits ? { httpLimits: this.options.httpLimits } : {}),
         ...(this.options.tftpPort !== undefined ? { tftpPort: this.options.tftpPort } : {}),
         phase1,
@@ -340,10 +397,12 @@ export class BootServer {
       this.store.dhcp(b.mac, { firmware: b.client.ipxe ? 'ipxe' : b.client.arch }),
     );
     await this.netboot.listen();
+  }
 
-    // 5. Dashboard and status API, the client log, server.json, reloads.
+  /** The dashboard and status API on their own port. */
+  private startDashboard(token: string): Promise<DashboardPort> {
     const snapshot = () => this.snapshot();
-    this.dashboard = await DashboardPort.listen(
+    return DashboardPort.listen(
       {
         ...(this.options.dashboardHost !== undefined ? { host: this.options.dashboardHost } : {}),
         ...(this.options.dashboardPort !== undefined ? { port: this.options.dashboardPort } : {}),
@@ -358,31 +417,6 @@ export class BootServer {
         onFailure: (err) => this.fail('dashboard', err),
       },
     );
-    logClientEvents(this.store, this.log);
-    await writeAtomic(
-      join(this.stateDir, SERVER_INFO),
-      JSON.stringify({
-        pid: process.pid,
-        startedAt: this.startedAt,
-        dashboardUrl: this.dashboard.url,
-        bootUrl: base,
-        token,
-      } satisfies ServerInfoFile),
-    );
-    this.wroteInfo = true;
-    reloader.start();
-    this.log.info('ready', {
-      environment: env.dir,
-      interface: iface,
-      address,
-      dhcp: env.dhcp.mode,
-      oss:
-        library
-          .entries()
-          .map((e) => e.os.id)
-          .join(',') || '(none)',
-      dashboard: this.dashboard.url,
-    });
   }
 
   /** Refuses full DHCP when another server answers on the interface: two servers hand out conflicting leases. */

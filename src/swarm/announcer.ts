@@ -28,6 +28,14 @@ export interface AnnouncerOptions {
   readonly key: number;
   /** True when `completed` has no place (we started complete): it is never sent. */
   readonly startedComplete: boolean;
+  /**
+   * While `wantsPeers()` says so, announce again this long (ms) after the
+   * last answer instead of waiting for the tracker's interval; never sooner
+   * than the tracker's `min interval`. Undefined: the interval only.
+   */
+  readonly eagerMs?: number | undefined;
+  /** Peers to ask for (default 80; none for `stopped`). */
+  readonly numWant?: number | undefined;
 }
 
 export interface AnnouncerServices {
@@ -43,6 +51,8 @@ export interface AnnouncerServices {
   readonly stopped: () => boolean;
   /** Milliseconds, like Date.now (the default). */
   readonly now?: () => number;
+  /** True while the owner could use more peers (see AnnouncerOptions.eagerMs). */
+  readonly wantsPeers?: () => boolean;
 }
 
 export class Announcer {
@@ -54,6 +64,9 @@ export class Announcer {
   /** When the next regular announce is due (0: none scheduled yet). */
   private nextAt = 0;
   private failures = 0;
+  /** When the last answer came, and the earliest next announce its tracker allows (ms; 0: none yet). */
+  private answeredAt = 0;
+  private minNextAt = 0;
   private completedSent: boolean;
   private lsd: LocalServiceDiscovery | undefined;
 
@@ -72,7 +85,22 @@ export class Announcer {
 
   /** Announces `none` if one is due and none is under way (call it every tick). */
   tick(): void {
-    if (!this.announcing && this.nextAt > 0 && this.now() >= this.nextAt) this.announceSoon('none');
+    if (this.announcing) return;
+    const now = this.now();
+    if (this.nextAt > 0 && now >= this.nextAt) {
+      this.announceSoon('none');
+      return;
+    }
+    const eager = this.opts.eagerMs;
+    if (
+      eager !== undefined &&
+      this.failures === 0 &&
+      this.answeredAt > 0 &&
+      now >= Math.max(this.answeredAt + eager, this.minNextAt) &&
+      (this.s.wantsPeers?.() ?? false)
+    ) {
+      this.announceSoon('none');
+    }
   }
 
   /** An announce whose failure is logged, not left to reject unobserved. */
@@ -111,7 +139,7 @@ export class Announcer {
               downloaded: p.downloaded,
               left: p.left,
               event,
-              numWant: event === 'stopped' ? 0 : 80,
+              numWant: event === 'stopped' ? 0 : (this.opts.numWant ?? 80),
               key: this.opts.key,
             },
             event === 'stopped' ? { timeoutMs: 2000 } : this.s.signal ? { signal: this.s.signal } : {},
@@ -120,7 +148,9 @@ export class Announcer {
           if (this.failures > 0) this.log.info('tracker reachable again', { tracker: url });
           this.failures = 0;
           if (r.warning) this.log.warn('tracker warning', { tracker: url, warning: r.warning });
-          this.nextAt = this.now() + Math.max(5, r.interval) * 1000;
+          this.answeredAt = this.now();
+          this.nextAt = this.answeredAt + Math.max(5, r.interval) * 1000;
+          this.minNextAt = this.answeredAt + (r.minInterval ?? 0) * 1000;
           if (event !== 'stopped') for (const a of r.peers) this.s.onPeer(a.ip, a.port, { kind: 'tracker' });
           break;
         } catch (err) {

@@ -9,12 +9,11 @@
  * size kept every honest peer from being asked, and a garbage piece
  * displaced the honest copy, which was never asked for again.)
  */
-import { createHash } from 'node:crypto';
-import { connect } from 'node:net';
+import { createHash, randomBytes } from 'node:crypto';
 import { BootTorrentError, abortError } from '../errors.js';
 import { RawBencode, encode } from '../bencode/index.js';
 import { silentLogger, type Logger } from '../util/logger.js';
-import { PeerConnection } from '../wire/connection.js';
+import type { PeerConnection } from '../wire/connection.js';
 import {
   MAX_METADATA_SIZE,
   METADATA_PIECE_SIZE,
@@ -26,6 +25,8 @@ import { TrackerClient } from '../tracker/client.js';
 import type { Magnet } from '../torrent/magnet.js';
 import { parseTorrent, type Metainfo } from '../torrent/metainfo.js';
 import { PeerDialer, type CandidateSource, type DialerOptions } from './dialer.js';
+import { dialPeer, type Dial } from './dial.js';
+import { Announcer } from './announcer.js';
 
 export interface FetchMetadataOptions {
   magnet: Magnet;
@@ -49,6 +50,10 @@ export interface FetchMetadataServices {
 }
 
 const OUR_ID = 2;
+/** While no copy has come, the trackers are asked again this often (within their min interval). */
+const ANNOUNCE_EAGER_MS = 3000;
+/** A peer that has not finished its handshake this long after the TCP connect is dropped. */
+const HANDSHAKE_TIMEOUT_MS = 10_000;
 
 export async function fetchMetadata(
   opts: FetchMetadataOptions,
@@ -72,8 +77,39 @@ export async function fetchMetadata(
   };
   for (const addr of [...magnet.peers, ...(opts.peers ?? [])]) addCandidate(addr, { kind: 'user' });
   const conns = new Set<PeerConnection>();
+  const pending = new Set<Dial>();
   let done = false;
-  let announcer: NodeJS.Timeout | undefined;
+  // Set below, where the dials live; tracker answers call it.
+  let dialMore: () => void = () => undefined;
+  // The trackers, as a session asks them, but again every few seconds
+  // until done: at the start of a boot the seeders may announce after us.
+  const announcer = new Announcer(
+    {
+      infoHash: magnet.infoHash,
+      infoHashHex: magnet.infoHashHex,
+      peerId: opts.peerId,
+      port: opts.listenPort,
+      trackers: magnet.trackers,
+      key: randomBytes(4).readUInt32BE(0),
+      startedComplete: false,
+      eagerMs: ANNOUNCE_EAGER_MS,
+      numWant: 50,
+    },
+    {
+      logger: log,
+      tracker,
+      signal: services.signal,
+      // The size is not known yet; anything above 0 says "not a seed".
+      progress: () => ({ uploaded: 0, downloaded: 0, left: 1 }),
+      onPeer: (ip, port, source) => {
+        addCandidate(`${ip}:${port}`, source);
+        dialMore();
+      },
+      onWarning: () => undefined,
+      stopped: () => done,
+      wantsPeers: () => !done,
+    },
+  );
 
   return new Promise<Metainfo>((resolve, reject) => {
     const finish = (err: Error | undefined, meta?: Metainfo) => {
@@ -81,8 +117,8 @@ export async function fetchMetadata(
       done = true;
       clearTimeout(timer);
       clearInterval(dialTimer);
-      clearInterval(announcer);
       services.signal?.removeEventListener('abort', onAbort);
+      for (const d of pending) d.cancel();
       for (const c of conns) c.destroy();
       if (!services.trackerClient) tracker.close();
       if (err) reject(err);
@@ -126,58 +162,49 @@ export async function fetchMetadata(
 
     const dial = (addr: string, host: string, port: number) => {
       tried.add(addr);
-      const socket = connect({ host, port });
-      socket.setTimeout(10_000, () => socket.destroy());
-      const conn = new PeerConnection(socket, {
-        peerId: opts.peerId,
-        initiator: true,
-        infoHash: magnet.infoHash,
-      });
+      const d = dialPeer(
+        host,
+        port,
+        { peerId: opts.peerId, infoHash: magnet.infoHash },
+        {
+          failed: (err) => {
+            pending.delete(d);
+            dialer.dialEnded(addr);
+            dialer.remove(addr);
+            log.debug('cannot dial peer', { peer: addr, error: err.message });
+          },
+          connected: (conn) => {
+            pending.delete(d);
+            if (done) {
+              conn.destroy();
+              return;
+            }
+            speak(conn, addr);
+          },
+        },
+      );
+      pending.add(d);
+    };
+
+    const speak = (conn: PeerConnection, addr: string) => {
       conns.add(conn);
-      // This peer's copy: its claimed size and the pieces it sent.
-      let size = 0;
-      let pieces: (Buffer | undefined)[] = [];
-      // Counted, not found with every(): every() skips the holes of a new Array(n).
-      let received = 0;
+      const handshakeTimer = setTimeout(() => conn.destroy(), HANDSHAKE_TIMEOUT_MS);
+      askForMetadata(conn, {
+        listenPort: opts.listenPort,
+        isDone: () => done,
+        onCopy: (pieces) => complete(conn, addr, pieces),
+      });
       conn.on('error', (err) => log.debug('peer error', { peer: addr, error: err.message }));
       conn.on('close', () => {
+        clearTimeout(handshakeTimer);
         conns.delete(conn);
         dialer.dialEnded(addr);
         dialer.remove(addr);
       });
-      conn.once('handshake', () => {
-        socket.setTimeout(0);
-        if (!conn.extended) return conn.destroy();
-        conn.sendExtendedHandshake({ m: new Map([['ut_metadata', OUR_ID]]), p: opts.listenPort });
-      });
-      conn.on('extended-handshake', (h) => {
-        const n = h.metadataSize;
-        if (!h.m.get('ut_metadata') || n === undefined || n <= 0 || n > MAX_METADATA_SIZE)
-          return conn.destroy();
-        // A later extended handshake (BEP 10) asks nothing again.
-        if (size !== 0) return;
-        size = n;
-        pieces = Array.from({ length: metadataPieces(n) }, (): Buffer | undefined => undefined);
-        for (let i = 0; i < pieces.length; i++)
-          conn.sendExtension('ut_metadata', encodeMetadataMessage({ type: 'request', piece: i }));
-      });
-      conn.on('extended', ({ id, payload }) => {
-        if (id !== OUR_ID || done) return;
-        let m;
-        try {
-          m = decodeMetadataMessage(payload);
-        } catch (err) {
-          return conn.destroy(err as BootTorrentError);
-        }
-        if (m.type !== 'data' || m.totalSize !== size || m.piece >= pieces.length) return;
-        const want = Math.min(METADATA_PIECE_SIZE, size - m.piece * METADATA_PIECE_SIZE);
-        if (m.data.length !== want || pieces[m.piece]) return;
-        pieces[m.piece] = Buffer.from(m.data);
-        if (++received === pieces.length) complete(conn, addr, pieces as Buffer[]);
-      });
+      conn.once('handshake', () => clearTimeout(handshakeTimer));
     };
 
-    const dialMore = () => {
+    dialMore = () => {
       if (done) return;
       // A dial's slot is held until its connection closes: at most maxConns at once.
       for (const c of dialer.next(maxConns, { seeding: false, connected: () => false })) {
@@ -190,33 +217,55 @@ export async function fetchMetadata(
         }
       }
     };
-    const dialTimer = setInterval(dialMore, 1000);
+    const dialTimer = setInterval(() => {
+      dialMore();
+      announcer.tick();
+    }, 1000);
     dialMore();
-    // Ask the trackers now and again until done: at the start of a boot the
-    // seeders may announce after us.
-    const announceAll = () => {
-      for (const url of magnet.trackers) {
-        tracker
-          .announce(url, {
-            infoHash: magnet.infoHash,
-            peerId: opts.peerId,
-            port: opts.listenPort,
-            uploaded: 0,
-            downloaded: 0,
-            // The size is not known yet; anything above 0 says "not a seed".
-            left: 1,
-            event: 'started',
-            numWant: 50,
-          })
-          .then((r) => {
-            if (done) return;
-            for (const p of r.peers) addCandidate(`${p.ip}:${p.port}`, { kind: 'tracker' });
-            dialMore();
-          })
-          .catch((err: Error) => log.debug('tracker failed', { tracker: url, error: err.message }));
-      }
-    };
-    announceAll();
-    announcer = setInterval(announceAll, 3000);
+    announcer.announceSoon('started');
+  });
+}
+
+/**
+ * Asks one peer for the whole info dictionary once its handshake is done
+ * (BEP 9), keeping its copy apart from other peers' (see the file
+ * comment); `onCopy` gets all pieces when the last one is in.
+ */
+function askForMetadata(
+  conn: PeerConnection,
+  ask: { listenPort: number; isDone: () => boolean; onCopy: (pieces: Buffer[]) => void },
+): void {
+  // This peer's copy: its claimed size and the pieces it sent.
+  let size = 0;
+  let pieces: (Buffer | undefined)[] = [];
+  // Counted, not found with every(): every() skips the holes of a new Array(n).
+  let received = 0;
+  conn.once('handshake', () => {
+    if (!conn.extended) return conn.destroy();
+    conn.sendExtendedHandshake({ m: new Map([['ut_metadata', OUR_ID]]), p: ask.listenPort });
+  });
+  conn.on('extended-handshake', (h) => {
+    const n = h.metadataSize;
+    if (!h.m.get('ut_metadata') || n === undefined || n <= 0 || n > MAX_METADATA_SIZE) return conn.destroy();
+    // A later extended handshake (BEP 10) asks nothing again.
+    if (size !== 0) return;
+    size = n;
+    pieces = Array.from({ length: metadataPieces(n) }, (): Buffer | undefined => undefined);
+    for (let i = 0; i < pieces.length; i++)
+      conn.sendExtension('ut_metadata', encodeMetadataMessage({ type: 'request', piece: i }));
+  });
+  conn.on('extended', ({ id, payload }) => {
+    if (id !== OUR_ID || ask.isDone()) return;
+    let m;
+    try {
+      m = decodeMetadataMessage(payload);
+    } catch (err) {
+      return conn.destroy(err as BootTorrentError);
+    }
+    if (m.type !== 'data' || m.totalSize !== size || m.piece >= pieces.length) return;
+    const want = Math.min(METADATA_PIECE_SIZE, size - m.piece * METADATA_PIECE_SIZE);
+    if (m.data.length !== want || pieces[m.piece]) return;
+    pieces[m.piece] = Buffer.from(m.data);
+    if (++received === pieces.length) ask.onCopy(pieces as Buffer[]);
   });
 }

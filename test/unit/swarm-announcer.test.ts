@@ -8,7 +8,13 @@ type Reply = Partial<AnnounceResponse> | Error;
 
 /** An announcer over a scripted tracker and a hand-moved clock. */
 function setup(
-  opts: { trackers?: string[]; startedComplete?: boolean; replies?: Record<string, Reply[]> } = {},
+  opts: {
+    trackers?: string[];
+    startedComplete?: boolean;
+    replies?: Record<string, Reply[]>;
+    eagerMs?: number;
+    wantsPeers?: () => boolean;
+  } = {},
 ) {
   const calls: { url: string; req: AnnounceRequest; timeoutMs?: number }[] = [];
   const peers: string[] = [];
@@ -33,6 +39,7 @@ function setup(
       trackers: opts.trackers ?? ['udp://t1:1', 'http://t2/announce'],
       key: 42,
       startedComplete: opts.startedComplete ?? false,
+      eagerMs: opts.eagerMs,
     },
     {
       logger: silentLogger,
@@ -42,6 +49,7 @@ function setup(
       onWarning: (m) => warnings.push(m),
       stopped: () => stopped,
       now: () => clock.t,
+      ...(opts.wantsPeers ? { wantsPeers: opts.wantsPeers } : {}),
     },
   );
   return { a, calls, peers, warnings, clock, stop: () => (stopped = true) };
@@ -114,6 +122,43 @@ test('tick announces only when due and none is under way', async () => {
   s.a.tick();
   assert.equal(s.calls.length, 2, 'due: one announce, not one per tick');
   assert.equal(s.calls[1]!.req.event, 'none');
+});
+
+test('eager: while peers are wanted it announces again after eagerMs, never before min interval, not after a failure', async () => {
+  const rows: {
+    name: string;
+    wants: boolean;
+    reply: Reply;
+    /** Milliseconds after the answer at which a tick first announces (undefined: not within 10 s). */
+    first: number | undefined;
+  }[] = [
+    { name: 'wants peers, no min interval', wants: true, reply: { interval: 1800 }, first: 3000 },
+    {
+      name: 'wants peers, min interval 7 s',
+      wants: true,
+      reply: { interval: 1800, minInterval: 7 },
+      first: 7000,
+    },
+    { name: 'has enough peers', wants: false, reply: { interval: 1800 }, first: undefined },
+    { name: 'the tracker failed: backoff rules', wants: true, reply: new Error('down'), first: 4000 },
+  ];
+  for (const row of rows) {
+    const s = setup({
+      trackers: ['udp://t1:1'],
+      replies: { 'udp://t1:1': [row.reply] },
+      eagerMs: 3000,
+      wantsPeers: () => row.wants,
+    });
+    await s.a.announce('started');
+    const t0 = s.clock.t;
+    let first: number | undefined;
+    for (let ms = 0; ms <= 10_000 && first === undefined; ms += 500) {
+      s.clock.t = t0 + ms;
+      s.a.tick();
+      if (s.calls.length > 1) first = ms;
+    }
+    assert.equal(first, row.first, row.name);
+  }
 });
 
 test('completed goes out once, and never for a torrent that started complete', async () => {

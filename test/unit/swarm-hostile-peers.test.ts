@@ -220,8 +220,10 @@ test('a throw while handling one peer in a timer closes that peer only; the sess
   const b = await rawPeer(t, leecher, meta, '10.0.0.2');
   // Stands in for any fault reached from one peer's state (the old PEX
   // throw was one): the per-peer work of the 1 s tick throws for A.
-  const internals = leecher as unknown as { fill: (p: { conn: PeerConnection }) => void };
-  const fill = internals.fill.bind(leecher);
+  const internals = (
+    leecher as unknown as { run: { downloader: { fill: (p: { conn: PeerConnection }) => void } } }
+  ).run.downloader;
+  const fill = internals.fill.bind(internals);
   internals.fill = (p) => {
     if (p.conn === a.sessionSide) throw new Error('injected fault');
     fill(p);
@@ -237,7 +239,7 @@ test('a throw in a session timer ends that session (whenComplete rejects), not t
   const { meta } = await seedImage(dir, 2 * 16384 + 100, 16384);
   const { s: leecher, failures } = await session(t, { meta, dir: join(dir, 'leech'), mode: 'download' });
   const a = await rawPeer(t, leecher, meta, '10.0.0.1');
-  const internals = leecher as unknown as { connectMore: () => void };
+  const internals = (leecher as unknown as { pool: { connectMore: () => void } }).pool;
   internals.connectMore = () => {
     throw new Error('injected fault');
   };
@@ -358,7 +360,8 @@ test('PEX messages repeating known addresses do not each rescan the candidates (
     limits: { maxDialsPerSecond: 1 },
   });
   // Counts passes over the candidate table (a count, not a time).
-  const dialer = (leecher as unknown as { dialer: { next: (...a: unknown[]) => unknown[] } }).dialer;
+  const dialer = (leecher as unknown as { pool: { dialer: { next: (...a: unknown[]) => unknown[] } } }).pool
+    .dialer;
   const next = dialer.next.bind(dialer);
   let passes = 0;
   dialer.next = (...args: unknown[]) => {

@@ -262,8 +262,9 @@ test('a peer toggling interested and not-interested does not cost a choke round 
   const { s: seeder, failures } = await session(t, { meta, dir: seedDir, mode: 'seed' });
   // Work counted in choke rounds, not time: each round sorts every peer.
   let rounds = 0;
-  const inner = seeder as unknown as { rechoke: (round: boolean) => void };
-  const rechoke = inner.rechoke.bind(seeder);
+  const inner = (seeder as unknown as { run: { uploader: { rechoke: (round: boolean) => void } } }).run
+    .uploader;
+  const rechoke = inner.rechoke.bind(inner);
   inner.rechoke = (round: boolean) => {
     rounds++;
     rechoke(round);
