@@ -14,7 +14,7 @@ import ts from 'typescript';
 // Bottom to top. A module may import its own level or below; a folder that is
 // not listed is reported as unlayered.
 const LAYERS = [
-  ['errors', 'util', 'limits'],
+  ['errors', 'util', 'limits', 'version'],
   ['bencode', 'torrent', 'wire'],
   ['tracker', 'swarm'],
   ['boot', 'boot-config', 'dhcp', 'tftp', 'http', 'env', 'phase1'],

@@ -4,6 +4,7 @@
  * rule that a user error prints one clear message, never a stack trace.
  */
 import { BootTorrentError } from '../errors.js';
+import { version } from '../version.js';
 import { EXIT_USAGE, EXIT_USER, UsageError, type Command, type Io } from './common.js';
 
 const HELP = `Usage: boottorrent <command> [options]
@@ -21,6 +22,7 @@ Commands available now:
   validate [--env DIR]              check an environment; every problem with file, line and fix
   start [--env DIR]                 serve an environment: DHCP/TFTP/HTTP, tracker, seeder, dashboard
   status [--env DIR] [--json]       clients and swarms as the running server sees them
+  version                           print the version (also --version)
 
 Run \`boottorrent <command> --help\` for a command's options.`;
 
@@ -66,8 +68,8 @@ async function main(argv: string[]): Promise<number> {
     process.stdout.write(`${HELP}\n`);
     return name === undefined ? EXIT_USAGE : 0;
   }
-  if (name === '--version') {
-    process.stdout.write('boottorrent 0.1.0\n');
+  if (name === '--version' || name === 'version') {
+    process.stdout.write(`boottorrent ${version()}\n`);
     return 0;
   }
   const load = commands[name];

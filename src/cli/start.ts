@@ -108,11 +108,12 @@ export async function run(argv: string[], io: Io): Promise<number> {
     } catch {
       throw new UsageError(`--report-from ${c}: expected an IPv4 address or CIDR, e.g. 10.0.0.0/24`, HELP);
     }
-  const logger = streamLogger(io.stderr, { level: values.verbose ? 'debug' : 'info' });
   const envDir = values.env ?? '.';
 
   // The environment is loaded and checked once, here; the server gets the frozen result.
   const env = await loadEnvironment(envDir);
+  // log_level (v0: aria2.console_log_level) sets the level; -v raises it to debug.
+  const logger = streamLogger(io.stderr, { level: values.verbose ? 'debug' : env.logLevel });
   // Phase 1 next: the environment decides the flavor.
   let phase1Dir = values.phase1;
   if (phase1Dir === undefined) {

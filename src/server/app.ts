@@ -365,6 +365,7 @@ export class BootServer {
         httpPort: env.server.httpPort,
         ...(this.options.httpLimits ? { httpLimits: this.options.httpLimits } : {}),
         ...(this.options.tftpPort !== undefined ? { tftpPort: this.options.tftpPort } : {}),
+        tftp: env.server.tftp,
         phase1,
         ...(env.allowMacs ? { allowMacs: env.allowMacs } : {}),
         bootConfig: (mac, client) => api.bootConfigFor(mac, client),
@@ -391,7 +392,7 @@ export class BootServer {
       },
     );
     this.netboot.dhcp.on('listenerError', (err) => this.fail('DHCP server', err));
-    this.netboot.tftp.on('listenerError', (err) => this.fail('TFTP server', err));
+    this.netboot.tftp?.on('listenerError', (err) => this.fail('TFTP server', err));
     this.netboot.dhcp.on('lease', (l) => this.store.dhcp(l.mac, { ip: l.ip }));
     this.netboot.dhcp.on('boot', (b) =>
       this.store.dhcp(b.mac, { firmware: b.client.ipxe ? 'ipxe' : b.client.arch }),
@@ -528,7 +529,7 @@ export class BootServer {
         this.netboot
           ? groupSent({
               dhcp: this.netboot.dhcp.sentBytes,
-              tftp: this.netboot.tftp.sentBytes,
+              tftp: this.netboot.tftp?.sentBytes ?? 0,
               http: this.netboot.http.sent.totals(),
               tracker: this.tracker?.sent.totals().total ?? 0,
               seeder: this.library?.seederBytesSent ?? 0,

@@ -43,6 +43,8 @@ export interface NetbootOptions {
   /** Deadlines and connection caps of the HTTP server (default HTTP_LIMITS). */
   httpLimits?: BootHttpOptions['limits'];
   tftpPort?: number;
+  /** Serve TFTP (default true). Off: UDP 69 stays closed; PXE firmware gets iPXE from another TFTP server. */
+  tftp?: boolean;
   phase1: PhaseOneFiles;
   /** MACs allowed to boot (lower-case colon form); all when absent. */
   allowMacs?: readonly string[];
@@ -63,7 +65,8 @@ export interface NetbootServices {
 
 export class NetbootServer {
   readonly dhcp: DhcpServer;
-  readonly tftp: TftpServer;
+  /** Undefined when TFTP is off (NetbootOptions.tftp). */
+  readonly tftp: TftpServer | undefined;
   readonly http: BootHttpServer;
   readonly policy: ServerBootPolicy;
   private readonly log: Logger;
@@ -99,10 +102,13 @@ export class NetbootServer {
     // Debian's ipxe.efi is a symlink into /boot, which a folder served with
     // confinement would refuse: serve the iPXE builds by exact name instead.
     const ipxe = Object.fromEntries(IPXE_FILES.map((f) => [f, join(this.ipxeDir, f)]));
-    this.tftp = new TftpServer(
-      { host: '0.0.0.0', port: options.tftpPort ?? 69 },
-      { logger: this.log.child('tftp'), files: new FixedFileProvider(ipxe) },
-    );
+    this.tftp =
+      options.tftp === false
+        ? undefined
+        : new TftpServer(
+            { host: '0.0.0.0', port: options.tftpPort ?? 69 },
+            { logger: this.log.child('tftp'), files: new FixedFileProvider(ipxe) },
+          );
     this.http = new BootHttpServer(
       {
         host: '0.0.0.0',
@@ -155,7 +161,7 @@ export class NetbootServer {
     await this.checkFiles();
     try {
       await this.http.listen();
-      await this.tftp.listen();
+      await this.tftp?.listen();
       if (this.options.dhcp.mode !== 'off') await this.dhcp.listen();
     } catch (err) {
       await this.close();
@@ -165,10 +171,11 @@ export class NetbootServer {
       interface: this.options.interface,
       server: this.options.serverIp,
       dhcp: this.options.dhcp.mode,
+      tftp: this.tftp ? 'on' : 'off',
     });
   }
 
   async close(): Promise<void> {
-    await Promise.allSettled([this.dhcp.close(), this.tftp.close(), this.http.close()]);
+    await Promise.allSettled([this.dhcp.close(), this.tftp?.close(), this.http.close()]);
   }
 }

@@ -146,15 +146,8 @@ export async function fetchMetadata(
         conn.destroy();
         return;
       }
-      const tiers = magnet.trackers.map((t) => [t]);
-      const torrent = encode({
-        announce: tiers[0]?.[0],
-        'announce-list': tiers.length > 1 ? tiers : undefined,
-        info: new RawBencode(info),
-        'url-list': magnet.webSeeds.length > 0 ? [...magnet.webSeeds] : undefined,
-      });
       try {
-        finish(undefined, parseTorrent(torrent, `metadata of ${magnet.infoHashHex}`));
+        finish(undefined, torrentOf(magnet, info));
       } catch (err) {
         finish(err as Error);
       }
@@ -268,4 +261,16 @@ function askForMetadata(
     pieces[m.piece] = Buffer.from(m.data);
     if (++received === pieces.length) ask.onCopy(pieces as Buffer[]);
   });
+}
+
+/** The torrent a magnet and its verified info dictionary make (its trackers one per tier, its web seeds). */
+function torrentOf(magnet: Magnet, info: Buffer): Metainfo {
+  const tiers = magnet.trackers.map((t) => [t]);
+  const torrent = encode({
+    announce: tiers[0]?.[0],
+    'announce-list': tiers.length > 1 ? tiers : undefined,
+    info: new RawBencode(info),
+    'url-list': magnet.webSeeds.length > 0 ? [...magnet.webSeeds] : undefined,
+  });
+  return parseTorrent(torrent, `metadata of ${magnet.infoHashHex}`);
 }

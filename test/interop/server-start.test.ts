@@ -7,7 +7,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { existsSync, mkdirSync, readFileSync, utimesSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, readFileSync, statSync, utimesSync, writeFileSync } from 'node:fs';
 import { request as httpRequest } from 'node:http';
 import { connect } from 'node:net';
 import { join } from 'node:path';
@@ -340,4 +340,69 @@ test('init: the environment it writes starts as written and offers its example O
   );
   await lab.stop(server, 10_000);
   assert.equal(server.child.exitCode, 0, server.output());
+});
+
+test('server.tftp false leaves UDP 69 closed, log_level error prints no info lines, and start runs unprivileged on high ports', async (t) => {
+  const dir = tempDir(t);
+  // The unprivileged user must reach the environment (and write its state folder) and phase 1.
+  chmodSync(dir, 0o711);
+  const srv = '10.84.255.2';
+  const envDir = join(dir, 'env');
+  env(envDir);
+  writeFileSync(
+    join(envDir, 'Boottorrent.yaml'),
+    readFileSync(join(envDir, 'Boottorrent.yaml'), 'utf8')
+      .replace(`  address: ${SRV}`, `  tftp: false\n  http_port: 8080\n  address: ${srv}`)
+      .replace('dhcp:', 'log_level: error\ntracker:\n  port: 16969\ndhcp:'),
+  );
+  const phase1 = join(dir, 'phase1');
+  mkdirSync(phase1);
+  writeFileSync(join(phase1, 'vmlinuz'), 'k');
+  writeFileSync(join(phase1, 'initrd.img'), 'i');
+  execFileSync('chown', ['-R', 'nobody:nogroup', envDir, phase1]);
+  const lab = removedWithTest(t, new NetLab('unpriv', '10.84.0.1/24'));
+  lab.linkToHost('10.84.255.1/30', `${srv}/30`);
+  const inLab = (cmd: string, ...args: string[]) =>
+    execFileSync('ip', ['netns', 'exec', lab.ns, cmd, ...args], { encoding: 'utf8' });
+  // validate accepts it as written (it throws with the problems otherwise).
+  inLab(process.execPath, BIN, 'validate', '--env', envDir);
+  const server = lab.spawn('setpriv', [
+    '--reuid=nobody',
+    '--regid=nogroup',
+    '--clear-groups',
+    '--inh-caps=-all',
+    process.execPath,
+    BIN,
+    'start',
+    '--env',
+    envDir,
+    '--phase1',
+    phase1,
+    '--dashboard',
+    `${srv}:8480`,
+  ]);
+  await waitForOutput(server, /Ctrl-C stops/, 60_000, 'start as nobody');
+  // setpriv execs node in place: the process the lab started is the server, as nobody.
+  const owner = execFileSync('ps', ['-o', 'user=', '-p', String(server.child.pid)], { encoding: 'utf8' });
+  assert.equal(owner.trim(), 'nobody');
+  const sockets = inLab('ss', '-H', '-uln');
+  assert.doesNotMatch(sockets, /:69\s/, `UDP 69 must stay closed with server.tftp false:\n${sockets}`);
+  assert.match(inLab('ss', '-H', '-tln'), /:8080\s/, 'the boot HTTP server on its high port');
+  // Work that logs at info level when asked to: a boot config and a script.
+  const cfg = await fetch(`http://${srv}:8080/api/v1/boot/${MAC}`);
+  assert.equal(cfg.status, 200);
+  assert.equal((await fetch(`http://${srv}:8080/boot.ipxe?mac=${MAC}`)).status, 200);
+  await lab.stop(server, 10_000);
+  assert.equal(server.child.exitCode, 0, server.output());
+  const logLines = server
+    .output()
+    .split('\n')
+    .filter((l) => /^\d{4}-\d\d-\d\dT[\d:.]+Z /.test(l));
+  assert.deepEqual(
+    logLines.filter((l) => !/Z error: /.test(l)),
+    [],
+    'log_level error: no debug, info or warn lines',
+  );
+  const stateOwner = statSync(join(envDir, '.boottorrent')).uid;
+  assert.equal(stateOwner, 65534, 'state written by the unprivileged user');
 });

@@ -221,3 +221,15 @@ test('torrent create interrupted by SIGINT leaves no output file', async (t) => 
   assert.equal(existsSync(join(dir, 'big.torrent')), false);
   assert.deepEqual(readdirSync(dir), ['big.bin']);
 });
+
+test('version and --version print the version from package.json', async () => {
+  const pkg = JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as {
+    version: string;
+  };
+  for (const args of [['version'], ['--version']]) {
+    const r = await runCli(args);
+    assert.equal(r.code, 0, args.join(' '));
+    assert.equal(r.stdout, `boottorrent ${pkg.version}\n`);
+    assert.equal(r.stderr, '');
+  }
+});
