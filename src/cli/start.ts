@@ -5,7 +5,7 @@ import { isIP } from 'node:net';
 import { BootServer } from '../server/app.js';
 import { parseCidr } from '../server/requester.js';
 import { Dashboard } from '../dashboard/dashboard.js';
-import { loadEnvironment } from '../env/load.js';
+import { formatProblem, loadEnvironment } from '../env/load.js';
 import { buildPhase1, defaultCacheDir, type Phase1Flavor } from '../phase1/build.js';
 import { streamLogger } from '../util/logger.js';
 import {
@@ -114,6 +114,7 @@ export async function run(argv: string[], io: Io): Promise<number> {
   const env = await loadEnvironment(envDir);
   // log_level (v0: aria2.console_log_level) sets the level; -v raises it to debug.
   const logger = streamLogger(io.stderr, { level: values.verbose ? 'debug' : env.logLevel });
+  for (const w of env.warnings) io.stderr.write(`warning: ${formatProblem(w)}\n`);
   // Phase 1 next: the environment decides the flavor.
   let phase1Dir = values.phase1;
   if (phase1Dir === undefined) {

@@ -34,7 +34,9 @@ export async function run(argv: string[], io: Io): Promise<number> {
   if (positionals.length > 0)
     throw new UsageError(`unexpected argument '${positionals[0]}' (use --env DIR)`, HELP);
   const dir = values.env ?? '.';
-  const { env, problems } = await inspectEnvironment(dir, { machineChecks: !values['no-machine-checks'] });
+  const { env, problems, warnings } = await inspectEnvironment(dir, {
+    machineChecks: !values['no-machine-checks'],
+  });
   if (values.json) {
     const summary = env && {
       oss: env.oss.map((o) => ({ id: o.id, name: o.name, method: o.method })),
@@ -45,10 +47,12 @@ export async function run(argv: string[], io: Io): Promise<number> {
       sourceVersion: env.sourceVersion,
     };
     io.stdout.write(
-      `${JSON.stringify({ ok: Boolean(env), environment: dir, problems, ...(summary ? { summary } : {}) })}\n`,
+      `${JSON.stringify({ ok: Boolean(env), environment: dir, problems, warnings, ...(summary ? { summary } : {}) })}\n`,
     );
     return env ? EXIT_OK : EXIT_USER;
   }
+  // Warnings first: what a version 0 file says that is ignored or read differently.
+  for (const w of warnings) io.stderr.write(`warning: ${formatProblem(w)}\n`);
   if (!env) {
     for (const p of problems) io.stderr.write(`${formatProblem(p)}\n`);
     io.stderr.write(`${problems.length} problem${problems.length === 1 ? '' : 's'} in ${dir}\n`);
@@ -59,7 +63,8 @@ export async function run(argv: string[], io: Io): Promise<number> {
   const where = env.server.interface ?? env.server.address;
   io.stdout.write(
     `ok: ${n} operating system${n === 1 ? '' : 's'}, default ${env.boot.defaultOs ?? '(none: menu waits)'}, ` +
-      `${dhcp} on ${where}${env.sourceVersion === 0 ? ' (version 0 format, read as version 1)' : ''}\n`,
+      `${dhcp} on ${where}${env.sourceVersion === 0 ? ' (version 0 format, read as version 1)' : ''}` +
+      `${warnings.length > 0 ? `; ${warnings.length} warning${warnings.length === 1 ? '' : 's'} above` : ''}\n`,
   );
   return EXIT_OK;
 }

@@ -29,6 +29,8 @@ export interface Inspection {
   /** The environment, or null when there is any problem. */
   readonly env: Environment | null;
   readonly problems: readonly Problem[];
+  /** What was accepted but ignored or changed (version 0 files: unknown fields, quoted numbers). */
+  readonly warnings: readonly Problem[];
 }
 
 /** Every problem of the environment in `envDir` (empty when it is fine). */
@@ -351,9 +353,10 @@ export async function inspectEnvironment(envDir: string, opts: ValidateOptions =
         ? `rename ${other} to ${ENV_FILE} (the name is case-sensitive)`
         : `run \`boottorrent init ${envDir}\`, or point --env at an environment folder`,
     });
-    return { env: null, problems };
+    return { env: null, problems, warnings: [] };
   }
 
+  const warnings: Problem[] = [];
   let draft: Draft | null = null;
   let checked: Checked | null = null;
   const mainText = readText(mainFile, join(dir, ENV_FILE), problems);
@@ -392,8 +395,11 @@ export async function inspectEnvironment(envDir: string, opts: ValidateOptions =
         fix: 'write `version: 1` and the fields (`boottorrent init` writes a documented example)',
       });
     } else if (parsed) {
-      checked = checkDocument(parsed.root, loadSchema(name), parsed.lines);
+      checked = checkDocument(parsed.root, loadSchema(name), parsed.lines, '', {
+        lenient: name === 'boottorrent.v0',
+      });
       problems.push(...checked.problems.map((p) => ({ file: mainFile, ...p })));
+      warnings.push(...checked.warnings.map((p) => ({ file: mainFile, ...p })));
       const found = checked.problems;
       const bad = (field: string) => found.some((p) => p.field === field);
       draft = name === 'boottorrent.v0' ? mapV0(obj(checked.value), bad) : mapV1(obj(checked.value), bad);
@@ -423,7 +429,7 @@ export async function inspectEnvironment(envDir: string, opts: ValidateOptions =
       .sort();
     const byName = new Map<string, { file: string }>();
     for (const id of names) {
-      const entry = loadOs(envDir, dir, id, problems);
+      const entry = loadOs(envDir, dir, id, problems, warnings);
       if (!entry) continue;
       const prev = byName.get(entry.os.name);
       if (prev) {
@@ -597,11 +603,11 @@ export async function inspectEnvironment(envDir: string, opts: ValidateOptions =
     for (const p of mp) problems.push(at(p.field, p.message, p.fix));
   }
 
-  if (problems.length > 0 || !draft) return { env: null, problems };
-  return { env: freeze(build(dir, draft, oss)), problems };
+  if (problems.length > 0 || !draft) return { env: null, problems, warnings };
+  return { env: freeze(build(dir, draft, oss, warnings)), problems, warnings };
 }
 
-function build(dir: string, d: Draft, oss: OsEntry[]): Environment {
+function build(dir: string, d: Draft, oss: OsEntry[], warnings: Problem[]): Environment {
   let range: Environment['dhcp']['range'] = null;
   if (d.range !== undefined && d.dhcpMode === 'full') {
     const [first, last] = d.range.split('-').map((s) => s.trim()) as [string, string];
@@ -619,6 +625,7 @@ function build(dir: string, d: Draft, oss: OsEntry[]): Environment {
   return {
     dir,
     sourceVersion: d.version,
+    warnings: [...warnings],
     server: {
       interface: d.interface,
       address: d.address!,
@@ -666,7 +673,13 @@ interface LoadedOs {
 }
 
 /** Reads oss/<id>/config.yaml (v0 or v1, told apart by its keys) and checks its files. */
-function loadOs(envDir: string, dir: string, id: string, problems: Problem[]): LoadedOs | null {
+function loadOs(
+  envDir: string,
+  dir: string,
+  id: string,
+  problems: Problem[],
+  warnings: Problem[],
+): LoadedOs | null {
   const osDir = join(dir, 'oss', id);
   const file = join(envDir, 'oss', id, OS_CONFIG);
   if (!existsSync(join(osDir, OS_CONFIG))) {
@@ -696,8 +709,11 @@ function loadOs(envDir: string, dir: string, id: string, problems: Problem[]): L
   const v0 = hasKey(parsed.root, 'dispname') || method === 'bin-qemu-x86_64';
   if (v0) parsed = parseYaml(file, text, problems, '1.1');
   if (!parsed) return null;
-  const checked = checkDocument(parsed.root, loadSchema(v0 ? 'os.v0' : 'os.v1'), parsed.lines);
+  const checked = checkDocument(parsed.root, loadSchema(v0 ? 'os.v0' : 'os.v1'), parsed.lines, '', {
+    lenient: v0,
+  });
   problems.push(...checked.problems.map((p) => ({ file, ...p })));
+  warnings.push(...checked.warnings.map((p) => ({ file, ...p })));
   const v = obj(checked.value);
   const at = (field: string, message: string, fix: string) => {
     const pos = checked.positions.get(field);

@@ -100,6 +100,8 @@ export interface Checked {
   /** The plain value with every invalid part left out (undefined where the whole is invalid). */
   readonly value: unknown;
   readonly problems: NodeProblem[];
+  /** What lenient mode accepted and left out or changed (unknown fields, quoted numbers). */
+  readonly warnings: NodeProblem[];
   /** Position of each field's value, by dotted path, for later cross-checks. */
   readonly positions: ReadonlyMap<string, { line: number; column: number }>;
 }
@@ -114,13 +116,24 @@ const RENAMES: Readonly<Record<string, string>> = {
 
 const IPV4 = /^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}$/;
 
+export interface CheckOptions {
+  /**
+   * The older tool's files (version 0), as it accepted them: an unknown
+   * field is ignored and a quoted number read as a number, each with a
+   * warning instead of a problem. Version 1 stays strict.
+   */
+  readonly lenient?: boolean;
+}
+
 export function checkDocument(
   root: Node | null,
   schema: JsonSchema,
   lines: LineCounter,
   field = '',
+  opts: CheckOptions = {},
 ): Checked {
   const problems: NodeProblem[] = [];
+  const warnings: NodeProblem[] = [];
   const positions = new Map<string, { line: number; column: number }>();
   const posOf = (node: Node | null | undefined): { line: number; column: number } | undefined => {
     const start = node?.range?.[0];
@@ -167,7 +180,28 @@ export function checkDocument(
 
     const actual = nodeType(node);
     const types = s.type === undefined ? undefined : typeof s.type === 'string' ? [s.type] : s.type;
-    if (types && !types.some((t) => t === actual || (t === 'number' && actual === 'integer'))) {
+    // Lenient (version 0): `port: "10001"` is the number PyYAML's users meant.
+    let coerced: number | undefined;
+    if (opts.lenient && actual === 'string' && isScalar(node) && types) {
+      const text = String(node.value).trim();
+      const fits =
+        (types.includes('integer') && /^-?\d+$/.test(text)) ||
+        (types.includes('number') && /^-?\d+(\.\d+)?$/.test(text));
+      if (fits) {
+        coerced = Number(text);
+        warnings.push({
+          ...(pos ?? posOf(parent)),
+          field: path || '(document)',
+          message: `quoted number ${JSON.stringify(node.value)} read as ${coerced}`,
+          fix: `write ${coerced} without quotes`,
+        });
+      }
+    }
+    if (
+      coerced === undefined &&
+      types &&
+      !types.some((t) => t === actual || (t === 'number' && actual === 'integer'))
+    ) {
       const want = describeType(s);
       report(`must be ${want}, not ${describeNode(node)}`, `write ${want}`);
       return INVALID;
@@ -190,6 +224,14 @@ export function checkDocument(
           if (kp) positions.set(`${sub}#key`, kp);
           const v = walk(pair.value, extra, sub, keyNode, into);
           if (v !== INVALID) obj[key] = v;
+        } else if (extra === false && opts.lenient) {
+          const kp = posOf(keyNode);
+          warnings.push({
+            ...kp,
+            field: sub,
+            message: `unknown field '${key}'${path ? ` in ${path}` : ''} is ignored (BootTorrent does not use it)`,
+            fix: `remove it to silence this warning; read here: ${known.join(', ')}`,
+          });
         } else if (extra === false) {
           const guess = suggest(key, known);
           const kp = posOf(keyNode);
@@ -232,7 +274,7 @@ export function checkDocument(
       return arr;
     }
 
-    const value: unknown = isScalar(node) ? node.value : null;
+    const value: unknown = coerced ?? (isScalar(node) ? node.value : null);
     if (s.const !== undefined && value !== s.const) {
       report(
         `must be ${JSON.stringify(s.const)}, not ${describeNode(node)}`,
@@ -276,7 +318,7 @@ export function checkDocument(
   }
 
   const value = walk(root, schema, field, null, problems);
-  return { value: value === INVALID ? undefined : value, problems, positions };
+  return { value: value === INVALID ? undefined : value, problems, warnings, positions };
 }
 
 /** Does the partial object satisfy an `if` made of `properties: {k: {const}}`? */

@@ -66,6 +66,8 @@ export interface Environment {
   readonly dir: string;
   /** Format of Boottorrent.yaml as written (0 = the older Python tool's). */
   readonly sourceVersion: 0 | 1;
+  /** Settings accepted but ignored or changed (version 0: unknown fields, quoted numbers); shown by validate and start. */
+  readonly warnings: readonly Problem[];
   readonly server: {
     /** Lab-facing interface; null means "the one that holds `address`". */
     readonly interface: string | null;

@@ -406,3 +406,72 @@ test('server.tftp false leaves UDP 69 closed, log_level error prints no info lin
   const stateOwner = statSync(join(envDir, '.boottorrent')).uid;
   assert.equal(stateOwner, 65534, 'state written by the unprivileged user');
 });
+
+test("a version 0 environment as the older tool's examples wrote it (settings it ignores, a quoted port) starts, with a warning line for each", async (t) => {
+  const dir = tempDir(t);
+  const srv = '10.85.255.2';
+  const envDir = join(dir, 'env');
+  mkdirSync(join(envDir, 'oss', 'linuxos'), { recursive: true });
+  writeFileSync(
+    join(envDir, 'Boottorrent.yaml'),
+    [
+      'boottorrent:',
+      '    version: 0',
+      '    timeout: 30',
+      '    default_os: linuxos',
+      '    seed_time: 30',
+      `    host_ip: ${srv}`,
+      'dnsmasq:',
+      '    enable_dhcp: False',
+      '    interface: uplink',
+      '    bind_interfaces: True',
+      '    enable_tftp: False',
+      'opentracker:',
+      '    enable: True',
+      '    port: "10001"',
+      'aria2:',
+      '    bt_enable_lpd: False',
+      '    enable_peer_exchange: True',
+      '    enable_dht: False',
+      '    check_integrity: True',
+      '    console_log_level: notice',
+      '',
+    ].join('\n'),
+  );
+  writeFileSync(
+    join(envDir, 'oss', 'linuxos', 'config.yaml'),
+    'dispname: TestOS\nmethod: kexec\nkernel: vmlinuz\ninitrd: initramfs.img\ncmdline: "break"\n',
+  );
+  writeFileSync(join(envDir, 'oss', 'linuxos', 'vmlinuz'), pseudoRandomBytes(1 << 20, 4));
+  writeFileSync(join(envDir, 'oss', 'linuxos', 'initramfs.img'), pseudoRandomBytes(1 << 20, 5));
+  const phase1 = join(dir, 'phase1');
+  mkdirSync(phase1);
+  writeFileSync(join(phase1, 'vmlinuz'), 'k');
+  writeFileSync(join(phase1, 'initrd.img'), 'i');
+  const lab = removedWithTest(t, new NetLab('v0', '10.85.0.1/24'));
+  lab.linkToHost('10.85.255.1/30', `${srv}/30`);
+  const server = lab.spawn(process.execPath, [BIN, 'start', '--env', envDir, '--phase1', phase1]);
+  await waitForOutput(server, /Ctrl-C stops/, 60_000, 'start (version 0)');
+  const out = server.output();
+  assert.match(
+    out,
+    /^warning: \S+Boottorrent\.yaml:14:11: opentracker\.port: quoted number "10001" read as 10001/m,
+  );
+  assert.match(
+    out,
+    /^warning: \S+Boottorrent\.yaml:18:5: aria2\.enable_dht: unknown field 'enable_dht' in aria2 is ignored/m,
+  );
+  assert.match(out, /^warning: \S+Boottorrent\.yaml:19:5: aria2\.check_integrity: unknown field/m);
+  const cfg = parseBootConfig(await (await fetch(`http://${srv}/api/v1/boot/52:54:00:85:00:01`)).text());
+  assert.deepEqual(
+    cfg.oss.map((o) => o.id),
+    ['linuxos'],
+  );
+  // The quoted port is the tracker's port.
+  assert.match(
+    execFileSync('ip', ['netns', 'exec', lab.ns, 'ss', '-H', '-uln'], { encoding: 'utf8' }),
+    /:10001\s/,
+  );
+  await lab.stop(server, 10_000);
+  assert.equal(server.child.exitCode, 0, server.output());
+});

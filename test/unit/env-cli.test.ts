@@ -2,7 +2,7 @@
 // codes 0/1/2, problems as file:line:col lines, never a stack trace.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { runCli } from '../helpers/cli.js';
 import { tempDir } from '../helpers/tmp.js';
@@ -83,4 +83,53 @@ test('init writes an environment that validate accepts; a second init refuses', 
   assert.match(again.stderr, /not empty/);
   const usage = await runCli(['init']);
   assert.equal(usage.code, 2);
+});
+
+test('validate: a version 0 file with settings BootTorrent ignores exits 0 with a warning line each (text and --json)', async (t) => {
+  const dir = tempDir(t);
+  writeFileSync(
+    join(dir, 'Boottorrent.yaml'),
+    `boottorrent:
+    version: 0
+    timeout: 30
+    default_os: linuxos
+    host_ip: 127.0.0.1
+dnsmasq:
+    enable_dhcp: False
+    interface: lo
+opentracker:
+    enable: True
+    port: "10001"
+aria2:
+    enable_dht: False
+`,
+  );
+  mkdirSync(join(dir, 'oss', 'linuxos'), { recursive: true });
+  writeFileSync(
+    join(dir, 'oss', 'linuxos', 'config.yaml'),
+    'dispname: TestOS\nmethod: kexec\nkernel: vmlinuz\n',
+  );
+  writeFileSync(join(dir, 'oss', 'linuxos', 'vmlinuz'), 'k');
+  const r = await runCli(['validate', '--env', dir, '--no-machine-checks']);
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(
+    r.stderr,
+    /^warning: \S+Boottorrent\.yaml:11:11: opentracker\.port: quoted number "10001" read as 10001 \(fix: write 10001 without quotes\)$/m,
+  );
+  assert.match(
+    r.stderr,
+    /^warning: \S+Boottorrent\.yaml:13:5: aria2\.enable_dht: unknown field 'enable_dht' in aria2 is ignored/m,
+  );
+  assert.match(
+    r.stdout,
+    /^ok: 1 operating system, default linuxos, DHCP off on lo \(version 0 format, read as version 1\); 2 warnings above\n$/,
+  );
+  const j = await runCli(['validate', '--env', dir, '--no-machine-checks', '--json']);
+  assert.equal(j.code, 0, j.stderr);
+  const out = JSON.parse(j.stdout) as { ok: boolean; warnings: { field: string }[] };
+  assert.equal(out.ok, true);
+  assert.deepEqual(
+    out.warnings.map((w) => w.field),
+    ['opentracker.port', 'aria2.enable_dht'],
+  );
 });

@@ -324,3 +324,41 @@ test('schema files use only keywords the loader understands (one source of truth
   for (const f of names) walk(JSON.parse(readFileSync(join(SCHEMA_DIR, f), 'utf8')), f, false);
   assert.deepEqual(bad, []);
 });
+
+test('v0 as the older tool accepted it: unknown keys and quoted numbers load with a warning each naming file, line and field; v1 stays strict', async (t) => {
+  const yaml = V0_FILES['Boottorrent.yaml']!.replace('    port: 10001', '    port: "10001"')
+    .replace('    seed_time: 30', "    seed_time: '45'")
+    .replace(
+      '    console_log_level: error',
+      '    console_log_level: error\n    enable_dht: False\n    check_integrity: True\n    seed_ratio: 0.0',
+    );
+  const dir = writeEnv(t, {
+    ...V0_FILES,
+    'Boottorrent.yaml': yaml,
+    'oss/hello/config.yaml': 'dispname: Hello\nmethod: bin\nbin: hello\nbinargs: ""\nicon: hello.png\n',
+  });
+  const { env, problems, warnings } = await inspectEnvironment(dir, NO_MACHINE);
+  assert.deepEqual(problems, []);
+  assert.ok(env);
+  assert.equal(env.tracker.port, 10001, 'the quoted port read as a number');
+  assert.equal(env.boot.seedTime, 45);
+  assert.deepEqual(env.warnings, warnings);
+  const lines = warnings.map((w) => `${w.file.slice(dir.length + 1)}:${w.line}: ${w.field}: ${w.message}`);
+  assert.deepEqual(lines, [
+    'Boottorrent.yaml:5: boottorrent.seed_time: quoted number "45" read as 45',
+    'Boottorrent.yaml:16: opentracker.port: quoted number "10001" read as 10001',
+    "Boottorrent.yaml:21: aria2.enable_dht: unknown field 'enable_dht' in aria2 is ignored (BootTorrent does not use it)",
+    "Boottorrent.yaml:22: aria2.check_integrity: unknown field 'check_integrity' in aria2 is ignored (BootTorrent does not use it)",
+    "Boottorrent.yaml:23: aria2.seed_ratio: unknown field 'seed_ratio' in aria2 is ignored (BootTorrent does not use it)",
+    "oss/hello/config.yaml:5: icon: unknown field 'icon' is ignored (BootTorrent does not use it)",
+  ]);
+  for (const w of warnings) assert.match(w.fix, /\S/);
+
+  // Version 1: the same mistakes are problems, not warnings.
+  const strict = v1Env(t, `${BASE_V1}tracker:\n  port: "10001"\n  enable_dht: false\n`);
+  const v1 = await inspectEnvironment(strict, NO_MACHINE);
+  assert.equal(v1.env, null);
+  assert.deepEqual(v1.warnings, []);
+  assert.ok(v1.problems.some((p) => p.field === 'tracker.port' && /must be/.test(p.message)));
+  assert.ok(v1.problems.some((p) => p.field === 'tracker.enable_dht' && /unknown field/.test(p.message)));
+});
