@@ -116,6 +116,8 @@ export interface DhcpServerEvents {
   lease: [Lease];
   /** A client was sent boot information (either mode). */
   boot: [{ mac: string; decision: BootDecision; client: ClientInfo }];
+  /** A PXE, HTTP Boot or iPXE client the policy offered no boot (an architecture not served, or a MAC not allowed). */
+  'no-boot': [{ mac: string; client: ClientInfo }];
   /** A socket failed after listen(): the server no longer serves (its owner stops). */
   listenerError: [Error];
 }
@@ -621,6 +623,7 @@ export class DhcpServer extends EventEmitter<DhcpServerEvents> {
     });
     if (!decision) {
       this.#log.debug('boot policy offers no boot to this client', { mac: info.mac, arch: info.arch });
+      this.emit('no-boot', { mac: info.mac, client: info });
       return undefined;
     }
     this.emit('boot', { mac: info.mac, decision, client: info });

@@ -397,6 +397,15 @@ export class BootServer {
     this.netboot.dhcp.on('boot', (b) =>
       this.store.dhcp(b.mac, { firmware: b.client.ipxe ? 'ipxe' : b.client.arch }),
     );
+    // A firmware we cannot serve (ARM64 or 32-bit UEFI, ...): a row and a log line that say so.
+    const netboot = this.netboot;
+    netboot.dhcp.on('no-boot', ({ mac, client }) => {
+      const why = netboot.policy.unservedArch(
+        { mac, arch: client.arch, ipxe: client.ipxe },
+        client.archCodes,
+      );
+      if (why) this.store.unserved(mac, client.arch, why);
+    });
     await this.netboot.listen();
   }
 

@@ -8,7 +8,7 @@
  * The boot chain DefaultBootPolicy implements:
  *   BIOS PXE ROM          -> TFTP undionly.kpxe   (iPXE using the ROM's UNDI driver)
  *   UEFI x64 PXE          -> TFTP ipxe.efi        (or snponly.efi: iPXE on the firmware's SNP driver)
- *   UEFI arm64 PXE        -> TFTP ipxe-arm64.efi  (configurable)
+ *   UEFI arm64 PXE        -> TFTP ipxe-arm64.efi  (only when that file is in the iPXE folder)
  *   UEFI HTTP Boot        -> http://server/<loader> (DHCP echoes vendor class "HTTPClient")
  *   iPXE (any arch)       -> http://server/boot.ipxe?mac=${mac}
  * The last rule is what breaks the chainload loop: iPXE loaded over TFTP
@@ -41,7 +41,7 @@ export interface DefaultBootPolicyOptions {
   uefiLoader?: 'ipxe.efi' | 'snponly.efi';
   /** TFTP file for BIOS PXE ROMs (default undionly.kpxe). */
   biosFile?: string;
-  /** TFTP file for UEFI arm64 (default ipxe-arm64.efi). */
+  /** TFTP file for UEFI arm64; default none (Debian's ipxe package has no arm64 build: such clients get no boot offer). */
   arm64File?: string;
   /** TFTP file for 32-bit UEFI; default none (such clients get no boot offer). */
   ia32File?: string;
@@ -51,14 +51,16 @@ export interface DefaultBootPolicyOptions {
 
 /** The architecture rule alone (no allow-list): ServerBootPolicy asks it once a MAC may boot. */
 export class DefaultBootPolicy implements FirmwareChain {
-  readonly #o: Required<Omit<DefaultBootPolicyOptions, 'ia32File'>> & { ia32File?: string };
+  readonly #o: Required<Omit<DefaultBootPolicyOptions, 'ia32File' | 'arm64File'>> & {
+    ia32File?: string;
+    arm64File?: string;
+  };
 
   constructor(options: DefaultBootPolicyOptions) {
     this.#o = {
       httpPort: 80,
       uefiLoader: 'ipxe.efi',
       biosFile: 'undionly.kpxe',
-      arm64File: 'ipxe-arm64.efi',
       scriptPath: '/boot.ipxe',
       ...options,
     };
@@ -80,15 +82,34 @@ export class DefaultBootPolicy implements FirmwareChain {
       case 'uefi-x64':
         return tftp(o.uefiLoader);
       case 'uefi-arm64':
-        return tftp(o.arm64File);
+        return o.arm64File ? tftp(o.arm64File) : undefined;
       case 'uefi-x64-http':
         return { kind: 'http', url: this.httpUrl(o.uefiLoader) };
       case 'uefi-arm64-http':
-        return { kind: 'http', url: this.httpUrl(o.arm64File) };
+        return o.arm64File ? { kind: 'http', url: this.httpUrl(o.arm64File) } : undefined;
       case 'uefi-ia32':
         return o.ia32File ? tftp(o.ia32File) : undefined;
       case 'unknown':
         return undefined;
+    }
+  }
+
+  /**
+   * Why a firmware client gets no boot offer, when the reason is its
+   * architecture (undefined when bootFor offers it one). `codes` are its
+   * DHCP option 93 values, named in the reason.
+   */
+  unservedArch(client: BootClient, codes: readonly number[] = []): string | undefined {
+    if (this.bootFor(client)) return undefined;
+    const code = codes.length > 0 ? ` (client architecture ${codes.join(',')})` : '';
+    switch (client.arch) {
+      case 'uefi-arm64':
+      case 'uefi-arm64-http':
+        return `architecture not served: ARM64 UEFI${code}; the iPXE folder has no ARM64 build (ipxe-arm64.efi)`;
+      case 'uefi-ia32':
+        return `architecture not served: 32-bit UEFI${code}; the iPXE folder has no 32-bit UEFI build`;
+      default:
+        return `architecture not served: unknown firmware${code}; BootTorrent serves BIOS and x64 UEFI (PXE and HTTP Boot)`;
     }
   }
 }
@@ -163,6 +184,11 @@ export class ServerBootPolicy implements BootPolicy {
 
   bootFor(client: BootClient): BootDecision | undefined {
     return this.#allowed(client.mac) ? this.#chain.bootFor(client) : undefined;
+  }
+
+  /** Why an allowed firmware client gets no boot offer (DefaultBootPolicy.unservedArch); undefined for a MAC not allowed. */
+  unservedArch(client: BootClient, codes: readonly number[] = []): string | undefined {
+    return this.#allowed(client.mac) ? this.#chain.unservedArch(client, codes) : undefined;
   }
 
   phaseOneFor(mac: string): PhaseOneImage | BootRefusal {

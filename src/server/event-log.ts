@@ -43,7 +43,10 @@ export function logClientEvents(store: ClientStore, log: Logger): void {
         log.info(`${who} runs its OS`, { os: c.os ?? '?' });
         break;
       case 'failed':
-        log.warn(`${who} failed`, { error: c.error ?? 'no reason given' });
+        // Straight after DHCP it is the firmware's (an architecture not
+        // served): anyone can send those by the thousand, so budgeted.
+        if (previous === 'dhcp') dhcpLines.warn(`${who} failed`, { error: c.error ?? 'no reason given' });
+        else log.warn(`${who} failed`, { error: c.error ?? 'no reason given' });
         break;
       default:
         log.debug(`${who} ${c.stage}`);

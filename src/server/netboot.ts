@@ -5,6 +5,7 @@
  * that fails closes the rest (STYLE.md lesson 4).
  */
 import { access } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { BootTorrentError } from '../errors.js';
@@ -18,7 +19,14 @@ import { ServerBootPolicy, type ServerBootPolicyServices } from './boot-policy.j
 
 export const DEBIAN_IPXE_DIR = '/usr/lib/ipxe';
 /** The iPXE builds firmware may ask for; served by exact name only. */
-export const IPXE_FILES = ['undionly.kpxe', 'ipxe.efi', 'snponly.efi', 'ipxe.pxe', 'undionly.kkpxe'] as const;
+export const IPXE_FILES = [
+  'undionly.kpxe',
+  'ipxe.efi',
+  'snponly.efi',
+  'ipxe.pxe',
+  'undionly.kkpxe',
+  'ipxe-arm64.efi',
+] as const;
 
 export interface PhaseOneFiles {
   /** Folder served at /phase1/. */
@@ -85,6 +93,8 @@ export class NetbootServer {
         serverIp: options.serverIp,
         httpPort,
         uefiLoader: options.uefiLoader ?? 'ipxe.efi',
+        // Offered to ARM64 UEFI only when the folder has a build for it (Debian's ipxe has none).
+        ...(existsSync(join(this.ipxeDir, 'ipxe-arm64.efi')) ? { arm64File: 'ipxe-arm64.efi' } : {}),
         publicUrl,
         phase1: options.phase1,
         ...(options.allowMacs ? { allowMacs: options.allowMacs } : {}),

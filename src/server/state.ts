@@ -160,6 +160,18 @@ export class ClientStore extends EventEmitter<ClientStoreEvents> {
     });
   }
 
+  /**
+   * Firmware asked to boot but its architecture is not served: the client
+   * is shown as failed with the reason. Its retries change nothing (one
+   * row, one log line).
+   */
+  unserved(mac: string, arch: string, why: string): void {
+    const c = this.clients.get(mac);
+    if (c && c.stage === 'failed' && c.error === why) return;
+    this.update(mac, 'dhcp', { firmware: arch });
+    this.update(mac, 'failed', { error: why });
+  }
+
   /** iPXE fetched its boot script. */
   ipxe(mac: string, ip: string): void {
     this.update(mac, 'ipxe', { ip });

@@ -87,6 +87,14 @@ export class LineBudget {
   }
 
   info(msg: string, fields?: LogFields): void {
+    this.#line('info', msg, fields);
+  }
+
+  warn(msg: string, fields?: LogFields): void {
+    this.#line('warn', msg, fields);
+  }
+
+  #line(level: 'info' | 'warn', msg: string, fields?: LogFields): void {
     const now = this.#now();
     if (now - this.#windowStart >= this.#windowMs) {
       if (this.#suppressed > 0) {
@@ -101,7 +109,7 @@ export class LineBudget {
     }
     if (this.#used < this.#perWindow) {
       this.#used++;
-      this.#log.info(msg, fields);
+      this.#log[level](msg, fields);
     } else {
       this.#suppressed++;
     }

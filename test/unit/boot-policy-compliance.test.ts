@@ -23,6 +23,8 @@ const implementations: Record<string, () => BootPolicy> = {
       {
         serverIp: '10.0.0.1',
         httpPort: 8080,
+        // As NetbootServer sets it when the iPXE folder has an ARM64 build.
+        arm64File: 'ipxe-arm64.efi',
         publicUrl: 'http://10.0.0.1:8080',
         phase1: { kernel: 'vmlinuz', initrds: ['initrd.img', 'agent.cpio'], cmdline: 'console=ttyS0' },
         allowMacs: [ALLOWED],

@@ -20,16 +20,10 @@ test('DefaultBootPolicy: the boot chain', () => {
     file: 'undionly.kpxe',
   });
   assert.deepEqual(p.bootFor(client('uefi-x64')), { kind: 'tftp', nextServer: '10.0.0.1', file: 'ipxe.efi' });
-  assert.deepEqual(p.bootFor(client('uefi-arm64')), {
-    kind: 'tftp',
-    nextServer: '10.0.0.1',
-    file: 'ipxe-arm64.efi',
-  });
   assert.deepEqual(p.bootFor(client('uefi-x64-http')), { kind: 'http', url: 'http://10.0.0.1/ipxe.efi' });
-  assert.deepEqual(p.bootFor(client('uefi-arm64-http')), {
-    kind: 'http',
-    url: 'http://10.0.0.1/ipxe-arm64.efi',
-  });
+  // No ARM64 build unless one is configured (Debian's ipxe package has none): no file that does not exist.
+  assert.equal(p.bootFor(client('uefi-arm64')), undefined);
+  assert.equal(p.bootFor(client('uefi-arm64-http')), undefined);
   for (const arch of ['bios', 'uefi-x64', 'uefi-arm64'] as const) {
     assert.deepEqual(p.bootFor(client(arch, true)), {
       kind: 'ipxe-script',
@@ -47,6 +41,16 @@ test('DefaultBootPolicy: options', () => {
     uefiLoader: 'snponly.efi',
     biosFile: 'x.kpxe',
     ia32File: 'i.efi',
+    arm64File: 'ipxe-arm64.efi',
+  });
+  assert.deepEqual(p.bootFor(client('uefi-arm64')), {
+    kind: 'tftp',
+    nextServer: '10.0.0.1',
+    file: 'ipxe-arm64.efi',
+  });
+  assert.deepEqual(p.bootFor(client('uefi-arm64-http')), {
+    kind: 'http',
+    url: 'http://10.0.0.1:8080/ipxe-arm64.efi',
   });
   assert.deepEqual(p.bootFor(client('uefi-x64')), {
     kind: 'tftp',
@@ -60,4 +64,31 @@ test('DefaultBootPolicy: options', () => {
   assert.deepEqual(p.bootFor(client('bios')), { kind: 'tftp', nextServer: '10.0.0.1', file: 'x.kpxe' });
   assert.deepEqual(p.bootFor(client('uefi-ia32')), { kind: 'tftp', nextServer: '10.0.0.1', file: 'i.efi' });
   assert.equal(p.bootFor(client('bios', true))?.kind, 'ipxe-script');
+});
+
+test('DefaultBootPolicy: why a firmware client gets no offer names its architecture', () => {
+  const p = new DefaultBootPolicy({ serverIp: '10.0.0.1' });
+  const rows: { arch: BootClient['arch']; codes: number[]; why: RegExp | undefined }[] = [
+    { arch: 'bios', codes: [0], why: undefined },
+    { arch: 'uefi-x64', codes: [7], why: undefined },
+    {
+      arch: 'uefi-arm64',
+      codes: [11],
+      why: /^architecture not served: ARM64 UEFI \(client architecture 11\)/,
+    },
+    { arch: 'uefi-arm64-http', codes: [19], why: /^architecture not served: ARM64 UEFI/ },
+    { arch: 'uefi-ia32', codes: [6], why: /^architecture not served: 32-bit UEFI \(client architecture 6\)/ },
+    {
+      arch: 'unknown',
+      codes: [10],
+      why: /^architecture not served: unknown firmware \(client architecture 10\)/,
+    },
+  ];
+  for (const r of rows) {
+    const why = p.unservedArch(client(r.arch), r.codes);
+    if (r.why) assert.match(why ?? '', r.why, r.arch);
+    else assert.equal(why, undefined, r.arch);
+    // iPXE is always served, whatever its architecture.
+    assert.equal(p.unservedArch(client(r.arch, true), r.codes), undefined);
+  }
 });

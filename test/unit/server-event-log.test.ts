@@ -79,3 +79,29 @@ test('event log: DHCP from made-up MACs by the thousand logs at most a budget of
   const asked = lines.filter((l) => l.msg.includes('asked DHCP')).length;
   assert.ok(asked >= 1 && asked <= 100, `${asked} lines for 1000 made-up clients`);
 });
+
+test('event log: an architecture not served is one warning per client, and a flood of them stays within the budget', () => {
+  const store = new ClientStore();
+  const { logger, lines } = recorder();
+  logClientEvents(store, logger);
+  const why = 'architecture not served: 32-bit UEFI (client architecture 6)';
+  // The firmware retries its DHCP: one row, one line.
+  for (let i = 0; i < 5; i++) store.unserved(MAC, 'uefi-ia32', why);
+  const mine = lines.filter((l) => l.msg === `client ${MAC} failed`);
+  assert.equal(mine.length, 1);
+  assert.equal(mine[0]!.level, 'warn');
+  assert.deepEqual(mine[0]!.fields, { error: why });
+  const row = store.list().find((c) => c.mac === MAC)!;
+  assert.equal(row.stage, 'failed');
+  assert.equal(row.firmware, 'uefi-ia32');
+  assert.equal(row.error, why);
+  // Made-up MACs claiming an architecture we do not serve: bounded like DHCP lines.
+  for (let i = 0; i < 1000; i++)
+    store.unserved(
+      `02:00:00:01:${(i >> 8).toString(16).padStart(2, '0')}:${(i & 255).toString(16).padStart(2, '0')}`,
+      'uefi-ia32',
+      why,
+    );
+  const failed = lines.filter((l) => l.msg.endsWith(' failed')).length;
+  assert.ok(failed <= 100, `${failed} failure lines for 1000 made-up clients`);
+});
