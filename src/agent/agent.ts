@@ -213,7 +213,12 @@ export class Agent {
       this.stage('network');
       try {
         this.lease = await this.guarded(
-          bringUpNetwork({ logger: this.log, say: (l) => this.say(`boottorrent-agent: ${l}`) }),
+          bringUpNetwork({
+            logger: this.log,
+            say: (l) => this.say(`boottorrent-agent: ${l}`),
+            // The NIC the server booted (boottorrent.mac), not whichever NIC leases first.
+            mac: this.args.mac,
+          }),
         );
         this.say(`boottorrent-agent: network up: ${this.lease.nic} ${this.lease.address}`);
         return 'ok';

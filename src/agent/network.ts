@@ -1,5 +1,6 @@
 /**
- * Phase 1's network: every wired NIC up, DHCP on each with busybox udhcpc.
+ * Phase 1's network: the NIC whose MAC the server booted (boottorrent.mac),
+ * or, without one, every wired NIC; DHCP with busybox udhcpc.
  * udhcpc only negotiates; a script applies the lease (address, default
  * route) with `ip`. The agent writes and passes its own rather than rely on
  * the image's default one, so it also works in host mode and in tests.
@@ -74,16 +75,43 @@ export interface Lease {
   readonly address: string;
 }
 
+/** The interface whose hardware address is `mac` (lower-case colon form), if any. */
+export async function interfaceWithMac(mac: string, sysNet = '/sys/class/net'): Promise<string | undefined> {
+  const names = await readdir(sysNet).catch(() => [] as string[]);
+  for (const name of names.sort()) {
+    const address = await readFile(join(sysNet, name, 'address'), 'utf8').catch(() => '');
+    if (address.trim().toLowerCase() === mac) return name;
+  }
+  return undefined;
+}
+
 /**
- * Brings every wired NIC up and runs DHCP on each at once; resolves with the
- * first that has an IPv4 address. Throws BT_ERR_AGENT when none got one.
+ * Brings up the NIC the firmware booted from (`mac`, from boottorrent.mac)
+ * and runs DHCP on it; the other NICs are left alone (another network's
+ * DHCP server must not decide where this machine fetches its OS). Without
+ * `mac` (host mode), every wired NIC at once, the first lease winning.
+ * Throws BT_ERR_AGENT when no NIC has that MAC or none got a lease.
  */
 export async function bringUpNetwork(
-  services: { logger?: Logger; signal?: AbortSignal; say?: (line: string) => void } = {},
+  services: { logger?: Logger; signal?: AbortSignal; say?: (line: string) => void; mac?: string } = {},
 ): Promise<Lease> {
   const log = (services.logger ?? silentLogger).child('net');
   const say = services.say ?? (() => undefined);
-  const nics = await wiredInterfaces();
+  let nics: string[];
+  if (services.mac !== undefined) {
+    const nic = await interfaceWithMac(services.mac);
+    if (!nic) {
+      const all = await wiredInterfaces();
+      throw new BootTorrentError(
+        'BT_ERR_AGENT',
+        `no network interface has MAC ${services.mac}, the one this machine booted from ` +
+          `(interfaces: ${all.join(', ') || 'none'}); its driver may be missing from phase 1 (see /sys/class/net)`,
+      );
+    }
+    nics = [nic];
+  } else {
+    nics = await wiredInterfaces();
+  }
   if (nics.length === 0) {
     throw new BootTorrentError(
       'BT_ERR_AGENT',
