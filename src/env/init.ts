@@ -93,7 +93,9 @@ dhcp:
   # addresses; we only add the PXE boot options (proxyDHCP, ports 67 and 4011),
   # so a LAN that already has DHCP never sees two servers fighting over leases.
   # full: we hand out addresses from 'range' (an isolated lab network only).
-  # off: your DHCP server already points clients at this server (next-server).
+  # off: your own DHCP server sends the boot instructions; the rules for dnsmasq,
+  # ISC dhcpd and Kea are in docs/deployment.md, section "dhcp.mode: off". One rule is essential:
+  # iPXE (user class "iPXE") gets http://${address}/boot.ipxe?mac=\${mac}, or iPXE loads itself forever.
   mode: proxy
   # range: 10.0.0.100-10.0.0.199   # needed by mode full
   # lease_time: 12h
