@@ -323,7 +323,11 @@ export class Agent {
     this.con.detach();
     try {
       return await new Promise<string>((resolve) => {
-        const child = spawn(c.file, [...c.args], { stdio: 'inherit', ...(c.cwd ? { cwd: c.cwd } : {}) });
+        const child = spawn(c.file, [...c.args], {
+          stdio: 'inherit',
+          ...(c.cwd ? { cwd: c.cwd } : {}),
+          ...(c.env ? { env: { ...process.env, ...c.env } } : {}),
+        });
         child.once('error', (err) => resolve(`could not start: ${err.message}`));
         child.once('exit', (code, signal) => resolve(signal ? `signal ${signal}` : `status ${code}`));
       });
@@ -483,7 +487,8 @@ export class Agent {
       const initrd = await singleInitrd(this.args.dir, os.id, osDir, os.initrd);
       commands = kexecCommands(join(osDir, os.kernel), initrd, os.cmdline);
     } else if (os.method === 'qemu') {
-      commands = [qemuCommand(os.args, osDir, await kvmUsable())];
+      // In phase 1 (the agent owns the network) the console is the client's screen.
+      commands = [qemuCommand(os.args, osDir, await kvmUsable(), this.args.network)];
     } else {
       commands = [await binCommand(osDir, os.bin, os.args)];
     }

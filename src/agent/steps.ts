@@ -297,6 +297,24 @@ export interface Command {
   readonly file: string;
   readonly args: readonly string[];
   readonly cwd?: string;
+  /** Variables added to the agent's environment for this command. */
+  readonly env?: Readonly<Record<string, string>>;
+}
+
+/** QEMU options that choose where (or whether) the guest's screen goes. */
+const DISPLAY_OPTIONS = new Set([
+  '-display',
+  '-nographic',
+  '-curses',
+  '-vnc',
+  '-spice',
+  '-sdl',
+  '-daemonize',
+]);
+
+/** True when the qemu args already say where the guest's screen goes. */
+export function hasDisplay(args: readonly string[]): boolean {
+  return args.some((a) => DISPLAY_OPTIONS.has(a.startsWith('--') ? a.slice(1) : a));
 }
 
 /** True when the qemu args already choose an accelerator. */
@@ -323,11 +341,19 @@ export async function kvmUsable(path = '/dev/kvm'): Promise<boolean> {
 }
 
 /** qemu's command line: the configured args, plus KVM when usable and not chosen already. */
-export function qemuCommand(args: readonly string[], osDir: string, kvm: boolean): Command {
+export function qemuCommand(args: readonly string[], osDir: string, kvm: boolean, console = false): Command {
+  const out = kvm && !hasAccel(args) ? [...args, '-accel', 'kvm'] : [...args];
+  // On the client's console (phase 1 has no X): a guest whose args choose
+  // no display is shown with QEMU's curses interface (text mode; graphics
+  // modes show a placeholder), instead of QEMU's default, a VNC server on
+  // the client's loopback nobody sees. curses needs a UTF-8 locale to map
+  // the VGA font (phase 1 carries C.UTF-8's LC_CTYPE).
+  if (console && !hasDisplay(args)) out.push('-display', 'curses');
   return {
     file: 'qemu-system-x86_64',
-    args: kvm && !hasAccel(args) ? [...args, '-accel', 'kvm'] : [...args],
+    args: out,
     cwd: osDir,
+    ...(console ? { env: { LC_ALL: 'C.UTF-8' } } : {}),
   };
 }
 

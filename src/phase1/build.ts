@@ -588,6 +588,10 @@ export async function buildPhase1(
       'qboot.rom',
       'keymaps',
     ]);
+    // curses maps the VGA font to the console through the locale's charset:
+    // the agent runs QEMU with LC_ALL=C.UTF-8 (under the C locale it warns
+    // for every glyph), whose files are these (400 KiB, glibc's locales).
+    if (existsSync('/usr/lib/locale/C.utf8')) await addTree(files, '/usr/lib/locale/C.utf8', 'qemu');
     // -display curses on the machine's console: ncurses needs the terminal's
     // terminfo entry (Debian's ncurses-base keeps them in /lib/terminfo),
     // and QEMU's curses UI iconv-converts the VGA font from CP437, which

@@ -3,7 +3,14 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { isBootTorrentError } from '../../src/errors.js';
 import { argsFromFlags, argsFromKernelCmdline, kernelParams } from '../../src/agent/cmdline.js';
-import { hasAccel, qemuCommand, kexecCommands, insideFolder, showCommand } from '../../src/agent/steps.js';
+import {
+  hasAccel,
+  hasDisplay,
+  qemuCommand,
+  kexecCommands,
+  insideFolder,
+  showCommand,
+} from '../../src/agent/steps.js';
 import { UDHCPC_SCRIPT } from '../../src/agent/network.js';
 
 test('cmdline: the boottorrent.* words of a real phase-1 command line', () => {
@@ -130,4 +137,24 @@ test('udhcpc script: applies address and default route with ip, for bound and re
   assert.match(UDHCPC_SCRIPT, /bound\|renew\)/);
   assert.match(UDHCPC_SCRIPT, /ip addr add "\$ip\/\$\{mask:-24\}"/);
   assert.match(UDHCPC_SCRIPT, /ip route add default via "\$r" dev "\$interface"/);
+});
+
+test('qemu on the client console: curses when the args choose no display, with a UTF-8 locale; the args win otherwise', () => {
+  const rows: { args: string[]; display: boolean }[] = [
+    { args: ['-fda', 'dos.img'], display: false },
+    { args: ['-cdrom', 'x.iso', '-display', 'none'], display: true },
+    { args: ['-nographic'], display: true },
+    { args: ['-vnc', ':1'], display: true },
+    { args: ['--display', 'sdl'], display: true },
+    { args: ['-curses'], display: true },
+  ];
+  for (const r of rows) {
+    assert.equal(hasDisplay(r.args), r.display, r.args.join(' '));
+    const c = qemuCommand(r.args, '/d/os', false, true);
+    assert.deepEqual(c.args, r.display ? r.args : [...r.args, '-display', 'curses'], r.args.join(' '));
+    assert.deepEqual(c.env, { LC_ALL: 'C.UTF-8' });
+  }
+  // Host mode (not the client's console): the args as given.
+  assert.deepEqual(qemuCommand(['-fda', 'dos.img'], '/d/os', false).args, ['-fda', 'dos.img']);
+  assert.equal(qemuCommand(['-fda', 'dos.img'], '/d/os', false).env, undefined);
 });
