@@ -52,6 +52,9 @@ client that asks, without a restart. Ports 67, 69 and 80 need root.
                          see in its neighbour table)
   --force-dhcp           full DHCP mode: start even if another DHCP server
                          answers on the interface (normally refused)
+  --log-format F         text (default) or json: one JSON object per line
+                         (time, level, scope, msg, fields); no time is
+                         written when stderr is systemd's journal (it adds one)
   -v, --verbose          log every request and peer`;
 
 export async function run(argv: string[], io: Io): Promise<number> {
@@ -70,6 +73,7 @@ export async function run(argv: string[], io: Io): Promise<number> {
       'force-dhcp': { type: 'boolean' },
       'report-from': { type: 'string', multiple: true },
       verbose: { type: 'boolean', short: 'v' },
+      'log-format': { type: 'string' },
     },
     HELP,
   );
@@ -108,12 +112,18 @@ export async function run(argv: string[], io: Io): Promise<number> {
     } catch {
       throw new UsageError(`--report-from ${c}: expected an IPv4 address or CIDR, e.g. 10.0.0.0/24`, HELP);
     }
+  const logFormat = values['log-format'] ?? 'text';
+  if (logFormat !== 'text' && logFormat !== 'json')
+    throw new UsageError(`--log-format ${logFormat}: expected text or json`, HELP);
   const envDir = values.env ?? '.';
 
   // The environment is loaded and checked once, here; the server gets the frozen result.
   const env = await loadEnvironment(envDir);
   // log_level (v0: aria2.console_log_level) sets the level; -v raises it to debug.
-  const logger = streamLogger(io.stderr, { level: values.verbose ? 'debug' : env.logLevel });
+  const logger = streamLogger(io.stderr, {
+    level: values.verbose ? 'debug' : env.logLevel,
+    format: logFormat,
+  });
   for (const w of env.warnings) io.stderr.write(`warning: ${formatProblem(w)}\n`);
   // Phase 1 next: the environment decides the flavor.
   let phase1Dir = values.phase1;

@@ -3,6 +3,8 @@
  * named after it, so one line says who spoke. Components log through this
  * interface only; the CLI decides where lines go and how verbose they are.
  */
+import { fstatSync } from 'node:fs';
+
 export type LogLevel = 'debug' | 'info' | 'warn' | 'error';
 export type LogFields = Record<string, unknown>;
 
@@ -69,8 +71,57 @@ function formatFields(fields: LogFields | undefined): string {
 export interface StreamLoggerOptions {
   level?: LogLevel;
   scope?: string;
-  /** Prefix each line with an ISO timestamp (default true). */
+  /** Prefix each line with an ISO timestamp (default: true, except under systemd's journal: see underJournal). */
   timestamps?: boolean;
+  /** `text` (default): one readable line; `json`: one JSON object per line with the same fields. */
+  format?: 'text' | 'json';
+}
+
+/**
+ * True when stderr goes to systemd's journal, which stamps every line
+ * itself: systemd sets JOURNAL_STREAM to the device and inode of the
+ * stream it connected (systemd.exec(5)), so a match means this stream.
+ */
+export function underJournal(env: NodeJS.ProcessEnv = process.env, fd = 2): boolean {
+  const m = /^(\d+):(\d+)$/.exec(env.JOURNAL_STREAM ?? '');
+  if (!m) return false;
+  try {
+    const st = fstatSync(fd);
+    return String(st.dev) === m[1] && String(st.ino) === m[2];
+  } catch {
+    return false;
+  }
+}
+
+/** One log event as a JSON line: time (when stamped), level, scope, msg, then the fields under `fields`. */
+function jsonLine(
+  time: string | undefined,
+  level: LogLevel,
+  scope: string | undefined,
+  msg: string,
+  fields: LogFields | undefined,
+): string {
+  const f: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(fields ?? {})) {
+    if (v === undefined) continue;
+    try {
+      JSON.stringify(v);
+      f[k] = v;
+    } catch {
+      // A value JSON cannot hold (a BigInt, a cycle): its text.
+      f[k] = typeof v === 'bigint' ? v.toString() : Object.prototype.toString.call(v);
+    }
+  }
+  const text = JSON.stringify({
+    ...(time ? { time } : {}),
+    level,
+    ...(scope ? { scope } : {}),
+    msg,
+    ...(Object.keys(f).length > 0 ? { fields: f } : {}),
+  });
+  // JSON escapes the C0 controls; U+2028/2029 and the bidi marks it leaves
+  // raw (they can only be inside strings, where \uXXXX means the same).
+  return escapeLogText(text);
 }
 
 /** A logger writing one readable line per event to a stream (stderr by default). */
@@ -80,9 +131,14 @@ export function streamLogger(
 ): Logger {
   const min = ORDER[options.level ?? 'info'];
   const scope = options.scope;
-  const stamp = options.timestamps ?? true;
+  const stamp = options.timestamps ?? !underJournal();
+  const json = options.format === 'json';
   const line = (level: LogLevel, msg: string, fields?: LogFields) => {
     if (ORDER[level] < min) return;
+    if (json) {
+      out.write(`${jsonLine(stamp ? new Date().toISOString() : undefined, level, scope, msg, fields)}\n`);
+      return;
+    }
     const head = `${stamp ? `${new Date().toISOString()} ` : ''}${level === 'info' ? '' : `${level}: `}`;
     out.write(
       `${head}${scope ? `[${escapeLogText(scope)}] ` : ''}${escapeLogText(msg)}${formatFields(fields)}\n`,
@@ -93,7 +149,7 @@ export function streamLogger(
     info: (m, f) => line('info', m, f),
     warn: (m, f) => line('warn', m, f),
     error: (m, f) => line('error', m, f),
-    child: (s) => streamLogger(out, { ...options, scope: scope ? `${scope}.${s}` : s }),
+    child: (s) => streamLogger(out, { ...options, timestamps: stamp, scope: scope ? `${scope}.${s}` : s }),
   };
 }
 

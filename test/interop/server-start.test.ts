@@ -450,7 +450,17 @@ test("a version 0 environment as the older tool's examples wrote it (settings it
   writeFileSync(join(phase1, 'initrd.img'), 'i');
   const lab = removedWithTest(t, new NetLab('v0', '10.85.0.1/24'));
   lab.linkToHost('10.85.255.1/30', `${srv}/30`);
-  const server = lab.spawn(process.execPath, [BIN, 'start', '--env', envDir, '--phase1', phase1]);
+  // Also the log as a collector reads it (#19 item 3): one JSON object per line.
+  const server = lab.spawn(process.execPath, [
+    BIN,
+    'start',
+    '--env',
+    envDir,
+    '--phase1',
+    phase1,
+    '--log-format',
+    'json',
+  ]);
   await waitForOutput(server, /Ctrl-C stops/, 60_000, 'start (version 0)');
   const out = server.output();
   assert.match(
@@ -474,4 +484,15 @@ test("a version 0 environment as the older tool's examples wrote it (settings it
   );
   await lab.stop(server, 10_000);
   assert.equal(server.child.exitCode, 0, server.output());
+  const records = server
+    .output()
+    .split('\n')
+    .filter((l) => l.startsWith('{'))
+    .map((l) => JSON.parse(l) as { time?: string; level: string; msg: string; scope?: string });
+  assert.ok(
+    records.some((r) => r.level === 'info' && r.msg === 'ready' && typeof r.time === 'string'),
+    server.output(),
+  );
+  assert.ok(records.some((r) => r.scope === 'catalog'));
+  assert.doesNotMatch(server.output(), /^\d{4}-\d\d-\d\dT/m, 'no text log lines');
 });

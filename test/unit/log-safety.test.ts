@@ -1,6 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { escapeLogText, memoryLogger, streamLogger } from '../../src/util/logger.js';
+import { fstatSync } from 'node:fs';
+import { escapeLogText, memoryLogger, streamLogger, underJournal } from '../../src/util/logger.js';
 import { DropLog, LineBudget } from '../../src/util/drop-log.js';
 
 function capture(): { out: { write(s: string): void }; text: () => string } {
@@ -62,4 +63,54 @@ test('LineBudget: every line up to the budget, then one line a window with the c
   lines.info('client 1000 asked DHCP');
   assert.equal(log.lines[3]?.fields?.suppressed, 997);
   assert.equal(log.lines[4]?.msg, 'client 1000 asked DHCP');
+});
+
+// Issue #19 item 3: one JSON object per line for log collectors, as safe as the text lines.
+test('--log-format json: one JSON object per line with time, level, scope, msg and fields, every field escaped', () => {
+  const c = capture();
+  const log = streamLogger(c.out, { format: 'json', level: 'info' }).child('tftp');
+  log.debug('not at this level');
+  log.warn('read of missing file\nforged', {
+    file: 'a\r\nb',
+    mark: '\u202eexe.txt',
+    sep: 'x\u2028y',
+    n: 3,
+    big: 10n,
+  });
+  log.info('plain');
+  const lines = c.text().split('\n').filter(Boolean);
+  assert.equal(lines.length, 2, c.text());
+  // eslint-disable-next-line no-control-regex -- the characters a line must not hold
+  const raw = new RegExp('[\\u0000-\\u001f\\u202e\\u2028]');
+  for (const l of lines) assert.doesNotMatch(l, raw, 'no raw control, separator or bidi mark');
+  const first = JSON.parse(lines[0]!) as Record<string, unknown>;
+  assert.match(String(first.time), /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/);
+  assert.deepEqual(
+    { ...first, time: undefined },
+    {
+      time: undefined,
+      level: 'warn',
+      scope: 'tftp',
+      msg: 'read of missing file\nforged',
+      fields: { file: 'a\r\nb', mark: '\u202eexe.txt', sep: 'x\u2028y', n: 3, big: '10' },
+    },
+  );
+  assert.deepEqual(JSON.parse(lines[1]!), {
+    time: (JSON.parse(lines[1]!) as { time: string }).time,
+    level: 'info',
+    scope: 'tftp',
+    msg: 'plain',
+  });
+  // Without timestamps (systemd's journal adds its own): no time key.
+  const d = capture();
+  streamLogger(d.out, { format: 'json', timestamps: false }).error('x');
+  assert.deepEqual(JSON.parse(d.text()), { level: 'error', msg: 'x' });
+});
+
+test("underJournal: true only when JOURNAL_STREAM names this very stream's device and inode", () => {
+  const st = fstatSync(2);
+  assert.equal(underJournal({ JOURNAL_STREAM: `${st.dev}:${st.ino}` }, 2), true);
+  assert.equal(underJournal({ JOURNAL_STREAM: `${st.dev}:${st.ino + 1}` }, 2), false);
+  assert.equal(underJournal({ JOURNAL_STREAM: 'garbage' }, 2), false);
+  assert.equal(underJournal({}, 2), false);
 });
