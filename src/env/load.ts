@@ -574,6 +574,19 @@ export async function inspectEnvironment(envDir: string, opts: ValidateOptions =
     }
   }
 
+  // Our DHCP sends PXE firmware to this server's TFTP for iPXE: with TFTP
+  // off nothing would answer (the firmware times out with no reason).
+  if (draft && !draft.tftp && draft.dhcpMode !== undefined && draft.dhcpMode !== 'off') {
+    const field = draft.version === 1 ? 'server.tftp' : 'dnsmasq.enable_tftp';
+    problems.push(
+      at(
+        field,
+        `TFTP is off but ${draft.names.dhcpMode} is ${draft.dhcpMode}: our DHCP would send PXE firmware here for iPXE over TFTP (port 69) and nothing would answer`,
+        `turn TFTP on, or set ${draft.names.dhcpMode} to off and have the site's DHCP send firmware to a TFTP server with iPXE (docs/deployment.md, "dhcp.mode: off")`,
+      ),
+    );
+  }
+
   // --- this machine ----------------------------------------------------------------
   if (draft && opts.machineChecks !== false && draft.address !== undefined) {
     const mp = await machineProblems(

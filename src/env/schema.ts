@@ -224,7 +224,7 @@ export function checkDocument(
           if (kp) positions.set(`${sub}#key`, kp);
           const v = walk(pair.value, extra, sub, keyNode, into);
           if (v !== INVALID) obj[key] = v;
-        } else if (extra === false && opts.lenient) {
+        } else if (extra === false && opts.lenient && suggest(key, known) === undefined) {
           const kp = posOf(keyNode);
           warnings.push({
             ...kp,

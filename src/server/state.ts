@@ -168,6 +168,9 @@ export class ClientStore extends EventEmitter<ClientStoreEvents> {
   unserved(mac: string, arch: string, why: string): void {
     const c = this.clients.get(mac);
     if (c && c.stage === 'failed' && c.error === why) return;
+    // Like dhcp(): firmware DHCP for a client whose agent is at work is not a
+    // new boot (anyone can send a DISCOVER with another machine's MAC).
+    if (c && !DONE.has(c.stage) && c.stage !== 'dhcp') return;
     this.update(mac, 'dhcp', { firmware: arch });
     this.update(mac, 'failed', { error: why });
   }

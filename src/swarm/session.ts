@@ -185,6 +185,9 @@ export class TorrentSession extends EventEmitter<SessionEvents> {
         );
       }
       if (this.signal?.aborted) throw abortError(this.signal);
+      // stop() while the data was being checked: nothing may start after it.
+      if (this.stopped)
+        throw new BootTorrentError('BT_ERR_ABORTED', 'torrent session stopped while starting');
     } catch (err) {
       // Nothing else holds the storage yet: close it here.
       await store.close();

@@ -133,7 +133,7 @@ test('a v1 environment loads every field, hosts keyed by normalised MAC', async 
   const dir = v1Env(
     t,
     `version: 1
-server: { interface: eth1, address: 10.0.0.1, http_port: 8080, tftp: false, ipxe_dir: /opt/ipxe }
+server: { interface: eth1, address: 10.0.0.1, http_port: 8080, tftp: true, ipxe_dir: /opt/ipxe }
 dhcp: { mode: full, range: 10.0.0.100-10.0.0.199, lease_time: 90m, router: 10.0.0.254, dns: 10.0.0.53 }
 tracker: { enabled: false }
 peers: { lsd: true, pex: false, phase1: true }
@@ -154,7 +154,7 @@ log_level: debug
     interface: 'eth1',
     address: '10.0.0.1',
     httpPort: 8080,
-    tftp: false,
+    tftp: true,
     ipxeDir: '/opt/ipxe',
   });
   assert.deepEqual(env.dhcp, {

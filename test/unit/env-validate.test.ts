@@ -558,3 +558,21 @@ test('empty files, a machine twice in hosts, the tracker on the HTTP port', asyn
   });
   expectProblem(p2, { file: MAIN, field: 'tracker.port', line: 13, message: /also the HTTP port/ });
 });
+
+test('TFTP off while our DHCP serves PXE is a problem naming both fields; with dhcp.mode off it is fine', async (t) => {
+  const bad = v1Env(t, BASE_V1.replace('  address: 10.0.0.1', '  address: 10.0.0.1\n  tftp: false'));
+  const problems = await validate(bad, { machineChecks: false });
+  expectProblem(problems, {
+    file: /Boottorrent\.yaml$/,
+    field: 'server.tftp',
+    message: /TFTP is off but dhcp\.mode is full: .*nothing would answer/,
+    fix: /dhcp\.mode to off/,
+  });
+  const ok = v1Env(
+    t,
+    BASE_V1.replace('  address: 10.0.0.1', '  address: 10.0.0.1\n  tftp: false')
+      .replace('  mode: full', '  mode: off')
+      .replace('  range: 10.0.0.100-10.0.0.199\n', ''),
+  );
+  assert.deepEqual(await validate(ok, { machineChecks: false }), []);
+});

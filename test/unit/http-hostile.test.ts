@@ -54,7 +54,7 @@ async function startServer(
       '  interface: lo',
       '  address: 127.0.0.1',
       `  http_port: ${httpPort}`,
-      '  tftp: false',
+      '  tftp: true',
       `  ipxe_dir: ${ipxe}`,
       'dhcp:',
       '  mode: off',

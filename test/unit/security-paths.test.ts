@@ -78,9 +78,13 @@ function tftpRaw(port: number, request: Buffer): Promise<TftpReply> {
       const ack = Buffer.alloc(4);
       ack.writeUInt16BE(4, 0);
       ack.writeUInt16BE(msg.readUInt16BE(2), 2);
-      sock.send(ack, rinfo.port, HOST);
-      if (msg.length - 4 < 512) done({ data: Buffer.concat(chunks) });
-      else arm();
+      // The last ACK must be out before the socket closes: a lost one has the
+      // server resend that block, to a port a later request may be given.
+      if (msg.length - 4 < 512) sock.send(ack, rinfo.port, HOST, () => done({ data: Buffer.concat(chunks) }));
+      else {
+        sock.send(ack, rinfo.port, HOST);
+        arm();
+      }
     });
     sock.bind(0, HOST, () => {
       arm();
