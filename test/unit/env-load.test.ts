@@ -362,3 +362,17 @@ test('v0 as the older tool accepted it: unknown keys and quoted numbers load wit
   assert.ok(v1.problems.some((p) => p.field === 'tracker.port' && /must be/.test(p.message)));
   assert.ok(v1.problems.some((p) => p.field === 'tracker.enable_dht' && /unknown field/.test(p.message)));
 });
+
+test('v0 lenient mode: an unknown field close to a known one is a typo, still a problem with its suggestion', async (t) => {
+  const yaml = V0_FILES['Boottorrent.yaml']!.replace('    enable_dhcp: True', '    enable_dchp: False');
+  const { env, problems, warnings } = await inspectEnvironment(
+    writeEnv(t, { ...V0_FILES, 'Boottorrent.yaml': yaml }),
+    NO_MACHINE,
+  );
+  assert.equal(env, null);
+  assert.ok(
+    problems.some((p) => p.field === 'dnsmasq.enable_dchp' && /did you mean 'enable_dhcp'/.test(p.message)),
+    JSON.stringify(problems),
+  );
+  assert.ok(!warnings.some((w) => w.field === 'dnsmasq.enable_dchp'));
+});

@@ -105,3 +105,16 @@ test('event log: an architecture not served is one warning per client, and a flo
   const failed = lines.filter((l) => l.msg.endsWith(' failed')).length;
   assert.ok(failed <= 100, `${failed} failure lines for 1000 made-up clients`);
 });
+
+test('a spoofed firmware DISCOVER with a working client\'s MAC does not mark it "architecture not served"', () => {
+  const store = new ClientStore();
+  const { logger, lines } = recorder();
+  logClientEvents(store, logger);
+  store.report(MAC, '10.0.0.100', { stage: 'downloading', os: 'linux', progress: 0.3 });
+  const before = lines.length;
+  store.unserved(MAC, 'uefi-ia32', 'architecture not served: 32-bit UEFI (client architecture 6)');
+  const row = store.list().find((c) => c.mac === MAC)!;
+  assert.equal(row.stage, 'downloading');
+  assert.equal(row.error, null);
+  assert.equal(lines.length, before, 'nothing logged');
+});
