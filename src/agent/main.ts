@@ -45,12 +45,22 @@ async function main(argv: readonly string[]): Promise<number> {
   }
 }
 
-main(process.argv.slice(2)).then(
-  (code) => {
-    process.exitCode = code;
-  },
-  (err: unknown) => {
-    process.stdout.write(`boottorrent-agent: fatal: ${String(err)}\n`);
-    process.exitCode = 1;
-  },
-);
+// The agent's waits carry unreferenced deadlines (a fetch's AbortSignal.timeout,
+// the reporter's timer). If a wait's own handle is not referenced either (a
+// fetch queued in undici's pool, a socket between requests), Node's loop
+// empties and the process exits 0 in the middle of a step: /init reads 0 as
+// "power off", and a machine went dark silently (seen in CI: an agent ended
+// after "stage=config"). This handle keeps the loop alive until main ends,
+// so every deadline fires.
+const alive = setInterval(() => undefined, 60_000);
+main(process.argv.slice(2))
+  .finally(() => clearInterval(alive))
+  .then(
+    (code) => {
+      process.exitCode = code;
+    },
+    (err: unknown) => {
+      process.stdout.write(`boottorrent-agent: fatal: ${String(err)}\n`);
+      process.exitCode = 1;
+    },
+  );

@@ -69,9 +69,13 @@ export function writeFaultEnv(
 }
 
 /** The server's status API. */
-export async function status(dashboard: string): Promise<ServerSnapshot> {
-  const res = await fetch(`http://${dashboard}/api/v1/status`);
-  return (await res.json()) as ServerSnapshot;
+export async function status(dashboard: string, timeoutMs = 30_000): Promise<ServerSnapshot> {
+  const res = await fetch(`http://${dashboard}/api/v1/status`, { signal: AbortSignal.timeout(timeoutMs) });
+  if (!res.ok) throw new Error(`status: HTTP ${res.status} ${await res.text()}`);
+  const snap = (await res.json()) as ServerSnapshot;
+  if (!Array.isArray(snap.clients))
+    throw new Error(`status: no clients list in ${JSON.stringify(snap).slice(0, 200)}`);
+  return snap;
 }
 
 /**
