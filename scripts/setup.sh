@@ -21,9 +21,28 @@ if [ "${#missing[@]}" -gt 0 ]; then
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-node_major=$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0)
-if [ "$node_major" -lt 20 ]; then
-  echo "setup: Node.js 20 or newer is required (found: $(node --version 2>/dev/null || echo none))" >&2
-  exit 1
+# Node.js: a maintained LTS, 22 or newer. Where the machine has none or an
+# older one (Debian 12's own is 18), install the Node 24 that phase 1 pins
+# (scripts/install-node.sh: from the npm registry, SHA-512 checked) under
+# /usr/local, which comes before /usr/bin on root's PATH.
+node_major() { node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0; }
+if [ "$(node_major)" -lt 22 ]; then
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "setup: Node.js 22 or newer is required (found: $(node --version 2>/dev/null || echo none)); run this script as root to install one" >&2
+    exit 1
+  fi
+  if ! command -v npm >/dev/null; then
+    echo "setup: installing Debian's npm to download Node.js with"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends npm >/dev/null
+  fi
+  bash scripts/install-node.sh --system
+  hash -r
+  if [ "$(node_major)" -lt 22 ]; then
+    echo "setup: installed Node.js in /usr/local/bin, but 'node' on PATH is still $(command -v node) ($(node --version)); put /usr/local/bin before it in PATH" >&2
+    exit 1
+  fi
 fi
+echo "setup: Node.js $(node --version) ($(command -v node)), npm $(npm --version)"
 npm ci --no-audit --no-fund --loglevel=error

@@ -196,15 +196,25 @@ async function pickKernel(wanted?: string): Promise<string> {
   return v;
 }
 
-/** Where src/agent/main.ts of this checkout is, from dist/src/phase1/ or src/phase1/. */
-function defaultAgentEntry(): string {
+/**
+ * The agent as it goes into the image. In a checkout, src/agent/main.ts
+ * bundled now (esbuild, a dev dependency); in an installed package (npm
+ * tarball, .deb), which has no sources and no esbuild, the bundle made when
+ * the package was packed (dist/agent.mjs, scripts/bundle-agent.js).
+ */
+async function agentBundle(entry: string | undefined): Promise<{ data: Buffer; from: string }> {
+  if (entry !== undefined) return { data: await bundleAgent(entry), from: entry };
   let dir = dirname(fileURLToPath(import.meta.url));
   for (let i = 0; i < 5; i++) {
-    const candidate = join(dir, 'src', 'agent', 'main.ts');
-    if (existsSync(candidate)) return candidate;
+    const source = join(dir, 'src', 'agent', 'main.ts');
+    if (existsSync(source)) return { data: await bundleAgent(source), from: source };
+    const packed = join(dir, 'dist', 'agent.mjs');
+    if (existsSync(packed)) return { data: await readInput(packed, 'agent bundle'), from: packed };
     dir = dirname(dir);
   }
-  return fail('cannot find src/agent/main.ts beside this build of BootTorrent; pass agentEntry');
+  return fail(
+    'cannot find the agent: neither src/agent/main.ts (a checkout) nor dist/agent.mjs (an installed package) is beside this build of BootTorrent; reinstall it',
+  );
 }
 
 /** Runs a program with `input` on stdin and its stdout into `outFile`. */
@@ -311,8 +321,33 @@ async function prepareNode(
   return { data: await readFile(cached), stripped: stripProgram !== undefined, icu };
 }
 
+/**
+ * The Node running this command, when it is the pinned runtime as
+ * scripts/install-node.sh installed it (setup.sh on an older machine, the
+ * Debian package): its folder holds PINNED, "PACKAGE@VERSION INTEGRITY
+ * sha256:HEX", written after the package's integrity was checked. The
+ * binary's SHA-256 is checked again here; anything that does not match is
+ * not used (the download path runs instead).
+ */
+async function runningPinnedNode(): Promise<string | undefined> {
+  const exe = await realpath(process.execPath).catch(() => process.execPath);
+  const stamp = join(dirname(dirname(exe)), 'PINNED');
+  const text = await readFile(stamp, 'utf8').catch(() => undefined);
+  if (text === undefined) return undefined;
+  const [pkg, integrity, digest] = text.trim().split(/\s+/);
+  if (pkg !== `${PINNED_NODE.package}@${PINNED_NODE.version}` || integrity !== PINNED_NODE.integrity)
+    return undefined;
+  if (digest !== `sha256:${sha256(await readFile(exe))}`) return undefined;
+  return exe;
+}
+
 /** The pinned runtime's `bin/node`, downloaded once with `npm pack` and checked against PINNED_NODE. */
 async function registryNode(cacheDir: string, logger: Logger, signal?: AbortSignal): Promise<string> {
+  const running = await runningPinnedNode();
+  if (running !== undefined) {
+    logger.info('using the pinned Node runtime this command runs on', { path: running });
+    return running;
+  }
   const name = `${PINNED_NODE.package}-${PINNED_NODE.version}`;
   const tgz = join(cacheDir, `${name}.tgz`);
   const extracted = join(cacheDir, name, 'package', 'bin', 'node');
@@ -356,7 +391,8 @@ async function registryNode(cacheDir: string, logger: Logger, signal?: AbortSign
   return extracted;
 }
 
-async function bundleAgent(entry: string): Promise<Buffer> {
+/** Bundles the agent's entry point into one ESM file for the image's Node. */
+export async function bundleAgent(entry: string): Promise<Buffer> {
   const esbuild = await import('esbuild').catch((err: unknown) =>
     fail('esbuild is missing: run `npm ci` in the BootTorrent checkout', err),
   );
@@ -366,7 +402,7 @@ async function bundleAgent(entry: string): Promise<Buffer> {
       bundle: true,
       platform: 'node',
       format: 'esm',
-      target: 'node20',
+      target: 'node22',
       write: false,
       legalComments: 'none',
       logLevel: 'silent',
@@ -555,13 +591,13 @@ export async function buildPhase1(
   check();
 
   progress('agent', 'bundling the agent');
-  const agentEntry = options.agentEntry ?? defaultAgentEntry();
+  const agent = await agentBundle(options.agentEntry);
   add({
     path: '/opt/boottorrent/agent.mjs',
     part: 'agent',
-    data: await bundleAgent(agentEntry),
+    data: agent.data,
     mode: 0o644,
-    from: agentEntry,
+    from: agent.from,
   });
 
   if (flavor === 'qemu') {
