@@ -5,7 +5,8 @@
  * `boottorrent-agent: stage=<stage> [os=<id>]`, and is reported to the
  * server when the config named where.
  */
-import { execFile, spawn } from 'node:child_process';
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { connect } from 'node:net';
 import { readFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import type { Readable, Writable } from 'node:stream';
@@ -44,6 +45,7 @@ import {
   kexecCommands,
   kvmUsable,
   qemuCommand,
+  qemuScreenHere,
   showCommand,
   singleInitrd,
   verifyFiles,
@@ -337,6 +339,65 @@ export class Agent {
     }
   }
 
+  /**
+   * Runs `c` (QEMU serving its screen over VNC on loopback) and, once that
+   * port answers, `viewer` on the console (directvnc on the framebuffer, with
+   * the keyboard and mouse); ends the viewer when `c` ends. A viewer that
+   * cannot start or dies leaves the guest running unseen: that is said on the
+   * console, and the guest's end still ends the step.
+   */
+  private async runWithViewer(c: Command, viewer: Command): Promise<string> {
+    this.con.detach();
+    let view: ChildProcess | undefined;
+    try {
+      const child = spawn(c.file, [...c.args], {
+        stdio: 'inherit',
+        ...(c.cwd ? { cwd: c.cwd } : {}),
+        ...(c.env ? { env: { ...process.env, ...c.env } } : {}),
+      });
+      const ended = new Promise<string>((resolve) => {
+        child.once('error', (err) => resolve(`could not start: ${err.message}`));
+        child.once('exit', (code, signal) => resolve(signal ? `signal ${signal}` : `status ${code}`));
+      });
+      const port = vncPort(c.args);
+      const ready =
+        port !== undefined && (await Promise.race([portAnswers(port, 30_000), ended.then(() => false)]));
+      if (ready) {
+        this.say(`boottorrent-agent: showing the guest with ${showCommand(viewer)}`);
+        view = spawn(viewer.file, [...viewer.args], {
+          stdio: ['ignore', 'ignore', 'inherit'],
+          env: { ...process.env, ...viewer.env },
+        });
+        view.once('error', (err) =>
+          this.say(
+            `boottorrent-agent: cannot show the guest (${viewer.file}: ${err.message}); it runs unseen`,
+          ),
+        );
+        view.once('exit', (code, signal) => {
+          if (child.exitCode === null && child.signalCode === null)
+            this.say(
+              `boottorrent-agent: ${viewer.file} ended (${signal ?? `status ${code}`}); the guest runs unseen`,
+            );
+        });
+      }
+      return await ended;
+    } finally {
+      if (view && view.exitCode === null && view.signalCode === null) {
+        view.kill('SIGTERM');
+        await new Promise((r) => {
+          const t = setTimeout(r, 3000);
+          view!.once('exit', () => {
+            clearTimeout(t);
+            r(undefined);
+          });
+        });
+        if (view.exitCode === null && view.signalCode === null) view.kill('SIGKILL');
+      }
+      this.con.flush();
+      this.con.attach();
+    }
+  }
+
   private toFailure(err: unknown, os: BootOs | undefined): FailureInfo {
     if (err instanceof StepFailure) return { what: err.what, error: err.message, hint: err.hint };
     const msg = errorText(err);
@@ -488,7 +549,7 @@ export class Agent {
       commands = kexecCommands(join(osDir, os.kernel), initrd, os.cmdline);
     } else if (os.method === 'qemu') {
       // In phase 1 (the agent owns the network) the console is the client's screen.
-      commands = [qemuCommand(os.args, osDir, await kvmUsable(), this.args.network)];
+      commands = [qemuCommand(os.args, osDir, await kvmUsable(), await qemuScreenHere(this.args.network))];
     } else {
       commands = [await binCommand(osDir, os.bin, os.args)];
     }
@@ -579,7 +640,7 @@ export class Agent {
       });
     }, 2000);
     try {
-      const status = await this.runInherit(c);
+      const status = c.viewer ? await this.runWithViewer(c, c.viewer) : await this.runInherit(c);
       if (status.startsWith('could not start')) {
         throw new StepFailure(
           `load of ${os.name}`,
@@ -617,4 +678,29 @@ async function stopStage0Relay(pidFile: string): Promise<void> {
     }
     await new Promise((r) => setTimeout(r, 50));
   }
+}
+
+/** The TCP port of `-vnc 127.0.0.1:N` in QEMU's args (5900 + N). */
+function vncPort(args: readonly string[]): number | undefined {
+  const i = args.indexOf('-vnc');
+  const m = i >= 0 ? /^127\.0\.0\.1:(\d+)$/.exec(args[i + 1] ?? '') : null;
+  return m ? 5900 + Number(m[1]) : undefined;
+}
+
+/** Resolves true once 127.0.0.1:`port` accepts a connection, false after `ms`. */
+async function portAnswers(port: number, ms: number): Promise<boolean> {
+  const deadline = Date.now() + ms;
+  while (Date.now() < deadline) {
+    const ok = await new Promise<boolean>((resolve) => {
+      const sock = connect({ host: '127.0.0.1', port });
+      sock.once('connect', () => {
+        sock.destroy();
+        resolve(true);
+      });
+      sock.once('error', () => resolve(false));
+    });
+    if (ok) return true;
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  return false;
 }

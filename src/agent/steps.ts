@@ -5,7 +5,7 @@
  * what failed and what to check, for the failure screen.
  */
 import { createReadStream, createWriteStream } from 'node:fs';
-import { chmod, open, rename, stat } from 'node:fs/promises';
+import { access, chmod, open, readFile, rename, stat } from 'node:fs/promises';
 import { isAbsolute, join, relative, resolve } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { BootTorrentError } from '../errors.js';
@@ -299,6 +299,8 @@ export interface Command {
   readonly cwd?: string;
   /** Variables added to the agent's environment for this command. */
   readonly env?: Readonly<Record<string, string>>;
+  /** A program that shows this one's screen while it runs (QEMU's VNC on the framebuffer). */
+  readonly viewer?: Command;
 }
 
 /** QEMU options that choose where (or whether) the guest's screen goes. */
@@ -340,21 +342,91 @@ export async function kvmUsable(path = '/dev/kvm'): Promise<boolean> {
   }
 }
 
-/** qemu's command line: the configured args, plus KVM when usable and not chosen already. */
-export function qemuCommand(args: readonly string[], osDir: string, kvm: boolean, console = false): Command {
+/**
+ * Where a qemu guest whose args choose no display is shown on the client:
+ * - `framebuffer`: the machine's screen is a Linux framebuffer (/dev/fb0:
+ *   the firmware's, efifb or vesafb, or a DRM driver's) and the person at
+ *   the machine sees it (the primary console is not a serial port): QEMU
+ *   serves its screen over VNC on the client's loopback and DirectFB's VNC
+ *   viewer (directvnc) draws it on the framebuffer, with keyboard and mouse
+ *   from evdev; text and graphics modes both show;
+ * - `curses`: QEMU's curses interface on the console (text modes only;
+ *   graphics modes show a placeholder), where there is no framebuffer or the
+ *   console is a serial line;
+ * - `none`: not on a console (host mode): QEMU's own default.
+ */
+export type QemuScreen = 'framebuffer' | 'curses' | 'none';
+
+/** The VNC display QEMU serves a framebuffer guest on: 127.0.0.1, port 5900 + this. */
+export const GUEST_VNC_DISPLAY = 0;
+
+/**
+ * Picks the screen from what the machine has: a framebuffer device, the
+ * viewer, and the kernel command line's last `console=` (the primary one).
+ */
+export function qemuScreen(
+  onConsole: boolean,
+  facts: { framebuffer: boolean; viewer: boolean; cmdline: string },
+): QemuScreen {
+  if (!onConsole) return 'none';
+  const consoles = [...facts.cmdline.matchAll(/(?:^|\s)console=([^\s,]+)/g)].map((m) => m[1]!);
+  const primary = consoles.at(-1);
+  const serialPrimary = primary !== undefined && /^ttyS|^ttyAMA|^hvc/.test(primary);
+  return facts.framebuffer && facts.viewer && !serialPrimary ? 'framebuffer' : 'curses';
+}
+
+/** qemuScreen for this machine: /dev/fb0, directvnc on PATH, /proc/cmdline. */
+export async function qemuScreenHere(onConsole: boolean): Promise<QemuScreen> {
+  if (!onConsole) return 'none';
+  const exists = (p: string) =>
+    access(p).then(
+      () => true,
+      () => false,
+    );
+  const viewer = (
+    await Promise.all(
+      (process.env.PATH ?? '/usr/bin:/bin').split(':').map((d) => exists(join(d, 'directvnc'))),
+    )
+  ).some(Boolean);
+  return qemuScreen(onConsole, {
+    framebuffer: await exists('/dev/fb0'),
+    viewer,
+    cmdline: await readFile('/proc/cmdline', 'utf8').catch(() => ''),
+  });
+}
+
+/** qemu's command line: the configured args, plus KVM when usable and not chosen already, and a screen. */
+export function qemuCommand(
+  args: readonly string[],
+  osDir: string,
+  kvm: boolean,
+  screen: QemuScreen = 'none',
+): Command {
   const out = kvm && !hasAccel(args) ? [...args, '-accel', 'kvm'] : [...args];
-  // On the client's console (phase 1 has no X): a guest whose args choose
-  // no display is shown with QEMU's curses interface (text mode; graphics
-  // modes show a placeholder), instead of QEMU's default, a VNC server on
-  // the client's loopback nobody sees. curses needs a UTF-8 locale to map
-  // the VGA font (phase 1 carries C.UTF-8's LC_CTYPE).
-  if (console && !hasDisplay(args)) out.push('-display', 'curses');
-  return {
-    file: 'qemu-system-x86_64',
-    args: out,
-    cwd: osDir,
-    ...(console ? { env: { LC_ALL: 'C.UTF-8' } } : {}),
-  };
+  // Phase 1 has no X. Without a display of its own choosing QEMU would start a
+  // VNC server on the client's loopback that nobody sees.
+  if (screen === 'none') return { file: 'qemu-system-x86_64', args: out, cwd: osDir };
+  // curses (chosen here or in the args) needs a UTF-8 locale to map the VGA
+  // font (phase 1 carries C.UTF-8's LC_CTYPE).
+  const utf8 = { LC_ALL: 'C.UTF-8' };
+  if (hasDisplay(args)) return { file: 'qemu-system-x86_64', args: out, cwd: osDir, env: utf8 };
+  if (screen === 'framebuffer') {
+    out.push('-display', 'none', '-vnc', `127.0.0.1:${GUEST_VNC_DISPLAY}`);
+    return {
+      file: 'qemu-system-x86_64',
+      args: out,
+      cwd: osDir,
+      viewer: {
+        file: 'directvnc',
+        args: [`127.0.0.1:${GUEST_VNC_DISPLAY}`],
+        // The framebuffer as one full-screen window, no pointer of its own (the
+        // guest draws one), no banner.
+        env: { DFBARGS: 'system=fbdev,force-windowed,autoflip-window,no-cursor,quiet' },
+      },
+    };
+  }
+  out.push('-display', 'curses');
+  return { file: 'qemu-system-x86_64', args: out, cwd: osDir, env: utf8 };
 }
 
 /**

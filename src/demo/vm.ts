@@ -21,6 +21,8 @@ export interface VmOptions {
   readonly qemu: string;
   /** Open a socket so tests can type on the serial console. */
   readonly interactive?: boolean;
+  /** Open a QMP socket (screendump, send-key), for tests that look at the screen. */
+  readonly qmp?: boolean;
 }
 
 export class LabVm {
@@ -56,6 +58,7 @@ export class LabVm {
       '-monitor',
       'none',
       ...serial,
+      ...(options.qmp ? ['-qmp', `unix:${join(options.dir, `${options.name}.qmp`)},server=on,wait=off`] : []),
       '-no-reboot',
       '-boot',
       'n',
@@ -105,6 +108,54 @@ export class LabVm {
           `${this.options.name}: no ${re} within ${ms / 1000} s; serial:\n${this.serial().slice(-3000)}`,
         );
       await new Promise((r) => setTimeout(r, 300));
+    }
+  }
+
+  /**
+   * Runs one QMP command (the VM must have been made with `qmp`) and
+   * resolves with its `return`; rejects with QMP's error or after `ms`.
+   */
+  async qmp(command: string, args?: Record<string, unknown>, ms = 30_000): Promise<unknown> {
+    const sock = connect(join(this.options.dir, `${this.options.name}.qmp`));
+    try {
+      let buf = '';
+      const replies: Record<string, unknown>[] = [];
+      let wake: (() => void) | undefined;
+      sock.on('data', (d: Buffer) => {
+        buf += d.toString('utf8');
+        let nl: number;
+        while ((nl = buf.indexOf('\n')) >= 0) {
+          const line = buf.slice(0, nl).trim();
+          buf = buf.slice(nl + 1);
+          if (line) replies.push(JSON.parse(line) as Record<string, unknown>);
+          wake?.();
+        }
+      });
+      sock.on('error', () => wake?.());
+      const deadline = Date.now() + ms;
+      const next = async (): Promise<Record<string, unknown>> => {
+        for (;;) {
+          const i = replies.findIndex((r) => 'QMP' in r || 'return' in r || 'error' in r);
+          if (i >= 0) return replies.splice(i, 1)[0]!;
+          if (Date.now() > deadline || sock.destroyed)
+            throw new Error(`${this.options.name}: QMP ${command}: no answer`);
+          await new Promise<void>((r) => {
+            wake = r;
+            setTimeout(r, 200);
+          });
+        }
+      };
+      await once(sock, 'connect');
+      await next(); // the greeting
+      sock.write(`${JSON.stringify({ execute: 'qmp_capabilities' })}\n`);
+      await next();
+      sock.write(`${JSON.stringify({ execute: command, ...(args ? { arguments: args } : {}) })}\n`);
+      const reply = await next();
+      if ('error' in reply)
+        throw new Error(`${this.options.name}: QMP ${command}: ${JSON.stringify(reply.error)}`);
+      return reply.return;
+    } finally {
+      sock.destroy();
     }
   }
 

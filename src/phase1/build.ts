@@ -610,6 +610,24 @@ export async function buildPhase1(
     for (const m of ['accel-tcg-x86_64.so', 'ui-curses.so']) {
       await addWithLibs(files, join(qemuMods, m), join(qemuMods, m), 'qemu', 'qemu', signal);
     }
+    // A guest's screen on the client's framebuffer (text and graphics modes,
+    // keyboard and mouse): QEMU serves it over VNC on loopback and DirectFB's
+    // VNC viewer draws it on /dev/fb0 (no X, no OpenGL). DirectFB loads its
+    // parts as plugins: the fbdev system, Linux input, the window manager.
+    const viewer =
+      (await which('directvnc')) ?? fail('directvnc is not installed: apt-get install directvnc');
+    await addWithLibs(files, viewer, '/usr/bin/directvnc', 'qemu', 'qemu', signal);
+    const dfb = '/usr/lib/x86_64-linux-gnu/directfb-1.7-7';
+    for (const plugin of [
+      'systems/libdirectfb_fbdev.so',
+      'inputdrivers/libdirectfb_linux_input.so',
+      'inputdrivers/libdirectfb_keyboard.so',
+      'wm/libdirectfbwm_default.so',
+    ]) {
+      const path = join(dfb, plugin);
+      if (!existsSync(path)) fail(`${path} is missing: apt-get install --reinstall libdirectfb-1.7-7`);
+      await addWithLibs(files, path, path, 'qemu', 'qemu', signal);
+    }
     // Firmware, at the paths QEMU searches (-L help): SeaBIOS, iPXE NIC ROMs, x86 option ROMs.
     await addTree(files, '/usr/share/seabios', 'qemu');
     await addTree(files, '/usr/lib/ipxe/qemu', 'qemu');

@@ -56,8 +56,20 @@ export const SERVER_NIC_MODULES: readonly string[] = [
   'qede',
 ];
 
-/** Extra modules of the qemu flavor: hardware virtualisation and tap networking. */
-export const QEMU_MODULES: readonly string[] = ['kvm_intel', 'kvm_amd', 'tun', 'bridge'];
+/** Extra modules of the qemu flavor: hardware virtualisation, tap networking, a guest's screen and input. */
+export const QEMU_MODULES: readonly string[] = [
+  'kvm_intel',
+  'kvm_amd',
+  'tun',
+  'bridge',
+  // A framebuffer for a guest's screen where the firmware's (efifb, vesafb,
+  // built in) is not there: QEMU's and virtual machines' display adapters.
+  'bochs',
+  'virtio_gpu',
+  // Keyboard and mouse as evdev devices, which the viewer reads.
+  'evdev',
+  'psmouse',
+];
 
 /** modules.dep as a map from module path to its direct dependency paths. */
 export type ModulesDep = ReadonlyMap<string, readonly string[]>;

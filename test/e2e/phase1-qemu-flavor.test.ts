@@ -8,7 +8,7 @@
 // with restrict=on: nothing leaves the QEMU process.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync, spawn } from 'node:child_process';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { runCli } from '../helpers/cli.js';
@@ -59,11 +59,24 @@ test('build-phase1 --flavor qemu: QEMU, its libraries and firmware are in the ar
     'lib/terminfo/x/xterm',
     'usr/lib/x86_64-linux-gnu/gconv/IBM437.so',
     'lib64/ld-linux-x86-64.so.2',
+    // A guest's screen on the framebuffer: the viewer and DirectFB's plugins.
+    'usr/bin/directvnc',
+    'usr/lib/x86_64-linux-gnu/directfb-1.7-7/systems/libdirectfb_fbdev.so',
+    'usr/lib/x86_64-linux-gnu/directfb-1.7-7/inputdrivers/libdirectfb_linux_input.so',
+    'usr/lib/x86_64-linux-gnu/directfb-1.7-7/wm/libdirectfbwm_default.so',
   ];
   for (const path of wanted) assert.ok(listed.has(path), `${path} is not in the archive`);
   // Every library ldd names for QEMU on this machine is in the archive too.
   const ldd = execFileSync('ldd', ['/usr/bin/qemu-system-x86_64'], { encoding: 'utf8' });
   for (const m of ldd.matchAll(/=> (\/\S+)/g)) assert.ok(listed.has(m[1]!.slice(1)), `${m[1]} missing`);
+  const lddViewer = execFileSync('ldd', ['/usr/bin/directvnc'], { encoding: 'utf8' });
+  for (const m of lddViewer.matchAll(/=> (\/\S+)/g)) assert.ok(listed.has(m[1]!.slice(1)), `${m[1]} missing`);
+  // The display and input drivers, for a framebuffer where the firmware gives none.
+  for (const mod of ['bochs.ko', 'virtio-gpu.ko', 'evdev.ko', 'psmouse.ko'])
+    assert.ok(
+      [...listed].some((p) => p.startsWith('lib/modules/') && new RegExp(`/${mod}(\\.(xz|zst))?$`).test(p)),
+      `${mod} is not in the archive`,
+    );
 
   const root = join(dir, 'root');
   mkdirSync(root);
@@ -71,6 +84,9 @@ test('build-phase1 --flavor qemu: QEMU, its libraries and firmware are in the ar
   const inRoot = (args: string[]) => execFileSync(chroot, [root, ...args], { encoding: 'utf8' });
   assert.match(inRoot(['/usr/bin/qemu-system-x86_64', '--version']), /^QEMU emulator version \d+\.\d+/);
   assert.match(inRoot(['/usr/bin/qemu-system-x86_64', '-L', 'help']), /share\/seabios/);
+  // directvnc --version prints its version and exits 1; a missing library would print the loader's error.
+  const viewer = spawnSync(chroot, [root, '/usr/bin/directvnc', '--version'], { encoding: 'utf8' });
+  assert.match(`${viewer.stdout}${viewer.stderr}`, /version [\d.]+ of DirectVNC/);
 
   mkdirSync(join(root, 'tmp'), { recursive: true });
   const debugLog = join(root, 'tmp', 'seabios.log');

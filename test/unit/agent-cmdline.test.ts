@@ -7,6 +7,7 @@ import {
   hasAccel,
   hasDisplay,
   qemuCommand,
+  qemuScreen,
   kexecCommands,
   insideFolder,
   showCommand,
@@ -150,11 +151,45 @@ test('qemu on the client console: curses when the args choose no display, with a
   ];
   for (const r of rows) {
     assert.equal(hasDisplay(r.args), r.display, r.args.join(' '));
-    const c = qemuCommand(r.args, '/d/os', false, true);
+    const c = qemuCommand(r.args, '/d/os', false, 'curses');
     assert.deepEqual(c.args, r.display ? r.args : [...r.args, '-display', 'curses'], r.args.join(' '));
     assert.deepEqual(c.env, { LC_ALL: 'C.UTF-8' });
   }
   // Host mode (not the client's console): the args as given.
   assert.deepEqual(qemuCommand(['-fda', 'dos.img'], '/d/os', false).args, ['-fda', 'dos.img']);
   assert.equal(qemuCommand(['-fda', 'dos.img'], '/d/os', false).env, undefined);
+});
+
+test('qemu on a framebuffer: QEMU serves VNC on loopback only and directvnc draws it; the args win when they choose a display', () => {
+  const c = qemuCommand(['-fda', 'dos.img'], '/d/os', false, 'framebuffer');
+  assert.deepEqual(c.args, ['-fda', 'dos.img', '-display', 'none', '-vnc', '127.0.0.1:0']);
+  assert.equal(c.viewer?.file, 'directvnc');
+  assert.deepEqual(c.viewer?.args, ['127.0.0.1:0']);
+  assert.match(c.viewer?.env?.DFBARGS ?? '', /system=fbdev/);
+  const chosen = qemuCommand(['-fda', 'dos.img', '-vnc', ':3'], '/d/os', false, 'framebuffer');
+  assert.deepEqual(chosen.args, ['-fda', 'dos.img', '-vnc', ':3']);
+  assert.equal(chosen.viewer, undefined);
+});
+
+test('which screen a qemu guest gets: framebuffer when there is one, the viewer, and a screen console; curses otherwise', () => {
+  const rows: { on: boolean; fb: boolean; viewer: boolean; cmdline: string; want: string }[] = [
+    {
+      on: true,
+      fb: true,
+      viewer: true,
+      cmdline: 'console=ttyS0,115200n8 console=tty0 quiet',
+      want: 'framebuffer',
+    },
+    { on: true, fb: true, viewer: true, cmdline: 'quiet', want: 'framebuffer' },
+    { on: true, fb: true, viewer: true, cmdline: 'console=tty0 console=ttyS0,115200n8', want: 'curses' },
+    { on: true, fb: false, viewer: true, cmdline: 'console=tty0', want: 'curses' },
+    { on: true, fb: true, viewer: false, cmdline: 'console=tty0', want: 'curses' },
+    { on: false, fb: true, viewer: true, cmdline: 'console=tty0', want: 'none' },
+  ];
+  for (const r of rows)
+    assert.equal(
+      qemuScreen(r.on, { framebuffer: r.fb, viewer: r.viewer, cmdline: r.cmdline }),
+      r.want,
+      JSON.stringify(r),
+    );
 });
