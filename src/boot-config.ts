@@ -93,8 +93,19 @@ export const PHASE1_SHARE_PORT = 8470;
 /** Stage 0 relays the blocks it has checked with busybox httpd; the agent stops it (this PID) and serves on. */
 export const STAGE0_HTTPD_PID = '/run/boottorrent/stage0-httpd.pid';
 
-export type AgentStage =
-  'network' | 'config' | 'menu' | 'downloading' | 'verifying' | 'seeding' | 'booting' | 'running' | 'failed';
+/** The agent's stages, in the order a boot goes through them ('failed' can come at any point). */
+export const AGENT_STAGES = [
+  'network',
+  'config',
+  'menu',
+  'downloading',
+  'verifying',
+  'seeding',
+  'booting',
+  'running',
+  'failed',
+] as const;
+export type AgentStage = (typeof AGENT_STAGES)[number];
 
 /** What the agent POSTs to `reportUrl`; every field but `stage` is optional. */
 export interface AgentReport {
@@ -124,17 +135,7 @@ const HEX40 = /^[0-9a-f]{40}$/;
 const HEX64 = /^[0-9a-f]{64}$/;
 const MAC = /^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/;
 const METHODS = new Set(['kexec', 'qemu', 'bin']);
-const STAGES = new Set<string>([
-  'network',
-  'config',
-  'menu',
-  'downloading',
-  'verifying',
-  'seeding',
-  'booting',
-  'running',
-  'failed',
-]);
+const STAGES = new Set<string>(AGENT_STAGES);
 
 function bad(field: string, why: string): never {
   throw new BootTorrentError('BT_ERR_BOOT_CONFIG', `boot config: ${field} ${why}`);

@@ -1,7 +1,8 @@
 /**
- * The live dashboard: one page, a JSON status and a Server-Sent Events
- * stream of whole snapshots (WHATWG HTML, "Server-sent events"). It owns no
- * socket: the server mounts `handle()` on the HTTP listener it binds.
+ * The live dashboard: one page, a JSON status, a Server-Sent Events stream
+ * of whole snapshots (WHATWG HTML, "Server-sent events") and the Prometheus
+ * metrics at /metrics. It owns no socket: the server mounts `handle()` on
+ * the HTTP listener it binds.
  *
  * Reading is open (the server binds the dashboard where configured, by
  * default 127.0.0.1); anything that changes state is a POST under
@@ -23,6 +24,7 @@ import { hostname } from 'node:os';
 import { isBootTorrentError } from '../errors.js';
 import type { ServerSnapshot } from '../http/snapshot.js';
 import { silentLogger, type Logger } from '../util/logger.js';
+import { METRICS_CONTENT_TYPE } from '../util/prometheus.js';
 import { dashboardPage, type DashboardPage } from './page.js';
 import { requestUrl } from '../http/target.js';
 
@@ -37,6 +39,8 @@ export interface ChangeSource {
 
 export interface DashboardServices {
   snapshot: () => ServerSnapshot;
+  /** GET /metrics's body (Prometheus text format); without it /metrics is left to the caller. */
+  metrics?: () => string;
   changes: ChangeSource;
   /** Bearer token for actions; without one every action is refused (403). */
   token?: string;
@@ -94,6 +98,7 @@ interface Stream {
 }
 
 const API = '/api/v1/';
+const METRICS = '/metrics';
 const ACTIONS = '/api/v1/actions/';
 
 const digest = (s: string) => createHash('sha256').update(s, 'utf8').digest();
@@ -146,7 +151,9 @@ export class Dashboard {
       sendJson(res, 400, { error: 'bad request target' });
       return true;
     }
-    const ours = path === '/' || path === '/index.html' || path === '/favicon.ico' || path.startsWith(API);
+    const metrics = path === METRICS ? this.services.metrics : undefined;
+    const ours =
+      path === '/' || path === '/index.html' || path === '/favicon.ico' || path.startsWith(API) || !!metrics;
     if (ours && !hostAllowed(req.headers.host, this.hostname, this.names)) {
       const host = (req.headers.host ?? '').slice(0, 200);
       this.logRefused(host, path);
@@ -159,6 +166,7 @@ export class Dashboard {
     }
     if (path === '/' || path === '/index.html') return this.read(req, res, () => this.sendPage(req, res));
     if (path === '/favicon.ico') return this.read(req, res, () => void res.writeHead(204).end());
+    if (metrics) return this.read(req, res, () => this.sendMetrics(req, res, metrics));
     if (!path.startsWith(API)) return false;
     if (path.startsWith(ACTIONS) || req.method === 'POST') {
       this.action(req, res, path);
@@ -236,6 +244,25 @@ export class Dashboard {
       return;
     }
     sendJson(res, 200, snap, req.method === 'HEAD');
+  }
+
+  /** Read like the status (same Host check, no token): no MAC or address is in it. */
+  private sendMetrics(req: IncomingMessage, res: ServerResponse, metrics: () => string): void {
+    let body: Buffer;
+    try {
+      body = Buffer.from(metrics(), 'utf8');
+    } catch (err) {
+      this.log.error('metrics failed', { error: (err as Error).message });
+      sendJson(res, 500, { error: 'internal error' });
+      return;
+    }
+    res.writeHead(200, {
+      'content-type': METRICS_CONTENT_TYPE,
+      'content-length': body.length,
+      'cache-control': 'no-store',
+      'x-content-type-options': 'nosniff',
+    });
+    res.end(req.method === 'HEAD' ? undefined : body);
   }
 
   // ---- Server-Sent Events ---------------------------------------------------

@@ -1,13 +1,15 @@
 /**
  * The dashboard port: its own HTTP listener (deadlines and connection caps
  * from util/http-guard), the request listener that puts the dashboard's
- * URLs first and a bare /api/v1/status behind them, and the watch that
- * turns the listener's end after start-up into one `onFailure` call.
+ * URLs first and a bare /api/v1/status and /metrics behind them, and the
+ * watch that turns the listener's end after start-up into one `onFailure`
+ * call.
  */
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import { BootTorrentError } from '../errors.js';
 import { refuseBadTarget, requestUrl } from '../http/target.js';
 import type { ServerSnapshot } from '../http/snapshot.js';
+import { METRICS_CONTENT_TYPE } from '../util/prometheus.js';
 import { createBoundedServer, httpLimits, type HttpListenerLimits } from '../util/http-guard.js';
 import { DropLog } from '../util/drop-log.js';
 import { watchListener } from '../util/listener-error.js';
@@ -21,13 +23,15 @@ export interface DashboardHandler {
 
 /**
  * The dashboard port's request listener: the dashboard's own URLs, else a
- * bare status JSON (when there is no dashboard), else 404. Answers every
- * request, also one whose target does not parse as a URL (`GET //`).
+ * bare status JSON and Prometheus metrics (when there is no dashboard),
+ * else 404. Answers every request, also one whose target does not parse
+ * as a URL (`GET //`).
  */
 export function dashboardListener(
   dashboard: DashboardHandler | undefined,
   snapshot: () => ServerSnapshot,
   log: Logger = silentLogger,
+  metrics?: () => string,
 ): (req: IncomingMessage, res: ServerResponse) => void {
   const answer = (req: IncomingMessage, res: ServerResponse): void => {
     if (dashboard?.handle(req, res)) return;
@@ -37,6 +41,17 @@ export function dashboardListener(
       res
         .writeHead(200, { 'content-type': 'application/json', 'cache-control': 'no-store' })
         .end(`${JSON.stringify(snapshot())}\n`);
+      return;
+    }
+    if (metrics && path === '/metrics' && (req.method === 'GET' || req.method === 'HEAD')) {
+      const body = Buffer.from(metrics(), 'utf8');
+      res
+        .writeHead(200, {
+          'content-type': METRICS_CONTENT_TYPE,
+          'content-length': body.length,
+          'cache-control': 'no-store',
+        })
+        .end(req.method === 'HEAD' ? undefined : body);
       return;
     }
     res.writeHead(404, { 'content-type': 'text/plain' }).end('not found\n');
@@ -65,7 +80,9 @@ export interface DashboardPortOptions {
 
 export interface DashboardPortServices {
   readonly snapshot: () => ServerSnapshot;
-  /** The dashboard itself; without one the port serves only /api/v1/status. */
+  /** GET /metrics's body (Prometheus text format); without it, /metrics is not served. */
+  readonly metrics?: () => string;
+  /** The dashboard itself; without one the port serves only /api/v1/status and /metrics. */
   readonly handler?: DashboardHandler;
   /** The server's logger; the port logs as its 'dashboard' child. */
   readonly logger?: Logger;
@@ -88,7 +105,7 @@ export class DashboardPort {
   ): Promise<DashboardPort> {
     const log = (services.logger ?? silentLogger).child('dashboard');
     const server = createBoundedServer(
-      dashboardListener(services.handler, services.snapshot, log),
+      dashboardListener(services.handler, services.snapshot, log, services.metrics),
       httpLimits(options.httpLimits),
       log,
     );

@@ -37,7 +37,7 @@ import { EventEmitter } from 'node:events';
 import { isIPv4 } from 'node:net';
 import { networkInterfaces } from 'node:os';
 
-import { BootTorrentError, errorText } from '../errors.js';
+import { BootTorrentError, ErrorCounts, errorText } from '../errors.js';
 import { DHCP_LIMITS } from '../limits.js';
 import { DropLog } from '../util/drop-log.js';
 import { silentLogger } from '../util/logger.js';
@@ -68,6 +68,10 @@ import { LeaseTable } from './leases.js';
 import type { Lease } from './leases.js';
 
 export type DhcpMode = 'full' | 'proxy' | 'off';
+
+/** The replies the server sends, by DHCP message type (proxy replies included). */
+export const DHCP_REPLY_TYPES = ['offer', 'ack', 'nak'] as const;
+export type DhcpReplyType = (typeof DHCP_REPLY_TYPES)[number];
 
 export interface DhcpServerOptions {
   mode: DhcpMode;
@@ -142,6 +146,10 @@ export class DhcpServer extends EventEmitter<DhcpServerEvents> {
   #listening = false;
   /** UDP payload bytes of every reply sent (the server's own figure, #16). */
   sentBytes = 0;
+  /** Replies sent, by message type (OFFER, ACK also to an INFORM or on port 4011, NAK). */
+  readonly replies: Record<DhcpReplyType, number> = { offer: 0, ack: 0, nak: 0 };
+  /** Typed errors met in requests (malformed packets, failed exchanges), by code. */
+  readonly errors = new ErrorCounts();
   /** Dropped packets and failed exchanges, one line per source address per minute (a MAC is free to make up). */
   readonly #drops: DropLog;
   /** Honoured DECLINEs, one line per address per minute (RFC 2131 §4.3.3: tell the admin). */
@@ -166,6 +174,12 @@ export class DhcpServer extends EventEmitter<DhcpServerEvents> {
   /** Current lease records (full mode), active and expired. */
   leases(): Lease[] {
     return this.#table?.all() ?? [];
+  }
+
+  /** Leases not expired now (full mode; in proxy mode the network's own server leases: 0). */
+  activeLeases(): number {
+    const now = this.#now();
+    return this.leases().filter((l) => l.expires > now).length;
   }
 
   /** The lease recorded for one MAC, active or expired (full mode). */
@@ -391,6 +405,7 @@ export class DhcpServer extends EventEmitter<DhcpServerEvents> {
       p = decode(msg);
       info = clientInfo(p);
     } catch (err) {
+      this.errors.count(err);
       this.#drops.drop(rinfo.address, 'malformed DHCP packet dropped', {
         from,
         error: (err as Error).message,
@@ -433,6 +448,7 @@ export class DhcpServer extends EventEmitter<DhcpServerEvents> {
   }
 
   #failed(mac: string, rinfo: RemoteInfo, err: unknown): void {
+    this.errors.count(err);
     this.#drops.drop(rinfo.address, 'DHCP request failed', {
       from: `${rinfo.address}:${rinfo.port}`,
       mac,
@@ -461,7 +477,7 @@ export class DhcpServer extends EventEmitter<DhcpServerEvents> {
           return;
         }
         table.hold(mac, ip);
-        this.#send(this.#fullReply(cfg, p, info, MessageType.OFFER, ip, leaseSecs), p, 'OFFER', ip);
+        this.#send(this.#fullReply(cfg, p, info, MessageType.OFFER, ip, leaseSecs), p, 'offer', 'OFFER', ip);
         return;
       }
       case MessageType.REQUEST: {
@@ -500,7 +516,7 @@ export class DhcpServer extends EventEmitter<DhcpServerEvents> {
         // RFC 2131 §4.3.1: the binding is on disk before the ACK leaves.
         persisted
           .then(() => {
-            this.#send(ack, p, 'ACK', ip);
+            this.#send(ack, p, 'ack', 'ACK', ip);
             this.emit('lease', lease);
           })
           .catch((err: unknown) => this.#failed(mac, rinfo, err));
@@ -546,6 +562,7 @@ export class DhcpServer extends EventEmitter<DhcpServerEvents> {
         this.#send(
           this.#fullReply(cfg, p, info, MessageType.ACK, undefined, undefined),
           p,
+          'ack',
           'ACK(INFORM)',
           p.ciaddr,
           {
@@ -652,7 +669,7 @@ export class DhcpServer extends EventEmitter<DhcpServerEvents> {
         [Opt.MESSAGE, Buffer.from(why, 'latin1')],
       ]),
     });
-    this.#send(reply, req, 'NAK', why);
+    this.#send(reply, req, 'nak', 'NAK', why);
   }
 
   // ---- proxy mode (PXE 2.1 §2.2.3) -----------------------------------------
@@ -673,7 +690,7 @@ export class DhcpServer extends EventEmitter<DhcpServerEvents> {
       if (type !== MessageType.REQUEST && type !== MessageType.INFORM) return;
       const reply = this.#proxyReply(cfg, p, info, MessageType.ACK);
       if (reply)
-        this.#send(reply, p, 'proxy ACK', rinfo.address, {
+        this.#send(reply, p, 'ack', 'proxy ACK', rinfo.address, {
           address: rinfo.address,
           port: rinfo.port,
           socket: 'pxe',
@@ -682,10 +699,10 @@ export class DhcpServer extends EventEmitter<DhcpServerEvents> {
     }
     if (type === MessageType.DISCOVER) {
       const reply = this.#proxyReply(cfg, p, info, MessageType.OFFER);
-      if (reply) this.#send(reply, p, 'proxy OFFER', '(no address)');
+      if (reply) this.#send(reply, p, 'offer', 'proxy OFFER', '(no address)');
     } else if (type === MessageType.REQUEST && optionIp(p, Opt.SERVER_ID) === cfg.serverIp) {
       const reply = this.#proxyReply(cfg, p, info, MessageType.ACK);
-      if (reply) this.#send(reply, p, 'proxy ACK', '(no address)');
+      if (reply) this.#send(reply, p, 'ack', 'proxy ACK', '(no address)');
     }
   }
 
@@ -745,12 +762,20 @@ export class DhcpServer extends EventEmitter<DhcpServerEvents> {
     return { address: cfg.broadcastAddress ?? '255.255.255.255', port: cfg.clientPort ?? 68, socket: 'tx' };
   }
 
-  #send(reply: Buffer, req: DhcpPacket, what: string, detail: string, dest?: Destination): void {
-    const to = dest ?? this.#destination(req, what === 'NAK');
+  #send(
+    reply: Buffer,
+    req: DhcpPacket,
+    type: DhcpReplyType,
+    what: string,
+    detail: string,
+    dest?: Destination,
+  ): void {
+    const to = dest ?? this.#destination(req, type === 'nak');
     const socket = this.#sockets[to.socket];
     if (!socket) return;
     const mac = macOf(req);
     this.sentBytes += reply.length;
+    this.replies[type]++;
     socket.send(reply, to.port, to.address, (err) => {
       if (err)
         this.#log.warn(`DHCP ${what} not sent`, { mac, to: `${to.address}:${to.port}`, error: err.message });

@@ -1,13 +1,14 @@
 /**
  * What the server shows about itself: the snapshot `status`, the dashboard
- * (SSE) and /api/v1/status serve. Types only; src/server/state.ts keeps the
- * store that fills them. They sit here, below server/, so the dashboard
- * imports them downward.
+ * (SSE) and /api/v1/status serve. Types (and the list of client stages);
+ * src/server/state.ts keeps the store that fills them. They sit here, below
+ * server/, so the dashboard imports them downward.
  */
-import type { AgentStage } from '../boot-config.js';
+import { AGENT_STAGES } from '../boot-config.js';
 
 /** Where a client is in its boot: the phase-1 steps the server sees, then the agent's own stages. */
-export type ClientStage = 'dhcp' | 'ipxe' | 'phase1' | AgentStage;
+export const CLIENT_STAGES = ['dhcp', 'ipxe', 'phase1', ...AGENT_STAGES] as const;
+export type ClientStage = (typeof CLIENT_STAGES)[number];
 
 export interface ClientState {
   readonly mac: string;

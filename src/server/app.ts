@@ -10,7 +10,7 @@ import { randomBytes } from 'node:crypto';
 import { readFile, writeFile, rename, mkdir, rm, stat } from 'node:fs/promises';
 import { networkInterfaces } from 'node:os';
 import { join } from 'node:path';
-import { BootTorrentError } from '../errors.js';
+import { BootTorrentError, type ErrorCode } from '../errors.js';
 import type { HttpListenerLimits } from '../util/http-guard.js';
 import { silentLogger, type Logger } from '../util/logger.js';
 import type { Environment } from '../env/types.js';
@@ -27,6 +27,9 @@ import { Reloader } from './reloader.js';
 import { ClientApi } from './client-api.js';
 import { buildSnapshot } from './snapshot.js';
 import { groupSent, NOTHING_SENT } from './traffic.js';
+import { serverMetrics } from './metrics.js';
+import { renderMetrics } from '../util/prometheus.js';
+import { version } from '../version.js';
 import { hashPayload } from './phase1-blocks.js';
 import { PhaseOneSourcing } from './phase1-sources.js';
 import type { PayloadFailure, PayloadProgress } from '../boot/policy.js';
@@ -73,9 +76,11 @@ export interface StartServices {
   readonly onHashProgress?: (os: string, hashed: number, total: number) => void;
   /** The kernel neighbour table's text (default: /proc/net/arp), for tests. */
   readonly readArp?: () => Promise<string>;
-  /** The dashboard handler (GET /, SSE); the built-in one serves only /api/v1/status. */
+  /** The dashboard handler (GET /, SSE); the built-in one serves only /api/v1/status and /metrics. */
   readonly dashboard?: (ctx: {
     snapshot: () => ServerSnapshot;
+    /** GET /metrics's body (Prometheus text format). */
+    metrics: () => string;
     store: ClientStore;
     token: string;
   }) => DashboardHandler;
@@ -412,6 +417,7 @@ export class BootServer {
   /** The dashboard and status API on their own port. */
   private startDashboard(token: string): Promise<DashboardPort> {
     const snapshot = () => this.snapshot();
+    const metrics = () => this.metrics();
     return DashboardPort.listen(
       {
         ...(this.options.dashboardHost !== undefined ? { host: this.options.dashboardHost } : {}),
@@ -420,8 +426,9 @@ export class BootServer {
       },
       {
         snapshot,
+        metrics,
         ...(this.services.dashboard
-          ? { handler: this.services.dashboard({ snapshot, store: this.store, token }) }
+          ? { handler: this.services.dashboard({ snapshot, metrics, store: this.store, token }) }
           : {}),
         logger: this.log,
         onFailure: (err) => this.fail('dashboard', err),
@@ -545,6 +552,31 @@ export class BootServer {
             })
           : NOTHING_SENT,
     });
+  }
+
+  /**
+   * GET /metrics: the snapshot above and the counters the listeners keep
+   * (src/server/metrics.ts), in the Prometheus text format.
+   */
+  metrics(): string {
+    const dhcp = this.netboot?.dhcp;
+    const tftp = this.netboot?.tftp;
+    const errorSources = [dhcp?.errors, tftp?.errors, this.tracker?.errors, this.api?.errors];
+    return renderMetrics(
+      serverMetrics({
+        snapshot: this.snapshot(),
+        version: version(),
+        processStartSeconds: performance.timeOrigin / 1000,
+        boots: this.store.boots,
+        failures: this.store.failures,
+        dhcp: {
+          leases: dhcp?.activeLeases() ?? 0,
+          replies: dhcp?.replies ?? {},
+        },
+        tftp: { active: tftp?.activeTransfers() ?? 0, results: tftp?.results ?? {} },
+        errors: (code: ErrorCode) => errorSources.reduce((n, e) => n + (e?.get(code) ?? 0), 0),
+      }),
+    );
   }
 
   /**

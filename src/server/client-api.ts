@@ -15,6 +15,7 @@ import {
   type BootConfig,
   type BootOs,
 } from '../boot-config.js';
+import { ErrorCounts } from '../errors.js';
 import type { Environment, OsEntry } from '../env/types.js';
 import { HTTP_LIMITS } from '../limits.js';
 import { DropLog } from '../util/drop-log.js';
@@ -55,6 +56,8 @@ export class ClientApi {
   private readonly log: Logger;
   /** Reports and token requests refused, logged once per source per minute. */
   private readonly drops: DropLog;
+  /** Typed errors met in reports (a report that does not parse), by code. */
+  readonly errors = new ErrorCounts();
 
   constructor(
     private readonly options: ClientApiOptions,
@@ -191,6 +194,7 @@ export class ClientApi {
         this.services.onReport?.(mac, client, r);
         reply(204, '');
       } catch (err) {
+        this.errors.count(err);
         // Client text goes in a field, never into the message (issue #14 item 7).
         this.drops.drop(client, 'bad agent report dropped', { mac, error: (err as Error).message });
         if (!res.headersSent) reply(400, (err as Error).message);

@@ -21,6 +21,8 @@ export interface ClientStoreEvents {
 type Mutable<T> = { -readonly [K in keyof T]: T[K] };
 
 const DONE: ReadonlySet<ClientStage> = new Set(['booting', 'running', 'failed']);
+/** Stages of a boot that worked: the OS is handed the machine. */
+const BOOTED: ReadonlySet<ClientStage> = new Set(['booting', 'running']);
 /** Stages the server sees before the agent runs. */
 const PRE_AGENT: ReadonlySet<ClientStage> = new Set(['dhcp', 'ipxe', 'phase1']);
 
@@ -76,6 +78,14 @@ export class ClientStore extends EventEmitter<ClientStoreEvents> {
    * server (ipxe or phase1 stage, then an agent stage): phase 1 delivered.
    */
   phase1Loads = 0;
+  /**
+   * Boots that reached booting or running, and boots that failed, since the
+   * server started, by OS id: one per row that gets there. Keyed only by an
+   * OS the server serves (`osSize` knows it), else '': an agent writes its
+   * `os` itself, and a made-up id per report must not grow these maps.
+   */
+  readonly boots = new Map<string, number>();
+  readonly failures = new Map<string, number>();
 
   private fresh(mac: string): Mutable<ClientState> {
     const t = this.now();
@@ -138,6 +148,8 @@ export class ClientStore extends EventEmitter<ClientStoreEvents> {
       this.phase1Loads++;
     if (stage !== null) {
       if (DONE.has(c.stage) !== DONE.has(stage)) this.active += DONE.has(stage) ? -1 : 1;
+      if (BOOTED.has(stage) && !BOOTED.has(c.stage)) this.countOutcome(this.boots, c.os);
+      else if (stage === 'failed' && c.stage !== 'failed') this.countOutcome(this.failures, c.os);
       c.stage = stage;
       if (stage === 'booting' && c.bootSeconds === null) c.bootSeconds = (c.updatedAt - c.firstSeen) / 1000;
       if (stage !== 'failed') c.error = patch.error ?? null;
@@ -147,6 +159,11 @@ export class ClientStore extends EventEmitter<ClientStoreEvents> {
     const snapshot = { ...c };
     if (c.stage !== previous) this.emit('stage', snapshot, previous);
     this.emit('change', snapshot);
+  }
+
+  private countOutcome(counts: Map<string, number>, os: string | null): void {
+    const key = os !== null && this.osSize(os) !== undefined ? os : '';
+    counts.set(key, (counts.get(key) ?? 0) + 1);
   }
 
   /** DHCP handed out (or the proxy answered) for this MAC. */

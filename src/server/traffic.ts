@@ -21,8 +21,24 @@ export interface SentCounters {
   readonly seeder: number;
 }
 
+/** Which stage each part of ServerSent belongs to (its `parts`): written once, for the sums and /metrics. */
+export const SENT_STAGE_OF_PART = {
+  dhcp: 'phase1',
+  tftp: 'phase1',
+  ipxeHttp: 'phase1',
+  scripts: 'phase1',
+  phase1Files: 'phase1',
+  configs: 'os',
+  api: 'os',
+  tracker: 'os',
+  seeder: 'os',
+  httpFiles: 'other',
+  httpOther: 'other',
+} as const satisfies Record<string, 'phase1' | 'os' | 'other'>;
+export type SentPart = keyof typeof SENT_STAGE_OF_PART;
+
 export function groupSent(c: SentCounters): ServerSent {
-  const parts = {
+  const parts: Record<SentPart, number> = {
     dhcp: c.dhcp,
     tftp: c.tftp,
     ipxeHttp: c.http.ipxe,
@@ -35,10 +51,9 @@ export function groupSent(c: SentCounters): ServerSent {
     httpFiles: c.http.files,
     httpOther: c.http.other,
   };
-  const phase1 = parts.dhcp + parts.tftp + parts.ipxeHttp + parts.scripts + parts.phase1Files;
-  const os = parts.configs + parts.api + parts.tracker + parts.seeder;
-  const other = parts.httpFiles + parts.httpOther;
-  return { total: phase1 + os + other, phase1, os, other, parts };
+  const by = { phase1: 0, os: 0, other: 0 };
+  for (const [part, n] of Object.entries(parts)) by[SENT_STAGE_OF_PART[part as SentPart]] += n;
+  return { total: by.phase1 + by.os + by.other, ...by, parts };
 }
 
 /** Nothing sent yet: every part 0 (snapshots before start, test fixtures). */

@@ -20,7 +20,7 @@ import { createSocket } from 'node:dgram';
 import type { RemoteInfo, Socket } from 'node:dgram';
 import { EventEmitter } from 'node:events';
 import { isIP } from 'node:net';
-import { BootTorrentError, isBootTorrentError, errorText } from '../errors.js';
+import { BootTorrentError, ErrorCounts, isBootTorrentError, errorText } from '../errors.js';
 import { TFTP_LIMITS } from '../limits.js';
 import { DropLog } from '../util/drop-log.js';
 import { silentLogger } from '../util/logger.js';
@@ -73,8 +73,17 @@ export interface TftpServerServices {
   files?: FileProvider;
 }
 
-export type TransferResult =
-  'ok' | 'refused' | 'timeout' | 'client-error' | 'read-error' | 'protocol-error' | 'aborted';
+/** How a transfer ends: every request answered is one of these (a dropped one is none). */
+export const TRANSFER_RESULTS = [
+  'ok',
+  'refused',
+  'timeout',
+  'client-error',
+  'read-error',
+  'protocol-error',
+  'aborted',
+] as const;
+export type TransferResult = (typeof TRANSFER_RESULTS)[number];
 
 /** One finished (or refused) transfer, as logged and emitted. */
 export interface TransferInfo {
@@ -150,6 +159,8 @@ interface TransferParams {
   log: Logger;
   /** Bad packets, logged once per source IP per minute (shared with the server). */
   drops: DropLog;
+  /** The server's typed errors by code. */
+  errors: ErrorCounts;
   /** Counts what the transfer sends (the server's sentBytes). */
   sent: (bytes: number) => void;
   onEnd: (info: TransferInfo) => void;
@@ -306,6 +317,7 @@ class Transfer {
   }
 
   private fail(err: unknown): void {
+    this.p.errors.count(err);
     const message = errorText(err);
     this.send({ type: 'ERROR', code: TftpErrorCode.NotDefined, message: 'read error on the server' });
     this.finish('read-error', message, TftpErrorCode.NotDefined);
@@ -335,6 +347,7 @@ class Transfer {
     try {
       packet = decode(msg);
     } catch (err) {
+      this.p.errors.count(err);
       this.p.drops.drop(rinfo.address, 'malformed packet dropped', {
         client: this.peerName,
         error: errorText(err),
@@ -500,6 +513,12 @@ export class TftpServer extends EventEmitter<TftpServerEvents> {
   private readonly pending = new Set<Promise<unknown>>();
   /** UDP payload bytes sent (DATA with retransmissions, OACKs, ERRORs): the server's own figure (#16). */
   sentBytes = 0;
+  /** Transfers ended (refusals included), by result: what the 'transfer' event reported. */
+  readonly results: Record<TransferResult, number> = Object.fromEntries(
+    TRANSFER_RESULTS.map((r) => [r, 0]),
+  ) as Record<TransferResult, number>;
+  /** Typed errors met (malformed packets, refused paths, read errors), by code. */
+  readonly errors = new ErrorCounts();
 
   constructor(options: TftpServerOptions = {}, services: TftpServerServices = {}) {
     super();
@@ -624,6 +643,7 @@ export class TftpServer extends EventEmitter<TftpServerEvents> {
     try {
       packet = decode(msg);
     } catch (err) {
+      this.errors.count(err);
       // Counted, one line per source a minute: junk must not choose how much we log.
       this.drops.drop(rinfo.address, 'malformed packet dropped', {
         from,
@@ -716,6 +736,7 @@ export class TftpServer extends EventEmitter<TftpServerEvents> {
 
   /** Listeners are other components' code: one that throws is logged, and the transfer's timer or socket goes on. */
   private emitTransfer(info: TransferInfo): void {
+    this.results[info.result]++;
     try {
       this.emit('transfer', info);
     } catch (err) {
@@ -740,6 +761,7 @@ export class TftpServer extends EventEmitter<TftpServerEvents> {
     try {
       path = cleanRequestPath(request.filename);
     } catch (err) {
+      this.errors.count(err);
       refuse(TftpErrorCode.AccessViolation, `access violation: ${(err as Error).message}`);
       return;
     }
@@ -747,6 +769,7 @@ export class TftpServer extends EventEmitter<TftpServerEvents> {
     try {
       file = await this.files.open(path, { address: rinfo.address, port: rinfo.port });
     } catch (err) {
+      this.errors.count(err);
       if (isBootTorrentError(err, 'BT_ERR_TFTP_ACCESS')) {
         // The log gets the whole reason (it may name real paths); the client a short one.
         refuse(TftpErrorCode.AccessViolation, 'access violation', err.message);
@@ -793,6 +816,7 @@ export class TftpServer extends EventEmitter<TftpServerEvents> {
       deadlineMs: this.transferDeadlineMs,
       log: this.log,
       drops: this.drops,
+      errors: this.errors,
       sent: (n) => (this.sentBytes += n),
       onEnd: (info) => {
         if (this.transfers.get(from) === transfer) this.release(from, rinfo.address);

@@ -20,7 +20,7 @@ import { EventEmitter } from 'node:events';
 import { ByteMeter } from '../util/byte-meter.js';
 import { createBoundedServer, httpLimits, type HttpListenerLimits } from '../util/http-guard.js';
 import type { IncomingMessage, Server as HttpServer, ServerResponse } from 'node:http';
-import { BootTorrentError, isBootTorrentError } from '../errors.js';
+import { BootTorrentError, ErrorCounts, isBootTorrentError } from '../errors.js';
 import { TRACKER_LIMITS } from '../limits.js';
 import { DropLog } from '../util/drop-log.js';
 import type { LogFields, Logger } from '../util/logger.js';
@@ -291,6 +291,8 @@ export class TrackerServer extends EventEmitter<TrackerServerEvents> {
    * /announce on the boot HTTP server is counted there).
    */
   readonly sent = new ByteMeter<'udp' | 'http'>(['udp', 'http']);
+  /** Typed errors met in requests (malformed, refused, expired connection ids), by code. */
+  readonly errors = new ErrorCounts();
   private readonly host: string;
   private readonly requestedPort: number;
   private readonly interval: number;
@@ -539,6 +541,7 @@ export class TrackerServer extends EventEmitter<TrackerServerEvents> {
         send(200, encodeScrapeResponse({ files }));
       }
     } catch (err) {
+      this.errors.count(err);
       if (!isBootTorrentError(err)) {
         this.log.warn(`tracker HTTP ${path} from ${ip} failed: ${String(err)}`);
         if (!res.headersSent) send(500, encodeFailure('internal error'));
@@ -784,6 +787,7 @@ export class TrackerServer extends EventEmitter<TrackerServerEvents> {
     try {
       req = decodeUdpRequest(msg);
     } catch (err) {
+      this.errors.count(err);
       // Counted, one line per source a minute: junk must not choose how much we log.
       this.drops.drop(normalizeIp(rinfo.address), 'tracker: dropped bad UDP packet', {
         bytes: msg.length,
@@ -796,6 +800,7 @@ export class TrackerServer extends EventEmitter<TrackerServerEvents> {
     try {
       resp = this.answerUdp(req, rinfo);
     } catch (err) {
+      this.errors.count(err);
       if (!isBootTorrentError(err)) {
         this.log.warn(`tracker: UDP request from ${rinfo.address}:${rinfo.port} failed: ${String(err)}`);
         return;

@@ -14,6 +14,7 @@ import {
   type DashboardServices,
 } from '../../src/dashboard/dashboard.js';
 import { DASHBOARD_SCRIPT } from '../../src/dashboard/page.js';
+import { dashboardListener } from '../../src/dashboard/listener.js';
 import { BootTorrentError } from '../../src/errors.js';
 import { ClientStore, type ServerSnapshot } from '../../src/server/state.js';
 import { NOTHING_SENT } from '../../src/server/traffic.js';
@@ -231,6 +232,73 @@ test('paths outside the dashboard are left to the caller', async (t) => {
   const { dashboard, port } = await serve(t);
   assert.equal((await fetchText(port, '/ipxe/boot.ipxe')).status, 404);
   assert.equal(dashboard.streamCount, 0);
+});
+
+test('/metrics: the Prometheus text, read like the status (GET and HEAD, 405 otherwise, the same Host check)', async (t) => {
+  let body = '# HELP boottorrent_up Up.\n# TYPE boottorrent_up gauge\nboottorrent_up 1\n';
+  let fail = false;
+  const metrics = () => {
+    if (fail) throw new Error('renderer bug');
+    return body;
+  };
+  const { port } = await serve(t, { metrics }, { hostname: 'labserver' });
+  const r = await fetchText(port, '/metrics');
+  assert.equal(r.status, 200);
+  assert.equal(r.headers['content-type'], 'text/plain; version=0.0.4; charset=utf-8');
+  assert.equal(r.headers['cache-control'], 'no-store');
+  assert.equal(r.body, body);
+  body = `${body}# HELP boottorrent_x X \u00e9.\n# TYPE boottorrent_x gauge\nboottorrent_x{os="\u00e9"} 2\n`;
+  const head = await fetchText(port, '/metrics', { method: 'HEAD' });
+  assert.equal(head.status, 200);
+  assert.equal(head.body, '');
+  assert.equal(
+    Number(head.headers['content-length']),
+    Buffer.byteLength(body, 'utf8'),
+    'bytes, not characters',
+  );
+  const put = await fetchText(port, '/metrics', { method: 'PUT' });
+  assert.equal(put.status, 405);
+  assert.equal(put.headers.allow, 'GET, HEAD');
+  const rebound = await fetchText(port, '/metrics', { headers: { host: 'rebind.evil.example:8480' } });
+  assert.equal(rebound.status, 421);
+  assert.doesNotMatch(rebound.body, /boottorrent_up/);
+  assert.equal((await fetchText(port, '/metrics', { headers: { host: 'labserver:8480' } })).status, 200);
+  fail = true;
+  assert.equal((await fetchText(port, '/metrics')).status, 500);
+});
+
+test('/metrics without a metrics source is left to the caller', async (t) => {
+  const { port } = await serve(t);
+  assert.equal((await fetchText(port, '/metrics')).status, 404);
+});
+
+test('the bare dashboard port (no dashboard) serves /metrics like its /api/v1/status', async (t) => {
+  const store = new ClientStore();
+  const text = '# HELP boottorrent_up Up.\n# TYPE boottorrent_up gauge\nboottorrent_up 1\n';
+  const server = createServer(
+    dashboardListener(
+      undefined,
+      () => snapshotOf(store),
+      undefined,
+      () => text,
+    ),
+  );
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  t.after(() => server.close());
+  const port = (server.address() as AddressInfo).port;
+  const r = await fetchText(port, '/metrics');
+  assert.equal(r.status, 200);
+  assert.equal(r.headers['content-type'], 'text/plain; version=0.0.4; charset=utf-8');
+  assert.equal(r.body, text);
+  assert.equal((await fetchText(port, '/metrics', { method: 'HEAD' })).body, '');
+  assert.equal((await fetchText(port, '/metrics', { method: 'POST' })).status, 404, 'as its status: 404');
+  assert.equal((await fetchText(port, '/api/v1/status', { method: 'POST' })).status, 404);
+  const without = createServer(dashboardListener(undefined, () => snapshotOf(store)));
+  without.listen(0, '127.0.0.1');
+  await once(without, 'listening');
+  t.after(() => without.close());
+  assert.equal((await fetchText((without.address() as AddressInfo).port, '/metrics')).status, 404);
 });
 
 test('the page is self-contained and its policy allows only its own inline script and style', async (t) => {
