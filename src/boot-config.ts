@@ -6,6 +6,7 @@
  * hostile reply is a clear error on the client's screen, never a crash or
  * a booted image that was not verified.
  */
+import { verify, type KeyObject } from 'node:crypto';
 import { BootTorrentError } from './errors.js';
 
 export const BOOT_CONFIG_VERSION = 1;
@@ -81,6 +82,11 @@ export interface BootConfig {
    */
   readonly reportToken: string;
   readonly oss: readonly BootOs[];
+  /**
+   * The agent's nonce, echoed inside the signed body (the agent asks with
+   * ?nonce=): a signed config recorded earlier cannot be replayed to it.
+   */
+  readonly nonce?: string;
 }
 
 /**
@@ -291,6 +297,7 @@ export function parseBootConfig(text: string): BootConfig {
     reportUrl: httpUrl(o, 'reportUrl', '(config)'),
     reportToken: str(o, 'reportToken', '(config)', 256),
     oss,
+    ...(o.nonce !== undefined ? { nonce: str(o, 'nonce', '(config)', 64) } : {}),
   };
 }
 
@@ -321,4 +328,23 @@ export function parseAgentReport(text: string): AgentReport {
   if (o.os !== undefined) out.os = str(o, 'os', '(report)', 255);
   if (o.error !== undefined) out.error = str(o, 'error', '(report)', 2000);
   return out as unknown as AgentReport;
+}
+
+/** Where phase 1 holds the server's public key (the last initramfs archive the iPXE script loads). */
+export const PHASE1_SERVER_KEY_PATH = '/etc/boottorrent/server-key.pem';
+/** The boot config response header with its Ed25519 signature: `ed25519=<base64>`. */
+export const BOOT_CONFIG_SIGNATURE_HEADER = 'x-boottorrent-signature';
+
+/**
+ * True when `header` (BOOT_CONFIG_SIGNATURE_HEADER's value) is `key`'s
+ * Ed25519 signature of `body`, the exact bytes received.
+ */
+export function bootConfigSignatureValid(body: Buffer, header: string | null, key: KeyObject): boolean {
+  const m = /^ed25519=([A-Za-z0-9+/]{86}==)$/.exec(header ?? '');
+  if (!m) return false;
+  try {
+    return verify(null, body, key, Buffer.from(m[1]!, 'base64'));
+  } catch {
+    return false;
+  }
 }

@@ -6,6 +6,7 @@
  * server when the config named where.
  */
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { createPublicKey, type KeyObject } from 'node:crypto';
 import { connect } from 'node:net';
 import { readFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
@@ -239,13 +240,41 @@ export class Agent {
     }
   }
 
+  /** The server's public key (AgentArgs.serverKey), read once. */
+  private async serverKey(): Promise<KeyObject | undefined> {
+    const file = this.args.serverKey;
+    if (file === undefined) return undefined;
+    let pem: string;
+    try {
+      pem = await readFile(file, 'utf8');
+    } catch (err) {
+      throw new StepFailure(
+        'boot config',
+        `phase 1 has no server key (${file}: ${(err as NodeJS.ErrnoException).code ?? errorText(err)}), so no boot config can be trusted`,
+        "that phase 1 was started by the BootTorrent server's iPXE script, which loads the key after the initramfs (a server older than this phase 1 does not)",
+      );
+    }
+    try {
+      const key = createPublicKey(pem);
+      if (key.asymmetricKeyType !== 'ed25519') throw new Error(`a ${key.asymmetricKeyType} key`);
+      return key;
+    } catch (err) {
+      throw new StepFailure(
+        'boot config',
+        `${file} is not an Ed25519 public key (${errorText(err)})`,
+        "the server's key archive (/phase1-key/server-key.cpio) and the iPXE script",
+      );
+    }
+  }
+
   private async fetchConfig(): Promise<'ok' | 'quit'> {
     for (;;) {
       this.stage('config');
       let last: unknown;
       for (let attempt = 0; attempt <= CONFIG_BACKOFF.length; attempt++) {
         try {
-          const config = await this.guarded(fetchBootConfig(this.args.server, this.args.mac));
+          const key = await this.serverKey();
+          const config = await this.guarded(fetchBootConfig(this.args.server, this.args.mac, undefined, key));
           this.config = config;
           this.reporter?.close();
           // An empty token: the server could not tie this machine to its MAC

@@ -6,7 +6,7 @@
 import { parseArgs } from 'node:util';
 import { BootTorrentError } from '../errors.js';
 import { normalizeMac } from '../util/address.js';
-import { PHASE1_PAYLOAD_PATH, PHASE1_SHARE_PORT } from '../boot-config.js';
+import { PHASE1_PAYLOAD_PATH, PHASE1_SERVER_KEY_PATH, PHASE1_SHARE_PORT } from '../boot-config.js';
 
 export interface AgentArgs {
   /** Server base URL, no trailing slash. */
@@ -31,6 +31,12 @@ export interface AgentArgs {
   readonly shareFile?: string;
   /** TCP port it is served on (0: any free port). */
   readonly sharePort: number;
+  /**
+   * The server's public key (PEM): boot configs must carry its signature.
+   * Phase 1 always has one (PHASE1_SERVER_KEY_PATH); host mode with
+   * --server-key only.
+   */
+  readonly serverKey?: string;
 }
 
 export const DEFAULT_DIR = '/tmp/boottorrent';
@@ -49,6 +55,8 @@ Runs the BootTorrent agent on this host instead of inside phase 1.
   --stall-timeout S   seconds without progress before a download fails (default ${DEFAULT_STALL_SECONDS})
   --share-phase1 FILE serve FILE as this client's phase-1 payload to later clients (as phase 1 does)
   --share-port N      its TCP port (default ${PHASE1_SHARE_PORT}; 0 picks a free one)
+  --server-key FILE   refuse boot configs not signed by this public key (the server's
+                      <env>/.boottorrent/signing-key.pub.pem; phase 1 always checks)
   -v, --verbose       debug lines on stderr`;
 
 function usage(message: string): never {
@@ -105,6 +113,7 @@ export function argsFromKernelCmdline(text: string): AgentArgs {
     // Stage 0 leaves it there when phase 1 came through it; otherwise there is nothing to serve.
     shareFile: PHASE1_PAYLOAD_PATH,
     sharePort: PHASE1_SHARE_PORT,
+    serverKey: PHASE1_SERVER_KEY_PATH,
   };
 }
 
@@ -124,6 +133,7 @@ export function argsFromFlags(argv: readonly string[]): AgentArgs {
         'stall-timeout': { type: 'string' },
         'share-phase1': { type: 'string' },
         'share-port': { type: 'string' },
+        'server-key': { type: 'string' },
         verbose: { type: 'boolean', short: 'v' },
       },
       strict: true,
@@ -154,5 +164,6 @@ export function argsFromFlags(argv: readonly string[]): AgentArgs {
     port,
     ...(values['share-phase1'] !== undefined ? { shareFile: values['share-phase1'] } : {}),
     sharePort,
+    ...(values['server-key'] !== undefined ? { serverKey: values['server-key'] } : {}),
   };
 }

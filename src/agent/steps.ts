@@ -4,12 +4,19 @@
  * by SHA-256, and plan the load. Each failure is a StepFailure that names
  * what failed and what to check, for the failure screen.
  */
+import { randomBytes, type KeyObject } from 'node:crypto';
 import { createReadStream, createWriteStream } from 'node:fs';
 import { access, chmod, open, readFile, rename, stat } from 'node:fs/promises';
 import { isAbsolute, join, relative, resolve } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { BootTorrentError } from '../errors.js';
-import { parseBootConfig, type BootConfig, type BootOs } from '../boot-config.js';
+import {
+  BOOT_CONFIG_SIGNATURE_HEADER,
+  bootConfigSignatureValid,
+  parseBootConfig,
+  type BootConfig,
+  type BootOs,
+} from '../boot-config.js';
 import { parseTorrent, type Metainfo } from '../torrent/metainfo.js';
 import { sha256File } from '../swarm/storage.js';
 import type { BitTorrentClient } from '../swarm/client.js';
@@ -38,8 +45,11 @@ export async function fetchBootConfig(
   server: string,
   mac: string,
   signal?: AbortSignal,
+  key?: KeyObject,
 ): Promise<BootConfig> {
-  const url = `${server}/api/v1/boot/${mac}`;
+  // With the server's key: a fresh nonce that the signed reply must echo.
+  const nonce = key ? randomBytes(16).toString('hex') : undefined;
+  const url = `${server}/api/v1/boot/${mac}${nonce ? `?nonce=${nonce}` : ''}`;
   const hint = `that the server runs and this machine reaches ${server} (cable, DHCP, firewall)`;
   let res: Response;
   try {
@@ -49,7 +59,8 @@ export async function fetchBootConfig(
   } catch (err) {
     throw new StepFailure('boot config', `cannot reach ${url}: ${errText(err)}`, hint, { cause: err });
   }
-  const text = await res.text().catch(() => '');
+  const body = Buffer.from(await res.arrayBuffer().catch(() => new ArrayBuffer(0)));
+  const text = body.toString('utf8');
   if (!res.ok) {
     throw new StepFailure(
       'boot config',
@@ -57,9 +68,26 @@ export async function fetchBootConfig(
       `that this MAC (${mac}) is allowed to boot in the server's environment`,
     );
   }
+  const rogue =
+    "that only the lab's BootTorrent server answers on this network (another DHCP or HTTP server may be pointing this machine elsewhere), and that phase 1 was loaded from that server";
+  if (key && !bootConfigSignatureValid(body, res.headers.get(BOOT_CONFIG_SIGNATURE_HEADER), key)) {
+    throw new StepFailure(
+      'boot config',
+      `the boot config from ${server} is not signed by the server this phase 1 came from; refusing it`,
+      rogue,
+    );
+  }
   try {
-    return parseBootConfig(text);
+    const config = parseBootConfig(text);
+    if (nonce !== undefined && (config.nonce !== nonce || config.mac !== mac))
+      throw new StepFailure(
+        'boot config',
+        `the boot config from ${server} is signed but was made for another request (${config.mac !== mac ? `MAC ${config.mac}` : 'an old nonce'}): a replay; refusing it`,
+        rogue,
+      );
+    return config;
   } catch (err) {
+    if (err instanceof StepFailure) throw err;
     throw new StepFailure(
       'boot config',
       errText(err),

@@ -58,6 +58,11 @@ export interface BootHttpServices {
    * serves, so the owner stops (STYLE.md lesson 4). Without it, logged.
    */
   onListenerError?: (err: Error) => void;
+  /**
+   * Signs a boot config's body, the exact bytes sent (the server's key,
+   * src/server/signing.ts): the value of the x-boottorrent-signature header.
+   */
+  signConfig?: (body: Buffer) => string;
 }
 
 /** What a request's answer is for, by its path (the same order handle() asks in). */
@@ -67,7 +72,7 @@ function kindOf(path: string, options: BootHttpOptions): HttpSentKind {
   if (path.startsWith('/api/v1/boot/')) return 'config';
   if (path.startsWith('/api/')) return 'api';
   if (options.files && Object.hasOwn(options.files, path)) return 'ipxe';
-  if (path.startsWith('/phase1/')) return 'phase1';
+  if (path.startsWith('/phase1/') || path.startsWith('/phase1-key/')) return 'phase1';
   return 'files';
 }
 
@@ -176,7 +181,7 @@ export class BootHttpServer {
     }
     if (path === '/boot.ipxe') return this.bootScript(url, client, res);
     const api = /^\/api\/v1\/boot\/([^/]+)$/.exec(path);
-    if (api) return await this.menu(api[1]!, client, res);
+    if (api) return await this.menu(api[1]!, url, client, res);
     if (path === '/api/v1/phase1/blocks') return this.payloadBlocks(res);
     const source = /^\/api\/v1\/phase1\/([^/]+)$/.exec(path);
     if (source) return this.payloadSource(source[1]!, url, client, res);
@@ -292,18 +297,30 @@ export class BootHttpServer {
     res.writeHead(200, { 'content-type': 'text/plain', 'cache-control': 'no-store' }).end(blocks);
   }
 
-  private async menu(rawMac: string, client: string, res: ServerResponse): Promise<void> {
+  private async menu(rawMac: string, url: URL, client: string, res: ServerResponse): Promise<void> {
     const mac = normalizeMac(rawMac);
-    const json = (status: number, body: object) =>
+    const json = (status: number, body: object, signed = false) => {
+      const bytes = Buffer.from(`${JSON.stringify(body)}\n`);
+      const sign = signed ? this.services.signConfig : undefined;
       res
-        .writeHead(status, { 'content-type': 'application/json', 'cache-control': 'no-store' })
-        .end(`${JSON.stringify(body)}\n`);
+        .writeHead(status, {
+          'content-type': 'application/json',
+          'cache-control': 'no-store',
+          ...(sign ? { 'x-boottorrent-signature': sign(bytes) } : {}),
+        })
+        .end(bytes);
+    };
     if (!mac) return void json(400, { error: `not a MAC address: ${rawMac}` });
+    // The agent's nonce goes into the signed body: a config recorded earlier
+    // (for this MAC or another) cannot be replayed to it.
+    const nonce = url.searchParams.get('nonce');
+    if (nonce !== null && !/^[0-9a-f]{32,64}$/.test(nonce))
+      return void json(400, { error: 'nonce must be 32 to 64 lower-case hex digits' });
     const config = await this.services.policy.bootConfigFor(mac, client);
     if (!config) return void json(403, { error: `${mac} may not boot from this server` });
     this.log.debug('menu', { client, mac });
     this.services.onBootStep?.({ kind: 'menu', mac, client });
-    json(200, config);
+    json(200, nonce !== null ? { ...config, nonce } : config, true);
   }
 
   async close(): Promise<void> {

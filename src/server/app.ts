@@ -9,7 +9,8 @@
 import { randomBytes } from 'node:crypto';
 import { readFile, writeFile, rename, mkdir, rm, stat } from 'node:fs/promises';
 import { networkInterfaces } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
+import { loadSigningKey } from './signing.js';
 import { BootTorrentError, type ErrorCode } from '../errors.js';
 import type { HttpListenerLimits } from '../util/http-guard.js';
 import { silentLogger, type Logger } from '../util/logger.js';
@@ -211,6 +212,11 @@ export class BootServer {
     this.stateDir = join(env.dir, STATE_DIR);
     await mkdir(this.stateDir, { recursive: true, mode: 0o700 });
     const secret = await this.loadSecret();
+    // Every boot config is signed; phase 1 gets the public key as its last archive.
+    const signing = await loadSigningKey(this.stateDir, this.log);
+    const keyArchive = join(this.stateDir, 'phase1-key', 'server-key.cpio');
+    await mkdir(dirname(keyArchive), { recursive: true, mode: 0o755 });
+    await writeFile(keyArchive, signing.keyCpio, { mode: 0o644 });
     /** The dashboard's action token; never in anything sent to a client. */
     const token = randomBytes(16).toString('hex');
     const address = env.server.address;
@@ -244,8 +250,8 @@ export class BootServer {
       },
     );
     this.api = api;
-    const phase1 = await this.phaseOneFiles(env);
-    await this.startNetboot(env, iface, base, api, phase1);
+    const phase1 = { ...(await this.phaseOneFiles(env)), keyArchive };
+    await this.startNetboot(env, iface, base, api, phase1, signing.sign);
 
     // 5. Dashboard and status API, the client log, server.json, reloads.
     this.dashboard = await this.startDashboard(token);
@@ -353,6 +359,7 @@ export class BootServer {
     base: string,
     api: ClientApi,
     phase1: PhaseOneFiles,
+    signConfig: (body: Buffer) => string,
   ): Promise<void> {
     this.netboot = new NetbootServer(
       {
@@ -374,6 +381,7 @@ export class BootServer {
         phase1,
         ...(env.allowMacs ? { allowMacs: env.allowMacs } : {}),
         bootConfig: (mac, client) => api.bootConfigFor(mac, client),
+        signConfig,
         ...(this.phase1Sources
           ? {
               payloadSource: (

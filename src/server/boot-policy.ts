@@ -131,6 +131,8 @@ export interface PhaseOneFileNames {
     readonly blocks: string;
     readonly blocksSha256: string;
   };
+  /** URL path (below publicUrl) of the server-key archive, loaded after the initramfs (signing.ts). */
+  readonly keyArchive?: string;
 }
 
 export interface ServerBootPolicyOptions extends DefaultBootPolicyOptions {
@@ -196,14 +198,16 @@ export class ServerBootPolicy implements BootPolicy {
     const p = this.#o.phase1;
     // ?mac= lets the server tell which client fetches phase 1 (file serving ignores it).
     const url = (name: string) => this.phaseOneFileUrl(name, mac);
+    // The server's key last: the kernel unpacks every archive in turn into one root.
+    const key = p.keyArchive ? [`${this.#o.publicUrl}${p.keyArchive}?mac=${mac}`] : [];
     if (p.stage0 && this.#payloadSource)
       return {
         kernelUrl: url(p.kernel),
-        initrdUrls: [url(p.stage0.file)],
+        initrdUrls: [url(p.stage0.file), ...key],
         cmdline:
           `${p.cmdline} boottorrent.payload=${p.stage0.payloadSha256} boottorrent.blocks=${p.stage0.blocksSha256}`.trim(),
       };
-    return { kernelUrl: url(p.kernel), initrdUrls: p.initrds.map(url), cmdline: p.cmdline };
+    return { kernelUrl: url(p.kernel), initrdUrls: [...p.initrds.map(url), ...key], cmdline: p.cmdline };
   }
 
   payloadSourceFor(

@@ -6,7 +6,7 @@
  */
 import { access } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { BootTorrentError } from '../errors.js';
 import { silentLogger, type Logger } from '../util/logger.js';
@@ -37,7 +37,15 @@ export interface PhaseOneFiles {
   cmdline: string;
   /** Phase 1 from peers (#16): the stage-0 file in `dir` and the SHA-256 of initrds[0], the payload. */
   stage0?: { file: string; payloadSha256: string; blocks: string; blocksSha256: string };
+  /**
+   * The cpio archive with this server's boot-config key (signing.ts), loaded
+   * by every client after phase 1's initramfs; served at PHASE1_KEY_URL.
+   */
+  keyArchive?: string;
 }
+
+/** Where the key archive is served (its folder is mounted at /phase1-key/). */
+export const PHASE1_KEY_URL = '/phase1-key/server-key.cpio';
 
 export interface NetbootOptions {
   /** Interface to serve DHCP on, and its IPv4 address (what clients reach). */
@@ -60,6 +68,8 @@ export interface NetbootOptions {
   bootConfig?: (mac: string, client: string) => BootConfig | Promise<BootConfig>;
   /** Where a stage 0 fetches the payload (with phase1.stage0). */
   payloadSource?: ServerBootPolicyServices['payloadSource'];
+  /** Signs each boot config's body (signing.ts): the signature header's value. */
+  signConfig?: (body: Buffer) => string;
 }
 
 export interface NetbootServices {
@@ -96,7 +106,10 @@ export class NetbootServer {
         // Offered to ARM64 UEFI only when the folder has a build for it (Debian's ipxe has none).
         ...(existsSync(join(this.ipxeDir, 'ipxe-arm64.efi')) ? { arm64File: 'ipxe-arm64.efi' } : {}),
         publicUrl,
-        phase1: options.phase1,
+        phase1: {
+          ...options.phase1,
+          ...(options.phase1.keyArchive ? { keyArchive: PHASE1_KEY_URL } : {}),
+        },
         ...(options.allowMacs ? { allowMacs: options.allowMacs } : {}),
       },
       {
@@ -124,7 +137,10 @@ export class NetbootServer {
         host: '0.0.0.0',
         port: httpPort,
         publicUrl,
-        mounts: { '/phase1/': options.phase1.dir },
+        mounts: {
+          '/phase1/': options.phase1.dir,
+          ...(options.phase1.keyArchive ? { '/phase1-key/': dirname(options.phase1.keyArchive) } : {}),
+        },
         // UEFI HTTP Boot gets http://server/<loader> from DHCP.
         files: Object.fromEntries(IPXE_FILES.map((f) => [`/${f}`, join(this.ipxeDir, f)])),
         ...(options.httpLimits ? { limits: options.httpLimits } : {}),
@@ -136,6 +152,7 @@ export class NetbootServer {
         ...(services.routes ? { routes: services.routes } : {}),
         ...(services.onBootStep ? { onBootStep: services.onBootStep } : {}),
         ...(services.onListenerError ? { onListenerError: services.onListenerError } : {}),
+        ...(options.signConfig ? { signConfig: options.signConfig } : {}),
       },
     );
   }

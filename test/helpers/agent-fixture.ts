@@ -6,9 +6,10 @@
  */
 import { childEnded } from './wait.js';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { createHash } from 'node:crypto';
+import { createHash, type KeyObject } from 'node:crypto';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
+import { signatureFor } from '../../src/server/signing.js';
 import { createServer } from 'node:http';
 import { createSocket } from 'node:dgram';
 import { createServer as createNetServer } from 'node:net';
@@ -91,6 +92,12 @@ export async function startFixture(
     uploadLimit?: number;
     /** Hand out an empty report token, as the server does to a requester it cannot tie to the MAC. */
     noToken?: boolean;
+    /**
+     * Sign the boot config as the server does (src/server/signing.ts) with
+     * this private key; `nonce` 'echo' (the server's way), 'stale' (a nonce
+     * from an earlier request: a replay) or 'none'.
+     */
+    sign?: { key: KeyObject; nonce: 'echo' | 'stale' | 'none' };
   },
 ): Promise<Fixture> {
   const host = opts.host ?? '127.0.0.1';
@@ -117,8 +124,23 @@ export async function startFixture(
       });
       return;
     }
-    if (url === `/api/v1/boot/${MAC}`) {
-      res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(config));
+    const asked = new URL(url, 'http://x');
+    if (asked.pathname === `/api/v1/boot/${MAC}`) {
+      const nonce = asked.searchParams.get('nonce');
+      const sign = opts.sign;
+      const body = Buffer.from(
+        JSON.stringify(
+          !sign || sign.nonce === 'none' || nonce === null
+            ? config
+            : { ...config, nonce: sign.nonce === 'echo' ? nonce : 'ab'.repeat(16) },
+        ),
+      );
+      res
+        .writeHead(200, {
+          'content-type': 'application/json',
+          ...(sign ? { 'x-boottorrent-signature': signatureFor(sign.key, body) } : {}),
+        })
+        .end(body);
       return;
     }
     const m = /^\/torrents\/([\w.-]+)\.torrent$/.exec(url);

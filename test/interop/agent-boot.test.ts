@@ -6,9 +6,10 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
+import { generateKeyPairSync, type KeyObject } from 'node:crypto';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { pseudoRandomBytes } from '../helpers/tmp.js';
+import { pseudoRandomBytes, tempDir } from '../helpers/tmp.js';
 import { TOKEN, runAgent, startFixture, type OsSpec } from '../helpers/agent-fixture.js';
 
 const DOWN = '\x1b[B';
@@ -221,4 +222,56 @@ test('agent: s opens a shell on the console; the menu comes back when it exits',
   agent.send('q');
   assert.equal((await agent.exited).code, 0);
   assert.doesNotMatch(agent.output(), /MARKER-ALPHA|stage=downloading/);
+});
+
+test('agent with the server key: a config signed for this request boots; another key, no signature or a replayed one is refused and nothing downloads', async (t) => {
+  const genuine = generateKeyPairSync('ed25519');
+  const rogue = generateKeyPairSync('ed25519');
+  const keyFile = join(tempDir(t, 'bt-agent-key-'), 'server-key.pem');
+  writeFileSync(keyFile, genuine.publicKey.export({ type: 'spki', format: 'pem' }));
+
+  const good = await startFixture(t, {
+    oss: [binOs('real', 'MARKER-REAL')],
+    default: 'real',
+    timeout: 0,
+    sign: { key: genuine.privateKey, nonce: 'echo' },
+  });
+  const ok = runAgent(t, good.server, ['--server-key', keyFile]);
+  await ok.waitFor(/MARKER-REAL arg=hello/);
+  ok.send('q');
+  assert.equal((await ok.exited).code, 0);
+
+  // A rogue server offers another OS with a valid-looking SHA-256.
+  const cases: { name: string; sign?: { key: KeyObject; nonce: 'echo' | 'stale' | 'none' }; why: RegExp }[] =
+    [
+      {
+        name: 'another key',
+        sign: { key: rogue.privateKey, nonce: 'echo' },
+        why: /not signed by the server this phase 1 came from/,
+      },
+      { name: 'no signature', why: /not signed by the server this phase 1 came from/ },
+      {
+        name: 'replay',
+        sign: { key: genuine.privateKey, nonce: 'stale' },
+        why: /made for another request .*a replay/,
+      },
+    ];
+  for (const c of cases) {
+    const fx = await startFixture(t, {
+      oss: [binOs('evil', 'MARKER-EVIL')],
+      default: 'evil',
+      timeout: 0,
+      ...(c.sign ? { sign: c.sign } : {}),
+    });
+    const agent = runAgent(t, fx.server, ['--server-key', keyFile]);
+    await agent.waitFor(c.why, 60_000);
+    await agent.waitFor(/FAILED: boot config[\s\S]*Press r to retry/, 60_000);
+    agent.send('q');
+    assert.equal((await agent.exited).code, 0, c.name);
+    assert.doesNotMatch(
+      agent.output(),
+      /MARKER-EVIL|chose evil|stage=downloading/,
+      `${c.name}: nothing ran or downloaded`,
+    );
+  }
 });

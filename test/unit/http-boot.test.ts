@@ -1,5 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { createPublicKey } from 'node:crypto';
 import { request } from 'node:http';
 import { mkdirSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -7,6 +8,10 @@ import { parseRange } from '../../src/http/range.js';
 import { phaseOneScript } from '../../src/http/ipxe.js';
 import { normalizeMac } from '../../src/util/address.js';
 import { BootHttpServer, type HttpBootPolicy } from '../../src/http/server.js';
+import { bootConfigSignatureValid, parseBootConfig } from '../../src/boot-config.js';
+import { ServerBootPolicy } from '../../src/server/boot-policy.js';
+import { PHASE1_KEY_URL } from '../../src/server/netboot.js';
+import { loadSigningKey } from '../../src/server/signing.js';
 import { fixedBootConfig } from '../helpers/boot-policy.js';
 import { pseudoRandomBytes, tempDir } from '../helpers/tmp.js';
 
@@ -148,4 +153,85 @@ test('boot server: script per MAC, refusal, menu API, Range files, confinement',
     assert.equal(r.status, 404, evil);
     assert.doesNotMatch(r.body.toString(), /do not serve|root:/, evil);
   }
+});
+
+test('boot server signs each boot config with its key and echoes the agent nonce inside the signed body', async (t) => {
+  const key = await loadSigningKey(join(tempDir(t), 'state'));
+  const pub = createPublicKey(key.publicPem);
+  const policy: HttpBootPolicy = {
+    phaseOneFor: () => ({ kernelUrl: 'http://s/phase1/vmlinuz', initrdUrls: [], cmdline: '' }),
+    bootConfigFor: (mac) => fixedBootConfig(mac),
+  };
+  const server = new BootHttpServer({ host: '127.0.0.1', port: 0 }, { policy, signConfig: key.sign });
+  const port = await server.listen();
+  t.after(() => server.close());
+  const nonce = 'ab12'.repeat(8);
+  const res = await get(port, `/api/v1/boot/52:54:00:00:00:01?nonce=${nonce}`);
+  assert.equal(res.status, 200);
+  const header = res.headers['x-boottorrent-signature'];
+  assert.equal(typeof header, 'string');
+  assert.equal(
+    bootConfigSignatureValid(res.body, header as string, pub),
+    true,
+    'signed over the exact bytes sent',
+  );
+  const config = parseBootConfig(res.body.toString());
+  assert.equal(config.nonce, nonce);
+  assert.equal(config.mac, '52:54:00:00:00:01');
+  // Without a nonce (an older agent): signed, no nonce in it.
+  const plain = await get(port, '/api/v1/boot/52:54:00:00:00:01');
+  assert.equal(
+    bootConfigSignatureValid(plain.body, plain.headers['x-boottorrent-signature'] as string, pub),
+    true,
+  );
+  assert.equal(parseBootConfig(plain.body.toString()).nonce, undefined);
+  // A nonce that is not 32-64 hex digits is refused before anything is signed.
+  for (const bad of ['xyz', 'ab', 'AB12'.repeat(8), 'a'.repeat(65)]) {
+    const r = await get(port, `/api/v1/boot/52:54:00:00:00:01?nonce=${bad}`);
+    assert.equal(r.status, 400, bad);
+    assert.equal(r.headers['x-boottorrent-signature'], undefined);
+  }
+});
+
+test('the phase-1 script loads the server key archive after the initramfs, also with stage 0', () => {
+  const base = {
+    serverIp: '10.0.0.1',
+    httpPort: 80,
+    uefiLoader: 'ipxe.efi' as const,
+    publicUrl: 'http://10.0.0.1',
+  };
+  const plain = new ServerBootPolicy({
+    ...base,
+    phase1: { kernel: 'vmlinuz', initrds: ['initrd.img'], cmdline: '', keyArchive: PHASE1_KEY_URL },
+  });
+  const image = plain.phaseOneFor('52:54:00:00:00:01');
+  assert.ok(!('refused' in image));
+  assert.deepEqual(image.initrdUrls, [
+    'http://10.0.0.1/phase1/initrd.img?mac=52:54:00:00:00:01',
+    'http://10.0.0.1/phase1-key/server-key.cpio?mac=52:54:00:00:00:01',
+  ]);
+  const staged = new ServerBootPolicy(
+    {
+      ...base,
+      phase1: {
+        kernel: 'vmlinuz',
+        initrds: ['initrd.img'],
+        cmdline: '',
+        keyArchive: PHASE1_KEY_URL,
+        stage0: {
+          file: 'stage0.img',
+          payloadSha256: 'a'.repeat(64),
+          blocks: '',
+          blocksSha256: 'b'.repeat(64),
+        },
+      },
+    },
+    { payloadSource: () => ({ kind: 'server' }) as never },
+  );
+  const s0 = staged.phaseOneFor('52:54:00:00:00:01');
+  assert.ok(!('refused' in s0));
+  assert.deepEqual(s0.initrdUrls, [
+    'http://10.0.0.1/phase1/stage0.img?mac=52:54:00:00:00:01',
+    'http://10.0.0.1/phase1-key/server-key.cpio?mac=52:54:00:00:00:01',
+  ]);
 });
