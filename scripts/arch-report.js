@@ -17,7 +17,7 @@ const LAYERS = [
   ['errors', 'util', 'limits', 'version'],
   ['bencode', 'torrent', 'wire'],
   ['tracker', 'swarm'],
-  ['boot', 'boot-config', 'dhcp', 'tftp', 'http', 'env', 'phase1'],
+  ['boot', 'boot-config', 'dhcp', 'tftp', 'http', 'env', 'phase1', 'wol'],
   // The dashboard mounts on its own port and reads snapshots; it never imports server/.
   ['dashboard'],
   ['server'],

@@ -22,6 +22,7 @@ Commands available now:
   validate [--env DIR]              check an environment; every problem with file, line and fix
   start [--env DIR]                 serve an environment: DHCP/TFTP/HTTP, tracker, seeder, dashboard
   status [--env DIR] [--json]       clients and swarms as the running server sees them
+  wake [--env DIR] TARGET...        Wake-on-LAN: machines by MAC or host name, paced
   version                           print the version (also --version)
 
 Run \`boottorrent <command> --help\` for a command's options.`;
@@ -37,6 +38,7 @@ const commands: Record<string, () => Promise<Command>> = {
   validate: async () => (await import('./validate.js')).run,
   start: async () => (await import('./start.js')).run,
   status: async () => (await import('./status.js')).run,
+  wake: async () => (await import('./wake.js')).run,
 };
 
 let outputClosed = false;

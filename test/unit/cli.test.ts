@@ -107,6 +107,7 @@ const COMMANDS = [
   'validate',
   'start',
   'status',
+  'wake',
 ];
 
 test('every subcommand: an unknown option is one line with a suggestion, not the parser message (exit 2)', async () => {

@@ -1,0 +1,49 @@
+/** Wake-on-LAN (#17 item 2): the magic packet's bytes, the pacing, and which machines a TARGET names. */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { magicPacket, wakeSchedule } from '../../src/wol/wake.js';
+import { resolveTargets } from '../../src/cli/wake.js';
+
+test('magic packet: six 0xff bytes, then the MAC sixteen times (102 bytes), from any MAC form', () => {
+  const p = magicPacket('52-54-00-AB-cd-01');
+  assert.equal(p.length, 102);
+  assert.deepEqual([...p.subarray(0, 6)], [0xff, 0xff, 0xff, 0xff, 0xff, 0xff]);
+  for (let i = 0; i < 16; i++)
+    assert.deepEqual(
+      [...p.subarray(6 + i * 6, 12 + i * 6)],
+      [0x52, 0x54, 0x00, 0xab, 0xcd, 0x01],
+      `copy ${i}`,
+    );
+  assert.deepEqual(magicPacket('525400abcd01'), p);
+  assert.throws(() => magicPacket('52:54:00:ab:cd'), /not a MAC address/);
+});
+
+test('schedule: the wake-ups spread evenly over the whole time, first at 0 and last at the end', () => {
+  assert.deepEqual(wakeSchedule(0, 1000), []);
+  assert.deepEqual(wakeSchedule(1, 1000), [0]);
+  assert.deepEqual(wakeSchedule(3, 1000), [0, 500, 1000]);
+  assert.deepEqual(wakeSchedule(4, 0), [0, 0, 0, 0]);
+  assert.deepEqual(wakeSchedule(5, 2000), [0, 500, 1000, 1500, 2000]);
+});
+
+test('targets: MACs in any form, host names (any case), --all, duplicates once; an unknown name says what was meant', () => {
+  const hosts = new Map([
+    ['52:54:00:00:00:01', { name: 'pc-01' }],
+    ['52:54:00:00:00:02', { name: 'pc-02' }],
+    ['52:54:00:00:00:03', {}],
+  ]);
+  assert.deepEqual(resolveTargets(['PC-02', '52-54-00-00-00-03', '52:54:00:00:00:02'], hosts, false), [
+    { mac: '52:54:00:00:00:02', name: 'pc-02' },
+    { mac: '52:54:00:00:00:03' },
+  ]);
+  assert.deepEqual(
+    resolveTargets([], hosts, true).map((t) => t.mac),
+    ['52:54:00:00:00:01', '52:54:00:00:00:02', '52:54:00:00:00:03'],
+  );
+  assert.deepEqual(resolveTargets(['aa:bb:cc:dd:ee:ff'], hosts, false), [{ mac: 'aa:bb:cc:dd:ee:ff' }]);
+  assert.throws(
+    () => resolveTargets(['pc-1'], hosts, false),
+    /pc-1: not a MAC address or the name of a host.*did you mean pc-01\?/,
+  );
+  assert.throws(() => resolveTargets(['lab'], new Map(), false), /no host has a name/);
+});
