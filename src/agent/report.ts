@@ -117,7 +117,7 @@ export class Reporter {
         body: JSON.stringify(report),
         signal: AbortSignal.timeout(this.timeoutMs),
       });
-      await res.arrayBuffer().catch(() => undefined);
+      await res.body?.cancel().catch(() => undefined);
       if (!res.ok) this.log.debug('report refused', { status: res.status, stage: report.stage });
     } catch (err) {
       this.log.debug('report not sent', { error: (err as Error).message, stage: report.stage });

@@ -10,6 +10,7 @@ import { access, chmod, open, readFile, rename, stat } from 'node:fs/promises';
 import { isAbsolute, join, relative, resolve } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { BootTorrentError } from '../errors.js';
+import { escapeLogText } from '../util/logger.js';
 import {
   BOOT_CONFIG_SIGNATURE_HEADER,
   bootConfigSignatureValid,
@@ -40,6 +41,43 @@ const errText = (err: unknown): string => {
   return cause && !e.message.includes(cause) ? `${e.message} (${cause})` : e.message;
 };
 
+/** Largest boot config the agent reads (a real one is a few KiB). */
+export const MAX_BOOT_CONFIG_BYTES = 1024 * 1024;
+/** Largest .torrent the agent reads (about 2,048 pieces: tens of KiB). */
+export const MAX_TORRENT_BYTES = 16 * 1024 * 1024;
+
+/**
+ * A response's body, at most `max` bytes: before it is verified it may come
+ * from anyone on the network, who could send gigabytes into phase 1's RAM.
+ */
+export async function readBodyCapped(res: Response, max: number, what: string): Promise<Buffer> {
+  const declared = Number(res.headers.get('content-length') ?? NaN);
+  if (declared > max) {
+    await res.body?.cancel().catch(() => undefined);
+    throw new Error(`${what}: ${declared} bytes, more than the ${max} this agent reads`);
+  }
+  const chunks: Buffer[] = [];
+  let size = 0;
+  if (!res.body) return Buffer.alloc(0);
+  // Leaving the loop early cancels the stream (the connection is dropped).
+  for await (const value of res.body as AsyncIterable<Uint8Array>) {
+    size += value.byteLength;
+    if (size > max) throw new Error(`${what}: more than the ${max} bytes this agent reads`);
+    chunks.push(Buffer.from(value.buffer, value.byteOffset, value.byteLength));
+  }
+  return Buffer.concat(chunks, size);
+}
+
+/**
+ * Text from an unverified answer, fit for the console: control characters
+ * (escape sequences could rewrite the screen) shown as escapes, at most
+ * `max` characters.
+ */
+export function unverifiedText(text: string, max = 200): string {
+  const short = text.length > max ? `${text.slice(0, max)}...` : text;
+  return escapeLogText(short.trim());
+}
+
 /** GET <server>/api/v1/boot/<mac>, parsed. */
 export async function fetchBootConfig(
   server: string,
@@ -59,12 +97,18 @@ export async function fetchBootConfig(
   } catch (err) {
     throw new StepFailure('boot config', `cannot reach ${url}: ${errText(err)}`, hint, { cause: err });
   }
-  const body = Buffer.from(await res.arrayBuffer().catch(() => new ArrayBuffer(0)));
+  let body: Buffer;
+  try {
+    body = await readBodyCapped(res, MAX_BOOT_CONFIG_BYTES, `the answer of ${url}`);
+  } catch (err) {
+    throw new StepFailure('boot config', errText(err), hint, { cause: err });
+  }
   const text = body.toString('utf8');
   if (!res.ok) {
+    // Not signed, not checked: shown escaped, and said to be the server's words.
     throw new StepFailure(
       'boot config',
-      `${url} answered HTTP ${res.status}: ${text.slice(0, 200).trim()}`,
+      `${url} answered HTTP ${res.status}, saying (unverified): ${unverifiedText(text)}`,
       `that this MAC (${mac}) is allowed to boot in the server's environment`,
     );
   }
@@ -123,7 +167,7 @@ export async function fetchTorrent(os: BootOs, signal?: AbortSignal): Promise<Me
     }
   }
   if (res.status === 404) {
-    await res.arrayBuffer().catch(() => undefined);
+    await res.body?.cancel().catch(() => undefined);
     throw new StepFailure(
       what,
       `the server has no torrent for ${os.id} (HTTP 404 from ${os.torrentUrl})`,
@@ -131,12 +175,12 @@ export async function fetchTorrent(os: BootOs, signal?: AbortSignal): Promise<Me
     );
   }
   if (!res.ok) {
-    await res.arrayBuffer().catch(() => undefined);
+    await res.body?.cancel().catch(() => undefined);
     throw new StepFailure(what, `HTTP ${res.status} from ${os.torrentUrl}`, "the server's log");
   }
-  const bytes = Buffer.from(await res.arrayBuffer());
   let meta: Metainfo;
   try {
+    const bytes = await readBodyCapped(res, MAX_TORRENT_BYTES, os.torrentUrl);
     meta = parseTorrent(bytes, os.torrentUrl);
   } catch (err) {
     throw new StepFailure(what, errText(err), "the server's torrent cache (delete it to hash again)", {
@@ -385,8 +429,23 @@ export async function kvmUsable(path = '/dev/kvm'): Promise<boolean> {
  */
 export type QemuScreen = 'framebuffer' | 'curses' | 'none';
 
-/** The VNC display QEMU serves a framebuffer guest on: 127.0.0.1, port 5900 + this. */
-export const GUEST_VNC_DISPLAY = 0;
+/**
+ * Where QEMU serves a framebuffer guest's screen: 127.0.0.1, port 5900 +
+ * `display`, behind a VNC password only the agent and its viewer know. The
+ * guest reaches the client's loopback through QEMU's user network (10.0.2.2),
+ * so without the password a program in the guest could connect to its own
+ * screen's server, and QEMU's monitor is one key away on a VNC console.
+ */
+export interface GuestVnc {
+  readonly display: number;
+  /** VNC authentication uses at most 8 characters. */
+  readonly password: string;
+}
+
+/** True when the qemu args choose where QEMU's monitor goes. */
+export function hasMonitor(args: readonly string[]): boolean {
+  return args.some((a) => /^--?(monitor|mon|qmp|qmp-pretty)$/.test(a));
+}
 
 /**
  * Picks the screen from what the machine has: a framebuffer device, the
@@ -423,30 +482,48 @@ export async function qemuScreenHere(onConsole: boolean): Promise<QemuScreen> {
   });
 }
 
-/** qemu's command line: the configured args, plus KVM when usable and not chosen already, and a screen. */
+/**
+ * qemu's command line: the configured args, plus KVM when usable and not
+ * chosen already, and a screen. On a console QEMU's monitor is off unless the
+ * args place it: its "human monitor" (Ctrl-Alt-2 on QEMU's screen) runs
+ * commands on the client as root.
+ */
 export function qemuCommand(
   args: readonly string[],
   osDir: string,
   kvm: boolean,
   screen: QemuScreen = 'none',
+  vnc: GuestVnc = { display: 0, password: '' },
 ): Command {
   const out = kvm && !hasAccel(args) ? [...args, '-accel', 'kvm'] : [...args];
   // Phase 1 has no X. Without a display of its own choosing QEMU would start a
   // VNC server on the client's loopback that nobody sees.
   if (screen === 'none') return { file: 'qemu-system-x86_64', args: out, cwd: osDir };
+  if (!hasMonitor(args)) out.push('-monitor', 'none');
   // curses (chosen here or in the args) needs a UTF-8 locale to map the VGA
   // font (phase 1 carries C.UTF-8's LC_CTYPE).
   const utf8 = { LC_ALL: 'C.UTF-8' };
   if (hasDisplay(args)) return { file: 'qemu-system-x86_64', args: out, cwd: osDir, env: utf8 };
   if (screen === 'framebuffer') {
-    out.push('-display', 'none', '-vnc', `127.0.0.1:${GUEST_VNC_DISPLAY}`);
+    if (!/^[A-Za-z0-9_-]{1,8}$/.test(vnc.password))
+      throw new Error('a framebuffer guest needs a VNC password of 1 to 8 letters, digits, - or _');
+    // The secret is on QEMU's command line: only root runs in phase 1, and the
+    // guest cannot see the client's processes.
+    out.push(
+      '-display',
+      'none',
+      '-object',
+      `secret,id=btvnc,data=${vnc.password}`,
+      '-vnc',
+      `127.0.0.1:${vnc.display},password-secret=btvnc`,
+    );
     return {
       file: 'qemu-system-x86_64',
       args: out,
       cwd: osDir,
       viewer: {
         file: 'directvnc',
-        args: [`127.0.0.1:${GUEST_VNC_DISPLAY}`],
+        args: [`127.0.0.1:${vnc.display}`, '--password', vnc.password],
         // The framebuffer as one full-screen window, no pointer of its own (the
         // guest draws one), no banner.
         env: { DFBARGS: 'system=fbdev,force-windowed,autoflip-window,no-cursor,quiet' },

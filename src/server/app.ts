@@ -577,6 +577,7 @@ export class BootServer {
         processStartSeconds: performance.timeOrigin / 1000,
         boots: this.store.boots,
         failures: this.store.failures,
+        unserved: this.store.unservedFirmware,
         dhcp: {
           leases: dhcp?.activeLeases() ?? 0,
           replies: dhcp?.replies ?? {},

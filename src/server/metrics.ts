@@ -27,6 +27,8 @@ export interface MetricsSources {
   /** Boots that reached booting/running, and boots that failed, by OS id ('' for none served). */
   readonly boots: ReadonlyMap<string, number>;
   readonly failures: ReadonlyMap<string, number>;
+  /** Firmware of an architecture this server does not serve, by architecture. */
+  readonly unserved: ReadonlyMap<string, number>;
   /** A reply type or result missing is 0 (TFTP off, DHCP off). */
   readonly dhcp: { readonly leases: number; readonly replies: Partial<Record<DhcpReplyType, number>> };
   readonly tftp: { readonly active: number; readonly results: Partial<Record<TransferResult, number>> };
@@ -84,6 +86,12 @@ export function serverMetrics(s: MetricsSources): MetricFamily[] {
       type: 'counter',
       help: 'Boots that ended in stage failed, by OS (empty: before an OS was chosen, or one not served).',
       samples: byLabel('os', osKeys(s.failures), (k) => s.failures.get(k) ?? 0),
+    },
+    {
+      name: 'boottorrent_unserved_firmware_total',
+      type: 'counter',
+      help: 'Machines whose firmware asked to boot with an architecture this server does not serve, by architecture.',
+      samples: [...s.unserved].map(([arch, n]) => ({ labels: { arch }, value: n })),
     },
     {
       name: 'boottorrent_server_sent_bytes_total',

@@ -10,7 +10,9 @@
  * downloads and runs.
  */
 import { createPrivateKey, createPublicKey, generateKeyPairSync, sign, type KeyObject } from 'node:crypto';
-import { chmod, mkdir, readFile, stat, writeFile } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
+import { constants } from 'node:fs';
+import { link, mkdir, open, rename, unlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { PHASE1_SERVER_KEY_PATH as PHASE1_KEY_PATH } from '../boot-config.js';
 import { BootTorrentError } from '../errors.js';
@@ -42,38 +44,66 @@ export function keyArchive(publicPem: string): Buffer {
   ]);
 }
 
+/**
+ * Reads the key file without following a link (a link planted in the state
+ * folder must not make the server sign with, or chmod, another file), and
+ * makes it 0600 if it was not.
+ */
+async function readKeyFile(file: string, log?: Logger): Promise<string> {
+  const fh = await open(file, constants.O_RDONLY | constants.O_NOFOLLOW);
+  try {
+    const st = await fh.stat();
+    if (!st.isFile()) throw Object.assign(new Error('not a regular file'), { code: 'EINVAL' });
+    const mode = st.mode & 0o777;
+    if (mode & 0o077) {
+      await fh.chmod(0o600);
+      log?.warn('the boot-config signing key was readable by others; made it 0600', {
+        file,
+        mode: mode.toString(8),
+      });
+    }
+    return await fh.readFile('utf8');
+  } finally {
+    await fh.close();
+  }
+}
+
+/** Writes `data` to a new temporary file beside `file` (never through a link); returns its path. */
+async function writeTemp(file: string, data: string, mode: number): Promise<string> {
+  const tmp = `${file}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`;
+  await writeFile(tmp, data, { mode, flag: 'wx' });
+  return tmp;
+}
+
 /** Loads the key from `stateDir`, creating it (mode 0600) on the first start. */
 export async function loadSigningKey(stateDir: string, log?: Logger): Promise<SigningKey> {
   const file = join(stateDir, SIGNING_KEY_FILE);
   await mkdir(stateDir, { recursive: true, mode: 0o700 });
   let pem: string;
   try {
-    pem = await readFile(file, 'utf8');
-    const mode = (await stat(file)).mode & 0o777;
-    if (mode & 0o077) {
-      await chmod(file, 0o600);
-      log?.warn('the boot-config signing key was readable by others; made it 0600', {
-        file,
-        mode: mode.toString(8),
-      });
-    }
+    pem = await readKeyFile(file, log);
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code !== 'ENOENT') {
       throw new BootTorrentError(
         'BT_ERR_SERVER',
-        `cannot read the boot-config signing key ${file}: ${(err as Error).message}; fix its permissions, or delete it to make a new one (clients must then load phase 1 again)`,
+        `cannot read the boot-config signing key ${file}: ${(err as Error).message}; it must be a file (not a link) the server can read: fix it, or delete it to make a new one (clients must then load phase 1 again)`,
         { cause: err },
       );
     }
     const { privateKey } = generateKeyPairSync('ed25519');
     pem = privateKey.export({ type: 'pkcs8', format: 'pem' }).toString();
+    // Written whole under a temporary name, then linked to its name: link(2)
+    // fails if the name exists, so two servers starting at once agree on one
+    // key, and neither can read the other's half-written file.
+    const tmp = await writeTemp(file, pem, 0o600);
     try {
-      await writeFile(file, pem, { mode: 0o600, flag: 'wx' });
+      await link(tmp, file);
       log?.info('created the boot-config signing key', { file });
     } catch (e) {
-      // Another start made it first: use that one.
       if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
-      pem = await readFile(file, 'utf8');
+      pem = await readKeyFile(file, log); // another start made it first: use that one
+    } finally {
+      await unlink(tmp).catch(() => undefined);
     }
   }
   let key: KeyObject;
@@ -88,6 +118,12 @@ export async function loadSigningKey(stateDir: string, log?: Logger): Promise<Si
     );
   }
   const publicPem = createPublicKey(key).export({ type: 'spki', format: 'pem' }).toString();
-  await writeFile(join(stateDir, PUBLIC_KEY_FILE), publicPem, { mode: 0o644 });
+  // rename(2) replaces a link at that name rather than writing through it.
+  const pub = join(stateDir, PUBLIC_KEY_FILE);
+  const tmp = await writeTemp(pub, publicPem, 0o644);
+  await rename(tmp, pub).catch(async (e: unknown) => {
+    await unlink(tmp).catch(() => undefined);
+    throw e;
+  });
   return { sign: (body) => signatureFor(key, body), publicPem, keyCpio: keyArchive(publicPem) };
 }

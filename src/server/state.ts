@@ -86,6 +86,12 @@ export class ClientStore extends EventEmitter<ClientStoreEvents> {
    */
   readonly boots = new Map<string, number>();
   readonly failures = new Map<string, number>();
+  /**
+   * Machines whose firmware asked to boot with an architecture this server
+   * does not serve, by architecture (a fixed set of names): counted apart
+   * from failed boots, since made-up MACs in DISCOVERs cost nothing to send.
+   */
+  readonly unservedFirmware = new Map<string, number>();
 
   private fresh(mac: string): Mutable<ClientState> {
     const t = this.now();
@@ -116,6 +122,7 @@ export class ClientStore extends EventEmitter<ClientStoreEvents> {
     stage: ClientStage | null,
     patch: Partial<Mutable<ClientState>>,
     reported = false,
+    countFailure = true,
   ): void {
     let c = this.clients.get(mac);
     let previous: ClientStage | null = c?.stage ?? null;
@@ -149,7 +156,8 @@ export class ClientStore extends EventEmitter<ClientStoreEvents> {
     if (stage !== null) {
       if (DONE.has(c.stage) !== DONE.has(stage)) this.active += DONE.has(stage) ? -1 : 1;
       if (BOOTED.has(stage) && !BOOTED.has(c.stage)) this.countOutcome(this.boots, c.os);
-      else if (stage === 'failed' && c.stage !== 'failed') this.countOutcome(this.failures, c.os);
+      else if (stage === 'failed' && c.stage !== 'failed' && countFailure)
+        this.countOutcome(this.failures, c.os);
       c.stage = stage;
       if (stage === 'booting' && c.bootSeconds === null) c.bootSeconds = (c.updatedAt - c.firstSeen) / 1000;
       if (stage !== 'failed') c.error = patch.error ?? null;
@@ -189,7 +197,8 @@ export class ClientStore extends EventEmitter<ClientStoreEvents> {
     // new boot (anyone can send a DISCOVER with another machine's MAC).
     if (c && !DONE.has(c.stage) && c.stage !== 'dhcp') return;
     this.update(mac, 'dhcp', { firmware: arch });
-    this.update(mac, 'failed', { error: why });
+    this.update(mac, 'failed', { error: why }, false, false);
+    this.unservedFirmware.set(arch, (this.unservedFirmware.get(arch) ?? 0) + 1);
   }
 
   /** iPXE fetched its boot script. */

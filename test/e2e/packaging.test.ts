@@ -179,6 +179,16 @@ test('npm tarball and .deb from a clean copy: installed without dev dependencies
     ['AmbientCapabilities', 'CAP_NET_BIND_SERVICE'],
   ] as const)
     assert.deepEqual(unit.get(k), [v], `${k}= in the unit`);
+  // This machine runs no systemd, so step 4 runs the unit's command line
+  // without its file-system sandbox: what the sandbox would hide from the
+  // first start is checked here. build-phase1 reads the kernel's modules.
+  assert.notDeepEqual(
+    unit.get('ProtectKernelModules'),
+    ['yes'],
+    'ProtectKernelModules=yes hides /usr/lib/modules: the first start could not build phase 1',
+  );
+  for (const hidden of [...(unit.get('InaccessiblePaths') ?? []), ...(unit.get('TemporaryFileSystem') ?? [])])
+    assert.doesNotMatch(hidden, /\/(usr\/)?lib\/modules|\/boot|\/usr\b/, `the unit hides ${hidden}`);
   const security = await sh('systemd-analyze', ['security', '--offline=yes', unitFile]);
   const exposure = Number(/Overall exposure level for \S+: ([\d.]+)/.exec(security)?.[1]);
   t.diagnostic(`systemd-analyze security: exposure ${exposure}`);
@@ -294,4 +304,30 @@ test('npm tarball and .deb from a clean copy: installed without dev dependencies
   await lab.stop(server, 30_000);
   assert.equal(server.child.exitCode, 0, output());
   assert.ok(!existsSync(join(root, 'var/lib/boottorrent/server.json')), 'server.json removed on stop');
+
+  // 5. Purge in a fresh throwaway root: the package's files go, an OS the sysadmin added stays.
+  const work2 = join(dir, 'root-purge');
+  mkdirSync(work2);
+  const purge = await sh('unshare', [
+    '--mount',
+    '--propagation',
+    'private',
+    'bash',
+    DEB_ROOT,
+    deb,
+    work2,
+    CACHE,
+    '--',
+    'sh',
+    '-ec',
+    'mkdir -p /etc/boottorrent/oss/mine && echo "name: Mine" > /etc/boottorrent/oss/mine/config.yaml && ' +
+      'dpkg --log=/dev/null --purge boottorrent && echo purged',
+  ]);
+  assert.match(purge, /purged/, purge);
+  assert.match(purge, /left \/etc\/boottorrent/, 'the sysadmin is told what stayed');
+  const etc = join(work2, 'up/etc/boottorrent');
+  assert.equal(readFileSync(join(etc, 'oss/mine/config.yaml'), 'utf8'), 'name: Mine\n', 'the admin OS stays');
+  assert.deepEqual(readdirSync(etc), ['oss'], 'only the admin files are left');
+  assert.deepEqual(readdirSync(join(etc, 'oss')), ['mine']);
+  assert.ok(!existsSync(join(work2, 'root/var/lib/boottorrent')), 'the state folder is gone');
 });

@@ -7,6 +7,7 @@ import {
   hasAccel,
   hasDisplay,
   qemuCommand,
+  hasMonitor,
   qemuScreen,
   kexecCommands,
   insideFolder,
@@ -152,7 +153,11 @@ test('qemu on the client console: curses when the args choose no display, with a
   for (const r of rows) {
     assert.equal(hasDisplay(r.args), r.display, r.args.join(' '));
     const c = qemuCommand(r.args, '/d/os', false, 'curses');
-    assert.deepEqual(c.args, r.display ? r.args : [...r.args, '-display', 'curses'], r.args.join(' '));
+    assert.deepEqual(
+      c.args,
+      r.display ? [...r.args, '-monitor', 'none'] : [...r.args, '-monitor', 'none', '-display', 'curses'],
+      r.args.join(' '),
+    );
     assert.deepEqual(c.env, { LC_ALL: 'C.UTF-8' });
   }
   // Host mode (not the client's console): the args as given.
@@ -160,15 +165,40 @@ test('qemu on the client console: curses when the args choose no display, with a
   assert.equal(qemuCommand(['-fda', 'dos.img'], '/d/os', false).env, undefined);
 });
 
-test('qemu on a framebuffer: QEMU serves VNC on loopback only and directvnc draws it; the args win when they choose a display', () => {
-  const c = qemuCommand(['-fda', 'dos.img'], '/d/os', false, 'framebuffer');
-  assert.deepEqual(c.args, ['-fda', 'dos.img', '-display', 'none', '-vnc', '127.0.0.1:0']);
+test('qemu on a framebuffer: QEMU serves VNC on loopback only, behind a password its viewer is given, with no monitor; the args win when they choose a display', () => {
+  const vnc = { display: 2, password: 'aB3_-x9Z' };
+  const c = qemuCommand(['-fda', 'dos.img'], '/d/os', false, 'framebuffer', vnc);
+  assert.deepEqual(c.args, [
+    '-fda',
+    'dos.img',
+    '-monitor',
+    'none',
+    '-display',
+    'none',
+    '-object',
+    'secret,id=btvnc,data=aB3_-x9Z',
+    '-vnc',
+    '127.0.0.1:2,password-secret=btvnc',
+  ]);
   assert.equal(c.viewer?.file, 'directvnc');
-  assert.deepEqual(c.viewer?.args, ['127.0.0.1:0']);
+  assert.deepEqual(c.viewer?.args, ['127.0.0.1:2', '--password', 'aB3_-x9Z']);
   assert.match(c.viewer?.env?.DFBARGS ?? '', /system=fbdev/);
-  const chosen = qemuCommand(['-fda', 'dos.img', '-vnc', ':3'], '/d/os', false, 'framebuffer');
-  assert.deepEqual(chosen.args, ['-fda', 'dos.img', '-vnc', ':3']);
+  // No password, or one that would break QEMU's option syntax: refused, never an open server.
+  for (const password of ['', 'a,b', '123456789'])
+    assert.throws(() =>
+      qemuCommand(['-fda', 'dos.img'], '/d/os', false, 'framebuffer', { display: 0, password }),
+    );
+  const chosen = qemuCommand(['-fda', 'dos.img', '-vnc', ':3'], '/d/os', false, 'framebuffer', vnc);
+  assert.deepEqual(chosen.args, ['-fda', 'dos.img', '-vnc', ':3', '-monitor', 'none']);
   assert.equal(chosen.viewer, undefined);
+  // A monitor the args place stays where they put it.
+  assert.deepEqual(qemuCommand(['-monitor', 'stdio'], '/d/os', false, 'curses').args, [
+    '-monitor',
+    'stdio',
+    '-display',
+    'curses',
+  ]);
+  assert.ok(hasMonitor(['-qmp', 'unix:/q,server']) && !hasMonitor(['-m', '64']));
 });
 
 test('which screen a qemu guest gets: framebuffer when there is one, the viewer, and a screen console; curses otherwise', () => {

@@ -3,7 +3,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import { isBootTorrentError } from '../../src/errors.js';
-import { StepFailure, fetchBootConfig } from '../../src/agent/steps.js';
+import { MAX_BOOT_CONFIG_BYTES, StepFailure, fetchBootConfig } from '../../src/agent/steps.js';
 import { Reporter, peakRssBytes } from '../../src/agent/report.js';
 import { memoryLogger } from '../../src/util/logger.js';
 import type { TestContext } from 'node:test';
@@ -35,7 +35,11 @@ test('boot config: HTTP errors, broken JSON and bad fields become failures that 
     res.writeHead(status).end(body);
   });
   const cases: [string, RegExp, RegExp][] = [
-    [`${base}/a`, /HTTP 403: not allowed/, /this MAC \(52:54:00:00:00:01\) is allowed/],
+    [
+      `${base}/a`,
+      /HTTP 403, saying \(unverified\): not allowed/,
+      /this MAC \(52:54:00:00:00:01\) is allowed/,
+    ],
     [`${base}/b`, /is not JSON/, /same BootTorrent version/],
     [`${base}/c`, /version is 2; this agent reads version 1/, /same BootTorrent version/],
     ['http://127.0.0.1:9', /cannot reach http:\/\/127\.0\.0\.1:9\/api\/v1\/boot\//, /server runs/],
@@ -51,6 +55,48 @@ test('boot config: HTTP errors, broken JSON and bad fields become failures that 
       server,
     );
   }
+});
+
+test('boot config from whoever answers: a huge body is cut off at the cap, an error text cannot write escape sequences to the console', async (t) => {
+  let sent = 0;
+  const base = await serve(t, (req, res) => {
+    if (req.url?.startsWith('/huge/')) {
+      // Chunked, no Content-Length: the cap must hold while reading.
+      res.writeHead(200, { 'content-type': 'application/json' });
+      const chunk = Buffer.alloc(64 * 1024, 0x20);
+      const more = () => {
+        while (sent < 64 * 1024 * 1024 && res.write(chunk)) sent += chunk.length;
+        if (sent >= 64 * 1024 * 1024) res.end();
+      };
+      res.on('drain', more);
+      res.on('close', () => res.off('drain', more));
+      more();
+    } else if (req.url?.startsWith('/declared/')) {
+      res.writeHead(200, { 'content-length': String(10 * MAX_BOOT_CONFIG_BYTES) });
+      res.write('{');
+    } else {
+      res.writeHead(500).end('\x1b[2J\x1b]0;owned\x07\x9bHlooks fine\r\nboottorrent-agent: verified');
+    }
+  });
+  const huge = await fetchBootConfig(`${base}/huge`, MAC).then(
+    () => assert.fail('accepted'),
+    (e: unknown) => e as StepFailure,
+  );
+  assert.match(huge.message, /more than the 1048576 bytes this agent reads/);
+  assert.ok(sent < 16 * 1024 * 1024, `the agent stopped reading: the server got ${sent} bytes out`);
+  const declared = await fetchBootConfig(`${base}/declared`, MAC).then(
+    () => assert.fail('accepted'),
+    (e: unknown) => e as StepFailure,
+  );
+  assert.match(declared.message, /10485760 bytes, more than the 1048576/);
+  const rude = await fetchBootConfig(`${base}/rude`, MAC).then(
+    () => assert.fail('accepted'),
+    (e: unknown) => e as StepFailure,
+  );
+  assert.match(rude.message, /HTTP 500, saying \(unverified\): /);
+  // eslint-disable-next-line no-control-regex
+  assert.doesNotMatch(rude.message, /[\x00-\x1f\x7f-\x9f]/, 'no control character reaches the console');
+  assert.match(rude.message, /\\u001b\[2J/);
 });
 
 test('reporter: never throws or blocks, sends the token, coalesces progress to the newest', async (t) => {

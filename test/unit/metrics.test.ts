@@ -234,6 +234,8 @@ test('serverMetrics: clients by stage, boots and failures by OS, bytes, swarms, 
   store.report(mac(7), '10.0.0.27', { stage: 'failed', os: 'alp', error: 'bad hash' });
   store.report(mac(7), '10.0.0.27', { stage: 'failed', os: 'alp', error: 'bad hash' }); // still the same failure
   store.unserved(mac(8), 'uefi-ia32', 'architecture not served');
+  // Made-up MACs in DISCOVERs for an unserved architecture: not failed boots, counted apart.
+  for (let i = 20; i < 30; i++) store.unserved(mac(i), 'uefi-arm64', 'architecture not served');
   // mac(4) boots again (DHCP after running is a new boot) and gets to booting again.
   store.dhcp(mac(4), {});
   store.report(mac(4), '10.0.0.24', { stage: 'booting', os: 'deb' });
@@ -280,6 +282,7 @@ test('serverMetrics: clients by stage, boots and failures by OS, bytes, swarms, 
     processStartSeconds: 1_699_999_999.5,
     boots: store.boots,
     failures: store.failures,
+    unserved: store.unservedFirmware,
     dhcp: { leases: 4, replies: { offer: 6, ack: 5 } },
     tftp: { active: 1, results: { ok: 3, refused: 2 } },
     errors: (code) => errors.get(code),
@@ -298,7 +301,7 @@ test('serverMetrics: clients by stage, boots and failures by OS, bytes, swarms, 
     downloading: 1,
     booting: 1,
     running: 1,
-    failed: 3,
+    failed: 13, // two failed boots, eleven machines of an unserved architecture
   };
   for (const stage of CLIENT_STAGES)
     assert.equal(sampleValue(m, 'boottorrent_clients', { stage }), want[stage] ?? 0, stage);
@@ -310,7 +313,9 @@ test('serverMetrics: clients by stage, boots and failures by OS, bytes, swarms, 
   assert.equal(m.get('boottorrent_boots_total')!.samples.length, 2, 'no boot without an OS served');
   assert.equal(sampleValue(m, 'boottorrent_boot_failures_total', { os: 'deb' }), 0);
   assert.equal(sampleValue(m, 'boottorrent_boot_failures_total', { os: 'alp' }), 1);
-  assert.equal(sampleValue(m, 'boottorrent_boot_failures_total', { os: '' }), 2);
+  assert.equal(sampleValue(m, 'boottorrent_boot_failures_total', { os: '' }), 1, 'the made-up OS id only');
+  assert.equal(sampleValue(m, 'boottorrent_unserved_firmware_total', { arch: 'uefi-ia32' }), 1);
+  assert.equal(sampleValue(m, 'boottorrent_unserved_firmware_total', { arch: 'uefi-arm64' }), 10);
 
   // Bytes by stage and part: the parts status shows, each under its stage; the stage sums are status's.
   const sentFamily = m.get('boottorrent_server_sent_bytes_total')!;
@@ -378,6 +383,7 @@ test('serverMetrics before anything happened: every fixed series at 0, no OS ser
         processStartSeconds: 1,
         boots: new Map(),
         failures: new Map(),
+        unserved: new Map(),
         dhcp: { leases: 0, replies: {} },
         tftp: { active: 0, results: {} },
         errors: () => 0,
@@ -423,6 +429,7 @@ test('docs/deployment.md lists every metric the server serves, with its type and
     processStartSeconds: 1,
     boots: new Map([['deb', 1]]),
     failures: new Map([['deb', 1]]),
+    unserved: new Map([['uefi-ia32', 1]]),
     dhcp: { leases: 0, replies: {} },
     tftp: { active: 0, results: {} },
     errors: () => 0,

@@ -8,7 +8,15 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { createPublicKey, generateKeyPairSync } from 'node:crypto';
-import { readFileSync, statSync, writeFileSync, chmodSync } from 'node:fs';
+import {
+  lstatSync,
+  readFileSync,
+  readdirSync,
+  statSync,
+  symlinkSync,
+  writeFileSync,
+  chmodSync,
+} from 'node:fs';
 import { join } from 'node:path';
 import { PHASE1_SERVER_KEY_PATH, bootConfigSignatureValid } from '../../src/boot-config.js';
 import { PUBLIC_KEY_FILE, SIGNING_KEY_FILE, loadSigningKey } from '../../src/server/signing.js';
@@ -25,6 +33,40 @@ test('the signing key is created once (0600), kept across starts, and its public
   chmodSync(join(dir, SIGNING_KEY_FILE), 0o644);
   await loadSigningKey(dir);
   assert.equal(statSync(join(dir, SIGNING_KEY_FILE)).mode & 0o777, 0o600);
+});
+
+test('links in the state folder are not followed: a linked key is refused, a linked public key is replaced', async (t) => {
+  const dir = tempDir(t);
+  const elsewhere = join(dir, 'elsewhere');
+  const good = generateKeyPairSync('ed25519').privateKey.export({ type: 'pkcs8', format: 'pem' }).toString();
+  writeFileSync(elsewhere, good, { mode: 0o644 });
+  const state = join(dir, 'state');
+  await loadSigningKey(state); // makes the folder
+  const keyFile = join(state, SIGNING_KEY_FILE);
+  const pubFile = join(state, PUBLIC_KEY_FILE);
+  const { rmSync } = await import('node:fs');
+  rmSync(keyFile);
+  symlinkSync(elsewhere, keyFile);
+  await assert.rejects(
+    loadSigningKey(state),
+    (err: Error) => err.message.includes(keyFile) && /not a link/.test(err.message),
+  );
+  assert.equal(statSync(elsewhere).mode & 0o777, 0o644, 'the link target was not chmod-ed');
+  rmSync(keyFile);
+  rmSync(pubFile);
+  const victim = join(dir, 'victim');
+  writeFileSync(victim, 'keep me');
+  symlinkSync(victim, pubFile);
+  await loadSigningKey(state);
+  assert.equal(readFileSync(victim, 'utf8'), 'keep me', 'not written through the link');
+  assert.ok(lstatSync(pubFile).isFile());
+});
+
+test('starts at the same time agree on one key and leave no temporary file', async (t) => {
+  const dir = join(tempDir(t), 'state');
+  const keys = await Promise.all(Array.from({ length: 8 }, () => loadSigningKey(dir)));
+  assert.equal(new Set(keys.map((k) => k.publicPem)).size, 1);
+  assert.deepEqual(readdirSync(dir).sort(), [SIGNING_KEY_FILE, PUBLIC_KEY_FILE].sort());
 });
 
 test('a key file that is not Ed25519 is a clear error naming the file', async (t) => {
