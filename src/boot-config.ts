@@ -132,6 +132,8 @@ export interface AgentReport {
   readonly peakRss?: number;
   /** TCP port on which the agent serves its phase-1 payload to later clients (#16), while it does. */
   readonly phase1Port?: number;
+  /** The firmware enforces UEFI Secure Boot (phase 1's kernel is then locked down); absent when unknown. */
+  readonly secureBoot?: boolean;
 }
 
 // ---------------------------------------------------------------------------
@@ -324,6 +326,10 @@ export function parseAgentReport(text: string): AgentReport {
     const v = num(o, 'phase1Port', '(report)');
     if (!Number.isInteger(v) || v < 1 || v > 65535) bad('phase1Port', 'must be a TCP port (1-65535)');
     out.phase1Port = v;
+  }
+  if (o.secureBoot !== undefined) {
+    if (typeof o.secureBoot !== 'boolean') bad('secureBoot', 'must be true or false');
+    out.secureBoot = o.secureBoot;
   }
   if (o.os !== undefined) out.os = str(o, 'os', '(report)', 255);
   if (o.error !== undefined) out.error = str(o, 'error', '(report)', 2000);

@@ -44,6 +44,8 @@ import {
   fetchBootConfig,
   fetchTorrent,
   kexecCommands,
+  secureBootEnforced,
+  signatureRefused,
   kvmUsable,
   qemuCommand,
   qemuScreenHere,
@@ -90,6 +92,8 @@ export class Agent {
   /** Serves this client's phase-1 payload to later clients (#16), once the network is up. */
   private share: PhaseOneShare | undefined;
   private sharePort: number | undefined;
+  /** UEFI Secure Boot as the firmware told phase 1's kernel (undefined: not known, e.g. BIOS or host mode). */
+  private secureBoot: boolean | undefined;
   /** The last stage reported, repeated while sharing so the server keeps offering this client. */
   private lastReport: { stage: AgentStage; os?: string } | undefined;
   private heartbeat: NodeJS.Timeout | undefined;
@@ -142,7 +146,7 @@ export class Agent {
     if (!share) return;
     // A report without the port tells the server to send no one here any more.
     this.sharePort = undefined;
-    this.reporter?.setAlways({});
+    this.reporter?.setAlways(this.secureBoot !== undefined ? { secureBoot: this.secureBoot } : {});
     if (this.lastReport && graceMs > 0) {
       this.reporter?.send(this.lastReport);
       await this.reporter?.flush(2000);
@@ -274,6 +278,11 @@ export class Agent {
       for (let attempt = 0; attempt <= CONFIG_BACKOFF.length; attempt++) {
         try {
           const key = await this.serverKey();
+          if (this.args.network && this.secureBoot === undefined) {
+            this.secureBoot = await secureBootEnforced();
+            if (this.secureBoot)
+              this.say('boottorrent-agent: UEFI Secure Boot is on: kernels load only when signed');
+          }
           const config = await this.guarded(fetchBootConfig(this.args.server, this.args.mac, undefined, key));
           this.config = config;
           this.reporter?.close();
@@ -284,7 +293,10 @@ export class Agent {
                 {
                   url: config.reportUrl,
                   token: config.reportToken,
-                  ...(this.sharePort !== undefined ? { always: { phase1Port: this.sharePort } } : {}),
+                  always: {
+                    ...(this.sharePort !== undefined ? { phase1Port: this.sharePort } : {}),
+                    ...(this.secureBoot !== undefined ? { secureBoot: this.secureBoot } : {}),
+                  },
                 },
                 this.log,
               )
@@ -575,7 +587,7 @@ export class Agent {
     let commands: Command[];
     if (os.method === 'kexec') {
       const initrd = await singleInitrd(this.args.dir, os.id, osDir, os.initrd);
-      commands = kexecCommands(join(osDir, os.kernel), initrd, os.cmdline);
+      commands = kexecCommands(join(osDir, os.kernel), initrd, os.cmdline, this.secureBoot === true);
     } else if (os.method === 'qemu') {
       // In phase 1 (the agent owns the network) the console is the client's screen.
       const screen = await qemuScreenHere(this.args.network);
@@ -624,10 +636,17 @@ export class Agent {
       await execFileP(load.file, [...load.args]);
     } catch (err) {
       const e = err as Error & { stderr?: string };
+      const said = (e.stderr ?? '').trim() || e.message;
+      if (this.secureBoot === true && signatureRefused(said))
+        throw new StepFailure(
+          `load of ${os.name}`,
+          `Secure Boot is on and the kernel of ${os.name} is not signed by a key this machine trusts; the kernel refused to load it (${said})`,
+          `one of: boot this OS with the qemu method (it runs any kernel); sign its kernel with the lab's key (sbsign) and enroll that key on the machines (mokutil --import); or turn Secure Boot off in this machine's firmware`,
+        );
       throw new StepFailure(
         `load of ${os.name}`,
-        `kexec -l failed: ${(e.stderr ?? '').trim() || e.message}`,
-        'that the kernel is an x86-64 bzImage and that kexec is allowed (Secure Boot lockdown refuses it)',
+        `kexec -l failed: ${said}`,
+        'that the kernel is an x86-64 bzImage and that kexec is allowed',
       );
     }
     this.stage('booting', os);

@@ -563,11 +563,15 @@ export function kexecCommands(
   kernel: string,
   initrd: string | undefined,
   cmdline: string,
+  signed = false,
 ): [Command, Command] {
   return [
     {
       file: 'kexec',
       args: [
+        // Under Secure Boot the kernel is locked down: only kexec_file_load
+        // (-s), which checks the new kernel's signature, is allowed.
+        ...(signed ? ['-s'] : []),
         '-l',
         kernel,
         ...(initrd !== undefined ? [`--initrd=${initrd}`] : []),
@@ -576,6 +580,35 @@ export function kexecCommands(
     },
     { file: 'kexec', args: ['-e'] },
   ];
+}
+
+/** Offset of `secure_boot` in x86 boot_params (Documentation/arch/x86/zero-page.rst). */
+const BOOT_PARAMS_SECURE_BOOT = 0x1ec;
+/** enum efi_secureboot_mode: unset, unknown, disabled, enabled. */
+const EFI_SECUREBOOT_ENABLED = 3;
+
+/**
+ * Whether the firmware enforces UEFI Secure Boot, as the kernel's EFI stub
+ * recorded it in boot_params (exported read-only at /sys/kernel/boot_params/data);
+ * undefined when that is not there to read.
+ */
+export async function secureBootEnforced(
+  path = '/sys/kernel/boot_params/data',
+): Promise<boolean | undefined> {
+  try {
+    const data = await readFile(path);
+    if (data.length <= BOOT_PARAMS_SECURE_BOOT) return undefined;
+    return data[BOOT_PARAMS_SECURE_BOOT] === EFI_SECUREBOOT_ENABLED;
+  } catch {
+    return undefined;
+  }
+}
+
+/** True when kexec's error says the new kernel's signature was not accepted. */
+export function signatureRefused(message: string): boolean {
+  return /key was rejected|required key not available|signature|EKEYREJECTED|ENOKEY|EBADMSG|bad message|operation not permitted|EPERM/i.test(
+    message,
+  );
 }
 
 /** Torrents carry no file modes: the verified program is made executable before it runs. */

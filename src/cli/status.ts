@@ -67,11 +67,11 @@ export async function run(argv: string[], io: Io): Promise<number> {
   );
   if (snap.clients.length) {
     io.stdout.write(
-      '\nMAC                IP               STAGE        OS             PROGRESS  PEERS  RATIO\n',
+      '\nMAC                IP               FIRMWARE        STAGE        OS             PROGRESS  PEERS  RATIO\n',
     );
     for (const c of snap.clients)
       io.stdout.write(
-        `${c.mac.padEnd(18)} ${(c.ip ?? '-').padEnd(16)} ${c.stage.padEnd(12)} ${(c.os ?? '-').padEnd(14)} ` +
+        `${c.mac.padEnd(18)} ${(c.ip ?? '-').padEnd(16)} ${firmwareText(c).padEnd(15)} ${c.stage.padEnd(12)} ${(c.os ?? '-').padEnd(14)} ` +
           `${`${Math.round(c.progress * 100)} %`.padStart(8)}  ${String(c.peers).padStart(5)}  ${c.seedRatio.toFixed(2)}` +
           `${c.error ? `  ${c.error}` : ''}\n`,
       );
@@ -88,4 +88,9 @@ export async function run(argv: string[], io: Io): Promise<number> {
         `${String(s.completed).padStart(9)}  ${formatBytes(s.serverUploaded).padStart(11)}\n`,
     );
   return EXIT_OK;
+}
+
+/** The firmware as DHCP saw it, and "SB" when the agent reports Secure Boot enforced. */
+export function firmwareText(c: { firmware: string | null; secureBoot: boolean | null }): string {
+  return `${c.firmware ?? '-'}${c.secureBoot ? ' SB' : ''}`;
 }

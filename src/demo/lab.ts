@@ -78,6 +78,8 @@ export interface LabEnvOptions {
   peers?: boolean;
   /** Clients serve phase 1 to later clients (peers.phase1, #16). */
   phase1Peers?: boolean;
+  /** server.uefi_chain (signed: Debian's shim and GRUB for UEFI PXE clients). */
+  uefiChain?: 'ipxe' | 'signed';
   /** Per-MAC settings, each a YAML flow mapping such as `{ timeout: -1 }`. */
   hosts?: Readonly<Record<string, string>>;
 }
@@ -90,6 +92,7 @@ export function labEnvYaml(o: LabEnvOptions): string {
     'server:',
     '  interface: br0',
     `  address: ${o.lan}.1`,
+    ...(o.uefiChain ? [`  uefi_chain: ${o.uefiChain}`] : []),
     'dhcp:',
     '  mode: full',
     `  range: ${o.lan}.${o.range[0]}-${o.lan}.${o.range[1]}`,

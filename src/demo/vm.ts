@@ -5,7 +5,7 @@
  * into the menu, a Unix socket.
  */
 import { connect, type Socket } from 'node:net';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { copyFileSync, readFileSync, writeFileSync } from 'node:fs';
 import { once } from 'node:events';
 import { join } from 'node:path';
 import type { LabProcess, NetLab } from './lab.js';
@@ -16,7 +16,8 @@ export interface VmOptions {
   /** Folder for the serial log and socket. */
   readonly dir: string;
   readonly memoryMb?: number;
-  readonly firmware?: 'bios' | 'uefi';
+  /** uefi-secureboot: OVMF's Secure Boot build with Microsoft's keys enrolled, as shop PCs ship. */
+  readonly firmware?: 'bios' | 'uefi' | 'uefi-secureboot';
   /** Path of qemu-system-x86_64. */
   readonly qemu: string;
   /** Open a socket so tests can type on the serial console. */
@@ -63,10 +64,12 @@ export class LabVm {
       '-boot',
       'n',
       ...(options.firmware === 'uefi' ? ['-bios', '/usr/share/ovmf/OVMF.fd'] : []),
+      ...(options.firmware === 'uefi-secureboot' ? secureBootFirmware(options.dir, options.name) : []),
       '-netdev',
       `tap,id=n0,ifname=${tap},script=no,downscript=no`,
       '-device',
-      `virtio-net-pci,netdev=n0,mac=${options.mac}`,
+      // Under Secure Boot the NIC's iPXE option ROM (unsigned) would be refused: OVMF's own driver.
+      `virtio-net-pci,netdev=n0,mac=${options.mac}${options.firmware === 'uefi-secureboot' ? ',romfile=' : ''}`,
     ]);
   }
 
@@ -164,4 +167,24 @@ export class LabVm {
     this.sock = undefined;
     if (!this.exited) this.process.child.kill('SIGKILL');
   }
+}
+
+/**
+ * OVMF with Secure Boot enforced: the SMM build (q35, SMM on, flash writes
+ * only from SMM) and a private copy of the variable store with Microsoft's
+ * keys enrolled (Debian's OVMF_VARS_4M.ms.fd).
+ */
+function secureBootFirmware(dir: string, name: string): string[] {
+  const vars = join(dir, `${name}.vars.fd`);
+  copyFileSync('/usr/share/OVMF/OVMF_VARS_4M.ms.fd', vars);
+  return [
+    '-machine',
+    'q35,smm=on',
+    '-global',
+    'driver=cfi.pflash01,property=secure,value=on',
+    '-drive',
+    'if=pflash,format=raw,unit=0,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.secboot.fd',
+    '-drive',
+    `if=pflash,format=raw,unit=1,file=${vars}`,
+  ];
 }

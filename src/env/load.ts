@@ -11,6 +11,7 @@ import { LineCounter, isMap, isScalar, parseDocument, type Node } from 'yaml';
 import { BootTorrentError } from '../errors.js';
 import { checkDocument, loadSchema, suggest, type Checked, type SchemaName } from './schema.js';
 import { machineProblems, type MachineOptions } from './machine.js';
+import type { UefiChain } from '../boot/grub.js';
 import type { DhcpMode, Environment, HostOverride, LogLevel, OsEntry, Problem } from './types.js';
 
 export const ENV_FILE = 'Boottorrent.yaml';
@@ -130,6 +131,7 @@ interface Draft {
   httpPort: number;
   tftp: boolean;
   ipxeDir: string;
+  uefiChain: UefiChain;
   dhcpMode?: DhcpMode;
   range?: string;
   lease?: string | number;
@@ -177,6 +179,7 @@ function mapV1(v: Obj, bad: (field: string) => boolean): Draft {
     httpPort: (server.http_port as number | undefined) ?? 80,
     tftp: (server.tftp as boolean | undefined) ?? true,
     ipxeDir: (server.ipxe_dir as string | undefined) ?? '/usr/lib/ipxe',
+    uefiChain: (server.uefi_chain as UefiChain | undefined) ?? 'ipxe',
     dhcpMode: bad('dhcp.mode') ? undefined : ((dhcp.mode as DhcpMode | undefined) ?? 'proxy'),
     range: dhcp.range as string | undefined,
     lease: (dhcp.lease_time as string | number | undefined) ?? '12h',
@@ -242,6 +245,7 @@ function mapV0(v: Obj, bad: (field: string) => boolean): Draft {
     httpPort: 80,
     tftp: (dm.enable_tftp as boolean | undefined) ?? true,
     ipxeDir: '/usr/lib/ipxe',
+    uefiChain: 'ipxe',
     dhcpMode: mode,
     range,
     lease,
@@ -587,6 +591,17 @@ export async function inspectEnvironment(envDir: string, opts: ValidateOptions =
     );
   }
 
+  // The signed chain's GRUB loads its script and phase 1 over TFTP (it has no HTTP).
+  if (draft && !draft.tftp && draft.uefiChain === 'signed') {
+    problems.push(
+      at(
+        'server.tftp',
+        "TFTP is off but server.uefi_chain is signed: Debian's signed GRUB loads phase 1 over TFTP only",
+        'turn TFTP on (server.tftp: true), or set server.uefi_chain: ipxe',
+      ),
+    );
+  }
+
   // --- this machine ----------------------------------------------------------------
   if (draft && opts.machineChecks !== false && draft.address !== undefined) {
     const mp = await machineProblems(
@@ -596,6 +611,7 @@ export async function inspectEnvironment(envDir: string, opts: ValidateOptions =
         httpPort: draft.httpPort,
         tftp: draft.tftp,
         ipxeDir: draft.ipxeDir,
+        uefiChain: draft.uefiChain,
         dhcpMode: draft.dhcpMode ?? 'off',
         range: draft.range,
         tracker: draft.trackerEnabled ? draft.trackerPort : null,
@@ -645,6 +661,7 @@ function build(dir: string, d: Draft, oss: OsEntry[], warnings: Problem[]): Envi
       httpPort: d.httpPort,
       tftp: d.tftp,
       ipxeDir: d.ipxeDir,
+      uefiChain: d.uefiChain,
     },
     dhcp: {
       mode: d.dhcpMode!,

@@ -4,6 +4,7 @@
  * subnet, the ports `start` will bind, and the iPXE binaries it serves.
  * Kept apart so unit tests of the pure checks stay deterministic.
  */
+import { SIGNED_CHAIN_FILES, SIGNED_CHAIN_PACKAGES, type UefiChain } from '../boot/grub.js';
 import { createSocket } from 'node:dgram';
 import { existsSync } from 'node:fs';
 import { createServer } from 'node:net';
@@ -22,6 +23,7 @@ export interface MachineInput {
   readonly httpPort: number;
   readonly tftp: boolean;
   readonly ipxeDir: string;
+  readonly uefiChain?: UefiChain;
   readonly ipxeConfigured: boolean;
   readonly dhcpMode: DhcpMode;
   readonly range: string | undefined;
@@ -149,6 +151,15 @@ export async function machineProblems(
         ? `put ${missing.join(' and ')} in ${cfg.ipxeDir}, or remove ipxe_dir to use the Debian package's`
         : 'install them: apt-get install ipxe',
     });
+  if (cfg.uefiChain === 'signed') {
+    const gone = Object.values(SIGNED_CHAIN_FILES).filter((f) => !existsSync(f));
+    if (gone.length)
+      out.push({
+        field: 'server.uefi_chain',
+        message: `the signed boot chain is missing: ${gone.join(', ')}`,
+        fix: `apt-get install ${SIGNED_CHAIN_PACKAGES} (docs/deployment.md, "Secure Boot")`,
+      });
+  }
   return out;
 }
 

@@ -2,6 +2,7 @@
  * The typed, frozen model of an environment (version 1). Version 0 files are
  * mapped onto it by the loader, so nothing past `src/env/` knows v0 exists.
  */
+import type { UefiChain } from '../boot/grub.js';
 
 /** One thing wrong with an environment, written for the person who fixes it. */
 export interface Problem {
@@ -75,6 +76,8 @@ export interface Environment {
     readonly httpPort: number;
     readonly tftp: boolean;
     readonly ipxeDir: string;
+    /** What UEFI PXE firmware is given: iPXE, or Debian's signed shim and GRUB (Secure Boot). */
+    readonly uefiChain: UefiChain;
   };
   readonly dhcp: {
     readonly mode: DhcpMode;

@@ -36,6 +36,8 @@ export interface ClientState {
   /** Clients in progress (seen, not yet booting/failed) when this one was first seen, itself included. */
   readonly concurrent: number;
   readonly peakRss: number | null;
+  /** UEFI Secure Boot enforced on the client, as its agent reports; null before it says. */
+  readonly secureBoot: boolean | null;
 }
 
 export interface SwarmSummary {

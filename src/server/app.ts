@@ -374,6 +374,7 @@ export class BootServer {
           leasesFile: join(this.stateDir, 'leases.json'),
         },
         ipxeDir: env.server.ipxeDir,
+        uefiChain: env.server.uefiChain,
         httpPort: env.server.httpPort,
         ...(this.options.httpLimits ? { httpLimits: this.options.httpLimits } : {}),
         ...(this.options.tftpPort !== undefined ? { tftpPort: this.options.tftpPort } : {}),

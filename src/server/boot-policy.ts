@@ -7,7 +7,8 @@
  *
  * The boot chain DefaultBootPolicy implements:
  *   BIOS PXE ROM          -> TFTP undionly.kpxe   (iPXE using the ROM's UNDI driver)
- *   UEFI x64 PXE          -> TFTP ipxe.efi        (or snponly.efi: iPXE on the firmware's SNP driver)
+ *   UEFI x64 PXE          -> TFTP ipxe.efi        (or snponly.efi: iPXE on the firmware's SNP driver;
+ *                                                or shimx64.efi, Debian's signed chain: src/boot/grub.ts)
  *   UEFI arm64 PXE        -> TFTP ipxe-arm64.efi  (only when that file is in the iPXE folder)
  *   UEFI HTTP Boot        -> http://server/<loader> (DHCP echoes vendor class "HTTPClient")
  *   iPXE (any arch)       -> http://server/boot.ipxe?mac=${mac}
@@ -16,6 +17,7 @@
  */
 
 import type { BootConfig } from '../boot-config.js';
+import type { GrubPhaseOne } from '../boot/grub.js';
 import type {
   BootClient,
   BootDecision,
@@ -39,6 +41,8 @@ export interface DefaultBootPolicyOptions {
   httpPort?: number;
   /** UEFI x64 loader: ipxe.efi carries its own NIC drivers, snponly.efi uses the firmware's. */
   uefiLoader?: 'ipxe.efi' | 'snponly.efi';
+  /** TFTP file for UEFI x64 PXE firmware when not uefiLoader: shimx64.efi for the signed chain (HTTP Boot keeps uefiLoader). */
+  uefiPxeFile?: string;
   /** TFTP file for BIOS PXE ROMs (default undionly.kpxe). */
   biosFile?: string;
   /** TFTP file for UEFI arm64; default none (Debian's ipxe package has no arm64 build: such clients get no boot offer). */
@@ -51,9 +55,10 @@ export interface DefaultBootPolicyOptions {
 
 /** The architecture rule alone (no allow-list): ServerBootPolicy asks it once a MAC may boot. */
 export class DefaultBootPolicy implements FirmwareChain {
-  readonly #o: Required<Omit<DefaultBootPolicyOptions, 'ia32File' | 'arm64File'>> & {
+  readonly #o: Required<Omit<DefaultBootPolicyOptions, 'ia32File' | 'arm64File' | 'uefiPxeFile'>> & {
     ia32File?: string;
     arm64File?: string;
+    uefiPxeFile?: string;
   };
 
   constructor(options: DefaultBootPolicyOptions) {
@@ -80,7 +85,7 @@ export class DefaultBootPolicy implements FirmwareChain {
       case 'bios':
         return tftp(o.biosFile);
       case 'uefi-x64':
-        return tftp(o.uefiLoader);
+        return tftp(o.uefiPxeFile ?? o.uefiLoader);
       case 'uefi-arm64':
         return o.arm64File ? tftp(o.arm64File) : undefined;
       case 'uefi-x64-http':
@@ -208,6 +213,24 @@ export class ServerBootPolicy implements BootPolicy {
           `${p.cmdline} boottorrent.payload=${p.stage0.payloadSha256} boottorrent.blocks=${p.stage0.blocksSha256}`.trim(),
       };
     return { kernelUrl: url(p.kernel), initrdUrls: [...p.initrds.map(url), ...key], cmdline: p.cmdline };
+  }
+
+  /**
+   * Phase 1 as the signed chain's GRUB loads it (src/boot/grub.ts): TFTP
+   * paths of the same files phaseOneFor names, for every allowed machine.
+   */
+  grubPhaseOne(): GrubPhaseOne {
+    const p = this.#o.phase1;
+    const key = p.keyArchive ? [p.keyArchive] : [];
+    const base = { kernel: `/phase1/${p.kernel}`, serverUrl: this.#o.publicUrl };
+    if (p.stage0 && this.#payloadSource)
+      return {
+        ...base,
+        initrds: [`/phase1/${p.stage0.file}`, ...key],
+        cmdline:
+          `${p.cmdline} boottorrent.payload=${p.stage0.payloadSha256} boottorrent.blocks=${p.stage0.blocksSha256}`.trim(),
+      };
+    return { ...base, initrds: [...p.initrds.map((f) => `/phase1/${f}`), ...key], cmdline: p.cmdline };
   }
 
   payloadSourceFor(

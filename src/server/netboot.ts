@@ -6,7 +6,16 @@
  */
 import { access } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
-import { dirname, join } from 'node:path';
+import { basename, dirname, join } from 'node:path';
+import {
+  GRUB_CONFIG_NAME,
+  GRUB_NAME,
+  SHIM_NAME,
+  SIGNED_CHAIN_FILES,
+  SIGNED_CHAIN_PACKAGES,
+  grubConfig,
+  type UefiChain,
+} from '../boot/grub.js';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { BootTorrentError } from '../errors.js';
 import { silentLogger, type Logger } from '../util/logger.js';
@@ -55,6 +64,8 @@ export interface NetbootOptions {
   /** Folder with undionly.kpxe, ipxe.efi, snponly.efi (default Debian's /usr/lib/ipxe). */
   ipxeDir?: string;
   uefiLoader?: 'ipxe.efi' | 'snponly.efi';
+  /** UEFI PXE firmware gets Debian's signed shim and GRUB instead of iPXE (src/boot/grub.ts). */
+  uefiChain?: UefiChain;
   httpPort?: number;
   /** Deadlines and connection caps of the HTTP server (default HTTP_LIMITS). */
   httpLimits?: BootHttpOptions['limits'];
@@ -103,6 +114,7 @@ export class NetbootServer {
         serverIp: options.serverIp,
         httpPort,
         uefiLoader: options.uefiLoader ?? 'ipxe.efi',
+        ...(options.uefiChain === 'signed' ? { uefiPxeFile: SHIM_NAME } : {}),
         // Offered to ARM64 UEFI only when the folder has a build for it (Debian's ipxe has none).
         ...(existsSync(join(this.ipxeDir, 'ipxe-arm64.efi')) ? { arm64File: 'ipxe-arm64.efi' } : {}),
         publicUrl,
@@ -124,7 +136,10 @@ export class NetbootServer {
     );
     // Debian's ipxe.efi is a symlink into /boot, which a folder served with
     // confinement would refuse: serve the iPXE builds by exact name instead.
-    const ipxe = Object.fromEntries(IPXE_FILES.map((f) => [f, join(this.ipxeDir, f)]));
+    const ipxe: Record<string, string | Buffer> = Object.fromEntries(
+      IPXE_FILES.map((f) => [f, join(this.ipxeDir, f)]),
+    );
+    if (options.uefiChain === 'signed') Object.assign(ipxe, this.signedChainFiles(policy));
     this.tftp =
       options.tftp === false
         ? undefined
@@ -157,12 +172,34 @@ export class NetbootServer {
     );
   }
 
+  /**
+   * The signed chain over TFTP: shim, GRUB, GRUB's script (generated here)
+   * and the phase-1 files it names, each by exact name.
+   */
+  private signedChainFiles(policy: ServerBootPolicy): Record<string, string | Buffer> {
+    const p = this.options.phase1;
+    const files: Record<string, string | Buffer> = {
+      [SHIM_NAME]: SIGNED_CHAIN_FILES.shim,
+      [GRUB_NAME]: SIGNED_CHAIN_FILES.grub,
+      [GRUB_CONFIG_NAME]: Buffer.from(grubConfig(policy.grubPhaseOne())),
+    };
+    for (const f of [p.kernel, ...p.initrds, ...(p.stage0 ? [p.stage0.file] : [])])
+      files[`phase1/${f}`] = join(p.dir, f);
+    if (p.keyArchive) files[PHASE1_KEY_URL.slice(1)] = p.keyArchive;
+    return files;
+  }
+
   /** Checks the files every client will need, so a missing one fails at start, not at boot. */
   private async checkFiles(): Promise<void> {
     const need = [
       [this.ipxeDir, 'undionly.kpxe', 'apt-get install ipxe (or set the iPXE folder)'],
       [this.ipxeDir, this.options.uefiLoader ?? 'ipxe.efi', 'apt-get install ipxe (or set the iPXE folder)'],
       [this.options.phase1.dir, this.options.phase1.kernel, 'run `boottorrent build-phase1`'],
+      ...(this.options.uefiChain === 'signed'
+        ? Object.values(SIGNED_CHAIN_FILES).map(
+            (f) => [dirname(f), basename(f), `apt-get install ${SIGNED_CHAIN_PACKAGES}`] as const,
+          )
+        : []),
       ...(this.options.phase1.stage0 ? [this.options.phase1.stage0.file] : []).map((f) => [
         this.options.phase1.dir,
         f,

@@ -114,6 +114,7 @@ export class ClientStore extends EventEmitter<ClientStoreEvents> {
       bootSeconds: null,
       concurrent: this.active + 1,
       peakRss: null,
+      secureBoot: null,
     };
   }
 
@@ -226,6 +227,7 @@ export class ClientStore extends EventEmitter<ClientStoreEvents> {
         ...(r.uploadRate !== undefined ? { uploadRate: r.uploadRate } : {}),
         ...(r.peers !== undefined ? { peers: r.peers } : {}),
         ...(r.peakRss !== undefined ? { peakRss: r.peakRss } : {}),
+        ...(r.secureBoot !== undefined ? { secureBoot: r.secureBoot } : {}),
         ...(r.error !== undefined ? { error: r.error } : {}),
       },
       true,

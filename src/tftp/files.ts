@@ -138,12 +138,19 @@ async function openServed(real: string, path: string): Promise<ServedFile | unde
  * else is reachable, so following those links is safe.
  */
 export class FixedFileProvider implements FileProvider {
-  constructor(private readonly files: Readonly<Record<string, string>>) {}
+  /** A name maps to a file's path, or to the bytes served under it (a generated file). */
+  constructor(private readonly files: Readonly<Record<string, string | Buffer>>) {}
 
   async open(path: string): Promise<ServedFile | undefined> {
     const name = cleanRequestPath(path);
     const file = Object.hasOwn(this.files, name) ? this.files[name] : undefined;
     if (file === undefined) return undefined;
+    if (Buffer.isBuffer(file))
+      return {
+        size: file.length,
+        read: (offset, length) => Promise.resolve(file.subarray(offset, offset + length)),
+        close: () => undefined,
+      };
     try {
       return await openServed(await realpath(file), name);
     } catch (err) {

@@ -316,7 +316,7 @@ test('npm tarball and .deb from a clean copy: installed without dev dependencies
     DEB_ROOT,
     deb,
     work2,
-    CACHE,
+    '-',
     '--',
     'sh',
     '-ec',

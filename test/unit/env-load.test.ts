@@ -64,6 +64,7 @@ test('a v0 environment (the older tool example layout) loads and maps onto v1', 
     httpPort: 80,
     tftp: true,
     ipxeDir: '/usr/lib/ipxe',
+    uefiChain: 'ipxe',
   });
   assert.deepEqual(env.dhcp, {
     mode: 'full',
@@ -133,7 +134,7 @@ test('a v1 environment loads every field, hosts keyed by normalised MAC', async 
   const dir = v1Env(
     t,
     `version: 1
-server: { interface: eth1, address: 10.0.0.1, http_port: 8080, tftp: true, ipxe_dir: /opt/ipxe }
+server: { interface: eth1, address: 10.0.0.1, http_port: 8080, tftp: true, ipxe_dir: /opt/ipxe, uefi_chain: signed }
 dhcp: { mode: full, range: 10.0.0.100-10.0.0.199, lease_time: 90m, router: 10.0.0.254, dns: 10.0.0.53 }
 tracker: { enabled: false }
 peers: { lsd: true, pex: false, phase1: true }
@@ -156,6 +157,7 @@ log_level: debug
     httpPort: 8080,
     tftp: true,
     ipxeDir: '/opt/ipxe',
+    uefiChain: 'signed',
   });
   assert.deepEqual(env.dhcp, {
     mode: 'full',

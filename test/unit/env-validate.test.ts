@@ -576,3 +576,27 @@ test('TFTP off while our DHCP serves PXE is a problem naming both fields; with d
   );
   assert.deepEqual(await validate(ok, { machineChecks: false }), []);
 });
+
+test('uefi_chain: signed needs TFTP (GRUB has no HTTP); an unknown chain is a schema problem', async (t) => {
+  const off = v1Env(
+    t,
+    BASE_V1.replace(
+      '  address: 10.0.0.1',
+      '  address: 10.0.0.1\n  tftp: false\n  uefi_chain: signed',
+    ).replace(/mode: \w+/, 'mode: off'),
+  );
+  expectProblem(await validate(off, { machineChecks: false }), {
+    file: /Boottorrent\.yaml$/,
+    field: 'server.tftp',
+    message: /uefi_chain is signed: Debian's signed GRUB loads phase 1 over TFTP only/,
+    fix: /server\.uefi_chain: ipxe/,
+  });
+  const typo = v1Env(t, BASE_V1.replace('  address: 10.0.0.1', '  address: 10.0.0.1\n  uefi_chain: shim'));
+  expectProblem(await validate(typo, { machineChecks: false }), {
+    file: /Boottorrent\.yaml$/,
+    field: 'server.uefi_chain',
+    message: /ipxe|signed/,
+  });
+  const good = v1Env(t, BASE_V1.replace('  address: 10.0.0.1', '  address: 10.0.0.1\n  uefi_chain: signed'));
+  assert.deepEqual(await validate(good, { machineChecks: false }), []);
+});
