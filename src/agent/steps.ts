@@ -604,9 +604,13 @@ export async function secureBootEnforced(
   }
 }
 
-/** True when kexec's error says the new kernel's signature was not accepted. */
+/**
+ * True when kexec's error says the new kernel's signature was not accepted:
+ * no signature at all is ENODATA ("No data available"), an untrusted one
+ * EKEYREJECTED or ENOKEY, a malformed one EBADMSG.
+ */
 export function signatureRefused(message: string): boolean {
-  return /key was rejected|required key not available|signature|EKEYREJECTED|ENOKEY|EBADMSG|bad message|operation not permitted|EPERM/i.test(
+  return /key was rejected|required key not available|no data available|signature|EKEYREJECTED|ENOKEY|ENODATA|EBADMSG|bad message|operation not permitted|EPERM/i.test(
     message,
   );
 }

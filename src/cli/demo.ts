@@ -42,6 +42,10 @@ and removes everything it made (also on Ctrl-C).
                    where clients load phase 1 once a client's agent runs
                    (default peers: kernel and stage 0 from the server, the
                    rest from a peer, checked by SHA-256 before it runs)
+  --firmware bios|uefi|uefi-secureboot
+                   every client's firmware (default bios); uefi-secureboot is
+                   OVMF with Secure Boot enforced and Microsoft's keys, booted
+                   through Debian's signed shim and GRUB (server.uefi_chain: signed)
   --keep           keep the lab folder (serial logs, server log) afterwards
   --loopback       instead: a BitTorrent swarm on loopback with real aria2c
                    clients and our tracker (no VMs, no root)
@@ -70,6 +74,7 @@ export async function run(argv: string[], io: Io): Promise<number> {
       phase1: { type: 'string' },
       memory: { type: 'string' },
       keep: { type: 'boolean' },
+      firmware: { type: 'string' },
       stagger: { type: 'string' },
       'phase1-from': { type: 'string' },
     },
@@ -125,6 +130,7 @@ async function runPxe(
     phase1?: string | undefined;
     memory?: string | undefined;
     keep?: boolean | undefined;
+    firmware?: string | undefined;
     stagger?: string | undefined;
     'phase1-from'?: string | undefined;
   },
@@ -136,6 +142,9 @@ async function runPxe(
   const stagger = Number(values.stagger ?? 0);
   if (!Number.isFinite(stagger) || stagger < 0 || stagger > 3600)
     throw new UsageError(`--stagger ${values.stagger}: expected seconds from 0 to 3600`, HELP);
+  const firmware = values.firmware ?? 'bios';
+  if (firmware !== 'bios' && firmware !== 'uefi' && firmware !== 'uefi-secureboot')
+    throw new UsageError(`--firmware ${firmware}: expected bios, uefi or uefi-secureboot`, HELP);
   const from = values['phase1-from'] ?? 'peers';
   if (from !== 'peers' && from !== 'server')
     throw new UsageError(`--phase1-from ${from}: expected server or peers`, HELP);
@@ -169,6 +178,7 @@ async function runPxe(
       ...(values.keep ? { keep: true } : {}),
       staggerSeconds: stagger,
       phase1Peers: from === 'peers',
+      firmware,
     },
     {
       signal: io.signal,

@@ -39,6 +39,8 @@ export interface PxeDemoOptions {
   readonly staggerSeconds?: number;
   /** Clients serve phase 1 to later clients (default true). */
   readonly phase1Peers?: boolean;
+  /** Every client's firmware (default bios); uefi-secureboot serves the signed chain (uefi_chain: signed). */
+  readonly firmware?: 'bios' | 'uefi' | 'uefi-secureboot';
 }
 
 export interface PxeDemoServices {
@@ -133,6 +135,8 @@ export async function runPxeDemo(o: PxeDemoOptions, s: PxeDemoServices): Promise
         seedTime: o.seedTime ?? Math.max(5, Math.ceil(o.staggerSeconds ?? 0)),
         peers: true,
         phase1Peers: o.phase1Peers ?? true,
+        // Secure Boot firmware runs only signed loaders: Debian's shim and GRUB.
+        ...(o.firmware === 'uefi-secureboot' ? { uefiChain: 'signed' as const } : {}),
       }),
     );
     lab = new NetLab('demo', `${LAN}.1/24`);
@@ -170,7 +174,16 @@ export async function runPxeDemo(o: PxeDemoOptions, s: PxeDemoServices): Promise
     const powerOn = (): void => {
       while (vms.length < o.clients && Date.now() >= started + vms.length * stagger) {
         const i = vms.length;
-        vms.push(new LabVm(lab!, { name: `pc${i + 1}`, mac: demoMac(i + 1), dir, qemu: o.qemu, memoryMb }));
+        vms.push(
+          new LabVm(lab!, {
+            name: `pc${i + 1}`,
+            mac: demoMac(i + 1),
+            dir,
+            qemu: o.qemu,
+            memoryMb,
+            ...(o.firmware && o.firmware !== 'bios' ? { firmware: o.firmware } : {}),
+          }),
+        );
         startedAt.push(Date.now());
         if (stagger > 0) s.log(`pc${i + 1} (${demoMac(i + 1)}) powers on`);
       }

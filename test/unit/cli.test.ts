@@ -234,3 +234,9 @@ test('version and --version print the version from package.json', async () => {
     assert.equal(r.stderr, '');
   }
 });
+
+test('demo: an unknown --firmware is a usage error naming the three it takes, before anything starts', async () => {
+  const r = await runCli(['demo', '--firmware', 'coreboot']);
+  assert.equal(r.code, 2, r.stderr);
+  assert.match(r.stderr, /--firmware coreboot: expected bios, uefi or uefi-secureboot/);
+});
