@@ -25,7 +25,8 @@ export const TFTP_LIMITS = Object.freeze({
    * A transfer still running this long after it started is ended with an
    * ERROR, so a client that ACKs just often enough to dodge the retry limit
    * cannot keep its slot. 10 min is 300 MB at 512-byte lock-step with 1 ms RTT;
-   * phase 1 serves only iPXE (about 1 MB).
+   * TFTP serves iPXE (about 1 MB), or with the signed chain shim, GRUB and
+   * phase 1 (about 30 MB).
    */
   transferDeadlineMs: 600_000,
 });

@@ -645,7 +645,7 @@ export class Agent {
         );
       throw new StepFailure(
         `load of ${os.name}`,
-        `kexec -l failed: ${said}`,
+        `${showCommand({ file: load.file, args: load.args.filter((a) => a.startsWith('-') && !a.startsWith('--')) })} failed: ${said}`,
         'that the kernel is an x86-64 bzImage and that kexec is allowed',
       );
     }

@@ -63,9 +63,10 @@ export class Reporter {
    */
   send(report: Omit<AgentReport, 'peakRss'>): void {
     const peakRss = peakRssBytes();
+    // The stage first: a report reads as "stage, then details".
     const full: AgentReport = {
-      ...this.always,
       ...report,
+      ...this.always,
       ...(peakRss !== undefined ? { peakRss } : {}),
     };
     const last = this.queue.at(-1);

@@ -30,6 +30,8 @@ export type UefiChain = 'ipxe' | 'signed';
 export const SIGNED_CHAIN_FILES = {
   shim: '/usr/lib/shim/shimx64.efi.signed',
   grub: '/usr/lib/grub/x86_64-efi-signed/grubnetx64.efi.signed',
+  /** MokManager, which enrolls a lab's key after `mokutil --import` (served when present). */
+  mokManager: '/usr/lib/shim/mmx64.efi.signed',
 } as const;
 export const SIGNED_CHAIN_PACKAGES = 'shim-signed grub-efi-amd64-signed';
 
@@ -37,6 +39,27 @@ export const SIGNED_CHAIN_PACKAGES = 'shim-signed grub-efi-amd64-signed';
 export const SHIM_NAME = 'shimx64.efi';
 export const GRUB_NAME = 'grubx64.efi';
 export const GRUB_CONFIG_NAME = 'grub/grub.cfg';
+export const MOK_MANAGER_NAME = 'mmx64.efi';
+
+/**
+ * True when `pe` is a PE image with an Authenticode signature (a non-empty
+ * certificate table, PE/COFF data directory 4). GRUB under Secure Boot
+ * refuses a phase-1 kernel without one; whether the signature is trusted is
+ * for the firmware and shim to say.
+ */
+export function peHasSignature(pe: Buffer): boolean {
+  if (pe.length < 0x40 || pe.toString('latin1', 0, 2) !== 'MZ') return false;
+  const peOff = pe.readUInt32LE(0x3c);
+  if (peOff + 24 + 2 > pe.length || pe.toString('latin1', peOff, peOff + 4) !== 'PE\0\0') return false;
+  const opt = peOff + 24;
+  const magic = pe.readUInt16LE(opt);
+  // Data directories: at 96 (PE32) or 112 (PE32+) into the optional header; entry 4, 8 bytes each.
+  const dir = opt + (magic === 0x20b ? 112 : magic === 0x10b ? 96 : NaN) + 4 * 8;
+  if (!(dir + 8 <= pe.length)) return false;
+  const at = pe.readUInt32LE(dir);
+  const size = pe.readUInt32LE(dir + 4);
+  return at > 0 && size > 8 && at + size <= pe.length;
+}
 
 /** Phase 1 as GRUB loads it: TFTP paths on the server GRUB came from. */
 export interface GrubPhaseOne {

@@ -90,7 +90,11 @@ export async function run(argv: string[], io: Io): Promise<number> {
   return EXIT_OK;
 }
 
-/** The firmware as DHCP saw it, and "SB" when the agent reports Secure Boot enforced. */
+/**
+ * The firmware as DHCP saw it, and "SB" when the agent reports Secure Boot
+ * enforced (what the client says of itself; only UEFI firmware has it).
+ */
 export function firmwareText(c: { firmware: string | null; secureBoot: boolean | null }): string {
-  return `${c.firmware ?? '-'}${c.secureBoot ? ' SB' : ''}`;
+  const sb = c.secureBoot === true && (c.firmware ?? 'uefi').startsWith('uefi');
+  return `${c.firmware ?? '-'}${sb ? ' SB' : ''}`;
 }

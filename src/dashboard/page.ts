@@ -128,7 +128,9 @@ const SCRIPT = `
     var k = r.cells;
     setText(k.mac, c.mac);
     setText(k.ip, c.ip || '-');
-    setText(k.firmware, (c.firmware || '-') + (c.secureBoot ? ' \u00b7 Secure Boot' : ''));
+    // Secure Boot as the client's agent reports it, shown for UEFI firmware only.
+    var sb = c.secureBoot === true && (c.firmware || 'uefi').indexOf('uefi') === 0;
+    setText(k.firmware, (c.firmware || '-') + (sb ? ' \u00b7 Secure Boot' : ''));
     setText(k.stage, c.stage);
     setText(k.os, c.os || '-');
     var p = Math.max(0, Math.min(1, Number(c.progress) || 0));

@@ -4,16 +4,18 @@
  * phase-1 kernel and initramfs. Everything binds first; the first listener
  * that fails closes the rest (STYLE.md lesson 4).
  */
-import { access } from 'node:fs/promises';
+import { access, readFile } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import {
   GRUB_CONFIG_NAME,
   GRUB_NAME,
+  MOK_MANAGER_NAME,
   SHIM_NAME,
   SIGNED_CHAIN_FILES,
   SIGNED_CHAIN_PACKAGES,
   grubConfig,
+  peHasSignature,
   type UefiChain,
 } from '../boot/grub.js';
 import type { IncomingMessage, ServerResponse } from 'node:http';
@@ -181,6 +183,8 @@ export class NetbootServer {
     const files: Record<string, string | Buffer> = {
       [SHIM_NAME]: SIGNED_CHAIN_FILES.shim,
       [GRUB_NAME]: SIGNED_CHAIN_FILES.grub,
+      // MokManager: shim runs it from the same folder after `mokutil --import` (a lab key).
+      [MOK_MANAGER_NAME]: SIGNED_CHAIN_FILES.mokManager,
       [GRUB_CONFIG_NAME]: Buffer.from(grubConfig(policy.grubPhaseOne())),
     };
     for (const f of [p.kernel, ...p.initrds, ...(p.stage0 ? [p.stage0.file] : [])])
@@ -196,7 +200,7 @@ export class NetbootServer {
       [this.ipxeDir, this.options.uefiLoader ?? 'ipxe.efi', 'apt-get install ipxe (or set the iPXE folder)'],
       [this.options.phase1.dir, this.options.phase1.kernel, 'run `boottorrent build-phase1`'],
       ...(this.options.uefiChain === 'signed'
-        ? Object.values(SIGNED_CHAIN_FILES).map(
+        ? [SIGNED_CHAIN_FILES.shim, SIGNED_CHAIN_FILES.grub].map(
             (f) => [dirname(f), basename(f), `apt-get install ${SIGNED_CHAIN_PACKAGES}`] as const,
           )
         : []),
@@ -217,6 +221,16 @@ export class NetbootServer {
       } catch {
         throw new BootTorrentError('BT_ERR_FILE', `${join(dir, file)} is missing: ${fix}`);
       }
+    }
+    // GRUB under Secure Boot loads only a signed kernel: an unsigned phase 1
+    // would leave every Secure Boot client retrying with no word on the server.
+    if (this.options.uefiChain === 'signed') {
+      const kernel = join(this.options.phase1.dir, this.options.phase1.kernel);
+      if (!peHasSignature(await readFile(kernel)))
+        throw new BootTorrentError(
+          'BT_ERR_FILE',
+          `${kernel} is not a signed kernel, and server.uefi_chain is signed: GRUB would refuse it on every Secure Boot client; build phase 1 from Debian's signed kernel (apt-get install linux-image-amd64, then boottorrent build-phase1), or set server.uefi_chain: ipxe`,
+        );
     }
   }
 

@@ -8,7 +8,9 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { grubConfig } from '../../src/boot/grub.js';
+import { grubConfig, peHasSignature } from '../../src/boot/grub.js';
+import { hostKernel } from '../../src/demo/sample-os.js';
+import { readFileSync } from 'node:fs';
 import { parseAgentReport } from '../../src/boot-config.js';
 import { kexecCommands, secureBootEnforced, signatureRefused } from '../../src/agent/steps.js';
 import { ServerBootPolicy } from '../../src/server/boot-policy.js';
@@ -135,4 +137,16 @@ test('agent: Secure Boot read from boot_params (3 is enabled), kexec -s under it
   assert.ok(!signatureRefused('Cannot open /k: No such file or directory'));
   assert.equal(parseAgentReport('{"stage":"menu","secureBoot":true}').secureBoot, true);
   assert.throws(() => parseAgentReport('{"stage":"menu","secureBoot":"yes"}'), /secureBoot/);
+});
+
+test('a signed kernel is told from one without a signature (PE certificate table)', () => {
+  const kernel = readFileSync(hostKernel());
+  assert.ok(peHasSignature(kernel), `${hostKernel()}: Debian's kernel is signed`);
+  const stripped = Buffer.from(kernel);
+  const opt = stripped.readUInt32LE(0x3c) + 24;
+  stripped.writeUInt32LE(0, opt + 112 + 32);
+  stripped.writeUInt32LE(0, opt + 112 + 36);
+  assert.ok(!peHasSignature(stripped));
+  assert.ok(!peHasSignature(Buffer.from('not a PE image at all, just text that is long enough to read')));
+  assert.ok(!peHasSignature(kernel.subarray(0, 1024)), 'a table pointing past the end is no signature');
 });
