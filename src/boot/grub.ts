@@ -42,23 +42,31 @@ export const GRUB_CONFIG_NAME = 'grub/grub.cfg';
 export const MOK_MANAGER_NAME = 'mmx64.efi';
 
 /**
- * True when `pe` is a PE image with an Authenticode signature (a non-empty
- * certificate table, PE/COFF data directory 4). GRUB under Secure Boot
- * refuses a phase-1 kernel without one; whether the signature is trusted is
- * for the firmware and shim to say.
+ * Where a PE image's certificate table (Authenticode signatures, PE/COFF
+ * data directory 4) is: `entry` is the offset of its directory entry, `at`
+ * and `size` what the entry says. Undefined when `pe` is not a PE image.
  */
-export function peHasSignature(pe: Buffer): boolean {
-  if (pe.length < 0x40 || pe.toString('latin1', 0, 2) !== 'MZ') return false;
+export function peCertificateTable(pe: Buffer): { entry: number; at: number; size: number } | undefined {
+  if (pe.length < 0x40 || pe.toString('latin1', 0, 2) !== 'MZ') return undefined;
   const peOff = pe.readUInt32LE(0x3c);
-  if (peOff + 24 + 2 > pe.length || pe.toString('latin1', peOff, peOff + 4) !== 'PE\0\0') return false;
+  if (peOff + 24 + 2 > pe.length || pe.toString('latin1', peOff, peOff + 4) !== 'PE\0\0') return undefined;
   const opt = peOff + 24;
   const magic = pe.readUInt16LE(opt);
   // Data directories: at 96 (PE32) or 112 (PE32+) into the optional header; entry 4, 8 bytes each.
-  const dir = opt + (magic === 0x20b ? 112 : magic === 0x10b ? 96 : NaN) + 4 * 8;
-  if (!(dir + 8 <= pe.length)) return false;
-  const at = pe.readUInt32LE(dir);
-  const size = pe.readUInt32LE(dir + 4);
-  return at > 0 && size > 8 && at + size <= pe.length;
+  const entry = opt + (magic === 0x20b ? 112 : magic === 0x10b ? 96 : NaN) + 4 * 8;
+  if (!(entry + 8 <= pe.length)) return undefined;
+  return { entry, at: pe.readUInt32LE(entry), size: pe.readUInt32LE(entry + 4) };
+}
+
+/**
+ * True when `pe` is a PE image with an Authenticode signature (a non-empty
+ * certificate table inside the file). GRUB under Secure Boot refuses a
+ * phase-1 kernel without one; whether the signature is trusted is for the
+ * firmware and shim to say.
+ */
+export function peHasSignature(pe: Buffer): boolean {
+  const t = peCertificateTable(pe);
+  return t !== undefined && t.at > 0 && t.size > 8 && t.at + t.size <= pe.length;
 }
 
 /** Phase 1 as GRUB loads it: TFTP paths on the server GRUB came from. */

@@ -198,21 +198,34 @@ export class ServerBootPolicy implements BootPolicy {
     return this.#allowed(client.mac) ? this.#chain.unservedArch(client, codes) : undefined;
   }
 
-  phaseOneFor(mac: string): PhaseOneImage | BootRefusal {
-    if (!this.#allowed(mac)) return { refused: NOT_ALLOWED };
+  /**
+   * Which phase-1 files a client loads, in order, and the command line:
+   * the kernel, then the initramfs (or stage 0 with its payload's hashes
+   * when peers serve phase 1), then the server's key, which must come last
+   * (the kernel unpacks every archive in turn into one root). `file` names a
+   * file of the phase-1 folder as the loader fetches it.
+   */
+  #layout(file: (name: string) => string, key: readonly string[]) {
     const p = this.#o.phase1;
-    // ?mac= lets the server tell which client fetches phase 1 (file serving ignores it).
-    const url = (name: string) => this.phaseOneFileUrl(name, mac);
-    // The server's key last: the kernel unpacks every archive in turn into one root.
-    const key = p.keyArchive ? [`${this.#o.publicUrl}${p.keyArchive}?mac=${mac}`] : [];
     if (p.stage0 && this.#payloadSource)
       return {
-        kernelUrl: url(p.kernel),
-        initrdUrls: [url(p.stage0.file), ...key],
+        kernel: file(p.kernel),
+        initrds: [file(p.stage0.file), ...key],
         cmdline:
           `${p.cmdline} boottorrent.payload=${p.stage0.payloadSha256} boottorrent.blocks=${p.stage0.blocksSha256}`.trim(),
       };
-    return { kernelUrl: url(p.kernel), initrdUrls: [...p.initrds.map(url), ...key], cmdline: p.cmdline };
+    return { kernel: file(p.kernel), initrds: [...p.initrds.map(file), ...key], cmdline: p.cmdline };
+  }
+
+  phaseOneFor(mac: string): PhaseOneImage | BootRefusal {
+    if (!this.#allowed(mac)) return { refused: NOT_ALLOWED };
+    const keyPath = this.#o.phase1.keyArchive;
+    // ?mac= lets the server tell which client fetches phase 1 (file serving ignores it).
+    const l = this.#layout(
+      (name) => this.phaseOneFileUrl(name, mac),
+      keyPath ? [`${this.#o.publicUrl}${keyPath}?mac=${mac}`] : [],
+    );
+    return { kernelUrl: l.kernel, initrdUrls: l.initrds, cmdline: l.cmdline };
   }
 
   /**
@@ -220,17 +233,11 @@ export class ServerBootPolicy implements BootPolicy {
    * paths of the same files phaseOneFor names, for every allowed machine.
    */
   grubPhaseOne(): GrubPhaseOne {
-    const p = this.#o.phase1;
-    const key = p.keyArchive ? [p.keyArchive] : [];
-    const base = { kernel: `/phase1/${p.kernel}`, serverUrl: this.#o.publicUrl };
-    if (p.stage0 && this.#payloadSource)
-      return {
-        ...base,
-        initrds: [`/phase1/${p.stage0.file}`, ...key],
-        cmdline:
-          `${p.cmdline} boottorrent.payload=${p.stage0.payloadSha256} boottorrent.blocks=${p.stage0.blocksSha256}`.trim(),
-      };
-    return { ...base, initrds: [...p.initrds.map((f) => `/phase1/${f}`), ...key], cmdline: p.cmdline };
+    const keyPath = this.#o.phase1.keyArchive;
+    return {
+      ...this.#layout((name) => `/phase1/${name}`, keyPath ? [keyPath] : []),
+      serverUrl: this.#o.publicUrl,
+    };
   }
 
   payloadSourceFor(

@@ -17,6 +17,7 @@ import { join } from 'node:path';
 import { NetLab, labEnvYaml, waitForOutput } from '../../src/demo/lab.js';
 import { LabVm } from '../../src/demo/vm.js';
 import { writeMarkerOs } from '../../src/demo/sample-os.js';
+import { peCertificateTable, peHasSignature } from '../../src/boot/grub.js';
 import type { ServerSnapshot } from '../../src/server/state.js';
 import { BIN } from '../helpers/cli.js';
 import { requireProgram } from '../helpers/programs.js';
@@ -34,17 +35,11 @@ const MIN = 60_000;
 /** A PE image without its Authenticode signature: the certificate table entry zeroed and the signature cut off. */
 function unsignedCopy(pe: Buffer): Buffer {
   const out = Buffer.from(pe);
-  const peOff = out.readUInt32LE(0x3c);
-  assert.equal(out.toString('latin1', peOff, peOff + 4), 'PE\0\0', 'a PE image');
-  const opt = peOff + 24;
-  assert.equal(out.readUInt16LE(opt), 0x20b, 'PE32+');
-  const certDir = opt + 112 + 4 * 8; // data directory 4: the certificate table
-  const at = out.readUInt32LE(certDir);
-  const size = out.readUInt32LE(certDir + 4);
-  assert.ok(at > 0 && size > 0, 'the kernel is signed to begin with');
-  out.writeUInt32LE(0, certDir);
-  out.writeUInt32LE(0, certDir + 4);
-  return out.subarray(0, at);
+  const table = peCertificateTable(out);
+  assert.ok(table && peHasSignature(out), 'the kernel is a signed PE image to begin with');
+  out.writeUInt32LE(0, table.entry);
+  out.writeUInt32LE(0, table.entry + 4);
+  return out.subarray(0, table.at);
 }
 
 test(

@@ -8,7 +8,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { grubConfig, peHasSignature } from '../../src/boot/grub.js';
+import { grubConfig, peCertificateTable, peHasSignature } from '../../src/boot/grub.js';
 import { hostKernel } from '../../src/demo/sample-os.js';
 import { readFileSync } from 'node:fs';
 import { parseAgentReport } from '../../src/boot-config.js';
@@ -143,9 +143,11 @@ test('a signed kernel is told from one without a signature (PE certificate table
   const kernel = readFileSync(hostKernel());
   assert.ok(peHasSignature(kernel), `${hostKernel()}: Debian's kernel is signed`);
   const stripped = Buffer.from(kernel);
-  const opt = stripped.readUInt32LE(0x3c) + 24;
-  stripped.writeUInt32LE(0, opt + 112 + 32);
-  stripped.writeUInt32LE(0, opt + 112 + 36);
+  // PE32+: the certificate table's entry is data directory 4, 112 + 32 bytes into the optional header.
+  const entry = stripped.readUInt32LE(0x3c) + 24 + 112 + 32;
+  assert.equal(peCertificateTable(kernel)?.entry, entry);
+  stripped.writeUInt32LE(0, entry);
+  stripped.writeUInt32LE(0, entry + 4);
   assert.ok(!peHasSignature(stripped));
   assert.ok(!peHasSignature(Buffer.from('not a PE image at all, just text that is long enough to read')));
   assert.ok(!peHasSignature(kernel.subarray(0, 1024)), 'a table pointing past the end is no signature');
