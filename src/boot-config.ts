@@ -87,7 +87,19 @@ export interface BootConfig {
    * ?nonce=): a signed config recorded earlier cannot be replayed to it.
    */
   readonly nonce?: string;
+  /** The machine's name in the environment (hosts: <MAC>: {name}), for its screen. */
+  readonly name?: string;
+  /**
+   * Its overlay (src/boot/overlay.ts): a cpio archive of files rendered for
+   * this machine, fetched from `url` and checked against `sha256` and
+   * `length` before the OS gets it. Only in a config sent to the MAC's own
+   * requester (as its report token).
+   */
+  readonly overlay?: { readonly url: string; readonly sha256: string; readonly length: number };
 }
+
+/** Largest overlay archive the server builds and the agent accepts. */
+export const OVERLAY_MAX_BYTES = 16 * 1024 * 1024;
 
 /**
  * Phase 1 served by peers (#16): stage 0 keeps the payload it fetched and
@@ -253,6 +265,16 @@ function parseOs(v: unknown, i: number): BootOs {
 }
 
 /** Parses and checks the JSON text of a boot config; throws BT_ERR_BOOT_CONFIG naming the field. */
+function parseOverlay(raw: unknown): NonNullable<BootConfig['overlay']> {
+  const o = obj(raw, 'overlay');
+  const sha256 = str(o, 'sha256', 'overlay');
+  if (!HEX64.test(sha256)) bad('overlay.sha256', 'must be 64 lower-case hex digits');
+  const length = num(o, 'length', 'overlay');
+  if (!Number.isInteger(length) || length < 0 || length > OVERLAY_MAX_BYTES)
+    bad('overlay.length', `must be a whole number of bytes up to ${OVERLAY_MAX_BYTES}`);
+  return { url: httpUrl(o, 'url', 'overlay'), sha256, length };
+}
+
 export function parseBootConfig(text: string): BootConfig {
   let raw: unknown;
   try {
@@ -300,6 +322,8 @@ export function parseBootConfig(text: string): BootConfig {
     reportToken: str(o, 'reportToken', '(config)', 256),
     oss,
     ...(o.nonce !== undefined ? { nonce: str(o, 'nonce', '(config)', 64) } : {}),
+    ...(o.name !== undefined ? { name: str(o, 'name', '(config)', 64) } : {}),
+    ...(o.overlay !== undefined ? { overlay: parseOverlay(o.overlay) } : {}),
   };
 }
 

@@ -22,7 +22,8 @@ Commands available now:
   validate [--env DIR]              check an environment; every problem with file, line and fix
   start [--env DIR]                 serve an environment: DHCP/TFTP/HTTP, tracker, seeder, dashboard
   status [--env DIR] [--json]       clients and swarms as the running server sees them
-  wake [--env DIR] TARGET...        Wake-on-LAN: machines by MAC or host name, paced
+  wake [--env DIR] TARGET...        Wake-on-LAN: machines by MAC, host or group name, paced
+  next-boot TARGET... OS [--once]   what machines or groups boot next (the running server)
   version                           print the version (also --version)
 
 Run \`boottorrent <command> --help\` for a command's options.`;
@@ -39,6 +40,7 @@ const commands: Record<string, () => Promise<Command>> = {
   start: async () => (await import('./start.js')).run,
   status: async () => (await import('./status.js')).run,
   wake: async () => (await import('./wake.js')).run,
+  'next-boot': async () => (await import('./next-boot.js')).run,
 };
 
 let outputClosed = false;

@@ -167,7 +167,14 @@ export async function run(argv: string[], io: Io): Promise<number> {
       signal: io.signal,
       dashboard: (ctx) =>
         new Dashboard(
-          { snapshot: ctx.snapshot, metrics: ctx.metrics, changes: ctx.store, token: ctx.token, logger },
+          {
+            snapshot: ctx.snapshot,
+            metrics: ctx.metrics,
+            changes: ctx.store,
+            token: ctx.token,
+            actions: ctx.actions,
+            logger,
+          },
           { names: dashboardNames },
         ),
       onHashProgress: (os, done, total) =>

@@ -1,8 +1,6 @@
 /** `boottorrent status [--env DIR] [--json]`: clients and swarms as the running server sees them. */
-import { readFile } from 'node:fs/promises';
-import { join, resolve } from 'node:path';
 import { BootTorrentError } from '../errors.js';
-import { SERVER_INFO, STATE_DIR, type ServerInfoFile } from '../server/app.js';
+import { readServerInfo } from './server-api.js';
 import type { ServerSnapshot } from '../server/state.js';
 import { sentSummary } from '../server/traffic.js';
 import { EXIT_OK, UsageError, formatBytes, parse, type Io } from './common.js';
@@ -25,22 +23,7 @@ export async function run(argv: string[], io: Io): Promise<number> {
     return EXIT_OK;
   }
   if (positionals.length > 0) throw new UsageError(`unexpected argument '${positionals[0]}'`, HELP);
-  const envDir = resolve(values.env ?? '.');
-  const infoFile = join(envDir, STATE_DIR, SERVER_INFO);
-  let info: ServerInfoFile;
-  try {
-    info = JSON.parse(await readFile(infoFile, 'utf8')) as ServerInfoFile;
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'EACCES')
-      throw new BootTorrentError(
-        'BT_ERR_SERVER',
-        `cannot read ${infoFile} (permission denied): run status as root, or as the user that runs the server`,
-      );
-    throw new BootTorrentError(
-      'BT_ERR_SERVER',
-      `no server is running for ${envDir} (${infoFile} is missing); start one with \`boottorrent start --env ${envDir}\``,
-    );
-  }
+  const { info, envDir, file: infoFile } = await readServerInfo(values.env ?? '.');
   let snap: ServerSnapshot;
   try {
     const res = await fetch(new URL('api/v1/status', info.dashboardUrl), {
@@ -66,15 +49,21 @@ export async function run(argv: string[], io: Io): Promise<number> {
       `${sentSummary(snap.totals.sent, snap.totals.delivered)}\n`,
   );
   if (snap.clients.length) {
+    const nameWidth = Math.max(4, ...snap.clients.map((c) => (c.name ?? '-').length));
     io.stdout.write(
-      '\nMAC                IP               FIRMWARE        STAGE        OS             PROGRESS  PEERS  RATIO\n',
+      `\n${'NAME'.padEnd(nameWidth)} MAC                IP               FIRMWARE        STAGE        OS             PROGRESS  PEERS  RATIO  NEXT BOOT\n`,
     );
     for (const c of snap.clients)
       io.stdout.write(
-        `${c.mac.padEnd(18)} ${(c.ip ?? '-').padEnd(16)} ${firmwareText(c).padEnd(15)} ${c.stage.padEnd(12)} ${(c.os ?? '-').padEnd(14)} ` +
-          `${`${Math.round(c.progress * 100)} %`.padStart(8)}  ${String(c.peers).padStart(5)}  ${c.seedRatio.toFixed(2)}` +
+        `${(c.name ?? '-').padEnd(nameWidth)} ${c.mac.padEnd(18)} ${(c.ip ?? '-').padEnd(16)} ${firmwareText(c).padEnd(15)} ${c.stage.padEnd(12)} ${(c.os ?? '-').padEnd(14)} ` +
+          `${`${Math.round(c.progress * 100)} %`.padStart(8)}  ${String(c.peers).padStart(5)}  ${c.seedRatio.toFixed(2).padStart(5)}  ${nextText(c.nextBoot).padEnd(9)}` +
           `${c.error ? `  ${c.error}` : ''}\n`,
       );
+  }
+  const groups = snap.room?.groups ?? [];
+  if (groups.length > 0) {
+    io.stdout.write('\nGROUP          NEXT BOOT\n');
+    for (const g of groups) io.stdout.write(`${g.name.padEnd(14)} ${nextText(g.nextBoot)}\n`);
   }
   if (values.traffic) {
     io.stdout.write('\nSENT BY PART\n');
@@ -97,4 +86,9 @@ export async function run(argv: string[], io: Io): Promise<number> {
 export function firmwareText(c: { firmware: string | null; secureBoot: boolean | null }): string {
   const sb = c.secureBoot === true && (c.firmware ?? 'uefi').startsWith('uefi');
   return `${c.firmware ?? '-'}${sb ? ' SB' : ''}`;
+}
+
+/** "exam (once)", "exam", or "-". */
+export function nextText(n: { os: string; once: boolean } | null | undefined): string {
+  return n ? `${n.os}${n.once ? ' (once)' : ''}` : '-';
 }

@@ -1,50 +1,59 @@
 /** `boottorrent wake [--env DIR] TARGET...`: Wake-on-LAN for machines of the environment. */
 import { isIP } from 'node:net';
 import { loadEnvironment } from '../env/load.js';
-import { normalizeMac } from '../util/address.js';
+import { resolveTarget, targetNames } from '../env/room.js';
+import type { Environment } from '../env/types.js';
 import { wake, type WakeTarget } from '../wol/wake.js';
 import { EXIT_OK, UsageError, closestOption, parse, parsePort, type Io } from './common.js';
+import { serverAction } from './server-api.js';
 
 const HELP = `Usage: boottorrent wake [--env DIR] [options] TARGET...
 
 Sends Wake-on-LAN magic packets to machines, from the served interface
 (server.address of the environment in DIR, default .). A TARGET is a MAC
-address or the name of a host in Boottorrent.yaml (hosts: <MAC>: {name: ...});
---all wakes every host listed there. Machines are woken one after another
-over --spread seconds so that a room does not draw power all at once.
+address, the name of a host (hosts: <MAC>: {name: ...}) or of a group
+(groups:) in Boottorrent.yaml; a group wakes the machines it lists by MAC,
+its hosts and its ranges of up to 1024 addresses. --all wakes every host.
+Machines are woken one after another over --spread seconds so that a room
+does not draw power all at once.
 
   --all                   every host in the environment's hosts
   --spread SECONDS        spread the wake-ups over this long (default: 0.5 s per machine)
   --broadcast ADDR        also send to this directed broadcast (a relayed subnet, e.g.
                           10.1.2.255; the router must forward it); repeatable
-  --port N                UDP port (default 9)`;
+  --port N                UDP port (default 9)
+  --next-boot OS          first set what the TARGETs boot next, through the running
+                          server (as \`boottorrent next-boot TARGET... OS\`)
+  --once                  with --next-boot: only their next boot`;
 
-/** The machines TARGETs name: MACs as given, host names looked up (case-insensitive). */
+/** The machines TARGETs name: MACs as given, host and group names looked up (case-insensitive). */
 export function resolveTargets(
   targets: readonly string[],
-  hosts: ReadonlyMap<string, { readonly name?: string }>,
+  env: Pick<Environment, 'hosts' | 'groups'>,
   all: boolean,
+  warn: (line: string) => void = () => {},
 ): WakeTarget[] {
-  const byName = new Map<string, string>();
-  for (const [mac, h] of hosts) if (h.name) byName.set(h.name.toLowerCase(), mac);
-  const nameOf = (mac: string) => hosts.get(mac)?.name;
   const out = new Map<string, WakeTarget>();
   const add = (mac: string) => {
-    const name = nameOf(mac);
+    const name = env.hosts.get(mac)?.name;
     out.set(mac, name ? { mac, name } : { mac });
   };
-  if (all) for (const mac of hosts.keys()) add(mac);
+  if (all) for (const mac of env.hosts.keys()) add(mac);
   for (const t of targets) {
-    const mac = normalizeMac(t) ?? byName.get(t.toLowerCase());
-    if (mac === undefined) {
-      const names = [...hosts.values()].flatMap((h) => (h.name ? [h.name] : []));
+    const r = resolveTarget(env, t);
+    if (r === undefined) {
+      const names = targetNames(env);
       const near = closestOption(t, names);
       throw new UsageError(
-        `${t}: not a MAC address or the name of a host in the environment${near ? ` (did you mean ${near}?)` : names.length === 0 ? ' (no host has a name: hosts: <MAC>: {name: pc-01})' : ''}`,
+        `${t}: not a MAC address, nor the name of a host or group in the environment${near ? ` (did you mean ${near}?)` : names.length === 0 ? ' (no host or group has a name: hosts: <MAC>: {name: pc-01})' : ''}`,
         HELP,
       );
     }
-    add(mac);
+    if (r.unlisted)
+      warn(
+        `wake: group ${r.label} also matches by ${r.unlisted}: only its machines listed by MAC, under hosts: or in small ranges are woken`,
+      );
+    for (const mac of r.macs) add(mac);
   }
   return [...out.values()];
 }
@@ -58,6 +67,8 @@ export async function run(argv: string[], io: Io): Promise<number> {
       spread: { type: 'string' },
       broadcast: { type: 'string', multiple: true },
       port: { type: 'string' },
+      'next-boot': { type: 'string' },
+      once: { type: 'boolean' },
     },
     HELP,
   );
@@ -81,8 +92,22 @@ export async function run(argv: string[], io: Io): Promise<number> {
   }
   const port = values.port !== undefined ? parsePort(values.port, '--port', HELP) : undefined;
   const env = await loadEnvironment(values.env ?? '.');
-  const targets = resolveTargets(positionals, env.hosts, values.all ?? false);
+  if (values.once && values['next-boot'] === undefined)
+    throw new UsageError('--once goes with --next-boot OS', HELP);
+  const targets = resolveTargets(positionals, env, values.all ?? false, (l) => io.stderr.write(`${l}\n`));
   if (targets.length === 0) throw new UsageError('--all: the environment lists no hosts', HELP);
+  if (values['next-boot'] !== undefined) {
+    const os = values['next-boot'];
+    // Through the server, before any machine wakes: it must know what they boot.
+    await serverAction(values.env ?? '.', 'next-boot', {
+      targets: values.all ? targets.map((t) => t.mac) : positionals,
+      os,
+      once: values.once ?? false,
+    });
+    io.stdout.write(
+      `next boot: ${os}${values.once ? ' (once)' : ''} for ${(values.all ? ['--all'] : positionals).join(', ')}\n`,
+    );
+  }
   const spreadMs = Math.round((spreadS ?? 0.5 * (targets.length - 1)) * 1000);
   const who = (t: WakeTarget) => (t.name ? `${t.name} (${t.mac})` : t.mac);
   io.stderr.write(

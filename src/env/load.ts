@@ -11,8 +11,9 @@ import { LineCounter, isMap, isScalar, parseDocument, type Node } from 'yaml';
 import { BootTorrentError } from '../errors.js';
 import { checkDocument, loadSchema, suggest, type Checked, type SchemaName } from './schema.js';
 import { machineProblems, type MachineOptions } from './machine.js';
+import { buildGroups, buildHosts, checkRoom } from './room-check.js';
 import type { UefiChain } from '../boot/grub.js';
-import type { DhcpMode, Environment, HostOverride, LogLevel, OsEntry, Problem } from './types.js';
+import type { DhcpMode, Environment, LogLevel, OsEntry, Problem } from './types.js';
 
 export const ENV_FILE = 'Boottorrent.yaml';
 export const OS_CONFIG = 'config.yaml';
@@ -146,6 +147,7 @@ interface Draft {
   timeout?: number;
   seedTime: number;
   hosts: Obj;
+  groups: Obj;
   allowMacs: string[] | null;
   logLevel: LogLevel;
   /** The field names as written in this file's version, for messages. */
@@ -194,6 +196,7 @@ function mapV1(v: Obj, bad: (field: string) => boolean): Draft {
     timeout: bad('boot.timeout') ? undefined : ((boot.timeout as number | undefined) ?? 30),
     seedTime: (boot.seed_time as number | undefined) ?? 30,
     hosts: obj(v.hosts),
+    groups: obj(v.groups),
     allowMacs: Array.isArray(v.allow_macs) ? (v.allow_macs as string[]) : null,
     logLevel: (v.log_level as LogLevel | undefined) ?? 'info',
     names: {
@@ -260,6 +263,7 @@ function mapV0(v: Obj, bad: (field: string) => boolean): Draft {
     timeout: bad('boottorrent.timeout') ? undefined : ((bt.timeout as number | undefined) ?? 30),
     seedTime: (bt.seed_time as number | undefined) ?? 30,
     hosts: {},
+    groups: {},
     allowMacs: null,
     logLevel:
       level === 'notice' || level === undefined
@@ -315,8 +319,7 @@ export function splitArgs(s: string): string[] | null {
   return out;
 }
 
-const MAC = /^[0-9a-f]{2}([:-][0-9a-f]{2}){5}$/i;
-/** Config MACs are checked against MAC above first, so normalizeMac always has an answer. */
+/** Config MACs are checked by the schema's MAC pattern first, so normalizeMac always has an answer. */
 const normMac = (m: string) => normalizeMac(m) ?? m.toLowerCase();
 
 /** "12h" / "90m" / 3600 -> seconds. */
@@ -483,29 +486,21 @@ export async function inspectEnvironment(envDir: string, opts: ValidateOptions =
     } else if (!known(draft.defaultOs)) {
       problems.push(at(n.defaultOs, `'${draft.defaultOs}' is not a folder of oss/`, osFix(draft.defaultOs)));
     }
-    const seen = new Map<string, string>();
-    for (const [mac, h] of Object.entries(draft.hosts)) {
-      const path = `hosts.${mac}`;
-      if (!MAC.test(mac)) {
-        const pos = checked.positions.get(`${path}#key`);
-        problems.push({
-          file: mainFile,
-          line: pos?.line,
-          column: pos?.column,
-          field: path,
-          message: `'${mac}' is not a MAC address`,
-          fix: 'write six hex pairs like 52:54:00:12:34:56 (quote it if YAML reads it as a number)',
-        });
-        continue;
-      }
-      const norm = normMac(mac);
-      const dup = seen.get(norm);
-      if (dup) problems.push(at(path, `same machine as hosts.${dup}`, 'merge the two entries'));
-      seen.set(norm, mac);
-      const hdo = obj(h).default_os;
-      if (typeof hdo === 'string' && !known(hdo))
-        problems.push(at(`${path}.default_os`, `'${hdo}' is not a folder of oss/`, osFix(hdo)));
-    }
+    const room = checkRoom(draft.hosts, draft.groups, {
+      dir,
+      envDir,
+      mainFile,
+      at,
+      keyAt: (path, message, fix) => {
+        const pos = checked.positions.get(`${path}#key`) ?? checked.positions.get(path);
+        return { file: mainFile, line: pos?.line, column: pos?.column, field: path, message, fix };
+      },
+      known,
+      osFix,
+      boot: { defaultOs: draft.defaultOs ?? null, timeout: draft.timeout ?? 30, seedTime: draft.seedTime },
+    });
+    problems.push(...room.problems);
+    warnings.push(...room.warnings);
     if (draft.trackerEnabled === false && draft.lsd === false) {
       problems.push(
         at(
@@ -642,15 +637,6 @@ function build(dir: string, d: Draft, oss: OsEntry[], warnings: Problem[]): Envi
     const [first, last] = d.range.split('-').map((s) => s.trim()) as [string, string];
     range = { first, last };
   }
-  const hosts = new Map<string, HostOverride>();
-  for (const [mac, h] of Object.entries(d.hosts)) {
-    const o = obj(h);
-    hosts.set(normMac(mac), {
-      ...(typeof o.default_os === 'string' ? { defaultOs: o.default_os } : {}),
-      ...(typeof o.timeout === 'number' ? { timeout: o.timeout } : {}),
-      ...(typeof o.name === 'string' ? { name: o.name } : {}),
-    });
-  }
   return {
     dir,
     sourceVersion: d.version,
@@ -673,7 +659,8 @@ function build(dir: string, d: Draft, oss: OsEntry[], warnings: Problem[]): Envi
     tracker: { enabled: d.trackerEnabled!, port: d.trackerPort },
     peers: { lsd: d.lsd!, pex: d.pex, phase1: d.phase1Peers },
     boot: { defaultOs: d.defaultOs ?? null, timeout: d.timeout!, seedTime: d.seedTime },
-    hosts,
+    hosts: buildHosts(d.hosts, dir),
+    groups: buildGroups(d.groups, dir),
     allowMacs: d.allowMacs ? d.allowMacs.map(normMac) : null,
     logLevel: d.logLevel,
     oss,

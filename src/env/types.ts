@@ -56,10 +56,34 @@ export interface BinOs extends OsBase {
 
 export type OsEntry = KexecOs | QemuOs | BinOs;
 
-export interface HostOverride {
+/** What a group or a host may set for its machines (each field absent: inherited). */
+export interface MachineSettings {
+  /** OS ids the menu offers, in this order. */
+  readonly oss?: readonly string[];
   readonly defaultOs?: string;
   readonly timeout?: number;
+  readonly seedTime?: number;
+  /** Added to each kexec OS's kernel command line. */
+  readonly cmdline?: string;
+  /** Absolute path of an overlay folder (src/server/overlay.ts). */
+  readonly overlay?: string;
+}
+
+export interface HostOverride extends MachineSettings {
   readonly name?: string;
+}
+
+/** A MAC pattern as 12 hex digits, each fixed (0-15) or any (-1). */
+export type MacPattern = readonly number[];
+
+/** Machines that share settings (a room, a rack): matched by MAC list, range or pattern. */
+export interface Group extends MachineSettings {
+  readonly name: string;
+  /** Lower-case colon MACs. */
+  readonly macs: readonly string[];
+  /** Inclusive ranges of 48-bit MAC values. */
+  readonly ranges: readonly { readonly first: number; readonly last: number }[];
+  readonly patterns: readonly MacPattern[];
 }
 
 export interface Environment {
@@ -98,6 +122,8 @@ export interface Environment {
   };
   /** Keyed by lower-case colon MAC (52:54:00:12:34:56). */
   readonly hosts: ReadonlyMap<string, HostOverride>;
+  /** In file order (the first that matches wins where validate let two agree). */
+  readonly groups: readonly Group[];
   /** Lower-case colon MACs; null means every machine may boot. */
   readonly allowMacs: readonly string[] | null;
   readonly logLevel: LogLevel;

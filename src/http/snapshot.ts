@@ -38,6 +38,21 @@ export interface ClientState {
   readonly peakRss: number | null;
   /** UEFI Secure Boot enforced on the client, as its agent reports; null before it says. */
   readonly secureBoot: boolean | null;
+  /** Its name in the environment (hosts:), or null; groups it belongs to (issue #17). */
+  readonly name?: string | null;
+  readonly groups?: readonly string[];
+  /** What it boots next, when `next-boot` set it (its own entry or its group's). */
+  readonly nextBoot?: { readonly os: string; readonly once: boolean; readonly via: string } | null;
+}
+
+/** The environment's groups and what each boots next (issue #17). */
+export interface RoomSummary {
+  readonly groups: readonly {
+    readonly name: string;
+    readonly nextBoot: { readonly os: string; readonly once: boolean } | null;
+  }[];
+  /** Named machines (hosts: entries with a name). */
+  readonly hosts: readonly { readonly mac: string; readonly name: string }[];
 }
 
 export interface SwarmSummary {
@@ -77,6 +92,7 @@ export interface ServerSent {
 
 export interface ServerSnapshot {
   readonly startedAt: number;
+  readonly room?: RoomSummary;
   readonly now: number;
   readonly server: {
     readonly address: string;

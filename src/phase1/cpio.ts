@@ -71,3 +71,47 @@ export function encodeCpio(entries: readonly CpioEntry[]): Buffer {
   parts.push(record(0, 0, 'TRAILER!!!', new Uint8Array(0)));
   return Buffer.concat(parts);
 }
+
+/**
+ * Reads a newc archive of directories and plain files (what overlayArchive
+ * writes), for the agent to unpack an overlay into a folder. Anything else
+ * (links, devices, an absolute or `..` path, a field out of bounds) is an
+ * error naming the entry: the archive came over the network.
+ */
+export function decodeCpio(
+  buf: Buffer,
+): { type: 'dir' | 'file'; path: string; mode: number; data: Buffer }[] {
+  const out: { type: 'dir' | 'file'; path: string; mode: number; data: Buffer }[] = [];
+  let pos = 0;
+  for (;;) {
+    if (pos + 110 > buf.length) throw new Error('cpio: archive ends inside a header');
+    const head = buf.toString('latin1', pos, pos + 110);
+    if (!head.startsWith('070701')) throw new Error(`cpio: no newc header at byte ${pos}`);
+    const field = (i: number) => {
+      const t = head.slice(6 + i * 8, 14 + i * 8);
+      if (!/^[0-9a-fA-F]{8}$/.test(t)) throw new Error(`cpio: bad header field at byte ${pos}`);
+      return parseInt(t, 16);
+    };
+    const mode = field(1);
+    const size = field(6);
+    const nameLen = field(11);
+    const nameStart = pos + 110;
+    if (nameLen < 1 || nameStart + nameLen > buf.length)
+      throw new Error(`cpio: name out of bounds at byte ${pos}`);
+    const name = buf.toString('utf8', nameStart, nameStart + nameLen - 1);
+    const dataStart = nameStart + nameLen + pad4(110 + nameLen);
+    if (dataStart + size > buf.length) throw new Error(`cpio: ${name}: data out of bounds`);
+    if (name === 'TRAILER!!!') return out;
+    const path = name.replace(/^\.\//, '');
+    if (
+      path === '' ||
+      path.startsWith('/') ||
+      path.split('/').some((p) => p === '..' || p === '' || p === '.')
+    )
+      throw new Error(`cpio: unsafe path ${JSON.stringify(name)}`);
+    const type = (mode & 0o170000) === S_IFDIR ? 'dir' : (mode & 0o170000) === S_IFREG ? 'file' : undefined;
+    if (!type) throw new Error(`cpio: ${name}: only folders and plain files are accepted`);
+    out.push({ type, path, mode: mode & 0o777, data: buf.subarray(dataStart, dataStart + size) });
+    pos = dataStart + size + pad4(size);
+  }
+}

@@ -35,6 +35,11 @@ import { hashPayload } from './phase1-blocks.js';
 import { PhaseOneSourcing } from './phase1-sources.js';
 import type { PayloadFailure, PayloadProgress } from '../boot/policy.js';
 import { logClientEvents } from './event-log.js';
+import { NextBootStore } from './next-boot.js';
+import { roomActions } from './room-actions.js';
+import { groupsOf, machineOf } from '../env/room.js';
+import type { DashboardAction } from '../dashboard/dashboard.js';
+import type { RoomSummary } from '../http/snapshot.js';
 
 export interface StartOptions {
   /** The environment, loaded and checked once by the caller (env/load.ts). */
@@ -84,6 +89,8 @@ export interface StartServices {
     metrics: () => string;
     store: ClientStore;
     token: string;
+    /** The room actions (wake, next-boot) behind the token (src/server/room-actions.ts). */
+    actions: Readonly<Record<string, DashboardAction>>;
   }) => DashboardHandler;
 }
 
@@ -151,6 +158,10 @@ export class BootServer {
   private phase1Sources: PhaseOneSourcing | undefined;
   /** Bytes of one phase 1 (kernel + initramfs files), read at start. */
   private phase1Size = 0;
+  /** What machines and groups boot next (next-boot.json in the state folder). */
+  private nextBoot: NextBootStore | undefined;
+  /** Stops wake-ups still spreading out when the server closes. */
+  private readonly stopping = new AbortController();
   private closed = false;
   /** Settles once, when a listener fails after start-up. */
   private failWith!: (err: BootTorrentError) => void;
@@ -212,6 +223,9 @@ export class BootServer {
     this.stateDir = join(env.dir, STATE_DIR);
     await mkdir(this.stateDir, { recursive: true, mode: 0o700 });
     const secret = await this.loadSecret();
+    const nextBoot = new NextBootStore(join(this.stateDir, 'next-boot.json'), this.log);
+    await nextBoot.load();
+    this.nextBoot = nextBoot;
     // Every boot config is signed; phase 1 gets the public key as its last archive.
     const signing = await loadSigningKey(this.stateDir, this.log);
     const keyArchive = join(this.stateDir, 'phase1-key', 'server-key.cpio');
@@ -246,7 +260,11 @@ export class BootServer {
         requesters,
         store: this.store,
         logger: this.log,
-        onReport: (mac, client, r) => this.phase1Sources?.report(mac, client, r),
+        nextBoot: (mac, groups) => nextBoot.forMachine(mac, groups),
+        onReport: (mac, client, r) => {
+          this.phase1Sources?.report(mac, client, r);
+          if (r.stage === 'booting') this.nextBootUsed(mac);
+        },
       },
     );
     this.api = api;
@@ -255,7 +273,7 @@ export class BootServer {
 
     // 5. Dashboard and status API, the client log, server.json, reloads.
     this.dashboard = await this.startDashboard(token);
-    logClientEvents(this.store, this.log);
+    logClientEvents(this.store, this.log, (mac) => this.environment.hosts.get(mac)?.name ?? null);
     await writeAtomic(
       join(this.stateDir, SERVER_INFO),
       JSON.stringify({
@@ -437,7 +455,22 @@ export class BootServer {
         snapshot,
         metrics,
         ...(this.services.dashboard
-          ? { handler: this.services.dashboard({ snapshot, metrics, store: this.store, token }) }
+          ? {
+              handler: this.services.dashboard({
+                snapshot,
+                metrics,
+                store: this.store,
+                token,
+                actions: roomActions({
+                  environment: () => this.environment,
+                  nextBoot: this.nextBoot!,
+                  osIds: () => this.library?.entries().map((e) => e.os.id) ?? [],
+                  knownMacs: () => this.store.list().map((c) => c.mac),
+                  logger: this.log,
+                  signal: this.stopping.signal,
+                }),
+              }),
+            }
           : {}),
         logger: this.log,
         onFailure: (err) => this.fail('dashboard', err),
@@ -542,8 +575,52 @@ export class BootServer {
     return this.api;
   }
 
+  /** A machine reported it boots: a `once` next boot that applied to it is used up. */
+  private nextBootUsed(mac: string): void {
+    const groups = groupsOf(this.environment, mac).map((g) => g.name);
+    this.nextBoot
+      ?.booted(mac, groups)
+      .then((e) => {
+        if (e)
+          this.log.info(`client ${this.environment.hosts.get(mac)?.name ?? mac} used its next boot (once)`, {
+            mac,
+            os: e.os,
+            via: e.via.kind === 'group' ? `group ${e.via.key}` : 'machine',
+          });
+      })
+      .catch((err: unknown) =>
+        this.log.warn('could not save next-boot.json', { error: (err as Error).message }),
+      );
+  }
+
+  /** The groups and named hosts, with what each group boots next, for status and the dashboard. */
+  private room(): RoomSummary {
+    const env = this.environment;
+    const nb = this.nextBoot?.list();
+    return {
+      groups: env.groups.map((g) => {
+        const e = nb?.groups[g.name];
+        return { name: g.name, nextBoot: e ? { os: e.os, once: e.once } : null };
+      }),
+      hosts: [...env.hosts].flatMap(([mac, h]) => (h.name ? [{ mac, name: h.name }] : [])),
+    };
+  }
+
   snapshot(): ServerSnapshot {
+    const env = this.environment;
     return buildSnapshot({
+      room: this.room(),
+      machine: (mac) => {
+        const m = machineOf(env, mac);
+        const next = this.nextBoot?.forMachine(mac, m.groups);
+        return {
+          name: m.name,
+          groups: m.groups,
+          nextBoot: next
+            ? { os: next.os, once: next.once, via: next.via.kind === 'group' ? next.via.key : 'machine' }
+            : null,
+        };
+      },
       startedAt: this.startedAt,
       environment: this.environment,
       store: this.store,
@@ -610,6 +687,7 @@ export class BootServer {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    this.stopping.abort();
     await this.reloader?.close();
     await Promise.allSettled([
       this.dashboard?.close(),

@@ -6,7 +6,7 @@
  * /api/v1/report/<mac>, each behind that MAC's own token (an HMAC of the
  * server secret) and a body limit.
  */
-import { createHmac, timingSafeEqual } from 'node:crypto';
+import { createHash, createHmac, timingSafeEqual } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import {
   BOOT_CONFIG_VERSION,
@@ -15,12 +15,15 @@ import {
   type BootConfig,
   type BootOs,
 } from '../boot-config.js';
+import { overlayArchive } from '../boot/overlay.js';
 import { ErrorCounts } from '../errors.js';
+import { machineOf, type Machine } from '../env/room.js';
 import type { Environment, OsEntry } from '../env/types.js';
 import { HTTP_LIMITS } from '../limits.js';
 import { DropLog } from '../util/drop-log.js';
 import { silentLogger, type Logger } from '../util/logger.js';
 import type { CatalogEntry } from './catalog.js';
+import type { NextBootFor } from './next-boot.js';
 import type { RequesterCheck } from './requester.js';
 import type { ClientStore } from './state.js';
 
@@ -48,9 +51,14 @@ export interface ClientApiServices {
   readonly store: Pick<ClientStore, 'report'>;
   /** Each accepted report, after the store has it (phase-1 sources follow agents' reports). */
   readonly onReport?: (mac: string, client: string, report: AgentReport) => void;
+  /** What a machine boots next, set by `next-boot` (src/server/next-boot.ts). */
+  readonly nextBoot?: (mac: string, groups: readonly string[]) => NextBootFor | undefined;
   /** The server's logger; refusals are logged as 'client-api', once per source per minute. */
   readonly logger?: Logger;
 }
+
+/** A menu with a next boot set but waiting forever counts down this long instead (seconds). */
+export const NEXT_BOOT_TIMEOUT = 10;
 
 export class ClientApi {
   private readonly log: Logger;
@@ -81,38 +89,74 @@ export class ClientApi {
     const tie = await this.services.requesters.tie(client, mac);
     if (!tie)
       this.drops.drop(client, 'boot config sent without a report token: requester is not that MAC', { mac });
-    return this.bootConfig(mac, tie !== undefined);
+    return this.bootConfig(mac, tie !== undefined, client);
   }
 
-  /** The boot config for one MAC: the environment's menu with that host's overrides. */
-  bootConfig(mac: string, withToken = true): BootConfig {
+  /**
+   * The boot config for one MAC: the environment's menu with its groups'
+   * and its own settings (src/env/room.ts) and its next boot. With the
+   * token (a requester tied to the MAC) it also names the machine's
+   * overlay, rendered for `client` (its address).
+   */
+  bootConfig(mac: string, withToken = true, client = ''): BootConfig {
     const env = this.services.environment();
     const base = this.options.bootUrl;
-    const host = env.hosts.get(mac);
-    const oss = this.services.library.entries().map((e) => this.bootOs(e));
+    const m = machineOf(env, mac);
+    const all = this.services.library.entries();
+    const byId = new Map(all.map((e) => [e.os.id, e]));
+    const next = this.services.nextBoot?.(mac, m.groups);
+    const served = next && byId.has(next.os) ? next.os : undefined;
+    let entries = m.oss ? m.oss.flatMap((id) => byId.get(id) ?? []) : all;
+    // A next boot set by the sysadmin is offered even where the menu would not list it.
+    if (served && !entries.some((e) => e.os.id === served)) entries = [...entries, byId.get(served)!];
+    const oss = entries.map((e) => this.bootOs(e, m.cmdline));
     const ids = new Set(oss.map((o) => o.id));
-    const timeout = host?.timeout ?? env.boot.timeout;
-    let def = host?.defaultOs ?? env.boot.defaultOs;
+    let timeout = m.timeout;
+    let def = served ?? m.defaultOs;
+    if (served && timeout < 0) timeout = NEXT_BOOT_TIMEOUT;
     if (def !== null && !ids.has(def)) def = oss[0]?.id ?? null;
     const seedPort = this.services.library.seedPort;
     const seeds = seedPort !== undefined ? [`${env.server.address}:${seedPort}`] : [];
     const trackers = env.tracker.enabled
       ? [`${base}/announce`, `udp://${env.server.address}:${env.tracker.port}/announce`]
       : [];
+    const overlay = withToken ? this.overlayFor(m, client) : undefined;
     return {
       version: BOOT_CONFIG_VERSION,
       mac,
       server: base,
       menu: { timeout: def === null && timeout >= 0 ? -1 : timeout, default: def },
-      seedTime: env.boot.seedTime,
+      seedTime: m.seedTime,
       peers: { trackers, seeds, lsd: env.peers.lsd, pex: env.peers.pex },
       reportUrl: `${base}/api/v1/report/${mac}`,
       reportToken: withToken ? this.reportToken(mac) : '',
       oss,
+      ...(m.name ? { name: m.name } : {}),
+      ...(overlay
+        ? {
+            overlay: {
+              url: `${base}/api/v1/overlay/${mac}`,
+              sha256: createHash('sha256').update(overlay).digest('hex'),
+              length: overlay.length,
+            },
+          }
+        : {}),
     };
   }
 
-  private bootOs(e: CatalogEntry): BootOs {
+  /** The machine's overlay archive rendered for `client`, or undefined when it has none (or it cannot be built: logged). */
+  private overlayFor(m: Machine, client: string): Buffer | undefined {
+    if (m.overlays.length === 0) return undefined;
+    try {
+      return overlayArchive(m.overlays, { name: m.name, mac: m.mac, ip: client, group: m.groups[0] ?? null })
+        .archive;
+    } catch (err) {
+      this.log.warn('overlay not sent', { mac: m.mac, error: (err as Error).message });
+      return undefined;
+    }
+  }
+
+  private bootOs(e: CatalogEntry, extraCmdline = ''): BootOs {
     const base = {
       id: e.os.id,
       name: e.os.name,
@@ -122,7 +166,13 @@ export class ClientApi {
     };
     const os: OsEntry = e.os;
     if (os.method === 'kexec')
-      return { ...base, method: 'kexec', kernel: os.kernel, initrd: os.initrd, cmdline: os.cmdline };
+      return {
+        ...base,
+        method: 'kexec',
+        kernel: os.kernel,
+        initrd: os.initrd,
+        cmdline: extraCmdline ? `${os.cmdline} ${extraCmdline}`.trim() : os.cmdline,
+      };
     if (os.method === 'qemu') return { ...base, method: 'qemu', args: os.args };
     return { ...base, method: 'bin', bin: os.bin, args: os.args };
   }
@@ -148,12 +198,43 @@ export class ClientApi {
       res.end(req.method === 'HEAD' ? undefined : e.torrent);
       return true;
     }
+    const overlay = /^\/api\/v1\/overlay\/([0-9a-f:]{17})$/.exec(path);
+    if (overlay && (req.method === 'GET' || req.method === 'HEAD')) {
+      void this.sendOverlay(req, res, overlay[1]!, client);
+      return true;
+    }
     const report = /^\/api\/v1\/report\/([0-9a-f:]{17})$/.exec(path);
     if (report && req.method === 'POST') {
       this.readReport(req, res, report[1]!, client);
       return true;
     }
     return false;
+  }
+
+  /** A machine's overlay: only to a requester tied to that MAC, as its report token (secrets are in it). */
+  private async sendOverlay(
+    req: IncomingMessage,
+    res: ServerResponse,
+    mac: string,
+    client: string,
+  ): Promise<void> {
+    const refuse = (status: number, text: string) => {
+      if (!res.headersSent) res.writeHead(status, { 'content-type': 'text/plain' }).end(`${text}\n`);
+    };
+    try {
+      const tie = await this.services.requesters.tie(client, mac);
+      if (!tie) {
+        this.drops.drop(client, 'overlay refused: requester is not that MAC', { mac });
+        return refuse(403, 'an overlay is sent only to the machine it belongs to');
+      }
+      const overlay = this.overlayFor(machineOf(this.services.environment(), mac), client);
+      if (!overlay) return refuse(404, 'this machine has no overlay');
+      res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': overlay.length });
+      res.end(req.method === 'HEAD' ? undefined : overlay);
+    } catch (err) {
+      this.log.warn('overlay request failed', { mac, error: (err as Error).message });
+      refuse(500, 'internal error');
+    }
   }
 
   private readReport(req: IncomingMessage, res: ServerResponse, mac: string, client: string): void {

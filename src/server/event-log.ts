@@ -8,13 +8,19 @@ import type { Logger } from '../util/logger.js';
 import type { ClientStore } from './state.js';
 
 /** Logs the store's client events on `log` from now on. */
-export function logClientEvents(store: ClientStore, log: Logger): void {
+export function logClientEvents(
+  store: ClientStore,
+  log: Logger,
+  nameOf: (mac: string) => string | null = () => null,
+): void {
   // 'asked DHCP' lines: anyone can send DISCOVERs from made-up MACs by the thousand.
   const dhcpLines = new LineBudget(log);
   // Progress quarter last logged per client, so the log says 25/50/75 % once each.
   const loggedQuarter = new Map<string, number>();
   store.on('stage', (c, previous) => {
-    const who = `client ${c.mac}${c.ip ? ` (${c.ip})` : ''}`;
+    // A name comes from the environment (validated: letters, digits, '-', '_', '.'), never from a client.
+    const name = nameOf(c.mac);
+    const who = `client ${name ? `${name} (${c.mac}${c.ip ? `, ${c.ip}` : ''})` : `${c.mac}${c.ip ? ` (${c.ip})` : ''}`}`;
     switch (c.stage) {
       case 'dhcp':
         if (previous === null || c.ip)
@@ -57,7 +63,7 @@ export function logClientEvents(store: ClientStore, log: Logger): void {
     const q = Math.floor(c.progress * 4);
     if (q > (loggedQuarter.get(c.mac) ?? 0) && q < 4) {
       loggedQuarter.set(c.mac, q);
-      log.info(`client ${c.mac} ${q * 25} % (${c.peers} peers)`, { os: c.os ?? '?' });
+      log.info(`client ${nameOf(c.mac) ?? c.mac} ${q * 25} % (${c.peers} peers)`, { os: c.os ?? '?' });
     }
   });
 }

@@ -7,6 +7,7 @@
 import type { Environment } from '../env/types.js';
 import type { SwarmState } from '../tracker/server.js';
 import type { CatalogEntry } from './catalog.js';
+import type { RoomSummary } from '../http/snapshot.js';
 import type { ClientState, ServerSent, ServerSnapshot, SwarmSummary } from './state.js';
 import { NOTHING_SENT } from './traffic.js';
 
@@ -28,6 +29,9 @@ export interface SnapshotSources {
   /** Absent when the environment turns the tracker off. */
   readonly tracker?: { swarms(): readonly SwarmState[] } | undefined;
   readonly now?: () => number;
+  /** A client's name, groups and next boot (app.ts, from the environment and next-boot.json). */
+  readonly machine?: (mac: string) => Pick<ClientState, 'name' | 'groups' | 'nextBoot'>;
+  readonly room?: RoomSummary;
 }
 
 export function buildSnapshot(s: SnapshotSources): ServerSnapshot {
@@ -48,7 +52,10 @@ export function buildSnapshot(s: SnapshotSources): ServerSnapshot {
       peerUploaded: t ? t.uploaded - (t.peers.find((p) => p.peerId === seederId)?.uploaded ?? 0) : 0,
     };
   });
-  const clients: ClientState[] = s.store.list();
+  const machine = s.machine;
+  const clients: ClientState[] = machine
+    ? s.store.list().map((c) => ({ ...c, ...machine(c.mac) }))
+    : s.store.list();
   const env = s.environment;
   const phase1Size = s.phase1Size ?? 0;
   const deliveredOs = clients.reduce((n, c) => n + c.downloaded, 0);
@@ -56,6 +63,7 @@ export function buildSnapshot(s: SnapshotSources): ServerSnapshot {
   return {
     startedAt: s.startedAt,
     now: (s.now ?? Date.now)(),
+    ...(s.room ? { room: s.room } : {}),
     server: {
       address: env.server.address,
       interface: env.server.interface,

@@ -26,24 +26,51 @@ test('schedule: the wake-ups spread evenly over the whole time, first at 0 and l
   assert.deepEqual(wakeSchedule(5, 2000), [0, 500, 1000, 1500, 2000]);
 });
 
-test('targets: MACs in any form, host names (any case), --all, duplicates once; an unknown name says what was meant', () => {
+test('targets: MACs in any form, host and group names (any case), --all, duplicates once; an unknown name says what was meant', () => {
   const hosts = new Map([
     ['52:54:00:00:00:01', { name: 'pc-01' }],
     ['52:54:00:00:00:02', { name: 'pc-02' }],
     ['52:54:00:00:00:03', {}],
   ]);
-  assert.deepEqual(resolveTargets(['PC-02', '52-54-00-00-00-03', '52:54:00:00:00:02'], hosts, false), [
+  const groups = [
+    {
+      name: 'room-b',
+      macs: ['52:54:00:00:00:09'],
+      ranges: [{ first: 0x525400000100, last: 0x525400000102 }],
+      patterns: [[5, 2, 5, 4, 0, 0, 0, 0, 0, 0, -1, -1]],
+    },
+  ];
+  const env = { hosts, groups };
+  assert.deepEqual(resolveTargets(['PC-02', '52-54-00-00-00-03', '52:54:00:00:00:02'], env, false), [
     { mac: '52:54:00:00:00:02', name: 'pc-02' },
     { mac: '52:54:00:00:00:03' },
   ]);
   assert.deepEqual(
-    resolveTargets([], hosts, true).map((t) => t.mac),
+    resolveTargets([], env, true).map((t) => t.mac),
     ['52:54:00:00:00:01', '52:54:00:00:00:02', '52:54:00:00:00:03'],
   );
-  assert.deepEqual(resolveTargets(['aa:bb:cc:dd:ee:ff'], hosts, false), [{ mac: 'aa:bb:cc:dd:ee:ff' }]);
-  assert.throws(
-    () => resolveTargets(['pc-1'], hosts, false),
-    /pc-1: not a MAC address or the name of a host.*did you mean pc-01\?/,
+  assert.deepEqual(resolveTargets(['aa:bb:cc:dd:ee:ff'], env, false), [{ mac: 'aa:bb:cc:dd:ee:ff' }]);
+  // A group: its listed MACs, its small range address by address, and the hosts its pattern matches.
+  const warned: string[] = [];
+  assert.deepEqual(
+    resolveTargets(['ROOM-B'], env, false, (l) => warned.push(l)).map((t) => t.name ?? t.mac),
+    [
+      'pc-01',
+      'pc-02',
+      '52:54:00:00:00:03',
+      '52:54:00:00:00:09',
+      '52:54:00:00:01:00',
+      '52:54:00:00:01:01',
+      '52:54:00:00:01:02',
+    ],
   );
-  assert.throws(() => resolveTargets(['lab'], new Map(), false), /no host has a name/);
+  assert.match(warned.join('\n'), /room-b also matches by pattern/);
+  assert.throws(
+    () => resolveTargets(['pc-1'], env, false),
+    /pc-1: not a MAC address, nor the name of a host or group.*did you mean pc-01\?/,
+  );
+  assert.throws(
+    () => resolveTargets(['lab'], { hosts: new Map(), groups: [] }, false),
+    /no host or group has a name/,
+  );
 });

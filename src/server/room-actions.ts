@@ -1,0 +1,152 @@
+/**
+ * The dashboard's room actions (issue #17 items 2, 3, 5), behind its
+ * Bearer token (src/dashboard/dashboard.ts): `next-boot` sets or clears
+ * what machines or groups boot next; `wake` sends Wake-on-LAN from the
+ * served interface, optionally setting the next boot first. The CLI's
+ * `next-boot` and `wake --next-boot` use the same actions, so the running
+ * server is the one place that decides.
+ *
+ * Bodies (JSON):
+ *   next-boot  {"targets": ["pc-07" | "room-b" | "52:54:..."], "os": "exam" | null, "once": true}
+ *   wake       {"targets": [...], "spread": 10, "broadcasts": ["10.1.2.255"], "nextBoot": {"os": "exam", "once": true}}
+ * A mistake in a body (an unknown name, an OS not served) is a 400 with a
+ * message that names it.
+ */
+import { isIP } from 'node:net';
+import { BootTorrentError } from '../errors.js';
+import { resolveTarget, targetNames, type Target } from '../env/room.js';
+import type { Environment } from '../env/types.js';
+import { silentLogger, type Logger } from '../util/logger.js';
+import { wake, type WakeTarget } from '../wol/wake.js';
+import type { NextBootStore } from './next-boot.js';
+
+export interface RoomActionServices {
+  readonly environment: () => Environment;
+  readonly nextBoot: NextBootStore;
+  /** OS ids the server serves now. */
+  readonly osIds: () => readonly string[];
+  /** MACs the server has seen (a group's pattern matches them too). */
+  readonly knownMacs: () => Iterable<string>;
+  readonly logger?: Logger;
+  /** Aborts wake-ups still spreading out when the server stops. */
+  readonly signal?: AbortSignal;
+}
+
+/** Most machines one action may name. */
+export const MAX_ACTION_TARGETS = 4096;
+
+const usage = (message: string) => new BootTorrentError('BT_ERR_USAGE', message);
+
+function bodyObject(body: unknown): Record<string, unknown> {
+  if (body === null || typeof body !== 'object' || Array.isArray(body)) throw usage('send a JSON object');
+  return body as Record<string, unknown>;
+}
+
+function stringList(o: Record<string, unknown>, key: string): string[] {
+  const v = o[key];
+  if (!Array.isArray(v) || v.length === 0 || !v.every((x) => typeof x === 'string' && x.length <= 64))
+    throw usage(`${key}: expected a list of names or MACs`);
+  if (v.length > MAX_ACTION_TARGETS) throw usage(`${key}: at most ${MAX_ACTION_TARGETS}`);
+  return v as string[];
+}
+
+export function roomActions(s: RoomActionServices): Record<string, (body: unknown) => Promise<unknown>> {
+  const log = (s.logger ?? silentLogger).child('room');
+
+  const resolve = (names: readonly string[]): Target[] => {
+    const env = s.environment();
+    return names.map((n) => {
+      const t = resolveTarget(env, n, s.knownMacs());
+      if (!t) {
+        const known = targetNames(env);
+        throw usage(
+          `${n}: not a MAC address, nor the name of a host or group in the environment` +
+            (known.length
+              ? ` (names: ${known.slice(0, 20).join(', ')}${known.length > 20 ? ', ...' : ''})`
+              : ''),
+        );
+      }
+      return t;
+    });
+  };
+
+  const setNext = async (targets: readonly Target[], os: string | null, once: boolean) => {
+    if (os !== null && !s.osIds().includes(os))
+      throw usage(`os: '${os}' is not served here (served: ${s.osIds().join(', ') || 'none'})`);
+    for (const t of targets)
+      await s.nextBoot.set(
+        t.kind === 'group' ? { kind: 'group', key: t.label } : { kind: 'mac', key: t.macs[0]! },
+        os,
+        once,
+      );
+    log.info(os === null ? 'next boot cleared' : `next boot set${once ? ' (once)' : ''}`, {
+      targets: targets.map((t) => t.label).join(','),
+      ...(os !== null ? { os } : {}),
+    });
+    return targets.map((t) => ({ target: t.label, kind: t.kind, os, once }));
+  };
+
+  const nextBootOf = (o: Record<string, unknown>, field: string) => {
+    if (o.os !== null && typeof o.os !== 'string')
+      throw usage(`${field}os: expected an OS id, or null to clear`);
+    if (o.once !== undefined && typeof o.once !== 'boolean')
+      throw usage(`${field}once: expected true or false`);
+    return { os: o.os, once: o.once === true };
+  };
+
+  return {
+    'next-boot': async (body) => {
+      const o = bodyObject(body);
+      const targets = resolve(stringList(o, 'targets'));
+      const n = nextBootOf(o, '');
+      return { set: await setNext(targets, n.os, n.once) };
+    },
+
+    wake: async (body) => {
+      const o = bodyObject(body);
+      const targets = resolve(stringList(o, 'targets'));
+      let spreadMs: number | undefined;
+      if (o.spread !== undefined) {
+        if (typeof o.spread !== 'number' || !(o.spread >= 0 && o.spread <= 3600))
+          throw usage('spread: expected seconds, 0 to 3600');
+        spreadMs = Math.round(o.spread * 1000);
+      }
+      const broadcasts = ['255.255.255.255'];
+      if (o.broadcasts !== undefined) {
+        for (const b of stringList(o, 'broadcasts')) {
+          if (isIP(b) !== 4) throw usage(`broadcasts: ${b} is not an IPv4 address`);
+          broadcasts.push(b);
+        }
+      }
+      const next = o.nextBoot !== undefined ? nextBootOf(bodyObject(o.nextBoot), 'nextBoot.') : undefined;
+      if (next) await setNext(targets, next.os, next.once);
+      const env = s.environment();
+      const machines = new Map<string, WakeTarget>();
+      for (const t of targets)
+        for (const mac of t.macs) {
+          const name = env.hosts.get(mac)?.name;
+          machines.set(mac, name ? { mac, name } : { mac });
+        }
+      const list = [...machines.values()];
+      if (list.length === 0)
+        throw usage(
+          `${targets.map((t) => t.label).join(', ')}: no machine to wake (${targets.find((t) => t.unlisted)?.unlisted ?? 'the group lists none'}: list MACs under macs: or hosts:)`,
+        );
+      const ms = spreadMs ?? 500 * (list.length - 1);
+      log.info('waking machines', { count: list.length, spreadSeconds: ms / 1000 });
+      // Spread out in the background: the answer says what will be woken.
+      void wake(list, {
+        source: env.server.address,
+        broadcasts,
+        spreadMs: ms,
+        ...(s.signal ? { signal: s.signal } : {}),
+      }).catch((err: unknown) => log.warn('wake failed', { error: (err as Error).message }));
+      return {
+        waking: list.map((m) => ({ mac: m.mac, name: m.name ?? null })),
+        spreadSeconds: ms / 1000,
+        unlisted: targets.flatMap((t) => (t.unlisted ? [`${t.label}: ${t.unlisted}`] : [])),
+        ...(next ? { nextBoot: next } : {}),
+      };
+    },
+  };
+}
