@@ -42,7 +42,10 @@ import {
   binCommand,
   download,
   fetchBootConfig,
+  fetchOverlay,
   fetchTorrent,
+  unpackOverlay,
+  withOverlay,
   kexecCommands,
   secureBootEnforced,
   signatureRefused,
@@ -333,7 +336,12 @@ export class Agent {
             config.menu.timeout,
           )
         : resumeMenu(this.menuState);
-    const header = { mac: this.args.mac, server: this.args.server, quitLabel: this.quitLabel };
+    const header = {
+      mac: this.args.mac,
+      server: this.args.server,
+      quitLabel: this.quitLabel,
+      ...(config.name ? { name: config.name } : {}),
+    };
     this.con.write(renderMenu(state, header));
     let nextTick = Date.now() + 1000;
     while (state.action === undefined) {
@@ -583,10 +591,29 @@ export class Agent {
     this.reporter?.send({ stage: 'verifying', os: os.id, progress: 1 });
     this.say(`boottorrent-agent: verified ${n} files of ${os.id}`);
 
+    // The machine's overlay (its name, keys, ...), checked against the signed config.
+    let overlayFile: string | undefined;
+    let overlayDir: string | undefined;
+    if (config.overlay) {
+      overlayFile = join(this.args.dir, '.boottorrent-overlay.cpio');
+      await fetchOverlay(config.overlay, overlayFile);
+      this.say(`boottorrent-agent: overlay of this machine: ${formatBytes(config.overlay.length)}, checked`);
+      if (os.method !== 'kexec') {
+        overlayDir = join(this.args.dir, '.boottorrent-overlay');
+        await unpackOverlay(overlayFile, overlayDir);
+      }
+    }
+
     // Prepare the load from verified files only, before seeding.
     let commands: Command[];
     if (os.method === 'kexec') {
-      const initrd = await singleInitrd(this.args.dir, os.id, osDir, os.initrd);
+      const initrd = await singleInitrd(
+        this.args.dir,
+        os.id,
+        osDir,
+        os.initrd,
+        overlayFile ? [overlayFile] : [],
+      );
       commands = kexecCommands(join(osDir, os.kernel), initrd, os.cmdline, this.secureBoot === true);
     } else if (os.method === 'qemu') {
       // In phase 1 (the agent owns the network) the console is the client's screen.
@@ -595,10 +622,13 @@ export class Agent {
         screen === 'framebuffer'
           ? { display: await freeVncDisplay(), password: randomBytes(6).toString('base64url') }
           : undefined;
-      commands = [qemuCommand(os.args, osDir, await kvmUsable(), screen, vnc)];
+      commands = [qemuCommand(withOverlay(os.args, overlayDir), osDir, await kvmUsable(), screen, vnc)];
     } else {
-      commands = [await binCommand(osDir, os.bin, os.args)];
+      commands = [await binCommand(osDir, os.bin, withOverlay(os.args, overlayDir))];
     }
+    // A program finds the overlay folder in its environment too.
+    if (overlayDir)
+      commands = commands.map((c) => ({ ...c, env: { ...c.env, BOOTTORRENT_OVERLAY: overlayDir } }));
 
     if (config.seedTime > 0 && !this.seeded.has(os.id)) {
       this.stage('seeding', os, ` seconds=${config.seedTime}`);

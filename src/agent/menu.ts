@@ -170,13 +170,17 @@ const RESET = '\x1b[0m';
 
 export interface MenuHeader {
   readonly mac: string;
+  /** The machine's name in the environment, when the config gives one. */
+  readonly name?: string;
   readonly server: string;
   /** What `q` does here: power off (phase 1) or quit (host mode). */
   readonly quitLabel: string;
 }
 
 export function renderMenu(state: MenuState, header: MenuHeader): string {
-  const lines: string[] = [`${BOLD}BootTorrent${RESET}  ${header.mac}  server ${header.server}`, ''];
+  // The name is the server's (signed config), shown escaped like any text from the network.
+  const who = header.name ? `${escapeName(header.name)} (${header.mac})` : header.mac;
+  const lines: string[] = [`${BOLD}BootTorrent${RESET}  ${who}  server ${header.server}`, ''];
   if (state.items.length === 0) {
     lines.push('  The server offers no OS to this machine.');
   } else {
@@ -225,4 +229,9 @@ export function renderFailure(f: FailureInfo, quitLabel: string): string {
     `Press r to retry, m for the menu, s for a shell, q to ${quitLabel}.`,
     '',
   ].join('\r\n');
+}
+
+/** Letters, digits and - _ . only: a name is the environment's, but it reached us over the network. */
+function escapeName(n: string): string {
+  return n.replace(/[^A-Za-z0-9_.-]/g, '?').slice(0, 64);
 }

@@ -4,9 +4,9 @@
  * by SHA-256, and plan the load. Each failure is a StepFailure that names
  * what failed and what to check, for the failure screen.
  */
-import { randomBytes, type KeyObject } from 'node:crypto';
+import { createHash, randomBytes, type KeyObject } from 'node:crypto';
 import { createReadStream, createWriteStream } from 'node:fs';
-import { access, chmod, open, readFile, rename, stat } from 'node:fs/promises';
+import { access, chmod, mkdir, open, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { isAbsolute, join, relative, resolve } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { BootTorrentError } from '../errors.js';
@@ -19,6 +19,7 @@ import {
   type BootOs,
 } from '../boot-config.js';
 import { parseTorrent, type Metainfo } from '../torrent/metainfo.js';
+import { decodeCpio } from '../phase1/cpio.js';
 import { sha256File } from '../swarm/storage.js';
 import type { BitTorrentClient } from '../swarm/client.js';
 import type { SessionStats, TorrentSession } from '../swarm/session.js';
@@ -141,6 +142,82 @@ export async function fetchBootConfig(
       },
     );
   }
+}
+
+/**
+ * Fetches the machine's overlay (issue #17 item 4) and checks it against
+ * the length and SHA-256 of the signed boot config; saved as `file`.
+ */
+export async function fetchOverlay(
+  overlay: NonNullable<BootConfig['overlay']>,
+  file: string,
+  signal?: AbortSignal,
+): Promise<void> {
+  const what = 'overlay of this machine';
+  let res: Response;
+  try {
+    const timeout = AbortSignal.timeout(30_000);
+    res = await fetch(overlay.url, { signal: signal ? AbortSignal.any([signal, timeout]) : timeout });
+  } catch (err) {
+    throw new StepFailure(
+      what,
+      `cannot fetch ${overlay.url}: ${errText(err)}`,
+      'that the server is still running',
+      {
+        cause: err,
+      },
+    );
+  }
+  if (!res.ok) {
+    await res.body?.cancel().catch(() => undefined);
+    throw new StepFailure(
+      what,
+      `HTTP ${res.status} from ${overlay.url}`,
+      res.status === 403
+        ? 'that this machine reaches the server directly (the server sends an overlay only to the MAC it belongs to: see start --report-from)'
+        : "the server's log",
+    );
+  }
+  const bytes = await readBodyCapped(res, overlay.length, overlay.url).catch((err: unknown) => {
+    throw new StepFailure(what, errText(err), "the server's log", { cause: err });
+  });
+  const sha = createHash('sha256').update(bytes).digest('hex');
+  if (bytes.length !== overlay.length || sha !== overlay.sha256)
+    throw new StepFailure(
+      what,
+      `the overlay from ${overlay.url} is not the one the boot config names (${bytes.length} bytes, SHA-256 ${sha.slice(0, 16)}...)`,
+      'boot again (the overlay changed on the server since the config was sent), or look for another server on the network',
+    );
+  await writeFile(file, bytes, { mode: 0o600 });
+}
+
+/**
+ * Unpacks an overlay archive into `dir` (emptied first), for qemu and bin
+ * OSs: folders and plain files only, every path inside `dir`.
+ */
+export async function unpackOverlay(archive: string, dir: string): Promise<void> {
+  const entries = decodeCpio(await readFile(archive));
+  await rm(dir, { recursive: true, force: true });
+  await mkdir(dir, { mode: 0o700 });
+  for (const e of entries) {
+    const target = insideFolder(dir, e.path);
+    if (e.type === 'dir') await mkdir(target, { recursive: true, mode: e.mode | 0o700 });
+    else {
+      await mkdir(join(target, '..'), { recursive: true });
+      await writeFile(target, e.data, { mode: e.mode, flag: 'wx' }).catch(
+        async (err: NodeJS.ErrnoException) => {
+          if (err.code !== 'EEXIST') throw err;
+          await rm(target);
+          await writeFile(target, e.data, { mode: e.mode, flag: 'wx' });
+        },
+      );
+    }
+  }
+}
+
+/** Where `{overlay}` appears in a qemu or bin OS's arguments, the overlay folder's path goes. */
+export function withOverlay(args: readonly string[], dir: string | undefined): string[] {
+  return args.map((a) => (dir === undefined ? a : a.split('{overlay}').join(dir)));
 }
 
 /** Fetches the OS's .torrent and checks it is the one the config names. */
@@ -544,14 +621,23 @@ export async function singleInitrd(
   osId: string,
   osDir: string,
   initrds: readonly string[],
+  /** Absolute paths appended after the OS's own (the machine's overlay archive). */
+  extra: readonly string[] = [],
 ): Promise<string | undefined> {
-  if (initrds.length === 0) return undefined;
-  if (initrds.length === 1) return insideFolder(osDir, initrds[0]!);
+  const files = [...initrds.map((p) => insideFolder(osDir, p)), ...extra];
+  if (files.length === 0) return undefined;
+  if (files.length === 1) return files[0]!;
   const out = join(dir, `.boottorrent-initrd-${osId}`);
   const tmp = `${out}.tmp`;
   const ws = createWriteStream(tmp);
-  for (const p of initrds) {
-    await pipeline(createReadStream(insideFolder(osDir, p)), ws, { end: false });
+  let offset = 0;
+  for (const f of files) {
+    // An uncompressed archive must start at a multiple of 4 bytes into the
+    // file; the kernel skips the zero padding between archives.
+    const pad = (4 - (offset % 4)) % 4;
+    if (pad > 0) ws.write(Buffer.alloc(pad));
+    offset += pad + (await stat(f)).size;
+    await pipeline(createReadStream(f), ws, { end: false });
   }
   await new Promise<void>((res, rej) => ws.end((err?: Error | null) => (err ? rej(err) : res())));
   await rename(tmp, out);

@@ -6,6 +6,12 @@
  * network); the Content-Security-Policy built from the hashes of the
  * inline script and style is a second line: nothing else may run.
  *
+ * The room actions (issue #17: next boot, wake) are POSTs with the
+ * dashboard's Bearer token. The sysadmin brings the token in the URL's
+ * fragment (`#token=...`, never sent to a server, never in a Referer) or
+ * pastes it; the page keeps it in this tab's sessionStorage only and takes
+ * it out of the address bar and the history at once.
+ *
  * The script is plain ES2017 in a string: keep it free of backticks and
  * `${` (this file's template literals would swallow them) and of the
  * sequence that closes a script element.
@@ -32,6 +38,18 @@ th, td { padding: 4px 8px; border-bottom: 1px solid var(--line); text-align: lef
 th { font-weight: 600; color: var(--muted); background: #fafbfc; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; }
 td.mac, td.ip { font-family: ui-monospace, monospace; }
+td.mac { font-size: 12px; color: var(--muted); }
+td.name { font-weight: 600; }
+th.select, td.select { width: 1.5em; padding-right: 0; }
+.actionbar { display: flex; flex-wrap: wrap; align-items: center; gap: 6px 14px; background: #fff; border: 1px solid var(--line); padding: 8px; margin-bottom: 8px; }
+.actionbar label { display: inline-flex; align-items: center; gap: 4px; }
+.actionbar input[type="number"] { width: 5em; }
+#act-targets { color: var(--muted); }
+#act-result { margin: 0 0 8px; white-space: pre-wrap; overflow-wrap: anywhere; }
+#act-result[data-state="ok"] { color: var(--ok); }
+#act-result[data-state="error"] { color: var(--bad); font-weight: 600; }
+#token-state { font-size: 12px; color: var(--muted); }
+#groups { margin: 0 0 8px; color: var(--muted); }
 td.error { color: var(--bad); white-space: normal; max-width: 28em; overflow-wrap: anywhere; }
 tr.failed td.stage { color: var(--bad); font-weight: 600; }
 tr.done td.stage { color: var(--ok); font-weight: 600; }
@@ -58,6 +76,8 @@ const SCRIPT = `
   var CHART_W = 360, CHART_H = 220, M = { l: 48, r: 12, t: 10, b: 34 };
   var byId = function (id) { return document.getElementById(id); };
   var rows = new Map();
+  // MACs ticked for an action; kept across snapshots, dropped with their row.
+  var selected = new Set();
   var latest = null;
   var skew = 0;
   var backoff = 1000;
@@ -103,8 +123,16 @@ const SCRIPT = `
     if (latest) setText(byId('h-uptime'), fmtDuration((Date.now() + skew - latest.startedAt) / 1000));
   }
 
+  // A machine as people call it: its name in the environment, with the MAC
+  // beside it (two machines may share a name in different rooms, never a MAC).
+  function who(c) { return c.name ? c.name + ' (' + c.mac + ')' : c.mac; }
+  function fmtNext(nb) {
+    if (!nb) return '-';
+    return nb.os + (nb.once ? ' (once)' : '') + (nb.via && nb.via !== 'machine' ? ' via ' + nb.via : '');
+  }
+
   // ---- client rows -------------------------------------------------------
-  var CLIENT_CELLS = ['mac', 'ip', 'firmware', 'stage', 'os', 'progress', 'down num', 'up num', 'peers num', 'ratio num', 'error'];
+  var CLIENT_CELLS = ['select', 'name', 'mac', 'ip', 'firmware', 'stage', 'os', 'next', 'progress', 'down num', 'up num', 'peers num', 'ratio num', 'error'];
   function makeRow(mac) {
     var tr = document.createElement('tr');
     tr.setAttribute('data-mac', mac);
@@ -115,6 +143,15 @@ const SCRIPT = `
       tr.appendChild(td);
       cells[cls.split(' ')[0]] = td;
     });
+    var box = document.createElement('input');
+    box.type = 'checkbox';
+    box.setAttribute('aria-label', 'select ' + mac);
+    box.addEventListener('change', function () {
+      if (box.checked) selected.add(mac);
+      else selected.delete(mac);
+      updateSelection();
+    });
+    cells.select.appendChild(box);
     var bar = document.createElement('progress');
     bar.max = 1;
     bar.value = 0;
@@ -122,11 +159,15 @@ const SCRIPT = `
     pct.className = 'pct';
     cells.progress.appendChild(bar);
     cells.progress.appendChild(pct);
-    return { tr: tr, cells: cells, bar: bar, pct: pct };
+    return { tr: tr, cells: cells, bar: bar, pct: pct, box: box };
   }
   function updateRow(r, c) {
     var k = r.cells;
+    setText(k.name, c.name || '-');
+    if (k.name.title !== c.mac) k.name.title = c.mac;
     setText(k.mac, c.mac);
+    setText(k.next, fmtNext(c.nextBoot));
+    if (r.box.checked !== selected.has(c.mac)) r.box.checked = selected.has(c.mac);
     setText(k.ip, c.ip || '-');
     // Secure Boot as the client's agent reports it, shown for UEFI firmware only.
     var sb = c.secureBoot === true && (c.firmware || 'uefi').indexOf('uefi') === 0;
@@ -158,10 +199,11 @@ const SCRIPT = `
       if (body.lastElementChild !== r.tr || r.tr.parentNode !== body) body.appendChild(r.tr);
     });
     rows.forEach(function (r, mac) {
-      if (!seen.has(mac)) { r.tr.remove(); rows.delete(mac); }
+      if (!seen.has(mac)) { r.tr.remove(); rows.delete(mac); selected.delete(mac); }
     });
     setText(byId('client-count'), String(list.length));
     byId('no-clients').hidden = list.length > 0;
+    updateSelection();
   }
 
   // ---- swarm rows --------------------------------------------------------
@@ -235,7 +277,7 @@ const SCRIPT = `
     if (pts.length === 0) return emptyNote(svg, 'no client has booted yet');
     pts.forEach(function (c) {
       var p = el('circle', { class: 'point', cx: x(c.concurrent), cy: f.y(c.bootSeconds), r: 4, 'data-mac': c.mac }, svg);
-      el('title', {}, p).textContent = c.mac + ': ' + fmtNumber(c.bootSeconds) + ' s with ' + c.concurrent + ' booting';
+      el('title', {}, p).textContent = who(c) + ': ' + fmtNumber(c.bootSeconds) + ' s with ' + c.concurrent + ' booting';
     });
   }
   function bars(svg, items, yLabel, yFmt, tip) {
@@ -264,7 +306,9 @@ const SCRIPT = `
   }
   function chartRatio(svg, clients) {
     var items = clients.filter(function (c) { return c.os; }).map(function (c) {
-      return { label: c.mac, short: c.mac.slice(-5), value: c.seedRatio };
+      // Under the bar: the name, cut to fit, or the MAC's last two bytes; the tooltip has both.
+      var short = c.name ? (c.name.length > 8 ? c.name.slice(0, 7) + '\u2026' : c.name) : c.mac.slice(-5);
+      return { label: who(c), short: short, value: c.seedRatio };
     });
     bars(svg, items, 'seed ratio', fmtNumber, function (v) { return v.toFixed(2); });
   }
@@ -275,9 +319,212 @@ const SCRIPT = `
     renderHeader(s);
     renderClients(s.clients);
     renderSwarms(s.swarms);
+    renderChoices(s);
     chartBoot(byId('chart-boot'), s.clients);
     chartSent(byId('chart-sent'), s);
     chartRatio(byId('chart-ratio'), s.clients);
+  }
+
+  // ---- room actions (next boot, wake) --------------------------------------
+  var TOKEN_KEY = 'boottorrent.token';
+  // Where sessionStorage is off (a locked-down browser), the token lives as long as the page.
+  var memoryToken = '';
+  var busy = false;
+
+  function getToken() {
+    try { return sessionStorage.getItem(TOKEN_KEY) || ''; } catch (e) { return ''; }
+  }
+  function setToken(t) {
+    try {
+      if (t) sessionStorage.setItem(TOKEN_KEY, t);
+      else sessionStorage.removeItem(TOKEN_KEY);
+    } catch (e) { /* storage off: memoryToken below */ }
+    memoryToken = t;
+    showTokenState();
+  }
+  function token() { return getToken() || memoryToken; }
+  function showTokenState() {
+    setText(byId('token-state'), token() ? 'token set (this tab only)' : 'no token: actions will be refused');
+  }
+  // #token=... in the address: keep it, then take it out of the address bar
+  // and the history, so a screenshot or a shared link does not carry it.
+  function tokenFromHash() {
+    var m = /(?:^#|&)token=([^&]*)/.exec(location.hash);
+    if (!m) return;
+    var t = m[1];
+    try { t = decodeURIComponent(t); } catch (e) { /* used as written */ }
+    setToken(t.trim());
+    history.replaceState(null, '', location.pathname + location.search);
+  }
+
+  function nameOfMac(mac) {
+    var c = latest && latest.clients.find(function (x) { return x.mac === mac; });
+    if (c && c.name) return c.name;
+    var h = latest && latest.room && latest.room.hosts.find(function (x) { return x.mac === mac; });
+    return h ? h.name : mac;
+  }
+  function listed(names) {
+    return names.length > 8 ? names.slice(0, 8).join(', ') + ' and ' + (names.length - 8) + ' more' : names.join(', ');
+  }
+
+  // The OS and group choices follow the snapshot; rebuilt only when they change, so a choice stays.
+  function fillSelect(sel, items, first) {
+    var key = JSON.stringify(items);
+    if (sel.getAttribute('data-key') === key) return;
+    sel.setAttribute('data-key', key);
+    var keep = sel.value;
+    var fresh = document.createDocumentFragment();
+    if (first) items = [first].concat(items);
+    items.forEach(function (it) {
+      var o = document.createElement('option');
+      o.value = it[0];
+      o.textContent = it[1];
+      fresh.appendChild(o);
+    });
+    sel.replaceChildren(fresh);
+    if (items.some(function (it) { return it[0] === keep; })) sel.value = keep;
+  }
+  function renderChoices(s) {
+    fillSelect(byId('act-os'), s.swarms.map(function (w) {
+      return [w.os, w.name && w.name !== w.os ? w.os + ' (' + w.name + ')' : w.os];
+    }));
+    var groups = (s.room && s.room.groups) || [];
+    fillSelect(byId('act-group'), groups.map(function (g) {
+      return [g.name, g.name + (g.nextBoot ? ' \u2014 next: ' + fmtNext(g.nextBoot) : '')];
+    }), ['', '(no group)']);
+    var p = byId('groups');
+    p.hidden = groups.length === 0;
+    setText(p, groups.length === 0 ? '' : 'Groups: ' + groups.map(function (g) {
+      return g.name + (g.nextBoot ? ' (next boot ' + fmtNext(g.nextBoot) + ')' : '');
+    }).join(' \u00b7 '));
+    updateSelection();
+  }
+
+  // Ticked machines (in table order) and the chosen group: what an action names.
+  function targets() {
+    var out = [];
+    rows.forEach(function (r, mac) { if (selected.has(mac)) out.push(mac); });
+    var g = byId('act-group').value;
+    if (g) out.push(g);
+    return out;
+  }
+  function updateSelection() {
+    var n = 0;
+    rows.forEach(function (r, mac) { if (selected.has(mac)) n++; });
+    var all = byId('select-all');
+    all.checked = n > 0 && n === rows.size;
+    all.indeterminate = n > 0 && n < rows.size;
+    var g = byId('act-group').value;
+    var parts = [];
+    if (n > 0) parts.push(n + (n === 1 ? ' machine' : ' machines'));
+    if (g) parts.push('group ' + g);
+    setText(byId('act-targets'), parts.length ? 'targets: ' + parts.join(' and ') : 'tick machines or choose a group');
+  }
+
+  function showResult(state, s) {
+    var p = byId('act-result');
+    p.setAttribute('data-state', state);
+    setText(p, s);
+  }
+  function setBusy(b) {
+    busy = b;
+    ['act-next', 'act-clear', 'act-wake'].forEach(function (id) { byId(id).disabled = b; });
+  }
+  // The snapshot right after an action: the stream only sends one when a client changes.
+  function refresh() {
+    return fetch('/api/v1/status', { cache: 'no-store' })
+      .then(function (r) { return r.ok ? r.json() : null; })
+      .then(function (s) { if (s) render(s); })
+      .catch(function () { /* the stream brings it later */ });
+  }
+  // Every answer is shown as text: the server's error strings name what the sysadmin typed.
+  function send(name, body, describe) {
+    if (busy) return;
+    if (body.targets.length === 0) {
+      showResult('error', 'nothing to act on: tick machines in the table or choose a group');
+      return;
+    }
+    var headers = { 'content-type': 'application/json' };
+    var t = token();
+    // Sent without a token too: the server's refusal says what is missing.
+    if (t) headers.authorization = 'Bearer ' + t;
+    setBusy(true);
+    showResult('pending', name + ': sending...');
+    fetch('/api/v1/actions/' + name, {
+      method: 'POST', headers: headers, body: JSON.stringify(body), cache: 'no-store', credentials: 'omit',
+    })
+      .then(function (res) {
+        return res.text().then(function (text) {
+          var data = null;
+          try { data = JSON.parse(text); } catch (e) { data = null; }
+          if (!res.ok) {
+            var why = data && typeof data.error === 'string' ? data.error : 'HTTP ' + res.status;
+            showResult('error', 'the server refused (' + res.status + '): ' + why +
+              (res.status === 401 ? ' \u2014 open the dashboard with #token=... (the token in server.json, in the state folder), or paste it in the Token field' : ''));
+            return;
+          }
+          showResult('ok', describe(data || {}));
+          return refresh();
+        });
+      })
+      .catch(function (e) { showResult('error', name + ' failed: ' + (e && e.message ? e.message : String(e))); })
+      .then(function () { setBusy(false); });
+  }
+  function describeSet(data) {
+    var set = Array.isArray(data.set) ? data.set : [];
+    var names = set.map(function (x) { return x.kind === 'group' ? 'group ' + x.target : nameOfMac(x.target); });
+    var first = set[0];
+    if (!first) return 'done';
+    return first.os === null
+      ? 'next boot cleared: ' + listed(names)
+      : 'next boot of ' + listed(names) + ': ' + fmtNext({ os: first.os, once: first.once });
+  }
+  function describeWake(data) {
+    var list = Array.isArray(data.waking) ? data.waking : [];
+    var s = 'waking ' + listed(list.map(function (m) { return m.name || m.mac; })) +
+      ' over ' + fmtNumber(Number(data.spreadSeconds) || 0) + ' s';
+    if (Array.isArray(data.unlisted) && data.unlisted.length)
+      s += '; not woken (no MAC to send to): ' + data.unlisted.join(', ');
+    return s;
+  }
+
+  function setUpActions() {
+    tokenFromHash();
+    window.addEventListener('hashchange', tokenFromHash);
+    showTokenState();
+    var input = byId('token-input');
+    var use = function () {
+      var v = input.value.trim();
+      input.value = '';
+      if (v) setToken(v);
+    };
+    byId('token-use').addEventListener('click', use);
+    input.addEventListener('keydown', function (ev) { if (ev.key === 'Enter') use(); });
+    byId('token-forget').addEventListener('click', function () { setToken(''); });
+    byId('select-all').addEventListener('change', function (ev) {
+      var on = ev.target.checked;
+      rows.forEach(function (r, mac) {
+        if (on) selected.add(mac);
+        else selected.delete(mac);
+        r.box.checked = on;
+      });
+      updateSelection();
+    });
+    byId('act-group').addEventListener('change', updateSelection);
+    byId('act-next').addEventListener('click', function () {
+      send('next-boot', { targets: targets(), os: byId('act-os').value, once: byId('act-once').checked }, describeSet);
+    });
+    byId('act-clear').addEventListener('click', function () {
+      send('next-boot', { targets: targets(), os: null }, describeSet);
+    });
+    byId('act-wake').addEventListener('click', function () {
+      var body = { targets: targets() };
+      var spread = byId('act-spread').value.trim();
+      // An unreadable number goes as null: the server says what it expects.
+      if (spread !== '') body.spread = Number(spread);
+      send('wake', body, describeWake);
+    });
+    updateSelection();
   }
 
   // ---- live updates ------------------------------------------------------
@@ -309,6 +556,7 @@ const SCRIPT = `
     };
   }
   setInterval(tickUptime, 1000);
+  setUpActions();
   connect();
 })();
 `;
@@ -328,7 +576,25 @@ const BODY = `<header>
 <main>
 <section>
 <h2>Clients (<span id="client-count">0</span>)</h2>
-<table id="clients"><thead><tr><th>MAC</th><th>IP</th><th>Firmware</th><th>Stage</th><th>OS</th><th>Progress</th><th>Down</th><th>Up</th><th>Peers</th><th>Seed ratio</th><th>Error</th></tr></thead><tbody></tbody></table>
+<div class="actionbar" id="actions">
+<label>Group <select id="act-group"></select></label>
+<label>OS <select id="act-os"></select></label>
+<label><input type="checkbox" id="act-once" checked> once</label>
+<button type="button" id="act-next">Next boot</button>
+<button type="button" id="act-clear">Clear next boot</button>
+<label>spread <input type="number" id="act-spread" min="0" max="3600" step="any" placeholder="auto"> s</label>
+<button type="button" id="act-wake">Wake</button>
+<span id="act-targets"></span>
+</div>
+<div class="actionbar" id="token-bar">
+<label>Token <input type="password" id="token-input" autocomplete="off" spellcheck="false" placeholder="from server.json"></label>
+<button type="button" id="token-use">Use token</button>
+<button type="button" id="token-forget">Forget token</button>
+<span id="token-state"></span>
+</div>
+<p id="act-result" role="status" aria-live="polite"></p>
+<p id="groups" hidden></p>
+<table id="clients"><thead><tr><th class="select"><input type="checkbox" id="select-all" aria-label="select every machine"></th><th>Name</th><th>MAC</th><th>IP</th><th>Firmware</th><th>Stage</th><th>OS</th><th>Next boot</th><th>Progress</th><th>Down</th><th>Up</th><th>Peers</th><th>Seed ratio</th><th>Error</th></tr></thead><tbody></tbody></table>
 <p id="no-clients" class="empty">No clients yet.</p>
 </section>
 <section>

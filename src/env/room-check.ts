@@ -184,15 +184,17 @@ export function checkRoom(
             'give each machine its own name',
           ),
         );
-      else if (normalizeMac(o.name))
-        problems.push(
-          c.at(
-            `${path}.name`,
-            `name '${o.name}' reads as a MAC address`,
-            'use a name with a letter other than a-f, e.g. pc-07',
-          ),
-        );
-      hostNames.set(key, mac);
+      else {
+        if (normalizeMac(o.name))
+          problems.push(
+            c.at(
+              `${path}.name`,
+              `name '${o.name}' reads as a MAC address`,
+              'use a name with a letter other than a-f, e.g. pc-07',
+            ),
+          );
+        hostNames.set(key, mac);
+      }
     }
     checkSettings(path, o);
   }
@@ -267,7 +269,13 @@ export function checkRoom(
       );
   }
   for (const g of groups) {
-    if (g.oss && g.defaultOs === undefined && c.boot.defaultOs !== null && !g.oss.includes(c.boot.defaultOs))
+    if (
+      g.oss &&
+      g.oss.every(c.known) &&
+      g.defaultOs === undefined &&
+      c.boot.defaultOs !== null &&
+      !g.oss.includes(c.boot.defaultOs)
+    )
       problems.push(
         c.at(
           `groups.${g.name}`,

@@ -168,10 +168,23 @@ export function checkDocument(
     };
 
     if (s.anyOf) {
+      const trials: NodeProblem[][] = [];
       for (const alt of s.anyOf) {
         const trial: NodeProblem[] = [];
         const v = walk(node, alt, path, parent, trial);
         if (trial.length === 0) return v;
+        trials.push(trial);
+      }
+      // One alternative of the value's own type (a string of the wrong form):
+      // its problems say more than "must be a string or a list".
+      const actualType = nodeType(node);
+      const sameType = s.anyOf.flatMap((a, i) => {
+        const t = resolve(a).type;
+        return (typeof t === 'string' ? [t] : (t ?? [])).includes(actualType) ? [i] : [];
+      });
+      if (sameType.length === 1) {
+        into.push(...trials[sameType[0]!]!);
+        return INVALID;
       }
       const kinds = s.anyOf.map((a) => describeType(resolve(a)));
       report(`must be ${kinds.join(' or ')}, not ${describeNode(node)}`, `write ${kinds.join(' or ')}`);
