@@ -170,7 +170,7 @@ export async function run(argv: string[], io: Io): Promise<number> {
           {
             snapshot: ctx.snapshot,
             metrics: ctx.metrics,
-            changes: ctx.store,
+            changes: ctx.changes,
             token: ctx.token,
             actions: ctx.actions,
             logger,

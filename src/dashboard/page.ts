@@ -123,8 +123,8 @@ const SCRIPT = `
     if (latest) setText(byId('h-uptime'), fmtDuration((Date.now() + skew - latest.startedAt) / 1000));
   }
 
-  // A machine as people call it: its name in the environment, with the MAC
-  // beside it (two machines may share a name in different rooms, never a MAC).
+  // A machine as people call it, its name in the environment, with the MAC
+  // that the firmware, the logs and the other tools show.
   function who(c) { return c.name ? c.name + ' (' + c.mac + ')' : c.mac; }
   function fmtNext(nb) {
     if (!nb) return '-';
@@ -203,7 +203,6 @@ const SCRIPT = `
     });
     setText(byId('client-count'), String(list.length));
     byId('no-clients').hidden = list.length > 0;
-    updateSelection();
   }
 
   // ---- swarm rows --------------------------------------------------------

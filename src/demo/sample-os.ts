@@ -36,7 +36,11 @@ function busyboxPath(): string {
   }
 }
 
-/** A gzip'd initramfs whose /init prints `<marker> cmdline: <kernel command line>` and powers off. */
+/**
+ * A gzip'd initramfs whose /init prints `<marker> cmdline: <kernel command
+ * line>` (and `<marker> hostname: <name>` when an overlay gave it
+ * /etc/hostname) and powers off.
+ */
 export function markerInitramfs(marker: string): Buffer {
   const script = [
     '#!/bin/sh',
@@ -44,6 +48,8 @@ export function markerInitramfs(marker: string): Buffer {
     `line="${marker} cmdline: $(/bin/busybox cat /proc/cmdline)"`,
     '/bin/busybox echo "$line" > /dev/ttyS0',
     '/bin/busybox echo "$line" > /dev/tty0',
+    // A machine's overlay (issue #17) lands in this root beside the archive's own files.
+    `[ -f /etc/hostname ] && /bin/busybox echo "${marker} hostname: $(/bin/busybox cat /etc/hostname)" > /dev/ttyS0`,
     '/bin/busybox sleep 1',
     '/bin/busybox sync',
     '/bin/busybox poweroff -f',

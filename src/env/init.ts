@@ -116,9 +116,18 @@ boot:
   timeout: 30                # seconds the menu waits; 0 boots at once; negative waits forever
   seed_time: 30              # seconds a client keeps seeding before it loads the OS
 
-# Per-machine overrides, keyed by MAC address:
+# Machines by MAC address: a name (for status, wake, next-boot) and settings
+# that win over their groups':
 # hosts:
-#   "52:54:00:12:34:56": { default_os: hello, timeout: 5, name: bench-1 }
+#   "52:54:00:12:34:56": { name: pc-07, default_os: hello, timeout: 5 }
+
+# Groups of machines (by macs, range or pattern) with shared settings: oss,
+# default_os, timeout, seed_time, cmdline, overlay (docs/environment.md, "Rooms"):
+# groups:
+#   room-b:
+#     range: "52:54:00:00:01:00-52:54:00:00:01:ff"
+#     default_os: hello
+#     overlay: overlays/room-b   # e.g. etc/hostname containing {{name}}
 
 # Only these machines boot (all do when absent):
 # allow_macs: ["52:54:00:12:34:56"]

@@ -38,7 +38,8 @@ import { logClientEvents } from './event-log.js';
 import { NextBootStore } from './next-boot.js';
 import { roomActions } from './room-actions.js';
 import { groupsOf, machineOf } from '../env/room.js';
-import type { DashboardAction } from '../dashboard/dashboard.js';
+import type { ChangeSource, DashboardAction } from '../dashboard/dashboard.js';
+import { EventEmitter } from 'node:events';
 import type { RoomSummary } from '../http/snapshot.js';
 
 export interface StartOptions {
@@ -91,6 +92,8 @@ export interface StartServices {
     token: string;
     /** The room actions (wake, next-boot) behind the token (src/server/room-actions.ts). */
     actions: Readonly<Record<string, DashboardAction>>;
+    /** 'change' when the snapshot may differ: a client changed, or an action changed a next boot. */
+    changes: ChangeSource;
   }) => DashboardHandler;
 }
 
@@ -162,6 +165,8 @@ export class BootServer {
   private nextBoot: NextBootStore | undefined;
   /** Stops wake-ups still spreading out when the server closes. */
   private readonly stopping = new AbortController();
+  /** 'change' when a next boot was set, cleared or used (the dashboard's stream sends a snapshot). */
+  private readonly roomChanged = new EventEmitter();
   private closed = false;
   /** Settles once, when a listener fails after start-up. */
   private failWith!: (err: BootTorrentError) => void;
@@ -261,10 +266,7 @@ export class BootServer {
         store: this.store,
         logger: this.log,
         nextBoot: (mac, groups) => nextBoot.forMachine(mac, groups),
-        onReport: (mac, client, r) => {
-          this.phase1Sources?.report(mac, client, r);
-          if (r.stage === 'booting') this.nextBootUsed(mac);
-        },
+        onReport: (mac, client, r) => this.phase1Sources?.report(mac, client, r),
       },
     );
     this.api = api;
@@ -273,6 +275,11 @@ export class BootServer {
 
     // 5. Dashboard and status API, the client log, server.json, reloads.
     this.dashboard = await this.startDashboard(token);
+    // A machine that starts its OS (kexec: booting; qemu, bin: running) has used a `once` next boot.
+    const started = (stage: string | null) => stage === 'booting' || stage === 'running';
+    this.store.on('stage', (c, previous) => {
+      if (started(c.stage) && !started(previous)) this.nextBootUsed(c.mac);
+    });
     logClientEvents(this.store, this.log, (mac) => this.environment.hosts.get(mac)?.name ?? null);
     await writeAtomic(
       join(this.stateDir, SERVER_INFO),
@@ -461,6 +468,10 @@ export class BootServer {
                 metrics,
                 store: this.store,
                 token,
+                changes: {
+                  on: (e, l) => (this.store.on(e, l), this.roomChanged.on(e, l)),
+                  off: (e, l) => (this.store.off(e, l), this.roomChanged.off(e, l)),
+                },
                 actions: roomActions({
                   environment: () => this.environment,
                   nextBoot: this.nextBoot!,
@@ -468,6 +479,7 @@ export class BootServer {
                   knownMacs: () => this.store.list().map((c) => c.mac),
                   logger: this.log,
                   signal: this.stopping.signal,
+                  onChange: () => this.roomChanged.emit('change'),
                 }),
               }),
             }
@@ -581,6 +593,7 @@ export class BootServer {
     this.nextBoot
       ?.booted(mac, groups)
       .then((e) => {
+        if (e) this.roomChanged.emit('change');
         if (e)
           this.log.info(`client ${this.environment.hosts.get(mac)?.name ?? mac} used its next boot (once)`, {
             mac,

@@ -11,6 +11,7 @@
  * `next-boot GROUP --clear`). Without `once` it stays until cleared.
  */
 import { readFile, rename, writeFile } from 'node:fs/promises';
+import { BootTorrentError } from '../errors.js';
 import { silentLogger, type Logger } from '../util/logger.js';
 
 export interface NextBoot {
@@ -104,16 +105,26 @@ export class NextBootStore {
     return undefined;
   }
 
-  /** Sets (os) or clears (null) the entry of a target; resolves once it is on disk. */
-  async set(target: NextBootTarget, os: string | null, once = false): Promise<void> {
-    const map = target.kind === 'mac' ? this.macs : this.groups;
-    if (os === null) map.delete(target.key);
-    else {
-      if (!map.has(target.key) && this.macs.size + this.groups.size >= MAX_ENTRIES)
-        throw new Error(`more than ${MAX_ENTRIES} next-boot entries`);
-      const e = { os, once, setAt: Date.now() };
-      if (target.kind === 'mac') this.macs.set(target.key, e);
-      else this.groups.set(target.key, { ...e, done: [] });
+  /** Sets (os) or clears (null) the entries of targets; resolves once they are on disk (one write). */
+  async set(
+    targets: NextBootTarget | readonly NextBootTarget[],
+    os: string | null,
+    once = false,
+  ): Promise<void> {
+    const list: readonly NextBootTarget[] = isList(targets) ? targets : [targets];
+    for (const target of list) {
+      const map = target.kind === 'mac' ? this.macs : this.groups;
+      if (os === null) map.delete(target.key);
+      else {
+        if (!map.has(target.key) && this.macs.size + this.groups.size >= MAX_ENTRIES)
+          throw new BootTorrentError(
+            'BT_ERR_USAGE',
+            `more than ${MAX_ENTRIES} next-boot entries: clear some first`,
+          );
+        const e = { os, once, setAt: Date.now() };
+        if (target.kind === 'mac') this.macs.set(target.key, e);
+        else this.groups.set(target.key, { ...e, done: [] });
+      }
     }
     await this.save();
   }
@@ -163,4 +174,8 @@ export class NextBootStore {
       });
     return this.writing;
   }
+}
+
+function isList(t: NextBootTarget | readonly NextBootTarget[]): t is readonly NextBootTarget[] {
+  return Array.isArray(t);
 }

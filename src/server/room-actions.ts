@@ -28,6 +28,8 @@ export interface RoomActionServices {
   /** MACs the server has seen (a group's pattern matches them too). */
   readonly knownMacs: () => Iterable<string>;
   readonly logger?: Logger;
+  /** Called after a next boot was set or cleared (the dashboard's stream sends a new snapshot). */
+  readonly onChange?: () => void;
   /** Aborts wake-ups still spreading out when the server stops. */
   readonly signal?: AbortSignal;
 }
@@ -73,12 +75,14 @@ export function roomActions(s: RoomActionServices): Record<string, (body: unknow
   const setNext = async (targets: readonly Target[], os: string | null, once: boolean) => {
     if (os !== null && !s.osIds().includes(os))
       throw usage(`os: '${os}' is not served here (served: ${s.osIds().join(', ') || 'none'})`);
-    for (const t of targets)
-      await s.nextBoot.set(
+    await s.nextBoot.set(
+      targets.map((t) =>
         t.kind === 'group' ? { kind: 'group', key: t.label } : { kind: 'mac', key: t.macs[0]! },
-        os,
-        once,
-      );
+      ),
+      os,
+      once,
+    );
+    s.onChange?.();
     log.info(os === null ? 'next boot cleared' : `next boot set${once ? ' (once)' : ''}`, {
       targets: targets.map((t) => t.label).join(','),
       ...(os !== null ? { os } : {}),
