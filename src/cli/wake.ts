@@ -20,7 +20,8 @@ does not draw power all at once.
   --all                   every host in the environment's hosts
   --spread SECONDS        spread the wake-ups over this long (default: 0.5 s per machine)
   --broadcast ADDR        also send to this directed broadcast (a relayed subnet, e.g.
-                          10.1.2.255; the router must forward it); repeatable
+                          10.1.2.255; the router must forward it); repeatable; a group's
+                          broadcast: in Boottorrent.yaml is added by itself
   --port N                UDP port (default 9)
   --next-boot OS          first set what the TARGETs boot next, through the running
                           server (as \`boottorrent next-boot TARGET... OS\`)
@@ -95,6 +96,9 @@ export async function run(argv: string[], io: Io): Promise<number> {
   if (values.once && values['next-boot'] === undefined)
     throw new UsageError('--once goes with --next-boot OS', HELP);
   const targets = resolveTargets(positionals, env, values.all ?? false, (l) => io.stderr.write(`${l}\n`));
+  // A group on a relayed subnet names its directed broadcast in Boottorrent.yaml.
+  for (const t of positionals)
+    for (const b of resolveTarget(env, t)?.broadcasts ?? []) if (!broadcasts.includes(b)) broadcasts.push(b);
   if (targets.length === 0) throw new UsageError('--all: the environment lists no hosts', HELP);
   if (values['next-boot'] !== undefined) {
     const os = values['next-boot'];

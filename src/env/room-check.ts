@@ -63,6 +63,7 @@ export function buildGroups(groups: Obj, dir: string): Group[] {
       name,
       ...settingsOf(o, dir),
       macs: list(o.macs).flatMap((m) => normalizeMac(m) ?? []),
+      broadcasts: list(o.broadcast),
       ranges: list(o.range).flatMap((r) => {
         const x = parseMacRange(r);
         return x ? [x] : [];

@@ -210,6 +210,8 @@ export interface Target {
   readonly macs: readonly string[];
   /** For a group: what could not be listed (a pattern, a large range), said to the user. */
   readonly unlisted?: string;
+  /** For a group: its directed broadcasts (wake sends there too). */
+  readonly broadcasts?: readonly string[];
 }
 
 /**
@@ -245,6 +247,7 @@ export function resolveTarget(
     label: g.name,
     macs: [...out].sort(),
     ...(unlisted.length > 0 ? { unlisted: unlisted.join(', ') } : {}),
+    ...(g.broadcasts.length > 0 ? { broadcasts: g.broadcasts } : {}),
   };
 }
 

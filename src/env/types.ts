@@ -84,6 +84,8 @@ export interface Group extends MachineSettings {
   /** Inclusive ranges of 48-bit MAC values. */
   readonly ranges: readonly { readonly first: number; readonly last: number }[];
   readonly patterns: readonly MacPattern[];
+  /** Directed broadcasts `wake` also sends this group's packets to (a relayed subnet). */
+  readonly broadcasts: readonly string[];
 }
 
 export interface Environment {

@@ -27,6 +27,7 @@ const group = (name: string, g: Partial<Group>): Group => ({
   macs: [],
   ranges: [],
   patterns: [],
+  broadcasts: [],
   ...g,
 });
 
@@ -148,6 +149,7 @@ groups:
   room-b:
     range: 52:54:00:00:00:00-52:54:00:00:00:ff
     pattern: ['02:00:00:*']
+    broadcast: 10.1.2.255
     oss: [exam, linux]
     default_os: exam
     cmdline: exam.mode=1
@@ -164,6 +166,8 @@ groups:
   assert.equal(g.overlay, join(dir, 'overlays/room-b'));
   assert.equal(g.ranges.length, 1);
   assert.equal(g.patterns.length, 1);
+  assert.deepEqual(g.broadcasts, ['10.1.2.255']);
+  assert.deepEqual(resolveTarget(env, 'room-b')?.broadcasts, ['10.1.2.255']);
   const m = machineOf(env, '52:54:00:00:00:07');
   assert.equal(m.defaultOs, 'exam');
   assert.equal(m.seedTime, 0);

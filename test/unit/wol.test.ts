@@ -38,6 +38,7 @@ test('targets: MACs in any form, host and group names (any case), --all, duplica
       macs: ['52:54:00:00:00:09'],
       ranges: [{ first: 0x525400000100, last: 0x525400000102 }],
       patterns: [[5, 2, 5, 4, 0, 0, 0, 0, 0, 0, -1, -1]],
+      broadcasts: [],
     },
   ];
   const env = { hosts, groups };
