@@ -78,6 +78,9 @@ function checkMac(raw: string, where: string): string {
   return normalizeMac(raw) ?? usage(`${where}: not a MAC address: ${JSON.stringify(raw)}`);
 }
 
+/** `boottorrent.mac=auto`, resolved by main.ts (efi-boot-nic.ts) before the agent starts. */
+export const AUTO_MAC = 'auto';
+
 /** `key=value` words of a kernel command line (ours has no quoting). */
 export function kernelParams(text: string): Map<string, string> {
   const params = new Map<string, string>();
@@ -102,7 +105,8 @@ export function argsFromKernelCmdline(text: string): AgentArgs {
   }
   return {
     server: checkServer(server, 'boottorrent.server'),
-    mac: checkMac(mac, 'boottorrent.mac'),
+    // A signed phase-1 image has one command line for all: the agent asks the firmware (main.ts).
+    mac: mac === 'auto' ? AUTO_MAC : checkMac(mac, 'boottorrent.mac'),
     dir: DEFAULT_DIR,
     network: true,
     dryRun: false,

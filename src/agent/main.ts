@@ -9,7 +9,8 @@ import { readFileSync } from 'node:fs';
 import { streamLogger, silentLogger } from '../util/logger.js';
 import { isBootTorrentError } from '../errors.js';
 import { Agent } from './agent.js';
-import { argsFromFlags, argsFromKernelCmdline, HOST_USAGE, type AgentArgs } from './cmdline.js';
+import { argsFromFlags, argsFromKernelCmdline, AUTO_MAC, HOST_USAGE, type AgentArgs } from './cmdline.js';
+import { resolveAutoMac } from './efi-boot-nic.js';
 
 function readArgs(argv: readonly string[]): AgentArgs {
   if (argv.length > 0) return argsFromFlags(argv);
@@ -24,6 +25,10 @@ async function main(argv: readonly string[]): Promise<number> {
   let args: AgentArgs;
   try {
     args = readArgs(argv);
+    if (args.mac === AUTO_MAC) {
+      args = { ...args, mac: await resolveAutoMac() };
+      process.stdout.write(`boottorrent-agent: booted from the NIC ${args.mac} (as the firmware says)\n`);
+    }
   } catch (err) {
     process.stderr.write(`boottorrent-agent: ${(err as Error).message}\n`);
     return 2;

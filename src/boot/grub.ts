@@ -23,8 +23,11 @@
  */
 import { BootTorrentError } from '../errors.js';
 
-/** `server.uefi_chain`: iPXE (unsigned; Secure Boot off) or Debian's signed shim and GRUB. */
-export type UefiChain = 'ipxe' | 'signed';
+/**
+ * `server.uefi_chain`: iPXE (unsigned; Secure Boot off), Debian's signed
+ * shim and GRUB, or phase 1 as one image signed with the lab's key (uki.ts).
+ */
+export type UefiChain = 'ipxe' | 'signed' | 'uki';
 
 /** Where Debian's packages put the signed binaries (shim-signed, grub-efi-amd64-signed). */
 export const SIGNED_CHAIN_FILES = {

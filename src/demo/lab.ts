@@ -78,8 +78,10 @@ export interface LabEnvOptions {
   peers?: boolean;
   /** Clients serve phase 1 to later clients (peers.phase1, #16). */
   phase1Peers?: boolean;
-  /** server.uefi_chain (signed: Debian's shim and GRUB for UEFI PXE clients). */
-  uefiChain?: 'ipxe' | 'signed';
+  /** server.uefi_chain (signed: Debian's shim and GRUB for UEFI PXE clients; uki: the lab-signed phase 1). */
+  uefiChain?: 'ipxe' | 'signed' | 'uki';
+  /** With uefiChain uki: the lab's key and certificate (server.uki_key, server.uki_cert). */
+  uki?: { key: string; cert: string };
   /** Per-MAC settings, each a YAML flow mapping such as `{ timeout: -1 }`. */
   hosts?: Readonly<Record<string, string>>;
 }
@@ -93,6 +95,9 @@ export function labEnvYaml(o: LabEnvOptions): string {
     '  interface: br0',
     `  address: ${o.lan}.1`,
     ...(o.uefiChain ? [`  uefi_chain: ${o.uefiChain}`] : []),
+    ...(o.uki
+      ? [`  uki_key: ${JSON.stringify(o.uki.key)}`, `  uki_cert: ${JSON.stringify(o.uki.cert)}`]
+      : []),
     'dhcp:',
     '  mode: full',
     `  range: ${o.lan}.${o.range[0]}-${o.lan}.${o.range[1]}`,

@@ -10,14 +10,20 @@ import { once } from 'node:events';
 import { join } from 'node:path';
 import type { LabProcess, NetLab } from './lab.js';
 
+export type VmFirmware = 'bios' | 'uefi' | 'uefi-secureboot' | 'uefi-secureboot-lab';
+
 export interface VmOptions {
   readonly name: string;
   readonly mac: string;
   /** Folder for the serial log and socket. */
   readonly dir: string;
   readonly memoryMb?: number;
-  /** uefi-secureboot: OVMF's Secure Boot build with Microsoft's keys enrolled, as shop PCs ship. */
-  readonly firmware?: 'bios' | 'uefi' | 'uefi-secureboot';
+  /**
+   * uefi-secureboot: OVMF's Secure Boot build with Microsoft's keys enrolled,
+   * as shop PCs ship; uefi-secureboot-lab: the same with Debian's snakeoil
+   * key as the only db key, standing in for a lab's own key.
+   */
+  readonly firmware?: VmFirmware;
   /** Path of qemu-system-x86_64. */
   readonly qemu: string;
   /** Open a socket so tests can type on the serial console. */
@@ -64,12 +70,18 @@ export class LabVm {
       '-boot',
       'n',
       ...(options.firmware === 'uefi' ? ['-bios', '/usr/share/ovmf/OVMF.fd'] : []),
-      ...(options.firmware === 'uefi-secureboot' ? secureBootFirmware(options.dir, options.name) : []),
+      ...(options.firmware === 'uefi-secureboot' || options.firmware === 'uefi-secureboot-lab'
+        ? secureBootFirmware(
+            options.dir,
+            options.name,
+            options.firmware === 'uefi-secureboot-lab' ? 'lab' : 'ms',
+          )
+        : []),
       '-netdev',
       `tap,id=n0,ifname=${tap},script=no,downscript=no`,
       '-device',
       // Under Secure Boot the NIC's iPXE option ROM (unsigned) would be refused: OVMF's own driver.
-      `virtio-net-pci,netdev=n0,mac=${options.mac}${options.firmware === 'uefi-secureboot' ? ',romfile=' : ''}`,
+      `virtio-net-pci,netdev=n0,mac=${options.mac}${options.firmware?.startsWith('uefi-secureboot') ? ',romfile=' : ''}`,
     ]);
   }
 
@@ -169,14 +181,22 @@ export class LabVm {
   }
 }
 
+/** Debian's test key in OVMF_VARS_4M.snakeoil.fd (PK, KEK and db), and its certificate; the key's passphrase is 'snakeoil'. */
+export const SNAKEOIL = {
+  key: '/usr/share/ovmf/PkKek-1-snakeoil.key',
+  cert: '/usr/share/ovmf/PkKek-1-snakeoil.pem',
+  passphrase: 'snakeoil',
+} as const;
+
 /**
  * OVMF with Secure Boot enforced: the SMM build (q35, SMM on, flash writes
  * only from SMM) and a private copy of the variable store with Microsoft's
- * keys enrolled (Debian's OVMF_VARS_4M.ms.fd).
+ * keys enrolled (Debian's OVMF_VARS_4M.ms.fd), or with the snakeoil key as
+ * a lab's (OVMF_VARS_4M.snakeoil.fd).
  */
-function secureBootFirmware(dir: string, name: string): string[] {
+export function secureBootFirmware(dir: string, name: string, keys: 'ms' | 'lab' = 'ms'): string[] {
   const vars = join(dir, `${name}.vars.fd`);
-  copyFileSync('/usr/share/OVMF/OVMF_VARS_4M.ms.fd', vars);
+  copyFileSync(`/usr/share/OVMF/OVMF_VARS_4M.${keys === 'ms' ? 'ms' : 'snakeoil'}.fd`, vars);
   return [
     '-machine',
     'q35,smm=on',

@@ -11,6 +11,7 @@ import { LineCounter, isMap, isScalar, parseDocument, type Node } from 'yaml';
 import { BootTorrentError } from '../errors.js';
 import { checkDocument, loadSchema, suggest, type Checked, type SchemaName } from './schema.js';
 import { machineProblems, type MachineOptions } from './machine.js';
+import { labKeyProblem } from '../boot/uki.js';
 import { buildGroups, buildHosts, checkRoom } from './room-check.js';
 import type { UefiChain } from '../boot/grub.js';
 import type { DhcpMode, Environment, LogLevel, OsEntry, Problem } from './types.js';
@@ -133,6 +134,8 @@ interface Draft {
   tftp: boolean;
   ipxeDir: string;
   uefiChain: UefiChain;
+  ukiKey?: string;
+  ukiCert?: string;
   dhcpMode?: DhcpMode;
   range?: string;
   lease?: string | number;
@@ -182,6 +185,8 @@ function mapV1(v: Obj, bad: (field: string) => boolean): Draft {
     tftp: (server.tftp as boolean | undefined) ?? true,
     ipxeDir: (server.ipxe_dir as string | undefined) ?? '/usr/lib/ipxe',
     uefiChain: (server.uefi_chain as UefiChain | undefined) ?? 'ipxe',
+    ...(typeof server.uki_key === 'string' ? { ukiKey: server.uki_key } : {}),
+    ...(typeof server.uki_cert === 'string' ? { ukiCert: server.uki_cert } : {}),
     dhcpMode: bad('dhcp.mode') ? undefined : ((dhcp.mode as DhcpMode | undefined) ?? 'proxy'),
     range: dhcp.range as string | undefined,
     lease: (dhcp.lease_time as string | number | undefined) ?? '12h',
@@ -596,6 +601,52 @@ export async function inspectEnvironment(envDir: string, opts: ValidateOptions =
       ),
     );
   }
+  // The lab-key path: PXE firmware fetches the signed phase-1 image over TFTP.
+  if (draft && draft.uefiChain === 'uki') {
+    if (!draft.tftp)
+      problems.push(
+        at(
+          'server.tftp',
+          'TFTP is off but server.uefi_chain is uki: PXE firmware fetches the signed phase-1 image over TFTP',
+          'turn TFTP on (server.tftp: true)',
+        ),
+      );
+    for (const [field, value, kind] of [
+      ['server.uki_key', draft.ukiKey, 'key'],
+      ['server.uki_cert', draft.ukiCert, 'cert'],
+    ] as const) {
+      if (value === undefined) {
+        problems.push(
+          at(
+            field,
+            `server.uefi_chain is uki but ${field} is not set`,
+            kind === 'key'
+              ? 'name the lab\'s private key (PEM; docs/deployment.md, "Secure Boot with the lab\'s key")'
+              : "name the lab's certificate (PEM), the one the machines have enrolled",
+          ),
+        );
+        continue;
+      }
+      const file = resolve(dir, value);
+      const bad = labKeyProblem(file, kind);
+      if (bad) problems.push(at(field, bad.message, bad.fix));
+      else if (kind === 'key' && (statSync(file).mode & 0o077) !== 0)
+        warnings.push(
+          at(
+            field,
+            `${file} is readable by other users of the server: anyone who has it can sign what your machines run`,
+            `chmod 600 ${file}`,
+          ),
+        );
+    }
+  } else if (draft && (draft.ukiKey !== undefined || draft.ukiCert !== undefined))
+    warnings.push(
+      at(
+        draft.ukiKey !== undefined ? 'server.uki_key' : 'server.uki_cert',
+        `ignored: server.uefi_chain is ${draft.uefiChain}, not uki`,
+        'set server.uefi_chain: uki to serve the lab-signed phase 1, or remove it',
+      ),
+    );
 
   // --- this machine ----------------------------------------------------------------
   if (draft && opts.machineChecks !== false && draft.address !== undefined) {
@@ -648,6 +699,10 @@ function build(dir: string, d: Draft, oss: OsEntry[], warnings: Problem[]): Envi
       tftp: d.tftp,
       ipxeDir: d.ipxeDir,
       uefiChain: d.uefiChain,
+      uki:
+        d.uefiChain === 'uki' && d.ukiKey !== undefined && d.ukiCert !== undefined
+          ? { key: resolve(dir, d.ukiKey), cert: resolve(dir, d.ukiCert) }
+          : null,
     },
     dhcp: {
       mode: d.dhcpMode!,

@@ -5,6 +5,7 @@
  * Kept apart so unit tests of the pure checks stay deterministic.
  */
 import { SIGNED_CHAIN_FILES, SIGNED_CHAIN_PACKAGES, type UefiChain } from '../boot/grub.js';
+import { UKI_PACKAGES, UKI_STUB } from '../boot/uki.js';
 import { createSocket } from 'node:dgram';
 import { existsSync } from 'node:fs';
 import { createServer } from 'node:net';
@@ -158,6 +159,15 @@ export async function machineProblems(
         field: 'server.uefi_chain',
         message: `the signed boot chain is missing: ${gone.join(', ')}`,
         fix: `apt-get install ${SIGNED_CHAIN_PACKAGES} (docs/deployment.md, "Secure Boot")`,
+      });
+  }
+  if (cfg.uefiChain === 'uki') {
+    const gone = [UKI_STUB, '/usr/bin/sbsign', '/usr/bin/objcopy'].filter((f) => !existsSync(f));
+    if (gone.length)
+      out.push({
+        field: 'server.uefi_chain',
+        message: `building the lab-signed phase-1 image needs ${gone.join(', ')}`,
+        fix: `apt-get install ${UKI_PACKAGES} (docs/deployment.md, "Secure Boot with the lab's key")`,
       });
   }
   return out;

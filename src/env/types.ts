@@ -102,8 +102,10 @@ export interface Environment {
     readonly httpPort: number;
     readonly tftp: boolean;
     readonly ipxeDir: string;
-    /** What UEFI PXE firmware is given: iPXE, or Debian's signed shim and GRUB (Secure Boot). */
+    /** What UEFI PXE firmware is given: iPXE, Debian's signed shim and GRUB, or the lab-signed phase 1 (Secure Boot). */
     readonly uefiChain: UefiChain;
+    /** With uefiChain uki: the lab's key and certificate (absolute paths). */
+    readonly uki: { readonly key: string; readonly cert: string } | null;
   };
   readonly dhcp: {
     readonly mode: DhcpMode;

@@ -36,6 +36,7 @@ import { generateStage0Script } from './stage0.js';
 import { findIcuPackage, trimIcuPackage } from './icu.js';
 import { sharedLibraries } from './libs.js';
 import {
+  EFI_MODULES,
   NIC_MODULES,
   QEMU_MODULES,
   SERVER_NIC_MODULES,
@@ -524,6 +525,7 @@ export async function buildPhase1(
   );
   const wanted = [
     ...NIC_MODULES,
+    ...EFI_MODULES,
     ...(options.serverNics === true ? SERVER_NIC_MODULES : []),
     ...(flavor === 'qemu' ? QEMU_MODULES : []),
   ];

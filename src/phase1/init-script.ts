@@ -62,6 +62,10 @@ load() {
 }
 echo "BootTorrent phase 1: loading network drivers"
 ${insmods}
+# UEFI variables: a signed phase-1 image learns its boot NIC from BootCurrent (boottorrent.mac=auto).
+if [ -d /sys/firmware/efi/efivars ] && ! mounted /sys/firmware/efi/efivars; then
+  mount -t efivarfs efivarfs /sys/firmware/efi/efivars 2>/dev/null || true
+fi
 ip link set lo up
 if [ "$DEBUG" = 1 ]; then
   echo "BootTorrent phase 1: interfaces:"

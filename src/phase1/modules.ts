@@ -38,6 +38,9 @@ export const NIC_MODULES: readonly string[] = [
   'ne2k_pci',
 ];
 
+/** efivarfs: phase 1 reads which NIC the firmware booted from (boottorrent.mac=auto). */
+export const EFI_MODULES: readonly string[] = ['efivarfs'];
+
 /**
  * 10/25/40/100G server NICs, opt-in (`--server-nics`): together ~12 MB
  * uncompressed, ~3 MB in the compressed initramfs, for hardware that labs

@@ -36,6 +36,7 @@ import { PhaseOneSourcing } from './phase1-sources.js';
 import type { PayloadFailure, PayloadProgress } from '../boot/policy.js';
 import { logClientEvents } from './event-log.js';
 import { NextBootStore } from './next-boot.js';
+import { buildSignedUki } from '../boot/uki.js';
 import { roomActions } from './room-actions.js';
 import { groupsOf, machineOf } from '../env/room.js';
 import type { ChangeSource, DashboardAction } from '../dashboard/dashboard.js';
@@ -271,7 +272,8 @@ export class BootServer {
     );
     this.api = api;
     const phase1 = { ...(await this.phaseOneFiles(env)), keyArchive };
-    await this.startNetboot(env, iface, base, api, phase1, signing.sign);
+    const uefiImage = await this.labSignedPhaseOne(env, phase1, base);
+    await this.startNetboot(env, iface, base, api, phase1, signing.sign, uefiImage);
 
     // 5. Dashboard and status API, the client log, server.json, reloads.
     this.dashboard = await this.startDashboard(token);
@@ -385,6 +387,7 @@ export class BootServer {
     api: ClientApi,
     phase1: PhaseOneFiles,
     signConfig: (body: Buffer) => string,
+    uefiImage: string | undefined,
   ): Promise<void> {
     this.netboot = new NetbootServer(
       {
@@ -400,6 +403,7 @@ export class BootServer {
         },
         ipxeDir: env.server.ipxeDir,
         uefiChain: env.server.uefiChain,
+        ...(uefiImage ? { uefiImage } : {}),
         httpPort: env.server.httpPort,
         ...(this.options.httpLimits ? { httpLimits: this.options.httpLimits } : {}),
         ...(this.options.tftpPort !== undefined ? { tftpPort: this.options.tftpPort } : {}),
@@ -446,6 +450,30 @@ export class BootServer {
       if (why) this.store.unserved(mac, client.arch, why);
     });
     await this.netboot.listen();
+  }
+
+  /**
+   * With server.uefi_chain: uki, phase 1 as one image signed with the lab's
+   * key (src/boot/uki.ts): the whole initramfs (peers cannot serve a part of
+   * a signed image) and the server's key archive, built once per phase 1
+   * and key into the state folder.
+   */
+  private async labSignedPhaseOne(
+    env: Environment,
+    p: PhaseOneFiles,
+    base: string,
+  ): Promise<string | undefined> {
+    if (env.server.uefiChain !== 'uki' || !env.server.uki) return undefined;
+    this.log.info("building phase 1 as one image signed with the lab's key", { cert: env.server.uki.cert });
+    const file = await buildSignedUki(join(this.stateDir, 'uki'), {
+      kernel: join(p.dir, p.kernel),
+      initrds: [...p.initrds.map((f) => join(p.dir, f)), ...(p.keyArchive ? [p.keyArchive] : [])],
+      cmdline: `${p.cmdline} boottorrent.server=${base} boottorrent.mac=auto`.trim(),
+      key: env.server.uki.key,
+      cert: env.server.uki.cert,
+    });
+    this.log.info('lab-signed phase 1 ready', { file });
+    return file;
   }
 
   /** The dashboard and status API on their own port. */

@@ -43,6 +43,8 @@ export interface DefaultBootPolicyOptions {
   uefiLoader?: 'ipxe.efi' | 'snponly.efi';
   /** TFTP file for UEFI x64 PXE firmware when not uefiLoader: shimx64.efi for the signed chain (HTTP Boot keeps uefiLoader). */
   uefiPxeFile?: string;
+  /** HTTP Boot file for UEFI x64 when not uefiLoader: the lab-signed phase-1 image. */
+  uefiHttpFile?: string;
   /** TFTP file for BIOS PXE ROMs (default undionly.kpxe). */
   biosFile?: string;
   /** TFTP file for UEFI arm64; default none (Debian's ipxe package has no arm64 build: such clients get no boot offer). */
@@ -55,10 +57,13 @@ export interface DefaultBootPolicyOptions {
 
 /** The architecture rule alone (no allow-list): ServerBootPolicy asks it once a MAC may boot. */
 export class DefaultBootPolicy implements FirmwareChain {
-  readonly #o: Required<Omit<DefaultBootPolicyOptions, 'ia32File' | 'arm64File' | 'uefiPxeFile'>> & {
+  readonly #o: Required<
+    Omit<DefaultBootPolicyOptions, 'ia32File' | 'arm64File' | 'uefiPxeFile' | 'uefiHttpFile'>
+  > & {
     ia32File?: string;
     arm64File?: string;
     uefiPxeFile?: string;
+    uefiHttpFile?: string;
   };
 
   constructor(options: DefaultBootPolicyOptions) {
@@ -89,7 +94,7 @@ export class DefaultBootPolicy implements FirmwareChain {
       case 'uefi-arm64':
         return o.arm64File ? tftp(o.arm64File) : undefined;
       case 'uefi-x64-http':
-        return { kind: 'http', url: this.httpUrl(o.uefiLoader) };
+        return { kind: 'http', url: this.httpUrl(o.uefiHttpFile ?? o.uefiLoader) };
       case 'uefi-arm64-http':
         return o.arm64File ? { kind: 'http', url: this.httpUrl(o.arm64File) } : undefined;
       case 'uefi-ia32':

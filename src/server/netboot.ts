@@ -18,6 +18,7 @@ import {
   peHasSignature,
   type UefiChain,
 } from '../boot/grub.js';
+import { UKI_NAME } from '../boot/uki.js';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { BootTorrentError } from '../errors.js';
 import { silentLogger, type Logger } from '../util/logger.js';
@@ -66,8 +67,10 @@ export interface NetbootOptions {
   /** Folder with undionly.kpxe, ipxe.efi, snponly.efi (default Debian's /usr/lib/ipxe). */
   ipxeDir?: string;
   uefiLoader?: 'ipxe.efi' | 'snponly.efi';
-  /** UEFI PXE firmware gets Debian's signed shim and GRUB instead of iPXE (src/boot/grub.ts). */
+  /** UEFI PXE firmware gets Debian's signed shim and GRUB instead of iPXE (src/boot/grub.ts), or uefiImage. */
   uefiChain?: UefiChain;
+  /** With uefiChain uki: the lab-signed phase-1 image (src/boot/uki.ts), for UEFI PXE and HTTP Boot. */
+  uefiImage?: string;
   httpPort?: number;
   /** Deadlines and connection caps of the HTTP server (default HTTP_LIMITS). */
   httpLimits?: BootHttpOptions['limits'];
@@ -117,6 +120,9 @@ export class NetbootServer {
         httpPort,
         uefiLoader: options.uefiLoader ?? 'ipxe.efi',
         ...(options.uefiChain === 'signed' ? { uefiPxeFile: SHIM_NAME } : {}),
+        ...(options.uefiChain === 'uki' && options.uefiImage
+          ? { uefiPxeFile: UKI_NAME, uefiHttpFile: UKI_NAME }
+          : {}),
         // Offered to ARM64 UEFI only when the folder has a build for it (Debian's ipxe has none).
         ...(existsSync(join(this.ipxeDir, 'ipxe-arm64.efi')) ? { arm64File: 'ipxe-arm64.efi' } : {}),
         publicUrl,
@@ -142,6 +148,7 @@ export class NetbootServer {
       IPXE_FILES.map((f) => [f, join(this.ipxeDir, f)]),
     );
     if (options.uefiChain === 'signed') Object.assign(ipxe, this.signedChainFiles(policy));
+    if (options.uefiChain === 'uki' && options.uefiImage) ipxe[UKI_NAME] = options.uefiImage;
     this.tftp =
       options.tftp === false
         ? undefined
@@ -159,7 +166,12 @@ export class NetbootServer {
           ...(options.phase1.keyArchive ? { '/phase1-key/': dirname(options.phase1.keyArchive) } : {}),
         },
         // UEFI HTTP Boot gets http://server/<loader> from DHCP.
-        files: Object.fromEntries(IPXE_FILES.map((f) => [`/${f}`, join(this.ipxeDir, f)])),
+        files: {
+          ...Object.fromEntries(IPXE_FILES.map((f) => [`/${f}`, join(this.ipxeDir, f)])),
+          ...(options.uefiChain === 'uki' && options.uefiImage
+            ? { [`/${UKI_NAME}`]: options.uefiImage }
+            : {}),
+        },
         ...(options.httpLimits ? { limits: options.httpLimits } : {}),
       },
       {

@@ -122,7 +122,8 @@ export function roomActions(s: RoomActionServices): Record<string, (body: unknow
           broadcasts.push(b);
         }
       }
-      for (const t of targets) for (const b of t.broadcasts ?? []) if (!broadcasts.includes(b)) broadcasts.push(b);
+      for (const t of targets)
+        for (const b of t.broadcasts ?? []) if (!broadcasts.includes(b)) broadcasts.push(b);
       const next = o.nextBoot !== undefined ? nextBootOf(bodyObject(o.nextBoot), 'nextBoot.') : undefined;
       if (next) await setNext(targets, next.os, next.once);
       const env = s.environment();

@@ -65,6 +65,7 @@ test('a v0 environment (the older tool example layout) loads and maps onto v1', 
     tftp: true,
     ipxeDir: '/usr/lib/ipxe',
     uefiChain: 'ipxe',
+    uki: null,
   });
   assert.deepEqual(env.dhcp, {
     mode: 'full',
@@ -158,6 +159,7 @@ log_level: debug
     tftp: true,
     ipxeDir: '/opt/ipxe',
     uefiChain: 'signed',
+    uki: null,
   });
   assert.deepEqual(env.dhcp, {
     mode: 'full',
