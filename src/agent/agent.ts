@@ -8,7 +8,7 @@
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { createPublicKey, randomBytes, type KeyObject } from 'node:crypto';
 import { connect, createServer } from 'node:net';
-import { readFile } from 'node:fs/promises';
+import { readFile, rm } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import type { Readable, Writable } from 'node:stream';
 import { promisify } from 'node:util';
@@ -679,6 +679,9 @@ export class Agent {
         'that the kernel is an x86-64 bzImage and that kexec is allowed',
       );
     }
+    // Loaded into the kernel: the joined initramfs and the overlay (the machine's keys) go.
+    await rm(join(this.args.dir, `.boottorrent-initrd-${os.id}`), { force: true });
+    await rm(join(this.args.dir, '.boottorrent-overlay.cpio'), { force: true });
     this.stage('booting', os);
     await this.reporter?.flush(2000);
     // The server no longer sends clients here; those fetching from us may finish.

@@ -196,7 +196,21 @@ export async function fetchOverlay(
  * OSs: folders and plain files only, every path inside `dir`.
  */
 export async function unpackOverlay(archive: string, dir: string): Promise<void> {
-  const entries = decodeCpio(await readFile(archive));
+  try {
+    await unpackInto(decodeCpio(await readFile(archive)), dir);
+  } catch (err) {
+    throw new StepFailure(
+      'overlay of this machine',
+      `cannot unpack it into ${dir}: ${errText(err)}`,
+      "the overlay's files on the server (folders and plain files only)",
+      {
+        cause: err,
+      },
+    );
+  }
+}
+
+async function unpackInto(entries: ReturnType<typeof decodeCpio>, dir: string): Promise<void> {
   await rm(dir, { recursive: true, force: true });
   await mkdir(dir, { mode: 0o700 });
   for (const e of entries) {
@@ -629,7 +643,8 @@ export async function singleInitrd(
   if (files.length === 1) return files[0]!;
   const out = join(dir, `.boottorrent-initrd-${osId}`);
   const tmp = `${out}.tmp`;
-  const ws = createWriteStream(tmp);
+  // It may hold the machine's overlay (keys): root's only.
+  const ws = createWriteStream(tmp, { mode: 0o600 });
   let offset = 0;
   for (const f of files) {
     // An uncompressed archive must start at a multiple of 4 bytes into the

@@ -13,8 +13,17 @@
  * devices and anything above the limits below are refused, naming the file.
  */
 import { createHash } from 'node:crypto';
-import { lstatSync, readFileSync, readdirSync } from 'node:fs';
-import { join } from 'node:path';
+import {
+  closeSync,
+  constants,
+  fstatSync,
+  lstatSync,
+  openSync,
+  readFileSync,
+  readdirSync,
+  realpathSync,
+} from 'node:fs';
+import { join, relative, sep, isAbsolute } from 'node:path';
 import { OVERLAY_MAX_BYTES } from '../boot-config.js';
 import { encodeCpio, type CpioEntry } from '../phase1/cpio.js';
 
@@ -32,10 +41,17 @@ export interface OverlayFacts {
 export interface OverlayFile {
   /** '/'-separated, relative to the overlay folder. */
   readonly path: string;
-  /** Permission bits (0o777 and the sticky/set-id bits dropped). */
+  /** Permission bits (set-id bits dropped; a folder keeps its sticky bit). */
   readonly mode: number;
   readonly data: Buffer;
 }
+
+/**
+ * Top-level folders that are links on a merged-/usr OS (Debian 12, Fedora,
+ * ...): an overlay folder of that name replaces the link in the unpacked
+ * root (the kernel's unpacker does so), and the OS loses /lib.
+ */
+export const MERGED_USR_LINKS = ['bin', 'sbin', 'lib', 'lib32', 'lib64', 'libx32'];
 
 export interface OverlayProblem {
   /** The file (or the folder) at fault, absolute. */
@@ -54,8 +70,13 @@ export function fallbackName(mac: string): string {
  * links and special files are refused, as are more than OVERLAY_MAX_FILES
  * files or OVERLAY_MAX_BYTES in all. Never follows a link.
  */
-export function readOverlay(dir: string): { files: OverlayFile[]; problems: OverlayProblem[] } {
+export function readOverlay(dir: string): {
+  files: OverlayFile[];
+  dirs: OverlayFile[];
+  problems: OverlayProblem[];
+} {
   const files: OverlayFile[] = [];
+  const dirs: OverlayFile[] = [];
   const problems: OverlayProblem[] = [];
   let bytes = 0;
   const walk = (abs: string, rel: string): void => {
@@ -74,8 +95,10 @@ export function readOverlay(dir: string): { files: OverlayFile[]; problems: Over
       const p = join(abs, n);
       const r = rel ? `${rel}/${n}` : n;
       const st = lstatSync(p);
-      if (st.isDirectory()) walk(p, r);
-      else if (!st.isFile())
+      if (st.isDirectory()) {
+        dirs.push({ path: r, mode: st.mode & 0o1777, data: Buffer.alloc(0) });
+        walk(p, r);
+      } else if (!st.isFile())
         problems.push({
           file: p,
           message: st.isSymbolicLink()
@@ -101,7 +124,7 @@ export function readOverlay(dir: string): { files: OverlayFile[]; problems: Over
           return;
         }
         try {
-          files.push({ path: r, mode: st.mode & 0o777, data: readFileSync(p) });
+          files.push({ path: r, mode: st.mode & 0o777, data: readPlainFile(p) });
         } catch (err) {
           problems.push({
             file: p,
@@ -116,18 +139,41 @@ export function readOverlay(dir: string): { files: OverlayFile[]; problems: Over
     if (!lstatSync(dir).isDirectory())
       return {
         files,
+        dirs,
         problems: [{ file: dir, message: 'is not a folder', fix: 'name a folder of the environment' }],
       };
   } catch {
     return {
       files,
+      dirs,
       problems: [
         { file: dir, message: 'does not exist', fix: `create it (mkdir -p ${dir}) or correct the path` },
       ],
     };
   }
   walk(dir, '');
-  return { files, problems };
+  return { files, dirs, problems };
+}
+
+/** A file's bytes, never through a link (swapped in after the folder was listed): O_NOFOLLOW, then a plain file. */
+function readPlainFile(p: string): Buffer {
+  const fd = openSync(p, constants.O_RDONLY | constants.O_NOFOLLOW);
+  try {
+    if (!fstatSync(fd).isFile()) throw new Error('is not a plain file');
+    return readFileSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** True when `dir` (links resolved) is inside `root` (links resolved). */
+export function insideRoot(root: string, dir: string): boolean {
+  try {
+    const rel = relative(realpathSync(root), realpathSync(dir));
+    return rel !== '' && rel !== '..' && !rel.startsWith(`..${sep}`) && !isAbsolute(rel);
+  } catch {
+    return false;
+  }
 }
 
 const isText = (b: Buffer) => !b.includes(0);
@@ -163,15 +209,20 @@ export function renderFile(data: Buffer, facts: OverlayFacts): Buffer {
 export function overlayArchive(
   dirs: readonly string[],
   facts: OverlayFacts,
+  /** The environment folder: an overlay folder must be inside it once links are resolved. */
+  root?: string,
 ): { archive: Buffer; sha256: string } {
   const byPath = new Map<string, OverlayFile>();
+  const dirModes = new Map<string, number>();
   for (const d of dirs) {
-    const { files, problems } = readOverlay(d);
+    if (root !== undefined && !insideRoot(root, d)) throw new Error(`overlay ${d} is not inside ${root}`);
+    const { files, dirs: folders, problems } = readOverlay(d);
     if (problems.length > 0) {
       const p = problems[0]!;
       throw new Error(`overlay ${p.file} ${p.message} (fix: ${p.fix})`);
     }
     for (const f of files) byPath.set(f.path, f);
+    for (const f of folders) dirModes.set(f.path, f.mode);
   }
   const entries: CpioEntry[] = [];
   const dirsSeen = new Set<string>();
@@ -181,7 +232,8 @@ export function overlayArchive(
       const d = parts.slice(0, i).join('/');
       if (!dirsSeen.has(d)) {
         dirsSeen.add(d);
-        entries.push({ type: 'dir', path: d, mode: 0o755 });
+        // The folder's own mode (a tmp/ keeps 1777): the kernel applies it to the OS's folder.
+        entries.push({ type: 'dir', path: d, mode: dirModes.get(d) ?? 0o755 });
       }
     }
     const f = byPath.get(path)!;

@@ -502,6 +502,7 @@ export async function inspectEnvironment(envDir: string, opts: ValidateOptions =
       },
       known,
       osFix,
+      bad: (field) => checked.problems.some((p) => p.field === field || p.field.startsWith(`${field}[`)),
       boot: { defaultOs: draft.defaultOs ?? null, timeout: draft.timeout ?? 30, seedTime: draft.seedTime },
     });
     problems.push(...room.problems);

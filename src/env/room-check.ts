@@ -7,7 +7,15 @@
  * disagree, overlay folders and their files.
  */
 import { isAbsolute, join, normalize, relative, sep } from 'node:path';
-import { PLACEHOLDERS, readOverlay, unknownPlaceholders } from '../boot/overlay.js';
+import { existsSync } from 'node:fs';
+import { OVERLAY_MAX_BYTES } from '../boot-config.js';
+import {
+  MERGED_USR_LINKS,
+  PLACEHOLDERS,
+  insideRoot,
+  readOverlay,
+  unknownPlaceholders,
+} from '../boot/overlay.js';
 import { normalizeMac } from '../util/address.js';
 import { disagreements, machineOf, parseMacPattern, parseMacRange, sharedMac } from './room.js';
 import type { Group, HostOverride, MachineSettings, Problem } from './types.js';
@@ -27,6 +35,8 @@ export interface RoomContext {
   /** Position of a mapping key (for a bad key itself). */
   readonly keyAt: (path: string, message: string, fix: string) => Problem;
   readonly known: (osId: string) => boolean;
+  /** True when the schema already found a problem at this field (its value was left out). */
+  readonly bad: (field: string) => boolean;
   readonly osFix: (osId: string) => string;
   readonly boot: { readonly defaultOs: string | null; readonly timeout: number; readonly seedTime: number };
 }
@@ -85,6 +95,8 @@ export function checkRoom(
   const problems: Problem[] = [];
   const warnings: Problem[] = [];
   const overlaysChecked = new Set<string>();
+  /** Bytes of each overlay folder checked, for the sum a machine gets. */
+  const overlayBytes = new Map<string, number>();
 
   const checkSettings = (path: string, o: Obj): void => {
     const oss = Array.isArray(o.oss) ? list(o.oss) : undefined;
@@ -126,7 +138,28 @@ export function checkRoom(
     if (overlaysChecked.has(abs)) return;
     overlaysChecked.add(abs);
     const shown = join(c.envDir, rel);
-    const { files, problems: found } = readOverlay(abs);
+    if (existsSync(abs) && !insideRoot(c.dir, abs)) {
+      problems.push(
+        c.at(
+          field,
+          `'${written}' leads out of the environment through a symbolic link`,
+          'make the overlay a real folder inside the environment',
+        ),
+      );
+      return;
+    }
+    const { files, dirs, problems: found } = readOverlay(abs);
+    for (const d of dirs)
+      if (MERGED_USR_LINKS.includes(d.path))
+        warnings.push({
+          file: join(shown, d.path),
+          field: `(overlay of ${field})`,
+          message: `on a merged-/usr OS /${d.path} is a link to usr/${d.path}: this folder replaces the link in the booted root`,
+          fix: `put its files under usr/${d.path} instead`,
+        });
+    let bytes = 0;
+    for (const f of files) bytes += f.data.length;
+    overlayBytes.set(abs, bytes);
     for (const p of found)
       problems.push({
         file: join(c.envDir, relative(c.dir, p.file)) || shown,
@@ -225,12 +258,26 @@ export function checkRoom(
     if (groupNames.has(name.toLowerCase()))
       problems.push(c.keyAt(path, `'${name}' differs from another group only in case`, 'rename one of them'));
     groupNames.add(name.toLowerCase());
+    for (const p of list(o.pattern))
+      if (!parseMacPattern(p))
+        problems.push(
+          c.at(
+            `${path}.pattern`,
+            `'${p}' names fewer than six pairs and does not end in ':*'`,
+            `write six pairs (with ? for any digit) or end it with ':*', e.g. ${p.replace(/:?\*?$/, '')}:*`,
+          ),
+        );
     for (const r of list(o.range))
       if (!parseMacRange(r))
         problems.push(
           c.at(`${path}.range`, `'${r}' ends before it starts`, 'write the lower MAC first: FIRST-LAST'),
         );
-    if (o.macs === undefined && o.range === undefined && o.pattern === undefined)
+    if (
+      o.macs === undefined &&
+      o.range === undefined &&
+      o.pattern === undefined &&
+      !['macs', 'range', 'pattern'].some((f) => c.bad(`${path}.${f}`))
+    )
       problems.push(c.at(path, 'matches no machine', `add macs:, range: or pattern: to ${path}`));
     checkSettings(path, o);
   }
@@ -242,9 +289,21 @@ export function checkRoom(
       const a = groups[i]!;
       const b = groups[j]!;
       const fields = disagreements(a, b);
-      if (fields.length === 0) continue;
       const mac = sharedMac(a, b);
       if (!mac) continue;
+      if (fields.length === 0) {
+        // Agreeing field by field, they may still combine into a default their menu lacks.
+        const m = machineOf({ hosts: new Map(), groups: [a, b], boot: c.boot }, mac);
+        if (m.oss && m.defaultOs !== null && !m.oss.includes(m.defaultOs) && c.known(m.defaultOs))
+          problems.push(
+            c.at(
+              `groups.${b.name}`,
+              `shares machine ${mac} with groups.${a.name}: together they boot '${m.defaultOs}', which their menu (oss: ${m.oss.join(', ')}) does not offer`,
+              `set oss and default_os in the same group, or add ${m.defaultOs} to oss`,
+            ),
+          );
+        continue;
+      }
       problems.push(
         c.at(
           `groups.${b.name}`,
@@ -258,6 +317,16 @@ export function checkRoom(
   const hosts = buildHosts(hostsRaw, c.dir);
   for (const mac of hosts.keys()) {
     const own = hosts.get(mac)!;
+    const all = machineOf({ hosts, groups, boot: c.boot }, mac).overlays;
+    const sum = all.reduce((n, d) => n + (overlayBytes.get(normalize(d)) ?? 0), 0);
+    if (sum > OVERLAY_MAX_BYTES)
+      problems.push(
+        c.at(
+          `hosts.${[...seen].find(([n]) => n === mac)?.[1] ?? mac}`,
+          `its overlays (${all.length} folders) hold ${sum} bytes, more than the ${OVERLAY_MAX_BYTES} one machine is sent`,
+          'put large files in the OS folder instead',
+        ),
+      );
     if (own.oss && own.defaultOs) continue; // checked above, at the host's own fields
     const m = machineOf({ hosts, groups, boot: c.boot }, mac);
     if (m.oss && m.defaultOs !== null && !m.oss.includes(m.defaultOs) && c.known(m.defaultOs))

@@ -113,6 +113,15 @@ export interface ServerInfoFile {
 }
 
 export const STATE_DIR = '.boottorrent';
+/** Stages only an agent's (token-checked) report sets. */
+const AGENT_STAGES: ReadonlySet<string> = new Set([
+  'menu',
+  'downloading',
+  'verifying',
+  'seeding',
+  'booting',
+  'running',
+]);
 export const SERVER_INFO = 'server.json';
 
 function interfaceOf(address: string): string | undefined {
@@ -280,7 +289,7 @@ export class BootServer {
     // A machine that starts its OS (kexec: booting; qemu, bin: running) has used a `once` next boot.
     const started = (stage: string | null) => stage === 'booting' || stage === 'running';
     this.store.on('stage', (c, previous) => {
-      if (started(c.stage) && !started(previous)) this.nextBootUsed(c.mac);
+      if (started(c.stage) && !started(previous) && c.os) this.nextBootUsed(c.mac, c.os);
     });
     logClientEvents(this.store, this.log, (mac) => this.environment.hosts.get(mac)?.name ?? null);
     await writeAtomic(
@@ -504,7 +513,9 @@ export class BootServer {
                   environment: () => this.environment,
                   nextBoot: this.nextBoot!,
                   osIds: () => this.library?.entries().map((e) => e.os.id) ?? [],
-                  knownMacs: () => this.store.list().map((c) => c.mac),
+                  // Machines whose agent reported with its token, not any MAC a DHCP packet named.
+                  knownMacs: () =>
+                    this.store.list().flatMap((c) => (AGENT_STAGES.has(c.stage) ? [c.mac] : [])),
                   logger: this.log,
                   signal: this.stopping.signal,
                   onChange: () => this.roomChanged.emit('change'),
@@ -615,11 +626,11 @@ export class BootServer {
     return this.api;
   }
 
-  /** A machine reported it boots: a `once` next boot that applied to it is used up. */
-  private nextBootUsed(mac: string): void {
+  /** A machine reported it boots `os`: a `once` next boot of that OS that applied to it is used up. */
+  private nextBootUsed(mac: string, os: string): void {
     const groups = groupsOf(this.environment, mac).map((g) => g.name);
     this.nextBoot
-      ?.booted(mac, groups)
+      ?.booted(mac, groups, os)
       .then((e) => {
         if (e) this.roomChanged.emit('change');
         if (e)

@@ -57,6 +57,10 @@ export interface ClientApiServices {
   readonly logger?: Logger;
 }
 
+/** How long a rendered overlay is reused for the same MAC and address. */
+export const OVERLAY_CACHE_MS = 30_000;
+const OVERLAY_CACHE_ENTRIES = 1024;
+
 /** A menu with a next boot set but waiting forever counts down this long instead (seconds). */
 export const NEXT_BOOT_TIMEOUT = 10;
 
@@ -66,6 +70,10 @@ export class ClientApi {
   private readonly drops: DropLog;
   /** Typed errors met in reports (a report that does not parse), by code. */
   readonly errors = new ErrorCounts();
+  /** Rendered overlays by "mac address" (overlayFor). */
+  private readonly overlays = new Map<string, { env: Environment; at: number; archive: Buffer }>();
+  /** Overlays that could not be built, logged once per MAC per minute. */
+  private readonly overlayDrops: DropLog;
 
   constructor(
     private readonly options: ClientApiOptions,
@@ -73,6 +81,7 @@ export class ClientApi {
   ) {
     this.log = services.logger ?? silentLogger;
     this.drops = new DropLog(this.log.child('client-api'));
+    this.overlayDrops = new DropLog(this.log.child('overlay'));
   }
 
   reportToken(mac: string): string {
@@ -89,7 +98,8 @@ export class ClientApi {
     const tie = await this.services.requesters.tie(client, mac);
     if (!tie)
       this.drops.drop(client, 'boot config sent without a report token: requester is not that MAC', { mac });
-    return this.bootConfig(mac, tie !== undefined, client);
+    // Overlays hold secrets (SSH host keys): loopback trust (local tools) does not cover them.
+    return this.bootConfig(mac, tie !== undefined, client, tie !== undefined && tie !== 'loopback');
   }
 
   /**
@@ -98,7 +108,7 @@ export class ClientApi {
    * token (a requester tied to the MAC) it also names the machine's
    * overlay, rendered for `client` (its address).
    */
-  bootConfig(mac: string, withToken = true, client = ''): BootConfig {
+  bootConfig(mac: string, withToken = true, client = '', withOverlay = withToken): BootConfig {
     const env = this.services.environment();
     const base = this.options.bootUrl;
     const m = machineOf(env, mac);
@@ -120,7 +130,7 @@ export class ClientApi {
     const trackers = env.tracker.enabled
       ? [`${base}/announce`, `udp://${env.server.address}:${env.tracker.port}/announce`]
       : [];
-    const overlay = withToken ? this.overlayFor(m, client) : undefined;
+    const overlay = withOverlay ? this.overlayFor(m, client) : undefined;
     return {
       version: BOOT_CONFIG_VERSION,
       mac,
@@ -144,16 +154,36 @@ export class ClientApi {
     };
   }
 
-  /** The machine's overlay archive rendered for `client`, or undefined when it has none (or it cannot be built: logged). */
+  /**
+   * The machine's overlay archive rendered for `client`, or undefined when
+   * it has none (or it cannot be built: logged once a minute per MAC).
+   * Rendered archives are kept OVERLAY_CACHE_MS per MAC and address for
+   * the environment they came from: a client asking again and again costs
+   * no disk reads.
+   */
   private overlayFor(m: Machine, client: string): Buffer | undefined {
     if (m.overlays.length === 0) return undefined;
+    const env = this.services.environment();
+    const key = `${m.mac} ${client}`;
+    const hit = this.overlays.get(key);
+    if (hit && hit.env === env && Date.now() - hit.at < OVERLAY_CACHE_MS) return hit.archive;
+    let archive: Buffer | undefined;
     try {
-      return overlayArchive(m.overlays, { name: m.name, mac: m.mac, ip: client, group: m.groups[0] ?? null })
-        .archive;
+      archive = overlayArchive(
+        m.overlays,
+        { name: m.name, mac: m.mac, ip: client, group: m.groups[0] ?? null },
+        env.dir,
+      ).archive;
     } catch (err) {
-      this.log.warn('overlay not sent', { mac: m.mac, error: (err as Error).message });
-      return undefined;
+      this.overlayDrops.drop(m.mac, 'overlay not sent', { error: (err as Error).message });
     }
+    this.overlays.delete(key);
+    if (archive) {
+      if (this.overlays.size >= OVERLAY_CACHE_ENTRIES)
+        this.overlays.delete(this.overlays.keys().next().value!);
+      this.overlays.set(key, { env, at: Date.now(), archive });
+    }
+    return archive;
   }
 
   private bootOs(e: CatalogEntry, extraCmdline = ''): BootOs {
@@ -223,12 +253,14 @@ export class ClientApi {
     };
     try {
       const tie = await this.services.requesters.tie(client, mac);
-      if (!tie) {
+      if (!tie || tie === 'loopback') {
         this.drops.drop(client, 'overlay refused: requester is not that MAC', { mac });
         return refuse(403, 'an overlay is sent only to the machine it belongs to');
       }
-      const overlay = this.overlayFor(machineOf(this.services.environment(), mac), client);
-      if (!overlay) return refuse(404, 'this machine has no overlay');
+      const m = machineOf(this.services.environment(), mac);
+      if (m.overlays.length === 0) return refuse(404, 'this machine has no overlay');
+      const overlay = this.overlayFor(m, client);
+      if (!overlay) return refuse(503, "this machine's overlay cannot be built now: see the server's log");
       res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': overlay.length });
       res.end(req.method === 'HEAD' ? undefined : overlay);
     } catch (err) {

@@ -112,15 +112,16 @@ export class NextBootStore {
     once = false,
   ): Promise<void> {
     const list: readonly NextBootTarget[] = isList(targets) ? targets : [targets];
+    const added = list.filter((x) => !(x.kind === 'mac' ? this.macs : this.groups).has(x.key)).length;
+    if (os !== null && this.macs.size + this.groups.size + added > MAX_ENTRIES)
+      throw new BootTorrentError(
+        'BT_ERR_USAGE',
+        `more than ${MAX_ENTRIES} next-boot entries: clear some first`,
+      );
     for (const target of list) {
       const map = target.kind === 'mac' ? this.macs : this.groups;
       if (os === null) map.delete(target.key);
       else {
-        if (!map.has(target.key) && this.macs.size + this.groups.size >= MAX_ENTRIES)
-          throw new BootTorrentError(
-            'BT_ERR_USAGE',
-            `more than ${MAX_ENTRIES} next-boot entries: clear some first`,
-          );
         const e = { os, once, setAt: Date.now() };
         if (target.kind === 'mac') this.macs.set(target.key, e);
         else this.groups.set(target.key, { ...e, done: [] });
@@ -130,12 +131,13 @@ export class NextBootStore {
   }
 
   /**
-   * A machine reported it is booting: a `once` entry that applied to it is
-   * used up. Returns the entry it used, if any.
+   * A machine reported it is booting `os`: a `once` entry for that OS that
+   * applied to it is used up (a machine whose user chose another OS at the
+   * menu keeps it for its next boot). Returns the entry it used, if any.
    */
-  async booted(mac: string, groups: readonly string[]): Promise<NextBootFor | undefined> {
+  async booted(mac: string, groups: readonly string[], os: string): Promise<NextBootFor | undefined> {
     const e = this.forMachine(mac, groups);
-    if (!e?.once) return undefined;
+    if (!e?.once || e.os !== os) return undefined;
     if (e.via.kind === 'mac') this.macs.delete(mac);
     else {
       const g = this.groups.get(e.via.key)!;
@@ -143,6 +145,11 @@ export class NextBootStore {
     }
     await this.save();
     return e;
+  }
+
+  /** True when a group has an entry (also a group no longer in the environment: it can still be cleared). */
+  hasGroup(name: string): boolean {
+    return this.groups.has(name);
   }
 
   /** Every entry, for the status API. */

@@ -77,14 +77,17 @@ export class RequesterCheck {
   async tie(ip: string, mac: string): Promise<TieReason | undefined> {
     if (this.#trustLoopback && (ip === '::1' || /^127\./.test(ip))) return 'loopback';
     if (this.#trusted.some((t) => t(ip))) return 'trusted';
-    if (this.#leaseIp(mac) === ip) return 'lease';
-    let table: Map<string, string>;
+    let table: Map<string, string> | undefined;
     try {
       table = parseProcNetArp(await this.#readArp());
     } catch {
-      // No neighbour table (not Linux, no /proc): nothing ties, nothing is handed out.
-      return undefined;
+      // No neighbour table (not Linux, no /proc): only a lease can tie.
     }
-    return table.get(ip) === mac ? 'neighbour' : undefined;
+    const seen = table?.get(ip);
+    // A lease is the MAC's only while the link layer does not say otherwise:
+    // anyone can ask DHCP with another machine's MAC and use the address it
+    // gets, but their frames carry their own MAC (unless they change it).
+    if (this.#leaseIp(mac) === ip && (seen === undefined || seen === mac)) return 'lease';
+    return seen === mac ? 'neighbour' : undefined;
   }
 }

@@ -34,6 +34,9 @@ export interface RoomActionServices {
   readonly signal?: AbortSignal;
 }
 
+/** Most broadcast addresses one wake may add (a relayed subnet each). */
+export const MAX_BROADCASTS = 16;
+
 /** Most machines one action may name. */
 export const MAX_ACTION_TARGETS = 4096;
 
@@ -54,11 +57,15 @@ function stringList(o: Record<string, unknown>, key: string): string[] {
 
 export function roomActions(s: RoomActionServices): Record<string, (body: unknown) => Promise<unknown>> {
   const log = (s.logger ?? silentLogger).child('room');
+  /** One wake spreads out at a time (each sends three packets per machine and broadcast address). */
+  let waking = false;
 
-  const resolve = (names: readonly string[]): Target[] => {
+  const resolve = (names: readonly string[], clearing = false): Target[] => {
     const env = s.environment();
     return names.map((n) => {
       const t = resolveTarget(env, n, s.knownMacs());
+      // A group removed from the environment keeps its entry until it is cleared.
+      if (!t && clearing && s.nextBoot.hasGroup(n)) return { kind: 'group', label: n, macs: [] };
       if (!t) {
         const known = targetNames(env);
         throw usage(
@@ -101,8 +108,8 @@ export function roomActions(s: RoomActionServices): Record<string, (body: unknow
   return {
     'next-boot': async (body) => {
       const o = bodyObject(body);
-      const targets = resolve(stringList(o, 'targets'));
       const n = nextBootOf(o, '');
+      const targets = resolve(stringList(o, 'targets'), n.os === null);
       return { set: await setNext(targets, n.os, n.once) };
     },
 
@@ -117,7 +124,9 @@ export function roomActions(s: RoomActionServices): Record<string, (body: unknow
       }
       const broadcasts = ['255.255.255.255'];
       if (o.broadcasts !== undefined) {
-        for (const b of stringList(o, 'broadcasts')) {
+        const asked = stringList(o, 'broadcasts');
+        if (asked.length > MAX_BROADCASTS) throw usage(`broadcasts: at most ${MAX_BROADCASTS}`);
+        for (const b of asked) {
           if (isIP(b) !== 4) throw usage(`broadcasts: ${b} is not an IPv4 address`);
           broadcasts.push(b);
         }
@@ -125,7 +134,7 @@ export function roomActions(s: RoomActionServices): Record<string, (body: unknow
       for (const t of targets)
         for (const b of t.broadcasts ?? []) if (!broadcasts.includes(b)) broadcasts.push(b);
       const next = o.nextBoot !== undefined ? nextBootOf(bodyObject(o.nextBoot), 'nextBoot.') : undefined;
-      if (next) await setNext(targets, next.os, next.once);
+      if (waking) throw usage('a wake is still spreading out: wait until it is done');
       const env = s.environment();
       const machines = new Map<string, WakeTarget>();
       for (const t of targets)
@@ -138,15 +147,19 @@ export function roomActions(s: RoomActionServices): Record<string, (body: unknow
         throw usage(
           `${targets.map((t) => t.label).join(', ')}: no machine to wake (${targets.find((t) => t.unlisted)?.unlisted ?? 'the group lists none'}: list MACs under macs: or hosts:)`,
         );
+      if (next) await setNext(targets, next.os, next.once);
       const ms = spreadMs ?? 500 * (list.length - 1);
       log.info('waking machines', { count: list.length, spreadSeconds: ms / 1000 });
-      // Spread out in the background: the answer says what will be woken.
+      // Spread out in the background, one wake at a time: the answer says what will be woken.
+      waking = true;
       void wake(list, {
         source: env.server.address,
         broadcasts,
         spreadMs: ms,
         ...(s.signal ? { signal: s.signal } : {}),
-      }).catch((err: unknown) => log.warn('wake failed', { error: (err as Error).message }));
+      })
+        .catch((err: unknown) => log.warn('wake failed', { error: (err as Error).message }))
+        .finally(() => (waking = false));
       return {
         waking: list.map((m) => ({ mac: m.mac, name: m.name ?? null })),
         spreadSeconds: ms / 1000,

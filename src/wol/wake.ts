@@ -65,8 +65,16 @@ export async function wake(targets: readonly WakeTarget[], o: WakeOptions): Prom
   const sleep = (ms: number) =>
     new Promise<void>((resolve) => {
       if (ms <= 0 || o.signal?.aborted) return resolve();
-      const t = setTimeout(resolve, ms);
-      o.signal?.addEventListener('abort', () => (clearTimeout(t), resolve()), { once: true });
+      const onAbort = () => {
+        clearTimeout(t);
+        resolve();
+      };
+      // The listener goes with the timer: a long-lived signal (the server's) must not collect one per packet.
+      const t = setTimeout(() => {
+        o.signal?.removeEventListener('abort', onAbort);
+        resolve();
+      }, ms);
+      o.signal?.addEventListener('abort', onAbort, { once: true });
     });
   // Every packet at its time: a target's repeats follow its first by
   // WOL_REPEAT_GAP_MS, interleaved with the next targets' packets.

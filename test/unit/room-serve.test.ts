@@ -75,7 +75,7 @@ function api(env: Environment, nextBoot?: NextBootStore, tied = new Set([PC07]))
       environment: () => env,
       library: { entries: () => entries, get: (id) => entries.find((e) => e.os.id === id), seedPort: 6881 },
       requesters: {
-        tie: (_ip: string, mac: string) => Promise.resolve(tied.has(mac) ? 'loopback' : undefined),
+        tie: (_ip: string, mac: string) => Promise.resolve(tied.has(mac) ? 'neighbour' : undefined),
       },
       store: { report: () => undefined },
       ...(nextBoot ? { nextBoot: (mac, groups) => nextBoot.forMachine(mac, groups) } : {}),
@@ -253,13 +253,13 @@ test('next boot: a machine entry wins over its group; once ends at boot (group: 
     c.oss.some((o) => o.id === 'tool'),
     'offered though the group menu does not list it',
   );
-  assert.equal((await store.booted(PC08, ['room-b']))?.os, 'exam');
+  assert.equal((await store.booted(PC08, ['room-b'], 'exam'))?.os, 'exam');
   assert.equal(
     (await a.bootConfigFor(PC08, '10.0.0.8')).menu.default,
     'linux',
     'used once: back to the default',
   );
-  assert.equal(await store.booted(PC07, ['room-b']), undefined, 'not once: stays');
+  assert.equal(await store.booted(PC07, ['room-b'], 'tool'), undefined, 'not once: stays');
 
   const again = new NextBootStore(file);
   await again.load();
@@ -319,4 +319,85 @@ test('room actions: names resolve, an unknown name or OS is a 400-class error na
   );
   await actions['next-boot']!({ targets: ['pc-07'], os: null });
   assert.equal(store.forMachine(PC07, []), undefined, 'cleared');
+});
+
+test('review fixes: a lease ties only while the neighbour table agrees; loopback gets no overlay', async (t) => {
+  const { RequesterCheck } = await import('../../src/server/requester.js');
+  const arp = (mac: string) => () =>
+    Promise.resolve(`IP address HW type Flags HW address Mask Device\n10.0.0.7 0x1 0x2 ${mac} * br0\n`);
+  const lease = { leaseIp: (m: string) => (m === PC07 ? '10.0.0.7' : undefined) };
+  assert.equal(await new RequesterCheck({}, { ...lease, readArp: arp(PC07) }).tie('10.0.0.7', PC07), 'lease');
+  assert.equal(
+    await new RequesterCheck({}, { ...lease, readArp: arp('52:54:00:00:00:66') }).tie('10.0.0.7', PC07),
+    undefined,
+    'a client that took the lease with the victim MAC but speaks with its own',
+  );
+  assert.equal(
+    await new RequesterCheck({}, { ...lease, readArp: () => Promise.reject(new Error('no /proc')) }).tie(
+      '10.0.0.7',
+      PC07,
+    ),
+    'lease',
+  );
+
+  const env = await roomEnv(t);
+  const entries = catalog(env);
+  const a = new ClientApi(
+    { bootUrl: 'http://127.0.0.1:8080', secret: Buffer.alloc(32, 1) },
+    {
+      environment: () => env,
+      library: { entries: () => entries, get: (id) => entries.find((e) => e.os.id === id), seedPort: 6881 },
+      requesters: new RequesterCheck({}, { readArp: () => Promise.resolve('') }),
+      store: { report: () => undefined },
+    },
+  );
+  const c = await a.bootConfigFor(PC07, '127.0.0.1');
+  assert.notEqual(c.reportToken, '', 'local tools keep their report token');
+  assert.equal(c.overlay, undefined, 'but no overlay');
+  const srv = createServer((req, res) => {
+    if (!a.route(req, res, req.url ?? '', '127.0.0.1')) res.writeHead(404).end();
+  });
+  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
+  t.after(() => srv.close());
+  const r = await fetch(`http://127.0.0.1:${(srv.address() as AddressInfo).port}/api/v1/overlay/${PC07}`);
+  assert.equal(r.status, 403);
+});
+
+test('review fixes: once is used only by a boot of that OS; wake refuses too many broadcasts; a removed group's entry can be cleared', async (t) => {
+  const env = await roomEnv(t);
+  const store = new NextBootStore(join(tempDir(t), 'nb.json'));
+  await store.set({ kind: 'mac', key: PC07 }, 'exam', true);
+  assert.equal(await store.booted(PC07, ['room-b'], 'linux'), undefined, 'the user chose linux at the menu');
+  assert.equal(store.forMachine(PC07, [])?.os, 'exam', 'kept for the next boot');
+  assert.equal((await store.booted(PC07, ['room-b'], 'exam'))?.os, 'exam');
+  const actions = roomActions({
+    environment: () => env,
+    nextBoot: store,
+    osIds: () => env.oss.map((o) => o.id),
+    knownMacs: () => [],
+  });
+  await assert.rejects(
+    actions.wake!({ targets: ['pc-07'], broadcasts: Array.from({ length: 17 }, (_, i) => `10.0.${i}.255`) }),
+    /broadcasts: at most 16/,
+  );
+  // A group whose entry outlived the group in the environment can still be cleared.
+  await store.set({ kind: 'group', key: 'old-room' }, 'exam', false);
+  await actions['next-boot']!({ targets: ['old-room'], os: null });
+  assert.equal(store.hasGroup('old-room'), false);
+  await assert.rejects(actions['next-boot']!({ targets: ['old-room'], os: 'exam' }), /old-room: not a MAC/);
+});
+
+test('review fixes: the wake pacing leaves no listener on a long-lived signal', async () => {
+  const { wake } = await import('../../src/wol/wake.js');
+  const ac = new AbortController();
+  // Loopback only: the packets go to 127.255.255.255 from 127.0.0.1.
+  await wake([{ mac: PC07 }, { mac: PC08 }], {
+    source: '127.0.0.1',
+    broadcasts: ['127.255.255.255'],
+    spreadMs: 20,
+    port: 9,
+    signal: ac.signal,
+  });
+  const { EventEmitter } = await import('node:events');
+  assert.equal(EventEmitter.getEventListeners(ac.signal, 'abort').length, 0);
 });

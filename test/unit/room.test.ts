@@ -317,3 +317,67 @@ test('version 0 files have no groups; environments without them load as before',
   writeFileSync(join(dir, 'Boottorrent.yaml'), `${BASE_V1}groups:\n  a:\n    macs: ['52:54:00:00:00:01']\n`);
   assert.equal((await loadEnvironment(dir, NO_MACHINE)).groups.length, 1);
 });
+
+test("review fixes: a short pattern, two groups that combine into a default their menu lacks, an overlay through a link, merged-/usr folders, the sum of a machine's overlays", async (t) => {
+  const yaml = `${BASE_V1}hosts:
+  '52:54:00:00:00:07': {name: pc-07, overlay: overlays/big-b}
+groups:
+  short:
+    pattern: '52:54:00'
+  a:
+    macs: ['52:54:00:00:00:07']
+    oss: [linux]
+    overlay: overlays/big-a
+  b:
+    macs: ['52:54:00:00:00:07']
+    default_os: exam
+  c:
+    macs: ['52:54:00:00:00:08']
+    overlay: linked
+  d:
+    macs: ['52:54:00:00:00:09']
+    overlay: overlays/usr
+`;
+  const dir = v1Env(t, yaml, {
+    ...TWO_OS,
+    'overlays/usr/lib/x': 'x',
+  });
+  const { mkdirSync: mk, writeFileSync: wf } = await import('node:fs');
+  mk(join(dir, 'overlays/big-a'), { recursive: true });
+  mk(join(dir, 'overlays/big-b'), { recursive: true });
+  wf(join(dir, 'overlays/big-a/blob'), Buffer.alloc(9 * 1024 * 1024));
+  wf(join(dir, 'overlays/big-b/blob2'), Buffer.alloc(9 * 1024 * 1024));
+  symlinkSync('/etc', join(dir, 'linked'));
+  const { problems, warnings } = await inspectEnvironment(dir, NO_MACHINE);
+  expectProblem(problems, {
+    file: MAIN,
+    field: 'groups.short.pattern',
+    message: /fewer than six pairs/,
+    fix: /52:54:00:\*/,
+  });
+  expectProblem(problems, {
+    file: MAIN,
+    field: 'groups.b',
+    message: /together they boot 'exam', which their menu \(oss: linux\) does not offer/,
+  });
+  expectProblem(problems, {
+    file: MAIN,
+    field: 'groups.c.overlay',
+    message: /leads out of the environment through a symbolic link/,
+  });
+  expectProblem(problems, {
+    file: MAIN,
+    field: /hosts\.52:54:00:00:00:07/,
+    message: /more than the 16777216 one machine is sent/,
+  });
+  expectProblem(warnings, {
+    file: /overlays\/usr\/lib$/,
+    field: /overlay/,
+    message: /merged-\/usr/,
+    fix: /usr\/lib/,
+  });
+  // A range with a schema problem is not also "matches no machine".
+  const bad = v1Env(t, `${BASE_V1}groups:\n  r:\n    range: [5]\n`);
+  const p2 = (await inspectEnvironment(bad, NO_MACHINE)).problems;
+  assert.ok(!p2.some((p) => /matches no machine/.test(p.message)), JSON.stringify(p2));
+});
