@@ -363,7 +363,7 @@ test('review fixes: a lease ties only while the neighbour table agrees; loopback
   assert.equal(r.status, 403);
 });
 
-test('review fixes: once is used only by a boot of that OS; wake refuses too many broadcasts; a removed group's entry can be cleared', async (t) => {
+test('review fixes: once is used only by a boot of that OS; wake refuses too many broadcasts; the entry of a removed group can be cleared', async (t) => {
   const env = await roomEnv(t);
   const store = new NextBootStore(join(tempDir(t), 'nb.json'));
   await store.set({ kind: 'mac', key: PC07 }, 'exam', true);
