@@ -5,8 +5,8 @@
 // build with OVMF_VARS_4M.snakeoil.fd has it as its only db key. One VM
 // PXE-boots the image (the firmware verifies it whole), its agent finds
 // its NIC from the firmware's BootCurrent (the image's command line names
-// no MAC), reports Secure Boot on and kexecs a Debian-signed kernel with
-// kexec_file_load. Then the same image with one byte changed in its
+// no MAC), reports Secure Boot on and kexecs a kernel signed with the lab's
+// key with kexec_file_load (the kernel trusts the firmware's db keys). Then the same image with one byte changed in its
 // initramfs is refused by the same firmware.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -40,7 +40,7 @@ test(
     const id = Date.now().toString(36).toUpperCase();
     const marker = `BT-LABKEY-${id}`;
     const env = join(dir, 'env');
-    writeMarkerOs(join(env, 'oss'), 'signed', 'Signed Linux', marker);
+    const osDir = writeMarkerOs(join(env, 'oss'), 'signed', 'Signed Linux', marker);
     // The lab's key as a sysadmin keeps it: unencrypted, readable by root only.
     mkdirSync(join(env, 'keys'));
     const key = join(env, 'keys', 'lab.key');
@@ -55,6 +55,19 @@ test(
     ]);
     chmodSync(key, 0o600);
     copyFileSync(SNAKEOIL.cert, join(env, 'keys', 'lab.pem'));
+    // Without shim nothing gives phase 1's kernel Debian's key: the OS kernel is signed with the
+    // lab's key, which the firmware's db holds (the kernel checks kexec -s against it).
+    const kernel = join(osDir, 'vmlinuz');
+    execFileSync('sbattach', ['--remove', kernel]);
+    execFileSync('sbsign', [
+      '--key',
+      key,
+      '--cert',
+      join(env, 'keys', 'lab.pem'),
+      '--output',
+      kernel,
+      kernel,
+    ]);
     writeFileSync(
       join(env, 'Boottorrent.yaml'),
       labEnvYaml({
