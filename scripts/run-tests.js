@@ -13,10 +13,13 @@
 // because each of their steps (phase 1 up, agent started, menu, marker)
 // carries its own deadline and a slow machine should fail at the step that
 // stalled. When the runner does kill a file (SIGTERM), its helpers stop the
-// VMs, servers and namespaces it started (test/helpers/reaper.ts).
+// VMs, servers and namespaces it started (test/helpers/reaper.ts); a signal
+// to this runner (SIGINT, SIGTERM, SIGHUP) is passed on to the running group
+// so that happens too, and no later group starts.
 import { readdirSync, statSync, existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { spawnSync } from 'node:child_process';
+import { spawn } from 'node:child_process';
+import { constants as osConstants } from 'node:os';
 
 const root = new URL('../dist/test/', import.meta.url).pathname;
 if (!existsSync(root)) {
@@ -44,10 +47,28 @@ const e2eDir = join(root, 'e2e');
 const vmFiles = files.filter((f) => f.startsWith(`${e2eDir}/`));
 const otherFiles = files.filter((f) => !vmFiles.includes(f));
 
-/** Runs `node <args>` in the foreground; returns its exit status. */
+/** A signal that stopped this runner: passed on to the running child, and no further group starts. */
+let stoppedBy;
+let current;
+for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'])
+  process.on(sig, () => {
+    stoppedBy = sig;
+    // The child's reaper (test/helpers/reaper.ts) stops the VMs, servers and namespaces it started.
+    current?.kill(sig);
+  });
+
+/** Runs `node <args>` in the foreground; resolves with its exit status. */
 function node(args) {
-  const r = spawnSync(process.execPath, args, { stdio: 'inherit' });
-  return r.status ?? 1;
+  if (stoppedBy) return Promise.resolve(130);
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, args, { stdio: 'inherit' });
+    current = child;
+    child.on('error', () => resolve(1));
+    child.on('exit', (code, signal) => {
+      current = undefined;
+      resolve(code ?? (signal ? 128 + (osConstants.signals[signal] ?? 0) : 1));
+    });
+  });
 }
 
 const statuses = [];
@@ -55,7 +76,7 @@ let prebuilt = true;
 if (vmFiles.length > 0) {
   console.log('run-tests: phase-1 images for the end-to-end tests (cached; a cold cache takes minutes)');
   const prebuild = new URL('./prebuild-phase1.js', import.meta.url).pathname;
-  prebuilt = node([prebuild]) === 0;
+  prebuilt = (await node([prebuild])) === 0;
   if (!prebuilt) {
     // The other files do not need the images; the VM files would each fail the same build.
     console.error('run-tests: the phase-1 build failed (above); skipping the end-to-end files');
@@ -63,8 +84,8 @@ if (vmFiles.length > 0) {
   }
 }
 const nodeTest = ['--enable-source-maps', '--test', '--test-reporter=spec'];
-if (otherFiles.length > 0) statuses.push(node([...nodeTest, '--test-timeout=300000', ...otherFiles]));
+if (otherFiles.length > 0) statuses.push(await node([...nodeTest, '--test-timeout=300000', ...otherFiles]));
 // 60 min per VM file: only a backstop for a hang outside a step's deadline.
 if (vmFiles.length > 0 && prebuilt)
-  statuses.push(node([...nodeTest, '--test-timeout=3600000', '--test-concurrency=1', ...vmFiles]));
-process.exit(statuses.find((s) => s !== 0) ?? 0);
+  statuses.push(await node([...nodeTest, '--test-timeout=3600000', '--test-concurrency=1', ...vmFiles]));
+process.exit(stoppedBy ? 130 : (statuses.find((s) => s !== 0) ?? 0));
