@@ -1,8 +1,10 @@
-// When node:test's runner kills a test file at its per-file timeout, it
-// sends SIGTERM and no `t.after` runs: a VM test killed while it booted left
-// its QEMU machines and its namespace running (issue #15 item 5). The
-// helpers now stop what they started on that signal (test/helpers/reaper.ts).
-// The fixture stands in for a VM test, with `sleep` in place of QEMU.
+// A VM test that outlives its --test-timeout must not leave its QEMU
+// machines and its namespace running (issue #15 item 5): the helpers stop
+// what they started when the test ends, timed out or not, and on SIGTERM
+// (test/helpers/reaper.ts: what the runner sends a file it stops). The
+// fixture stands in for a VM test, with `sleep` in place of QEMU; Node 24's
+// runner fails the timed-out test and lets the file end by itself, so the
+// fixture's own wait is unreferenced (it held this test for 600 s).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync, spawn } from 'node:child_process';
