@@ -671,7 +671,7 @@ export class Agent {
         throw new StepFailure(
           `load of ${os.name}`,
           `Secure Boot is on and the kernel of ${os.name} is not signed by a key this machine trusts; the kernel refused to load it (${said})`,
-          `one of: boot this OS with the qemu method (it runs any kernel); sign its kernel with the lab's key (sbsign) and enroll that key on the machines (mokutil --import); or turn Secure Boot off in this machine's firmware`,
+          `one of: boot this OS with the qemu method (it runs any kernel); sign its kernel with the lab's key (sbsign) and enroll that key on the machines (the firmware's db, or mokutil --import with shim); or turn Secure Boot off in this machine's firmware`,
         );
       throw new StepFailure(
         `load of ${os.name}`,
