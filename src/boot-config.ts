@@ -96,6 +96,12 @@ export interface BootConfig {
    * requester (as its report token).
    */
   readonly overlay?: { readonly url: string; readonly sha256: string; readonly length: number };
+  /**
+   * Why the machine's overlay was not sent though it has one (the requester
+   * could not be tied to the MAC, or it could not be built): the agent says
+   * so on the screen and boots without it.
+   */
+  readonly overlayWithheld?: string;
 }
 
 /** Largest overlay archive the server builds and the agent accepts. */
@@ -264,7 +270,7 @@ function parseOs(v: unknown, i: number): BootOs {
   return { ...base, method: 'bin', bin, args: strList(o, 'args', f, 1024) };
 }
 
-/** Parses and checks the JSON text of a boot config; throws BT_ERR_BOOT_CONFIG naming the field. */
+/** The overlay field of a boot config: its URL, SHA-256 and length (at most OVERLAY_MAX_BYTES). */
 function parseOverlay(raw: unknown): NonNullable<BootConfig['overlay']> {
   const o = obj(raw, 'overlay');
   const sha256 = str(o, 'sha256', 'overlay');
@@ -275,6 +281,7 @@ function parseOverlay(raw: unknown): NonNullable<BootConfig['overlay']> {
   return { url: httpUrl(o, 'url', 'overlay'), sha256, length };
 }
 
+/** Parses and checks the JSON text of a boot config; throws BT_ERR_BOOT_CONFIG naming the field. */
 export function parseBootConfig(text: string): BootConfig {
   let raw: unknown;
   try {
@@ -324,6 +331,9 @@ export function parseBootConfig(text: string): BootConfig {
     ...(o.nonce !== undefined ? { nonce: str(o, 'nonce', '(config)', 64) } : {}),
     ...(o.name !== undefined ? { name: str(o, 'name', '(config)', 64) } : {}),
     ...(o.overlay !== undefined ? { overlay: parseOverlay(o.overlay) } : {}),
+    ...(o.overlayWithheld !== undefined
+      ? { overlayWithheld: str(o, 'overlayWithheld', '(config)', 300) }
+      : {}),
   };
 }
 

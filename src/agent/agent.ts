@@ -45,6 +45,7 @@ import {
   fetchOverlay,
   fetchTorrent,
   unpackOverlay,
+  unverifiedText,
   withOverlay,
   kexecCommands,
   secureBootEnforced,
@@ -591,6 +592,10 @@ export class Agent {
     this.reporter?.send({ stage: 'verifying', os: os.id, progress: 1 });
     this.say(`boottorrent-agent: verified ${n} files of ${os.id}`);
 
+    if (config.overlayWithheld)
+      this.say(
+        `boottorrent-agent: this machine's overlay was not sent: ${unverifiedText(config.overlayWithheld)}; booting without it`,
+      );
     // The machine's overlay (its name, keys, ...), checked against the signed config.
     let overlayFile: string | undefined;
     let overlayDir: string | undefined;

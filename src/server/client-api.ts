@@ -131,6 +131,12 @@ export class ClientApi {
       ? [`${base}/announce`, `udp://${env.server.address}:${env.tracker.port}/announce`]
       : [];
     const overlay = withOverlay ? this.overlayFor(m, client) : undefined;
+    const withheld =
+      m.overlays.length === 0 || overlay
+        ? undefined
+        : withOverlay
+          ? "it could not be built (see the server's log)"
+          : 'the server could not tie this request to the MAC (a requester behind a router needs start --report-from)';
     return {
       version: BOOT_CONFIG_VERSION,
       mac,
@@ -142,6 +148,7 @@ export class ClientApi {
       reportToken: withToken ? this.reportToken(mac) : '',
       oss,
       ...(m.name ? { name: m.name } : {}),
+      ...(withheld ? { overlayWithheld: withheld } : {}),
       ...(overlay
         ? {
             overlay: {

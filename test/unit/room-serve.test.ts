@@ -138,6 +138,17 @@ test('overlay: rendered for the machine, later folders win, modes kept, named by
   const untied = await api(env, undefined, new Set()).bootConfigFor(PC07, '10.0.0.66');
   assert.equal(untied.overlay, undefined);
   assert.equal(untied.reportToken, '');
+  assert.match(
+    untied.overlayWithheld ?? '',
+    /could not tie this request to the MAC/,
+    'the agent is told why',
+  );
+  assert.equal(parseBootConfig(JSON.stringify(untied)).overlayWithheld, untied.overlayWithheld);
+  assert.equal(
+    (await api(env, undefined, new Set([PC08])).bootConfigFor(PC08, '10.0.0.8')).overlayWithheld,
+    undefined,
+    'pc-08 got its overlay',
+  );
   const b = api(env, undefined, new Set());
   const srv2 = createServer((req, res) => {
     if (!b.route(req, res, req.url ?? '', '10.0.0.66')) res.writeHead(404).end();
