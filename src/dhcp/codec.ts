@@ -81,6 +81,8 @@ export const Opt = {
   BOOTFILE_NAME: 67,
   /** RFC 3004; iPXE sends the bare string "iPXE". */
   USER_CLASS: 77,
+  /** RFC 3046: added by a relay agent, echoed by the server, removed by the relay. */
+  RELAY_AGENT_INFO: 82,
   /** RFC 4578 §2.1: list of u16 architecture types. */
   CLIENT_ARCH: 93,
   /** RFC 4578 §2.2: network interface identifier (type, major, minor). */

@@ -51,6 +51,12 @@ export interface DroppedEntry {
 export interface LeaseTableOptions {
   rangeStart: string;
   rangeEnd: string;
+  /**
+   * Further pools (relayed subnets, #21), indexes 1, 2, ... for pick();
+   * the main range is pool 0. A lease is a lease in any pool: a MAC holds
+   * one address at a time, wherever it last asked from.
+   */
+  pools?: readonly { rangeStart: string; rangeEnd: string }[];
   /** MAC -> address; reserved addresses go to no other MAC, even outside the range. */
   reservations?: ReadonlyMap<string, string>;
   /** Addresses never handed out (the server's own). */
@@ -85,9 +91,15 @@ interface Waiter {
   reject: (err: Error) => void;
 }
 
+/** One range of addresses; `cursor` is where the next search for a never-used address starts. */
+interface Pool {
+  start: number;
+  end: number;
+  cursor: number;
+}
+
 export class LeaseTable {
-  readonly #start: number;
-  readonly #end: number;
+  readonly #pools: Pool[];
   readonly #reservations: ReadonlyMap<string, string>;
   readonly #reservedIps: Map<string, string>;
   readonly #exclude: Set<string>;
@@ -112,13 +124,12 @@ export class LeaseTable {
   #timer: NodeJS.Timeout | undefined;
   #waiters: Waiter[] = [];
   #writes = 0;
-  /** Where the next search for a never-used address starts. */
-  #cursor: number;
 
   constructor(o: LeaseTableOptions) {
-    this.#start = ipToInt(o.rangeStart);
-    this.#end = ipToInt(o.rangeEnd);
-    this.#cursor = this.#start;
+    this.#pools = [{ rangeStart: o.rangeStart, rangeEnd: o.rangeEnd }, ...(o.pools ?? [])].map((r) => {
+      const start = ipToInt(r.rangeStart);
+      return { start, end: ipToInt(r.rangeEnd), cursor: start };
+    });
     this.#reservations = o.reservations ?? new Map();
     this.#reservedIps = new Map([...this.#reservations].map(([mac, ip]) => [ip, mac]));
     this.#exclude = new Set(o.exclude ?? []);
@@ -189,10 +200,7 @@ export class LeaseTable {
         continue;
       }
       if (!this.#inPool(mac, e.ip)) {
-        drop(
-          l,
-          `ip is not in the pool (${intToIp(this.#start)}-${intToIp(this.#end)} or this MAC's reservation)`,
-        );
+        drop(l, `ip is not in the pool (${this.#rangesText()} or this MAC's reservation)`);
         continue;
       }
       const expires = timestamp(e.expires);
@@ -238,9 +246,14 @@ export class LeaseTable {
     return this.#reservations.get(mac);
   }
 
+  /** Is `ip` in any pool's range? */
   inRange(ip: string): boolean {
     const n = ipToInt(ip);
-    return n >= this.#start && n <= this.#end;
+    return this.#pools.some((p) => n >= p.start && n <= p.end);
+  }
+
+  #rangesText(): string {
+    return this.#pools.map((p) => `${intToIp(p.start)}-${intToIp(p.end)}`).join(', ');
   }
 
   /** Sizes of the state a client can grow, for status and tests. */
@@ -304,27 +317,39 @@ export class LeaseTable {
    * else the address declined longest ago.
    * Never-used addresses go first so that a client coming back after its
    * lease ran out still finds its old one.
+   *
+   * Everything but the reservation comes from pool `poolIndex` (0: the main
+   * range): a client that moved to another subnet gets an address there,
+   * not its old one. A reservation is returned wherever it lies; the caller
+   * checks it belongs to the client's subnet.
    */
-  pick(mac: string, requested?: string): string | undefined {
+  pick(mac: string, requested?: string, poolIndex = 0): string | undefined {
     this.prune();
     const reserved = this.#reservations.get(mac);
     if (reserved !== undefined) return this.canAssign(mac, reserved) ? reserved : undefined;
+    const pool = this.#pools[poolIndex];
+    if (!pool) return undefined;
+    const here = (ip: string): boolean => {
+      const n = ipToInt(ip);
+      return n >= pool.start && n <= pool.end;
+    };
     const held = this.#held.get(mac);
-    if (held && this.canAssign(mac, held.ip)) return held.ip;
+    if (held && here(held.ip) && this.canAssign(mac, held.ip)) return held.ip;
     const prev = this.#byMac.get(mac);
-    if (prev && this.canAssign(mac, prev.ip)) return prev.ip;
-    if (requested !== undefined && isIPv4(requested) && this.canAssign(mac, requested)) return requested;
+    if (prev && here(prev.ip) && this.canAssign(mac, prev.ip)) return prev.ip;
+    if (requested !== undefined && isIPv4(requested) && here(requested) && this.canAssign(mac, requested))
+      return requested;
     // The scan starts after the last address picked, so a run of new clients
     // costs O(1) each instead of walking past every address handed out.
-    const size = this.#end - this.#start + 1;
+    const size = pool.end - pool.start + 1;
     let oldest: { ip: string; expires: number } | undefined;
     for (let i = 0; i < size; i++) {
-      const n = this.#start + ((this.#cursor - this.#start + i) % size);
+      const n = pool.start + ((pool.cursor - pool.start + i) % size);
       const ip = intToIp(n);
       if (!this.canAssign(mac, ip)) continue;
       const holder = this.#byIp.get(ip);
       if (holder === undefined) {
-        this.#cursor = n + 1 > this.#end ? this.#start : n + 1;
+        pool.cursor = n + 1 > pool.end ? pool.start : n + 1;
         return ip;
       }
       const expires = this.#byMac.get(holder)?.expires ?? 0;
@@ -332,7 +357,12 @@ export class LeaseTable {
     }
     if (oldest) return oldest.ip;
     for (const [other, h] of this.#held) {
-      if (other !== mac && !this.#declined.has(h.ip) && this.#assignableIgnoringOffers(mac, h.ip)) {
+      if (
+        other !== mac &&
+        here(h.ip) &&
+        !this.#declined.has(h.ip) &&
+        this.#assignableIgnoringOffers(mac, h.ip)
+      ) {
         this.#dropHold(other);
         return h.ip;
       }
@@ -343,7 +373,11 @@ export class LeaseTable {
     // finds it still in use declines it again (RFC 2131 §4.4.1).
     for (const ip of this.#declined.keys()) {
       const offeredTo = this.#heldIps.get(ip);
-      if ((offeredTo === undefined || offeredTo === mac) && this.#assignableIgnoringOffers(mac, ip)) {
+      if (
+        here(ip) &&
+        (offeredTo === undefined || offeredTo === mac) &&
+        this.#assignableIgnoringOffers(mac, ip)
+      ) {
         this.#declined.delete(ip);
         this.#changed();
         return ip;

@@ -24,8 +24,18 @@
  * IP_PKTINFO), so a DISCOVER from a client on another link is answered too;
  * the OFFER still leaves only through the served interface, where that client
  * is not, and its address hold lapses after offerHoldSeconds. Requests that
- * carry an address (source, ciaddr, giaddr) outside the served subnet are
- * dropped. Replies to clients without an address are always broadcast: a
+ * carry an address (source, ciaddr, giaddr) outside every served subnet are
+ * dropped.
+ *
+ * Relayed subnets (RFC 2131 §4.3.1, RFC 1542; issue #21): `subnets` lists
+ * the subnets whose DHCP a router relays to us. A relayed request carries
+ * the relay's address on the client's subnet in `giaddr`; that address
+ * chooses the pool (range, mask, router, DNS), the reply goes to the relay
+ * (giaddr, port 67), and a Relay Agent Information option (82, RFC 3046) is
+ * echoed as the reply's last option. A relayed client renews by unicast from
+ * its own address, which chooses the pool the same way. In proxy mode the
+ * relay forwards to the site's DHCP and to us; we answer PXE clients of the
+ * listed subnets through the relay, and their port-4011 requests directly. Replies to clients without an address are always broadcast: a
  * unicast to yiaddr (RFC 2131 §4.1 when the BROADCAST flag is clear) would
  * need an ARP entry injected, which userspace cannot do portably; every
  * client tested (PXE ROMs, iPXE, OVMF, udhcpc, dhclient) accepts broadcasts.
@@ -62,7 +72,15 @@ import {
   optionString,
   u32Value,
 } from './codec.js';
-import { intToIp, ipToInt, normalizeMac } from '../util/address.js';
+import {
+  inSubnet as inSubnetOf,
+  intToIp,
+  ipToInt,
+  normalizeMac,
+  parseSubnet,
+  subnetText,
+} from '../util/address.js';
+import type { Subnet } from '../util/address.js';
 import type { ClientInfo, DhcpPacket } from './codec.js';
 import { LeaseTable } from './leases.js';
 import type { Lease } from './leases.js';
@@ -72,6 +90,19 @@ export type DhcpMode = 'full' | 'proxy' | 'off';
 /** The replies the server sends, by DHCP message type (proxy replies included). */
 export const DHCP_REPLY_TYPES = ['offer', 'ack', 'nak'] as const;
 export type DhcpReplyType = (typeof DHCP_REPLY_TYPES)[number];
+
+/** A relayed subnet (#21): its own pool and options. */
+export interface DhcpSubnet {
+  /** The subnet as CIDR, network address written: "10.1.0.0/24". */
+  subnet: string;
+  /** Full mode: first and last address handed out (inclusive), inside the subnet. */
+  rangeStart?: string;
+  rangeEnd?: string;
+  /** Option 3 for this subnet (its router, normally the relay). */
+  router?: string;
+  /** Option 6 for this subnet; default: the server's `dns`. */
+  dns?: readonly string[];
+}
 
 export interface DhcpServerOptions {
   mode: DhcpMode;
@@ -87,6 +118,8 @@ export interface DhcpServerOptions {
   router?: string;
   /** Option 6. */
   dns?: readonly string[];
+  /** Relayed subnets; the served interface's own subnet is not listed here. */
+  subnets?: readonly DhcpSubnet[];
   /** Option 15. */
   domainName?: string;
   /** Option 51, default 3600 s. */
@@ -133,7 +166,20 @@ interface Destination {
   socket: 'tx' | 'pxe';
 }
 
-type Validated = Required<Pick<DhcpServerOptions, 'serverIp' | 'subnetMask'>> & DhcpServerOptions;
+/** A subnet the server answers for: index 0 is the served interface's own, then `subnets` in order. */
+interface Pool {
+  index: number;
+  subnet: Subnet;
+  /** "10.1.0.0/24", for logs. */
+  text: string;
+  rangeStart?: string;
+  rangeEnd?: string;
+  router?: string;
+  dns?: readonly string[];
+}
+
+type Validated = Required<Pick<DhcpServerOptions, 'serverIp' | 'subnetMask'>> &
+  DhcpServerOptions & { pools: Pool[] };
 
 export class DhcpServer extends EventEmitter<DhcpServerEvents> {
   readonly #o: DhcpServerOptions;
@@ -216,6 +262,9 @@ export class DhcpServer extends EventEmitter<DhcpServerEvents> {
       this.#table = new LeaseTable({
         rangeStart: cfg.rangeStart as string,
         rangeEnd: cfg.rangeEnd as string,
+        pools: cfg.pools
+          .slice(1)
+          .map((p) => ({ rangeStart: p.rangeStart as string, rangeEnd: p.rangeEnd as string })),
         reservations,
         exclude: [cfg.serverIp],
         ...(cfg.leasesFile ? { file: cfg.leasesFile } : {}),
@@ -263,6 +312,14 @@ export class DhcpServer extends EventEmitter<DhcpServerEvents> {
       serverIp: cfg.serverIp,
       ...(cfg.mode === 'full'
         ? { range: `${cfg.rangeStart}-${cfg.rangeEnd}`, leases: this.#table?.all().length }
+        : {}),
+      ...(cfg.pools.length > 1
+        ? {
+            relayed: cfg.pools
+              .slice(1)
+              .map((p) => (p.rangeStart ? `${p.text} (${p.rangeStart}-${p.rangeEnd})` : p.text))
+              .join(', '),
+          }
         : {}),
     });
   }
@@ -330,16 +387,79 @@ export class DhcpServer extends EventEmitter<DhcpServerEvents> {
         throw configError(
           `dhcp range ${a}-${b} is not inside the subnet of ${o.interface} (${o.serverIp}/${subnetMask}); pick addresses from that subnet`,
         );
+    }
+    const ownBase = (ipToInt(o.serverIp) & ipToInt(subnetMask)) >>> 0;
+    const ownSubnet: Subnet = {
+      base: ownBase,
+      mask: ipToInt(subnetMask),
+      bits: maskBits(ipToInt(subnetMask)),
+    };
+    const pools: Pool[] = [
+      {
+        index: 0,
+        subnet: ownSubnet,
+        text: subnetText(ownSubnet),
+        ...(o.rangeStart !== undefined ? { rangeStart: o.rangeStart, rangeEnd: o.rangeEnd as string } : {}),
+        ...(o.router !== undefined ? { router: o.router } : {}),
+        ...(o.dns !== undefined ? { dns: o.dns } : {}),
+      },
+    ];
+    for (const [i, n] of (o.subnets ?? []).entries()) {
+      const where = `dhcp subnets[${i}]`;
+      const sub = typeof n.subnet === 'string' ? parseSubnet(n.subnet) : undefined;
+      if (!sub || !sub.exact)
+        throw configError(
+          `${where}: subnet must be a network in CIDR form such as 10.1.0.0/24, got ${JSON.stringify(n.subnet)}`,
+        );
+      const text = subnetText(sub);
+      const clash = pools.find((p) => overlaps(p.subnet, sub));
+      if (clash)
+        throw configError(
+          clash.index === 0
+            ? `${where}: ${text} overlaps the served interface's own subnet ${clash.text}; list only relayed subnets (the own subnet uses the main range)`
+            : `${where}: ${text} overlaps ${clash.text}; subnets must not overlap`,
+        );
+      for (const [field, v] of [
+        ['router', n.router],
+        ['rangeStart', n.rangeStart],
+        ['rangeEnd', n.rangeEnd],
+        ...(n.dns ?? []).map((d) => ['dns', d] as const),
+      ] as const) {
+        if (v !== undefined && !isIPv4(v))
+          throw configError(`${where}: ${field} must be an IPv4 address, got ${JSON.stringify(v)}`);
+      }
+      if (n.router !== undefined && !inSubnetOf(n.router, sub))
+        throw configError(`${where}: router ${n.router} is not inside ${text}`);
+      if (o.mode === 'full') {
+        const { rangeStart: a, rangeEnd: b } = n;
+        if (a === undefined || b === undefined)
+          throw configError(`${where}: full mode needs rangeStart and rangeEnd for ${text}`);
+        if (ipToInt(a) > ipToInt(b)) throw configError(`${where}: range start ${a} is after range end ${b}`);
+        if (!inSubnetOf(a, sub) || !inSubnetOf(b, sub))
+          throw configError(`${where}: range ${a}-${b} is not inside ${text}`);
+      } else if (n.rangeStart !== undefined || n.rangeEnd !== undefined) {
+        throw configError(`${where}: a range is only used in full mode (mode is ${o.mode})`);
+      }
+      pools.push({
+        index: pools.length,
+        subnet: sub,
+        text,
+        ...(n.rangeStart !== undefined ? { rangeStart: n.rangeStart, rangeEnd: n.rangeEnd as string } : {}),
+        ...(n.router !== undefined ? { router: n.router } : {}),
+        ...((n.dns ?? o.dns) !== undefined ? { dns: n.dns ?? o.dns } : {}),
+      });
+    }
+    if (o.mode === 'full') {
       for (const r of o.reservations ?? []) {
         if (!normalizeMac(r.mac))
           throw configError(`dhcp reservation has an invalid MAC address: ${JSON.stringify(r.mac)}`);
-        if (!isIPv4(r.ip) || !inSubnet(r.ip))
+        if (!isIPv4(r.ip) || !pools.some((p) => inSubnetOf(r.ip, p.subnet)))
           throw configError(
-            `dhcp reservation for ${r.mac}: ${r.ip} is not an address in ${o.serverIp}/${subnetMask}`,
+            `dhcp reservation for ${r.mac}: ${r.ip} is not an address in ${pools.map((p) => p.text).join(' or ')}`,
           );
       }
     }
-    return { ...o, subnetMask };
+    return { ...o, subnetMask, pools };
   }
 
   #bind(address: string, port: number, role: 'broadcast' | 'unicast' | 'pxe'): Promise<Socket> {
@@ -414,32 +534,53 @@ export class DhcpServer extends EventEmitter<DhcpServerEvents> {
     }
     if (p.op !== 1) return;
     const type = messageType(p);
-    const inSubnet = (ip: string): boolean => sameSubnet(ip, cfg.serverIp, cfg.subnetMask);
-    // The ingress interface is invisible to Node; addresses are what we can check.
-    for (const [what, ip] of [
-      ['source', rinfo.address],
-      ['ciaddr', p.ciaddr],
-      ['giaddr', p.giaddr],
-    ] as const) {
-      if (ip !== '0.0.0.0' && !inSubnet(ip)) {
-        this.#log.debug('DHCP packet from outside the served subnet ignored', {
+    const poolOf = (ip: string): Pool | undefined => cfg.pools.find((q) => inSubnetOf(ip, q.subnet));
+    let pool: Pool | undefined;
+    if (p.giaddr !== '0.0.0.0') {
+      // Relayed: the relay's address on the client's subnet chooses the pool.
+      // The source is the relay's address toward us, wherever that is; the
+      // reply goes to giaddr, never to the source.
+      pool = poolOf(p.giaddr);
+      if (!pool) {
+        this.#drops.drop(rinfo.address, 'relayed DHCP packet from a subnet not served dropped', {
           from,
-          what,
-          ip,
+          giaddr: p.giaddr,
           type: messageTypeName(type),
+          fix: 'list the subnet in dhcp.subnets to serve it',
         });
         return;
       }
+    } else {
+      // The ingress interface is invisible to Node; addresses are what we can check.
+      for (const [what, ip] of [
+        ['source', rinfo.address],
+        ['ciaddr', p.ciaddr],
+      ] as const) {
+        if (ip !== '0.0.0.0' && !poolOf(ip)) {
+          this.#log.debug('DHCP packet from outside the served subnets ignored', {
+            from,
+            what,
+            ip,
+            type: messageTypeName(type),
+          });
+          return;
+        }
+      }
+      // A relayed client renews by unicast from its own address: that address's subnet.
+      const own = p.ciaddr !== '0.0.0.0' ? p.ciaddr : rinfo.address;
+      pool = own !== '0.0.0.0' ? poolOf(own) : cfg.pools[0];
     }
+    if (!pool) return;
     this.#log.debug('DHCP request', {
       from,
       type: messageTypeName(type),
+      ...(p.giaddr !== '0.0.0.0' ? { giaddr: p.giaddr, pool: pool.text } : {}),
       mac: info.mac,
       arch: info.arch,
       ipxe: info.ipxe,
     });
     try {
-      if (cfg.mode === 'full') this.#full(cfg, p, info, type, rinfo);
+      if (cfg.mode === 'full') this.#full(cfg, pool, p, info, type, rinfo);
       else this.#proxy(cfg, p, info, type, rinfo, role);
     } catch (err) {
       // A fault in one exchange ends that exchange, never the server; only a socket failure is fatal.
@@ -458,7 +599,14 @@ export class DhcpServer extends EventEmitter<DhcpServerEvents> {
 
   // ---- full mode (RFC 2131 §4.3) -------------------------------------------
 
-  #full(cfg: Validated, p: DhcpPacket, info: ClientInfo, type: number | undefined, rinfo: RemoteInfo): void {
+  #full(
+    cfg: Validated,
+    pool: Pool,
+    p: DhcpPacket,
+    info: ClientInfo,
+    type: number | undefined,
+    rinfo: RemoteInfo,
+  ): void {
     const table = this.#table as LeaseTable;
     const mac = info.mac;
     const sid = optionIp(p, Opt.SERVER_ID);
@@ -467,17 +615,37 @@ export class DhcpServer extends EventEmitter<DhcpServerEvents> {
     const hostname = optionString(p, Opt.HOSTNAME);
     switch (type) {
       case MessageType.DISCOVER: {
-        const ip = table.pick(mac, requested);
+        const ip = table.pick(mac, requested, pool.index);
         if (!ip) {
-          // One line a minute however many clients are turned away.
-          this.#drops.drop('pool', 'no free address to offer', {
+          // One line a minute per pool however many clients are turned away.
+          this.#drops.drop(`pool ${pool.text}`, 'no free address to offer', {
             mac,
-            range: `${cfg.rangeStart}-${cfg.rangeEnd}`,
+            range: `${pool.rangeStart}-${pool.rangeEnd}`,
           });
           return;
         }
+        if (!inSubnetOf(ip, pool.subnet)) {
+          // A reservation on another subnet: the machine was moved, or the reservation is wrong.
+          this.#drops.drop(
+            `reservation ${mac}`,
+            'reserved address is not on the subnet the client asks from',
+            {
+              mac,
+              reserved: ip,
+              subnet: pool.text,
+              fix: 'change the reservation to an address of that subnet',
+            },
+          );
+          return;
+        }
         table.hold(mac, ip);
-        this.#send(this.#fullReply(cfg, p, info, MessageType.OFFER, ip, leaseSecs), p, 'offer', 'OFFER', ip);
+        this.#send(
+          this.#fullReply(cfg, pool, p, info, MessageType.OFFER, ip, leaseSecs),
+          p,
+          'offer',
+          'OFFER',
+          ip,
+        );
         return;
       }
       case MessageType.REQUEST: {
@@ -489,11 +657,11 @@ export class DhcpServer extends EventEmitter<DhcpServerEvents> {
             return;
           }
           ip = requested ?? (p.ciaddr !== '0.0.0.0' ? p.ciaddr : undefined);
-          if (!ip || !table.canAssign(mac, ip))
+          if (!ip || !inSubnetOf(ip, pool.subnet) || !table.canAssign(mac, ip))
             return this.#nak(cfg, p, `requested ${ip ?? 'nothing'} is not available`);
         } else if (requested !== undefined && p.ciaddr === '0.0.0.0') {
           // INIT-REBOOT: verify the remembered address; silence when we have no record of the client.
-          if (!sameSubnet(requested, cfg.serverIp, cfg.subnetMask))
+          if (!inSubnetOf(requested, pool.subnet))
             return this.#nak(cfg, p, `${requested} is on the wrong network`);
           const known = table.leaseOf(mac)?.ip ?? table.reservationOf(mac);
           if (known === undefined)
@@ -512,7 +680,7 @@ export class DhcpServer extends EventEmitter<DhcpServerEvents> {
           });
         }
         const { lease, persisted } = table.bind(mac, ip, leaseSecs, hostname);
-        const ack = this.#fullReply(cfg, p, info, MessageType.ACK, ip, leaseSecs);
+        const ack = this.#fullReply(cfg, pool, p, info, MessageType.ACK, ip, leaseSecs);
         // RFC 2131 §4.3.1: the binding is on disk before the ACK leaves.
         persisted
           .then(() => {
@@ -560,7 +728,7 @@ export class DhcpServer extends EventEmitter<DhcpServerEvents> {
         // RFC 2131 §3.4: configuration only, no lease and no yiaddr, unicast to ciaddr.
         if (p.ciaddr === '0.0.0.0') return;
         this.#send(
-          this.#fullReply(cfg, p, info, MessageType.ACK, undefined, undefined),
+          this.#fullReply(cfg, pool, p, info, MessageType.ACK, undefined, undefined),
           p,
           'ack',
           'ACK(INFORM)',
@@ -580,6 +748,7 @@ export class DhcpServer extends EventEmitter<DhcpServerEvents> {
   /** OFFER/ACK in full mode: RFC 2131 table 3 fields plus RFC 2132 parameters and boot information. */
   #fullReply(
     cfg: Validated,
+    pool: Pool,
     req: DhcpPacket,
     info: ClientInfo,
     type: number,
@@ -595,12 +764,13 @@ export class DhcpServer extends EventEmitter<DhcpServerEvents> {
       options.set(Opt.RENEWAL_TIME, u32Value(Math.floor(leaseSecs / 2)));
       options.set(Opt.REBINDING_TIME, u32Value(Math.floor((leaseSecs * 7) / 8)));
     }
-    options.set(Opt.SUBNET_MASK, ipsValue([cfg.subnetMask]));
-    options.set(Opt.BROADCAST_ADDRESS, ipsValue([subnetBroadcast(cfg.serverIp, cfg.subnetMask)]));
-    if (cfg.router) options.set(Opt.ROUTER, ipsValue([cfg.router]));
-    if (cfg.dns && cfg.dns.length > 0) options.set(Opt.DNS, ipsValue(cfg.dns));
+    options.set(Opt.SUBNET_MASK, ipsValue([intToIp(pool.subnet.mask)]));
+    options.set(Opt.BROADCAST_ADDRESS, ipsValue([intToIp((pool.subnet.base | ~pool.subnet.mask) >>> 0)]));
+    if (pool.router) options.set(Opt.ROUTER, ipsValue([pool.router]));
+    if (pool.dns && pool.dns.length > 0) options.set(Opt.DNS, ipsValue(pool.dns));
     if (cfg.domainName) options.set(Opt.DOMAIN_NAME, Buffer.from(cfg.domainName, 'latin1'));
     const boot = this.#bootInfo(req, info, options);
+    echoRelayInfo(req, options);
     return encode({
       op: 2,
       htype: req.htype,
@@ -663,11 +833,14 @@ export class DhcpServer extends EventEmitter<DhcpServerEvents> {
       flags: req.giaddr !== '0.0.0.0' ? req.flags | FLAG_BROADCAST : req.flags,
       giaddr: req.giaddr,
       chaddr: req.chaddr,
-      options: new Map([
-        [Opt.MESSAGE_TYPE, Buffer.from([MessageType.NAK])],
-        [Opt.SERVER_ID, ipsValue([cfg.serverIp])],
-        [Opt.MESSAGE, Buffer.from(why, 'latin1')],
-      ]),
+      options: echoRelayInfo(
+        req,
+        new Map([
+          [Opt.MESSAGE_TYPE, Buffer.from([MessageType.NAK])],
+          [Opt.SERVER_ID, ipsValue([cfg.serverIp])],
+          [Opt.MESSAGE, Buffer.from(why, 'latin1')],
+        ]),
+      ),
     });
     this.#send(reply, req, 'nak', 'NAK', why);
   }
@@ -735,6 +908,7 @@ export class DhcpServer extends EventEmitter<DhcpServerEvents> {
     }
     const boot = this.#bootInfo(req, info, options);
     if (!boot) return undefined;
+    echoRelayInfo(req, options);
     return encode({
       op: 2,
       htype: req.htype,
@@ -791,11 +965,35 @@ function configError(message: string): BootTorrentError {
   return new BootTorrentError('BT_ERR_DHCP_CONFIG', message);
 }
 
+/**
+ * RFC 3046 §2.2: a server that understands the Relay Agent Information
+ * option echoes it whole, as the last option, in every reply to the
+ * request that carried it (the relay uses it to find the client's port and
+ * strips it before forwarding).
+ */
+function echoRelayInfo(req: DhcpPacket, options: Map<number, Buffer>): Map<number, Buffer> {
+  const info = req.options.get(Opt.RELAY_AGENT_INFO);
+  if (info) {
+    options.delete(Opt.RELAY_AGENT_INFO);
+    options.set(Opt.RELAY_AGENT_INFO, info);
+  }
+  return options;
+}
+
+/** Do two subnets share an address? (One contains the other's network address.) */
+function overlaps(a: Subnet, b: Subnet): boolean {
+  const wider = a.bits <= b.bits ? a : b;
+  const narrower = wider === a ? b : a;
+  return (narrower.base & wider.mask) >>> 0 === wider.base;
+}
+
+function maskBits(mask: number): number {
+  let bits = 0;
+  for (let m = mask >>> 0; m !== 0; m = (m << 1) >>> 0) bits++;
+  return bits;
+}
+
 function sameSubnet(a: string, b: string, mask: string): boolean {
   const m = ipToInt(mask);
   return (ipToInt(a) & m) >>> 0 === (ipToInt(b) & m) >>> 0;
-}
-
-function subnetBroadcast(ip: string, mask: string): string {
-  return intToIp((ipToInt(ip) | ~ipToInt(mask)) >>> 0);
 }

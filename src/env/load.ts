@@ -4,7 +4,8 @@
  * `Environment`, collecting every problem on the way instead of stopping at
  * the first: a person fixing a lab wants the whole list in one run.
  */
-import { ipToInt, normalizeMac } from '../util/address.js';
+import { inSubnet, intToIp, ipToInt, normalizeMac, parseSubnet, subnetText } from '../util/address.js';
+import type { Subnet } from '../util/address.js';
 import { existsSync, readFileSync, readdirSync, statSync } from 'node:fs';
 import { isAbsolute, join, normalize, resolve, sep } from 'node:path';
 import { LineCounter, isMap, isScalar, parseDocument, type Node } from 'yaml';
@@ -141,6 +142,8 @@ interface Draft {
   lease?: string | number;
   router: string | null;
   dns: string[];
+  /** dhcp.subnets as written (v1 only); checked by checkSubnets. */
+  subnets: unknown[];
   trackerEnabled?: boolean;
   trackerPort: number;
   lsd?: boolean;
@@ -192,6 +195,7 @@ function mapV1(v: Obj, bad: (field: string) => boolean): Draft {
     lease: (dhcp.lease_time as string | number | undefined) ?? '12h',
     router: (dhcp.router as string | undefined) ?? null,
     dns: typeof dns === 'string' ? [dns] : Array.isArray(dns) ? (dns as string[]) : [],
+    subnets: Array.isArray(dhcp.subnets) && !bad('dhcp.subnets') ? (dhcp.subnets as unknown[]) : [],
     trackerEnabled: bad('tracker.enabled') ? undefined : ((tracker.enabled as boolean | undefined) ?? true),
     trackerPort: (tracker.port as number | undefined) ?? 6969,
     lsd: bad('peers.lsd') ? undefined : ((peers.lsd as boolean | undefined) ?? false),
@@ -259,6 +263,7 @@ function mapV0(v: Obj, bad: (field: string) => boolean): Draft {
     lease,
     router: null,
     dns: [],
+    subnets: [],
     trackerEnabled: bad('opentracker.enable') ? undefined : ((ot.enable as boolean | undefined) ?? true),
     trackerPort: (ot.port as number | undefined) ?? 6969,
     lsd: bad('aria2.bt_enable_lpd') ? undefined : ((ar.bt_enable_lpd as boolean | undefined) ?? false),
@@ -554,6 +559,7 @@ export async function inspectEnvironment(envDir: string, opts: ValidateOptions =
           ),
         );
     }
+    problems.push(...checkSubnets(draft, at));
     if (
       draft.dhcpMode !== 'full' &&
       draft.version === 1 &&
@@ -711,6 +717,7 @@ function build(dir: string, d: Draft, oss: OsEntry[], warnings: Problem[]): Envi
       leaseSeconds: durationSeconds(d.lease ?? '12h'),
       router: d.router,
       dns: d.dns,
+      subnets: d.dhcpMode === 'off' ? [] : d.subnets.map((raw) => buildSubnet(obj(raw), d.dhcpMode!)),
     },
     tracker: { enabled: d.trackerEnabled!, port: d.trackerPort },
     peers: { lsd: d.lsd!, pex: d.pex, phase1: d.phase1Peers },
@@ -720,6 +727,155 @@ function build(dir: string, d: Draft, oss: OsEntry[], warnings: Problem[]): Envi
     allowMacs: d.allowMacs ? d.allowMacs.map(normMac) : null,
     logLevel: d.logLevel,
     oss,
+  };
+}
+
+/**
+ * dhcp.subnets (#21): each a relayed subnet written as its network, not
+ * overlapping another or holding the server's own address (the server's
+ * subnet uses dhcp.range), with a range inside it in full mode and none in
+ * proxy mode, and a router inside it and outside the range.
+ */
+function checkSubnets(d: Draft, at: (path: string, message: string, fix: string) => Problem): Problem[] {
+  const out: Problem[] = [];
+  if (d.subnets.length === 0) return out;
+  if (d.dhcpMode === 'off') {
+    out.push(
+      at(
+        'dhcp.subnets',
+        'dhcp.subnets is only used in mode full or proxy (mode is off)',
+        'remove subnets, or set dhcp.mode to full or proxy',
+      ),
+    );
+    return out;
+  }
+  const seen: { sub: Subnet; field: string }[] = [];
+  d.subnets.forEach((raw, i) => {
+    const e = obj(raw);
+    const f = `dhcp.subnets[${i}]`;
+    if (typeof e.subnet !== 'string') return; // the schema reported it
+    const sub = parseSubnet(e.subnet);
+    if (!sub) {
+      out.push(at(`${f}.subnet`, `'${e.subnet}' is not an IPv4 subnet`, 'write it as 10.1.0.0/24'));
+      return;
+    }
+    const text = subnetText(sub);
+    if (!sub.exact)
+      out.push(
+        at(`${f}.subnet`, `${e.subnet} is an address, not a network (host bits are set)`, `write ${text}`),
+      );
+    if (sub.bits > 30)
+      out.push(
+        at(
+          `${f}.subnet`,
+          `${text} has no room for a relay and clients`,
+          'give the subnet a prefix of /30 or less',
+        ),
+      );
+    const clash = seen.find((o) => overlapping(o.sub, sub));
+    if (clash)
+      out.push(
+        at(
+          `${f}.subnet`,
+          `${text} overlaps ${subnetText(clash.sub)} (${clash.field})`,
+          'list each relayed subnet once; subnets must not overlap',
+        ),
+      );
+    seen.push({ sub, field: f });
+    if (d.address && inSubnet(d.address, sub))
+      out.push(
+        at(
+          `${f}.subnet`,
+          `the server's own address ${d.address} lies in ${text}`,
+          "list only subnets a router relays to this server; the server's own subnet uses dhcp.range and dhcp.router",
+        ),
+      );
+    const inner = (ip: string): boolean => {
+      const n = ipToInt(ip);
+      return inSubnet(ip, sub) && n !== sub.base && n !== (sub.base | ~sub.mask) >>> 0;
+    };
+    let range: [number, number] | undefined;
+    if (d.dhcpMode === 'full') {
+      if (typeof e.range !== 'string') {
+        out.push(
+          at(
+            f,
+            `no range for ${text}: full mode hands out addresses on every subnet it serves`,
+            `add range: FIRST-LAST inside ${text}`,
+          ),
+        );
+      } else {
+        const [first, last] = e.range.split('-').map((x) => x.trim()) as [string, string];
+        const a = ipToInt(first);
+        const b = ipToInt(last);
+        if (Number.isNaN(a) || Number.isNaN(b))
+          out.push(
+            at(`${f}.range`, `'${e.range}' is not FIRST-LAST of IPv4 addresses`, 'write dotted addresses'),
+          );
+        else if (a > b)
+          out.push(
+            at(`${f}.range`, `range ${first}-${last} is reversed (first > last)`, `write ${last}-${first}`),
+          );
+        else if (!inner(first) || !inner(last))
+          out.push(
+            at(
+              `${f}.range`,
+              `range ${first}-${last} is not inside ${text} (between its network and broadcast addresses)`,
+              `pick addresses from ${intToIp(sub.base + 1)}-${intToIp(((sub.base | ~sub.mask) >>> 0) - 1)}`,
+            ),
+          );
+        else range = [a, b];
+      }
+    } else {
+      for (const key of ['range', 'router', 'dns'] as const)
+        if (e[key] !== undefined)
+          out.push(
+            at(
+              `${f}.${key}`,
+              `${key} is only given in mode full (mode is ${d.dhcpMode}: the site's DHCP server gives addresses)`,
+              `remove ${key}, or set dhcp.mode: full`,
+            ),
+          );
+    }
+    if (d.dhcpMode === 'full' && typeof e.router === 'string') {
+      const r = ipToInt(e.router);
+      if (!inner(e.router))
+        out.push(
+          at(
+            `${f}.router`,
+            `router ${e.router} is not an address in ${text}`,
+            `give the router's address on ${text} (normally the relay's)`,
+          ),
+        );
+      else if (range && r >= range[0] && r <= range[1])
+        out.push(
+          at(
+            `${f}.router`,
+            `router ${e.router} lies inside the range`,
+            'make the range leave out the router',
+          ),
+        );
+    }
+  });
+  return out;
+}
+
+function overlapping(a: Subnet, b: Subnet): boolean {
+  const wide = a.bits <= b.bits ? a : b;
+  const narrow = wide === a ? b : a;
+  return (narrow.base & wide.mask) >>> 0 === wide.base;
+}
+
+function buildSubnet(e: Obj, mode: DhcpMode): Environment['dhcp']['subnets'][number] {
+  const sub = parseSubnet(e.subnet as string)!;
+  const dns = e.dns;
+  const [first, last] =
+    mode === 'full' ? ((e.range as string).split('-').map((x) => x.trim()) as [string, string]) : [];
+  return {
+    subnet: subnetText(sub),
+    range: first !== undefined && last !== undefined ? { first, last } : null,
+    router: typeof e.router === 'string' ? e.router : null,
+    dns: typeof dns === 'string' ? [dns] : Array.isArray(dns) ? (dns as string[]) : null,
   };
 }
 

@@ -114,6 +114,16 @@ export interface Environment {
     readonly leaseSeconds: number;
     readonly router: string | null;
     readonly dns: readonly string[];
+    /** Relayed subnets (#21), each with its pool in full mode; empty in mode off. */
+    readonly subnets: readonly {
+      /** "10.1.0.0/24". */
+      readonly subnet: string;
+      /** Full mode: first and last address handed out there. */
+      readonly range: { readonly first: string; readonly last: string } | null;
+      readonly router: string | null;
+      /** Null: the server's dns. */
+      readonly dns: readonly string[] | null;
+    }[];
   };
   readonly tracker: { readonly enabled: boolean; readonly port: number };
   /** lsd, pex: ways clients find each other; phase1: clients serve phase 1 to later clients (#16). */

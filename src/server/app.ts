@@ -407,6 +407,12 @@ export class BootServer {
           ...(env.dhcp.range ? { rangeStart: env.dhcp.range.first, rangeEnd: env.dhcp.range.last } : {}),
           ...(env.dhcp.router ? { router: env.dhcp.router } : {}),
           dns: env.dhcp.dns,
+          subnets: env.dhcp.subnets.map((n) => ({
+            subnet: n.subnet,
+            ...(n.range ? { rangeStart: n.range.first, rangeEnd: n.range.last } : {}),
+            ...(n.router ? { router: n.router } : {}),
+            ...(n.dns ? { dns: n.dns } : {}),
+          })),
           leaseTimeSeconds: env.dhcp.leaseSeconds,
           leasesFile: join(this.stateDir, 'leases.json'),
         },

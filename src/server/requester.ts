@@ -11,7 +11,7 @@
  */
 import { readFile } from 'node:fs/promises';
 import { isIPv4 } from 'node:net';
-import { ipToInt, normalizeMac } from '../util/address.js';
+import { inSubnet, ipToInt, normalizeMac, parseSubnet } from '../util/address.js';
 
 /** Why a requester was tied to the MAC it asked for. */
 export type TieReason = 'loopback' | 'neighbour' | 'lease' | 'trusted';
@@ -37,12 +37,9 @@ export function parseProcNetArp(text: string): Map<string, string> {
 
 /** An IPv4 CIDR ("10.0.0.0/24", or an address alone for /32) as a predicate; throws on anything else. */
 export function parseCidr(cidr: string): (ip: string) => boolean {
-  const m = /^(\d+\.\d+\.\d+\.\d+)(?:\/(\d{1,2}))?$/.exec(cidr.trim());
-  const bits = m ? Number(m[2] ?? 32) : -1;
-  if (!m || !isIPv4(m[1]!) || bits < 0 || bits > 32) throw new Error(`not an IPv4 CIDR: ${cidr}`);
-  const mask = bits === 0 ? 0 : (0xffffffff << (32 - bits)) >>> 0;
-  const net = (ipToInt(m[1]!) & mask) >>> 0;
-  return (ip) => isIPv4(ip) && (ipToInt(ip) & mask) >>> 0 === net;
+  const s = parseSubnet(cidr);
+  if (!s) throw new Error(`not an IPv4 CIDR: ${cidr}`);
+  return (ip) => inSubnet(ip, s);
 }
 
 export interface RequesterOptions {

@@ -30,3 +30,37 @@ export function intToIp(n: number): string {
   const v = n >>> 0;
   return `${v >>> 24}.${(v >>> 16) & 255}.${(v >>> 8) & 255}.${v & 255}`;
 }
+
+/** An IPv4 subnet: its network address as a number, its prefix length and mask. */
+export interface Subnet {
+  readonly base: number;
+  readonly bits: number;
+  readonly mask: number;
+}
+
+/**
+ * "10.1.0.0/24" (or an address alone for /32) to a Subnet; undefined if it
+ * is not one. `exact` is false when host bits are set ("10.1.0.7/24"):
+ * callers that want the network address written say so.
+ */
+export function parseSubnet(cidr: string): (Subnet & { exact: boolean }) | undefined {
+  const m = /^(\d+\.\d+\.\d+\.\d+)(?:\/(\d{1,2}))?$/.exec(cidr.trim());
+  if (!m) return undefined;
+  const ip = ipToInt(m[1]!);
+  const bits = m[2] === undefined ? 32 : Number(m[2]);
+  if (Number.isNaN(ip) || bits > 32) return undefined;
+  const mask = bits === 0 ? 0 : (0xffffffff << (32 - bits)) >>> 0;
+  const base = (ip & mask) >>> 0;
+  return { base, bits, mask, exact: base === ip };
+}
+
+/** Is `ip` inside `s`? False for anything that is not an IPv4 address. */
+export function inSubnet(ip: string, s: Subnet): boolean {
+  const n = ipToInt(ip);
+  return !Number.isNaN(n) && (n & s.mask) >>> 0 === s.base;
+}
+
+/** "10.1.0.0/24" of a Subnet. */
+export function subnetText(s: Subnet): string {
+  return `${intToIp(s.base)}/${s.bits}`;
+}

@@ -73,6 +73,7 @@ test('a v0 environment (the older tool example layout) loads and maps onto v1', 
     leaseSeconds: 12 * 3600,
     router: null,
     dns: [],
+    subnets: [],
   });
   assert.deepEqual(env.tracker, { enabled: true, port: 10001 });
   assert.deepEqual(env.peers, { lsd: false, pex: true, phase1: false });
@@ -167,6 +168,7 @@ log_level: debug
     leaseSeconds: 5400,
     router: '10.0.0.254',
     dns: ['10.0.0.53'],
+    subnets: [],
   });
   assert.deepEqual(env.tracker, { enabled: false, port: 6969 });
   assert.deepEqual(env.peers, { lsd: true, pex: false, phase1: true });

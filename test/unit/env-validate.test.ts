@@ -8,7 +8,7 @@ import { createServer } from 'node:net';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { NetworkInterfaceInfo } from 'node:os';
-import { formatProblem, validate } from '../../src/env/index.js';
+import { formatProblem, loadEnvironment, validate } from '../../src/env/index.js';
 import { tempDir } from '../helpers/tmp.js';
 import { BASE_V1, expectProblem, freePort, v1Env, writeEnv } from '../helpers/env.js';
 
@@ -599,4 +599,97 @@ test('uefi_chain: signed needs TFTP (GRUB has no HTTP); an unknown chain is a sc
   });
   const good = v1Env(t, BASE_V1.replace('  address: 10.0.0.1', '  address: 10.0.0.1\n  uefi_chain: signed'));
   assert.deepEqual(await validate(good, { machineChecks: false }), []);
+});
+
+test('dhcp.subnets (relayed subnets): loaded per subnet, and every mistake named with its field and fix', async (t) => {
+  const good = v1Env(
+    t,
+    `${BASE_V1.replace('  range: 10.0.0.100-10.0.0.199\n', '  range: 10.0.0.100-10.0.0.199\n  dns: 10.0.0.53\n  subnets:\n    - { subnet: 10.1.0.0/24, range: 10.1.0.100-10.1.0.199, router: 10.1.0.1 }\n    - { subnet: 10.2.0.0/23, range: 10.2.1.10-10.2.1.250, dns: [10.2.0.53] }\n')}`,
+  );
+  assert.deepEqual(await validate(good, NO_MACHINE), []);
+  const env = await loadEnvironment(good, NO_MACHINE);
+  assert.deepEqual(env.dhcp.subnets, [
+    {
+      subnet: '10.1.0.0/24',
+      range: { first: '10.1.0.100', last: '10.1.0.199' },
+      router: '10.1.0.1',
+      dns: null,
+    },
+    {
+      subnet: '10.2.0.0/23',
+      range: { first: '10.2.1.10', last: '10.2.1.250' },
+      router: null,
+      dns: ['10.2.0.53'],
+    },
+  ]);
+  const bad = v1Env(
+    t,
+    `${BASE_V1.replace(
+      '  range: 10.0.0.100-10.0.0.199\n',
+      `  range: 10.0.0.100-10.0.0.199
+  subnets:
+    - { subnet: 10.1.0.7/24, range: 10.1.0.100-10.1.0.199 }
+    - { subnet: 10.1.0.128/25, range: 10.1.0.130-10.1.0.140 }
+    - { subnet: 10.0.0.0/16, range: 10.0.5.1-10.0.5.9 }
+    - { subnet: 10.3.0.0/24 }
+    - { subnet: 10.4.0.0/24, range: 10.4.0.0-10.4.0.20 }
+    - { subnet: 10.5.0.0/24, range: 10.5.0.20-10.5.0.10 }
+    - { subnet: 10.6.0.0/24, range: 10.6.0.10-10.6.0.20, router: 10.7.0.1 }
+    - { subnet: 10.8.0.0/24, range: 10.8.0.10-10.8.0.20, router: 10.8.0.15 }
+    - { subnet: 10.9.0.0/31, range: 10.9.0.0-10.9.0.1 }
+    - { subnet: nonsense }
+`,
+    )}`,
+  );
+  const problems = await validate(bad, NO_MACHINE);
+  const want: [string, RegExp, RegExp][] = [
+    ['dhcp.subnets[0].subnet', /10\.1\.0\.7\/24 is an address, not a network/, /write 10\.1\.0\.0\/24/],
+    [
+      'dhcp.subnets[1].subnet',
+      /10\.1\.0\.128\/25 overlaps 10\.1\.0\.0\/24 \(dhcp\.subnets\[0\]\)/,
+      /must not overlap/,
+    ],
+    [
+      'dhcp.subnets[2].subnet',
+      /server's own address 10\.0\.0\.1 lies in 10\.0\.0\.0\/16/,
+      /own subnet uses dhcp\.range/,
+    ],
+    ['dhcp.subnets[3]', /no range for 10\.3\.0\.0\/24/, /add range: FIRST-LAST inside 10\.3\.0\.0\/24/],
+    [
+      'dhcp.subnets[4].range',
+      /not inside 10\.4\.0\.0\/24 \(between its network and broadcast/,
+      /10\.4\.0\.1-10\.4\.0\.254/,
+    ],
+    ['dhcp.subnets[5].range', /reversed/, /write 10\.5\.0\.10-10\.5\.0\.20/],
+    ['dhcp.subnets[6].router', /router 10\.7\.0\.1 is not an address in 10\.6\.0\.0\/24/, /router's address/],
+    ['dhcp.subnets[7].router', /router 10\.8\.0\.15 lies inside the range/, /leave out the router/],
+    ['dhcp.subnets[8].subnet', /no room for a relay and clients/, /\/30 or less/],
+    ['dhcp.subnets[9].subnet', /nonsense/, /10\.1\.0\.0\/24/],
+  ];
+  for (const [field, message, fix] of want) expectProblem(problems, { file: MAIN, field, message, fix });
+  const line = problems.find((p) => p.field === 'dhcp.subnets[5].range')?.line;
+  assert.equal(line, 14, 'the line of that subnet entry');
+
+  const proxy = v1Env(
+    t,
+    `${BASE_V1.replace('  mode: full\n  range: 10.0.0.100-10.0.0.199\n', '  mode: proxy\n  subnets:\n    - { subnet: 10.1.0.0/24, range: 10.1.0.100-10.1.0.199 }\n    - { subnet: 10.2.0.0/24 }\n')}`,
+  );
+  const pp = await validate(proxy, NO_MACHINE);
+  expectProblem(pp, {
+    file: MAIN,
+    field: 'dhcp.subnets[0].range',
+    message: /only given in mode full \(mode is proxy/,
+    fix: /remove range/,
+  });
+  assert.equal(pp.length, 1, pp.map((p) => formatProblem(p)).join('\n'));
+  const off = v1Env(
+    t,
+    `${BASE_V1.replace('  mode: full\n  range: 10.0.0.100-10.0.0.199\n', '  mode: off\n  subnets: [{ subnet: 10.2.0.0/24 }]\n')}`,
+  );
+  expectProblem(await validate(off, NO_MACHINE), {
+    file: MAIN,
+    field: 'dhcp.subnets',
+    message: /only used in mode full or proxy/,
+    fix: /remove subnets/,
+  });
 });
