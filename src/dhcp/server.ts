@@ -399,7 +399,7 @@ export class DhcpServer extends EventEmitter<DhcpServerEvents> {
         index: 0,
         subnet: ownSubnet,
         text: subnetText(ownSubnet),
-        ...(o.rangeStart !== undefined ? { rangeStart: o.rangeStart, rangeEnd: o.rangeEnd as string } : {}),
+        ...(o.rangeStart !== undefined ? { rangeStart: o.rangeStart, rangeEnd: o.rangeEnd } : {}),
         ...(o.router !== undefined ? { router: o.router } : {}),
         ...(o.dns !== undefined ? { dns: o.dns } : {}),
       },
@@ -444,7 +444,7 @@ export class DhcpServer extends EventEmitter<DhcpServerEvents> {
         index: pools.length,
         subnet: sub,
         text,
-        ...(n.rangeStart !== undefined ? { rangeStart: n.rangeStart, rangeEnd: n.rangeEnd as string } : {}),
+        ...(n.rangeStart !== undefined ? { rangeStart: n.rangeStart, rangeEnd: n.rangeEnd } : {}),
         ...(n.router !== undefined ? { router: n.router } : {}),
         ...((n.dns ?? o.dns) !== undefined ? { dns: n.dns ?? o.dns } : {}),
       });

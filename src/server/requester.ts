@@ -11,7 +11,7 @@
  */
 import { readFile } from 'node:fs/promises';
 import { isIPv4 } from 'node:net';
-import { inSubnet, ipToInt, normalizeMac, parseSubnet } from '../util/address.js';
+import { inSubnet, normalizeMac, parseSubnet } from '../util/address.js';
 
 /** Why a requester was tied to the MAC it asked for. */
 export type TieReason = 'loopback' | 'neighbour' | 'lease' | 'trusted';
