@@ -495,3 +495,227 @@ test('a dnsmasq already on port 67 makes listen() fail with BT_ERR_LISTEN naming
     assert.equal(await server.exit(), 1);
   }
 });
+
+/**
+ * Relayed subnet (#21): a router namespace runs ISC's dhcrelay between the
+ * server's LAN and a client subnet; the server is two hops from its clients.
+ *
+ *   [S] lan0 10.69.N.1/24 --+-- sr <-> r0 10.69.N.254 [R] lan1 10.70.N.1/24 --+-- c1 (udhcpc, PXE client)
+ *                           +-- sd <-> d0 10.69.N.2 [D] (the site's DHCP: dnsmasq)  +-- c2 (dhclient)
+ */
+async function relayedLab(t: TestContext): Promise<Lab & { lan: string; sub: string; relay: () => string }> {
+  const lab = createLab(t, ['s', 'r', 'd', 'c1', 'c2']);
+  const lan = `10.69.${lab.net}`;
+  const sub = `10.70.${lab.net}`;
+  const s = lab.ns('s');
+  const r = lab.ns('r');
+  lab.ip('-n', s, 'link', 'add', 'lan0', 'type', 'bridge');
+  lab.ip('-n', r, 'link', 'add', 'lan1', 'type', 'bridge');
+  veth(lab, 's', 'sr', 'r', 'r0');
+  veth(lab, 's', 'sd', 'd', 'd0');
+  veth(lab, 'r', 'rc1', 'c1', 'c1');
+  veth(lab, 'r', 'rc2', 'c2', 'c2');
+  for (const port of ['sr', 'sd']) lab.ip('-n', s, 'link', 'set', port, 'master', 'lan0');
+  for (const port of ['rc1', 'rc2']) lab.ip('-n', r, 'link', 'set', port, 'master', 'lan1');
+  lab.ip('-n', s, 'addr', 'add', `${lan}.1/24`, 'dev', 'lan0');
+  lab.ip('-n', s, 'link', 'set', 'lan0', 'up');
+  lab.ip('-n', r, 'addr', 'add', `${lan}.254/24`, 'dev', 'r0');
+  lab.ip('-n', r, 'addr', 'add', `${sub}.1/24`, 'dev', 'lan1');
+  lab.ip('-n', r, 'link', 'set', 'lan1', 'up');
+  lab.ip('-n', lab.ns('d'), 'addr', 'add', `${lan}.2/24`, 'dev', 'd0');
+  // The server and the site's DHCP reach the client subnet through the router (replies to giaddr, port 4011).
+  lab.ip('-n', s, 'route', 'add', `${sub}.0/24`, 'via', `${lan}.254`);
+  lab.ip('-n', lab.ns('d'), 'route', 'add', `${sub}.0/24`, 'via', `${lan}.254`);
+  run('ip', ['netns', 'exec', r, 'sysctl', '-q', '-w', 'net.ipv4.ip_forward=1']);
+  lab.ip('-n', lab.ns('c1'), 'link', 'set', 'c1', 'address', '02:00:00:00:70:01');
+  lab.ip('-n', lab.ns('c2'), 'link', 'set', 'c2', 'address', '02:00:00:00:70:02');
+  for (const [where, dev] of [
+    ['s', 'lan0'],
+    ['r', 'lan1'],
+    ['r', 'r0'],
+    ['d', 'd0'],
+  ] as const)
+    await waitUp(lab, where, dev);
+  return {
+    ...lab,
+    lan,
+    sub,
+    relay: () => requireProgram('dhcrelay', 'isc-dhcp-relay'),
+  };
+}
+
+/** ISC dhcrelay in the router, in the foreground, adding option 82 (-a) to what it relays to `servers`. */
+async function startRelay(lab: Lab & { relay: () => string }, servers: string[]): Promise<Child> {
+  const relay = lab.spawnIn(lab.ns('r'), 'dhcrelay', lab.relay(), [
+    '-d',
+    '-4',
+    '-a',
+    '-pf',
+    join(lab.dir, 'dhcrelay.pid'),
+    '-id',
+    'lan1',
+    '-iu',
+    'r0',
+    ...servers,
+  ]);
+  await relay.line('dhcrelay ready', /Sending on\s+Socket\/fallback/);
+  return relay;
+}
+
+/** tcpdump -vv output grouped into packets (a packet starts with its timestamp). */
+function packets(capture: Child): string[] {
+  const out: string[] = [];
+  for (const l of capture.lines) {
+    if (/^\d\d:\d\d:\d\d\.\d+ /.test(l)) out.push(l);
+    else if (out.length > 0) out[out.length - 1] += `\n${l}`;
+  }
+  return out;
+}
+
+test('full mode through a real relay (dhcrelay): udhcpc and dhclient on a routed subnet get its pool and router; option 82 comes back', async (t) => {
+  const tcpdump = requireProgram('tcpdump', 'tcpdump');
+  const busybox = requireProgram('busybox', 'busybox-static');
+  const lab = await relayedLab(t);
+  const { lan, sub } = lab;
+  const server = await startServer(lab, 'server', {
+    mode: 'full',
+    interface: 'lan0',
+    serverIp: `${lan}.1`,
+    rangeStart: `${lan}.100`,
+    rangeEnd: `${lan}.150`,
+    router: `${lan}.254`,
+    subnets: [
+      { subnet: `${sub}.0/24`, rangeStart: `${sub}.100`, rangeEnd: `${sub}.150`, router: `${sub}.1` },
+    ],
+  });
+  const capture = lab.spawnIn(lab.ns('s'), 'tcpdump@s', tcpdump, [
+    '-i',
+    'lan0',
+    '-n',
+    '-l',
+    '-U',
+    '-vv',
+    'udp port 67',
+  ]);
+  await capture.line('tcpdump ready', /listening on lan0/);
+  await startRelay(lab, [`${lan}.1`]);
+
+  const s = script(
+    lab.dir,
+    'udhcpc-relay.sh',
+    'echo "LEASE $1 ${ip:-} ${subnet:-} ${router:-} ${serverid:-}"',
+  );
+  const u = lab.spawnIn(lab.ns('c1'), 'udhcpc@c1', busybox, [
+    'udhcpc',
+    '-i',
+    'c1',
+    '-f',
+    '-q',
+    '-n',
+    '-t',
+    '5',
+    '-T',
+    '2',
+    '-s',
+    s,
+  ]);
+  assert.equal(await u.exit(), 0, u.output());
+  const m = u.lines.map((l) => /^LEASE bound (\S+) (\S+) (\S+) (\S+)/.exec(l)).find((x) => x !== null);
+  assert.ok(m, `udhcpc bound:\n${u.output()}`);
+  assert.ok(inRange(m[1]!, sub, 100, 150), `udhcpc got ${m[1]} from the relayed pool`);
+  assert.equal(m[2], '255.255.255.0');
+  assert.equal(m[3], `${sub}.1`, "the relayed subnet's router, not the server LAN's");
+  assert.equal(m[4], `${lan}.1`, 'server id: our server, two hops away');
+  await server.event('lease for udhcpc', (e) => e.type === 'lease' && e.mac === '02:00:00:00:70:01');
+
+  const d = await dhclient(lab, 'c2', 'c2', 1);
+  assert.ok(inRange(d, sub, 100, 150), `dhclient got ${d} from the relayed pool`);
+  assert.notEqual(d, m[1]);
+
+  // Both leases are bound, so their four replies were sent; wait until tcpdump has printed them.
+  const replies = (): string[] => packets(capture).filter((p) => p.includes(`${lan}.1.67 > ${sub}.1.67`));
+  await capture
+    .until('four replies to the relay', () => (replies().length >= 4 ? true : undefined))
+    .catch(() => undefined);
+  await capture.stop('SIGINT');
+  const seen = packets(capture);
+  const toRelay = replies();
+  assert.ok(
+    toRelay.length >= 4,
+    `OFFER and ACK for each client went to the relay (giaddr):\n${seen.join('\n')}`,
+  );
+  for (const p of toRelay)
+    assert.match(p, /Agent-Information/, `every reply to the relay echoes option 82:\n${p}`);
+  assert.ok(
+    seen.some((p) => /> 10\.69\.\d+\.1\.67/.test(p) && /Agent-Information/.test(p) && /Circuit-ID/.test(p)),
+    'the relay added option 82 with a circuit id',
+  );
+});
+
+test('proxy mode through a real relay: dnsmasq gives the address, we give the boot file, then port 4011 across the router', async (t) => {
+  const dnsmasq = requireProgram('dnsmasq', 'dnsmasq-base');
+  const lab = await relayedLab(t);
+  const { lan, sub } = lab;
+  const dns = lab.spawnIn(lab.ns('d'), 'dnsmasq', dnsmasq, [
+    '--no-daemon',
+    '--conf-file=/dev/null',
+    '--port=0',
+    '--user=root',
+    '--interface=d0',
+    '--bind-interfaces',
+    // A range on the relayed subnet: dnsmasq answers relayed requests whose giaddr falls in it.
+    `--dhcp-range=${sub}.50,${sub}.60,255.255.255.0,10m`,
+    `--dhcp-leasefile=${join(lab.dir, 'dnsmasq.leases')}`,
+    `--pid-file=${join(lab.dir, 'dnsmasq.pid')}`,
+    '--log-dhcp',
+    '--log-facility=-',
+  ]);
+  await dns.line('dnsmasq ready', /DHCP, IP range/);
+  await startServer(lab, 'proxy', {
+    mode: 'proxy',
+    interface: 'lan0',
+    serverIp: `${lan}.1`,
+    subnets: [{ subnet: `${sub}.0/24` }],
+  });
+  await startRelay(lab, [`${lan}.2`, `${lan}.1`]);
+
+  // The client has no address; a link route lets its socket send the limited broadcast.
+  lab.ip('-n', lab.ns('c1'), 'route', 'add', 'default', 'dev', 'c1');
+  const mac = '02:00:00:00:70:01';
+  const client = lab.spawnIn(lab.ns('c1'), 'pxe-client', process.execPath, [
+    '--enable-source-maps',
+    PXE_CLIENT,
+    'discover',
+    mac,
+    '68',
+  ]);
+  const fromSite = await client.event(
+    'dnsmasq OFFER',
+    (e) => e.type === 'reply' && e.serverId === `${lan}.2`,
+  );
+  const fromProxy = await client.event('proxy OFFER', (e) => e.type === 'reply' && e.serverId === `${lan}.1`);
+  await client.stop();
+  const leased = String(fromSite.yiaddr);
+  assert.ok(inRange(leased, sub, 50, 60), `dnsmasq offered ${leased} on the relayed subnet`);
+  assert.equal(fromProxy.yiaddr, '0.0.0.0', 'a proxyDHCP offer carries no address');
+  assert.equal(fromProxy.siaddr, `${lan}.1`, 'next server: ours, across the router');
+  assert.equal(fromProxy.file, 'undionly.kpxe');
+  assert.equal(fromProxy.vendorClass, 'PXEClient');
+
+  // PXE 2.1 step 9 from the relayed subnet: unicast to port 4011, routed, no relay.
+  lab.ip('-n', lab.ns('c1'), 'addr', 'add', `${leased}/24`, 'dev', 'c1');
+  lab.ip('-n', lab.ns('c1'), 'route', 'replace', 'default', 'via', `${sub}.1`);
+  const req = lab.spawnIn(lab.ns('c1'), 'pxe-request', process.execPath, [
+    '--enable-source-maps',
+    PXE_CLIENT,
+    'request',
+    mac,
+    `${lan}.1`,
+    leased,
+  ]);
+  const ack = await req.event('proxy ACK on 4011', (e) => e.type === 'reply');
+  assert.equal(ack.messageType, 5);
+  assert.equal(ack.from, `${lan}.1:4011`);
+  assert.equal(ack.file, 'undionly.kpxe');
+  assert.equal(await req.exit(), 0);
+});
