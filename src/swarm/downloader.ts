@@ -28,6 +28,8 @@ export interface DownloaderHooks {
   writeFailed(index: number, err: Error): void;
   /** Bans a peer that sent corrupt data too often (and closes it). */
   ban(peer: Peer, reason: string): void;
+  /** A web seed (BEP 19) sent blocks of a piece that failed its hash check. */
+  webFailed(pid: string, index: number): void;
   /** Every piece is verified and on disk. */
   complete(): void;
 }
@@ -51,6 +53,8 @@ export class Downloader {
   readonly down = new RateMeter();
   /** Bytes received that we had not asked for (late after a cancel) or no longer wanted. */
   wasted = 0;
+  /** Web seeds taking part (BEP 19), by their source id: label for logs. */
+  private readonly web = new Map<string, string>();
   private readonly core: SessionCore;
   private readonly picker: PiecePicker;
   private readonly store: PieceStore;
@@ -281,20 +285,22 @@ export class Downloader {
   private async finishPiece(index: number): Promise<void> {
     const picker = this.picker;
     const list = [...this.core.peers.values()];
-    const v = this.assembler.finish(
-      index,
-      list.map((p) => p.pid),
-    );
+    const v = this.assembler.finish(index, [...list.map((p) => p.pid), ...this.web.keys()]);
     if (!v.ok) {
       picker.pieceFailed(index);
       const byPid = new Map(list.map((p) => [p.pid, p]));
-      const who = v.contributors.map((pid) => byPid.get(pid)!.address);
+      const who = v.contributors.map((pid) => byPid.get(pid)?.address ?? this.web.get(pid) ?? pid);
       this.core.log.warn('piece failed its hash check; fetching it again', {
         piece: index,
         from: who.join(','),
       });
       this.hooks.pieceFailed(index, who);
-      for (const pid of v.ban) this.hooks.ban(byPid.get(pid)!, `sent corrupt data (piece ${index})`);
+      // A web seed holds the very file: one wrong piece means a wrong file, not a line error.
+      for (const pid of v.contributors) if (this.web.has(pid)) this.hooks.webFailed(pid, index);
+      for (const pid of v.ban) {
+        const peer = byPid.get(pid);
+        if (peer) this.hooks.ban(peer, `sent corrupt data (piece ${index})`);
+      }
       for (const p of this.core.peers.values()) this.fill(p);
       return;
     }
@@ -326,6 +332,60 @@ export class Downloader {
       }
       this.hooks.complete();
     }
+  }
+
+  // ---- web seeds (BEP 19): sources that have every piece and no connection ----
+
+  /** A web seed joins; `label` names it in logs (its URL). */
+  webJoin(pid: string, label: string): void {
+    if (this.web.has(pid)) return;
+    this.web.set(pid, label);
+    this.picker.peerSeed(1);
+  }
+
+  /** A web seed leaves: what it was asked goes back to the others. */
+  webGone(pid: string): void {
+    if (!this.web.delete(pid)) return;
+    this.picker.peerSeed(-1);
+    this.picker.peerGone(pid);
+    this.assembler.peerGone(pid);
+  }
+
+  /** Up to `max` blocks for a web seed to fetch (no endgame duplicates: peers finish those). */
+  webPick(pid: string, max: number): BlockRequest[] {
+    if (!this.web.has(pid) || this.core.isStopped() || this.picker.complete) return [];
+    return this.picker.pick({ id: pid, has: () => true }, max, 0);
+  }
+
+  /** Blocks a web seed could not fetch: asked of others (or of it again) later. */
+  webDropped(pid: string, reqs: readonly BlockRequest[]): void {
+    for (const r of reqs) this.picker.requestDropped(r.index, r.begin, pid);
+  }
+
+  /** A block a web seed fetched, as asked (the caller checked its length). */
+  webBlock(pid: string, r: BlockRequest, block: Buffer): void {
+    if (!this.web.has(pid) || this.core.isStopped()) return;
+    this.down.add(block.length);
+    const res = this.picker.blockReceived(r.index, r.begin, pid);
+    if (!res.wanted) {
+      this.wasted += block.length;
+      return;
+    }
+    this.assembler.add(r.index, r.begin, block, pid);
+    const k = blockKey(r.index, r.begin);
+    for (const other of res.cancelFrom) {
+      for (const p of this.core.peers.values()) {
+        if (p.pid === other && p.outstanding.delete(k)) p.conn.cancel(r.index, r.begin, block.length);
+      }
+    }
+    if (res.pieceDone) this.finishPiece(r.index).catch((err: unknown) => this.core.fail('piece write', err));
+  }
+
+  /** Connected peers that unchoke us: what a web seed weighs against. */
+  unchokingPeers(): number {
+    let n = 0;
+    for (const p of this.core.peers.values()) if (!p.conn.peerChoking && p.conn.isOpen) n++;
+    return n;
   }
 
   /**

@@ -10,6 +10,7 @@ import type { ByteTally } from '../wire/connection.js';
 import type { TrackerClient } from '../tracker/client.js';
 import type { ChokerMode } from './choker.js';
 import type { StorageMode } from './storage.js';
+import type { WebSeedStats } from './web-seed.js';
 
 export interface SessionOptions {
   meta: Metainfo;
@@ -65,6 +66,12 @@ export interface SessionOptions {
   pexIntervalMs?: number;
   /** Overrides of PEER_LIMITS (src/limits.ts), e.g. small values in tests. */
   limits?: Partial<Record<keyof typeof PEER_LIMITS, number>>;
+  /** Web seeds (BEP 19) to use instead of the torrent's url-list (at most MAX_WEB_SEEDS are used). */
+  webSeeds?: readonly string[];
+  /** A web seed fetches while fewer peers than this unchoke us (default 2). */
+  webSeedMinPeers?: number;
+  /** First back-off of a failed web seed request, ms (default 5 s); tests shorten it. */
+  webSeedRetryMs?: number;
 }
 
 export interface SessionServices {
@@ -108,6 +115,8 @@ export interface SessionStats {
   readonly peers: readonly PeerStats[];
   readonly wasted: number;
   readonly hashFailures: number;
+  /** Web seeds of this session (BEP 19): URL, state, bytes fetched. */
+  readonly webSeeds: readonly WebSeedStats[];
 }
 
 export interface SessionEvents {

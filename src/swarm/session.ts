@@ -35,6 +35,7 @@ import { PeerPool } from './peer-pool.js';
 import { Downloader } from './downloader.js';
 import { Uploader, answerMetadataRequest } from './uploader.js';
 import { PexExchange } from './pex.js';
+import { WebSeed } from './web-seed.js';
 import type { SessionEvents, SessionOptions, SessionServices, SessionStats } from './session-types.js';
 
 export type {
@@ -52,6 +53,8 @@ const PEX_INTERVAL_MS = 60_000;
 const UT_METADATA_ID = 2;
 /** How often verified pieces are announced to peers (`have`, batched per peer). */
 const HAVE_BATCH_MS = 250;
+/** Web seeds used per torrent; a url-list longer than this is cut (a torrent cannot make us fetch from hundreds). */
+export const MAX_WEB_SEEDS = 8;
 
 /** What exists once start() has opened the storage and checked the data. */
 interface Running {
@@ -60,6 +63,7 @@ interface Running {
   readonly announcer: Announcer;
   readonly downloader: Downloader;
   readonly uploader: Uploader;
+  readonly webSeeds: WebSeed[];
 }
 
 export class TorrentSession extends EventEmitter<SessionEvents> {
@@ -225,6 +229,7 @@ export class TorrentSession extends EventEmitter<SessionEvents> {
     announcer.announceSoon('started');
     await announcer.startLsd(meta.private);
     this.pool.connectMore();
+    for (const w of run.webSeeds) w.tick();
   }
 
   /** The parts that work on the open storage: picker, announcer, downloader, uploader. */
@@ -282,12 +287,39 @@ export class TorrentSession extends EventEmitter<SessionEvents> {
           this.log.error('cannot write piece', { piece: index, error: err.message });
         },
         ban: (peer, reason) => this.ban(peer, reason),
+        webFailed: (pid, index) => webSeeds.find((w) => w.pid === pid)?.hashFailed(index),
         complete: () => {
           this.emit('complete');
           announcer.announceSoon('completed');
         },
       },
     );
+    const webSeeds: WebSeed[] = [];
+    if (!picker.complete) {
+      const urls = [...new Set(opts.webSeeds ?? meta.urlList)];
+      if (urls.length > MAX_WEB_SEEDS)
+        this.log.warn('torrent names more web seeds than are used', {
+          used: MAX_WEB_SEEDS,
+          named: urls.length,
+        });
+      for (const url of urls.slice(0, MAX_WEB_SEEDS)) {
+        try {
+          webSeeds.push(
+            new WebSeed(
+              {
+                url,
+                meta,
+                ...(opts.webSeedMinPeers !== undefined ? { minPeers: opts.webSeedMinPeers } : {}),
+                ...(opts.webSeedRetryMs !== undefined ? { retryMs: opts.webSeedRetryMs } : {}),
+              },
+              { downloader, logger: this.log },
+            ),
+          );
+        } catch (err) {
+          this.log.warn('web seed not used', { url: url.slice(0, 200), error: errorText(err) });
+        }
+      }
+    }
     const policy = new SeedPolicy({
       pieceCount: meta.pieceCount,
       pieceSize: (i) => picker.pieceSize(i),
@@ -298,7 +330,7 @@ export class TorrentSession extends EventEmitter<SessionEvents> {
       { picker, store, policy },
       { chokerMode: this.chokerMode, maxUnchoked: this.maxUnchoked, bucket: this.uploadBucket },
     );
-    return { store, picker, announcer, downloader, uploader };
+    return { store, picker, announcer, downloader, uploader, webSeeds };
   }
 
   private readonly onAbort = () => {
@@ -474,9 +506,10 @@ export class TorrentSession extends EventEmitter<SessionEvents> {
 
   private tick(): void {
     if (this.stopped) return;
-    const { downloader, announcer } = this.run!;
+    const { downloader, announcer, webSeeds } = this.run!;
     const now = Date.now();
     for (const p of [...this.peers.values()]) this.guard(p, 'tick', () => downloader.tick(p, now));
+    for (const w of webSeeds) w.tick(now);
     announcer.tick();
     this.pool.makeRoomForCandidates();
     this.pool.connectMore();
@@ -522,6 +555,7 @@ export class TorrentSession extends EventEmitter<SessionEvents> {
       })),
       wasted: run?.downloader.wasted ?? 0,
       hashFailures: run?.downloader.hashFailures ?? 0,
+      webSeeds: run?.webSeeds.map((w) => w.stats()) ?? [],
     };
   }
 
@@ -561,6 +595,7 @@ export class TorrentSession extends EventEmitter<SessionEvents> {
     this.signal?.removeEventListener('abort', this.onAbort);
     for (const t of this.timers) clearInterval(t);
     this.timers = [];
+    for (const w of this.run?.webSeeds ?? []) w.stop();
     this.uploadBucket?.release();
     for (const p of [...this.peers.values()]) p.conn.destroy();
     if (this.run) await this.run.announcer.announce('stopped').catch(() => undefined);
