@@ -1001,6 +1001,7 @@ function loadOs(
     name: v[v0 ? 'dispname' : 'name'] as string,
     configFile: file,
     sourceVersion: v0 ? (0 as const) : (1 as const),
+    webSeeds: !v0 && Array.isArray(v.web_seeds) ? (v.web_seeds as string[]) : [],
   };
   if (m === 'kexec' && typeof v.kernel === 'string') {
     fileIn('kernel', v.kernel, 'kernel');

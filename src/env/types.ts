@@ -31,6 +31,8 @@ interface OsBase {
   /** The config file it came from, and the format it was written in. */
   readonly configFile: string;
   readonly sourceVersion: 0 | 1;
+  /** BEP 19 web seeds: folder URLs holding `<id>/<files>` (v1 `web_seeds`), put in the torrent's url-list. */
+  readonly webSeeds: readonly string[];
 }
 
 export interface KexecOs extends OsBase {

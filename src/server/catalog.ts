@@ -47,6 +47,11 @@ interface CacheRecord {
 const CACHE_FORMAT = 1;
 
 /** Every regular file below `dir` (symlinks followed), as '/'-separated relative paths with size, mtime and inode. */
+/** The torrent's fields from outside the folder (tracker, web seeds), as one string for the fingerprint. */
+function outside(announce: string, os: OsEntry): string {
+  return os.webSeeds.length > 0 ? `${announce}\nurl-list:${os.webSeeds.join('\n')}` : announce;
+}
+
 async function fingerprintFolder(dir: string, announce: string): Promise<string> {
   const names = (await readdir(dir, { recursive: true })).sort();
   const h = createHash('sha256').update(`format ${CACHE_FORMAT}\nannounce ${announce}\n`);
@@ -88,7 +93,8 @@ export class OsCatalog {
     const added: CatalogEntry[] = [];
     const announce = this.options.announce ?? '';
     for (const os of oss) {
-      const fingerprint = await fingerprintFolder(os.dir, announce).catch((err: unknown) => {
+      // What goes into the .torrent besides the folder: a change makes a new one.
+      const fingerprint = await fingerprintFolder(os.dir, outside(announce, os)).catch((err: unknown) => {
         throw new BootTorrentError(
           'BT_ERR_FILE',
           `cannot read OS folder ${os.dir}: ${(err as Error).message}`,
@@ -145,6 +151,7 @@ export class OsCatalog {
         creationDate: null,
         createdBy: 'BootTorrent',
         ...(this.options.announce ? { announce: [[this.options.announce]] } : {}),
+        ...(os.webSeeds.length > 0 ? { urlList: os.webSeeds } : {}),
       },
       {
         ...(this.services.signal ? { signal: this.services.signal } : {}),
@@ -160,7 +167,7 @@ export class OsCatalog {
       });
     }
     // The folder may have changed while it was read: only cache what still matches.
-    const after = await fingerprintFolder(os.dir, this.options.announce ?? '');
+    const after = await fingerprintFolder(os.dir, outside(this.options.announce ?? '', os));
     if (after !== fingerprint)
       throw new BootTorrentError(
         'BT_ERR_FILE',

@@ -16,6 +16,7 @@ function os(dir: string, id: string): OsEntry {
     name: id.toUpperCase(),
     configFile: join(dir, id, 'config.yaml'),
     sourceVersion: 1,
+    webSeeds: [],
     method: 'bin',
     bin: 'run.sh',
     args: [],
@@ -200,4 +201,25 @@ test('client store: a flood of made-up MACs does not forget clients whose agent 
     undefined,
     'the oldest reported client goes once no unreported one is left',
   );
+});
+
+test('catalog: an OS with web_seeds gets them as the url-list of its torrent (same infohash); a changed list makes a new .torrent', async (t) => {
+  const dir = tempDir(t);
+  mkdirSync(join(dir, 'a'));
+  writeFileSync(join(dir, 'a', 'run.sh'), pseudoRandomBytes(50_000, 3));
+  const cat = new OsCatalog({ cacheDir: join(dir, 'cache') }, { logger: memoryLogger() });
+  await cat.update([os(dir, 'a')]);
+  const plain = cat.get('a')!;
+  assert.deepEqual(plain.meta.urlList, []);
+  const seeded = { ...os(dir, 'a'), webSeeds: ['http://mirror.test/bt/', 'https://s3.test/bucket/'] };
+  const changed = await cat.update([seeded]);
+  const withSeeds = cat.get('a')!;
+  assert.deepEqual(withSeeds.meta.urlList, ['http://mirror.test/bt/', 'https://s3.test/bucket/']);
+  assert.equal(withSeeds.meta.infoHashHex, plain.meta.infoHashHex, 'the url-list is outside info');
+  assert.notDeepEqual(withSeeds.torrent, plain.torrent, 'the .torrent clients get carries the list');
+  assert.equal(changed.added.length, 0, 'the same torrent: not re-added to the swarm');
+  // Read back from the disk cache by a new catalog: still the list.
+  const again = new OsCatalog({ cacheDir: join(dir, 'cache') }, { logger: memoryLogger() });
+  await again.update([seeded]);
+  assert.deepEqual(again.get('a')!.meta.urlList, seeded.webSeeds);
 });
