@@ -5,7 +5,10 @@
  * - `lan`: unchoke every interested peer, up to `maxUnchoked`. On a boot
  *   LAN the peers are our own machines; choking them only slows the swarm.
  *   Beyond the cap, peers that have received least from us go first, so
- *   upload capacity is spread and no client starves.
+ *   upload capacity is spread and no client starves. Local peers (on our
+ *   subnet, ChokerPeer.local) come before remote ones: on a campus a
+ *   router link is the scarce one, and a remote subnet's peers get the
+ *   piece from their own neighbours once one of them has it.
  * - `standard`: BEP 3 tit-for-tat. The `regularSlots` interested peers that
  *   give us the best rate (when we leech) or take it fastest (when we seed)
  *   are unchoked, plus one optimistic unchoke that the caller rotates, so
@@ -28,6 +31,8 @@ export interface ChokerPeer {
    * by connection order every uploader favoured the same few peers.
    */
   readonly tiebreak?: number;
+  /** On our own subnet (lan mode ranks these first). */
+  readonly local?: boolean;
 }
 
 export interface ChokerInput {
@@ -54,7 +59,11 @@ export function chooseUnchoked(input: ChokerInput): Set<string> {
   const out = new Set<string>();
   if (input.mode === 'lan') {
     const ranked = [...interested].sort(
-      (a, b) => a.uploaded - b.uploaded || (a.tiebreak ?? 0) - (b.tiebreak ?? 0) || byId(a, b),
+      (a, b) =>
+        Number(b.local ?? false) - Number(a.local ?? false) ||
+        a.uploaded - b.uploaded ||
+        (a.tiebreak ?? 0) - (b.tiebreak ?? 0) ||
+        byId(a, b),
     );
     for (const p of ranked.slice(0, input.maxUnchoked)) out.add(p.id);
     return out;

@@ -45,6 +45,8 @@ const REFUSED_MS = 1000;
 const QUEUE_SECONDS = 0.5;
 /** Requests in flight to a peer below which it gets endgame duplicates. */
 const ENDGAME_QUEUE = 2;
+/** How long the picture of what local peers can give us is reused (ms). */
+const LOCAL_MS = 250;
 /** Suggestions kept per peer; more are ignored (a peer cannot grow our memory). */
 const MAX_SUGGESTED = 64;
 
@@ -55,6 +57,9 @@ export class Downloader {
   wasted = 0;
   /** Web seeds taking part (BEP 19), by their source id: label for logs. */
   private readonly web = new Map<string, string>();
+  /** See localSupply. */
+  private local: Uint8Array | 'all' | undefined;
+  private localAt = -Infinity;
   private readonly core: SessionCore;
   private readonly picker: PiecePicker;
   private readonly store: PieceStore;
@@ -205,8 +210,16 @@ export class Downloader {
     // Batch: refill when a quarter of the pipeline has drained.
     if (want < Math.max(1, target / 4) && peer.outstanding.size > 0) return;
     const now = Date.now();
+    const nearby = peer.local ? undefined : this.localSupply(now);
+    if (nearby === 'all') return;
     const reqs = picker.pick(
-      { id: peer.pid, has: (i) => (peer.seed || peer.has.get(i)) && !((peer.refused.get(i) ?? 0) > now) },
+      {
+        id: peer.pid,
+        has: (i) =>
+          (peer.seed || peer.has.get(i)) &&
+          !((peer.refused.get(i) ?? 0) > now) &&
+          !(nearby !== undefined && nearby[i] === 1),
+      },
       want,
       // Endgame duplicates go only to a peer with (almost) nothing in flight.
       Math.max(0, ENDGAME_QUEUE - peer.outstanding.size),
@@ -221,6 +234,32 @@ export class Downloader {
     ) {
       peer.conn.notInterested();
     }
+  }
+
+  /**
+   * What local peers that unchoke us can give (locality, issue #21): 'all'
+   * when one is a seed, else a byte per piece (1: some local unchoking
+   * peer has it), or undefined when no local peer unchokes us (remote
+   * peers are then asked for anything). Rebuilt at most every LOCAL_MS:
+   * a remote peer's fill runs on each block it sends, and a picture a
+   * moment old only means a piece is asked of a neighbour a moment late.
+   */
+  private localSupply(now: number): Uint8Array | 'all' | undefined {
+    if (now - this.localAt < LOCAL_MS) return this.local;
+    this.localAt = now;
+    let bits: Uint8Array | undefined;
+    let value: Uint8Array | 'all' | undefined;
+    for (const p of this.core.peers.values()) {
+      if (!p.local || p.conn.peerChoking || !p.conn.isOpen) continue;
+      if (p.seed) {
+        value = 'all';
+        break;
+      }
+      bits ??= new Uint8Array(this.core.meta.pieceCount);
+      for (let i = 0; i < bits.length; i++) if (bits[i] === 0 && p.has.get(i)) bits[i] = 1;
+    }
+    this.local = value ?? bits;
+    return this.local;
   }
 
   /** Tops up every peer, each guarded (a throw closes that peer only). */

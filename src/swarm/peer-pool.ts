@@ -5,6 +5,7 @@
  * on a finished handshake (bans, ourselves, the same peer twice) and bans.
  * What a connected peer then says is the session's (src/swarm/session.ts).
  */
+import { networkInterfaces } from 'node:os';
 import type { Duplex } from 'node:stream';
 import { errorText } from '../errors.js';
 import { DropLog } from '../util/drop-log.js';
@@ -12,6 +13,7 @@ import type { PEER_LIMITS } from '../limits.js';
 import { PeerConnection, type ByteTally } from '../wire/connection.js';
 import { PeerDialer, type CandidateSource, type DialCandidate } from './dialer.js';
 import { dialPeer } from './dial.js';
+import { sameNetwork } from '../util/address.js';
 import { idKey, newPeer, type Peer, type SessionCore } from './peer.js';
 
 export interface PeerPoolOptions {
@@ -27,6 +29,12 @@ export interface PeerPoolOptions {
   readonly limits: Partial<Record<keyof typeof PEER_LIMITS, number>>;
   /** Adds the bytes of every connection this pool dials. */
   readonly tally?: ByteTally | undefined;
+  /**
+   * Prefix length (IPv4) within which a peer counts as local (Peer.local);
+   * undefined: that of our interface holding the connection's address
+   * (24 if none does); false: no peer is.
+   */
+  readonly localityPrefix?: number | false | undefined;
 }
 
 export interface PeerPoolHooks {
@@ -36,6 +44,26 @@ export interface PeerPoolHooks {
   seeding(): boolean;
   /** A new peer is in `peers`: the session wires up its messages. */
   attached(peer: Peer): void;
+}
+
+/** Our interfaces' prefix lengths by address, looked up once per address. */
+const prefixes = new Map<string, number>();
+
+/** The prefix length of the interface that holds `address` (IPv4: 24, IPv6: 64 if none does). */
+function interfacePrefix(address: string): number {
+  let bits = prefixes.get(address);
+  if (bits !== undefined) return bits;
+  const v4 = !address.includes(':');
+  bits = v4 ? 24 : 64;
+  for (const list of Object.values(networkInterfaces())) {
+    for (const a of list ?? []) {
+      if (a.address === address && a.cidr) bits = Number(a.cidr.split('/')[1]);
+    }
+  }
+  // A loopback address or an odd interface: keep the default, never "everyone is local" by /0.
+  if (!Number.isInteger(bits) || bits < 8) bits = v4 ? 24 : 64;
+  if (prefixes.size < 64) prefixes.set(address, bits);
+  return bits;
 }
 
 export class PeerPool {
@@ -295,7 +323,19 @@ export class PeerPool {
         return undefined;
       }
     }
-    const peer = newPeer(conn, String(++this.peerSeq), ip, listenPort, remotePort, this.core.meta.pieceCount);
+    const ours = conn.localAddress;
+    const prefix = this.opts.localityPrefix;
+    const local =
+      prefix !== false && ours !== undefined && sameNetwork(ip, ours, prefix ?? interfacePrefix(ours));
+    const peer = newPeer(
+      conn,
+      String(++this.peerSeq),
+      ip,
+      listenPort,
+      remotePort,
+      this.core.meta.pieceCount,
+      local,
+    );
     if (listenPort !== undefined) this.dialer.remove(`${ip}:${listenPort}`);
     this.peers.set(conn, peer);
     return peer;

@@ -18,6 +18,11 @@ export interface Peer {
   /** ip:port we know the peer by (its listen port when known). */
   address: string;
   readonly ip: string;
+  /**
+   * On our own subnet (SessionOptions.localityPrefix): asked first for
+   * pieces and unchoked first, so traffic stays off routers where it can.
+   */
+  readonly local: boolean;
   listenPort: number | undefined;
   readonly has: Bitfield;
   seed: boolean;
@@ -54,6 +59,7 @@ export function newPeer(
   listenPort: number | undefined,
   remotePort: number,
   pieceCount: number,
+  local = false,
 ): Peer {
   const now = Date.now();
   return {
@@ -61,6 +67,7 @@ export function newPeer(
     pid,
     address: `${ip}:${listenPort ?? remotePort}`,
     ip,
+    local,
     listenPort,
     has: new Bitfield(pieceCount),
     seed: false,

@@ -27,6 +27,16 @@ export interface SessionOptions {
   establishedPerIp?: number;
   /** Slots full: an incoming peer replaces the one that moved no block for longest, if for this long (ms, default PEER_LIMITS.uselessPeerMs). */
   uselessPeerMs?: number;
+  /**
+   * Locality (issue #21): peers whose IPv4 address shares this many leading
+   * bits with our end of the connection (IPv6: 64) are local. A remote
+   * peer is asked only for pieces no local peer that unchokes us has, and
+   * in lan mode local peers are unchoked first, so on a campus each piece
+   * crosses a router about once per subnet. Default: the prefix of our
+   * interface that holds the connection's address (24 if none found);
+   * false: every peer is treated alike.
+   */
+  locality?: number | false;
   /** Most peers unchoked at once (default in lan mode: 64 for a seed, 8 while downloading; 4 in standard). */
   maxUnchoked?: number;
   /** Trackers to use instead of the torrent's own. */
@@ -96,6 +106,8 @@ export interface PeerStats {
   readonly peerChoking: boolean;
   readonly interested: boolean;
   readonly outstanding: number;
+  /** On our subnet (SessionOptions.locality). */
+  readonly local: boolean;
 }
 
 export interface SessionStats {

@@ -110,6 +110,10 @@ export class TorrentSession extends EventEmitter<SessionEvents> {
       });
     this.ownTracker = services.trackerClient === undefined;
     this.chokerMode = options.choker ?? 'lan';
+    const loc = options.locality;
+    if (loc !== undefined && loc !== false && !(Number.isInteger(loc) && loc >= 0 && loc <= 32)) {
+      throw new RangeError(`locality must be a prefix length 0-32 or false, not ${String(loc)}`);
+    }
     // lan: a seed (the server, on the fast link) serves everyone who asks; a
     // downloader uploads to at most 8 at once: each unchoke is one more TCP
     // flow on a client's uplink, and dozens of flows in a small queue mostly
@@ -141,6 +145,7 @@ export class TorrentSession extends EventEmitter<SessionEvents> {
         maxWriteBacklogBytes: l.maxWriteBacklogBytes ?? PEER_LIMITS.maxWriteBacklogBytes,
         limits: l,
         tally: services.tally,
+        localityPrefix: options.locality,
       },
       {
         running: () => this.run !== undefined && !this.stopped,
@@ -552,6 +557,7 @@ export class TorrentSession extends EventEmitter<SessionEvents> {
         peerChoking: p.conn.peerChoking,
         interested: p.conn.peerInterested,
         outstanding: p.outstanding.size,
+        local: p.local,
       })),
       wasted: run?.downloader.wasted ?? 0,
       hashFailures: run?.downloader.hashFailures ?? 0,

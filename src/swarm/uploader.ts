@@ -136,6 +136,7 @@ export class Uploader {
       uploadRate: p.up.rate(),
       uploaded: p.up.total,
       tiebreak: p.tiebreak,
+      local: p.local,
     }));
     const { chokerMode, maxUnchoked } = this.opts;
     if (round && chokerMode === 'standard' && this.chokeRounds++ % 3 === 0) {

@@ -3,7 +3,7 @@
  * loader and the agent parse them (they had three MAC normalizers and two
  * ipToInt that disagreed on what they accepted). Pure; no I/O.
  */
-import { isIPv4 } from 'node:net';
+import { isIPv4, isIPv6 } from 'node:net';
 
 /**
  * Lower-case colon form "aa:bb:cc:dd:ee:ff" of a MAC written as
@@ -63,4 +63,41 @@ export function inSubnet(ip: string, s: Subnet): boolean {
 /** "10.1.0.0/24" of a Subnet. */
 export function subnetText(s: Subnet): string {
   return `${intToIp(s.base)}/${s.bits}`;
+}
+
+/**
+ * Are `a` and `b` on one network, judged by their first `bits4` bits
+ * (IPv4) or `bits6` bits (IPv6)? An IPv4-mapped IPv6 address counts as
+ * IPv4; addresses of different families never match. The swarm's locality
+ * rule (a peer on our subnet is asked and unchoked first) is built on it.
+ */
+export function sameNetwork(a: string, b: string, bits4: number, bits6 = 64): boolean {
+  const strip = (ip: string) => ip.replace(/^::ffff:(?=\d+\.)/i, '');
+  const x = strip(a);
+  const y = strip(b);
+  if (isIPv4(x) && isIPv4(y)) {
+    if (bits4 <= 0) return true;
+    const mask = bits4 >= 32 ? 0xffffffff : (0xffffffff << (32 - bits4)) >>> 0;
+    return (ipToInt(x) & mask) >>> 0 === (ipToInt(y) & mask) >>> 0;
+  }
+  if (isIPv6(x) && isIPv6(y)) {
+    const bx = ipv6Bits(x);
+    const by = ipv6Bits(y);
+    if (!bx || !by) return false;
+    for (let i = 0; i < Math.min(bits6, 128); i++) if (bx[i] !== by[i]) return false;
+    return true;
+  }
+  return false;
+}
+
+/** An IPv6 address as 128 bits ("0"/"1"); undefined if it will not parse. */
+function ipv6Bits(ip: string): string | undefined {
+  const [head = '', tail] = ip.split('%')[0]!.split('::') as [string, string | undefined];
+  const part = (s: string) => (s === '' ? [] : s.split(':'));
+  const h = part(head);
+  const t = tail === undefined ? [] : part(tail);
+  const fill = tail === undefined ? 0 : 8 - h.length - t.length;
+  const groups = [...h, ...new Array<string>(Math.max(0, fill)).fill('0'), ...t];
+  if (groups.length !== 8 || groups.some((g) => !/^[0-9a-f]{1,4}$/i.test(g))) return undefined;
+  return groups.map((g) => parseInt(g, 16).toString(2).padStart(16, '0')).join('');
 }

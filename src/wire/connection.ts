@@ -522,6 +522,12 @@ export class PeerConnection extends EventEmitter<PeerConnectionEvents> {
     return this.sentBytes;
   }
 
+  /** Our end's address when the stream is a socket (undefined for other streams). */
+  get localAddress(): string | undefined {
+    const a = (this.stream as { localAddress?: unknown }).localAddress;
+    return typeof a === 'string' ? a.replace(/^::ffff:(?=\d+\.)/i, '') : undefined;
+  }
+
   private count(bytes: number): void {
     this.sentBytes += bytes;
     if (this.opts.tally) this.opts.tally.bytes += bytes;

@@ -30,6 +30,20 @@ test('table: choker decisions', () => {
       want: ['b', 'e'],
     },
     {
+      name: 'lan: local peers first, however much they got (locality, #21)',
+      input: {
+        mode: 'lan',
+        peers: [
+          ...peers,
+          { ...p('f', true, 0, 0, 900), local: true },
+          { ...p('g', true, 0, 0, 800), local: true },
+        ],
+        seeding: false,
+        maxUnchoked: 3,
+      },
+      want: ['g', 'f', 'e'],
+    },
+    {
       name: 'lan: nobody interested',
       input: { mode: 'lan', peers: [p('x', false)], seeding: true, maxUnchoked: 5 },
       want: [],
