@@ -6,7 +6,7 @@
  * server's tracker and its seeder as a direct peer, PEX on.
  *
  *   node dist/bench/swarm-agent.js --torrent T --dir D --host IP [--port 6881]
- *        --tracker URL --seed HOST:PORT [--choker lan|standard]
+ *        --tracker URL --seed HOST:PORT [--choker lan|standard] [--locality on|off]
  *
  * Prints "ready" once listening, "downloaded <secs>" when every piece is
  * verified, then seeds until SIGTERM. The benchmark starts its clock when
@@ -28,6 +28,7 @@ const { values } = parseArgs({
     tracker: { type: 'string' },
     seed: { type: 'string' },
     choker: { type: 'string', default: 'lan' },
+    locality: { type: 'string', default: 'on' },
   },
 });
 if (!values.torrent || !values.dir || !values.host || !values.tracker || !values.seed) {
@@ -35,6 +36,7 @@ if (!values.torrent || !values.dir || !values.host || !values.tracker || !values
 }
 if (values.choker !== 'lan' && values.choker !== 'standard') throw new Error('--choker lan|standard');
 const choker = values.choker;
+if (values.locality !== 'on' && values.locality !== 'off') throw new Error('--locality on|off');
 const meta = await loadTorrentFile(values.torrent);
 const client = new BitTorrentClient(
   { host: values.host, port: Number(values.port) },
@@ -62,6 +64,7 @@ for await (const line of lines) {
     trackers: [values.tracker],
     peers: [values.seed],
     pex: true,
+    ...(values.locality === 'off' ? { locality: false as const } : {}),
   });
   await session.whenComplete();
   const st = session.stats();
