@@ -26,6 +26,7 @@
 import { execFileSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import {
+  appendFileSync,
   chmodSync,
   closeSync,
   createReadStream,
@@ -460,23 +461,32 @@ await lab.stop(serverProcs);
 
 if (values.json) writeFileSync(values.json, JSON.stringify({ dhcpSecs, rows }, null, 2));
 if (!quick && !values['no-results']) {
-  const cmd = `npm run bench:campus -- ${process.argv.slice(2).join(' ')}`.trim();
+  const args = process.argv.slice(2).join(' ');
+  const cmd = args ? `npm run bench:campus -- ${args}` : 'npm run bench:campus';
   const cpu = cpus()[0]?.model ?? 'unknown CPU';
-  const lines = [
+  const file = join(REPO, 'bench/results/campus.md');
+  const head = [
     '# bench:campus: one server, a relaying router, client subnets',
     '',
-    `Command: \`${cmd}\``,
-    `Machine: ${cpus().length} x ${cpu}, ${new Date().toISOString().slice(0, 10)}`,
+    'Each run appends a block. Router MB: bytes over every router-subnet link, both directions (headers and ACKs',
+    'included). Subnet imports: bytes the router delivered into the subnets / image size (the floor is one per',
+    'subnet). Server copies: bytes the server sent / image size. Time: from "go" (agents loaded and leased, at',
+    'their menu) to the last verified copy. `locality`: peers ask and unchoke peers on their own subnet first',
+    '(the default); `flat`: every peer alike (`SessionOptions.locality: false`).',
     '',
-    `${subnets} subnets behind one router (isc-dhcp-relay with option 82 to our DHCP server); image ${(F / 1048576).toFixed(0)} MiB, ` +
-      `pieces ${pieceLength / 1024} KiB; links: server ${rates.server / 1e6} Mbit/s, router-subnet ${rates.router / 1e6} Mbit/s, ` +
-      `clients ${rates.client / 1e6} Mbit/s (tbf both ways). DHCP through the relay: ${clients.length} clients leased in ${dhcpSecs.toFixed(1)} s.`,
+  ];
+  const block = [
+    `## ${new Date().toISOString().slice(0, 16)}Z`,
     '',
-    'Router MB: bytes over every router-subnet link, both directions. Subnet imports: bytes the router delivered into the subnets / image size',
-    '(the floor is one per subnet). Server copies: bytes the server sent / image size. Time from "go" (agents loaded and leased) to the last verified copy.',
+    `- command: \`${cmd}\``,
+    `- machine: ${cpus().length} x ${cpu}, Node ${process.version}`,
+    `- ${subnets} subnets behind one router (isc-dhcp-relay with option 82 to our DHCP server); image ` +
+      `${(F / 1048576).toFixed(0)} MiB, pieces ${pieceLength / 1024} KiB; links: server ${rates.server / 1e6} Mbit/s, ` +
+      `router-subnet ${rates.router / 1e6} Mbit/s, clients ${rates.client / 1e6} Mbit/s (tbf both ways)`,
+    `- DHCP through the relay: ${clients.length} clients leased in ${dhcpSecs.toFixed(1)} s`,
     '',
     '| clients/subnet | mode | all done (s) | router MB | subnet imports (copies) | server copies | CPU busy |',
-    '|---|---|---|---|---|---|---|',
+    '| ---: | --- | ---: | ---: | ---: | ---: | ---: |',
     ...rows.map(
       (r) =>
         `| ${r.perSubnet} | ${r.mode} | ${r.allSecs?.toFixed(1) ?? `— (${r.error})`} | ${(r.routerBytes / MB).toFixed(1)} | ` +
@@ -485,8 +495,9 @@ if (!quick && !values['no-results']) {
     '',
   ];
   mkdirSync(join(REPO, 'bench/results'), { recursive: true });
-  writeFileSync(join(REPO, 'bench/results/campus.md'), lines.join('\n'));
-  process.stdout.write('wrote bench/results/campus.md\n');
+  if (!existsSync(file)) writeFileSync(file, head.join('\n'));
+  appendFileSync(file, `${block.join('\n')}\n`);
+  process.stdout.write('appended to bench/results/campus.md\n');
 }
 const failed = rows.filter((r) => r.error !== undefined);
 process.exit(failed.length > 0 ? 1 : 0);
