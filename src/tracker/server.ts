@@ -23,6 +23,7 @@ import type { IncomingMessage, Server as HttpServer, ServerResponse } from 'node
 import { BootTorrentError, ErrorCounts, isBootTorrentError } from '../errors.js';
 import { TRACKER_LIMITS } from '../limits.js';
 import { DropLog } from '../util/drop-log.js';
+import { networkKey } from '../util/address.js';
 import type { LogFields, Logger } from '../util/logger.js';
 import {
   encodeAnnounceResponse,
@@ -57,6 +58,14 @@ export interface TrackerServerOptions {
   peerTimeoutMs?: number;
   /** Serve any infohash (true) or only those given to add() (default false). */
   open?: boolean;
+  /**
+   * Locality (issue #21): up to half of a reply are peers whose address
+   * shares this many leading bits (IPv4; IPv6 /64) with the announcer's,
+   * the rest drawn from the whole swarm. On a campus of many subnets a
+   * client then knows its neighbours, whom its engine asks first, and
+   * still some of everyone. Default 24; false: the whole reply at random.
+   */
+  localityPrefix?: number | false;
   /** Use the announce's `ip` field instead of the socket's address (only for NAT-free LANs). */
   trustIpParam?: boolean;
   /** Peers per reply when the client does not say (default 50); also the cap. */
@@ -141,6 +150,9 @@ interface Entry {
   source: string;
   /** Index in its swarm's `seeders` or `leechers` array. */
   slot: number;
+  /** Its address's network (networkKey), and its index in that network's list in `byNet`. */
+  net: string | undefined;
+  netSlot: number;
 }
 
 interface Swarm {
@@ -155,6 +167,8 @@ interface Swarm {
   leechers: Entry[];
   /** Entries per source address. */
   bySource: Map<string, number>;
+  /** The same entries by network (see TrackerServerOptions.localityPrefix), for same-subnet peers first. */
+  byNet: Map<string, Entry[]>;
   completed: number;
   /** Added by add(): kept while empty and served in closed mode. */
   pinned: boolean;
@@ -188,6 +202,7 @@ function newSwarm(pinned: boolean): Swarm {
     seeders: [],
     leechers: [],
     bySource: new Map(),
+    byNet: new Map(),
     completed: 0,
     pinned,
     goneUploaded: 0,
@@ -296,6 +311,7 @@ export class TrackerServer extends EventEmitter<TrackerServerEvents> {
   private readonly host: string;
   private readonly requestedPort: number;
   private readonly interval: number;
+  private readonly localityPrefix: number | false;
   private readonly minInterval: number | undefined;
   private readonly peerTimeoutMs: number;
   private readonly open: boolean;
@@ -333,6 +349,11 @@ export class TrackerServer extends EventEmitter<TrackerServerEvents> {
     this.open = options.open ?? false;
     this.trustIpParam = options.trustIpParam ?? false;
     this.maxPeers = options.maxPeersPerReply ?? DEFAULT_MAX_PEERS;
+    const loc = options.localityPrefix;
+    if (loc !== undefined && loc !== false && !(Number.isInteger(loc) && loc >= 0 && loc <= 32)) {
+      throw new RangeError(`localityPrefix must be 0-32 or false, not ${String(loc)}`);
+    }
+    this.localityPrefix = loc ?? 24;
     this.limits = {
       peersPerIp: options.peersPerIp ?? TRACKER_LIMITS.peersPerIp,
       peersPerIpAllSwarms: options.peersPerIpAllSwarms ?? TRACKER_LIMITS.peersPerIpAllSwarms,
@@ -622,22 +643,40 @@ export class TrackerServer extends EventEmitter<TrackerServerEvents> {
       const maxLooks = want + SAMPLE_SLACK;
       // Peers silent past the timeout but not yet swept are not handed out.
       const staleBefore = now - this.peerTimeoutMs;
-      const keep = (e: Entry): boolean =>
+      const fresh = (e: Entry): boolean =>
         e.state.peerId !== id && e.state.port !== 0 && e.state.lastSeen >= staleBefore;
+      // Up to half from the announcer's own network first (a seeder: its leechers).
+      const near = swarm.byNet.get(this.netOf(ip) ?? '');
+      const local = near
+        ? sample(
+            near.length,
+            (i) => near[i]!,
+            Math.ceil(want / 2),
+            (e) => fresh(e) && (req.left !== 0 || e.state.left > 0),
+            maxLooks,
+          )
+        : [];
+      const taken = new Set(local);
+      const keep = (e: Entry): boolean => fresh(e) && !taken.has(e);
+      const wantMore = want - local.length;
       const { seeders, leechers } = swarm;
       let picked: Entry[];
-      if (req.left === 0) {
+      if (wantMore === 0) picked = [];
+      else if (req.left === 0) {
         // A seeder gets leechers first, then seeders: it usually has no use
         // for other seeders, but a magnet client fetching metadata (BEP 9)
         // announces left=0 before it knows the size, and needs them.
-        picked = sample(leechers.length, (i) => leechers[i]!, want, keep, maxLooks);
-        if (picked.length < want)
-          picked.push(...sample(seeders.length, (i) => seeders[i]!, want - picked.length, keep, maxLooks));
+        picked = sample(leechers.length, (i) => leechers[i]!, wantMore, keep, maxLooks);
+        if (picked.length < wantMore)
+          picked.push(
+            ...sample(seeders.length, (i) => seeders[i]!, wantMore - picked.length, keep, maxLooks),
+          );
       } else {
         const l = leechers.length;
         const at = (i: number): Entry => (i < l ? leechers[i]! : seeders[i - l]!);
-        picked = sample(l + seeders.length, at, want, keep, maxLooks);
+        picked = sample(l + seeders.length, at, wantMore, keep, maxLooks);
       }
+      picked = [...local, ...picked];
       resp.peers = picked.map(({ state: p }): PeerAddress => ({
         ip: p.ip,
         port: p.port,
@@ -672,9 +711,10 @@ export class TrackerServer extends EventEmitter<TrackerServerEvents> {
   }
 
   private insert(swarm: Swarm, state: PeerState, source: string): void {
-    const e: Entry = { state, source, slot: 0 };
+    const e: Entry = { state, source, slot: 0, net: undefined, netSlot: 0 };
     swarm.peers.set(state.peerId, e);
     listAdd(listOf(swarm, state.left), e);
+    this.netAdd(swarm, e);
     bump(swarm.bySource, source, 1);
     bump(this.bySource, source, 1);
     this.peerCount++;
@@ -685,7 +725,10 @@ export class TrackerServer extends EventEmitter<TrackerServerEvents> {
       listRemove(listOf(swarm, e.state.left), e);
       listAdd(listOf(swarm, state.left), e);
     }
+    const moved = e.state.ip !== state.ip;
+    if (moved) this.netRemove(swarm, e);
     e.state = state;
+    if (moved) this.netAdd(swarm, e);
     if (e.source !== source) {
       bump(swarm.bySource, e.source, -1);
       bump(this.bySource, e.source, -1);
@@ -695,9 +738,36 @@ export class TrackerServer extends EventEmitter<TrackerServerEvents> {
     }
   }
 
+  private netOf(ip: string): string | undefined {
+    return this.localityPrefix === false ? undefined : networkKey(ip, this.localityPrefix);
+  }
+
+  private netAdd(swarm: Swarm, e: Entry): void {
+    e.net = this.netOf(e.state.ip);
+    if (e.net === undefined) return;
+    let list = swarm.byNet.get(e.net);
+    if (!list) swarm.byNet.set(e.net, (list = []));
+    e.netSlot = list.length;
+    list.push(e);
+  }
+
+  private netRemove(swarm: Swarm, e: Entry): void {
+    if (e.net === undefined) return;
+    const list = swarm.byNet.get(e.net);
+    if (!list) return;
+    const last = list.pop()!;
+    if (last !== e) {
+      list[e.netSlot] = last;
+      last.netSlot = e.netSlot;
+    }
+    if (list.length === 0) swarm.byNet.delete(e.net);
+    e.net = undefined;
+  }
+
   private unlink(swarm: Swarm, e: Entry): void {
     swarm.peers.delete(e.state.peerId);
     listRemove(listOf(swarm, e.state.left), e);
+    this.netRemove(swarm, e);
     bump(swarm.bySource, e.source, -1);
     bump(this.bySource, e.source, -1);
     this.peerCount--;

@@ -90,6 +90,21 @@ export function sameNetwork(a: string, b: string, bits4: number, bits6 = 64): bo
   return false;
 }
 
+/**
+ * A key naming `ip`'s network: its first `bits4` bits (IPv4, IPv4-mapped
+ * included) or `bits6` bits (IPv6); two addresses have one key exactly
+ * when sameNetwork says so. Undefined for anything that is not an address.
+ */
+export function networkKey(ip: string, bits4: number, bits6 = 64): string | undefined {
+  const x = ip.replace(/^::ffff:(?=\d+\.)/i, '');
+  if (isIPv4(x)) {
+    const mask = bits4 <= 0 ? 0 : bits4 >= 32 ? 0xffffffff : (0xffffffff << (32 - bits4)) >>> 0;
+    return `4/${(ipToInt(x) & mask) >>> 0}`;
+  }
+  const b = isIPv6(x) ? ipv6Bits(x) : undefined;
+  return b === undefined ? undefined : `6/${b.slice(0, Math.max(0, Math.min(bits6, 128)))}`;
+}
+
 /** An IPv6 address as 128 bits ("0"/"1"); undefined if it will not parse. */
 function ipv6Bits(ip: string): string | undefined {
   const [head = '', tail] = ip.split('%')[0]!.split('::') as [string, string | undefined];

@@ -347,3 +347,46 @@ test('swarm totals keep what peers uploaded after they stop or expire', async (t
   });
   assert.equal(server.swarms()[0]!.uploaded, 980);
 });
+
+test("locality: up to half of a reply are peers of the announcer's /24, the rest from the whole swarm", () => {
+  for (const localityPrefix of [24, false] as const) {
+    const server = new TrackerServer({ localityPrefix, peersPerIp: 1000, peersPerIpAllSwarms: 1000 });
+    server.add(HASH);
+    // 100 peers on ten other subnets, 5 on the announcer's.
+    for (let i = 0; i < 100; i++) {
+      server.announce(req(`-BT0001-far${i}`, 7000 + i, 1, 'started'), `10.2.${i % 10}.${10 + i}`, 'http');
+    }
+    for (let i = 0; i < 5; i++)
+      server.announce(req(`-BT0001-near${i}`, 7200 + i, 1, 'started'), `10.1.0.${20 + i}`, 'http');
+    // A local seed too: a leecher wants it like anyone; to a seeder only leechers are offered first.
+    server.announce(req('-BT0001-nearseed', 7300, 0, 'started'), '10.1.0.30', 'http');
+    const r = server.announce(req('-BT0001-me', 7400, 1, 'started', { numWant: 12 }), '10.1.0.99', 'http');
+    const near = r.peers.filter((p) => p.ip.startsWith('10.1.0.'));
+    assert.equal(r.peers.length, 12);
+    assert.equal(new Set(r.peers.map((p) => `${p.ip}:${p.port}`)).size, 12, 'no peer twice');
+    assert.ok(!r.peers.some((p) => p.ip === '10.1.0.99'), 'not the announcer itself');
+    if (localityPrefix === 24) {
+      assert.equal(near.length, 6, 'every neighbour (6 of them, at most 12/2) is in the reply');
+      const s = server.announce(
+        req('-BT0001-seedme', 7401, 0, 'started', { numWant: 12 }),
+        '10.1.0.98',
+        'http',
+      );
+      const sNear = s.peers.filter((p) => p.ip.startsWith('10.1.0.'));
+      assert.ok(
+        sNear.length >= 6 && !sNear.some((p) => p.ip === '10.1.0.30'),
+        'a seeder gets its local leechers, not the local seed, first',
+      );
+    }
+    // Leaving drops a peer from its subnet's list too: a stopped neighbour is never offered again.
+    for (let i = 0; i < 5; i++)
+      server.announce(req(`-BT0001-near${i}`, 7200 + i, 1, 'stopped'), `10.1.0.${20 + i}`, 'http');
+    const after = server.announce(req('-BT0001-me', 7400, 1, 'none', { numWant: 200 }), '10.1.0.99', 'http');
+    assert.deepEqual(
+      after.peers.filter((p) => /^10\.1\.0\.2\d$/.test(p.ip)),
+      [],
+      `${String(localityPrefix)}: stopped neighbours gone`,
+    );
+  }
+  assert.throws(() => new TrackerServer({ localityPrefix: 33 }), /localityPrefix/);
+});
