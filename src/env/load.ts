@@ -135,6 +135,9 @@ interface Draft {
   tftp: boolean;
   ipxeDir: string;
   uefiChain: UefiChain;
+  uefiLoader: 'ipxe.efi' | 'snponly.efi';
+  /** Set in the file (a warning when the chain ignores it). */
+  uefiLoaderSet: boolean;
   ukiKey?: string;
   ukiCert?: string;
   dhcpMode?: DhcpMode;
@@ -188,6 +191,8 @@ function mapV1(v: Obj, bad: (field: string) => boolean): Draft {
     tftp: (server.tftp as boolean | undefined) ?? true,
     ipxeDir: (server.ipxe_dir as string | undefined) ?? '/usr/lib/ipxe',
     uefiChain: (server.uefi_chain as UefiChain | undefined) ?? 'ipxe',
+    uefiLoader: (server.uefi_loader as 'ipxe.efi' | 'snponly.efi' | undefined) ?? 'ipxe.efi',
+    uefiLoaderSet: server.uefi_loader !== undefined,
     ...(typeof server.uki_key === 'string' ? { ukiKey: server.uki_key } : {}),
     ...(typeof server.uki_cert === 'string' ? { ukiCert: server.uki_cert } : {}),
     dhcpMode: bad('dhcp.mode') ? undefined : ((dhcp.mode as DhcpMode | undefined) ?? 'proxy'),
@@ -258,6 +263,8 @@ function mapV0(v: Obj, bad: (field: string) => boolean): Draft {
     tftp: (dm.enable_tftp as boolean | undefined) ?? true,
     ipxeDir: '/usr/lib/ipxe',
     uefiChain: 'ipxe',
+    uefiLoader: 'ipxe.efi',
+    uefiLoaderSet: false,
     dhcpMode: mode,
     range,
     lease,
@@ -655,6 +662,15 @@ export async function inspectEnvironment(envDir: string, opts: ValidateOptions =
       ),
     );
 
+  if (draft?.uefiLoaderSet && draft.uefiChain === 'uki')
+    warnings.push(
+      at(
+        'server.uefi_loader',
+        'ignored: with server.uefi_chain: uki UEFI firmware gets the lab-signed phase 1, not iPXE',
+        'remove uefi_loader, or set server.uefi_chain: ipxe',
+      ),
+    );
+
   // --- this machine ----------------------------------------------------------------
   if (draft && opts.machineChecks !== false && draft.address !== undefined) {
     const mp = await machineProblems(
@@ -665,6 +681,7 @@ export async function inspectEnvironment(envDir: string, opts: ValidateOptions =
         tftp: draft.tftp,
         ipxeDir: draft.ipxeDir,
         uefiChain: draft.uefiChain,
+        uefiLoader: draft.uefiLoader,
         dhcpMode: draft.dhcpMode ?? 'off',
         range: draft.range,
         tracker: draft.trackerEnabled ? draft.trackerPort : null,
@@ -706,6 +723,7 @@ function build(dir: string, d: Draft, oss: OsEntry[], warnings: Problem[]): Envi
       tftp: d.tftp,
       ipxeDir: d.ipxeDir,
       uefiChain: d.uefiChain,
+      uefiLoader: d.uefiLoader,
       uki:
         d.uefiChain === 'uki' && d.ukiKey !== undefined && d.ukiCert !== undefined
           ? { key: resolve(dir, d.ukiKey), cert: resolve(dir, d.ukiCert) }

@@ -25,6 +25,7 @@ export interface MachineInput {
   readonly tftp: boolean;
   readonly ipxeDir: string;
   readonly uefiChain?: UefiChain;
+  readonly uefiLoader?: 'ipxe.efi' | 'snponly.efi';
   readonly ipxeConfigured: boolean;
   readonly dhcpMode: DhcpMode;
   readonly range: string | undefined;
@@ -143,7 +144,8 @@ export async function machineProblems(
       });
   }
 
-  const missing = IPXE_FILES.filter((f) => !existsSync(join(cfg.ipxeDir, f)));
+  const wanted = [...IPXE_FILES, ...(cfg.uefiLoader === 'snponly.efi' ? ['snponly.efi'] : [])];
+  const missing = wanted.filter((f) => !existsSync(join(cfg.ipxeDir, f)));
   if (missing.length)
     out.push({
       field: n.ipxeDir,

@@ -106,6 +106,8 @@ export interface Environment {
     readonly ipxeDir: string;
     /** What UEFI PXE firmware is given: iPXE, Debian's signed shim and GRUB, or the lab-signed phase 1 (Secure Boot). */
     readonly uefiChain: UefiChain;
+    /** The iPXE build UEFI firmware gets (v1 `uefi_loader`): its own drivers, or the firmware's (smaller). */
+    readonly uefiLoader: 'ipxe.efi' | 'snponly.efi';
     /** With uefiChain uki: the lab's key and certificate (absolute paths). */
     readonly uki: { readonly key: string; readonly cert: string } | null;
   };

@@ -418,6 +418,7 @@ export class BootServer {
         },
         ipxeDir: env.server.ipxeDir,
         uefiChain: env.server.uefiChain,
+        uefiLoader: env.server.uefiLoader,
         ...(uefiImage ? { uefiImage } : {}),
         httpPort: env.server.httpPort,
         ...(this.options.httpLimits ? { httpLimits: this.options.httpLimits } : {}),

@@ -61,6 +61,8 @@ const byAddress = (a: string, b: string): number => {
 
 /** A local peer with a request older than this (ms) counts as giving nothing (see localView). */
 const LOCAL_STALL_MS = 5000;
+/** Bytes/s below which a local peer counts as giving nothing (16 KiB/s: a block a second). */
+const LOCAL_MIN_RATE = 16384;
 /** How long the picture of what local peers can give us is reused (ms). */
 const LOCAL_MS = 250;
 /** Suggestions kept per peer; more are ignored (a peer cannot grow our memory). */
@@ -285,9 +287,13 @@ export class Downloader {
       // A local peer sitting on our requests is no supply: a neighbour that
       // claims every piece, unchokes and never sends would otherwise keep
       // us from asking anyone else (until the 30-s snub).
+      // So is one that delivers below LOCAL_MIN_RATE once past its first
+      // LOCAL_STALL_MS: rejecting everything, flapping choke and unchoke, or
+      // answering just inside the timeout must not cut us off from others.
       const oldest = p.outstanding.values().next().value;
-      if (p.conn.peerChoking || avail === 'all' || (oldest !== undefined && now - oldest.at > LOCAL_STALL_MS))
-        continue;
+      const sitting = oldest !== undefined && now - oldest.at > LOCAL_STALL_MS;
+      const delivering = now - p.connectedAt < LOCAL_STALL_MS || p.down.rate() >= LOCAL_MIN_RATE;
+      if (p.conn.peerChoking || avail === 'all' || sitting || !delivering) continue;
       if (p.seed) {
         avail = 'all';
         continue;

@@ -646,13 +646,18 @@ export class TrackerServer extends EventEmitter<TrackerServerEvents> {
       const fresh = (e: Entry): boolean =>
         e.state.peerId !== id && e.state.port !== 0 && e.state.lastSeen >= staleBefore;
       // Up to half from the announcer's own network first (a seeder: its leechers).
+      // One entry per source address in the local half: a host registering
+      // many peer ids (up to peersPerIp) must not crowd out its neighbours.
+      const sources = new Set<string>();
+      const onePerSource = (e: Entry): boolean =>
+        !sources.has(e.source) && sources.add(e.source) !== undefined;
       const near = swarm.byNet.get(this.netOf(ip) ?? '');
       const local = near
         ? sample(
             near.length,
             (i) => near[i]!,
             Math.ceil(want / 2),
-            (e) => fresh(e) && (req.left !== 0 || e.state.left > 0),
+            (e) => fresh(e) && (req.left !== 0 || e.state.left > 0) && onePerSource(e),
             maxLooks,
           )
         : [];

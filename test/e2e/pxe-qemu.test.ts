@@ -1,7 +1,8 @@
 // The real thing: QEMU machines PXE-boot from our server (DHCP, TFTP, HTTP)
 // inside a namespace LAN and run a marker kernel that prints a line on the
 // serial console. BIOS (SeaBIOS + the NIC's iPXE ROM) in full and in proxy
-// mode beside dnsmasq; UEFI (OVMF: its own PXE, then our ipxe.efi over TFTP).
+// mode beside dnsmasq; UEFI (OVMF: its own PXE, then our ipxe.efi over TFTP;
+// and snponly.efi, iPXE on the firmware's own network driver).
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { copyFileSync, readFileSync, writeFileSync } from 'node:fs';
@@ -34,8 +35,9 @@ function setup(t: TestContext): Setup {
   return { lab, ns, dir, marker };
 }
 
-async function startServer(s: Setup, dhcp: object) {
+async function startServer(s: Setup, dhcp: object, extra: object = {}) {
   const config = {
+    ...extra,
     interface: 'br0',
     serverIp: SERVER,
     dhcp,
@@ -140,4 +142,19 @@ test('UEFI (OVMF) VM PXE-boots: firmware PXE, ipxe.efi over TFTP, then HTTP', as
   const r = await bootVm(s, 'tap2', mac, 'uefi', 12);
   assert.match(r.cmdline, new RegExp(`boottorrent\\.mac=${mac}`));
   assert.match(server.output(), /ipxe\.efi/, `the firmware fetched ipxe.efi over TFTP:\n${server.output()}`);
+});
+
+test("UEFI (OVMF) VM PXE-boots with snponly.efi (uefi_loader): iPXE on the firmware's network driver", async (t) => {
+  const s = setup(t);
+  const server = await startServer(
+    s,
+    { mode: 'full', rangeStart: '10.33.0.100', rangeEnd: '10.33.0.120' },
+    { uefiLoader: 'snponly.efi' },
+  );
+  const mac = '52:54:00:33:00:04';
+  const r = await bootVm(s, 'tap3', mac, 'uefi', 12);
+  assert.match(r.cmdline, new RegExp(`boottorrent\\.mac=${mac}`));
+  const log = server.output();
+  assert.match(log, /snponly\.efi/, `the firmware fetched snponly.efi over TFTP:\n${log}`);
+  assert.doesNotMatch(log, /ipxe\.efi/, 'and not ipxe.efi');
 });

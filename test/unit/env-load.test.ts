@@ -65,6 +65,7 @@ test('a v0 environment (the older tool example layout) loads and maps onto v1', 
     tftp: true,
     ipxeDir: '/usr/lib/ipxe',
     uefiChain: 'ipxe',
+    uefiLoader: 'ipxe.efi',
     uki: null,
   });
   assert.deepEqual(env.dhcp, {
@@ -136,7 +137,7 @@ test('a v1 environment loads every field, hosts keyed by normalised MAC', async 
   const dir = v1Env(
     t,
     `version: 1
-server: { interface: eth1, address: 10.0.0.1, http_port: 8080, tftp: true, ipxe_dir: /opt/ipxe, uefi_chain: signed }
+server: { interface: eth1, address: 10.0.0.1, http_port: 8080, tftp: true, ipxe_dir: /opt/ipxe, uefi_chain: signed, uefi_loader: snponly.efi }
 dhcp: { mode: full, range: 10.0.0.100-10.0.0.199, lease_time: 90m, router: 10.0.0.254, dns: 10.0.0.53 }
 tracker: { enabled: false }
 peers: { lsd: true, pex: false, phase1: true }
@@ -160,6 +161,7 @@ log_level: debug
     tftp: true,
     ipxeDir: '/opt/ipxe',
     uefiChain: 'signed',
+    uefiLoader: 'snponly.efi',
     uki: null,
   });
   assert.deepEqual(env.dhcp, {

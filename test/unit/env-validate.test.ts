@@ -693,3 +693,23 @@ test('dhcp.subnets (relayed subnets): loaded per subnet, and every mistake named
     fix: /remove subnets/,
   });
 });
+
+test('server.uefi_loader: snponly.efi or ipxe.efi; anything else names the two', async (t) => {
+  const dir = v1Env(
+    t,
+    BASE_V1.replace('  address: 10.0.0.1', '  address: 10.0.0.1\n  uefi_loader: undionly.kpxe'),
+  );
+  const problems = await validate(dir, NO_MACHINE);
+  expectProblem(problems, {
+    file: MAIN,
+    field: 'server.uefi_loader',
+    line: 5,
+    message: /undionly\.kpxe/,
+    fix: /ipxe\.efi.*snponly\.efi|snponly\.efi.*ipxe\.efi/,
+  });
+  const ok = v1Env(
+    t,
+    BASE_V1.replace('  address: 10.0.0.1', '  address: 10.0.0.1\n  uefi_loader: snponly.efi'),
+  );
+  assert.deepEqual(await validate(ok, NO_MACHINE), []);
+});
