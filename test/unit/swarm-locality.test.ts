@@ -103,52 +103,57 @@ for (const locality of [undefined, false] as const) {
   });
 }
 
-test('a neighbour that claims every piece, unchokes and never sends does not keep us from the remote seed', async (t) => {
-  const dir = tempDir(t);
-  const { seedDir, data, meta } = await seedImage(dir, 32 * 16384, 16384);
-  const remoteSeed = new TorrentSession({
-    meta,
-    dir: seedDir,
-    mode: 'seed',
-    peerId: newPeerId(),
-    listenPort: 1,
+for (const liarMode of ['never sends', 'rejects every request'] as const) {
+  test(`a neighbour that claims every piece, unchokes and ${liarMode} does not keep us from the remote seed`, async (t) => {
+    const dir = tempDir(t);
+    const { seedDir, data, meta } = await seedImage(dir, 32 * 16384, 16384);
+    const remoteSeed = new TorrentSession({
+      meta,
+      dir: seedDir,
+      mode: 'seed',
+      peerId: newPeerId(),
+      listenPort: 1,
+    });
+    const leecher = new TorrentSession({
+      meta,
+      dir: join(dir, 'leech'),
+      mode: 'download',
+      peerId: newPeerId(),
+      listenPort: 3,
+    });
+    t.after(() => Promise.all([remoteSeed.stop(), leecher.stop()]));
+    await Promise.all([remoteSeed.start(), leecher.start()]);
+    // The liar: a raw connection on our subnet that says have-all, unchokes, and ignores every request.
+    const [x, y] = duplexPair();
+    Object.assign(y, { localAddress: '10.5.1.20' });
+    leecher.connectStream(y, '10.5.1.66', false);
+    const liar = new PeerConnection(x, { peerId: newPeerId(), initiator: true, infoHash: meta.infoHash });
+    liar.on('error', () => {});
+    t.after(() => liar.destroy());
+    await once(liar, 'handshake');
+    let asked = 0;
+    liar.on('request', (m: { index: number; begin: number; length: number }) => {
+      asked++;
+      if (liarMode === 'rejects every request') liar.reject(m.index, m.begin, m.length);
+    });
+    liar.haveAll();
+    liar.unchoke();
+    const deadline = Date.now() + 10_000;
+    while (asked === 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+    assert.ok(asked > 0, 'the leecher asked its neighbour first');
+    assert.deepEqual(
+      leecher.stats().peers.map((p) => [p.address.split(':')[0], p.local, p.pieces]),
+      [['10.5.1.66', true, 32]],
+    );
+    link(leecher, '10.5.1.20', remoteSeed, '10.5.2.9');
+    // Bounded: before the fix the leecher waited on the liar for ever (the 30-s snub re-asked it).
+    await Promise.race([
+      leecher.whenComplete(),
+      new Promise((_, reject) =>
+        setTimeout(() => reject(new Error('no download within 60 s: stuck on the liar')), 60_000).unref(),
+      ),
+    ]);
+    assert.equal(sha256(readFileSync(join(dir, 'leech', 'image.bin'))), sha256(data));
+    assert.equal(remoteSeed.stats().uploaded, data.length, 'every piece came from the remote seed');
   });
-  const leecher = new TorrentSession({
-    meta,
-    dir: join(dir, 'leech'),
-    mode: 'download',
-    peerId: newPeerId(),
-    listenPort: 3,
-  });
-  t.after(() => Promise.all([remoteSeed.stop(), leecher.stop()]));
-  await Promise.all([remoteSeed.start(), leecher.start()]);
-  // The liar: a raw connection on our subnet that says have-all, unchokes, and ignores every request.
-  const [x, y] = duplexPair();
-  Object.assign(y, { localAddress: '10.5.1.20' });
-  leecher.connectStream(y, '10.5.1.66', false);
-  const liar = new PeerConnection(x, { peerId: newPeerId(), initiator: true, infoHash: meta.infoHash });
-  liar.on('error', () => {});
-  t.after(() => liar.destroy());
-  await once(liar, 'handshake');
-  let asked = 0;
-  liar.on('request', () => asked++);
-  liar.haveAll();
-  liar.unchoke();
-  const deadline = Date.now() + 10_000;
-  while (asked === 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
-  assert.ok(asked > 0, 'the leecher asked its neighbour first');
-  assert.deepEqual(
-    leecher.stats().peers.map((p) => [p.address.split(':')[0], p.local, p.pieces]),
-    [['10.5.1.66', true, 32]],
-  );
-  link(leecher, '10.5.1.20', remoteSeed, '10.5.2.9');
-  // Bounded: before the fix the leecher waited on the liar for ever (the 30-s snub re-asked it).
-  await Promise.race([
-    leecher.whenComplete(),
-    new Promise((_, reject) =>
-      setTimeout(() => reject(new Error('no download within 60 s: stuck on the liar')), 60_000).unref(),
-    ),
-  ]);
-  assert.equal(sha256(readFileSync(join(dir, 'leech', 'image.bin'))), sha256(data));
-  assert.equal(remoteSeed.stats().uploaded, data.length, 'every piece came from the remote seed');
-});
+}
