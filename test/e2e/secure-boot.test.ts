@@ -123,7 +123,12 @@ test(
       assert.match(screen, /turn Secure Boot off/);
       assert.doesNotMatch(screen, new RegExp(`${markerUnsigned} cmdline`), 'the unsigned kernel never ran');
 
-      const snap = (await (await fetch(`http://${NS_SIDE}:8480/api/v1/status`)).json()) as ServerSnapshot;
+      // The screen can show the refusal before the agent's report of it reaches the server: wait for it (bounded).
+      let snap = (await (await fetch(`http://${NS_SIDE}:8480/api/v1/status`)).json()) as ServerSnapshot;
+      for (let i = 0; i < 60 && snap.clients.find((c) => c.mac === UNSIGNED_MAC)?.stage !== 'failed'; i++) {
+        await new Promise((r) => setTimeout(r, 500));
+        snap = (await (await fetch(`http://${NS_SIDE}:8480/api/v1/status`)).json()) as ServerSnapshot;
+      }
       const rows = new Map(snap.clients.map((c) => [c.mac, c]));
       assert.equal(rows.get(SIGNED_MAC)?.secureBoot, true, 'the agent reported Secure Boot on');
       assert.equal(rows.get(UNSIGNED_MAC)?.secureBoot, true);
