@@ -44,7 +44,7 @@ import { parseArgs } from 'node:util';
 import { createTorrent } from '../src/torrent/create.js';
 import { encodeTorrent } from '../src/torrent/metainfo.js';
 import { NetnsLab, waitForOutput, type LabProcess } from '../src/util/netns.js';
-import { tcRate } from './netlab.js';
+import { cpuTicks, shapeTbf } from './netlab.js';
 
 const USAGE = `usage: npm run bench:campus -- [--per-subnet 4,8] [--subnets 3] [--size 32M] [--piece-length 256K]
        [--server-rate 100M] [--router-rate 100M] [--client-rate 10M] [--modes locality,flat]
@@ -138,25 +138,7 @@ for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
 }
 process.stdout.write(`lab ${lab.nameOf('')} (namespaces), work ${work}\n`);
 
-/** tbf on `dev` in `ns` at `bps` (bucket scaled with the rate, as bench:swarm's LAN). */
-function shape(ns: string, dev: string, bps: number): void {
-  execFileSync('tc', [
-    '-n',
-    ns,
-    'qdisc',
-    'add',
-    'dev',
-    dev,
-    'root',
-    'tbf',
-    'rate',
-    tcRate(bps),
-    'burst',
-    `${Math.max(4096, Math.round(bps / 8 / 312.5))}`,
-    'latency',
-    '50ms',
-  ]);
-}
+const shape = shapeTbf;
 const sysctl = (ns: string, kv: string) =>
   execFileSync('ip', ['netns', 'exec', ns, 'sysctl', '-qw', kv], { stdio: 'ignore' });
 
@@ -356,16 +338,6 @@ interface Row {
   serverCopies: number;
   busy?: number;
   error?: string;
-}
-
-function cpuTicks(): { busy: number; total: number } {
-  const f = execFileSync('head', ['-1', '/proc/stat'], { encoding: 'utf8' })
-    .trim()
-    .split(/\s+/)
-    .slice(1)
-    .map(Number);
-  const total = f.slice(0, 8).reduce((a, b) => a + b, 0);
-  return { busy: total - f[3]! - f[4]!, total };
 }
 
 async function runOne(mode: string, n: number): Promise<Row> {

@@ -12,6 +12,7 @@
  * written back as it was.
  */
 import { execFileSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { NetnsLab, waitForOutput, type LabProcess } from '../src/util/netns.js';
 
 export interface Host {
@@ -40,6 +41,38 @@ function installHandlers(): void {
       process.exit(130);
     });
   }
+}
+
+/**
+ * Shapes `dev` in namespace `ns` to `bps` with tbf. The bucket scales with
+ * the rate (32 kbit at 10 Mbit/s): a fixed small bucket would cap a faster
+ * link below its rate at the kernel's timer granularity.
+ */
+export function shapeTbf(ns: string, dev: string, bps: number): void {
+  execFileSync('tc', [
+    '-n',
+    ns,
+    'qdisc',
+    'add',
+    'dev',
+    dev,
+    'root',
+    'tbf',
+    'rate',
+    tcRate(bps),
+    'burst',
+    `${Math.max(4096, Math.round(bps / 8 / 312.5))}`,
+    'latency',
+    '50ms',
+  ]);
+}
+
+/** Busy and total CPU ticks of the whole machine so far (/proc/stat, all cores). */
+export function cpuTicks(): { busy: number; total: number } {
+  const f = readFileSync('/proc/stat', 'utf8').split('\n')[0]!.trim().split(/\s+/).slice(1).map(Number);
+  // user nice system idle iowait irq softirq steal
+  const total = f.slice(0, 8).reduce((a, b) => a + b, 0);
+  return { busy: total - f[3]! - f[4]!, total };
 }
 
 /** `10mbit`-style tc rate from bits per second. */
@@ -117,25 +150,8 @@ export class NetLab {
     const ifname = 'eth0';
     const ip = `${this.subnet}.${octet}`;
     const port = this.lab.veth(this.switchNs, 'br0', ns, ifname, `${ip}/24`);
-    const tbf = (where: string, dev: string, bps: number) =>
-      execFileSync('tc', [
-        '-n',
-        where,
-        'qdisc',
-        'add',
-        'dev',
-        dev,
-        'root',
-        'tbf',
-        'rate',
-        tcRate(bps),
-        'burst',
-        `${Math.max(4096, Math.round(bps / 8 / 312.5))}`,
-        'latency',
-        '50ms',
-      ]);
-    tbf(ns, ifname, upBps);
-    tbf(this.switchNs, port, downBps);
+    shapeTbf(ns, ifname, upBps);
+    shapeTbf(this.switchNs, port, downBps);
     return { ns, ifname, ip, port };
   }
 

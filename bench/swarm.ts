@@ -49,7 +49,6 @@ import {
   writeFileSync,
   writeSync,
   openSync,
-  readFileSync,
   closeSync,
 } from 'node:fs';
 import { cpus, tmpdir } from 'node:os';
@@ -57,7 +56,7 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { createTorrent } from '../src/torrent/create.js';
 import { encodeTorrent } from '../src/torrent/metainfo.js';
-import { NetLab, waitFor, type Host, type Proc } from './netlab.js';
+import { NetLab, cpuTicks, waitFor, type Host, type Proc } from './netlab.js';
 
 // `--phase1`: the end-to-end boot benchmark (phase 1 and the OS), its own script.
 if (process.argv.slice(2).includes('--phase1')) {
@@ -170,14 +169,6 @@ interface Row {
   /** Share of the machine's CPU time busy (user, system, softirq) from start to the last client done. */
   busy?: number;
   error?: string;
-}
-
-/** Busy and total CPU ticks of the whole machine so far (/proc/stat, all cores). */
-function cpuTicks(): { busy: number; total: number } {
-  const f = readFileSync('/proc/stat', 'utf8').split('\n')[0]!.trim().split(/\s+/).slice(1).map(Number);
-  // user nice system idle iowait irq softirq steal
-  const total = f.slice(0, 8).reduce((a, b) => a + b, 0);
-  return { busy: total - f[3]! - f[4]!, total };
 }
 
 // Files live in RAM, as on a booting client (the agent downloads into a
