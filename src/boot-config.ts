@@ -370,6 +370,74 @@ export function parseAgentReport(text: string): AgentReport {
   return out as unknown as AgentReport;
 }
 
+/** What GET /api/v1/catalog returns (#21 item 2): a server's OSs, for its satellites. */
+export const CATALOG_KIND = 'boottorrent-catalog';
+export const CATALOG_VERSION = 1;
+/** Largest catalog body a satellite reads. */
+export const CATALOG_MAX_BYTES = 4 * 1024 * 1024;
+
+export interface Catalog {
+  readonly kind: typeof CATALOG_KIND;
+  readonly version: typeof CATALOG_VERSION;
+  /** The upstream's base URL (http://ip[:port]). */
+  readonly server: string;
+  /**
+   * When the upstream made this reply (its clock, ms): a satellite refuses
+   * one older than the newest it has, so an old signed catalog replayed on
+   * the wire cannot bring back an OS the upstream replaced.
+   */
+  readonly issued: number;
+  /** The upstream's boot.default_os (a satellite without its own uses it). */
+  readonly defaultOs: string | null;
+  /** Announce URLs of the upstream's tracker (satellites and their clients announce there too). */
+  readonly trackers: readonly string[];
+  /** "ip:port" of the upstream's seeder. */
+  readonly seeds: readonly string[];
+  /** Every OS, as a boot config lists it (no per-machine command line). */
+  readonly oss: readonly BootOs[];
+}
+
+/**
+ * Parses and checks a catalog's JSON text (what a satellite fetched, after
+ * its signature was checked): the same rules as a boot config's OS list,
+ * each id once; throws BT_ERR_BOOT_CONFIG naming the field.
+ */
+export function parseCatalog(text: string): Catalog {
+  let raw: unknown;
+  try {
+    raw = JSON.parse(text);
+  } catch (err) {
+    return bad('(catalog)', `is not JSON: ${(err as Error).message}`);
+  }
+  const o = obj(raw, '(catalog)');
+  if (o.kind !== CATALOG_KIND) bad('kind', `is ${JSON.stringify(o.kind)}, not ${CATALOG_KIND}`);
+  if (o.version !== CATALOG_VERSION)
+    bad('version', `is ${JSON.stringify(o.version)}; this server reads catalog version ${CATALOG_VERSION}`);
+  const issued = num(o, 'issued', '(catalog)');
+  if (!Number.isSafeInteger(issued) || issued < 0) bad('issued', 'must be a whole number of ms');
+  const def = o.defaultOs;
+  if (def !== null && typeof def !== 'string') bad('defaultOs', 'must be an OS id or null');
+  const ossRaw = o.oss;
+  if (!Array.isArray(ossRaw)) bad('oss', 'must be a list');
+  if (ossRaw.length > 1000) bad('oss', 'has more than 1000 entries');
+  const oss = ossRaw.map(parseOs);
+  const ids = new Set<string>();
+  for (const os of oss) {
+    if (ids.has(os.id)) bad('oss', `lists ${JSON.stringify(os.id)} twice`);
+    ids.add(os.id);
+  }
+  return {
+    kind: CATALOG_KIND,
+    version: CATALOG_VERSION,
+    server: httpUrl(o, 'server', '(catalog)'),
+    issued,
+    defaultOs: def !== null && ids.has(def) ? def : null,
+    trackers: strList(o, 'trackers', '(catalog)', 16),
+    seeds: strList(o, 'seeds', '(catalog)', 16),
+    oss,
+  };
+}
+
 /** Where phase 1 holds the server's public key (the last initramfs archive the iPXE script loads). */
 export const PHASE1_SERVER_KEY_PATH = '/etc/boottorrent/server-key.pem';
 /** The boot config response header with its Ed25519 signature: `ed25519=<base64>`. */

@@ -11,6 +11,7 @@ import { isAbsolute, join, relative, resolve } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { BootTorrentError } from '../errors.js';
 import { escapeLogText } from '../util/logger.js';
+import { readBodyCapped } from '../util/http-body.js';
 import {
   BOOT_CONFIG_SIGNATURE_HEADER,
   bootConfigSignatureValid,
@@ -47,27 +48,7 @@ export const MAX_BOOT_CONFIG_BYTES = 1024 * 1024;
 /** Largest .torrent the agent reads (about 2,048 pieces: tens of KiB). */
 export const MAX_TORRENT_BYTES = 16 * 1024 * 1024;
 
-/**
- * A response's body, at most `max` bytes: before it is verified it may come
- * from anyone on the network, who could send gigabytes into phase 1's RAM.
- */
-export async function readBodyCapped(res: Response, max: number, what: string): Promise<Buffer> {
-  const declared = Number(res.headers.get('content-length') ?? NaN);
-  if (declared > max) {
-    await res.body?.cancel().catch(() => undefined);
-    throw new Error(`${what}: ${declared} bytes, more than the ${max} this agent reads`);
-  }
-  const chunks: Buffer[] = [];
-  let size = 0;
-  if (!res.body) return Buffer.alloc(0);
-  // Leaving the loop early cancels the stream (the connection is dropped).
-  for await (const value of res.body as AsyncIterable<Uint8Array>) {
-    size += value.byteLength;
-    if (size > max) throw new Error(`${what}: more than the ${max} bytes this agent reads`);
-    chunks.push(Buffer.from(value.buffer, value.byteOffset, value.byteLength));
-  }
-  return Buffer.concat(chunks, size);
-}
+export { readBodyCapped };
 
 /**
  * Text from an unverified answer, fit for the console: control characters

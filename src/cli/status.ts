@@ -46,7 +46,8 @@ export async function run(argv: string[], io: Io): Promise<number> {
   io.stdout.write(
     `server ${snap.server.address} (DHCP ${snap.server.dhcp}), up ${up} s, dashboard ${info.dashboardUrl}\n` +
       `${snap.clients.length} clients: ${snap.totals.booted} booted, ${snap.totals.failed} failed; ` +
-      `${sentSummary(snap.totals.sent, snap.totals.delivered)}\n`,
+      `${sentSummary(snap.totals.sent, snap.totals.delivered)}\n` +
+      upstreamText(snap),
   );
   if (snap.clients.length) {
     const nameWidth = Math.max(4, ...snap.clients.map((c) => (c.name ?? '-').length));
@@ -91,4 +92,18 @@ export function firmwareText(c: { firmware: string | null; secureBoot: boolean |
 /** "exam (once)", "exam", or "-". */
 export function nextText(n: { os: string; once: boolean } | null | undefined): string {
   return n ? `${n.os}${n.once ? ' (once)' : ''}` : '-';
+}
+
+/** A satellite's line: its upstream, whether it answers, what is still being fetched. */
+function upstreamText(snap: ServerSnapshot): string {
+  const u = snap.server.upstream;
+  if (!u) return '';
+  const state =
+    u.reachable === null
+      ? 'not asked yet'
+      : u.reachable
+        ? 'answers'
+        : `does not answer (${u.error ?? 'unknown error'})${u.lastContact ? `, last answered ${Math.round((snap.now - u.lastContact) / 1000)} s ago` : ''}; booting with what this server has`;
+  const fetching = u.fetching.map((f) => `${f.id} ${Math.round(f.progress * 100)} %`).join(', ');
+  return `satellite of ${u.url}: ${state}${fetching ? `; fetching ${fetching}` : ''}\n`;
 }

@@ -6,6 +6,7 @@
  */
 import { inSubnet, intToIp, ipToInt, normalizeMac, parseSubnet, subnetText } from '../util/address.js';
 import type { Subnet } from '../util/address.js';
+import { createPublicKey } from 'node:crypto';
 import { existsSync, readFileSync, readdirSync, statSync } from 'node:fs';
 import { isAbsolute, join, normalize, resolve, sep } from 'node:path';
 import { LineCounter, isMap, isScalar, parseDocument, type Node } from 'yaml';
@@ -140,6 +141,9 @@ interface Draft {
   uefiLoaderSet: boolean;
   ukiKey?: string;
   ukiCert?: string;
+  /** server.upstream and server.upstream_key as written (v1 only). */
+  upstream?: string;
+  upstreamKey?: string;
   dhcpMode?: DhcpMode;
   range?: string;
   lease?: string | number;
@@ -195,6 +199,8 @@ function mapV1(v: Obj, bad: (field: string) => boolean): Draft {
     uefiLoaderSet: server.uefi_loader !== undefined,
     ...(typeof server.uki_key === 'string' ? { ukiKey: server.uki_key } : {}),
     ...(typeof server.uki_cert === 'string' ? { ukiCert: server.uki_cert } : {}),
+    ...(typeof server.upstream === 'string' && !bad('server.upstream') ? { upstream: server.upstream } : {}),
+    ...(typeof server.upstream_key === 'string' ? { upstreamKey: server.upstream_key } : {}),
     dhcpMode: bad('dhcp.mode') ? undefined : ((dhcp.mode as DhcpMode | undefined) ?? 'proxy'),
     range: dhcp.range as string | undefined,
     lease: (dhcp.lease_time as string | number | undefined) ?? '12h',
@@ -440,7 +446,22 @@ export async function inspectEnvironment(envDir: string, opts: ValidateOptions =
   const oss: OsEntry[] = [];
   const ossDir = join(dir, 'oss');
   const osProblemsBefore = problems.length;
-  if (!existsSync(ossDir) || !statSync(ossDir).isDirectory()) {
+  /** A satellite (server.upstream) takes its OSs from its upstream. */
+  const satellite = draft?.upstream !== undefined;
+  if (satellite) {
+    const here =
+      existsSync(ossDir) && statSync(ossDir).isDirectory()
+        ? readdirSync(ossDir).filter((n) => !n.startsWith('.') && statSync(join(ossDir, n)).isDirectory())
+        : [];
+    if (here.length > 0)
+      problems.push(
+        at(
+          'server.upstream',
+          `this server is a satellite (it serves its upstream's OSs), but oss/ holds ${here.join(', ')}`,
+          "move those folders to the upstream's environment (its satellites get them from there), or remove server.upstream",
+        ),
+      );
+  } else if (!existsSync(ossDir) || !statSync(ossDir).isDirectory()) {
     problems.push({
       file: join(envDir, 'oss'),
       field: '(folder)',
@@ -479,7 +500,9 @@ export async function inspectEnvironment(envDir: string, opts: ValidateOptions =
   // --- cross-checks --------------------------------------------------------------
   if (draft && checked && isMap(parsed?.root)) {
     const n = draft.names;
-    const known = (id: string) => osIds.includes(id) || (osProblems && existsSync(join(ossDir, id)));
+    // A satellite's OS ids are its upstream's, known only once it runs (start warns about unknown ones).
+    const known = (id: string) =>
+      satellite || osIds.includes(id) || (osProblems && existsSync(join(ossDir, id)));
     const osFix = (id: string) => {
       const byDisplay = oss.find((o) => o.name === id);
       if (byDisplay) return `use the folder name '${byDisplay.id}' (its display name is '${id}')`;
@@ -489,6 +512,7 @@ export async function inspectEnvironment(envDir: string, opts: ValidateOptions =
     };
     if (draft.defaultOs === undefined) {
       if (
+        !satellite &&
         draft.timeout !== undefined &&
         draft.timeout >= 0 &&
         !checked.problems.some((p) => p.field === n.defaultOs)
@@ -662,6 +686,16 @@ export async function inspectEnvironment(envDir: string, opts: ValidateOptions =
       ),
     );
 
+  if (draft) problems.push(...upstreamProblems(draft, dir, at));
+  if (draft && draft.upstream === undefined && draft.upstreamKey !== undefined)
+    warnings.push(
+      at(
+        'server.upstream_key',
+        'ignored: server.upstream is not set (this server is not a satellite)',
+        "set server.upstream to the upstream server's URL, or remove upstream_key",
+      ),
+    );
+
   if (draft?.uefiLoaderSet && draft.uefiChain === 'uki')
     warnings.push(
       at(
@@ -728,6 +762,13 @@ function build(dir: string, d: Draft, oss: OsEntry[], warnings: Problem[]): Envi
         d.uefiChain === 'uki' && d.ukiKey !== undefined && d.ukiCert !== undefined
           ? { key: resolve(dir, d.ukiKey), cert: resolve(dir, d.ukiCert) }
           : null,
+      upstream:
+        d.upstream !== undefined
+          ? {
+              url: d.upstream.replace(/\/+$/, ''),
+              key: d.upstreamKey !== undefined ? resolve(dir, d.upstreamKey) : null,
+            }
+          : null,
     },
     dhcp: {
       mode: d.dhcpMode!,
@@ -746,6 +787,57 @@ function build(dir: string, d: Draft, oss: OsEntry[], warnings: Problem[]): Envi
     logLevel: d.logLevel,
     oss,
   };
+}
+
+/**
+ * server.upstream (#21 item 2): not this server itself (a loop), and its
+ * key, if named, an Ed25519 public key in PEM (what the upstream's
+ * .boottorrent/signing-key.pub.pem holds).
+ */
+function upstreamProblems(
+  d: Draft,
+  dir: string,
+  at: (path: string, message: string, fix: string) => Problem,
+): Problem[] {
+  if (d.upstream === undefined) return [];
+  const out: Problem[] = [];
+  let url: URL | undefined;
+  try {
+    url = new URL(d.upstream);
+  } catch {
+    out.push(at('server.upstream', `'${d.upstream}' is not a URL`, 'write http://ADDRESS[:PORT]'));
+  }
+  const port = url ? Number(url.port || 80) : 0;
+  if (url && url.hostname === d.address && port === d.httpPort)
+    out.push(
+      at(
+        'server.upstream',
+        `${d.upstream} is this server itself (server.address and http_port)`,
+        "name the other server's address: a satellite takes its catalog from there",
+      ),
+    );
+  if (d.upstreamKey !== undefined) {
+    const file = resolve(dir, d.upstreamKey);
+    let why: string | undefined;
+    try {
+      const key = createPublicKey(readFileSync(file, 'utf8'));
+      if (key.asymmetricKeyType !== 'ed25519') why = `is a ${key.asymmetricKeyType} key, not Ed25519`;
+    } catch (err) {
+      why =
+        (err as NodeJS.ErrnoException).code === 'ENOENT'
+          ? 'does not exist'
+          : `is not a public key in PEM (${(err as Error).message})`;
+    }
+    if (why)
+      out.push(
+        at(
+          'server.upstream_key',
+          `${file} ${why}`,
+          "copy the upstream's <env>/.boottorrent/signing-key.pub.pem here and name it",
+        ),
+      );
+  }
+  return out;
 }
 
 /**

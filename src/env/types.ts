@@ -110,6 +110,12 @@ export interface Environment {
     readonly uefiLoader: 'ipxe.efi' | 'snponly.efi';
     /** With uefiChain uki: the lab's key and certificate (absolute paths). */
     readonly uki: { readonly key: string; readonly cert: string } | null;
+    /**
+     * A satellite's upstream (#21 item 2): the other server's boot URL (no
+     * trailing slash) and the public key that must sign its catalog
+     * (absolute path; null: the first key seen is kept). Null: not a satellite.
+     */
+    readonly upstream: { readonly url: string; readonly key: string | null } | null;
   };
   readonly dhcp: {
     readonly mode: DhcpMode;

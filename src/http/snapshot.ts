@@ -102,6 +102,14 @@ export interface ServerSnapshot {
     readonly environment: string;
     /** Bytes of one phase 1 (kernel and initramfs files), so sent.phase1 / phase1Size is copies sent. */
     readonly phase1Size: number;
+    /** A satellite's upstream (server.upstream) and how it answers; absent on a server that is not one. */
+    readonly upstream?: {
+      readonly url: string;
+      readonly reachable: boolean | null;
+      readonly lastContact: number | null;
+      readonly error: string | null;
+      readonly fetching: readonly { readonly id: string; readonly progress: number }[];
+    };
   };
   readonly clients: readonly ClientState[];
   readonly swarms: readonly SwarmSummary[];

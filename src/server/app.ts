@@ -42,6 +42,7 @@ import { groupsOf, machineOf } from '../env/room.js';
 import type { ChangeSource, DashboardAction } from '../dashboard/dashboard.js';
 import { EventEmitter } from 'node:events';
 import type { RoomSummary } from '../http/snapshot.js';
+import { Upstream } from './upstream.js';
 
 export interface StartOptions {
   /** The environment, loaded and checked once by the caller (env/load.ts). */
@@ -162,6 +163,10 @@ export class BootServer {
   private api: ClientApi | undefined;
   private dashboard: DashboardPort | undefined;
   private reloader: Reloader | undefined;
+  /** A satellite's upstream (server.upstream): its catalog, fetched OSs, state. */
+  private upstream: Upstream | undefined;
+  /** The environment a satellite serves, made for one local environment and one set of OSs. */
+  private served: { base: Environment; key: string; env: Environment } | undefined;
   private stateDir = '';
   /** server.json is ours to remove only once we wrote it. */
   private wroteInfo = false;
@@ -198,7 +203,25 @@ export class BootServer {
 
   /** The environment served now: the one passed in, with what reloads changed. */
   get environment(): Environment {
-    return this.reloader?.environment ?? this.options.environment;
+    const base = this.reloader?.environment ?? this.options.environment;
+    const up = this.upstream;
+    if (!up) return base;
+    // A satellite: its upstream's OSs, and its default where it names none.
+    const entries = this.library?.entries() ?? [];
+    const defaultOs = base.boot.defaultOs ?? up.defaultOs();
+    const key = `${defaultOs}\n${entries.map((e) => `${e.os.id} ${e.meta.infoHashHex}`).join('\n')}`;
+    if (this.served?.base !== base || this.served.key !== key)
+      this.served = {
+        base,
+        key,
+        env: Object.freeze({ ...base, boot: { ...base.boot, defaultOs }, oss: entries.map((e) => e.os) }),
+      };
+    return this.served.env;
+  }
+
+  /** A satellite's upstream and how it answers; undefined for a server that is not a satellite. */
+  get upstreamStatus() {
+    return this.upstream?.status();
   }
   get dashboardUrl(): string {
     return this.dashboard?.url ?? '';
@@ -256,15 +279,18 @@ export class BootServer {
     // 1. Torrents for every OS folder, the tracker that knows them, reloads.
     const { library, reloader } = await this.startLibrary(env, base);
 
-    // 2. Tracker, then 3. the seeder: every OS, from its folder.
+    // 2. Tracker, then 3. the seeder: every OS, from its folder (a satellite: what it has; it asks its upstream for the rest).
     await this.tracker?.listen();
     await library.listen();
+    this.upstream?.start();
 
     // 4. DHCP, TFTP, HTTP, with the client API's routes.
     const api = new ClientApi(
       {
         bootUrl: base,
         secret,
+        sign: signing.sign,
+        publicKeyPem: signing.publicPem,
         ...(this.options.reportBodyBytes !== undefined
           ? { reportBodyBytes: this.options.reportBodyBytes }
           : {}),
@@ -277,6 +303,7 @@ export class BootServer {
         logger: this.log,
         nextBoot: (mac, groups) => nextBoot.forMachine(mac, groups),
         onReport: (mac, client, r) => this.phase1Sources?.report(mac, client, r),
+        upstreamTrackers: () => this.upstream?.trackers() ?? [],
       },
     );
     this.api = api;
@@ -309,6 +336,7 @@ export class BootServer {
       interface: iface,
       address,
       dhcp: env.dhcp.mode,
+      ...(env.server.upstream ? { upstream: env.server.upstream.url } : {}),
       oss:
         library
           .entries()
@@ -371,16 +399,31 @@ export class BootServer {
         ...(this.services.onHashProgress ? { onHashProgress: this.services.onHashProgress } : {}),
         ...(this.tracker ? { tracker: this.tracker } : {}),
         onListenerError: (err) => this.fail('seeder (peer listener)', err),
+        moreTrackers: () => this.upstream?.trackers() ?? [],
       },
     );
     this.library = library;
-    await library.load(env.oss);
+    const up = env.server.upstream;
+    if (up) {
+      // A satellite: its OSs come from the upstream's catalog, not from oss/.
+      this.upstream = new Upstream(
+        { url: up.url, keyFile: up.key, stateDir: this.stateDir },
+        { library, logger: this.log },
+      );
+      await this.upstream.load();
+    } else await library.load(env.oss);
     const reloader = new Reloader(
       {
         environment: env,
         ...(this.options.reloadIntervalMs !== undefined ? { intervalMs: this.options.reloadIntervalMs } : {}),
       },
-      { library, logger: this.log },
+      {
+        // A satellite reloads its boot settings and hosts; its OSs follow the upstream.
+        library: up
+          ? { update: () => Promise.resolve({ added: [], removed: [] }), offer: () => Promise.resolve() }
+          : library,
+        logger: this.log,
+      },
     );
     this.reloader = reloader;
     await reloader.mark();
@@ -686,6 +729,7 @@ export class BootServer {
       library: this.library ?? { entries: () => [], stats: () => undefined, seederPeerId: undefined },
       tracker: this.tracker,
       phase1Size: this.phase1Size,
+      ...(this.upstream ? { upstream: this.upstream.status() } : {}),
       sent: () =>
         this.netboot
           ? groupSent({
@@ -748,6 +792,7 @@ export class BootServer {
     this.closed = true;
     this.stopping.abort();
     await this.reloader?.close();
+    await this.upstream?.close();
     await Promise.allSettled([
       this.dashboard?.close(),
       this.netboot?.close(),

@@ -52,7 +52,7 @@ function outside(announce: string, os: OsEntry): string {
   return os.webSeeds.length > 0 ? `${announce}\nurl-list:${os.webSeeds.join('\n')}` : announce;
 }
 
-async function fingerprintFolder(dir: string, announce: string): Promise<string> {
+export async function fingerprintFolder(dir: string, announce: string): Promise<string> {
   const names = (await readdir(dir, { recursive: true })).sort();
   const h = createHash('sha256').update(`format ${CACHE_FORMAT}\nannounce ${announce}\n`);
   for (const name of names) {
@@ -80,6 +80,15 @@ export class OsCatalog {
 
   entries(): CatalogEntry[] {
     return [...this.byId.values()];
+  }
+
+  /** Sets one entry made elsewhere (a satellite's OS from its upstream: the upstream's torrent). */
+  put(entry: CatalogEntry): void {
+    this.byId.set(entry.os.id, entry);
+  }
+
+  delete(id: string): void {
+    this.byId.delete(id);
   }
 
   /**

@@ -9,7 +9,11 @@
 import { createHash, createHmac, timingSafeEqual } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import {
+  BOOT_CONFIG_SIGNATURE_HEADER,
   BOOT_CONFIG_VERSION,
+  CATALOG_KIND,
+  CATALOG_VERSION,
+  type Catalog,
   parseAgentReport,
   type AgentReport,
   type BootConfig,
@@ -26,6 +30,7 @@ import type { CatalogEntry } from './catalog.js';
 import type { NextBootFor } from './next-boot.js';
 import type { RequesterCheck } from './requester.js';
 import type { ClientStore } from './state.js';
+import { CATALOG_ROUTE, SERVER_KEY_ROUTE } from './upstream.js';
 
 export interface ClientApiOptions {
   /** The boot HTTP server's base URL (`http://address[:port]`). */
@@ -34,6 +39,10 @@ export interface ClientApiOptions {
   readonly secret: Buffer;
   /** Largest agent report body in bytes (default HTTP_LIMITS.reportBodyBytes). */
   readonly reportBodyBytes?: number;
+  /** Signs a catalog body (the boot-config key): the x-boottorrent-signature header's value. */
+  readonly sign?: (body: Buffer) => string;
+  /** The boot-config key's public half (PEM), served to satellites that keep the first key they see. */
+  readonly publicKeyPem?: string;
 }
 
 export interface ClientApiServices {
@@ -53,6 +62,8 @@ export interface ClientApiServices {
   readonly onReport?: (mac: string, client: string, report: AgentReport) => void;
   /** What a machine boots next, set by `next-boot` (src/server/next-boot.ts). */
   readonly nextBoot?: (mac: string, groups: readonly string[]) => NextBootFor | undefined;
+  /** A satellite's upstream trackers, added to every boot config's (src/server/upstream.ts). */
+  readonly upstreamTrackers?: () => readonly string[];
   /** The server's logger; refusals are logged as 'client-api', once per source per minute. */
   readonly logger?: Logger;
 }
@@ -125,11 +136,7 @@ export class ClientApi {
     let def = served ?? m.defaultOs;
     if (served && timeout < 0) timeout = NEXT_BOOT_TIMEOUT;
     if (def !== null && !ids.has(def)) def = oss[0]?.id ?? null;
-    const seedPort = this.services.library.seedPort;
-    const seeds = seedPort !== undefined ? [`${env.server.address}:${seedPort}`] : [];
-    const trackers = env.tracker.enabled
-      ? [`${base}/announce`, `udp://${env.server.address}:${env.tracker.port}/announce`]
-      : [];
+    const { trackers, seeds } = this.peers(env);
     const overlay = withOverlay ? this.overlayFor(m, client) : undefined;
     const withheld =
       m.overlays.length === 0 || overlay
@@ -158,6 +165,44 @@ export class ClientApi {
             },
           }
         : {}),
+    };
+  }
+
+  /**
+   * This server's tracker and seeder as clients reach them; a satellite
+   * adds its upstream's trackers, so its clients and the upstream's form
+   * one swarm (the tracker's locality keeps each reply half local).
+   */
+  private peers(env: Environment): { trackers: string[]; seeds: string[] } {
+    const base = this.options.bootUrl;
+    const seedPort = this.services.library.seedPort;
+    const seeds = seedPort !== undefined ? [`${env.server.address}:${seedPort}`] : [];
+    const own = env.tracker.enabled
+      ? [`${base}/announce`, `udp://${env.server.address}:${env.tracker.port}/announce`]
+      : [];
+    const upstream = this.services.upstreamTrackers?.() ?? [];
+    return { trackers: [...own, ...upstream.filter((u) => !own.includes(u))], seeds };
+  }
+
+  /**
+   * GET /api/v1/catalog: every OS this server offers, as boot configs list
+   * them, with its tracker and seeder, for satellites (`server.upstream`).
+   * Nothing in it is per machine; the body is signed like a boot config.
+   */
+  catalog(): Catalog {
+    const env = this.services.environment();
+    const { trackers, seeds } = this.peers(env);
+    const oss = this.services.library.entries().map((e) => this.bootOs(e));
+    const def = env.boot.defaultOs;
+    return {
+      kind: CATALOG_KIND,
+      version: CATALOG_VERSION,
+      server: this.options.bootUrl,
+      issued: Date.now(),
+      defaultOs: def !== null && oss.some((o) => o.id === def) ? def : null,
+      trackers,
+      seeds,
+      oss,
     };
   }
 
@@ -216,6 +261,28 @@ export class ClientApi {
 
   /** Routes on the boot HTTP server: torrents and agent reports. False for any other path. */
   route(req: IncomingMessage, res: ServerResponse, path: string, client: string): boolean {
+    if (
+      path === SERVER_KEY_ROUTE &&
+      this.options.publicKeyPem &&
+      (req.method === 'GET' || req.method === 'HEAD')
+    ) {
+      const pem = Buffer.from(this.options.publicKeyPem);
+      res.writeHead(200, { 'content-type': 'application/x-pem-file', 'content-length': pem.length });
+      res.end(req.method === 'HEAD' ? undefined : pem);
+      return true;
+    }
+    if (path === CATALOG_ROUTE && (req.method === 'GET' || req.method === 'HEAD')) {
+      const body = Buffer.from(JSON.stringify(this.catalog()));
+      const sign = this.options.sign;
+      res.writeHead(200, {
+        'content-type': 'application/json',
+        'content-length': body.length,
+        'cache-control': 'no-store',
+        ...(sign ? { [BOOT_CONFIG_SIGNATURE_HEADER]: sign(body) } : {}),
+      });
+      res.end(req.method === 'HEAD' ? undefined : body);
+      return true;
+    }
     const torrent = /^\/api\/v1\/torrent\/([^/]+)\.torrent$/.exec(path);
     if (torrent && (req.method === 'GET' || req.method === 'HEAD')) {
       let id = '';

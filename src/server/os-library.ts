@@ -37,6 +37,8 @@ export interface OsLibraryServices {
   readonly onHashProgress?: (os: string, hashed: number, total: number) => void;
   /** The server's tracker, told of every OS the library adds or drops. */
   readonly tracker?: { add(infoHash: Buffer): void; remove(infoHash: Buffer): void };
+  /** More trackers every seeding session announces to (a satellite's upstream trackers), asked at each start. */
+  readonly moreTrackers?: () => readonly string[];
   /** The seeder's peer listener ended after listen(): the server stops. */
   readonly onListenerError: (err: Error) => void;
 }
@@ -106,6 +108,78 @@ export class OsLibrary {
     for (const e of this.catalog.entries()) this.services.tracker?.add(e.meta.infoHash);
   }
 
+  /**
+   * A satellite's first step instead of load(): entries made from its
+   * upstream's catalog whose data is here and checked (src/server/upstream.ts).
+   */
+  adopt(entries: readonly CatalogEntry[]): void {
+    for (const e of entries) {
+      this.catalog.put(e);
+      this.services.tracker?.add(e.meta.infoHash);
+    }
+  }
+
+  /** Offers and seeds a satellite's OS whose data is here and checked. */
+  async add(e: CatalogEntry): Promise<void> {
+    this.catalog.put(e);
+    this.services.tracker?.add(e.meta.infoHash);
+    await this.seed(e);
+  }
+
+  /** Stops a satellite's download that was never attached. */
+  async cancel(infoHashHex: string): Promise<void> {
+    await this.seeder?.remove(infoHashHex);
+  }
+
+  /** Trackers a session announces to: the lab address's, then a satellite's upstream's. */
+  trackers(): string[] {
+    const more = this.services.moreTrackers?.() ?? [];
+    return [...this.options.seedTrackers, ...more.filter((u) => !this.options.seedTrackers.includes(u))];
+  }
+
+  /**
+   * A satellite's download of an OS from the swarm into `dir` (its parent
+   * folder), on the seeder's port, so it serves the pieces it has at once.
+   * The entry is not offered to clients until `attach` (after its files'
+   * SHA-256s were checked).
+   */
+  async fetch(e: CatalogEntry, peers: readonly string[]): Promise<TorrentSession> {
+    if (!this.seeder) throw new Error('the seeder is not listening');
+    return this.seeder.add({
+      meta: e.meta,
+      dir: dirname(e.os.dir),
+      mode: 'download',
+      trackers: this.trackers(),
+      peers: [...peers],
+      pex: this.options.pex,
+      ...(this.options.lsdInterface !== undefined ? { lsdInterface: this.options.lsdInterface } : {}),
+      ...(this.options.uploadLimit ? { uploadLimit: this.options.uploadLimit } : {}),
+    });
+  }
+
+  /**
+   * Offers an OS a satellite fetched and checked: its session (from fetch)
+   * seeds on; the entry replaces the one of that id, whose session is removed.
+   */
+  async attach(e: CatalogEntry, session: TorrentSession): Promise<void> {
+    const old = this.catalog.get(e.os.id);
+    if (old && old.meta.infoHashHex !== e.meta.infoHashHex) await this.drop(e.os.id);
+    this.catalog.put(e);
+    this.services.tracker?.add(e.meta.infoHash);
+    this.sessions.set(e.os.id, session);
+    this.reseedOnFailure(e, session);
+  }
+
+  /** Stops offering, seeding and tracking an OS (a satellite's upstream dropped or replaced it). */
+  async drop(id: string): Promise<void> {
+    const e = this.catalog.get(id);
+    if (!e) return;
+    this.catalog.delete(id);
+    this.sessions.delete(id);
+    await this.seeder?.remove(e.meta.infoHashHex);
+    this.services.tracker?.remove(e.meta.infoHash);
+  }
+
   /** Binds the seeder and seeds every OS (trusted: the catalog just checked each folder's fingerprint). */
   async listen(): Promise<void> {
     this.seeder = new BitTorrentClient(
@@ -152,12 +226,17 @@ export class OsLibrary {
       dir: dirname(e.os.dir),
       mode: 'seed',
       verify: false,
-      trackers: [...this.options.seedTrackers],
+      trackers: this.trackers(),
       pex: this.options.pex,
       ...(this.options.lsdInterface !== undefined ? { lsdInterface: this.options.lsdInterface } : {}),
       ...(this.options.uploadLimit ? { uploadLimit: this.options.uploadLimit } : {}),
     });
     this.sessions.set(e.os.id, session);
+    this.reseedOnFailure(e, session);
+  }
+
+  private reseedOnFailure(e: CatalogEntry, session: TorrentSession): void {
+    const seeder = this.seeder!;
     // A fault inside a torrent session ends that session only (issue #14);
     // the room still needs the OS seeded, so seed it again after a pause
     // that grows while it keeps failing.

@@ -32,6 +32,8 @@ export interface SnapshotSources {
   /** A client's name, groups and next boot (app.ts, from the environment and next-boot.json). */
   readonly machine?: (mac: string) => Pick<ClientState, 'name' | 'groups' | 'nextBoot'>;
   readonly room?: RoomSummary;
+  /** A satellite's upstream state (src/server/upstream.ts). */
+  readonly upstream?: NonNullable<ServerSnapshot['server']['upstream']>;
 }
 
 export function buildSnapshot(s: SnapshotSources): ServerSnapshot {
@@ -71,6 +73,7 @@ export function buildSnapshot(s: SnapshotSources): ServerSnapshot {
       dhcp: env.dhcp.mode,
       environment: env.dir,
       phase1Size,
+      ...(s.upstream ? { upstream: s.upstream } : {}),
     },
     clients,
     swarms,
