@@ -713,3 +713,73 @@ test('server.uefi_loader: snponly.efi or ipxe.efi; anything else names the two',
   );
   assert.deepEqual(await validate(ok, NO_MACHINE), []);
 });
+
+test('server.upstream: a satellite needs no oss/ and no default_os; its key must be an Ed25519 public key', async (t) => {
+  const { generateKeyPairSync } = await import('node:crypto');
+  const pub = generateKeyPairSync('ed25519').publicKey.export({ type: 'spki', format: 'pem' }).toString();
+  const yaml = (extra: string) =>
+    `version: 1\nserver:\n  interface: eth1\n  address: 10.0.0.1\n  upstream: http://10.9.0.1:8080/\n${extra}dhcp:\n  mode: off\nboot:\n  timeout: 5\n`;
+  const ok = writeEnv(t, { 'Boottorrent.yaml': yaml('  upstream_key: up.pem\n'), 'up.pem': pub });
+  assert.deepEqual(await validate(ok, NO_MACHINE), []);
+  const env = await loadEnvironment(ok, NO_MACHINE);
+  assert.deepEqual(env.server.upstream, { url: 'http://10.9.0.1:8080', key: join(env.dir, 'up.pem') });
+  assert.deepEqual(env.oss, []);
+  assert.equal(env.boot.defaultOs, null);
+
+  // Without a key: allowed (the first key seen is kept).
+  assert.deepEqual(await validate(writeEnv(t, { 'Boottorrent.yaml': yaml('') }), NO_MACHINE), []);
+
+  // OS folders in a satellite: it would not serve them.
+  const withOss = v1Env(t, yaml(''));
+  expectProblem(await validate(withOss, NO_MACHINE), {
+    file: MAIN,
+    field: 'server.upstream',
+    message: /satellite.*oss\/ holds linux/,
+    fix: /upstream's environment/,
+  });
+
+  // A key that is not there, or not a public Ed25519 key.
+  const missing = writeEnv(t, { 'Boottorrent.yaml': yaml('  upstream_key: nope.pem\n') });
+  expectProblem(await validate(missing, NO_MACHINE), {
+    file: MAIN,
+    field: 'server.upstream_key',
+    message: /nope\.pem does not exist/,
+    fix: /signing-key\.pub\.pem/,
+  });
+  const rsa = generateKeyPairSync('rsa', { modulusLength: 1024 })
+    .publicKey.export({ type: 'spki', format: 'pem' })
+    .toString();
+  const wrongType = writeEnv(t, { 'Boottorrent.yaml': yaml('  upstream_key: up.pem\n'), 'up.pem': rsa });
+  expectProblem(await validate(wrongType, NO_MACHINE), {
+    file: MAIN,
+    field: 'server.upstream_key',
+    message: /rsa key, not Ed25519/,
+  });
+
+  // Not a plain http URL; this server itself.
+  const https = writeEnv(t, { 'Boottorrent.yaml': yaml('').replace('http://10.9.0.1:8080/', 'https://x/y') });
+  expectProblem(await validate(https, NO_MACHINE), {
+    file: MAIN,
+    field: 'server.upstream',
+    message: /https:\/\/x\/y/,
+    fix: /http:\/\/10\.0\.0\.1/,
+  });
+  const self = writeEnv(t, {
+    'Boottorrent.yaml': yaml('').replace('http://10.9.0.1:8080/', 'http://10.0.0.1'),
+  });
+  expectProblem(await validate(self, NO_MACHINE), {
+    file: MAIN,
+    field: 'server.upstream',
+    message: /this server itself/,
+  });
+
+  // upstream_key alone: a warning, not a problem.
+  const alone = v1Env(
+    t,
+    `${BASE_V1.replace('  address: 10.0.0.1', '  address: 10.0.0.1\n  upstream_key: k.pem')}`,
+  );
+  const inspected = await loadEnvironment(alone, NO_MACHINE);
+  assert.ok(
+    inspected.warnings.some((w) => w.field === 'server.upstream_key' && /not a satellite/.test(w.message)),
+  );
+});
