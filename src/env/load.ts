@@ -17,6 +17,7 @@ import { labKeyProblem } from '../boot/uki.js';
 import { buildGroups, buildHosts, checkRoom } from './room-check.js';
 import type { UefiChain } from '../boot/grub.js';
 import type { DhcpMode, Environment, LogLevel, OsEntry, Problem } from './types.js';
+import { parseTorrent, type Metainfo } from '../torrent/metainfo.js';
 
 export const ENV_FILE = 'Boottorrent.yaml';
 export const OS_CONFIG = 'config.yaml';
@@ -1006,6 +1007,51 @@ function freeze<T>(v: T): T {
   return v;
 }
 
+/**
+ * An OS config's `torrent:` (v1): a .torrent in the folder, of a folder
+ * named like the OS (agents check the name), with somewhere to fetch from
+ * (its url-list or the config's web_seeds). Its file paths, or null when
+ * it is unusable (the problem is recorded).
+ */
+function remoteTorrent(
+  v: Obj,
+  osDir: string,
+  id: string,
+  at: (field: string, message: string, fix: string) => void,
+): { file: string; files: Set<string> } | null {
+  const rel = v.torrent as string;
+  const file = normalize(join(osDir, rel));
+  if (isAbsolute(rel) || !file.startsWith(osDir + sep) || !existsSync(file) || !statSync(file).isFile()) {
+    at('torrent', `'${rel}' is not a file in oss/${id}/`, `put the .torrent in oss/${id}/ and name it relative to that folder`);
+    return null;
+  }
+  let meta: Metainfo;
+  try {
+    meta = parseTorrent(readFileSync(file), file);
+  } catch (err) {
+    at('torrent', `${rel} is not a torrent: ${(err as Error).message}`, 'make it again (boottorrent torrent, mktorrent)');
+    return null;
+  }
+  if (meta.singleFile || meta.name !== id) {
+    at(
+      'torrent',
+      `${rel} is of ${meta.singleFile ? `one file (${meta.name})` : `a folder named '${meta.name}'`}; clients need a folder named like this OS's folder ('${id}')`,
+      meta.singleFile ? `make the torrent from a folder named ${id}` : `rename oss/${id}/ to oss/${meta.name}/, or make the torrent from a folder named ${id}`,
+    );
+    return null;
+  }
+  const seeds = Array.isArray(v.web_seeds) ? v.web_seeds.length : 0;
+  if (seeds === 0 && meta.urlList.length === 0) {
+    at(
+      'torrent',
+      `${rel} has no web seed (url-list) and web_seeds is empty: start would have nowhere to fetch the files from`,
+      'add web_seeds: [http://mirror/path/] (a folder URL holding ' + `${id}/<files>), or put the files in oss/${id}/ and remove torrent`,
+    );
+    return null;
+  }
+  return { file, files: new Set(meta.files.map((f) => f.path.join('/'))) };
+}
+
 interface LoadedOs {
   readonly os: OsEntry;
   readonly namePos?: { line: number; column: number };
@@ -1058,7 +1104,18 @@ function loadOs(
     const pos = checked.positions.get(field);
     problems.push({ file, line: pos?.line, column: pos?.column, field, message, fix });
   };
+  // With `torrent:` the files are not here: they are named inside the torrent.
+  const remote = !v0 && typeof v.torrent === 'string' ? remoteTorrent(v, osDir, id, at) : undefined;
   const fileIn = (field: string, rel: string, what: string) => {
+    if (remote !== undefined) {
+      if (remote && !remote.files.has(rel))
+        at(
+          field,
+          `${what} '${rel}' is not a file of ${v.torrent as string}`,
+          `name one of its files: ${[...remote.files].slice(0, 5).join(', ')}${remote.files.size > 5 ? ', ...' : ''}`,
+        );
+      return;
+    }
     const full = normalize(join(osDir, rel));
     if (isAbsolute(rel) || !full.startsWith(osDir + sep)) {
       at(
@@ -1112,6 +1169,7 @@ function loadOs(
     configFile: file,
     sourceVersion: v0 ? (0 as const) : (1 as const),
     webSeeds: !v0 && Array.isArray(v.web_seeds) ? (v.web_seeds as string[]) : [],
+    ...(remote ? { torrent: remote.file } : {}),
   };
   if (m === 'kexec' && typeof v.kernel === 'string') {
     fileIn('kernel', v.kernel, 'kernel');

@@ -33,6 +33,12 @@ interface OsBase {
   readonly sourceVersion: 0 | 1;
   /** BEP 19 web seeds: folder URLs holding `<id>/<files>` (v1 `web_seeds`), put in the torrent's url-list. */
   readonly webSeeds: readonly string[];
+  /**
+   * v1 `torrent`: the .torrent (absolute path) describing this OS's files,
+   * which are not in the folder: start fetches them from its web seeds and
+   * peers (src/server/fetched-os.ts). Absent: the folder holds the files.
+   */
+  readonly torrent?: string;
 }
 
 export interface KexecOs extends OsBase {

@@ -43,6 +43,7 @@ import type { ChangeSource, DashboardAction } from '../dashboard/dashboard.js';
 import { EventEmitter } from 'node:events';
 import type { RoomSummary } from '../http/snapshot.js';
 import { Upstream } from './upstream.js';
+import { FetchedOss } from './fetched-os.js';
 
 export interface StartOptions {
   /** The environment, loaded and checked once by the caller (env/load.ts). */
@@ -165,6 +166,8 @@ export class BootServer {
   private reloader: Reloader | undefined;
   /** A satellite's upstream (server.upstream): its catalog, fetched OSs, state. */
   private upstream: Upstream | undefined;
+  /** OSs configured by a .torrent (`torrent:`), fetched from their web seeds. */
+  private fetched: FetchedOss | undefined;
   /** The environment a satellite serves, made for one local environment and one set of OSs. */
   private served: { base: Environment; key: string; env: Environment } | undefined;
   private stateDir = '';
@@ -283,6 +286,7 @@ export class BootServer {
     await this.tracker?.listen();
     await library.listen();
     this.upstream?.start();
+    void this.fetched?.apply(env.oss);
 
     // 4. DHCP, TFTP, HTTP, with the client API's routes.
     const api = new ClientApi(
@@ -411,7 +415,13 @@ export class BootServer {
         { library, logger: this.log },
       );
       await this.upstream.load();
-    } else await library.load(env.oss);
+    } else {
+      await library.load(env.oss);
+      // OSs named by a .torrent: what was fetched before is served at once, the rest once fetched.
+      this.fetched = new FetchedOss(this.stateDir, library, this.log);
+      await this.fetched.load(env.oss);
+    }
+    const fetched = this.fetched;
     const reloader = new Reloader(
       {
         environment: env,
@@ -421,7 +431,14 @@ export class BootServer {
         // A satellite reloads its boot settings and hosts; its OSs follow the upstream.
         library: up
           ? { update: () => Promise.resolve({ added: [], removed: [] }), offer: () => Promise.resolve() }
-          : library,
+          : {
+              update: async (oss) => {
+                const change = await library.update(oss);
+                void fetched?.apply(oss);
+                return change;
+              },
+              offer: (e) => library.offer(e),
+            },
         logger: this.log,
       },
     );
@@ -793,6 +810,7 @@ export class BootServer {
     this.stopping.abort();
     await this.reloader?.close();
     await this.upstream?.close();
+    this.fetched?.close();
     await Promise.allSettled([
       this.dashboard?.close(),
       this.netboot?.close(),

@@ -102,6 +102,13 @@ export class OsCatalog {
     const added: CatalogEntry[] = [];
     const announce = this.options.announce ?? '';
     for (const os of oss) {
+      // An OS fetched from its torrent's web seeds (src/server/fetched-os.ts) is
+      // added there once checked; it keeps the entry it has until replaced.
+      if (os.torrent !== undefined) {
+        const kept = this.byId.get(os.id);
+        if (kept) next.set(os.id, kept);
+        continue;
+      }
       // What goes into the .torrent besides the folder: a change makes a new one.
       const fingerprint = await fingerprintFolder(os.dir, outside(announce, os)).catch((err: unknown) => {
         throw new BootTorrentError(

@@ -143,7 +143,11 @@ export class OsLibrary {
    * The entry is not offered to clients until `attach` (after its files'
    * SHA-256s were checked).
    */
-  async fetch(e: CatalogEntry, peers: readonly string[]): Promise<TorrentSession> {
+  async fetch(
+    e: CatalogEntry,
+    peers: readonly string[],
+    webSeeds?: readonly string[],
+  ): Promise<TorrentSession> {
     if (!this.seeder) throw new Error('the seeder is not listening');
     return this.seeder.add({
       meta: e.meta,
@@ -151,6 +155,7 @@ export class OsLibrary {
       mode: 'download',
       trackers: this.trackers(),
       peers: [...peers],
+      ...(webSeeds && webSeeds.length > 0 ? { webSeeds } : {}),
       pex: this.options.pex,
       ...(this.options.lsdInterface !== undefined ? { lsdInterface: this.options.lsdInterface } : {}),
       ...(this.options.uploadLimit ? { uploadLimit: this.options.uploadLimit } : {}),

@@ -12,7 +12,7 @@
  * is gone (or that starts while it is) boots its clients with what it has.
  */
 import { createPublicKey, type KeyObject } from 'node:crypto';
-import { mkdir, readFile, readdir, rename, rm, writeFile } from 'node:fs/promises';
+import { mkdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import {
   BOOT_CONFIG_SIGNATURE_HEADER,
@@ -24,17 +24,14 @@ import {
 } from '../boot-config.js';
 import { BootTorrentError, errorText } from '../errors.js';
 import type { OsEntry } from '../env/types.js';
-import type { TorrentSession } from '../swarm/session.js';
-import { sha256File } from '../swarm/storage.js';
 import { parseTorrent, type Metainfo } from '../torrent/metainfo.js';
 import { readBodyCapped } from '../util/http-body.js';
 import { silentLogger, type Logger } from '../util/logger.js';
-import { fingerprintFolder, type CatalogEntry } from './catalog.js';
+import type { CatalogEntry } from './catalog.js';
+import { OsFetcher, writeAtomic, type FetchLibrary } from './os-fetcher.js';
 
 /** Largest .torrent a satellite reads from its upstream. */
 const MAX_TORRENT_BYTES = 16 * 1024 * 1024;
-/** An OS whose files did not match the catalog is not fetched again for this long. */
-const RETRY_BAD_MS = 10 * 60_000;
 /** The public key's route on every server (a satellite without upstream_key keeps the first it sees). */
 export const SERVER_KEY_ROUTE = '/api/v1/server-key.pem';
 export const CATALOG_ROUTE = '/api/v1/catalog';
@@ -53,18 +50,7 @@ export interface UpstreamOptions {
 }
 
 /** What the satellite changes in its OS library (OsLibrary is one). */
-export interface UpstreamLibrary {
-  get(id: string): CatalogEntry | undefined;
-  entries(): CatalogEntry[];
-  adopt(entries: readonly CatalogEntry[]): void;
-  /** Offers and seeds an entry whose data is here and checked (after the seeder listens). */
-  add(e: CatalogEntry): Promise<void>;
-  fetch(e: CatalogEntry, peers: readonly string[]): Promise<TorrentSession>;
-  attach(e: CatalogEntry, session: TorrentSession): Promise<void>;
-  drop(id: string): Promise<void>;
-  /** Stops a download that was not attached (its OS left the catalog). */
-  cancel(infoHashHex: string): Promise<void>;
-}
+export type UpstreamLibrary = FetchLibrary;
 
 export interface UpstreamServices {
   readonly library: UpstreamLibrary;
@@ -82,11 +68,6 @@ export interface UpstreamStatus {
   readonly error: string | null;
   /** OSs of the catalog being fetched, with how much is here (0-1). */
   readonly fetching: readonly { readonly id: string; readonly progress: number }[];
-}
-
-interface Pending {
-  readonly entry: CatalogEntry;
-  readonly session: TorrentSession;
 }
 
 /** The OsEntry a satellite serves for an OS of its upstream's catalog, kept in `dir`. */
@@ -118,21 +99,13 @@ export function torrentMismatch(meta: Metainfo, os: BootOs): string | undefined 
   return undefined;
 }
 
-async function writeAtomic(file: string, data: string | Buffer): Promise<void> {
-  const tmp = `${file}.${process.pid}.tmp`;
-  await writeFile(tmp, data, { mode: 0o600 });
-  await rename(tmp, file);
-}
-
 export class Upstream {
   private readonly log: Logger;
   private readonly dir: string;
   private key: KeyObject | undefined;
   /** The newest catalog accepted (signed, parsed). */
   private catalog: Catalog | undefined;
-  private readonly pending = new Map<string, Pending>();
-  /** Infohashes whose files did not match the catalog, and when. */
-  private readonly bad = new Map<string, number>();
+  private readonly fetcher: OsFetcher;
   private reachable: boolean | null = null;
   private lastContact: number | null = null;
   private lastError: string | null = null;
@@ -147,6 +120,7 @@ export class Upstream {
   ) {
     this.log = (services.logger ?? silentLogger).child('upstream');
     this.dir = join(options.stateDir, 'upstream');
+    this.fetcher = new OsFetcher(join(this.dir, 'data'), services.library, this.log, 'from the upstream');
   }
 
   /** The upstream's trackers (from its catalog), for the seeder's sessions and the clients' boot configs. */
@@ -165,10 +139,7 @@ export class Upstream {
       reachable: this.reachable,
       lastContact: this.lastContact,
       error: this.lastError,
-      fetching: [...this.pending.values()].map((p) => {
-        const st = p.session.stats();
-        return { id: p.entry.os.id, progress: st.length > 0 ? (st.length - st.left) / st.length : 1 };
-      }),
+      fetching: this.fetcher.fetching(),
     };
   }
 
@@ -178,7 +149,7 @@ export class Upstream {
    * here unchanged since it was checked, given to the library.
    */
   async load(): Promise<void> {
-    await mkdir(join(this.dir, 'data'), { recursive: true, mode: 0o700 });
+    await this.fetcher.init();
     await mkdir(join(this.dir, 'torrents'), { recursive: true, mode: 0o700 });
     this.key = await this.readKey();
     let kept: Catalog | undefined;
@@ -196,7 +167,7 @@ export class Upstream {
     this.catalog = kept;
     const ready: CatalogEntry[] = [];
     for (const os of kept.oss) {
-      const e = await this.keptEntry(os).catch(() => undefined);
+      const e = await this.keptEntry(os);
       if (e) ready.push(e);
     }
     this.services.library.adopt(ready);
@@ -244,13 +215,11 @@ export class Upstream {
     this.lastError = null;
     this.lastContact = Date.now();
     this.catalog = catalog;
-    await this.apply(catalog)
-      .then(() => this.prune())
-      .catch((err: unknown) =>
-        this.log.warn('applying the upstream catalog failed; trying again at the next look', {
-          error: errorText(err),
-        }),
-      );
+    await this.apply(catalog).catch((err: unknown) =>
+      this.log.warn('applying the upstream catalog failed; trying again at the next look', {
+        error: errorText(err),
+      }),
+    );
   }
 
   /** Stops looking, and stops downloads in progress. */
@@ -259,6 +228,7 @@ export class Upstream {
     this.stopping.abort();
     if (this.timer) clearInterval(this.timer);
     await this.run;
+    this.fetcher.close();
   }
 
   private async readKey(): Promise<KeyObject | undefined> {
@@ -331,58 +301,45 @@ export class Upstream {
     return key;
   }
 
-  private dataDir(infoHash: string): string {
-    return join(this.dir, 'data', infoHash);
-  }
-
-  private entryFor(os: BootOs, torrent: Buffer, meta: Metainfo, fingerprint = ''): CatalogEntry {
-    const dir = join(this.dataDir(os.infoHash), os.id);
+  private entryFor(os: BootOs, torrent: Buffer, meta: Metainfo): CatalogEntry {
+    const dir = this.fetcher.dirFor(os.infoHash, os.id);
     return {
       os: upstreamOsEntry(os, dir, `${this.options.url}${CATALOG_ROUTE}`),
       torrent,
       meta,
       files: os.files,
-      fingerprint,
+      fingerprint: '',
     };
   }
 
-  /** An OS whose torrent and data are here, checked and unchanged since (the marker's fingerprint). */
+  /** An OS whose torrent and data are here, checked against the catalog and unchanged since. */
   private async keptEntry(os: BootOs): Promise<CatalogEntry | undefined> {
-    const torrent = await readFile(join(this.dir, 'torrents', `${os.infoHash}.torrent`));
-    const meta = parseTorrent(torrent, `${os.id}.torrent`);
-    if (torrentMismatch(meta, os)) return undefined;
-    const marker = JSON.parse(await readFile(`${this.dataDir(os.infoHash)}.ok`, 'utf8')) as {
-      fingerprint?: string;
-    };
-    const now = await fingerprintFolder(join(this.dataDir(os.infoHash), os.id), '');
-    return marker.fingerprint === now ? this.entryFor(os, torrent, meta, now) : undefined;
+    try {
+      const torrent = await readFile(join(this.dir, 'torrents', `${os.infoHash}.torrent`));
+      const meta = parseTorrent(torrent, `${os.id}.torrent`);
+      if (torrentMismatch(meta, os)) return undefined;
+      return await this.fetcher.kept(this.entryFor(os, torrent, meta), os.files);
+    } catch {
+      return undefined;
+    }
   }
 
   /** Brings the library in line with `catalog`: fetches what is new or changed, drops what is gone. */
   private async apply(catalog: Catalog): Promise<void> {
     const lib = this.services.library;
-    const wanted = new Set(catalog.oss.map((o) => o.infoHash));
-    for (const hash of [...this.pending.keys()]) {
-      if (wanted.has(hash)) continue;
-      this.pending.delete(hash);
-      await lib.cancel(hash);
-      await rm(this.dataDir(hash), { recursive: true, force: true });
-    }
+    await this.fetcher.cancelExcept(new Set(catalog.oss.map((o) => o.infoHash)));
     for (const e of lib.entries()) {
-      const now = catalog.oss.find((o) => o.id === e.os.id);
-      if (now) continue;
+      if (catalog.oss.some((o) => o.id === e.os.id)) continue;
       this.log.info('OS left the upstream catalog; no longer served', { os: e.os.id });
       await lib.drop(e.os.id);
-      await this.removeData(e.meta.infoHashHex);
+      await this.fetcher.removeData(e.meta.infoHashHex);
     }
     for (const os of catalog.oss) {
-      if (lib.get(os.id)?.meta.infoHashHex === os.infoHash || this.pending.has(os.infoHash)) continue;
-      const badAt = this.bad.get(os.infoHash);
-      if (badAt !== undefined && Date.now() - badAt < RETRY_BAD_MS) continue;
+      if (lib.get(os.id)?.meta.infoHashHex === os.infoHash || this.fetcher.busy(os.infoHash)) continue;
       // Data kept from an earlier run (checked, unchanged): offered at once.
-      const kept = await this.keptEntry(os).catch(() => undefined);
+      const kept = await this.keptEntry(os);
       if (kept) {
-        await this.replace(kept, undefined);
+        await this.fetcher.replace(kept);
         continue;
       }
       await this.startFetch(os, catalog.seeds).catch((err: unknown) =>
@@ -392,6 +349,7 @@ export class Upstream {
         }),
       );
     }
+    await this.fetcher.prune(new Set(catalog.oss.map((o) => o.infoHash)));
   }
 
   /** The torrent from the upstream (checked against the catalog), then the data from the swarm. */
@@ -404,81 +362,6 @@ export class Upstream {
     const wrong = torrentMismatch(meta, os);
     if (wrong) throw new Error(`the upstream's torrent for ${os.id} does not match its catalog: ${wrong}`);
     await writeAtomic(join(this.dir, 'torrents', `${os.infoHash}.torrent`), torrent);
-    const entry = this.entryFor(os, torrent, meta);
-    await rm(`${this.dataDir(os.infoHash)}.ok`, { force: true });
-    const session = await this.services.library.fetch(entry, seeds);
-    this.pending.set(os.infoHash, { entry, session });
-    this.log.info('fetching OS from the swarm', { os: os.id, infoHash: os.infoHash, bytes: meta.length });
-    session.whenComplete().then(
-      () => this.finished(os, entry, session),
-      (err: unknown) => {
-        if (this.pending.get(os.infoHash)?.session !== session) return;
-        this.pending.delete(os.infoHash);
-        this.log.warn('fetching OS failed; trying again at the next look', {
-          os: os.id,
-          error: errorText(err),
-        });
-      },
-    );
-  }
-
-  /** A fetched OS: every file's SHA-256 as the catalog says, then offered; otherwise dropped and kept away. */
-  private async finished(os: BootOs, entry: CatalogEntry, session: TorrentSession): Promise<void> {
-    if (this.closed || this.pending.get(os.infoHash)?.session !== session) return;
-    try {
-      for (const f of os.files) {
-        const sum = await sha256File(join(entry.os.dir, ...f.path.split('/')), this.stopping.signal);
-        if (sum !== f.sha256) throw new Error(`SHA-256 of ${f.path} is ${sum}, the catalog says ${f.sha256}`);
-      }
-      const fingerprint = await fingerprintFolder(entry.os.dir, '');
-      await writeAtomic(`${this.dataDir(os.infoHash)}.ok`, JSON.stringify({ fingerprint }));
-      if (this.pending.get(os.infoHash)?.session !== session) return;
-      this.pending.delete(os.infoHash);
-      await this.replace({ ...entry, fingerprint }, session);
-    } catch (err) {
-      if (this.closed) return;
-      this.pending.delete(os.infoHash);
-      this.bad.set(os.infoHash, Date.now());
-      this.log.error('an OS from the upstream does not match its catalog; not served', {
-        os: os.id,
-        error: errorText(err),
-        retryInMinutes: RETRY_BAD_MS / 60_000,
-      });
-      await this.services.library.cancel(os.infoHash).catch(() => undefined);
-      await this.removeData(os.infoHash);
-    }
-  }
-
-  /** Offers `entry` (its session seeding on, or a new seed of kept data); the one it replaces goes with its data. */
-  private async replace(entry: CatalogEntry, session: TorrentSession | undefined): Promise<void> {
-    const lib = this.services.library;
-    const old = lib.get(entry.os.id);
-    if (session) await lib.attach(entry, session);
-    else {
-      if (old) await lib.drop(entry.os.id);
-      await lib.add(entry);
-    }
-    if (old && old.meta.infoHashHex !== entry.meta.infoHashHex) await this.removeData(old.meta.infoHashHex);
-    this.log.info('OS from the upstream checked and served', {
-      os: entry.os.id,
-      infoHash: entry.meta.infoHashHex,
-      files: entry.files.length,
-    });
-  }
-
-  private async removeData(infoHash: string): Promise<void> {
-    await rm(`${this.dataDir(infoHash)}.ok`, { force: true });
-    await rm(this.dataDir(infoHash), { recursive: true, force: true });
-  }
-
-  /** Data folders of OSs no longer in the catalog (left by a run that stopped): removed. */
-  async prune(): Promise<void> {
-    if (!this.catalog) return;
-    const keep = new Set(this.catalog.oss.map((o) => o.infoHash));
-    for (const name of await readdir(join(this.dir, 'data')).catch(() => [] as string[])) {
-      const hash = name.replace(/\.ok$/, '');
-      if (/^[0-9a-f]{40}$/.test(hash) && !keep.has(hash))
-        await rm(join(this.dir, 'data', name), { recursive: true, force: true });
-    }
+    await this.fetcher.fetch(this.entryFor(os, torrent, meta), { peers: seeds, expected: os.files });
   }
 }

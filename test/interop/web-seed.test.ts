@@ -13,7 +13,8 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { mkdirSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 
 import { createTorrent } from '../../src/torrent/create.js';
@@ -26,6 +27,11 @@ import { freePort } from '../helpers/env.js';
 import { requireProgram } from '../helpers/programs.js';
 import { stopWithTest } from '../helpers/reaper.js';
 import { pseudoRandomBytes, tempDir } from '../helpers/tmp.js';
+import { BootServer } from '../../src/server/app.js';
+import { loadEnvironment } from '../../src/env/index.js';
+import { memoryLogger } from '../../src/util/logger.js';
+import { AGENT_MAIN } from '../helpers/agent-fixture.js';
+import { startProc } from '../helpers/faults-peers.js';
 
 /** Hang guard for one wait; a pass never depends on it. */
 const WAIT_MS = 60_000;
@@ -288,4 +294,155 @@ test('a web seed waits while enough peers unchoke us (minPeers), and never fetch
   await seed.start();
   assert.deepEqual(seed.stats().webSeeds, []);
   assert.equal(requests, 0);
+});
+
+/**
+ * `start` with an OS named by a .torrent (`torrent:` in its config) and no
+ * local copy: the server fetches the files from the torrent's web seed
+ * (nginx), checks every piece, takes each file's SHA-256 and only then
+ * offers the OS; a host-mode agent boots it from the server. A restart
+ * offers it at once from what was fetched. A web seed serving wrong bytes
+ * gets the OS nowhere: never offered.
+ */
+test('start fetches an OS named by a .torrent from its web seed (nginx), serves it only once checked, keeps it for a restart', async (t) => {
+  const dir = tempDir(t, 'bt-webseed-start-');
+  const root = join(dir, 'srv');
+  mkdirSync(join(root, 'alpha'), { recursive: true });
+  mkdirSync(join(root, 'bad', 'alpha'), { recursive: true });
+  const files = { vmlinuz: pseudoRandomBytes(700_000, 21), 'initrd.img': pseudoRandomBytes(1_300_000, 22) };
+  for (const [n, d] of Object.entries(files)) {
+    writeFileSync(join(root, 'alpha', n), d);
+    const bad = Buffer.from(d);
+    bad[1000] = bad[1000]! ^ 0xff;
+    writeFileSync(join(root, 'bad', 'alpha', n), bad);
+  }
+  writeFileSync(join(root, 'image.bin'), 'up'); // what nginx() polls until it answers
+  const { base } = await nginx(t, dir, root);
+
+  const envDir = join(dir, 'env');
+  const ipxe = join(dir, 'ipxe');
+  mkdirSync(ipxe);
+  for (const f of ['undionly.kpxe', 'ipxe.efi']) writeFileSync(join(ipxe, f), 'ipxe');
+  const httpPort = await freePort();
+  const trackerPort = await freePort();
+  mkdirSync(join(envDir, 'oss', 'alpha'), { recursive: true });
+  mkdirSync(join(envDir, 'oss', 'beta'), { recursive: true });
+  writeFileSync(
+    join(envDir, 'Boottorrent.yaml'),
+    [
+      'version: 1',
+      'server:',
+      '  interface: lo',
+      '  address: 127.0.0.1',
+      `  http_port: ${httpPort}`,
+      `  ipxe_dir: ${ipxe}`,
+      'dhcp:',
+      '  mode: off',
+      'tracker:',
+      `  port: ${trackerPort}`,
+      'boot:',
+      '  default_os: alpha',
+      '  timeout: 0',
+      '  seed_time: 0',
+      '',
+    ].join('\n'),
+  );
+  const torrentOf = async (folder: string, name: string, urlList: string[]) =>
+    (await createTorrent(folder, { name, pieceLength: 64 * 1024, urlList })).torrent;
+  writeFileSync(
+    join(envDir, 'oss', 'alpha', 'alpha.torrent'),
+    await torrentOf(join(root, 'alpha'), 'alpha', [base]),
+  );
+  writeFileSync(
+    join(envDir, 'oss', 'alpha', 'config.yaml'),
+    'name: Alpha\nmethod: kexec\nkernel: vmlinuz\ninitrd: [initrd.img]\ncmdline: quiet\ntorrent: alpha.torrent\n',
+  );
+  // beta: the good data's torrent, but its only web seed holds a copy with a wrong byte per file.
+  mkdirSync(join(root, 'beta-src'));
+  const betaDir = join(root, 'beta-src', 'beta');
+  mkdirSync(betaDir);
+  for (const [n, d] of Object.entries(files)) writeFileSync(join(betaDir, n), d);
+  mkdirSync(join(root, 'bad', 'beta'));
+  for (const n of Object.keys(files))
+    writeFileSync(join(root, 'bad', 'beta', n), readFileSync(join(root, 'bad', 'alpha', n)));
+  writeFileSync(
+    join(envDir, 'oss', 'beta', 'beta.torrent'),
+    await torrentOf(betaDir, 'beta', [`${base}bad/`]),
+  );
+  writeFileSync(
+    join(envDir, 'oss', 'beta', 'config.yaml'),
+    'name: Beta\nmethod: kexec\nkernel: vmlinuz\ninitrd: [initrd.img]\ncmdline: quiet\ntorrent: beta.torrent\n',
+  );
+  const phase1 = join(dir, 'phase1');
+  mkdirSync(phase1);
+  writeFileSync(join(phase1, 'vmlinuz'), 'k');
+  writeFileSync(join(phase1, 'initrd.img'), 'i');
+
+  const serve = async () => {
+    const log = memoryLogger();
+    const server = new BootServer(
+      {
+        environment: await loadEnvironment(envDir, { machineChecks: false }),
+        phase1: { dir: phase1, kernel: 'vmlinuz', initrds: ['initrd.img'], cmdline: '' },
+        dashboardPort: 0,
+        seedPort: 0,
+        tftpPort: 0,
+        reloadIntervalMs: 60_000,
+      },
+      { logger: log },
+    );
+    t.after(() => server.close());
+    await server.start();
+    const said = (re: RegExp) => log.lines.some((l) => re.test(`${l.msg} ${JSON.stringify(l.fields ?? {})}`));
+    return { server, said, log };
+  };
+  const first = await serve();
+  // Not in the folder: the OS folder holds only its config and .torrent.
+  assert.deepEqual(readdirSync(join(envDir, 'oss', 'alpha')).sort(), ['alpha.torrent', 'config.yaml']);
+  await until('alpha checked and served', () =>
+    first.said(/OS from its web seeds checked and served.*alpha/),
+  );
+  await until('the bad web seed dropped', () => first.said(/web seed dropped.*bad/));
+  const config = first.server.bootConfig('02:00:00:00:00:01');
+  assert.deepEqual(
+    config.oss.map((o) => o.id),
+    ['alpha'],
+    'beta, whose only web seed is wrong, is never offered',
+  );
+  const sha = (d: Buffer) => createHash('sha256').update(d).digest('hex');
+  assert.deepEqual(
+    Object.fromEntries(config.oss[0]!.files.map((f) => [f.path, f.sha256])),
+    Object.fromEntries(Object.entries(files).map(([n, d]) => [n, sha(d)])),
+  );
+
+  // A host-mode agent boots alpha from the server (tracker and seeder on loopback).
+  const agentDir = tempDir(t, 'bt-webseed-agent-');
+  const agent = startProc((f) => t.after(f), process.execPath, [
+    AGENT_MAIN,
+    '--server',
+    `http://127.0.0.1:${httpPort}`,
+    '--mac',
+    '02:00:00:00:00:01',
+    '--dir',
+    agentDir,
+    '--no-network',
+    '--dry-run',
+    '--port',
+    '0',
+  ]);
+  const { code } = await agent.exited;
+  assert.equal(code, 0, agent.output());
+  assert.match(agent.output(), /verified 2 files of alpha/);
+  for (const [n, d] of Object.entries(files))
+    assert.equal(sha(readFileSync(join(agentDir, 'alpha', n))), sha(d));
+
+  // A restart serves alpha at once from what it fetched (no request to the web seed needed).
+  await first.server.close();
+  const second = await serve();
+  assert.deepEqual(
+    second.server.bootConfig('02:00:00:00:00:01').oss.map((o) => o.id),
+    ['alpha'],
+    'offered from the kept copy right after start',
+  );
+  assert.ok(!second.said(/fetching OS from its web seeds.*alpha/));
 });

@@ -5,7 +5,9 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createSocket } from 'node:dgram';
 import { createServer } from 'node:net';
-import { writeFileSync } from 'node:fs';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { generateKeyPairSync } from 'node:crypto';
+import { createTorrent } from '../../src/torrent/create.js';
 import { join } from 'node:path';
 import type { NetworkInterfaceInfo } from 'node:os';
 import { formatProblem, loadEnvironment, validate } from '../../src/env/index.js';
@@ -715,7 +717,6 @@ test('server.uefi_loader: snponly.efi or ipxe.efi; anything else names the two',
 });
 
 test('server.upstream: a satellite needs no oss/ and no default_os; its key must be an Ed25519 public key', async (t) => {
-  const { generateKeyPairSync } = await import('node:crypto');
   const pub = generateKeyPairSync('ed25519').publicKey.export({ type: 'spki', format: 'pem' }).toString();
   const yaml = (extra: string) =>
     `version: 1\nserver:\n  interface: eth1\n  address: 10.0.0.1\n  upstream: http://10.9.0.1:8080/\n${extra}dhcp:\n  mode: off\nboot:\n  timeout: 5\n`;
@@ -782,4 +783,66 @@ test('server.upstream: a satellite needs no oss/ and no default_os; its key must
   assert.ok(
     inspected.warnings.some((w) => w.field === 'server.upstream_key' && /not a satellite/.test(w.message)),
   );
+});
+
+test('OS config torrent: a .torrent of a folder named like the OS, with a web seed, naming the files it holds', async (t) => {
+  const src = tempDir(t, 'bt-env-torrent-');
+  const mk = async (name: string, urlList: string[]) => {
+    const folder = join(src, name);
+    mkdirSync(folder, { recursive: true });
+    writeFileSync(join(folder, 'vmlinuz'), 'kernel');
+    writeFileSync(join(folder, 'initrd.img'), 'initrd');
+    return (await createTorrent(folder, { name, urlList })).torrent.toString('latin1');
+  };
+  const cfg = (extra = '') =>
+    `name: Linux\nmethod: kexec\nkernel: vmlinuz\ninitrd: initrd.img\ncmdline: quiet\ntorrent: linux.torrent\n${extra}`;
+  const files = async (torrentName: string, urlList: string[], config = cfg()) => ({
+    'oss/linux/config.yaml': config,
+    'oss/linux/vmlinuz': null,
+    'oss/linux/initrd.img': null,
+    'oss/linux/linux.torrent': await mk(torrentName, urlList),
+  });
+  const write = (f: Record<string, string | null>) => {
+    const dir = v1Env(t, BASE_V1, f);
+    // v1Env writes text: the torrent must be its bytes.
+    writeFileSync(join(dir, 'oss/linux/linux.torrent'), Buffer.from(f['oss/linux/linux.torrent']!, 'latin1'));
+    return dir;
+  };
+  const ok = write(await files('linux', ['http://mirror.example/os/']));
+  assert.deepEqual(await validate(ok, NO_MACHINE), []);
+  const env = await loadEnvironment(ok, NO_MACHINE);
+  assert.equal(env.oss[0]!.torrent, join(env.dir, 'oss', 'linux', 'linux.torrent'));
+
+  expectProblem(await validate(write(await files('debian', ['http://m/'])), NO_MACHINE), {
+    file: /oss\/linux\/config\.yaml$/,
+    field: 'torrent',
+    message: /folder named 'debian'.*\('linux'\)/,
+    fix: /rename oss\/linux\/ to oss\/debian\//,
+  });
+  expectProblem(await validate(write(await files('linux', [])), NO_MACHINE), {
+    file: /oss\/linux\/config\.yaml$/,
+    field: 'torrent',
+    message: /no web seed/,
+    fix: /web_seeds/,
+  });
+  // web_seeds in the config serve as well.
+  const viaConfig = write(await files('linux', [], cfg('web_seeds: [http://m/]\n')));
+  assert.deepEqual(await validate(viaConfig, NO_MACHINE), []);
+  expectProblem(
+    await validate(
+      write(await files('linux', ['http://m/'], cfg().replace('kernel: vmlinuz', 'kernel: bzImage'))),
+      NO_MACHINE,
+    ),
+    {
+      file: /oss\/linux\/config\.yaml$/,
+      field: 'kernel',
+      message: /'bzImage' is not a file of linux\.torrent/,
+    },
+  );
+  const missing = v1Env(t, BASE_V1, { 'oss/linux/config.yaml': cfg() });
+  expectProblem(await validate(missing, NO_MACHINE), {
+    file: /oss\/linux\/config\.yaml$/,
+    field: 'torrent',
+    message: /'linux\.torrent' is not a file in oss\/linux\//,
+  });
 });
