@@ -1022,21 +1022,31 @@ function remoteTorrent(
   const rel = v.torrent as string;
   const file = normalize(join(osDir, rel));
   if (isAbsolute(rel) || !file.startsWith(osDir + sep) || !existsSync(file) || !statSync(file).isFile()) {
-    at('torrent', `'${rel}' is not a file in oss/${id}/`, `put the .torrent in oss/${id}/ and name it relative to that folder`);
+    at(
+      'torrent',
+      `'${rel}' is not a file in oss/${id}/`,
+      `put the .torrent in oss/${id}/ and name it relative to that folder`,
+    );
     return null;
   }
   let meta: Metainfo;
   try {
     meta = parseTorrent(readFileSync(file), file);
   } catch (err) {
-    at('torrent', `${rel} is not a torrent: ${(err as Error).message}`, 'make it again (boottorrent torrent, mktorrent)');
+    at(
+      'torrent',
+      `${rel} is not a torrent: ${(err as Error).message}`,
+      'make it again (boottorrent torrent, mktorrent)',
+    );
     return null;
   }
   if (meta.singleFile || meta.name !== id) {
     at(
       'torrent',
       `${rel} is of ${meta.singleFile ? `one file (${meta.name})` : `a folder named '${meta.name}'`}; clients need a folder named like this OS's folder ('${id}')`,
-      meta.singleFile ? `make the torrent from a folder named ${id}` : `rename oss/${id}/ to oss/${meta.name}/, or make the torrent from a folder named ${id}`,
+      meta.singleFile
+        ? `make the torrent from a folder named ${id}`
+        : `rename oss/${id}/ to oss/${meta.name}/, or make the torrent from a folder named ${id}`,
     );
     return null;
   }
@@ -1045,7 +1055,8 @@ function remoteTorrent(
     at(
       'torrent',
       `${rel} has no web seed (url-list) and web_seeds is empty: start would have nowhere to fetch the files from`,
-      'add web_seeds: [http://mirror/path/] (a folder URL holding ' + `${id}/<files>), or put the files in oss/${id}/ and remove torrent`,
+      'add web_seeds: [http://mirror/path/] (a folder URL holding ' +
+        `${id}/<files>), or put the files in oss/${id}/ and remove torrent`,
     );
     return null;
   }
