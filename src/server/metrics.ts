@@ -156,5 +156,33 @@ export function serverMetrics(s: MetricsSources): MetricFamily[] {
       help: "Errors the server's DHCP, TFTP, tracker and agent report handlers met in requests, by code.",
       samples: byLabel('code', ERROR_CODES, s.errors),
     },
+    ...upstreamMetrics(snap),
+  ];
+}
+
+/** A satellite's upstream (none on a server that is not one): alert on up == 0 for long. */
+function upstreamMetrics(snap: MetricsSources['snapshot']): MetricFamily[] {
+  const u = snap.server.upstream;
+  if (!u) return [];
+  const labels = { url: u.url };
+  return [
+    {
+      name: 'boottorrent_upstream_up',
+      type: 'gauge',
+      help: "1 when this satellite's upstream answered its last catalog request with a good catalog, else 0.",
+      samples: [{ labels, value: u.reachable ? 1 : 0 }],
+    },
+    {
+      name: 'boottorrent_upstream_last_contact_timestamp_seconds',
+      type: 'gauge',
+      help: 'When the upstream last answered with a good catalog, since the Unix epoch (0: not since start).',
+      samples: [{ labels, value: (u.lastContact ?? 0) / 1000 }],
+    },
+    {
+      name: 'boottorrent_upstream_fetching',
+      type: 'gauge',
+      help: "OSs of the upstream's catalog being fetched, not yet offered to clients.",
+      samples: [{ labels, value: u.fetching.length }],
+    },
   ];
 }

@@ -424,6 +424,8 @@ test('docs/deployment.md lists every metric the server serves, with its type and
         stats: () => undefined,
         seederPeerId: undefined,
       },
+      // A satellite's: its upstream metrics are listed too.
+      upstream: { url: 'http://10.0.0.1', reachable: true, lastContact: 1, error: null, fetching: [] },
     }),
     version: 'v',
     processStartSeconds: 1,
@@ -435,4 +437,47 @@ test('docs/deployment.md lists every metric the server serves, with its type and
     errors: () => 0,
   }).map((f) => ({ name: f.name, type: f.type, labels: Object.keys(f.samples[0]?.labels ?? {}) }));
   assert.deepEqual(documented, served);
+});
+
+test("serverMetrics: a satellite's upstream (up, last contact, fetching); none on a server that is not one", () => {
+  const metricsOf = (upstream?: Parameters<typeof buildSnapshot>[0]['upstream']) =>
+    parseExposition(
+      renderMetrics(
+        serverMetrics({
+          snapshot: buildSnapshot({
+            startedAt: 0,
+            environment: env,
+            store: new ClientStore(),
+            library: { entries: () => [], stats: () => undefined, seederPeerId: undefined },
+            ...(upstream ? { upstream } : {}),
+          }),
+          version: 'v',
+          processStartSeconds: 1,
+          boots: new Map(),
+          failures: new Map(),
+          unserved: new Map(),
+          dhcp: { leases: 0, replies: {} },
+          tftp: { active: 0, results: {} },
+          errors: () => 0,
+        }),
+      ),
+    );
+  assert.equal(metricsOf().has('boottorrent_upstream_up'), false);
+  const url = { url: 'http://10.0.0.1:8080' };
+  const down = metricsOf({
+    ...url,
+    reachable: false,
+    lastContact: 1_700_000_000_500,
+    error: 'ECONNREFUSED',
+    fetching: [{ id: 'deb', progress: 0.5 }],
+  });
+  assert.equal(sampleValue(down, 'boottorrent_upstream_up', url), 0);
+  assert.equal(
+    sampleValue(down, 'boottorrent_upstream_last_contact_timestamp_seconds', url),
+    1_700_000_000.5,
+  );
+  assert.equal(sampleValue(down, 'boottorrent_upstream_fetching', url), 1);
+  const up = metricsOf({ ...url, reachable: true, lastContact: null, error: null, fetching: [] });
+  assert.equal(sampleValue(up, 'boottorrent_upstream_up', url), 1);
+  assert.equal(sampleValue(up, 'boottorrent_upstream_last_contact_timestamp_seconds', url), 0);
 });
