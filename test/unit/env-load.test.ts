@@ -67,6 +67,7 @@ test('a v0 environment (the older tool example layout) loads and maps onto v1', 
     uefiChain: 'ipxe',
     uefiLoader: 'ipxe.efi',
     uki: null,
+    upstream: null,
   });
   assert.deepEqual(env.dhcp, {
     mode: 'full',
@@ -163,6 +164,7 @@ log_level: debug
     uefiChain: 'signed',
     uefiLoader: 'snponly.efi',
     uki: null,
+    upstream: null,
   });
   assert.deepEqual(env.dhcp, {
     mode: 'full',
