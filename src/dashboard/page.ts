@@ -116,6 +116,15 @@ const SCRIPT = `
     setText(byId('h-failed'), String(s.totals.failed));
     var sent = s.totals.sent;
     setText(byId('h-traffic'), 'server sent ' + fmtMB(sent.total) + ' (phase 1 ' + fmtMB(sent.phase1) + ', OS ' + fmtMB(sent.os) + ') for ' + fmtMB(s.totals.delivered) + ' delivered');
+    // A satellite (server.upstream): whether its upstream answers, what it still fetches.
+    var up = srv.upstream;
+    byId('h-upstream-row').hidden = !up;
+    if (up) {
+      var state = up.reachable === null ? 'not asked yet' : up.reachable ? 'answers'
+        : 'does not answer (' + (up.error || 'unknown error') + '); booting with what this server has';
+      var fetching = up.fetching.map(function (f) { return f.id + ' ' + Math.round(f.progress * 100) + ' %'; }).join(', ');
+      setText(byId('h-upstream'), up.url + ': ' + state + (fetching ? '; fetching ' + fetching : ''));
+    }
     document.title = 'BootTorrent: ' + srv.environment;
     tickUptime();
   }
@@ -570,6 +579,7 @@ const BODY = `<header>
 <div><dt>Booted</dt><dd id="h-booted">0</dd></div>
 <div><dt>Failed</dt><dd id="h-failed">0</dd></div>
 <div><dt>Traffic</dt><dd id="h-traffic">-</dd></div>
+<div id="h-upstream-row" hidden><dt>Upstream</dt><dd id="h-upstream">-</dd></div>
 </dl>
 </header>
 <main>

@@ -412,7 +412,7 @@ export class BootServer {
       // A satellite: its OSs come from the upstream's catalog, not from oss/.
       this.upstream = new Upstream(
         { url: up.url, keyFile: up.key, stateDir: this.stateDir },
-        { library, logger: this.log },
+        { library, logger: this.log, onChange: () => this.roomChanged.emit('change') },
       );
       await this.upstream.load();
     } else {

@@ -54,6 +54,8 @@ export type UpstreamLibrary = FetchLibrary;
 
 export interface UpstreamServices {
   readonly library: UpstreamLibrary;
+  /** After each look at the upstream (its state, the OSs served may have changed): the dashboard updates. */
+  readonly onChange?: () => void;
   readonly logger?: Logger;
 }
 
@@ -195,6 +197,14 @@ export class Upstream {
   /** One look at the upstream's catalog; never throws (the state says how it went). */
   async sync(): Promise<void> {
     if (this.closed) return;
+    try {
+      await this.look();
+    } finally {
+      this.services.onChange?.();
+    }
+  }
+
+  private async look(): Promise<void> {
     let catalog: Catalog;
     try {
       catalog = await this.fetchCatalog();

@@ -65,6 +65,8 @@ test('the dashboard in Chromium follows a real download live', { timeout: 120_00
 
   const store = new ClientStore((os) => (os === 'debian' ? meta.length : undefined));
   const startedAt = Date.now();
+  /** Set half-way: the server is a satellite whose upstream stopped answering (its error is network text). */
+  let upstream: ServerSnapshot['server']['upstream'];
   const snapshot = (): ServerSnapshot => {
     const clients = store.list();
     const serverUploaded = seed.stats().uploaded;
@@ -79,6 +81,7 @@ test('the dashboard in Chromium follows a real download live', { timeout: 120_00
         dhcp: 'proxy',
         environment: 'chromium-lab',
         phase1Size: 0,
+        ...(upstream ? { upstream } : {}),
       },
       clients,
       swarms: [
@@ -217,6 +220,23 @@ test('the dashboard in Chromium follows a real download live', { timeout: 120_00
   );
   assert.ok(serverBarHeight > 0, 'the server sent something');
   assert.equal(await page.evaluate(`document.querySelectorAll('#chart-ratio rect.bar').length`), 3);
+
+  // A server that is not a satellite shows no upstream; a satellite shows whether it answers.
+  assert.equal(await page.evaluate(`document.getElementById('h-upstream-row').hidden`), true);
+  upstream = {
+    url: 'http://10.0.0.1',
+    reachable: false,
+    lastContact: Date.now() - 60_000,
+    error: EVIL,
+    fetching: [{ id: 'debian', progress: 0.5 }],
+  };
+  store.emit('change', store.list()[0]!);
+  await until(page, `document.getElementById('h-upstream-row').hidden === false`, 'the upstream row');
+  assert.equal(
+    await page.evaluate(textOf('#h-upstream')),
+    `http://10.0.0.1: does not answer (${EVIL}); booting with what this server has; fetching debian 50 %`,
+  );
+  assert.equal(await page.evaluate(`document.querySelectorAll('#h-upstream *').length`), 0);
 
   // The hostile error is text: shown verbatim, nothing parsed, nothing run.
   assert.equal(await page.evaluate(textOf(`tr[data-mac="${BAD_MAC}"] td.error`)), EVIL);
