@@ -66,7 +66,7 @@ test('the dashboard in Chromium follows a real download live', { timeout: 120_00
   const store = new ClientStore((os) => (os === 'debian' ? meta.length : undefined));
   const startedAt = Date.now();
   /** Set half-way: the server is a satellite whose upstream stopped answering (its error is network text). */
-  let upstream: ServerSnapshot['server']['upstream'];
+  let upstream: ServerSnapshot['server']['upstream'] = undefined;
   const snapshot = (): ServerSnapshot => {
     const clients = store.list();
     const serverUploaded = seed.stats().uploaded;
