@@ -359,7 +359,9 @@ export class Upstream {
         }),
       );
     }
-    await this.fetcher.prune(new Set(catalog.oss.map((o) => o.infoHash)));
+    // Keep what is served (an older version until its replacement is here).
+    const served = lib.entries().map((e) => e.meta.infoHashHex);
+    await this.fetcher.prune(new Set([...catalog.oss.map((o) => o.infoHash), ...served]));
   }
 
   /** The torrent from the upstream (checked against the catalog), then the data from the swarm. */

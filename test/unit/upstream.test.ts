@@ -231,3 +231,57 @@ test('upstream: without a pinned key the first key is kept, and a later differen
   assert.ok(s.said(/not signed by the upstream's key/));
   assert.ok(s.library.get('alpha'), 'the rogue catalog changed nothing');
 });
+
+test('upstream: a new version of an OS is fetched while the old one is served, then replaces it (old data removed)', async (t) => {
+  const o = await origin(t);
+  const s = await satellite(t, o);
+  await s.up.sync();
+  await until(
+    () => s.library.get('alpha') !== undefined,
+    20_000,
+    () => JSON.stringify(s.log.lines),
+  );
+  const v1 = s.library.get('alpha')!;
+  // Version 2: other data, seeded by its own client (throttled, so the switch can be watched).
+  const dir = tempDir(t, 'bt-origin-v2-');
+  mkdirSync(join(dir, 'alpha'));
+  const files = { vmlinuz: pseudoRandomBytes(300_000, 17), 'initrd.img': pseudoRandomBytes(900_000, 18) };
+  for (const [n, d] of Object.entries(files)) writeFileSync(join(dir, 'alpha', n), d);
+  const { torrent, meta } = await createTorrent(join(dir, 'alpha'), { name: 'alpha', pieceLength: 65536 });
+  const seeder = new BitTorrentClient({ host: '127.0.0.1', port: 0 });
+  await seeder.listen();
+  t.after(() => seeder.close());
+  await seeder.add({
+    meta,
+    dir,
+    mode: 'seed',
+    trackers: [],
+    pex: false,
+    locality: false,
+    uploadLimit: 400_000,
+  });
+  const v2: BootOs = {
+    ...o.os,
+    infoHash: meta.infoHashHex,
+    files: Object.entries(files)
+      .map(([path, d]) => ({ path, length: d.length, sha256: createHash('sha256').update(d).digest('hex') }))
+      .sort((a, b) => a.path.localeCompare(b.path)),
+  };
+  o.torrents.set('alpha', torrent);
+  o.catalog = { ...catalogOf(o, [v2], Date.now() + 1000), seeds: [`127.0.0.1:${seeder.listenPort}`] };
+  await s.up.sync();
+  // While version 2 comes (about 3 s at 400 kB/s), version 1 is served, its data in place.
+  assert.equal(s.library.get('alpha')?.meta.infoHashHex, v1.meta.infoHashHex);
+  assert.ok(existsSync(join(v1.os.dir, 'vmlinuz')), 'the served version keeps its data');
+  assert.deepEqual(
+    s.up.status().fetching.map((f) => f.id),
+    ['alpha'],
+  );
+  await until(
+    () => s.library.get('alpha')?.meta.infoHashHex === meta.infoHashHex,
+    30_000,
+    () => JSON.stringify(s.log.lines),
+  );
+  assert.deepEqual(s.library.get('alpha')!.files, v2.files);
+  assert.equal(existsSync(v1.os.dir), false, 'the old version is removed once replaced');
+});
