@@ -248,6 +248,7 @@ function parseOs(v: unknown, i: number): BootOs {
     return { path: relPath(fo, 'path', ff), length, sha256 };
   });
   const listed = new Set(files.map((x) => x.path));
+  if (listed.size !== files.length) bad(`${f}.files`, 'lists one path twice');
   const mustList = (p: string, field: string) => {
     if (!listed.has(p)) bad(field, `names ${JSON.stringify(p)}, which is not in ${f}.files`);
   };

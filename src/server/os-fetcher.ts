@@ -142,9 +142,11 @@ export class OsFetcher {
     this.log.info(`fetching OS ${this.label}`, { os: e.os.id, infoHash: hash, bytes: e.meta.length });
     session.whenComplete().then(
       () => this.finished(e, session, opts.expected),
-      (err: unknown) => {
+      async (err: unknown) => {
         if (!this.forget(hash, session)) return;
         this.log.warn('fetching OS failed; trying again later', { os: e.os.id, error: errorText(err) });
+        // The failed session leaves the seeder, or the next try could not add the torrent again.
+        await this.library.cancel(hash).catch(() => undefined);
       },
     );
   }
@@ -185,7 +187,9 @@ export class OsFetcher {
   async prune(keep: ReadonlySet<string>): Promise<void> {
     for (const name of await readdir(this.root).catch(() => [] as string[])) {
       const hash = name.replace(/\.ok$/, '');
-      if (/^[0-9a-f]{40}$/.test(hash) && !keep.has(hash) && !this.pending.has(hash))
+      const stale = /^[0-9a-f]{40}$/.test(hash) && !keep.has(hash) && !this.pending.has(hash);
+      // A marker half-written when a run stopped (writeAtomic's temporary name).
+      if (stale || /^[0-9a-f]{40}\.ok\.\d+\.tmp$/.test(name))
         await rm(join(this.root, name), { recursive: true, force: true });
     }
   }

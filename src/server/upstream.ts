@@ -12,7 +12,7 @@
  * is gone (or that starts while it is) boots its clients with what it has.
  */
 import { createPublicKey, type KeyObject } from 'node:crypto';
-import { mkdir, readFile } from 'node:fs/promises';
+import { mkdir, readFile, readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import {
   BOOT_CONFIG_SIGNATURE_HEADER,
@@ -35,6 +35,8 @@ const MAX_TORRENT_BYTES = 16 * 1024 * 1024;
 /** The public key's route on every server (a satellite without upstream_key keeps the first it sees). */
 export const SERVER_KEY_ROUTE = '/api/v1/server-key.pem';
 export const CATALOG_ROUTE = '/api/v1/catalog';
+/** The kept catalog: its signature header's value on the first line, then the body as received. */
+const CATALOG_FILE = 'catalog.signed';
 
 export interface UpstreamOptions {
   /** The upstream's boot URL, no trailing slash. */
@@ -156,8 +158,11 @@ export class Upstream {
     this.key = await this.readKey();
     let kept: Catalog | undefined;
     try {
-      const body = await readFile(join(this.dir, 'catalog.json'));
-      const sig = (await readFile(join(this.dir, 'catalog.sig'), 'utf8')).trim();
+      // One file, one rename: the signature's line, then the body as received.
+      const file = await readFile(join(this.dir, CATALOG_FILE));
+      const nl = file.indexOf(0x0a);
+      const sig = file.subarray(0, Math.max(0, nl)).toString('utf8');
+      const body = file.subarray(nl + 1);
       if (!this.key || !bootConfigSignatureValid(body, sig, this.key))
         throw new Error("its signature does not verify with the upstream's key");
       kept = parseCatalog(body.toString('utf8'));
@@ -291,8 +296,7 @@ export class Upstream {
       throw new Error(
         `the catalog from ${this.options.url} is older than the one this server has (issued ${new Date(catalog.issued).toISOString()}): a replay, or the upstream's clock went back; refusing it`,
       );
-    await writeAtomic(join(this.dir, 'catalog.json'), body);
-    await writeAtomic(join(this.dir, 'catalog.sig'), sig);
+    await writeAtomic(join(this.dir, CATALOG_FILE), Buffer.concat([Buffer.from(`${sig}\n`), body]));
     return catalog;
   }
 
@@ -361,7 +365,14 @@ export class Upstream {
     }
     // Keep what is served (an older version until its replacement is here).
     const served = lib.entries().map((e) => e.meta.infoHashHex);
-    await this.fetcher.prune(new Set([...catalog.oss.map((o) => o.infoHash), ...served]));
+    const keep = new Set([...catalog.oss.map((o) => o.infoHash), ...served]);
+    await this.fetcher.prune(keep);
+    // Torrents of versions gone, and what a crash left half-written.
+    for (const name of await readdir(join(this.dir, 'torrents')).catch(() => [] as string[])) {
+      const hash = /^([0-9a-f]{40})\.torrent$/.exec(name)?.[1];
+      if ((hash && !keep.has(hash)) || name.endsWith('.tmp'))
+        await rm(join(this.dir, 'torrents', name), { force: true });
+    }
   }
 
   /** The torrent from the upstream (checked against the catalog), then the data from the swarm. */

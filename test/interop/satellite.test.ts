@@ -222,7 +222,7 @@ test('satellite: takes the upstream catalog, boots its subnet from the swarm, an
   );
   const refused = nsStatus(satNs, wrongEnv);
   assert.equal(refused.swarms.length, 0, 'no OS served from a catalog it could not check');
-  assert.equal(existsSync(join(wrongEnv, '.boottorrent', 'upstream', 'catalog.json')), false);
+  assert.equal(existsSync(join(wrongEnv, '.boottorrent', 'upstream', 'catalog.signed')), false);
   await stopProc(wrong);
   await stopProc(back);
 

@@ -12,7 +12,13 @@ import { existsSync, mkdirSync, readdirSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
-import { CATALOG_KIND, CATALOG_VERSION, type BootOs, type Catalog } from '../../src/boot-config.js';
+import {
+  CATALOG_KIND,
+  CATALOG_VERSION,
+  parseCatalog,
+  type BootOs,
+  type Catalog,
+} from '../../src/boot-config.js';
 import { OsLibrary } from '../../src/server/os-library.js';
 import { signatureFor } from '../../src/server/signing.js';
 import { Upstream } from '../../src/server/upstream.js';
@@ -166,7 +172,7 @@ test('upstream: a forged signature, an older catalog and a torrent that is not t
   o.forge = generateKeyPairSync('ed25519').privateKey;
   await s.up.sync();
   assert.ok(s.said(/not signed by the upstream's key/));
-  assert.equal(existsSync(join(s.stateDir, 'upstream', 'catalog.json')), false);
+  assert.equal(existsSync(join(s.stateDir, 'upstream', 'catalog.signed')), false);
   assert.equal(s.library.entries().length, 0);
   delete o.forge;
 
@@ -284,4 +290,42 @@ test('upstream: a new version of an OS is fetched while the old one is served, t
   );
   assert.deepEqual(s.library.get('alpha')!.files, v2.files);
   assert.equal(existsSync(v1.os.dir), false, 'the old version is removed once replaced');
+});
+
+test('parseCatalog: only a catalog (kind), each OS once, each file path once, safe ids', () => {
+  const os = {
+    id: 'alpha',
+    name: 'Alpha',
+    torrentUrl: 'http://x/t',
+    infoHash: 'a'.repeat(40),
+    files: [{ path: 'k', length: 1, sha256: 'b'.repeat(64) }],
+    method: 'bin',
+    bin: 'k',
+    args: [],
+  };
+  const cat = (over: Record<string, unknown>) =>
+    JSON.stringify({
+      kind: CATALOG_KIND,
+      version: CATALOG_VERSION,
+      server: 'http://10.0.0.1',
+      issued: 1,
+      defaultOs: 'alpha',
+      trackers: [],
+      seeds: [],
+      oss: [os],
+      ...over,
+    });
+  assert.equal(parseCatalog(cat({})).oss[0]!.id, 'alpha');
+  assert.throws(() => parseCatalog(cat({ kind: undefined, mac: '02:00:00:00:00:01' })), /kind/);
+  assert.throws(() => parseCatalog(cat({ oss: [os, os] })), /twice/);
+  assert.throws(
+    () =>
+      parseCatalog(
+        cat({ oss: [{ ...os, files: [os.files[0], { ...os.files[0], sha256: 'c'.repeat(64) }] }] }),
+      ),
+    /lists one path twice/,
+  );
+  for (const id of ['..', '.', 'a/b', 'a\\b'])
+    assert.throws(() => parseCatalog(cat({ oss: [{ ...os, id }], defaultOs: null })), /id/, id);
+  assert.equal(parseCatalog(cat({ defaultOs: 'nope' })).defaultOs, null, 'a default not in the list is none');
 });
