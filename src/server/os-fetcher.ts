@@ -249,8 +249,10 @@ export class OsFetcher {
       }
       const fingerprint = await fingerprintFolder(e.os.dir, '');
       await writeAtomic(`${join(this.root, hash)}.ok`, JSON.stringify({ fingerprint, files }));
-      if (!this.forget(hash, session)) return;
+      if (this.pending.get(hash)?.session !== session) return;
+      // Still pending while it is offered: a look at the source meanwhile does not offer it twice.
       await this.replace({ ...e, files, fingerprint }, session);
+      this.forget(hash, session);
     } catch (err) {
       if (this.closed || !this.forget(hash, session)) return;
       this.bad.set(hash, Date.now());
