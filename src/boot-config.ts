@@ -282,15 +282,33 @@ function parseOverlay(raw: unknown): NonNullable<BootConfig['overlay']> {
   return { url: httpUrl(o, 'url', 'overlay'), sha256, length };
 }
 
-/** Parses and checks the JSON text of a boot config; throws BT_ERR_BOOT_CONFIG naming the field. */
-export function parseBootConfig(text: string): BootConfig {
+/** The JSON object `text` holds, or BT_ERR_BOOT_CONFIG naming `field`. */
+function jsonObject(text: string, field: string): Obj {
   let raw: unknown;
   try {
     raw = JSON.parse(text);
   } catch (err) {
-    return bad('(the reply)', `is not JSON: ${(err as Error).message}`);
+    return bad(field, `is not JSON: ${(err as Error).message}`);
   }
-  const o = obj(raw, '(the reply)');
+  return obj(raw, field);
+}
+
+/** An OS list (boot config or catalog): at most 1000, each checked, each id once. */
+function osList(raw: unknown): BootOs[] {
+  if (!Array.isArray(raw)) bad('oss', 'must be a list');
+  if (raw.length > 1000) bad('oss', 'has more than 1000 entries');
+  const oss = raw.map(parseOs);
+  const ids = new Set<string>();
+  for (const os of oss) {
+    if (ids.has(os.id)) bad('oss', `lists ${JSON.stringify(os.id)} twice`);
+    ids.add(os.id);
+  }
+  return oss;
+}
+
+/** Parses and checks the JSON text of a boot config; throws BT_ERR_BOOT_CONFIG naming the field. */
+export function parseBootConfig(text: string): BootConfig {
+  const o = jsonObject(text, '(the reply)');
   if (o.version !== BOOT_CONFIG_VERSION)
     bad('version', `is ${JSON.stringify(o.version)}; this agent reads version ${BOOT_CONFIG_VERSION}`);
   const mac = str(o, 'mac', '(config)');
@@ -299,15 +317,8 @@ export function parseBootConfig(text: string): BootConfig {
   const def = menu.default;
   if (def !== null && typeof def !== 'string') bad('menu.default', 'must be an OS id or null');
   const peers = obj(o.peers, 'peers');
-  const ossRaw = o.oss;
-  if (!Array.isArray(ossRaw)) bad('oss', 'must be a list');
-  if (ossRaw.length > 1000) bad('oss', 'has more than 1000 entries');
-  const oss = ossRaw.map(parseOs);
-  const ids = new Set<string>();
-  for (const os of oss) {
-    if (ids.has(os.id)) bad('oss', `lists ${JSON.stringify(os.id)} twice`);
-    ids.add(os.id);
-  }
+  const oss = osList(o.oss);
+  const ids = new Set(oss.map((os) => os.id));
   const timeout = num(menu, 'timeout', 'menu');
   if (def !== null && !ids.has(def)) bad('menu.default', `is ${JSON.stringify(def)}, which is not in oss`);
   if (def === null && timeout >= 0 && oss.length > 0)
@@ -404,13 +415,7 @@ export interface Catalog {
  * each id once; throws BT_ERR_BOOT_CONFIG naming the field.
  */
 export function parseCatalog(text: string): Catalog {
-  let raw: unknown;
-  try {
-    raw = JSON.parse(text);
-  } catch (err) {
-    return bad('(catalog)', `is not JSON: ${(err as Error).message}`);
-  }
-  const o = obj(raw, '(catalog)');
+  const o = jsonObject(text, '(catalog)');
   if (o.kind !== CATALOG_KIND) bad('kind', `is ${JSON.stringify(o.kind)}, not ${CATALOG_KIND}`);
   if (o.version !== CATALOG_VERSION)
     bad('version', `is ${JSON.stringify(o.version)}; this server reads catalog version ${CATALOG_VERSION}`);
@@ -418,15 +423,8 @@ export function parseCatalog(text: string): Catalog {
   if (!Number.isSafeInteger(issued) || issued < 0) bad('issued', 'must be a whole number of ms');
   const def = o.defaultOs;
   if (def !== null && typeof def !== 'string') bad('defaultOs', 'must be an OS id or null');
-  const ossRaw = o.oss;
-  if (!Array.isArray(ossRaw)) bad('oss', 'must be a list');
-  if (ossRaw.length > 1000) bad('oss', 'has more than 1000 entries');
-  const oss = ossRaw.map(parseOs);
-  const ids = new Set<string>();
-  for (const os of oss) {
-    if (ids.has(os.id)) bad('oss', `lists ${JSON.stringify(os.id)} twice`);
-    ids.add(os.id);
-  }
+  const oss = osList(o.oss);
+  const ids = new Set(oss.map((os) => os.id));
   return {
     kind: CATALOG_KIND,
     version: CATALOG_VERSION,

@@ -28,7 +28,13 @@ import { BootHttpServer } from '../../src/http/server.js';
 import { dashboardListener } from '../../src/dashboard/listener.js';
 import { ClientStore, type ServerSnapshot } from '../../src/server/state.js';
 import { NOTHING_SENT } from '../../src/server/traffic.js';
-import { parseAgentReport, parseBootConfig } from '../../src/boot-config.js';
+import {
+  CATALOG_KIND,
+  CATALOG_VERSION,
+  parseAgentReport,
+  parseBootConfig,
+  parseCatalog,
+} from '../../src/boot-config.js';
 import type { FuzzTarget, Rng } from './harness.js';
 import { fixedBootConfig } from '../helpers/boot-policy.js';
 
@@ -669,15 +675,29 @@ const bootConfigTarget: FuzzTarget = {
       JSON.stringify({ stage: 'downloading', progress: 0.5, downloaded: 10, peers: 3, os: 'linux' }),
     ),
     Buffer.from(JSON.stringify({ stage: 'error', error: 'disk full' })),
+    // A satellite's catalog (the same OS entries).
+    Buffer.from(
+      JSON.stringify({
+        kind: CATALOG_KIND,
+        version: CATALOG_VERSION,
+        server: 'http://10.0.0.1',
+        issued: 1,
+        defaultOs: BOOT_CONFIG.oss[0]!.id,
+        trackers: [],
+        seeds: ['10.0.0.1:6881'],
+        oss: BOOT_CONFIG.oss,
+      }),
+    ),
   ],
   mutateStructured: jsonMutate,
   run(input) {
     const text = input.toString('utf8');
-    try {
-      parseAgentReport(text);
-    } catch (e) {
-      if (!isBootTorrent(e)) throw e;
-    }
+    for (const parse of [parseAgentReport, parseCatalog])
+      try {
+        parse(text);
+      } catch (e) {
+        if (!isBootTorrent(e)) throw e;
+      }
     parseBootConfig(text);
   },
 };
