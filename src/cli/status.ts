@@ -47,7 +47,10 @@ export async function run(argv: string[], io: Io): Promise<number> {
     `server ${snap.server.address} (DHCP ${snap.server.dhcp}), up ${up} s, dashboard ${info.dashboardUrl}\n` +
       `${snap.clients.length} clients: ${snap.totals.booted} booted, ${snap.totals.failed} failed; ` +
       `${sentSummary(snap.totals.sent, snap.totals.delivered)}\n` +
-      upstreamText(snap),
+      upstreamText(snap) +
+      (snap.server.fetching?.length
+        ? `fetching from web seeds (not offered yet): ${snap.server.fetching.map((f) => `${f.id} ${Math.round(f.progress * 100)} %`).join(', ')}\n`
+        : ''),
   );
   if (snap.clients.length) {
     const nameWidth = Math.max(4, ...snap.clients.map((c) => (c.name ?? '-').length));

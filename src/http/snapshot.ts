@@ -102,6 +102,8 @@ export interface ServerSnapshot {
     readonly environment: string;
     /** Bytes of one phase 1 (kernel and initramfs files), so sent.phase1 / phase1Size is copies sent. */
     readonly phase1Size: number;
+    /** OSs named by a .torrent (`torrent:`) still being fetched from their web seeds, not yet offered. */
+    readonly fetching?: readonly { readonly id: string; readonly progress: number }[];
     /** A satellite's upstream (server.upstream) and how it answers; absent on a server that is not one. */
     readonly upstream?: {
       readonly url: string;

@@ -747,6 +747,7 @@ export class BootServer {
       tracker: this.tracker,
       phase1Size: this.phase1Size,
       ...(this.upstream ? { upstream: this.upstream.status() } : {}),
+      ...(this.fetched ? { fetching: this.fetched.fetching() } : {}),
       sent: () =>
         this.netboot
           ? groupSent({

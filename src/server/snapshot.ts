@@ -32,6 +32,8 @@ export interface SnapshotSources {
   /** A client's name, groups and next boot (app.ts, from the environment and next-boot.json). */
   readonly machine?: (mac: string) => Pick<ClientState, 'name' | 'groups' | 'nextBoot'>;
   readonly room?: RoomSummary;
+  /** OSs fetched from their web seeds, not yet offered (src/server/fetched-os.ts). */
+  readonly fetching?: NonNullable<ServerSnapshot['server']['fetching']>;
   /** A satellite's upstream state (src/server/upstream.ts). */
   readonly upstream?: NonNullable<ServerSnapshot['server']['upstream']>;
 }
@@ -73,6 +75,7 @@ export function buildSnapshot(s: SnapshotSources): ServerSnapshot {
       dhcp: env.dhcp.mode,
       environment: env.dir,
       phase1Size,
+      ...(s.fetching && s.fetching.length > 0 ? { fetching: s.fetching } : {}),
       ...(s.upstream ? { upstream: s.upstream } : {}),
     },
     clients,

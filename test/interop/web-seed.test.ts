@@ -407,6 +407,11 @@ test('start fetches an OS named by a .torrent from its web seed (nginx), serves 
     first.said(/OS from its web seeds checked and served.*alpha/),
   );
   await until('the bad web seed dropped', () => first.said(/web seed dropped.*bad/));
+  // status shows beta as still being fetched (nothing of it offered).
+  assert.deepEqual(
+    first.server.snapshot().server.fetching?.map((f) => [f.id, f.progress]),
+    [['beta', 0]],
+  );
   const config = first.server.bootConfig('02:00:00:00:00:01');
   assert.deepEqual(
     config.oss.map((o) => o.id),
