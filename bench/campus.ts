@@ -44,7 +44,7 @@ import { parseArgs } from 'node:util';
 import { createTorrent } from '../src/torrent/create.js';
 import { encodeTorrent } from '../src/torrent/metainfo.js';
 import { NetnsLab, waitForOutput, type LabProcess } from '../src/util/netns.js';
-import { cpuTicks, shapeTbf } from './netlab.js';
+import { cpuTicks, shapeTbf, unit, which } from './netlab.js';
 
 const USAGE = `usage: npm run bench:campus -- [--per-subnet 4,8] [--subnets 3] [--size 32M] [--piece-length 256K]
        [--server-rate 100M] [--router-rate 100M] [--client-rate 10M] [--modes locality,flat]
@@ -79,12 +79,6 @@ if (values.help) {
   process.stdout.write(`${USAGE}\n`);
   process.exit(0);
 }
-const unit = (s: string, k: number): number => {
-  const m = /^(\d+(?:\.\d+)?)([KMG]?)$/i.exec(s);
-  if (!m) throw new Error(`${s}: expected a number with an optional K, M or G`);
-  const e = { '': 0, K: 1, M: 2, G: 3 }[m[2]!.toUpperCase() as '' | 'K' | 'M' | 'G'];
-  return Math.round(Number(m[1]) * k ** e);
-};
 const quick = values.quick;
 const perSubnet = (values['per-subnet'] ?? (quick ? '2' : '4,8')).split(',').map(Number);
 const subnets = Number(values.subnets);
@@ -101,13 +95,6 @@ for (const m of modes)
 if (!Number.isInteger(subnets) || subnets < 1 || subnets > 8) throw new Error('--subnets: 1..8');
 if (perSubnet.some((n) => !Number.isInteger(n) || n < 1 || n > 60)) throw new Error('--per-subnet: 1..60');
 
-function which(cmd: string, pkg: string): string {
-  try {
-    return execFileSync('sh', ['-c', `command -v ${cmd}`], { encoding: 'utf8' }).trim();
-  } catch {
-    throw new Error(`${cmd} is missing: apt-get install ${pkg}`);
-  }
-}
 const dhcrelay = which('dhcrelay', 'isc-dhcp-relay');
 const busybox = which('busybox', 'busybox-static');
 which('tc', 'iproute2');

@@ -48,6 +48,23 @@ function installHandlers(): void {
  * the rate (32 kbit at 10 Mbit/s): a fixed small bucket would cap a faster
  * link below its rate at the kernel's timer granularity.
  */
+/** "32M" with k = 1024 is 32 MiB, "100M" with k = 1000 is 10^8: a number with an optional K, M or G. */
+export function unit(s: string, k: number): number {
+  const m = /^(\d+(?:\.\d+)?)([KMG]?)$/i.exec(s);
+  if (!m) throw new Error(`${s}: expected a number with an optional K, M or G`);
+  const e = { '': 0, K: 1, M: 2, G: 3 }[m[2]!.toUpperCase() as '' | 'K' | 'M' | 'G'];
+  return Math.round(Number(m[1]) * k ** e);
+}
+
+/** The path of `cmd`, or an error naming the Debian package that has it. */
+export function which(cmd: string, pkg: string): string {
+  try {
+    return execFileSync('sh', ['-c', `command -v ${cmd}`], { encoding: 'utf8' }).trim();
+  } catch {
+    throw new Error(`${cmd} is missing: apt-get install ${pkg}`);
+  }
+}
+
 export function shapeTbf(ns: string, dev: string, bps: number): void {
   execFileSync('tc', [
     '-n',

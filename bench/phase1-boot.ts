@@ -49,7 +49,7 @@ import {
 import { cpus, homedir, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { NetLab, waitFor, type Host, type Proc } from './netlab.js';
+import { NetLab, unit as parseUnit, waitFor, type Host, type Proc } from './netlab.js';
 
 const USAGE = `usage: npm run bench:swarm -- --phase1 [--clients 4,8,16,32] [--size 32M] [--server-rate 100M]
        [--client-rate 10M] [--methods central,peers,http] [--stagger S] [--seed-time S]
@@ -95,10 +95,11 @@ const fail = (msg: string): never => {
   process.exit(2);
 };
 const unit = (s: string, k: number): number => {
-  const m = /^(\d+(?:\.\d+)?)([KMG]?)$/i.exec(s);
-  if (!m) return fail(`${s}: expected a number with an optional K, M or G`);
-  const e = { '': 0, K: 1, M: 2, G: 3 }[m[2]!.toUpperCase() as '' | 'K' | 'M' | 'G'];
-  return Math.round(Number(m[1]) * k ** e);
+  try {
+    return parseUnit(s, k);
+  } catch (err) {
+    return fail((err as Error).message);
+  }
 };
 const quick = values.quick;
 const Ns = (values.clients ?? (quick ? '4' : '4,8,16,32')).split(',').map(Number);

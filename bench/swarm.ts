@@ -56,7 +56,7 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { createTorrent } from '../src/torrent/create.js';
 import { encodeTorrent } from '../src/torrent/metainfo.js';
-import { NetLab, cpuTicks, waitFor, type Host, type Proc } from './netlab.js';
+import { NetLab, cpuTicks, unit, waitFor, which, type Host, type Proc } from './netlab.js';
 
 // `--phase1`: the end-to-end boot benchmark (phase 1 and the OS), its own script.
 if (process.argv.slice(2).includes('--phase1')) {
@@ -103,12 +103,6 @@ if (values.help) {
   process.exit(0);
 }
 
-const unit = (s: string, k: number): number => {
-  const m = /^(\d+(?:\.\d+)?)([KMG]?)$/i.exec(s);
-  if (!m) throw new Error(`${s}: expected a number with an optional K, M or G`);
-  const e = { '': 0, K: 1, M: 2, G: 3 }[m[2]!.toUpperCase() as '' | 'K' | 'M' | 'G'];
-  return Math.round(Number(m[1]) * k ** e);
-};
 const quick = values.quick;
 const Ns = (values.clients ?? (quick ? '4' : '1,2,4,8,16,32')).split(',').map(Number);
 const F = unit(values.size ?? (quick ? '4M' : '32M'), 1024);
@@ -128,14 +122,6 @@ const AGENT = join(REPO, 'dist/bench/swarm-agent.js');
 const SERVER_IP = '10.77.0.1';
 // Extra node flags for our seeder and clients, e.g. '--cpu-prof --cpu-prof-dir=/tmp/prof' to profile them.
 const NODE_ARGS = (process.env.BENCH_SWARM_NODE_ARGS ?? '').split(' ').filter(Boolean);
-
-function which(cmd: string, pkg: string): string {
-  try {
-    return execFileSync('sh', ['-c', `command -v ${cmd}`], { encoding: 'utf8' }).trim();
-  } catch {
-    throw new Error(`${cmd} is missing: apt-get install ${pkg}`);
-  }
-}
 
 /** Kumar & Ross (2006): no distribution can finish before this (seconds). */
 function bound(n: number): number {
