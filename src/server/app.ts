@@ -222,6 +222,40 @@ export class BootServer {
     return this.served.env;
   }
 
+  /** The OS ids a satellite's settings name that its upstream's catalog lacks, as last logged. */
+  private unknownOss = '';
+
+  /**
+   * A satellite's default_os, hosts and groups name OSs validate cannot
+   * check (they are the upstream's): once the catalog is known, each name
+   * it lacks is logged (again only when the list changes).
+   */
+  private warnUnknownOss(): void {
+    if (!this.upstream?.hasCatalog()) return;
+    const env = this.reloader?.environment ?? this.options.environment;
+    const known = new Set(this.upstream.osIds());
+    const named = new Map<string, string>();
+    const note = (id: string | null | undefined, where: string) => {
+      if (id && !known.has(id) && !named.has(id)) named.set(id, where);
+    };
+    note(env.boot.defaultOs, 'boot.default_os');
+    for (const g of env.groups) {
+      note(g.defaultOs, `groups.${g.name}.default_os`);
+      for (const id of g.oss ?? []) note(id, `groups.${g.name}.oss`);
+    }
+    for (const [mac, h] of env.hosts) {
+      note(h.defaultOs, `hosts.${mac}.default_os`);
+      for (const id of h.oss ?? []) note(id, `hosts.${mac}.oss`);
+    }
+    const text = [...named].map(([id, where]) => `${id} (${where})`).join(', ');
+    if (text === this.unknownOss) return;
+    this.unknownOss = text;
+    if (text)
+      this.log.warn(
+        `${join(env.dir, 'Boottorrent.yaml')} names OSs the upstream's catalog does not have: ${text}; menus leave them out. Fix: use one of: ${[...known].join(', ') || '(none yet)'}`,
+      );
+  }
+
   /** A satellite's upstream and how it answers; undefined for a server that is not a satellite. */
   get upstreamStatus() {
     return this.upstream?.status();
@@ -412,7 +446,14 @@ export class BootServer {
       // A satellite: its OSs come from the upstream's catalog, not from oss/.
       this.upstream = new Upstream(
         { url: up.url, keyFile: up.key, stateDir: this.stateDir },
-        { library, logger: this.log, onChange: () => this.roomChanged.emit('change') },
+        {
+          library,
+          logger: this.log,
+          onChange: () => {
+            this.warnUnknownOss();
+            this.roomChanged.emit('change');
+          },
+        },
       );
       await this.upstream.load();
     } else {

@@ -132,6 +132,16 @@ export class Upstream {
     return this.catalog?.trackers ?? [];
   }
 
+  /** True once a catalog (kept or fetched) is known. */
+  hasCatalog(): boolean {
+    return this.catalog !== undefined;
+  }
+
+  /** The OS ids of the upstream's catalog. */
+  osIds(): string[] {
+    return this.catalog?.oss.map((o) => o.id) ?? [];
+  }
+
   /** The upstream's boot.default_os. */
   defaultOs(): string | null {
     return this.catalog?.defaultOs ?? null;

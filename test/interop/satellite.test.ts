@@ -79,7 +79,7 @@ test('satellite: takes the upstream catalog, boots its subnet from the swarm, an
   // The satellite: no oss/, the upstream's key pinned.
   const satDir = join(dir, 'sat');
   mkdirSync(satDir, { recursive: true });
-  const satEnv = (name: string, key: string) => {
+  const satEnv = (name: string, key: string, boot: string[] = []) => {
     const envDir = join(satDir, name);
     mkdirSync(envDir, { recursive: true });
     writeFileSync(join(envDir, 'upstream.pem'), key);
@@ -95,6 +95,7 @@ test('satellite: takes the upstream catalog, boots its subnet from the swarm, an
         'dhcp:',
         '  mode: off',
         'boot:',
+        ...boot,
         '  timeout: 0',
         '  seed_time: 1',
         '',
@@ -103,9 +104,16 @@ test('satellite: takes the upstream catalog, boots its subnet from the swarm, an
     return envDir;
   };
   const upKey = readFileSync(join(upEnv.envDir, '.boottorrent', 'signing-key.pub.pem'), 'utf8');
-  const envDir = satEnv('good', upKey);
+  // default_os names an OS the upstream does not have (validate cannot know): said at start, alpha boots.
+  const envDir = satEnv('good', upKey, ['  default_os: gamma']);
   let satellite: LabProcess = await start(satNs, envDir, upEnv.phase1, `${SAT}:8480`);
   await waitForOutput(satellite, /OS from the upstream checked and served/, 120_000, 'satellite fetch');
+  await waitForOutput(
+    satellite,
+    /names OSs the upstream's catalog does not have: gamma \(boot\.default_os\).*use one of: alpha/,
+    30_000,
+    'unknown default_os',
+  );
   const satKey = join(envDir, '.boottorrent', 'signing-key.pub.pem');
 
   const agent = (c: (typeof clients)[number]) =>
