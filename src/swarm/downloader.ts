@@ -36,6 +36,8 @@ export interface DownloaderHooks {
 }
 
 const REQUEST_TIMEOUT_MS = 30_000;
+/** Failed pieces shared with other sources after which a web seed is dropped anyway. */
+const WEB_STRIKES = 4;
 /**
  * How long a piece a peer rejected is asked of others instead. Short: a
  * spreading seed rejects only until every piece has left it once (a few
@@ -75,6 +77,8 @@ export class Downloader {
   wasted = 0;
   /** Web seeds taking part (BEP 19), by their source id: label for logs. */
   private readonly web = new Map<string, string>();
+  /** Failed pieces each web seed took part in with others (see finishPiece). */
+  private readonly webStrikes = new Map<string, number>();
   /** See localView. */
   private localCache: LocalView = { avail: undefined, share: undefined };
   private localAt = -Infinity;
@@ -390,8 +394,16 @@ export class Downloader {
         from: who.join(','),
       });
       this.hooks.pieceFailed(index, who);
-      // A web seed holds the very file: one wrong piece means a wrong file, not a line error.
-      for (const pid of v.contributors) if (this.web.has(pid)) this.hooks.webFailed(pid, index);
+      // A web seed holds the very file: one wrong piece it sent alone means a wrong file,
+      // not a line error. With others in the piece, which one lied is not known: a good
+      // seed beside a bad one must not go with it (both gone, nothing left to fetch from),
+      // so a shared failure is a strike and WEB_STRIKES of them drop the seed.
+      for (const pid of v.contributors) {
+        if (!this.web.has(pid)) continue;
+        const strikes = (this.webStrikes.get(pid) ?? 0) + 1;
+        this.webStrikes.set(pid, strikes);
+        if (v.contributors.length === 1 || strikes >= WEB_STRIKES) this.hooks.webFailed(pid, index);
+      }
       for (const pid of v.ban) {
         const peer = byPid.get(pid);
         if (peer) this.hooks.ban(peer, `sent corrupt data (piece ${index})`);
