@@ -7,9 +7,10 @@
  * CLI). If any part fails to start, the parts already started are closed.
  */
 import { randomBytes } from 'node:crypto';
-import { readFile, writeFile, rename, mkdir, rm, stat } from 'node:fs/promises';
+import { readFile, writeFile, mkdir, rm, stat } from 'node:fs/promises';
 import { networkInterfaces } from 'node:os';
 import { dirname, join } from 'node:path';
+import { writeAtomic } from '../util/atomic-file.js';
 import { loadSigningKey } from './signing.js';
 import { BootTorrentError, type ErrorCode } from '../errors.js';
 import type { HttpListenerLimits } from '../util/http-guard.js';
@@ -130,12 +131,6 @@ function interfaceOf(address: string): string | undefined {
   for (const [name, list] of Object.entries(networkInterfaces()))
     if ((list ?? []).some((a) => a.family === 'IPv4' && a.address === address)) return name;
   return undefined;
-}
-
-async function writeAtomic(path: string, data: string | Buffer, mode = 0o600): Promise<void> {
-  const tmp = `${path}.${process.pid}.tmp`;
-  await writeFile(tmp, data, { mode });
-  await rename(tmp, path);
 }
 
 /** Bytes of the phase-1 files every client loads (0 for a file not there: netboot says so at listen). */

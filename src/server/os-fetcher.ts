@@ -8,8 +8,9 @@
  * it (<infohash>.ok). Only then is the OS offered to clients; a later start
  * offers it at once while the folder is unchanged.
  */
-import { mkdir, readFile, readdir, rename, rm, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
+import { writeAtomic } from '../util/atomic-file.js';
 import type { BootFile } from '../boot-config.js';
 import { errorText } from '../errors.js';
 import type { TorrentSession } from '../swarm/session.js';
@@ -39,12 +40,6 @@ export interface FetchLibrary {
 interface Marker {
   readonly fingerprint: string;
   readonly files: readonly BootFile[];
-}
-
-export async function writeAtomic(file: string, data: string | Buffer): Promise<void> {
-  const tmp = `${file}.${process.pid}.tmp`;
-  await writeFile(tmp, data, { mode: 0o600 });
-  await rename(tmp, file);
 }
 
 /** The same files (path, length, SHA-256), in any order. */

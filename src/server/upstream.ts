@@ -28,7 +28,8 @@ import { parseTorrent, type Metainfo } from '../torrent/metainfo.js';
 import { readBodyCapped } from '../util/http-body.js';
 import { silentLogger, type Logger } from '../util/logger.js';
 import type { CatalogEntry } from './catalog.js';
-import { OsFetcher, writeAtomic, type FetchLibrary } from './os-fetcher.js';
+import { writeAtomic } from '../util/atomic-file.js';
+import { OsFetcher, type FetchLibrary } from './os-fetcher.js';
 
 /** Largest .torrent a satellite reads from its upstream. */
 const MAX_TORRENT_BYTES = 16 * 1024 * 1024;
