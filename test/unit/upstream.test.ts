@@ -43,17 +43,37 @@ interface Origin {
   files: Record<string, Buffer>;
 }
 
-/** An OS folder (two files), its torrent seeded on loopback, and an HTTP upstream serving a catalog of it. */
-async function origin(t: TestContext): Promise<Origin> {
+/**
+ * OS folder `alpha` holding `files`, its torrent seeded on loopback by its
+ * own client (at most `uploadLimit` bytes/s), and each file's catalog entry.
+ */
+async function seededAlpha(t: TestContext, files: Record<string, Buffer>, uploadLimit?: number) {
   const dir = tempDir(t, 'bt-origin-');
-  const files = { vmlinuz: pseudoRandomBytes(300_000, 7), 'initrd.img': pseudoRandomBytes(500_000, 8) };
   mkdirSync(join(dir, 'alpha'));
   for (const [n, d] of Object.entries(files)) writeFileSync(join(dir, 'alpha', n), d);
   const { torrent, meta } = await createTorrent(join(dir, 'alpha'), { name: 'alpha', pieceLength: 65536 });
   const seeder = new BitTorrentClient({ host: '127.0.0.1', port: 0 });
   await seeder.listen();
   t.after(() => seeder.close());
-  await seeder.add({ meta, dir, mode: 'seed', trackers: [], pex: false, locality: false });
+  await seeder.add({
+    meta,
+    dir,
+    mode: 'seed',
+    trackers: [],
+    pex: false,
+    locality: false,
+    ...(uploadLimit ? { uploadLimit } : {}),
+  });
+  const bootFiles = Object.entries(files)
+    .map(([path, d]) => ({ path, length: d.length, sha256: createHash('sha256').update(d).digest('hex') }))
+    .sort((a, b) => a.path.localeCompare(b.path));
+  return { torrent, meta, seeder, bootFiles };
+}
+
+/** An OS folder (two files), its torrent seeded on loopback, and an HTTP upstream serving a catalog of it. */
+async function origin(t: TestContext): Promise<Origin> {
+  const files = { vmlinuz: pseudoRandomBytes(300_000, 7), 'initrd.img': pseudoRandomBytes(500_000, 8) };
+  const { torrent, meta, seeder, bootFiles } = await seededAlpha(t, files);
   const { privateKey, publicKey } = generateKeyPairSync('ed25519');
   const o = {
     url: '',
@@ -69,9 +89,7 @@ async function origin(t: TestContext): Promise<Origin> {
     name: 'Alpha',
     torrentUrl: 'http://x/api/v1/torrent/alpha.torrent',
     infoHash: meta.infoHashHex,
-    files: Object.entries(files)
-      .map(([path, d]) => ({ path, length: d.length, sha256: createHash('sha256').update(d).digest('hex') }))
-      .sort((a, b) => a.path.localeCompare(b.path)),
+    files: bootFiles,
     method: 'kexec',
     kernel: 'vmlinuz',
     initrd: ['initrd.img'],
@@ -134,18 +152,21 @@ async function satellite(t: TestContext, o: Origin, opts: { stateDir?: string; p
     await library.close();
   });
   const said = (re: RegExp) => log.lines.some((l) => re.test(`${l.msg} ${JSON.stringify(l.fields ?? {})}`));
-  return { up, library, log, said, stateDir };
+  /** Until the library offers `id` (the log in the failure message). */
+  const served = (id: string) =>
+    until(
+      () => library.get(id) !== undefined,
+      20_000,
+      () => JSON.stringify(log.lines),
+    );
+  return { up, library, log, said, served, stateDir };
 }
 
 test('upstream: a signed catalog is fetched from the swarm, checked and served; kept for a restart with the upstream gone', async (t) => {
   const o = await origin(t);
   const s = await satellite(t, o);
   await s.up.sync();
-  await until(
-    () => s.library.get('alpha') !== undefined,
-    20_000,
-    () => JSON.stringify(s.log.lines),
-  );
+  await s.served('alpha');
   const e = s.library.get('alpha')!;
   assert.equal(e.meta.infoHashHex, o.os.infoHash);
   assert.deepEqual(e.files, o.os.files);
@@ -186,11 +207,7 @@ test('upstream: a forged signature, an older catalog and a torrent that is not t
   // The genuine catalog, then an older one (a replay): the older one is refused, the OS stays.
   o.catalog = catalogOf(o, [o.os], Date.now() + 1000);
   await s.up.sync();
-  await until(
-    () => s.library.get('alpha') !== undefined,
-    20_000,
-    () => JSON.stringify(s.log.lines),
-  );
+  await s.served('alpha');
   o.catalog = catalogOf(o, [], Date.now() - 60_000);
   await s.up.sync();
   assert.ok(s.said(/older than the one this server has/));
@@ -223,11 +240,7 @@ test('upstream: without a pinned key the first key is kept, and a later differen
   await s.up.sync();
   assert.ok(existsSync(join(s.stateDir, 'upstream-key.pem')));
   assert.ok(s.said(/kept the upstream's key as first seen/));
-  await until(
-    () => s.library.get('alpha') !== undefined,
-    20_000,
-    () => JSON.stringify(s.log.lines),
-  );
+  await s.served('alpha');
   // A new key pair answers now (a rogue server in the upstream's place).
   const rogue = generateKeyPairSync('ed25519');
   o.key = rogue.privateKey;
@@ -242,37 +255,12 @@ test('upstream: a new version of an OS is fetched while the old one is served, t
   const o = await origin(t);
   const s = await satellite(t, o);
   await s.up.sync();
-  await until(
-    () => s.library.get('alpha') !== undefined,
-    20_000,
-    () => JSON.stringify(s.log.lines),
-  );
+  await s.served('alpha');
   const v1 = s.library.get('alpha')!;
   // Version 2: other data, seeded by its own client (throttled, so the switch can be watched).
-  const dir = tempDir(t, 'bt-origin-v2-');
-  mkdirSync(join(dir, 'alpha'));
   const files = { vmlinuz: pseudoRandomBytes(300_000, 17), 'initrd.img': pseudoRandomBytes(900_000, 18) };
-  for (const [n, d] of Object.entries(files)) writeFileSync(join(dir, 'alpha', n), d);
-  const { torrent, meta } = await createTorrent(join(dir, 'alpha'), { name: 'alpha', pieceLength: 65536 });
-  const seeder = new BitTorrentClient({ host: '127.0.0.1', port: 0 });
-  await seeder.listen();
-  t.after(() => seeder.close());
-  await seeder.add({
-    meta,
-    dir,
-    mode: 'seed',
-    trackers: [],
-    pex: false,
-    locality: false,
-    uploadLimit: 400_000,
-  });
-  const v2: BootOs = {
-    ...o.os,
-    infoHash: meta.infoHashHex,
-    files: Object.entries(files)
-      .map(([path, d]) => ({ path, length: d.length, sha256: createHash('sha256').update(d).digest('hex') }))
-      .sort((a, b) => a.path.localeCompare(b.path)),
-  };
+  const { torrent, meta, seeder, bootFiles } = await seededAlpha(t, files, 400_000);
+  const v2: BootOs = { ...o.os, infoHash: meta.infoHashHex, files: bootFiles };
   o.torrents.set('alpha', torrent);
   o.catalog = { ...catalogOf(o, [v2], Date.now() + 1000), seeds: [`127.0.0.1:${seeder.listenPort}`] };
   await s.up.sync();
