@@ -211,6 +211,11 @@ export class BitTorrentClient {
       await session.stop();
       throw err;
     }
+    // Closed (or removed) while it started: close() could not stop what had not started yet.
+    if (this.sessions.get(hex) !== session) {
+      await session.stop();
+      throw new BootTorrentError('BT_ERR_SWARM', `torrent ${hex} was removed while it started`);
+    }
     return session;
   }
 
