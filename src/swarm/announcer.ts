@@ -30,8 +30,11 @@ export interface AnnouncerOptions {
   readonly startedComplete: boolean;
   /**
    * While `wantsPeers()` says so, announce again this long (ms) after the
-   * last answer instead of waiting for the tracker's interval; never sooner
-   * than the tracker's `min interval`. Undefined: the interval only.
+   * last answer instead of waiting for the tracker's interval, doubling with
+   * each such early announce (so a swarm that cannot give more costs the
+   * tracker a handful of requests); never sooner than the tracker's
+   * `min interval`, and not while the tracker fails (the backoff rules).
+   * Undefined: the interval only.
    */
   readonly eagerMs?: number | undefined;
   /** Peers to ask for (default 80; none for `stopped`). */
@@ -67,6 +70,10 @@ export class Announcer {
   /** When the last answer came, and the earliest next announce its tracker allows (ms; 0: none yet). */
   private answeredAt = 0;
   private minNextAt = 0;
+  /** Early announces made so far (each doubles the wait for the next). */
+  private eagerRounds = 0;
+  /** Peers in the swarm by the last answer (seeds + leechers, us included); undefined: not said. */
+  private swarm: number | undefined;
   private completedSent: boolean;
   private lsd: LocalServiceDiscovery | undefined;
 
@@ -83,6 +90,11 @@ export class Announcer {
     return this.nextAt;
   }
 
+  /** Seeds + leechers (us included) by the tracker's last answer; undefined before one or when it gave no counts. */
+  get swarmSize(): number | undefined {
+    return this.swarm;
+  }
+
   /** Announces `none` if one is due and none is under way (call it every tick). */
   tick(): void {
     if (this.announcing) return;
@@ -96,9 +108,10 @@ export class Announcer {
       eager !== undefined &&
       this.failures === 0 &&
       this.answeredAt > 0 &&
-      now >= Math.max(this.answeredAt + eager, this.minNextAt) &&
+      now >= Math.max(this.answeredAt + eager * 2 ** Math.min(this.eagerRounds, 16), this.minNextAt) &&
       (this.s.wantsPeers?.() ?? false)
     ) {
+      this.eagerRounds++;
       this.announceSoon('none');
     }
   }
@@ -151,6 +164,8 @@ export class Announcer {
           this.answeredAt = this.now();
           this.nextAt = this.answeredAt + Math.max(5, r.interval) * 1000;
           this.minNextAt = this.answeredAt + (r.minInterval ?? 0) * 1000;
+          const counted = r.complete + r.incomplete;
+          this.swarm = Number.isFinite(counted) && counted > 0 ? counted : undefined;
           if (event !== 'stopped') for (const a of r.peers) this.s.onPeer(a.ip, a.port, { kind: 'tracker' });
           break;
         } catch (err) {

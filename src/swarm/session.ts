@@ -48,6 +48,14 @@ export type {
 
 const CHOKE_INTERVAL_MS = 10_000;
 const TICK_MS = 1000;
+/**
+ * A downloading session with fewer peers than it could use asks its
+ * trackers again this soon after an answer, doubling each time (within the
+ * tracker's min interval): when a room starts at once, the first to
+ * announce learn of few peers, and the next regular announce is minutes
+ * away.
+ */
+const ANNOUNCE_EAGER_MS = 5000;
 const PEX_INTERVAL_MS = 60_000;
 /** The id we ask peers to send ut_metadata (BEP 9) messages under. */
 const UT_METADATA_ID = 2;
@@ -75,6 +83,7 @@ export class TorrentSession extends EventEmitter<SessionEvents> {
   private readonly peers = new Map<PeerConnection, Peer>();
   /** What the parts share of this session. */
   private readonly core: SessionCore;
+  private readonly maxPeers: number;
   /** Dialing, admission, bans. */
   private readonly pool: PeerPool;
   private readonly pexExchange: PexExchange | undefined;
@@ -122,6 +131,7 @@ export class TorrentSession extends EventEmitter<SessionEvents> {
       options.maxUnchoked ?? (this.chokerMode === 'lan' ? (options.mode === 'seed' ? 64 : 8) : 4);
     this.pex = (options.pex ?? true) && !options.meta.private;
     this.maxQueue = options.maxQueue ?? 256;
+    this.maxPeers = options.maxPeers ?? 80;
     this.onVerifyProgress = services.onVerifyProgress;
     this.uploadBucket = options.uploadLimit ? new UploadBucket(options.uploadLimit) : undefined;
     const l = options.limits ?? {};
@@ -139,7 +149,7 @@ export class TorrentSession extends EventEmitter<SessionEvents> {
       this.peers,
       {
         peerId: options.peerId,
-        maxPeers: options.maxPeers ?? 80,
+        maxPeers: this.maxPeers,
         establishedPerIp: options.establishedPerIp ?? PEER_LIMITS.establishedPerIp,
         uselessPeerMs: options.uselessPeerMs ?? PEER_LIMITS.uselessPeerMs,
         maxWriteBacklogBytes: l.maxWriteBacklogBytes ?? PEER_LIMITS.maxWriteBacklogBytes,
@@ -237,6 +247,15 @@ export class TorrentSession extends EventEmitter<SessionEvents> {
     for (const w of run.webSeeds) w.tick();
   }
 
+  /**
+   * How many peers a download could use: every other member of the swarm
+   * its tracker counts, up to maxPeers (half of it when the tracker gave no
+   * counts).
+   */
+  private peersWanted(swarm: number | undefined): number {
+    return swarm === undefined ? this.maxPeers / 2 : Math.min(this.maxPeers, swarm - 1);
+  }
+
   /** The parts that work on the open storage: picker, announcer, downloader, uploader. */
   private assemble(store: PieceStore, have: Bitfield): Running {
     const { meta, opts } = this;
@@ -249,7 +268,7 @@ export class TorrentSession extends EventEmitter<SessionEvents> {
       },
       have,
     );
-    const announcer = new Announcer(
+    const announcer: Announcer = new Announcer(
       {
         infoHash: meta.infoHash,
         infoHashHex: meta.infoHashHex,
@@ -260,6 +279,7 @@ export class TorrentSession extends EventEmitter<SessionEvents> {
         lsdIntervalMs: opts.lsdIntervalMs,
         key: randomBytes(4).readUInt32BE(0),
         startedComplete: picker.complete,
+        eagerMs: ANNOUNCE_EAGER_MS,
       },
       {
         logger: this.log,
@@ -269,6 +289,8 @@ export class TorrentSession extends EventEmitter<SessionEvents> {
         onPeer: (ip, port, source) => this.pool.add(ip, port, source),
         onWarning: (message) => this.emit('warning', message),
         stopped: () => this.stopped,
+        wantsPeers: (): boolean =>
+          !picker.complete && this.core.peers.size < this.peersWanted(announcer.swarmSize),
       },
     );
     const assembler = new PieceAssembler({

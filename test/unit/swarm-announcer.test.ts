@@ -3,6 +3,8 @@ import assert from 'node:assert/strict';
 import { Announcer, type AnnouncerServices } from '../../src/swarm/announcer.js';
 import { silentLogger } from '../../src/util/logger.js';
 import type { AnnounceRequest, AnnounceResponse } from '../../src/tracker/types.js';
+import { TrackerClient } from '../../src/tracker/client.js';
+import { TrackerServer } from '../../src/tracker/server.js';
 
 type Reply = Partial<AnnounceResponse> | Error;
 
@@ -218,4 +220,168 @@ test('no trackers: nothing is announced', async () => {
   await s.a.announce('started');
   assert.equal(s.calls.length, 0);
   assert.equal(s.a.nextAnnounceAt, 0);
+});
+
+test('eager: each early announce doubles the wait for the next', async () => {
+  const s = setup({ trackers: ['udp://t1:1'], eagerMs: 3000, wantsPeers: () => true });
+  await s.a.announce('started');
+  const at: number[] = [];
+  const t0 = s.clock.t;
+  for (let ms = 0; ms <= 50_000; ms += 500) {
+    s.clock.t = t0 + ms;
+    const before = s.calls.length;
+    s.a.tick();
+    await Promise.resolve();
+    await Promise.resolve();
+    if (s.calls.length > before) at.push(ms);
+  }
+  // Each answer comes at once (the scripted tracker): 3 s, then 6 s, 12 s and 24 s after the one before.
+  assert.deepEqual(at, [3000, 9000, 21_000, 45_000]);
+});
+
+/**
+ * The rules against a real tracker on loopback, HTTP and UDP: the Announcer
+ * over a real TrackerClient, with the clock moved by hand. Every request is
+ * awaited, so "no announce" is a fact, not a timeout.
+ */
+test('early re-announce against a tracker on loopback: interval, min interval, swarm size, backoff when it is gone', async (t) => {
+  const server = new TrackerServer({
+    host: '127.0.0.1',
+    port: 0,
+    open: true,
+    intervalSeconds: 1800,
+    minIntervalSeconds: 7,
+  });
+  const { port } = await server.listen();
+  let closed = false;
+  t.after(() => (closed ? undefined : server.close()));
+  const client = new TrackerClient({ udpRetransmitBaseMs: 200, udpMaxRetransmits: 0, httpTimeoutMs: 2000 });
+  const infoHash = Buffer.alloc(20, 7);
+  // Another member of the swarm, so the tracker counts two.
+  await client.announce(`http://127.0.0.1:${port}/announce`, {
+    infoHash,
+    peerId: Buffer.alloc(20, 9),
+    port: 7000,
+    uploaded: 0,
+    downloaded: 0,
+    left: 10,
+    event: 'started',
+    numWant: 0,
+    key: 1,
+  });
+
+  for (const url of [`http://127.0.0.1:${port}/announce`, `udp://127.0.0.1:${port}`]) {
+    const clock = { t: 5_000_000 };
+    const sent: Promise<unknown>[] = [];
+    const peers: string[] = [];
+    let wants = true;
+    const a = new Announcer(
+      {
+        infoHash,
+        infoHashHex: infoHash.toString('hex'),
+        peerId: Buffer.alloc(20, url.startsWith('udp') ? 3 : 4),
+        port: 7001,
+        trackers: [url],
+        key: 5,
+        startedComplete: false,
+        eagerMs: 3000,
+      },
+      {
+        logger: silentLogger,
+        tracker: {
+          announce: (u, req, o) => {
+            const p = client.announce(u, req, o);
+            sent.push(p.catch(() => undefined));
+            return p;
+          },
+        },
+        progress: () => ({ uploaded: 0, downloaded: 0, left: 10 }),
+        onPeer: (ip, p) => peers.push(`${ip}:${p}`),
+        onWarning: () => undefined,
+        stopped: () => false,
+        now: () => clock.t,
+        wantsPeers: () => wants,
+      },
+    );
+    /** Moves the clock to `ms` after the first answer, ticks, and waits for whatever it sent. */
+    const t0 = clock.t;
+    const tickAt = async (ms: number) => {
+      clock.t = t0 + ms;
+      const n = sent.length;
+      a.tick();
+      await Promise.all(sent.slice(n));
+      return sent.length - n;
+    };
+    await a.announce('started');
+    assert.equal(sent.length, 1, url);
+    assert.equal(a.nextAnnounceAt - t0, 1800 * 1000, `${url}: the tracker's interval`);
+    assert.equal(a.swarmSize, url.startsWith('udp') ? 3 : 2, `${url}: the tracker counts the others and us`);
+    assert.ok(peers.includes('127.0.0.1:7000'), `${url}: the other member is a candidate`);
+    if (url.startsWith('http')) {
+      // HTTP: min interval 7 s holds back the early announce due at 3 s.
+      assert.equal(await tickAt(3000), 0, 'min interval');
+      assert.equal(await tickAt(6500), 0, 'min interval');
+      assert.equal(await tickAt(7000), 1, 'at min interval');
+      // Next: 6 s after that answer (doubled), but min interval says 7.
+      assert.equal(await tickAt(13_500), 0, 'doubled, and min interval again');
+      assert.equal(await tickAt(14_000), 1, 'doubled wait within min interval');
+    } else {
+      // UDP (BEP 15) has no min interval: 3 s, then 6 s after that.
+      assert.equal(await tickAt(2500), 0, 'not yet');
+      assert.equal(await tickAt(3000), 1, 'early');
+      assert.equal(await tickAt(8500), 0, 'doubled: not yet');
+      assert.equal(await tickAt(9000), 1, 'doubled');
+    }
+    wants = false;
+    assert.equal(await tickAt(600_000), 0, `${url}: enough peers: only the interval`);
+    // The regular announce: the interval after the last answer.
+    const due = a.nextAnnounceAt - t0;
+    assert.equal(due, (url.startsWith('http') ? 14_000 : 9000) + 1800 * 1000, url);
+    assert.equal(await tickAt(due - 500), 0, `${url}: the interval is not up`);
+    assert.equal(await tickAt(due), 1, `${url}: the regular announce`);
+  }
+
+  // The tracker goes away: no early announce, the backoff (4 s, doubling) instead.
+  await server.close();
+  closed = true;
+  const clock = { t: 9_000_000 };
+  const sent: Promise<unknown>[] = [];
+  const a = new Announcer(
+    {
+      infoHash,
+      infoHashHex: infoHash.toString('hex'),
+      peerId: Buffer.alloc(20, 6),
+      port: 7002,
+      trackers: [`http://127.0.0.1:${port}/announce`],
+      key: 6,
+      startedComplete: false,
+      eagerMs: 3000,
+    },
+    {
+      logger: silentLogger,
+      tracker: {
+        announce: (u, req, o) => {
+          const p = client.announce(u, req, o);
+          sent.push(p.catch(() => undefined));
+          return p;
+        },
+      },
+      progress: () => ({ uploaded: 0, downloaded: 0, left: 10 }),
+      onPeer: () => undefined,
+      onWarning: () => undefined,
+      stopped: () => false,
+      now: () => clock.t,
+      wantsPeers: () => true,
+    },
+  );
+  await a.announce('started');
+  assert.equal(a.nextAnnounceAt - clock.t, 4000, 'refused: retry in 4 s');
+  clock.t += 3000;
+  a.tick();
+  assert.equal(sent.length, 1, 'no early announce while the tracker fails');
+  clock.t += 1000;
+  a.tick();
+  await Promise.all(sent);
+  assert.equal(sent.length, 2, 'the retry');
+  assert.equal(a.nextAnnounceAt - clock.t, 8000, 'then 8 s');
 });
