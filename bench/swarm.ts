@@ -8,6 +8,7 @@
  *                          [--client-rate 10M] [--methods boottorrent,http,nginx,tftp,aria2]
  *                          [--piece-length 256K] [--choker lan|standard] [--quick] [--json FILE] [--no-results]
  *                          [--timeline FILE] [--logs DIR] [--cc cubic|bbr|reno]
+ *                          [--tracker ours,opentracker] [--repeat K]
  *
  * Rates are bits per second (100M = 100 Mbit/s); sizes bytes (32M = 32 MiB).
  * Every client is a process in its own namespace; every method's server
@@ -22,6 +23,16 @@
  *   tftp         our TFTP server, N tftp-hpa clients at once
  *   aria2        the older stack: aria2c seeder + opentracker + aria2c
  *                clients with its settings (no LPD, PEX on, seed on)
+ * `--tracker ours,opentracker` runs the boottorrent method once per
+ * tracker: ours (`boottorrent tracker`), and Debian's opentracker with a
+ * whitelist and its default intervals (as a site that already runs one
+ * would), shown as `boottorrent+opentracker`.
+ * `--repeat K` runs each N and method K times; the results then add a
+ * table of medians and spread (min-max), which the chart shows.
+ * Every run records CPU busy (the whole machine) and the CPU time
+ * (user + system) of each server process and each client process from the
+ * clock's start to the last client done (mean per client; a client that
+ * exited before, like curl, has no figure).
  * Bytes are counted on the interfaces (headers and TCP ACKs included).
  * `--timeline FILE` appends one JSON line per second of each run: every
  * client's download and upload rate and the server's (Mbit/s, from the
@@ -50,6 +61,7 @@ import {
   writeSync,
   openSync,
   closeSync,
+  readFileSync,
 } from 'node:fs';
 import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -67,7 +79,7 @@ if (process.argv.slice(2).includes('--phase1')) {
 const USAGE = `usage: npm run bench:swarm -- [--clients 1,2,4,8,16,32] [--size 32M] [--server-rate 100M]
        [--client-rate 10M] [--methods boottorrent,http,nginx,tftp,aria2] [--piece-length 256K]
        [--choker lan|standard] [--quick] [--json FILE] [--no-results] [--timeline FILE] [--logs DIR]
-       [--cc cubic|reno|bbr]
+       [--cc cubic|reno|bbr] [--tracker ours,opentracker] [--repeat K]
 Rates are bits per second (100M = 100 Mbit/s), sizes bytes (32M = 32 MiB). Needs root (network namespaces).
 See bench/README.md.`;
 
@@ -89,6 +101,8 @@ try {
       timeline: { type: 'string' },
       logs: { type: 'string' },
       cc: { type: 'string', default: 'cubic' },
+      tracker: { type: 'string', default: 'ours' },
+      repeat: { type: 'string', default: '1' },
       'no-results': { type: 'boolean', default: false },
       help: { type: 'boolean', short: 'h', default: false },
     },
@@ -109,9 +123,15 @@ const F = unit(values.size ?? (quick ? '4M' : '32M'), 1024);
 const us = unit(values['server-rate'], 1000); // bits/s
 const uc = unit(values['client-rate'], 1000);
 const pieceLength = unit(values['piece-length'], 1024);
-const methods = values.methods.split(',');
-for (const m of methods)
+const trackers = values.tracker.split(',');
+for (const t of trackers)
+  if (!['ours', 'opentracker'].includes(t)) throw new Error(`--tracker ${t}: ours or opentracker`);
+const methods = values.methods.split(',').flatMap((m) => {
   if (!['boottorrent', 'http', 'nginx', 'tftp', 'aria2'].includes(m)) throw new Error(`unknown method ${m}`);
+  return m === 'boottorrent' ? trackers.map((t) => (t === 'ours' ? m : `${m}+${t}`)) : [m];
+});
+const repeat = Number(values.repeat);
+if (!Number.isInteger(repeat) || repeat < 1 || repeat > 50) throw new Error('--repeat: a whole number 1..50');
 if (Ns.some((n) => !Number.isInteger(n) || n < 1 || n > 200))
   throw new Error('--clients: whole numbers 1..200');
 
@@ -154,6 +174,10 @@ interface Row {
   retrans?: number;
   /** Share of the machine's CPU time busy (user, system, softirq) from start to the last client done. */
   busy?: number;
+  /** CPU seconds (user + system) of the server's processes, start to the last client done. */
+  serverCpu?: number;
+  /** Mean CPU seconds per client process over the same time (clients still running at the end). */
+  clientCpu?: number;
   error?: string;
 }
 
@@ -235,22 +259,53 @@ const aria2Common = [
   '--check-certificate=false',
 ];
 
+/** Debian's opentracker on the server, port 6969, this image whitelisted, its default intervals. */
+async function startOpentracker(): Promise<Proc> {
+  const ot = which('opentracker', 'opentracker');
+  // Debian's opentracker is whitelist-only, will not run as root, and chroots to -d.
+  const d = join(work, 'opentracker');
+  mkdirSync(d, { recursive: true });
+  chmodSync(d, 0o755);
+  writeFileSync(join(d, 'whitelist.txt'), `${meta.infoHashHex}\n`, { mode: 0o644 });
+  const tracker = spawnServer(ot, [
+    '-i',
+    SERVER_IP,
+    '-p',
+    '6969',
+    '-P',
+    '6969',
+    '-d',
+    d,
+    '-w',
+    'whitelist.txt',
+    '-u',
+    'nobody',
+  ]);
+  await new Promise((r) => setTimeout(r, 500));
+  if (tracker.exitedAt !== undefined) throw new Error(`opentracker exited: ${tracker.output()}`);
+  return tracker;
+}
+
 function methodFor(name: string): Method {
   switch (name) {
     case 'boottorrent':
+    case 'boottorrent+opentracker':
       return {
         async server() {
-          const tracker = spawnServer(process.execPath, [
-            CLI,
-            'tracker',
-            '--host',
-            SERVER_IP,
-            '--port',
-            '6969',
-            '--torrent',
-            torrentOurs,
-          ]);
-          await waitFor(tracker, /serving 1 infohash/, 20_000, 'our tracker');
+          let tracker: Proc;
+          if (name === 'boottorrent') {
+            tracker = spawnServer(process.execPath, [
+              CLI,
+              'tracker',
+              '--host',
+              SERVER_IP,
+              '--port',
+              '6969',
+              '--torrent',
+              torrentOurs,
+            ]);
+            await waitFor(tracker, /serving 1 infohash/, 20_000, 'our tracker');
+          } else tracker = await startOpentracker();
           const seed = spawnServer(process.execPath, [
             ...NODE_ARGS,
             CLI,
@@ -399,29 +454,8 @@ function methodFor(name: string): Method {
     case 'aria2':
       return {
         async server() {
-          const ot = which('opentracker', 'opentracker');
           which('aria2c', 'aria2');
-          // Debian's opentracker is whitelist-only, will not run as root, and chroots to -d.
-          const d = join(work, 'opentracker');
-          mkdirSync(d, { recursive: true });
-          chmodSync(d, 0o755);
-          writeFileSync(join(d, 'whitelist.txt'), `${meta.infoHashHex}\n`, { mode: 0o644 });
-          const tracker = spawnServer(ot, [
-            '-i',
-            SERVER_IP,
-            '-p',
-            '6969',
-            '-P',
-            '6969',
-            '-d',
-            d,
-            '-w',
-            'whitelist.txt',
-            '-u',
-            'nobody',
-          ]);
-          await new Promise((r) => setTimeout(r, 500));
-          if (tracker.exitedAt !== undefined) throw new Error(`opentracker exited: ${tracker.output()}`);
+          const tracker = await startOpentracker();
           const seed = spawnServer('aria2c', [...aria2Common, '-V', '-d', srvDir, torrentOld]);
           // aria2c prints nothing at this log level once seeding: give it time to check and announce.
           await new Promise((r) => setTimeout(r, 3000));
@@ -540,6 +574,9 @@ async function runOne(name: string, n: number): Promise<Row> {
     }
     const t0 = Date.now();
     const cpu0 = cpuTicks();
+    const serverProcs = procs.slice(0, procs.length - (m.startsOnGo ? n : 0));
+    const serverCpu0 = serverProcs.map(procCpu);
+    const clientCpu0 = m.startsOnGo ? procs.slice(-n).map(procCpu) : new Array<number | undefined>(n).fill(0);
     const sampler = values.timeline ? timeline(values.timeline, name, n, t0, used, doneAt) : undefined;
     if (m.startsOnGo) for (const p of procs.slice(-n)) p.child.stdin?.write('go\n');
     else startClients();
@@ -550,6 +587,16 @@ async function runOne(name: string, n: number): Promise<Row> {
     clearInterval(sampler);
     const cpu1 = cpuTicks();
     row.busy = (cpu1.busy - cpu0.busy) / Math.max(1, cpu1.total - cpu0.total);
+    row.serverCpu = serverProcs.reduce((a, p, k) => a + (procCpu(p) ?? 0) - (serverCpu0[k] ?? 0), 0);
+    const clientCpu = procs
+      .slice(-n)
+      .map((p, k) => {
+        const now = procCpu(p);
+        const start = clientCpu0[k];
+        return now === undefined || start === undefined ? undefined : now - start;
+      })
+      .filter((x): x is number => x !== undefined);
+    if (clientCpu.length > 0) row.clientCpu = clientCpu.reduce((a, b) => a + b, 0) / clientCpu.length;
     const after = sentBy(lab.portCounters());
     const segs1 = [server, ...used].map((h) => lab.tcpSegments(h));
     const sum = (k: 'out' | 'retrans') => segs1.reduce((a, s, i) => a + s[k] - segs0[i]![k], 0);
@@ -596,14 +643,96 @@ async function runOne(name: string, n: number): Promise<Row> {
   return row;
 }
 
+const CLK_TCK = Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim());
+
+/** CPU seconds (user + system) a running process has used; undefined once it has exited. */
+function procCpu(p: Proc): number | undefined {
+  const pid = p.child.pid;
+  if (pid === undefined || p.exitedAt !== undefined) return undefined;
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    // Fields after the command name (which may hold spaces) start at the state (field 3).
+    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return (Number(f[11]) + Number(f[12])) / CLK_TCK;
+  } catch {
+    return undefined;
+  }
+}
+
 const MB = 1024 * 1024;
 const fmt = (x: number | undefined, d = 1) => (x === undefined ? '—' : x.toFixed(d));
 function tableRow(r: Row): string {
-  return `| ${r.n} | ${r.method} | ${fmt(r.allSecs)} | ${fmt(r.meanSecs)} | ${fmt(r.maxSecs)} | ${(r.serverSent / MB).toFixed(1)} | ${(r.meanUploaded / MB).toFixed(1)} | ${r.verified}/${r.n} | ${r.allSecs === undefined ? '—' : (r.allSecs / r.bound).toFixed(2)} | ${r.busy === undefined ? '—' : (100 * r.busy).toFixed(0)} | ${r.retrans === undefined ? '—' : (100 * r.retrans).toFixed(1)} |`;
+  return `| ${r.n} | ${r.method} | ${fmt(r.allSecs)} | ${fmt(r.meanSecs)} | ${fmt(r.maxSecs)} | ${(r.serverSent / MB).toFixed(1)} | ${(r.meanUploaded / MB).toFixed(1)} | ${r.verified}/${r.n} | ${r.allSecs === undefined ? '—' : (r.allSecs / r.bound).toFixed(2)} | ${r.busy === undefined ? '—' : (100 * r.busy).toFixed(0)} | ${fmt(r.serverCpu)} | ${fmt(r.clientCpu, 2)} | ${r.retrans === undefined ? '—' : (100 * r.retrans).toFixed(1)} |`;
 }
 const HEADER = [
-  '| N | method | all verified (s) | mean per client (s) | max per client (s) | server sent (MiB) | mean client upload (MiB) | verified | ratio to bound | CPU busy (%) | TCP retransmitted (%) |',
-  '| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
+  '| N | method | all verified (s) | mean per client (s) | max per client (s) | server sent (MiB) | mean client upload (MiB) | verified | ratio to bound | CPU busy (%) | server CPU (s) | CPU per client (s) | TCP retransmitted (%) |',
+  '| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
+];
+
+const median = (xs: readonly number[]): number | undefined => {
+  if (xs.length === 0) return undefined;
+  const a = [...xs].sort((x, y) => x - y);
+  const h = Math.floor(a.length / 2);
+  return a.length % 2 === 1 ? a[h]! : (a[h - 1]! + a[h]!) / 2;
+};
+
+const finite = (x: number | undefined) => (x === undefined || !Number.isFinite(x) ? undefined : x);
+
+interface Summary {
+  n: number;
+  method: string;
+  runs: number;
+  /** Runs in which every client verified. */
+  good: number;
+  median: Row;
+  min: number | undefined;
+  max: number | undefined;
+}
+
+/** Per N and method over its repeats: medians of each figure, and the spread of the time. */
+function summarize(rs: readonly Row[]): Summary[] {
+  const out: Summary[] = [];
+  for (const n of Ns) {
+    for (const method of ['bound', ...methods]) {
+      const runs = rs.filter((r) => r.n === n && r.method === method);
+      if (runs.length === 0) continue;
+      const times = runs.flatMap((r) => (r.allSecs === undefined ? [] : [r.allSecs]));
+      const med = (k: keyof Row) => median(runs.flatMap((r) => (typeof r[k] === 'number' ? [r[k]] : [])));
+      out.push({
+        n,
+        method,
+        runs: runs.length,
+        good: times.length,
+        // A run that did not finish counts as slower than every one that did.
+        median: {
+          ...runs[0]!,
+          allSecs: finite(median(runs.map((r) => r.allSecs ?? Infinity))),
+          meanSecs: med('meanSecs'),
+          maxSecs: med('maxSecs'),
+          serverSent: med('serverSent') ?? 0,
+          meanUploaded: med('meanUploaded') ?? 0,
+          verified: runs[0]!.verified,
+          ...(med('busy') !== undefined ? { busy: med('busy') } : {}),
+          ...(med('serverCpu') !== undefined ? { serverCpu: med('serverCpu') } : {}),
+          ...(med('clientCpu') !== undefined ? { clientCpu: med('clientCpu') } : {}),
+          ...(med('retrans') !== undefined ? { retrans: med('retrans') } : {}),
+        },
+        min: times.length > 0 ? Math.min(...times) : undefined,
+        max: times.length > 0 ? Math.max(...times) : undefined,
+      });
+    }
+  }
+  return out;
+}
+
+function summaryRow(x: Summary): string {
+  const r = x.median;
+  const ratio = (v: number | undefined) => (v === undefined ? '—' : (v / r.bound).toFixed(2));
+  return `| ${x.n} | ${x.method} | ${x.good}/${x.runs} | ${fmt(r.allSecs)} | ${fmt(x.min)}–${fmt(x.max)} | ${ratio(r.allSecs)} | ${ratio(x.min)}–${ratio(x.max)} | ${r.busy === undefined ? '—' : (100 * r.busy).toFixed(0)} | ${fmt(r.serverCpu)} | ${fmt(r.clientCpu, 2)} |`;
+}
+const SUMMARY_HEADER = [
+  '| N | method | runs all verified | median all verified (s) | spread (s) | median ratio to bound | spread of ratio | CPU busy (%) | server CPU (s) | CPU per client (s) |',
+  '| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
 ];
 
 const rows: Row[] = [];
@@ -625,13 +754,26 @@ try {
     });
     process.stdout.write(`${tableRow(rows.at(-1)!)}\n`);
     for (const name of methods) {
-      const r = await runOne(name, n);
-      rows.push(r);
-      process.stdout.write(`${tableRow(r)}${r.error ? `  ${r.error}` : ''}\n`);
+      for (let k = 0; k < repeat; k++) {
+        const r = await runOne(name, n);
+        rows.push(r);
+        process.stdout.write(`${tableRow(r)}${r.error ? `  ${r.error}` : ''}\n`);
+      }
     }
   }
 } finally {
   lab.destroy();
+}
+const summary = summarize(rows);
+if (repeat > 1) {
+  process.stdout.write(
+    `\nmedians of ${repeat} runs:\n${[...SUMMARY_HEADER, ...summary.map(summaryRow)].join('\n')}\n`,
+  );
+  for (const x of summary)
+    if (x.method !== 'bound')
+      process.stdout.write(
+        `N=${x.n} method=${x.method} median=${fmt(x.median.allSecs)}s ratio=${x.median.allSecs === undefined ? '—' : (x.median.allSecs / x.median.bound).toFixed(2)} spread=${fmt(x.min)}-${fmt(x.max)}s runs_ok=${x.good}/${x.runs}\n`,
+      );
 }
 
 const remaining = execFileSync('ip', ['netns', 'list'], { encoding: 'utf8' })
@@ -646,7 +788,7 @@ if (!quick && !values['no-results']) {
   const command = `npm run bench:swarm -- ${argv.join(' ')}`.trim();
   const out = join(REPO, 'bench/results/swarm-lan.md');
   const svg = join(REPO, 'bench/results/swarm-lan.svg');
-  writeFileSync(svg, chart(rows));
+  writeFileSync(svg, chart(repeat > 1 ? summary.map((x) => x.median) : rows));
   const block = [
     `## ${new Date().toISOString()}`,
     '',
@@ -655,10 +797,21 @@ if (!quick && !values['no-results']) {
     `- image ${(F / MB).toFixed(1)} MiB (random), pieces ${pieceLength / 1024} KiB, our choker \`${values.choker}\`; server link ${us / 1e6} Mbit/s, client links ${uc / 1e6} Mbit/s each way (tc tbf), TCP congestion control \`${congestionControl}\`, servers at nice -10, our clients loaded before the clock starts; bound = max(F/u_s, F/d_min, N·F/(u_s + Σu_i))`,
     '- bytes are interface counters (Ethernet/IP/TCP headers and ACKs included; a pure HTTP client "uploads" its ACKs)',
     '',
+    ...(repeat > 1
+      ? [
+          `Medians of ${repeat} runs each (a run in which a client did not verify counts as slowest):`,
+          '',
+          ...SUMMARY_HEADER,
+          ...summary.map(summaryRow),
+          '',
+          'Every run:',
+          '',
+        ]
+      : []),
     ...HEADER,
     ...rows.map(tableRow),
     '',
-    '![completion time against N](swarm-lan.svg)',
+    `![completion time against N${repeat > 1 ? ' (medians)' : ''}](swarm-lan.svg)`,
     '',
   ].join('\n');
   if (!existsSync(out)) appendFileSync(out, '# Scale benchmark: N clients on an emulated LAN\n\n');
@@ -686,6 +839,7 @@ function chart(rs: Row[]): string {
     nginx: '#17becf',
     tftp: '#9467bd',
     aria2: '#2ca02c',
+    'boottorrent+opentracker': '#ff7f0e',
   };
   const out = [
     `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" font-family="sans-serif" font-size="12">`,
