@@ -47,8 +47,6 @@ export interface Peer {
   pendingHaves: number[];
   /** Addresses already sent to this peer in PEX. */
   readonly pexSent: Set<string>;
-  /** When we last sent this peer PEX (ms; 0: never). */
-  pexAt: number;
   connectedAt: number;
   /** Last time a block moved either way (connectedAt until then): see PeerPool.replaceUseless. */
   lastUseful: number;
@@ -81,7 +79,6 @@ export function newPeer(
     pieceSets: 0,
     remoteQueue: 250,
     pexSent: new Set(),
-    pexAt: 0,
     refused: new Map(),
     suggested: new Set(),
     pendingHaves: [],

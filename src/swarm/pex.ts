@@ -11,28 +11,17 @@ import type { Peer, SessionCore } from './peer.js';
 /** Addresses per list (added, dropped) in one message we send (BEP 11). */
 const MAX_PER_MESSAGE = 50;
 
-/**
- * BEP 11: no more than one message a minute to a peer. The first goes as
- * soon as the peer's extended handshake says it takes PEX (greet), the rest
- * at least `gapMs` apart: a room that starts at once learns its members
- * within seconds, not at the next minute (with a tracker whose min
- * interval is 15 minutes, PEX is how early announcers hear of the others).
- */
 export class PexExchange {
   private readonly core: SessionCore;
   private readonly maxAdded: number;
   private readonly addCandidate: (ip: string, port: number, source: CandidateSource) => void;
 
-  private readonly gapMs: number;
-
   constructor(
     core: SessionCore,
     maxAddedPerMessage: number,
     addCandidate: (ip: string, port: number, source: CandidateSource) => void,
-    gapMs: number,
   ) {
     this.core = core;
-    this.gapMs = gapMs;
     this.maxAdded = maxAddedPerMessage;
     this.addCandidate = addCandidate;
   }
@@ -57,49 +46,34 @@ export class PexExchange {
     }
   }
 
-  /** Sends each peer whose gap is over what changed since its last message (nothing if nothing did). */
-  send(now = Date.now()): void {
-    const known = this.known();
-    for (const p of [...this.core.peers.values()]) {
-      if (p.pexAt === 0 || now - p.pexAt >= this.gapMs) this.sendTo(p, known, now);
-    }
-  }
-
-  /** A peer that takes PEX and has had none from us gets its first message now. */
-  greet(peer: Peer, now = Date.now()): void {
-    if (peer.pexAt === 0) this.sendTo(peer, this.known(), now);
-  }
-
-  /** Addresses of the connected peers that listen. */
-  private known(): Set<string> {
+  /** Sends each peer what changed since its last message (nothing if nothing did). */
+  send(): void {
+    const peers = this.core.peers;
     const known = new Set<string>();
-    for (const p of this.core.peers.values()) if (p.listenPort !== undefined) known.add(p.address);
-    return known;
-  }
-
-  private sendTo(p: Peer, known: ReadonlySet<string>, now: number): void {
+    for (const p of peers.values()) if (p.listenPort !== undefined) known.add(p.address);
     const toPeer = (a: string) => {
       const i = a.lastIndexOf(':');
       return { host: a.slice(0, i), port: Number(a.slice(i + 1)), flags: 0 };
     };
-    // BEP 10: an id of 0 (or none) means the peer disabled ut_pex.
-    if (!p.conn.isOpen || !p.conn.supportsExtension('ut_pex')) return;
-    this.core.guard(p, 'pex', () => {
-      const added: string[] = [];
-      for (const a of known) {
-        if (added.length >= MAX_PER_MESSAGE) break;
-        if (a !== p.address && !p.pexSent.has(a)) added.push(a);
-      }
-      const dropped: string[] = [];
-      for (const a of p.pexSent) {
-        if (dropped.length >= MAX_PER_MESSAGE) break;
-        if (!known.has(a)) dropped.push(a);
-      }
-      if (added.length === 0 && dropped.length === 0) return;
-      for (const a of added) p.pexSent.add(a);
-      for (const a of dropped) p.pexSent.delete(a);
-      p.pexAt = now;
-      p.conn.sendPex({ added: added.map(toPeer), dropped: dropped.map(toPeer) });
-    });
+    for (const p of [...peers.values()]) {
+      // BEP 10: an id of 0 (or none) means the peer disabled ut_pex.
+      if (!p.conn.isOpen || !p.conn.supportsExtension('ut_pex')) continue;
+      this.core.guard(p, 'pex', () => {
+        const added: string[] = [];
+        for (const a of known) {
+          if (added.length >= MAX_PER_MESSAGE) break;
+          if (a !== p.address && !p.pexSent.has(a)) added.push(a);
+        }
+        const dropped: string[] = [];
+        for (const a of p.pexSent) {
+          if (dropped.length >= MAX_PER_MESSAGE) break;
+          if (!known.has(a)) dropped.push(a);
+        }
+        if (added.length === 0 && dropped.length === 0) return;
+        for (const a of added) p.pexSent.add(a);
+        for (const a of dropped) p.pexSent.delete(a);
+        p.conn.sendPex({ added: added.map(toPeer), dropped: dropped.map(toPeer) });
+      });
+    }
   }
 }

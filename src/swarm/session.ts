@@ -168,7 +168,6 @@ export class TorrentSession extends EventEmitter<SessionEvents> {
           this.core,
           l.maxPexAddedPerMessage ?? PEER_LIMITS.maxPexAddedPerMessage,
           (ip, port, src) => this.pool.add(ip, port, src),
-          options.pexIntervalMs ?? PEX_INTERVAL_MS,
         )
       : undefined;
   }
@@ -240,8 +239,7 @@ export class TorrentSession extends EventEmitter<SessionEvents> {
     every(CHOKE_INTERVAL_MS, 'rechoke', () => uploader.rechoke(true));
     if (!picker.complete) every(HAVE_BATCH_MS, 'haves', () => downloader.flushHaves());
     const pex = this.pexExchange;
-    // Each peer's gap is its own (a peer greeted at its handshake waits a full gap): look every 10 s.
-    if (pex) every(Math.min(opts.pexIntervalMs ?? PEX_INTERVAL_MS, 10_000), 'pex', () => pex.send());
+    if (pex) every(opts.pexIntervalMs ?? PEX_INTERVAL_MS, 'pex', () => pex.send());
     this.signal?.addEventListener('abort', this.onAbort, { once: true });
     announcer.announceSoon('started');
     await announcer.startLsd(meta.private);
@@ -476,7 +474,6 @@ export class TorrentSession extends EventEmitter<SessionEvents> {
         peer.address = `${ip}:${h.p}`;
       }
       if (typeof h.reqq === 'number' && h.reqq > 0) peer.remoteQueue = Math.min(h.reqq, this.maxQueue);
-      this.pexExchange?.greet(peer);
     });
     on('bitfield', () => downloader.onPieceSet(peer));
     on('have-all', () => downloader.onPieceSet(peer));
