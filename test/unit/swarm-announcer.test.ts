@@ -5,6 +5,12 @@ import { silentLogger } from '../../src/util/logger.js';
 import type { AnnounceRequest, AnnounceResponse } from '../../src/tracker/types.js';
 import { TrackerClient } from '../../src/tracker/client.js';
 import { TrackerServer } from '../../src/tracker/server.js';
+import { join } from 'node:path';
+import { TorrentSession } from '../../src/swarm/session.js';
+import { newPeerId } from '../../src/swarm/client.js';
+import { seedImage } from '../helpers/image.js';
+import { tempDir } from '../helpers/tmp.js';
+import { waitUntil } from '../helpers/wait.js';
 
 type Reply = Partial<AnnounceResponse> | Error;
 
@@ -384,4 +390,54 @@ test('early re-announce against a tracker on loopback: interval, min interval, s
   await Promise.all(sent);
   assert.equal(sent.length, 2, 'the retry');
   assert.equal(a.nextAnnounceAt - clock.t, 8000, 'then 8 s');
+});
+
+test('a downloading session re-announces early while it has fewer peers than its tracker counts; a seed does not', async (t) => {
+  const dir = tempDir(t);
+  const { seedDir, meta } = await seedImage(dir, 3 * 16384, 16384);
+  const server = new TrackerServer({ host: '127.0.0.1', port: 0, open: true, intervalSeconds: 1800 });
+  const { port } = await server.listen();
+  t.after(() => server.close());
+  const url = `http://127.0.0.1:${port}/announce`;
+  const real = new TrackerClient({ httpTimeoutMs: 2000 });
+  // A member nobody can reach (nothing listens on port 1): the tracker counts it.
+  await real.announce(url, {
+    infoHash: meta.infoHash,
+    peerId: Buffer.alloc(20, 9),
+    port: 1,
+    uploaded: 0,
+    downloaded: 0,
+    left: 10,
+    event: 'started',
+    numWant: 0,
+    key: 1,
+  });
+  const counting = (events: string[]): TrackerClient =>
+    ({
+      announce: (u: string, req: AnnounceRequest, o?: { timeoutMs?: number; signal?: AbortSignal }) => {
+        events.push(req.event);
+        return real.announce(u, req, o);
+      },
+    }) as unknown as TrackerClient;
+  const seedEvents: string[] = [];
+  const leechEvents: string[] = [];
+  const seed = new TorrentSession(
+    { meta, dir: seedDir, mode: 'seed', peerId: newPeerId(), listenPort: 1, trackers: [url] },
+    { trackerClient: counting(seedEvents) },
+  );
+  t.after(() => seed.stop());
+  await seed.start();
+  const leech = new TorrentSession(
+    { meta, dir: join(dir, 'leech'), mode: 'download', peerId: newPeerId(), listenPort: 1, trackers: [url] },
+    { trackerClient: counting(leechEvents) },
+  );
+  t.after(() => leech.stop());
+  await leech.start();
+  // The leecher reaches no one (the others "listen" on port 1) while the
+  // tracker counts three: it asks again 5 s after its first answer, where
+  // the interval (30 min) would have it wait.
+  await waitUntil(() => leechEvents.length >= 2, 15_000, "the leecher's early announce");
+  assert.deepEqual(leechEvents.slice(0, 2), ['started', 'none']);
+  await new Promise((r) => setTimeout(r, 1500));
+  assert.deepEqual(seedEvents, ['started'], 'a seed wants no peers: only its regular announces');
 });
