@@ -50,7 +50,7 @@ export interface FetchMetadataServices {
 }
 
 const OUR_ID = 2;
-/** While no copy has come, the trackers are asked again this often (within their min interval). */
+/** While no copy has come, the trackers are asked again this long after an answer, doubling each time (within their min interval). */
 const ANNOUNCE_EAGER_MS = 3000;
 /** A peer that has not finished its handshake this long after the TCP connect is dropped. */
 const HANDSHAKE_TIMEOUT_MS = 10_000;

@@ -22,6 +22,8 @@ interface Row {
   verified: number;
   allSecs?: number;
   error?: string;
+  serverCpu?: number;
+  clientCpu?: number;
 }
 
 test('bench:swarm --quick: every method delivers a verified image to every client', async (t) => {
@@ -37,9 +39,13 @@ test('bench:swarm --quick: every method delivers a verified image to every clien
     requireProgram(p, pkg);
   const dir = tempDir(t, 'bt-bench-swarm-test-');
   const json = join(dir, 'out.json');
-  const child = spawn(process.execPath, [SCRIPT, '--quick', '--json', json], {
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
+  const child = spawn(
+    process.execPath,
+    [SCRIPT, '--quick', '--tracker', 'ours,opentracker', '--json', json],
+    {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    },
+  );
   let out = '';
   child.stdout.on('data', (d: Buffer) => (out += d.toString()));
   child.stderr.on('data', (d: Buffer) => (out += d.toString()));
@@ -59,11 +65,26 @@ test('bench:swarm --quick: every method delivers a verified image to every clien
   assert.equal(code, 0, out);
   const { rows } = JSON.parse(readFileSync(json, 'utf8')) as { rows: Row[] };
   const methods = rows.filter((r) => r.method !== 'bound').map((r) => r.method);
-  assert.deepEqual(methods.sort(), ['aria2', 'boottorrent', 'http', 'nginx', 'tftp']);
+  assert.deepEqual(methods.sort(), [
+    'aria2',
+    'boottorrent',
+    'boottorrent+opentracker',
+    'http',
+    'nginx',
+    'tftp',
+  ]);
   for (const r of rows) {
     assert.equal(r.error, undefined, `${r.method}: ${r.error}`);
     assert.equal(r.n, 4);
     assert.equal(r.verified, 4, `${r.method}: ${r.verified}/4 clients with the right SHA-256`);
+    if (r.method === 'bound') continue;
+    // Every run records the server's CPU; clients that run to the end (ours, aria2c) their own.
+    assert.ok(typeof r.serverCpu === 'number' && r.serverCpu >= 0, `${r.method}: server CPU ${r.serverCpu}`);
+    if (['boottorrent', 'boottorrent+opentracker', 'aria2'].includes(r.method))
+      assert.ok(
+        typeof r.clientCpu === 'number' && r.clientCpu > 0,
+        `${r.method}: CPU per client ${r.clientCpu}`,
+      );
   }
 });
 
