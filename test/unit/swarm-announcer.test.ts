@@ -246,6 +246,52 @@ test('eager: each early announce doubles the wait for the next', async () => {
 });
 
 /**
+ * An announcer for one tracker URL over a real TrackerClient, with a clock
+ * moved by hand and every request kept in `sent` (settled, never rejected)
+ * so a test can wait for all it sent.
+ */
+function overLoopback(
+  client: TrackerClient,
+  url: string,
+  infoHash: Buffer,
+  peerByte: number,
+  wantsPeers: () => boolean,
+) {
+  const clock = { t: 5_000_000 };
+  const sent: Promise<unknown>[] = [];
+  const peers: string[] = [];
+  const a = new Announcer(
+    {
+      infoHash,
+      infoHashHex: infoHash.toString('hex'),
+      peerId: Buffer.alloc(20, peerByte),
+      port: 7000 + peerByte,
+      trackers: [url],
+      key: peerByte,
+      startedComplete: false,
+      eagerMs: 3000,
+    },
+    {
+      logger: silentLogger,
+      tracker: {
+        announce: (u, req, o) => {
+          const p = client.announce(u, req, o);
+          sent.push(p.catch(() => undefined));
+          return p;
+        },
+      },
+      progress: () => ({ uploaded: 0, downloaded: 0, left: 10 }),
+      onPeer: (ip, p) => peers.push(`${ip}:${p}`),
+      onWarning: () => undefined,
+      stopped: () => false,
+      now: () => clock.t,
+      wantsPeers,
+    },
+  );
+  return { a, clock, sent, peers };
+}
+
+/**
  * The rules against a real tracker on loopback, HTTP and UDP: the Announcer
  * over a real TrackerClient, with the clock moved by hand. Every request is
  * awaited, so "no announce" is a fact, not a timeout.
@@ -277,37 +323,13 @@ test('early re-announce against a tracker on loopback: interval, min interval, s
   });
 
   for (const url of [`http://127.0.0.1:${port}/announce`, `udp://127.0.0.1:${port}`]) {
-    const clock = { t: 5_000_000 };
-    const sent: Promise<unknown>[] = [];
-    const peers: string[] = [];
     let wants = true;
-    const a = new Announcer(
-      {
-        infoHash,
-        infoHashHex: infoHash.toString('hex'),
-        peerId: Buffer.alloc(20, url.startsWith('udp') ? 3 : 4),
-        port: 7001,
-        trackers: [url],
-        key: 5,
-        startedComplete: false,
-        eagerMs: 3000,
-      },
-      {
-        logger: silentLogger,
-        tracker: {
-          announce: (u, req, o) => {
-            const p = client.announce(u, req, o);
-            sent.push(p.catch(() => undefined));
-            return p;
-          },
-        },
-        progress: () => ({ uploaded: 0, downloaded: 0, left: 10 }),
-        onPeer: (ip, p) => peers.push(`${ip}:${p}`),
-        onWarning: () => undefined,
-        stopped: () => false,
-        now: () => clock.t,
-        wantsPeers: () => wants,
-      },
+    const { a, clock, sent, peers } = overLoopback(
+      client,
+      url,
+      infoHash,
+      url.startsWith('udp') ? 3 : 4,
+      () => wants,
     );
     /** Moves the clock to `ms` after the first answer, ticks, and waits for whatever it sent. */
     const t0 = clock.t;
@@ -350,35 +372,12 @@ test('early re-announce against a tracker on loopback: interval, min interval, s
   // The tracker goes away: no early announce, the backoff (4 s, doubling) instead.
   await server.close();
   closed = true;
-  const clock = { t: 9_000_000 };
-  const sent: Promise<unknown>[] = [];
-  const a = new Announcer(
-    {
-      infoHash,
-      infoHashHex: infoHash.toString('hex'),
-      peerId: Buffer.alloc(20, 6),
-      port: 7002,
-      trackers: [`http://127.0.0.1:${port}/announce`],
-      key: 6,
-      startedComplete: false,
-      eagerMs: 3000,
-    },
-    {
-      logger: silentLogger,
-      tracker: {
-        announce: (u, req, o) => {
-          const p = client.announce(u, req, o);
-          sent.push(p.catch(() => undefined));
-          return p;
-        },
-      },
-      progress: () => ({ uploaded: 0, downloaded: 0, left: 10 }),
-      onPeer: () => undefined,
-      onWarning: () => undefined,
-      stopped: () => false,
-      now: () => clock.t,
-      wantsPeers: () => true,
-    },
+  const { a, clock, sent } = overLoopback(
+    client,
+    `http://127.0.0.1:${port}/announce`,
+    infoHash,
+    6,
+    () => true,
   );
   await a.announce('started');
   assert.equal(a.nextAnnounceAt - clock.t, 4000, 'refused: retry in 4 s');
