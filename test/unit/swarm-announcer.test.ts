@@ -245,6 +245,21 @@ test('eager: each early announce doubles the wait for the next', async () => {
   assert.deepEqual(at, [3000, 9000, 21_000, 45_000]);
 });
 
+/** A member of the swarm that only announces (on `port`): the tracker counts it. */
+function joinSwarm(client: TrackerClient, url: string, infoHash: Buffer, port: number) {
+  return client.announce(url, {
+    infoHash,
+    peerId: Buffer.alloc(20, 9),
+    port,
+    uploaded: 0,
+    downloaded: 0,
+    left: 10,
+    event: 'started',
+    numWant: 0,
+    key: 1,
+  });
+}
+
 /**
  * An announcer for one tracker URL over a real TrackerClient, with a clock
  * moved by hand and every request kept in `sent` (settled, never rejected)
@@ -310,17 +325,7 @@ test('early re-announce against a tracker on loopback: interval, min interval, s
   const client = new TrackerClient({ udpRetransmitBaseMs: 200, udpMaxRetransmits: 0, httpTimeoutMs: 2000 });
   const infoHash = Buffer.alloc(20, 7);
   // Another member of the swarm, so the tracker counts two.
-  await client.announce(`http://127.0.0.1:${port}/announce`, {
-    infoHash,
-    peerId: Buffer.alloc(20, 9),
-    port: 7000,
-    uploaded: 0,
-    downloaded: 0,
-    left: 10,
-    event: 'started',
-    numWant: 0,
-    key: 1,
-  });
+  await joinSwarm(client, `http://127.0.0.1:${port}/announce`, infoHash, 7000);
 
   for (const url of [`http://127.0.0.1:${port}/announce`, `udp://127.0.0.1:${port}`]) {
     let wants = true;
@@ -400,17 +405,7 @@ test('a downloading session re-announces early while it has fewer peers than its
   const url = `http://127.0.0.1:${port}/announce`;
   const real = new TrackerClient({ httpTimeoutMs: 2000 });
   // A member nobody can reach (nothing listens on port 1): the tracker counts it.
-  await real.announce(url, {
-    infoHash: meta.infoHash,
-    peerId: Buffer.alloc(20, 9),
-    port: 1,
-    uploaded: 0,
-    downloaded: 0,
-    left: 10,
-    event: 'started',
-    numWant: 0,
-    key: 1,
-  });
+  await joinSwarm(real, url, meta.infoHash, 1);
   const counting = (events: string[]): TrackerClient =>
     ({
       announce: (u: string, req: AnnounceRequest, o?: { timeoutMs?: number; signal?: AbortSignal }) => {
