@@ -40,7 +40,7 @@ import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { DEFAULT_RATES, type AttackRates } from './attacks.js';
-import { NetLab, waitFor, type Host, type Proc } from './netlab.js';
+import { NetLab, processCpuSeconds, waitFor, type Host, type Proc } from './netlab.js';
 import { writeFaultEnv, type FaultEnv } from '../test/helpers/faults-server.js';
 
 const USAGE = `usage: npm run bench:soak -- [--duration 300] [--clients 8] [--size 16M] [--seed-time 20]
@@ -247,16 +247,10 @@ interface PhaseResult {
   seconds: number;
 }
 
-/** utime + stime of a process, in seconds (/proc/<pid>/stat fields 14 and 15). */
+/** utime + stime of a process, in seconds; NaN once it is gone. */
 function cpuSeconds(pid: number | undefined): number {
   if (!pid) return 0;
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    return (Number(f[11]) + Number(f[12])) / 100;
-  } catch {
-    return NaN;
-  }
+  return processCpuSeconds(pid) ?? NaN;
 }
 
 /** Packets and bytes through a host's switch port: rx there is what the host sent, tx what it received. */

@@ -44,6 +44,7 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { parseArgs } from 'node:util';
 import { aria2cSwarmArgs } from '../src/demo/aria2c.js';
+import { processCpuSeconds } from './netlab.js';
 
 const { values } = parseArgs({
   options: {
@@ -69,15 +70,13 @@ const TIME = '/usr/bin/time';
 if (!existsSync(TIME)) throw new Error('needs GNU time at /usr/bin/time: apt-get install time');
 const aria2c = execFileSync('sh', ['-c', 'command -v aria2c'], { encoding: 'utf8' }).trim();
 if (!aria2c) throw new Error('needs aria2c: apt-get install aria2');
-const CLK_TCK = Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim());
 const children = new Set<ChildProcess>();
 
 /** user+sys seconds a live process has used so far. */
 function cpuSeconds(pid: number): number {
-  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-  // Fields after the command name (which may hold spaces) start at state (field 3).
-  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  return (Number(f[11]) + Number(f[12])) / CLK_TCK;
+  const s = processCpuSeconds(pid);
+  if (s === undefined) throw new Error(`process ${pid} is gone: no CPU time to read`);
+  return s;
 }
 
 /** Peak resident set (VmHWM) of a live process, in bytes. */

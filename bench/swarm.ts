@@ -61,14 +61,13 @@ import {
   writeSync,
   openSync,
   closeSync,
-  readFileSync,
 } from 'node:fs';
 import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { createTorrent } from '../src/torrent/create.js';
 import { encodeTorrent } from '../src/torrent/metainfo.js';
-import { NetLab, cpuTicks, unit, waitFor, which, type Host, type Proc } from './netlab.js';
+import { NetLab, cpuTicks, processCpuSeconds, unit, waitFor, which, type Host, type Proc } from './netlab.js';
 
 // `--phase1`: the end-to-end boot benchmark (phase 1 and the OS), its own script.
 if (process.argv.slice(2).includes('--phase1')) {
@@ -643,20 +642,10 @@ async function runOne(name: string, n: number): Promise<Row> {
   return row;
 }
 
-const CLK_TCK = Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim());
-
 /** CPU seconds (user + system) a running process has used; undefined once it has exited. */
 function procCpu(p: Proc): number | undefined {
   const pid = p.child.pid;
-  if (pid === undefined || p.exitedAt !== undefined) return undefined;
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    // Fields after the command name (which may hold spaces) start at the state (field 3).
-    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    return (Number(f[11]) + Number(f[12])) / CLK_TCK;
-  } catch {
-    return undefined;
-  }
+  return pid === undefined || p.exitedAt !== undefined ? undefined : processCpuSeconds(pid);
 }
 
 const MB = 1024 * 1024;
