@@ -118,6 +118,8 @@ async function stop(child: ChildProcess): Promise<void> {
 interface Sample {
   seconds: number;
   leechCpu: number;
+  /** The kernel's share of leechCpu (page-cache copies, sockets). */
+  leechSys: number;
   leechRss: number;
   seedCpu: number;
   seedRss: number;
@@ -134,7 +136,7 @@ async function leech(seederPid: number, cmd: string, args: string[], timeFile: s
   const seedCpu = cpuSeconds(seederPid) - cpu0;
   const seedRss = peakRss(seederPid);
   const [u, s, kb] = readFileSync(timeFile, 'utf8').trim().split('\n').at(-1)!.split(' ').map(Number);
-  return { seconds, leechCpu: u! + s!, leechRss: kb! * 1024, seedCpu, seedRss };
+  return { seconds, leechCpu: u! + s!, leechSys: s!, leechRss: kb! * 1024, seedCpu, seedRss };
 }
 
 /** Byte-compares the download with the source (outside the timing). */
@@ -275,18 +277,19 @@ try {
     }
   };
 
+  const runLine = (x: Sample) =>
+    `${(bytes / x.seconds / 1e6).toFixed(1)} MB/s, leecher ${x.leechCpu.toFixed(2)} CPU-s ` +
+    `(sys ${x.leechSys.toFixed(2)}), seeder ${x.seedCpu.toFixed(2)} CPU-s`;
   const ours: Sample[] = [];
   const theirs: Sample[] = [];
   for (let i = 0; i < runs; i++) {
     if (values.only !== 'aria2c') {
       ours.push(await oursRun());
-      process.stderr.write(`ours   run ${i + 1}: ${(bytes / ours.at(-1)!.seconds / 1e6).toFixed(1)} MB/s\n`);
+      process.stderr.write(`ours   run ${i + 1}: ${runLine(ours.at(-1)!)}\n`);
     }
     if (values.only !== 'ours') {
       theirs.push(await ariaRun());
-      process.stderr.write(
-        `aria2c run ${i + 1}: ${(bytes / theirs.at(-1)!.seconds / 1e6).toFixed(1)} MB/s\n`,
-      );
+      process.stderr.write(`aria2c run ${i + 1}: ${runLine(theirs.at(-1)!)}\n`);
     }
   }
 
@@ -296,19 +299,20 @@ try {
     const secs = median(s.map((x) => x.seconds));
     return (
       `| ${name} | **${(bytes / secs / 1e6).toFixed(1)}** | ${secs.toFixed(2)} | ` +
-      `${median(s.map((x) => x.leechCpu)).toFixed(2)} | ${mb(median(s.map((x) => x.leechRss)))} | ` +
+      `${median(s.map((x) => x.leechCpu)).toFixed(2)} | ${median(s.map((x) => x.leechSys)).toFixed(2)} | ` +
+      `${mb(median(s.map((x) => x.leechRss)))} | ` +
       `${median(s.map((x) => x.seedCpu)).toFixed(2)} | ${mb(median(s.map((x) => x.seedRss)))} |`
     );
   };
   const rate = (s: Sample[]) => bytes / median(s.map((x) => x.seconds));
   const lines = [
-    '| seeder -> leecher | MB/s | wall s | leecher CPU s | leecher peak RSS MB | seeder CPU s | seeder peak RSS MB |',
-    '| --- | ---: | ---: | ---: | ---: | ---: | ---: |',
+    '| seeder -> leecher | MB/s | wall s | leecher CPU s | of it sys | leecher peak RSS MB | seeder CPU s | seeder peak RSS MB |',
+    '| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
   ];
   if (ours.length) lines.push(row('BootTorrent seed -> get', ours));
   if (theirs.length) lines.push(row('aria2c -> aria2c', theirs));
   if (ours.length && theirs.length) {
-    lines.push(`| ratio ours / aria2c | ${(rate(ours) / rate(theirs)).toFixed(2)} | | | | | |`);
+    lines.push(`| ratio ours / aria2c | ${(rate(ours) / rate(theirs)).toFixed(2)} | | | | | | |`);
   }
   const ariaVersion = execFileSync(aria2c, ['--version'], { encoding: 'utf8' }).split('\n')[0];
   const block = [
@@ -320,7 +324,7 @@ try {
       .map((a) => (/[\s"']/.test(a) ? JSON.stringify(a) : a))
       .join(' ')}\``,
     `- ${(bytes / 2 ** 20).toFixed(0)} MiB random file, piece length ${info.pieceLength / 1024} KiB, loopback, page cache warm; median of ${runs} run(s) per row (each column's own median)`,
-    '- MB/s = 10^6 bytes/s over the leecher process wall time (spawn to exit). Leecher CPU (user+sys) and peak RSS: GNU time, whole process. Seeder CPU: during the transfer only; seeder peak RSS: VmHWM over its whole life.',
+    '- MB/s = 10^6 bytes/s over the leecher process wall time (spawn to exit). Leecher CPU (user+sys, and sys alone) and peak RSS: GNU time, whole process. Seeder CPU: during the transfer only; seeder peak RSS: VmHWM over its whole life.',
     '',
     ...lines,
     '',

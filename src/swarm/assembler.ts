@@ -29,11 +29,15 @@ interface Assembly {
   readonly contributors: Set<string>;
 }
 
-/** A piece whose hash matched: write `data`, then release() its buffer for reuse. */
+/**
+ * A piece whose hash matched: write `data`, then release() its buffer for
+ * reuse. If the write moved `data`'s memory away (PieceStore.writePiece's
+ * `move`), pass what came back, if anything.
+ */
 export interface GoodPiece {
   readonly ok: true;
   readonly data: Buffer;
-  readonly release: () => void;
+  readonly release: (back?: Buffer) => void;
 }
 
 /**
@@ -94,7 +98,8 @@ export class PieceAssembler {
   add(index: number, begin: number, block: Buffer, peer: string): void {
     let a = this.assemblies.get(index);
     if (!a) {
-      const backing = this.spare.pop() ?? Buffer.allocUnsafe(this.opts.pieceLength);
+      // Its own ArrayBuffer (never Node's shared pool): the disk writer may move it to its thread.
+      const backing = this.spare.pop() ?? Buffer.from(new ArrayBuffer(this.opts.pieceLength));
       a = { buf: backing.subarray(0, this.opts.pieceSize(index)), backing, contributors: new Set() };
       this.assemblies.set(index, a);
     }
@@ -113,8 +118,10 @@ export class PieceAssembler {
     const a = this.assemblies.get(index);
     if (!a) throw new Error(`piece ${index} has no blocks`);
     this.assemblies.delete(index);
-    const release = () => {
-      if (this.spare.length < this.maxSpare) this.spare.push(a.backing);
+    const release = (back?: Buffer) => {
+      // Moved to the disk writer: `back` is its memory returned, or it is gone (empty here).
+      const buf = back ?? a.backing;
+      if (buf.length === this.opts.pieceLength && this.spare.length < this.maxSpare) this.spare.push(buf);
     };
     if (this.opts.check(index, a.buf)) return { ok: true, data: a.buf, release };
     release();

@@ -36,6 +36,12 @@ export interface DownloaderHooks {
 }
 
 const REQUEST_TIMEOUT_MS = 30_000;
+/**
+ * Verified pieces waiting for the disk, in bytes (at least two pieces),
+ * beyond which no more blocks are asked for: a disk slower than the link
+ * holds the download back instead of piling pieces up in memory.
+ */
+const WRITE_BACKLOG_BYTES = 16 << 20;
 /** Failed pieces shared with other sources after which a web seed is dropped anyway. */
 const WEB_STRIKES = 4;
 /**
@@ -223,7 +229,8 @@ export class Downloader {
       picker.complete ||
       peer.conn.peerChoking ||
       !peer.conn.amInterested ||
-      !peer.conn.isOpen
+      !peer.conn.isOpen ||
+      this.diskBehind()
     ) {
       return;
     }
@@ -322,6 +329,16 @@ export class Downloader {
     return this.localCache;
   }
 
+  /** True while the disk is behind (see WRITE_BACKLOG_BYTES); asking resumes once it caught up. */
+  private diskBehind(): boolean {
+    const behind = this.store.writeBacklog >= Math.max(WRITE_BACKLOG_BYTES, 2 * this.core.meta.pieceLength);
+    if (behind) this.heldBack = true;
+    return behind;
+  }
+
+  /** Asking was held back for the disk (diskBehind). */
+  private heldBack = false;
+
   /** Tops up every peer, each guarded (a throw closes that peer only). */
   fillAll(): void {
     for (const p of [...this.core.peers.values()]) this.core.guard(p, 'fill', () => this.fill(p));
@@ -411,16 +428,21 @@ export class Downloader {
       for (const p of this.core.peers.values()) this.fill(p);
       return;
     }
+    let back: Buffer | undefined;
     try {
-      await this.store.writePiece(index, v.data);
+      back = await this.store.writePiece(index, v.data, { move: true });
     } catch (err) {
       picker.pieceFailed(index);
       this.hooks.writeFailed(index, err as Error);
       return;
     } finally {
-      v.release();
+      v.release(back);
     }
     if (this.core.isStopped()) return;
+    if (this.heldBack && !this.diskBehind()) {
+      this.heldBack = false;
+      this.fillAll();
+    }
     picker.pieceVerified(index);
     this.hooks.piece(index);
     for (const p of this.core.peers.values()) {
@@ -460,7 +482,7 @@ export class Downloader {
 
   /** Up to `max` blocks for a web seed to fetch (no endgame duplicates: peers finish those). */
   webPick(pid: string, max: number): BlockRequest[] {
-    if (!this.web.has(pid) || this.core.isStopped() || this.picker.complete) return [];
+    if (!this.web.has(pid) || this.core.isStopped() || this.picker.complete || this.diskBehind()) return [];
     return this.picker.pick({ id: pid, has: () => true }, max, 0);
   }
 

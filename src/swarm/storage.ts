@@ -16,6 +16,7 @@ import { BootTorrentError } from '../errors.js';
 import { hashPieces } from '../torrent/hash-pool.js';
 import { pieceHash, pieceSize, type Metainfo } from '../torrent/metainfo.js';
 import { Bitfield } from '../wire/bitfield.js';
+import { writeFromWorker, type DiskWriteError, type WriteSegment } from './disk-writer.js';
 
 export type StorageMode = 'seed' | 'download';
 
@@ -245,7 +246,7 @@ export class PieceStore {
   private async spans(
     start: number,
     length: number,
-    fn: (fh: FileHandle, fileOffset: number, bufOffset: number, n: number) => Promise<void>,
+    fn: (fh: FileHandle, fileOffset: number, bufOffset: number, n: number, abs: string) => Promise<void>,
   ): Promise<void> {
     const end = start + length;
     this.inflight++;
@@ -255,7 +256,7 @@ export class PieceStore {
         if (fEnd <= start || f.offset >= end || f.length === 0) continue;
         const from = Math.max(start, f.offset);
         const to = Math.min(end, fEnd);
-        await fn(await this.handle(f.abs), from - f.offset, from - start, to - from);
+        await fn(await this.handle(f.abs), from - f.offset, from - start, to - from, f.abs);
       }
     } finally {
       this.inflight--;
@@ -419,17 +420,79 @@ export class PieceStore {
     }
   }
 
-  /** Writes a verified piece. The caller checked the hash (pieceMatches). */
-  async writePiece(index: number, data: Buffer): Promise<void> {
-    this.assertOpen();
-    if (this.mode === 'seed') throw storageError('cannot write to a store opened for seeding');
-    await this.spans(index * this.meta.pieceLength, data.length, async (fh, fileOffset, bufOffset, n) => {
-      let done = 0;
-      while (done < n) {
-        const { bytesWritten } = await fh.write(data, bufOffset + done, n - done, fileOffset + done);
-        done += bytesWritten;
-      }
+  /**
+   * Writes a verified piece (the caller checked the hash: pieceMatches);
+   * resolves once it is written. Pieces are written one at a time, in the
+   * order they came, by the writer thread (disk-writer.ts says why);
+   * `writeBacklog` lets the downloader stop asking for more while the disk
+   * is behind. With `move`, `data`'s memory goes to the thread without a
+   * copy (it must own its ArrayBuffer, as the assembler's buffers do) and
+   * comes back as the result: a Buffer over all of that memory (lost on a
+   * failure: the caller allocates anew).
+   */
+  writePiece(index: number, data: Buffer, opts: { move?: boolean } = {}): Promise<Buffer | undefined> {
+    if (this.closed) return Promise.reject(storageError('storage is closed'));
+    if (this.mode === 'seed')
+      return Promise.reject(storageError('cannot write to a store opened for seeding'));
+    return new Promise<Buffer | undefined>((resolve, reject) => {
+      this.writeQueue.push({ index, data, move: opts.move ?? false, resolve, reject });
+      this.queuedBytes += data.length;
+      if (!this.writing) void this.drainWrites();
     });
+  }
+
+  /** Bytes of verified pieces waiting to be written (see writePiece). */
+  get writeBacklog(): number {
+    return this.queuedBytes;
+  }
+
+  private readonly writeQueue: {
+    index: number;
+    data: Buffer;
+    move: boolean;
+    resolve: (back: Buffer | undefined) => void;
+    reject: (err: Error) => void;
+  }[] = [];
+  private queuedBytes = 0;
+  private writing = false;
+
+  private async drainWrites(): Promise<void> {
+    this.writing = true;
+    for (let w = this.writeQueue.shift(); w; w = this.writeQueue.shift()) {
+      const { index, data } = w;
+      const length = data.length;
+      // The write handles stay open until the thread is done with them (see closeRetired).
+      this.inflight++;
+      try {
+        // Closed meanwhile: nothing more is written (nor a handle opened again).
+        this.assertOpen();
+        const segments: (WriteSegment & { abs: string })[] = [];
+        await this.spans(index * this.meta.pieceLength, length, (fh, position, bufOffset, n, abs) => {
+          segments.push({ fd: fh.fd, offset: bufOffset, length: n, position, abs });
+          return Promise.resolve();
+        });
+        const plain = segments.map(({ fd, offset, length: len, position }) => ({
+          fd,
+          offset,
+          length: len,
+          position,
+        }));
+        w.resolve(
+          await writeFromWorker(data, plain, w.move).catch((err: unknown) => {
+            const e = err as DiskWriteError;
+            const file = segments[e.segment ?? 0]?.abs ?? this.root;
+            throw storageError(`cannot write piece ${index} to ${file}: ${e.message}`, err);
+          }),
+        );
+      } catch (err) {
+        w.reject(err as Error);
+      } finally {
+        this.queuedBytes -= length;
+        this.inflight--;
+        if (this.retired.length > 0) this.closeRetired();
+      }
+    }
+    this.writing = false;
   }
 
   /** Flushes to disk (fsync) every file; the download is durable after this. */
