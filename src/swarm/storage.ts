@@ -9,8 +9,8 @@
  * `<dir>/<name>`, a multi-file one `<dir>/<name>/<path...>`.
  */
 import { createHash } from 'node:crypto';
-import { constants, createReadStream } from 'node:fs';
-import { lstat, mkdir, open, realpath, stat, type FileHandle } from 'node:fs/promises';
+import { constants, createReadStream, writeSync } from 'node:fs';
+import { lstat, mkdir, open, realpath, stat, statfs, type FileHandle } from 'node:fs/promises';
 import { dirname, join, relative, isAbsolute, sep } from 'node:path';
 import { BootTorrentError } from '../errors.js';
 import { hashPieces } from '../torrent/hash-pool.js';
@@ -58,6 +58,18 @@ export function pieceMatches(meta: Metainfo, index: number, data: Buffer): boole
   return createHash('sha1').update(data).digest().equals(pieceHash(meta, index));
 }
 
+/** True if `dir` is on a filesystem in memory (tmpfs or ramfs), where a write never waits on a disk. */
+async function inMemory(dir: string): Promise<boolean> {
+  const TMPFS_MAGIC = 0x01021994;
+  const RAMFS_MAGIC = 0x858458f6;
+  try {
+    const { type } = await statfs(dir);
+    return type === TMPFS_MAGIC || type === RAMFS_MAGIC;
+  } catch {
+    return false;
+  }
+}
+
 /** SHA-256 of a whole file, streamed (the agent checks each OS file against its boot config). */
 export async function sha256File(path: string, signal?: AbortSignal): Promise<string> {
   const hash = createHash('sha256');
@@ -84,6 +96,8 @@ export class PieceStore {
    * MB/s that lag alone is ~100 MB of RSS.
    */
   private readonly free: Buffer[] = [];
+  /** Download files on a filesystem in memory (tmpfs, ramfs): written on this thread (see drainWrites). */
+  private readonly inRam = new Set<string>();
   /** Files created empty by prepare(): nothing in them to check. */
   private readonly created = new Set<string>();
   private closed = false;
@@ -172,6 +186,7 @@ export class PieceStore {
       if (this.mode === 'download') {
         await this.refuseLinks(dir, f.abs);
         await mkdir(dirname(f.abs), { recursive: true });
+        if (await inMemory(dirname(f.abs))) this.inRam.add(f.abs);
       }
       let st;
       try {
@@ -423,12 +438,14 @@ export class PieceStore {
   /**
    * Writes a verified piece (the caller checked the hash: pieceMatches);
    * resolves once it is written. Pieces are written one at a time, in the
-   * order they came, by the writer thread (disk-writer.ts says why);
+   * order they came, by the writer thread (disk-writer.ts says why), or on
+   * this thread where the files are in memory (tmpfs: nothing to wait on);
    * `writeBacklog` lets the downloader stop asking for more while the disk
    * is behind. With `move`, `data`'s memory goes to the thread without a
    * copy (it must own its ArrayBuffer, as the assembler's buffers do) and
    * comes back as the result: a Buffer over all of that memory (lost on a
-   * failure: the caller allocates anew).
+   * failure: the caller allocates anew). Written on this thread, `data`
+   * stays as it was and the result is undefined.
    */
   writePiece(index: number, data: Buffer, opts: { move?: boolean } = {}): Promise<Buffer | undefined> {
     if (this.closed) return Promise.reject(storageError('storage is closed'));
@@ -471,6 +488,20 @@ export class PieceStore {
           segments.push({ fd: fh.fd, offset: bufOffset, length: n, position, abs });
           return Promise.resolve();
         });
+        // In memory there is no disk to wait on, and the thread's messages
+        // cost more than the copy (phase 1's agents download into a tmpfs).
+        if (segments.every((g) => this.inRam.has(g.abs))) {
+          for (const g of segments) {
+            try {
+              for (let done = 0; done < g.length;)
+                done += writeSync(g.fd, data, g.offset + done, g.length - done, g.position + done);
+            } catch (err) {
+              throw storageError(`cannot write piece ${index} to ${g.abs}: ${(err as Error).message}`, err);
+            }
+          }
+          w.resolve(undefined);
+          continue;
+        }
         const plain = segments.map(({ fd, offset, length: len, position }) => ({
           fd,
           offset,

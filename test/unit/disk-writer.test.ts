@@ -1,8 +1,10 @@
-// The writer thread that puts verified pieces on disk (src/swarm/disk-writer.ts):
-// it writes in 16 KiB calls, hands a moved buffer back whole, names the file
-// when the disk refuses, does not keep a process alive, and a disk that
-// stops (a frozen filesystem, as real as a stalled one) holds the download
-// back instead of piling pieces up in memory. The last two need root (mount).
+// How verified pieces reach the files (src/swarm/disk-writer.ts, PieceStore):
+// on a disk, the writer thread writes in 16 KiB calls and hands a moved
+// buffer back whole; in memory (tmpfs) the calling thread writes; a full
+// filesystem fails the piece naming the file; the thread does not keep a
+// process alive; and a disk that stops (a frozen filesystem, as real as a
+// stalled one) holds the download back instead of piling pieces up in
+// memory. Real filesystems (ext4 on a loop device, tmpfs), so root.
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync, spawn } from 'node:child_process';
@@ -63,7 +65,16 @@ function mounted(
   return { dir, uses: (close) => users.push(close) };
 }
 
-test('a piece over two files is written in 16 KiB calls; a moved buffer comes back whole, a kept one unchanged', async (t) => {
+/** A fresh filesystem of `size` (e.g. '16M'): ext4 on a loop device (a disk), or a tmpfs (memory). */
+function disk(t: TestContext, kind: 'ext4' | 'tmpfs', size: string) {
+  if (kind === 'tmpfs') return mounted(t, ['-t', 'tmpfs', '-o', `size=${size}`, 'tmpfs']);
+  const image = join(tempDir(t), 'disk.img');
+  execFileSync('truncate', ['-s', size, image]);
+  execFileSync('mkfs.ext4', ['-q', '-F', image]);
+  return mounted(t, ['-o', 'loop', image]);
+}
+
+test('on a disk: a piece over two files is written by the thread in 16 KiB calls; a moved buffer comes back whole, a kept one unchanged', async (t) => {
   const dir = tempDir(t);
   const src = join(dir, 'src');
   mkdirSync(src);
@@ -73,8 +84,9 @@ test('a piece over two files is written in 16 KiB calls; a moved buffer comes ba
   writeFileSync(join(src, 'a.bin'), a);
   writeFileSync(join(src, 'b.bin'), b);
   const { meta } = await createTorrent(src, { pieceLength: PIECE });
-  const store = await PieceStore.open(meta, join(dir, 'out'), { mode: 'download' });
-  t.after(() => store.close());
+  const out = disk(t, 'ext4', '16M');
+  const store = await PieceStore.open(meta, out.dir, { mode: 'download' });
+  out.uses(() => store.close());
   const whole = Buffer.concat([a, b]);
 
   const piece0 = Buffer.from(new ArrayBuffer(PIECE));
@@ -92,66 +104,88 @@ test('a piece over two files is written in 16 KiB calls; a moved buffer comes ba
   assert.equal(await store.writePiece(1, last), undefined);
   assert.ok(last.equals(whole.subarray(PIECE)));
   await store.sync();
-  assert.ok(readFileSync(join(dir, 'out', 'src', 'a.bin')).equals(a));
-  assert.ok(readFileSync(join(dir, 'out', 'src', 'b.bin')).equals(b));
+  assert.ok(readFileSync(join(out.dir, 'src', 'a.bin')).equals(a));
+  assert.ok(readFileSync(join(out.dir, 'src', 'b.bin')).equals(b));
 });
 
-test('a disk that refuses a write (full) fails that piece, naming the piece and the file', async (t) => {
+test('in memory (tmpfs): a piece is written on the calling thread, its buffer not moved', async (t) => {
   const dir = tempDir(t);
-  const src = join(dir, 'src');
-  mkdirSync(src);
-  const data = pseudoRandomBytes(4 * PIECE, 3);
-  writeFileSync(join(src, 'image.bin'), data);
-  const { meta } = await createTorrent(join(src, 'image.bin'), { pieceLength: PIECE });
-  const { dir: small, uses } = mounted(t, ['-t', 'tmpfs', '-o', 'size=1m', 'tmpfs']);
-  const store = await PieceStore.open(meta, small, { mode: 'download' });
-  uses(() => store.close());
-  await store.writePiece(0, Buffer.from(data.subarray(0, PIECE)));
-  // 1 MiB holds two pieces at most: of the other three, one at least finds no room.
-  const rest = await Promise.allSettled(
-    [1, 2, 3].map((i) => store.writePiece(i, Buffer.from(data.subarray(i * PIECE, (i + 1) * PIECE)))),
+  const data = pseudoRandomBytes(2 * PIECE, 4);
+  writeFileSync(join(dir, 'image.bin'), data);
+  const { meta } = await createTorrent(join(dir, 'image.bin'), { pieceLength: PIECE });
+  const ram = disk(t, 'tmpfs', '4m');
+  const store = await PieceStore.open(meta, ram.dir, { mode: 'download' });
+  ram.uses(() => store.close());
+  const piece = Buffer.from(new ArrayBuffer(PIECE));
+  data.copy(piece, 0, PIECE);
+  assert.equal(
+    await store.writePiece(1, piece, { move: true }),
+    undefined,
+    'nothing came back: nothing left',
   );
-  const failed = rest.flatMap((r, k) =>
-    r.status === 'rejected' ? [{ index: k + 1, err: r.reason as Error }] : [],
-  );
-  assert.ok(failed.length >= 1, 'a write past the end of the disk failed');
-  for (const f of failed) {
-    assert.match(
-      f.err.message,
-      new RegExp(`^cannot write piece ${f.index} to ${join(small, 'image.bin')}: ENOSPC`),
-    );
-  }
-  assert.equal(store.writeBacklog, 0, 'nothing left queued');
-  assert.ok(readFileSync(join(small, 'image.bin')).subarray(0, PIECE).equals(data.subarray(0, PIECE)));
+  assert.ok(piece.equals(data.subarray(PIECE)), 'the buffer is as it was');
+  assert.ok(readFileSync(join(ram.dir, 'image.bin')).subarray(PIECE).equals(data.subarray(PIECE)));
 });
 
-test('an idle writer thread does not keep the process alive', async () => {
+for (const kind of ['ext4', 'tmpfs'] as const) {
+  test(`a full ${kind} fails the piece it refused, naming the piece and the file`, async (t) => {
+    const dir = tempDir(t);
+    const data = pseudoRandomBytes(8 * PIECE, 3);
+    writeFileSync(join(dir, 'image.bin'), data);
+    const { meta } = await createTorrent(join(dir, 'image.bin'), { pieceLength: PIECE });
+    const small = disk(t, kind, '2M');
+    const store = await PieceStore.open(meta, small.dir, { mode: 'download' });
+    small.uses(() => store.close());
+    await store.writePiece(0, Buffer.from(data.subarray(0, PIECE)));
+    // 2 MB holds four pieces at most: of the other seven, some find no room.
+    const rest = await Promise.allSettled(
+      [1, 2, 3, 4, 5, 6, 7].map((i) =>
+        store.writePiece(i, Buffer.from(data.subarray(i * PIECE, (i + 1) * PIECE))),
+      ),
+    );
+    const failed = rest.flatMap((r, k) =>
+      r.status === 'rejected' ? [{ index: k + 1, err: r.reason as Error }] : [],
+    );
+    assert.ok(failed.length >= 1, 'a write past the end of the disk failed');
+    for (const f of failed) {
+      assert.match(
+        f.err.message,
+        new RegExp(`^cannot write piece ${f.index} to ${join(small.dir, 'image.bin')}: ENOSPC`),
+      );
+    }
+    assert.equal(store.writeBacklog, 0, 'nothing left queued');
+    assert.ok(readFileSync(join(small.dir, 'image.bin')).subarray(0, PIECE).equals(data.subarray(0, PIECE)));
+  });
+}
+
+test('an idle writer thread does not keep the process alive', async (t) => {
   const storage = fileURLToPath(new URL('../../src/swarm/storage.js', import.meta.url));
   const create = fileURLToPath(new URL('../../src/torrent/create.js', import.meta.url));
+  // On a disk, so the thread writes (in memory the caller would).
+  const out = disk(t, 'ext4', '16M');
   const script = `
-    import { mkdtempSync, writeFileSync, rmSync } from 'node:fs';
+    import { writeFileSync } from 'node:fs';
     import { join } from 'node:path';
-    import { tmpdir } from 'node:os';
     const { PieceStore } = await import(${JSON.stringify(storage)});
     const { createTorrent } = await import(${JSON.stringify(create)});
-    const dir = mkdtempSync(join(tmpdir(), 'bt-writer-'));
-    process.on('exit', () => rmSync(dir, { recursive: true, force: true }));
+    const dir = ${JSON.stringify(out.dir)};
     writeFileSync(join(dir, 'x.bin'), Buffer.alloc(65536, 7));
     const { meta } = await createTorrent(join(dir, 'x.bin'), { pieceLength: 65536 });
     const store = await PieceStore.open(meta, join(dir, 'out'), { mode: 'download' });
-    await store.writePiece(0, Buffer.alloc(65536, 7));
-    console.log('written');
+    const data = Buffer.from(new ArrayBuffer(65536)).fill(7);
+    const back = await store.writePiece(0, data, { move: true });
+    console.log(back && data.length === 0 ? 'written by the thread' : 'not by the thread');
     // The store is left open: only the writer thread could hold the process now.
   `;
   const child = spawn(process.execPath, ['--input-type=module', '-e', script], {
     stdio: ['ignore', 'pipe', 'inherit'],
   });
-  let out = '';
-  child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+  let text = '';
+  child.stdout.on('data', (d: Buffer) => (text += d.toString()));
   const killer = setTimeout(() => child.kill('SIGKILL'), 30_000);
   const [code, signal] = (await once(child, 'exit')) as [number | null, string | null];
   clearTimeout(killer);
-  assert.equal(out.trim(), 'written');
+  assert.equal(text.trim(), 'written by the thread');
   assert.equal(signal, null, 'it exited by itself (not killed after 30 s)');
   assert.equal(code, 0);
 });
@@ -160,14 +194,11 @@ test('a disk that stops (frozen filesystem) holds the download back: no more ask
   const dir = tempDir(t);
   const { seedDir, data, meta } = await seedImage(dir, 96 * 1024 * 1024, 256 * 1024);
   // A real ext4 on a loop device, which fsfreeze can stop: every write waits until it thaws.
-  const image = join(dir, 'disk.img');
-  execFileSync('truncate', ['-s', '160M', image]);
-  execFileSync('mkfs.ext4', ['-q', '-F', image]);
   const seeder = new TorrentSession({ meta, dir: seedDir, mode: 'seed', peerId: newPeerId(), listenPort: 1 });
-  const { dir: disk, uses } = mounted(t, ['-o', 'loop', image]);
+  const { dir: frozen, uses } = disk(t, 'ext4', '160M');
   const leecher = new TorrentSession({
     meta,
-    dir: disk,
+    dir: frozen,
     mode: 'download',
     peerId: newPeerId(),
     listenPort: 2,
@@ -175,7 +206,7 @@ test('a disk that stops (frozen filesystem) holds the download back: no more ask
   uses(() => Promise.all([seeder.stop(), leecher.stop()]));
   await seeder.start();
   await leecher.start();
-  execFileSync('fsfreeze', ['--freeze', disk]);
+  execFileSync('fsfreeze', ['--freeze', frozen]);
   const [x, y] = duplexPair();
   leecher.connectStream(x, 'seeder', true);
   seeder.connectStream(y, 'leecher', false);
@@ -199,7 +230,7 @@ test('a disk that stops (frozen filesystem) holds the download back: no more ask
   assert.ok(held <= 32 * 1024 * 1024, `held at ${held} B of ${meta.length}: asked past the backlog`);
   assert.equal(leecher.stats().piecesHave, 0, 'nothing counts as had before it is on disk');
 
-  execFileSync('fsfreeze', ['--unfreeze', disk]);
+  execFileSync('fsfreeze', ['--unfreeze', frozen]);
   await leecher.whenComplete();
-  assert.ok(readFileSync(join(disk, 'image.bin')).equals(data));
+  assert.ok(readFileSync(join(frozen, 'image.bin')).equals(data));
 });
