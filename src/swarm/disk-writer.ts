@@ -51,13 +51,14 @@ interface WriteReply {
 }
 
 /**
- * The worker's code: plain JavaScript, so it runs the same from dist/ and
- * from the agent's bundle, and as a script or a module (a worker takes
- * `--input-type=module` from its process).
+ * The worker's code: a module given as a data: URL, so it runs the same
+ * from dist/ and from the agent's bundle, whatever the process's flags
+ * (a worker evaluated from a string takes `--input-type=module` from its
+ * process, and `require` is then undefined).
  */
 const WORKER_SOURCE = `
-const { parentPort } = process.getBuiltinModule('node:worker_threads');
-const { writeSync } = process.getBuiltinModule('node:fs');
+import { parentPort } from 'node:worker_threads';
+import { writeSync } from 'node:fs';
 const CHUNK = ${WRITE_CHUNK};
 parentPort.on('message', (job) => {
   const reply = { id: job.id };
@@ -106,17 +107,23 @@ class DiskWriter {
     const bytes = new Uint8Array(data.buffer, data.byteOffset, data.length);
     const job: WriteJob = { id, bytes, segments, moved: move };
     return new Promise<Buffer | undefined>((resolve, reject) => {
+      try {
+        // Moved: no copy, and `data` is empty here until it comes back. Otherwise copied into the message.
+        if (move) w.postMessage(job, [data.buffer as ArrayBuffer]);
+        else w.postMessage(job);
+      } catch (err) {
+        // Not sent (a buffer that cannot be moved): nothing waits for a reply.
+        reject(err instanceof Error ? err : new DiskWriteError(String(err)));
+        return;
+      }
       this.pending.set(id, { resolve, reject });
       if (this.pending.size === 1) w.ref();
-      // Moved: no copy, and `data` is empty here until it comes back. Otherwise copied into the message.
-      if (move) w.postMessage(job, [data.buffer as ArrayBuffer]);
-      else w.postMessage(job);
     });
   }
 
   private start(): Worker {
     if (this.worker) return this.worker;
-    const w = new Worker(WORKER_SOURCE, { eval: true });
+    const w = new Worker(new URL(`data:text/javascript,${encodeURIComponent(WORKER_SOURCE)}`));
     w.unref();
     w.on('message', (r: WriteReply) => {
       const p = this.pending.get(r.id);
@@ -135,6 +142,13 @@ class DiskWriter {
       for (const p of waiting) p.reject(err);
     };
     w.on('error', gone);
+    // A reply that could not be read: which write it answered is unknown, so every waiting one fails.
+    w.on('messageerror', (err) => {
+      const waiting = [...this.pending.values()];
+      this.pending.clear();
+      w.unref();
+      for (const p of waiting) p.reject(err);
+    });
     w.on('exit', (code) => gone(new DiskWriteError(`the disk writer thread stopped (exit code ${code})`)));
     this.worker = w;
     return w;

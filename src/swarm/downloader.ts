@@ -432,6 +432,8 @@ export class Downloader {
     try {
       back = await this.store.writePiece(index, v.data, { move: true });
     } catch (err) {
+      // Stopped meanwhile: the store refused what was still queued; nothing failed.
+      if (this.core.isStopped()) return;
       picker.pieceFailed(index);
       this.hooks.writeFailed(index, err as Error);
       return;

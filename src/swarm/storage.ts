@@ -454,7 +454,7 @@ export class PieceStore {
     return new Promise<Buffer | undefined>((resolve, reject) => {
       this.writeQueue.push({ index, data, move: opts.move ?? false, resolve, reject });
       this.queuedBytes += data.length;
-      if (!this.writing) void this.drainWrites();
+      if (!this.writing) this.drained = this.drainWrites();
     });
   }
 
@@ -472,6 +472,12 @@ export class PieceStore {
   }[] = [];
   private queuedBytes = 0;
   private writing = false;
+  /**
+   * Settles when the queue is empty. close() waits for it: the writer
+   * thread holds a piece's file descriptors by number, and one closed under
+   * it could be reused by a file opened meanwhile and written into.
+   */
+  private drained: Promise<void> = Promise.resolve();
 
   private async drainWrites(): Promise<void> {
     this.writing = true;
@@ -537,6 +543,8 @@ export class PieceStore {
 
   async close(): Promise<void> {
     this.closed = true;
+    // Queued pieces are refused now (closed); the one at the writer finishes first.
+    await this.drained;
     this.cache.clear();
     this.free.length = 0;
     const handles = [...this.handles.values(), ...this.retired.splice(0)];

@@ -234,3 +234,28 @@ test('a disk that stops (frozen filesystem) holds the download back: no more ask
   await leecher.whenComplete();
   assert.ok(readFileSync(join(frozen, 'image.bin')).equals(data));
 });
+
+test('close() waits for the piece at the writer thread (its file stays open until then); pieces still queued are refused', async (t) => {
+  const dir = tempDir(t);
+  const data = pseudoRandomBytes(2 * PIECE, 5);
+  writeFileSync(join(dir, 'image.bin'), data);
+  const { meta } = await createTorrent(join(dir, 'image.bin'), { pieceLength: PIECE });
+  const { dir: frozen, uses } = disk(t, 'ext4', '16M');
+  const store = await PieceStore.open(meta, frozen, { mode: 'download' });
+  uses(() => store.close());
+  execFileSync('fsfreeze', ['--freeze', frozen]);
+  const first = store.writePiece(0, Buffer.from(data.subarray(0, PIECE)));
+  const secondRefused = assert.rejects(
+    store.writePiece(1, Buffer.from(data.subarray(PIECE))),
+    /storage is closed/,
+  );
+  let closed = false;
+  const closing = store.close().then(() => (closed = true));
+  await new Promise((r) => setTimeout(r, 1000));
+  assert.equal(closed, false, 'close() returned while the writer still held the file');
+  execFileSync('fsfreeze', ['--unfreeze', frozen]);
+  await closing;
+  await first;
+  await secondRefused;
+  assert.ok(readFileSync(join(frozen, 'image.bin')).subarray(0, PIECE).equals(data.subarray(0, PIECE)));
+});
