@@ -19,6 +19,7 @@
  * The worker is shared by every download in the process and does not keep
  * the process alive while it has nothing to write.
  */
+import { writeSync } from 'node:fs';
 import { Worker } from 'node:worker_threads';
 
 /** Bytes per write system call (see above). */
@@ -134,25 +135,41 @@ class DiskWriter {
       if (r.error !== undefined) p.reject(new DiskWriteError(r.error, r.code, r.failed));
       else p.resolve(back);
     });
-    const gone = (err: Error) => {
-      if (this.worker !== w) return;
-      this.worker = undefined;
-      const waiting = [...this.pending.values()];
-      this.pending.clear();
-      for (const p of waiting) p.reject(err);
-    };
-    w.on('error', gone);
-    // A reply that could not be read: which write it answered is unknown, so every waiting one fails.
-    w.on('messageerror', (err) => {
+    const failAll = (err: Error) => {
       const waiting = [...this.pending.values()];
       this.pending.clear();
       w.unref();
       for (const p of waiting) p.reject(err);
-    });
+    };
+    const gone = (err: Error) => {
+      if (this.worker !== w) return;
+      this.worker = undefined;
+      failAll(err);
+    };
+    w.on('error', gone);
+    // A reply that could not be read: which write it answered is unknown, so every waiting one fails.
+    w.on('messageerror', failAll);
     w.on('exit', (code) => gone(new DiskWriteError(`the disk writer thread stopped (exit code ${code})`)));
     this.worker = w;
     return w;
   }
+}
+
+/**
+ * Writes `segments` of `data` on the calling thread, each in one call
+ * (for files in memory: no disk to wait on, and tmpfs does not size its
+ * pages by the write). Throws a DiskWriteError naming the segment.
+ */
+export function writeHere(data: Buffer, segments: readonly WriteSegment[]): void {
+  segments.forEach((s, i) => {
+    try {
+      for (let done = 0; done < s.length;)
+        done += writeSync(s.fd, data, s.offset + done, s.length - done, s.position + done);
+    } catch (err) {
+      const e = err as NodeJS.ErrnoException;
+      throw new DiskWriteError(e.message, e.code, i);
+    }
+  });
 }
 
 let shared: DiskWriter | undefined;

@@ -9,14 +9,14 @@
  * `<dir>/<name>`, a multi-file one `<dir>/<name>/<path...>`.
  */
 import { createHash } from 'node:crypto';
-import { constants, createReadStream, writeSync } from 'node:fs';
+import { constants, createReadStream } from 'node:fs';
 import { lstat, mkdir, open, realpath, stat, statfs, type FileHandle } from 'node:fs/promises';
 import { dirname, join, relative, isAbsolute, sep } from 'node:path';
 import { BootTorrentError } from '../errors.js';
 import { hashPieces } from '../torrent/hash-pool.js';
 import { pieceHash, pieceSize, type Metainfo } from '../torrent/metainfo.js';
 import { Bitfield } from '../wire/bitfield.js';
-import { writeFromWorker, type DiskWriteError, type WriteSegment } from './disk-writer.js';
+import { DiskWriteError, writeFromWorker, writeHere, type WriteSegment } from './disk-writer.js';
 
 export type StorageMode = 'seed' | 'download';
 
@@ -58,16 +58,24 @@ export function pieceMatches(meta: Metainfo, index: number, data: Buffer): boole
   return createHash('sha1').update(data).digest().equals(pieceHash(meta, index));
 }
 
-/** True if `dir` is on a filesystem in memory (tmpfs or ramfs), where a write never waits on a disk. */
-async function inMemory(dir: string): Promise<boolean> {
+/**
+ * True if `dir` is on a filesystem in memory (tmpfs or ramfs), where a
+ * write never waits on a disk. `seen` keeps the answers by folder.
+ */
+async function inMemory(dir: string, seen: Map<string, boolean>): Promise<boolean> {
   const TMPFS_MAGIC = 0x01021994;
   const RAMFS_MAGIC = 0x858458f6;
-  try {
-    const { type } = await statfs(dir);
-    return type === TMPFS_MAGIC || type === RAMFS_MAGIC;
-  } catch {
-    return false;
+  let answer = seen.get(dir);
+  if (answer === undefined) {
+    try {
+      const { type } = await statfs(dir);
+      answer = type === TMPFS_MAGIC || type === RAMFS_MAGIC;
+    } catch {
+      answer = false;
+    }
+    seen.set(dir, answer);
   }
+  return answer;
 }
 
 /** SHA-256 of a whole file, streamed (the agent checks each OS file against its boot config). */
@@ -182,11 +190,13 @@ export class PieceStore {
     } catch (err) {
       throw storageError(`cannot use ${dir}: ${(err as Error).message}`, err);
     }
+    // Folders already asked whether they are in memory (most files share one).
+    const ramDirs = new Map<string, boolean>();
     for (const f of this.files) {
       if (this.mode === 'download') {
         await this.refuseLinks(dir, f.abs);
         await mkdir(dirname(f.abs), { recursive: true });
-        if (await inMemory(dirname(f.abs))) this.inRam.add(f.abs);
+        if (await inMemory(dirname(f.abs), ramDirs)) this.inRam.add(f.abs);
       }
       let st;
       try {
@@ -484,45 +494,30 @@ export class PieceStore {
     for (let w = this.writeQueue.shift(); w; w = this.writeQueue.shift()) {
       const { index, data } = w;
       const length = data.length;
+      const segments: WriteSegment[] = [];
+      const files: string[] = [];
       // The write handles stay open until the thread is done with them (see closeRetired).
       this.inflight++;
       try {
         // Closed meanwhile: nothing more is written (nor a handle opened again).
         this.assertOpen();
-        const segments: (WriteSegment & { abs: string })[] = [];
         await this.spans(index * this.meta.pieceLength, length, (fh, position, bufOffset, n, abs) => {
-          segments.push({ fd: fh.fd, offset: bufOffset, length: n, position, abs });
+          segments.push({ fd: fh.fd, offset: bufOffset, length: n, position });
+          files.push(abs);
           return Promise.resolve();
         });
         // In memory there is no disk to wait on, and the thread's messages
         // cost more than the copy (phase 1's agents download into a tmpfs).
-        if (segments.every((g) => this.inRam.has(g.abs))) {
-          for (const g of segments) {
-            try {
-              for (let done = 0; done < g.length;)
-                done += writeSync(g.fd, data, g.offset + done, g.length - done, g.position + done);
-            } catch (err) {
-              throw storageError(`cannot write piece ${index} to ${g.abs}: ${(err as Error).message}`, err);
-            }
-          }
+        if (files.every((f) => this.inRam.has(f))) {
+          writeHere(data, segments);
           w.resolve(undefined);
-          continue;
-        }
-        const plain = segments.map(({ fd, offset, length: len, position }) => ({
-          fd,
-          offset,
-          length: len,
-          position,
-        }));
-        w.resolve(
-          await writeFromWorker(data, plain, w.move).catch((err: unknown) => {
-            const e = err as DiskWriteError;
-            const file = segments[e.segment ?? 0]?.abs ?? this.root;
-            throw storageError(`cannot write piece ${index} to ${file}: ${e.message}`, err);
-          }),
-        );
+        } else w.resolve(await writeFromWorker(data, segments, w.move));
       } catch (err) {
-        w.reject(err as Error);
+        if (!(err instanceof DiskWriteError)) w.reject(err as Error);
+        else {
+          const file = files[err.segment ?? 0] ?? this.root;
+          w.reject(storageError(`cannot write piece ${index} to ${file}: ${err.message}`, err));
+        }
       } finally {
         this.queuedBytes -= length;
         this.inflight--;
