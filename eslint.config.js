@@ -27,12 +27,16 @@ export default tseslint.config(
       '@typescript-eslint/no-unused-vars': ['error', { argsIgnorePattern: '^_', varsIgnorePattern: '^_' }],
       'no-restricted-properties': [
         'error',
-        { object: 'process', property: 'exit', message: 'Only src/cli/ may exit the process.' },
+        {
+          object: 'process',
+          property: 'exit',
+          message: 'Only entry points (src/cli/, the agent main) may exit the process.',
+        },
       ],
     },
   },
   {
-    files: ['src/cli/**', 'scripts/**', 'bin/**', 'bench/**', 'test/**/fixtures/**'],
+    files: ['src/cli/**', 'src/agent/main.ts', 'scripts/**', 'bin/**', 'bench/**', 'test/**/fixtures/**'],
     rules: { 'no-restricted-properties': 'off' },
   },
   {

@@ -169,6 +169,64 @@ export class Agent {
     crash?.(err);
   }
 
+  /** Programs the agent started and waits on (an OS, its viewer, a shell): ended with the agent. */
+  private readonly children = new Set<ChildProcess>();
+  /** Programs of `children` on the console in the foreground: Ctrl-C there is theirs. */
+  private foreground = 0;
+  private stopping = false;
+
+  /** A signal is ending the agent (shutdown). */
+  get isStopping(): boolean {
+    return this.stopping;
+  }
+
+  private started(child: ChildProcess, foreground: boolean): void {
+    this.children.add(child);
+    if (foreground) this.foreground++;
+    let gone = false;
+    const end = () => {
+      if (gone) return;
+      gone = true;
+      this.children.delete(child);
+      if (foreground) this.foreground--;
+    };
+    child.once('exit', end);
+    child.once('error', end);
+  }
+
+  /**
+   * A signal reached the agent. SIGINT while a program runs in the
+   * foreground is that program's (the terminal sent it to both; it decides)
+   * and is ignored here. Otherwise the agent ends: the programs it started
+   * get SIGTERM (SIGKILL after 3 s), stage 0's relay stops, the server gets
+   * the last report and the swarm a goodbye, within `graceMs`. Resolves
+   * false when the signal was left to the foreground program.
+   */
+  async shutdown(signal: NodeJS.Signals, graceMs = 5000): Promise<boolean> {
+    if (signal === 'SIGINT' && this.foreground > 0) return false;
+    if (this.stopping) return true;
+    this.stopping = true;
+    const programs = [...this.children];
+    this.say(
+      `boottorrent-agent: stopped by ${signal}` +
+        (programs.length > 0 ? `; ending ${programs.map((c) => c.spawnfile).join(', ')}` : ''),
+    );
+    const tidy = async () => {
+      await endChildren(programs, 3000);
+      this.con.detach();
+      await this.stopSharing(0);
+      await this.reporter?.flush(1000);
+      this.reporter?.close();
+      await this.client?.close().catch(() => undefined);
+    };
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([tidy().catch(() => undefined), new Promise((r) => (timer = setTimeout(r, graceMs)))]);
+    clearTimeout(timer);
+    // Past the grace, whatever still runs is killed rather than left behind.
+    for (const c of programs) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
+    return true;
+  }
+
   private guarded<T>(p: Promise<T>): Promise<T> {
     const crashed = new Promise<never>((_, reject) => (this.crash = reject));
     return Promise.race([p, crashed]).finally(() => (this.crash = undefined));
@@ -380,6 +438,7 @@ export class Agent {
           ...(c.cwd ? { cwd: c.cwd } : {}),
           ...(c.env ? { env: { ...process.env, ...c.env } } : {}),
         });
+        this.started(child, true);
         child.once('error', (err) => resolve(`could not start: ${err.message}`));
         child.once('exit', (code, signal) => resolve(signal ? `signal ${signal}` : `status ${code}`));
       });
@@ -405,6 +464,7 @@ export class Agent {
         ...(c.cwd ? { cwd: c.cwd } : {}),
         ...(c.env ? { env: { ...process.env, ...c.env } } : {}),
       });
+      this.started(child, true);
       const ended = new Promise<string>((resolve) => {
         child.once('error', (err) => resolve(`could not start: ${err.message}`));
         child.once('exit', (code, signal) => resolve(signal ? `signal ${signal}` : `status ${code}`));
@@ -418,6 +478,7 @@ export class Agent {
           stdio: ['ignore', 'ignore', 'inherit'],
           env: { ...process.env, ...viewer.env },
         });
+        this.started(view, true);
         view.once('error', (err) =>
           this.say(
             `boottorrent-agent: cannot show the guest (${viewer.file}: ${err.message}); it runs unseen`,
@@ -745,6 +806,27 @@ export class Agent {
       clearInterval(timer);
     }
   }
+}
+
+/** SIGTERM to each of `children` still running; SIGKILL to those not gone after `ms`. */
+async function endChildren(children: readonly ChildProcess[], ms: number): Promise<void> {
+  const running = (c: ChildProcess) => c.exitCode === null && c.signalCode === null;
+  await Promise.all(
+    children.filter(running).map(
+      (c) =>
+        new Promise<void>((resolve) => {
+          const timer = setTimeout(() => {
+            if (running(c)) c.kill('SIGKILL');
+            resolve();
+          }, ms);
+          c.once('exit', () => {
+            clearTimeout(timer);
+            resolve();
+          });
+          c.kill('SIGTERM');
+        }),
+    ),
+  );
 }
 
 /** Ends stage 0's httpd (its PID in `pidFile`), if it still runs, and waits until it has. */

@@ -6,6 +6,7 @@
  * power off; anything else leaves a shell on the console.
  */
 import { readFileSync } from 'node:fs';
+import { constants as osConstants } from 'node:os';
 import { streamLogger, silentLogger } from '../util/logger.js';
 import { isBootTorrentError } from '../errors.js';
 import { Agent } from './agent.js';
@@ -39,6 +40,16 @@ async function main(argv: readonly string[]): Promise<number> {
   // the step in progress goes to the failure screen.
   process.on('unhandledRejection', (err) => agent.unexpected(err));
   process.on('uncaughtException', (err) => agent.unexpected(err));
+  // A signal ends the agent tidily (its programs too, not left running),
+  // with 128 + the signal's number; a second one ends it at once.
+  for (const sig of ['SIGTERM', 'SIGHUP', 'SIGINT'] as const)
+    process.on(sig, () => {
+      const code = 128 + (osConstants.signals[sig] ?? 0);
+      if (agent.isStopping) process.exit(code);
+      void agent.shutdown(sig).then((ending) => {
+        if (ending) process.exit(code);
+      });
+    });
   try {
     return await agent.run();
   } catch (err) {

@@ -275,3 +275,48 @@ test('agent with the server key: a config signed for this request boots; another
     );
   }
 });
+
+/** True while a process with this PID exists. */
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+test('agent: SIGTERM while its OS program runs ends the program too and exits 143; SIGINT there is the program’s', async (t) => {
+  // The program says its PID, then waits (exec: the PID stays the sleeper's).
+  const os = binOs('alpha', 'MARKER-ALPHA', {
+    files: { 'run.sh': '#!/bin/sh\necho "PROGRAM-PID=$$"\nexec sleep 300\n' },
+  });
+  const fx = await startFixture(t, { oss: [os], default: 'alpha', timeout: 1, seedTime: 0 });
+  const agent = runAgent(t, fx.server);
+  const pid = Number((await agent.waitFor(/PROGRAM-PID=(\d+)/))[1]);
+  assert.ok(alive(pid));
+
+  // Ctrl-C on a console reaches the program and the agent alike; the program decides.
+  agent.child.kill('SIGINT');
+  await new Promise((r) => setTimeout(r, 1000));
+  assert.equal(agent.child.exitCode, null, 'the agent ignored SIGINT while its program ran');
+  assert.ok(alive(pid), 'and the program runs on');
+
+  agent.child.kill('SIGTERM');
+  const { code, signal } = await agent.exited;
+  assert.equal(signal, null, 'the agent handled it');
+  assert.equal(code, 143);
+  assert.match(agent.output(), /boottorrent-agent: stopped by SIGTERM; ending \S*run\.sh/);
+  assert.ok(!alive(pid), 'the program did not outlive the agent');
+});
+
+test('agent: SIGINT at the menu ends it with 130', async (t) => {
+  const fx = await startFixture(t, { oss: [binOs('alpha', 'MARKER-ALPHA')], default: 'alpha', timeout: 60 });
+  const agent = runAgent(t, fx.server);
+  await agent.waitFor(/Booting Alpha Linux in \d+ s/);
+  agent.child.kill('SIGINT');
+  const { code } = await agent.exited;
+  assert.equal(code, 130);
+  assert.match(agent.output(), /boottorrent-agent: stopped by SIGINT/);
+  assert.doesNotMatch(agent.output(), /stage=downloading/);
+});
