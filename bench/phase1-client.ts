@@ -138,11 +138,16 @@ async function main(): Promise<void> {
   ];
   if (p1.payload) args.push('--share-phase1', p1.payload, '--share-port', values['share-port']);
   const agent = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
-  // The bench stops this process with SIGTERM: the agent goes with it.
+  // The bench stops this process with SIGTERM: the agent goes with it, and
+  // this process waits until it has gone (the agent takes up to 5 s to leave
+  // the swarm tidily), so the next method's agent in this namespace finds
+  // its port free. SIGKILL after 4 s: the bench's own grace is 5 s.
   for (const sig of ['SIGTERM', 'SIGINT'] as const)
     process.on(sig, () => {
+      if (agent.exitCode !== null || agent.signalCode !== null) process.exit(143);
+      agent.once('exit', () => process.exit(143));
       agent.kill('SIGTERM');
-      process.exit(143);
+      setTimeout(() => agent.kill('SIGKILL'), 4000).unref();
     });
   let buf = '';
   let said = false;
