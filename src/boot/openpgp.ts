@@ -44,18 +44,22 @@ export interface PgpKey {
   readonly keyId: Buffer;
 }
 
-/** A packet in the new format: tag, then a one-, two- or five-byte length. */
+/** A packet with an old-format header: tag and length type in one byte, then a one-, two- or four-byte length. */
 function packet(tag: number, body: Buffer): Buffer {
+  // Old-format headers (RFC 4880 4.2.1), as gpg writes keys and
+  // signatures: GRUB 2.06 reads a new-format two-octet length without its
+  // +192 and refuses such a key as "bad signature".
+  if (tag > 15) throw new Error(`OpenPGP packet tag ${tag} needs a new-format header`);
   const n = body.length;
-  let len: Buffer;
-  if (n < 192) len = Buffer.from([n]);
-  else if (n < 8384) len = Buffer.from([((n - 192) >> 8) + 192, (n - 192) & 0xff]);
+  let head: Buffer;
+  if (n < 0x100) head = Buffer.from([0x80 | (tag << 2), n]);
+  else if (n < 0x10000) head = Buffer.from([0x80 | (tag << 2) | 1, n >> 8, n & 0xff]);
   else {
-    len = Buffer.alloc(5);
-    len[0] = 0xff;
-    len.writeUInt32BE(n, 1);
+    head = Buffer.alloc(5);
+    head[0] = 0x80 | (tag << 2) | 2;
+    head.writeUInt32BE(n, 1);
   }
-  return Buffer.concat([Buffer.from([0xc0 | tag]), len, body]);
+  return Buffer.concat([head, body]);
 }
 
 /** A multiprecision integer: its length in bits (2 bytes), then its bytes without leading zeros. */
