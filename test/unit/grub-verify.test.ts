@@ -44,7 +44,7 @@ test('grubLoadFromFirst refuses what GRUB would not read as given', () => {
   for (const [sources, file, args] of bad)
     assert.throws(
       () => grubLoadFromFirst('initrd', sources, file, args),
-      undefined,
+      Error,
       JSON.stringify([sources, file, args]),
     );
 });
