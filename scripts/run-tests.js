@@ -9,14 +9,17 @@
 // timeout (scripts/prebuild-phase1.js): built inside a test, a cold cache
 // cost minutes of that file's budget and the runner killed it (issue #15
 // item 5). Then the files run in two groups: everything else, two or more
-// files at a time under a 300 s per-file timeout, and the VM files one at a
-// time under a long backstop, because each of their steps (phase 1 up, agent
-// started, menu, marker) carries its own deadline and a slow machine should
-// fail at the step that stalled. When the runner does kill a file (SIGTERM),
-// its helpers stop the VMs, servers and namespaces it started
-// (test/helpers/reaper.ts); a signal
-// to this runner (SIGINT, SIGTERM, SIGHUP) is passed on to the running group
-// so that happens too, and no later group starts.
+// files at a time under a 300 s per-file timeout, and the VM files under a
+// long backstop, because each of their steps (phase 1 up, agent started,
+// menu, marker) carries its own deadline and a slow machine should fail at
+// the step that stalled. The VM files run in two lanes side by side (each
+// one file at a time, its lines prefixed with the lane), then the rest one
+// at a time alone: the benchmarks with whole-run budgets and the files
+// with deadlines of seconds (see VM_LANES). When the runner does kill a
+// file (SIGTERM), its helpers stop the VMs, servers and namespaces it
+// started (test/helpers/reaper.ts); a signal to this runner (SIGINT,
+// SIGTERM, SIGHUP) is passed on to the running children so that happens
+// too, and nothing later starts.
 import { readdirSync, statSync, existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { spawn } from 'node:child_process';
@@ -48,25 +51,58 @@ const e2eDir = join(root, 'e2e');
 const vmFiles = files.filter((f) => f.startsWith(`${e2eDir}/`));
 const otherFiles = files.filter((f) => !vmFiles.includes(f));
 
-/** A signal that stopped this runner: passed on to the running child, and no further group starts. */
+/**
+ * The VM files that may run beside each other: two lanes, each one file at
+ * a time. Chosen from what each file holds of the host (helper-31's audit,
+ * session 17): no two of them share a root-namespace address or a host
+ * sysctl, every step deadline is minutes, and the heaviest pairs
+ * (packaging's builds with demo's or phase1-peers' three VMs) are ordered
+ * apart. A file in no lane runs afterwards, alone: the benchmarks (whole-run
+ * budgets, a shared congestion-control sysctl), pxe-qemu (a server ready in
+ * 20 s), grub-verify, arch-not-served, runner-timeout, and any new file
+ * until it is placed.
+ */
+const VM_LANES = [
+  ['room', 'phase1-peers', 'qemu-graphical', 'boot-methods', 'phase1-qemu-flavor', 'agent-two-nics'],
+  ['packaging', 'phase1-boot', 'demo', 'secure-boot', 'secure-boot-lab-key'],
+];
+
+/** A signal that stopped this runner: passed on to the running children, and nothing later starts. */
 let stoppedBy;
-let current;
+const running = new Set();
 for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'])
   process.on(sig, () => {
     stoppedBy = sig;
     // The child's reaper (test/helpers/reaper.ts) stops the VMs, servers and namespaces it started.
-    current?.kill(sig);
+    for (const child of running) child.kill(sig);
   });
 
-/** Runs `node <args>` in the foreground; resolves with its exit status. */
-function node(args) {
+/**
+ * Runs `node <args>`; resolves with its exit status. With `prefix`, its
+ * output goes out line by line with the prefix in front (lanes side by side).
+ */
+function node(args, prefix) {
   if (stoppedBy) return Promise.resolve(130);
   return new Promise((resolve) => {
-    const child = spawn(process.execPath, args, { stdio: 'inherit' });
-    current = child;
+    const child = spawn(process.execPath, args, { stdio: prefix ? ['inherit', 'pipe', 'pipe'] : 'inherit' });
+    running.add(child);
+    if (prefix)
+      for (const [from, to] of [
+        [child.stdout, process.stdout],
+        [child.stderr, process.stderr],
+      ]) {
+        let rest = '';
+        from.setEncoding('utf8');
+        from.on('data', (d) => {
+          const lines = (rest + d).split('\n');
+          rest = lines.pop();
+          if (lines.length > 0) to.write(lines.map((l) => `${prefix}${l}\n`).join(''));
+        });
+        from.on('end', () => rest && to.write(`${prefix}${rest}\n`));
+      }
     child.on('error', () => resolve(1));
-    child.on('exit', (code, signal) => {
-      current = undefined;
+    child.on('close', (code, signal) => {
+      running.delete(child);
       resolve(code ?? (signal ? 128 + (osConstants.signals[signal] ?? 0) : 1));
     });
   });
@@ -103,6 +139,22 @@ if (otherFiles.length > 0)
     ]),
   );
 // 60 min per VM file: only a backstop for a hang outside a step's deadline.
-if (vmFiles.length > 0 && prebuilt)
-  statuses.push(await node([...nodeTest, '--test-timeout=3600000', '--test-concurrency=1', ...vmFiles]));
+if (vmFiles.length > 0 && prebuilt) {
+  const vmTest = [...nodeTest, '--test-timeout=3600000', '--test-concurrency=1'];
+  const nameOf = (f) => f.slice(e2eDir.length + 1).replace(/\.test\.js$/, '');
+  const lanes = VM_LANES.map((lane) =>
+    lane.map((n) => vmFiles.find((f) => nameOf(f) === n)).filter((f) => f !== undefined),
+  ).filter((lane) => lane.length > 0);
+  const alone = vmFiles.filter((f) => !lanes.some((lane) => lane.includes(f)));
+  // One node:test process per file, in the lane's order (node:test sorts the files it is given).
+  const runLane = async (lane, prefix) => {
+    const out = [];
+    for (const f of lane) out.push(await node([...vmTest, f], prefix));
+    return out;
+  };
+  if (lanes.length > 1)
+    statuses.push(...(await Promise.all(lanes.map((lane, i) => runLane(lane, `[lane ${i + 1}] `)))).flat());
+  else if (lanes.length === 1) alone.unshift(...lanes[0]);
+  if (alone.length > 0) statuses.push(await node([...vmTest, ...alone]));
+}
 process.exit(stoppedBy ? 130 : (statuses.find((s) => s !== 0) ?? 0));

@@ -26,8 +26,8 @@ import { tempDir } from '../helpers/tmp.js';
 
 const qemu = requireProgram('qemu-system-x86_64', 'qemu-system-x86');
 requireProgram('busybox', 'busybox-static');
-const LAN = '10.81.0';
-const NS_SIDE = '10.81.255.2';
+const LAN = '10.87.0';
+const NS_SIDE = '10.87.255.2';
 const SIGNED_MAC = '52:54:00:81:00:04';
 const UNSIGNED_MAC = '52:54:00:81:00:05';
 const MIN = 60_000;
@@ -74,7 +74,7 @@ test(
       lab.destroy();
       forget();
     });
-    lab.linkToHost('10.81.255.1/30', `${NS_SIDE}/30`);
+    lab.linkToHost('10.87.255.1/30', `${NS_SIDE}/30`);
     const server = lab.spawn(process.execPath, [
       '--enable-source-maps',
       BIN,
