@@ -72,7 +72,8 @@ export class PhaseOneShare {
         const [start, end] = range ?? [0, this.size - 1];
         res.writeHead(range ? 206 : 200, {
           'content-type': 'application/octet-stream',
-          'content-length': end - start + 1,
+          // Spelt so: GRUB's http module (src/boot/grub-verify.ts) reads no other case.
+          'Content-Length': end - start + 1,
           'accept-ranges': 'bytes',
           ...(range ? { 'content-range': `bytes ${start}-${end}/${this.size}` } : {}),
         });

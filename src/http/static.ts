@@ -79,7 +79,8 @@ export async function sendFile(
   const [start, end, status] = range.kind === 'partial' ? [range.start, range.end, 206] : [0, size - 1, 200];
   const length = size === 0 ? 0 : end - start + 1;
   if (status === 206) headers['content-range'] = `bytes ${start}-${end}/${size}`;
-  headers['content-length'] = length;
+  // Spelt so: GRUB's http module (src/boot/grub-verify.ts) reads no other case.
+  headers['Content-Length'] = length;
   res.writeHead(status, headers);
   if (req.method === 'HEAD' || length === 0) {
     res.end();

@@ -1,13 +1,14 @@
 // The phase-1 payload's block list (src/server/phase1-blocks.ts) and the
 // agent's Range answers (src/agent/phase1-share.ts parseRange): what stage
-// 0 reads with busybox and asks with `wget -c`.
+// 0 reads with busybox and asks with `wget -c`, and the agent's server.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
+import { request } from 'node:http';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { hashPayload } from '../../src/server/phase1-blocks.js';
-import { parseRange } from '../../src/agent/phase1-share.js';
+import { PhaseOneShare, parseRange } from '../../src/agent/phase1-share.js';
 import { pseudoRandomBytes, tempDir } from '../helpers/tmp.js';
 
 const sha = (b: Buffer | string) => createHash('sha256').update(b).digest('hex');
@@ -41,4 +42,38 @@ test('Range: bytes=N- and N-M and -K; past the end is unsatisfiable; anything el
   assert.equal(parseRange('bytes=1-2,5-6', 1000), undefined);
   assert.equal(parseRange('items=1-2', 1000), undefined);
   assert.equal(parseRange(`bytes=${'9'.repeat(40)}-`, 1000), undefined);
+});
+
+test('the agent serves its payload whole and from an offset, with Content-Length spelt as GRUB reads it', async (t) => {
+  const dir = tempDir(t);
+  const data = pseudoRandomBytes(3000, 11);
+  const file = join(dir, 'payload');
+  writeFileSync(file, data);
+  const share = new PhaseOneShare({ file, port: 0, host: '127.0.0.1' });
+  const port = await share.start();
+  assert.ok(port);
+  t.after(() => share.close());
+  const get = (range?: string) =>
+    new Promise<{ status: number; raw: string[]; body: Buffer }>((resolve, reject) => {
+      const req = request(
+        { host: '127.0.0.1', port, path: '/phase1/payload', headers: range ? { range } : {} },
+        (res) => {
+          const chunks: Buffer[] = [];
+          res.on('data', (c: Buffer) => chunks.push(c));
+          res.on('end', () =>
+            resolve({ status: res.statusCode!, raw: res.rawHeaders, body: Buffer.concat(chunks) }),
+          );
+        },
+      );
+      req.on('error', reject);
+      req.end();
+    });
+  const whole = await get();
+  assert.equal(whole.status, 200);
+  assert.deepEqual(whole.body, data);
+  assert.ok(whole.raw.includes('Content-Length'), whole.raw.join(' '));
+  const rest = await get('bytes=1000-');
+  assert.equal(rest.status, 206);
+  assert.deepEqual(rest.body, data.subarray(1000));
+  assert.equal(rest.raw[rest.raw.indexOf('Content-Length') + 1], '2000');
 });
