@@ -128,7 +128,10 @@ export function grubLoadFromFirst(
     if (!/^[A-Za-z0-9.:[\]-]+$/.test(s)) throw new Error(`not a host:port for GRUB: ${JSON.stringify(s)}`);
   if (!/^\/[A-Za-z0-9._/-]+$/.test(file))
     throw new Error(`not a plain absolute path for GRUB: ${JSON.stringify(file)}`);
-  if (/['"\\$;&|`\n]/.test(args))
+  // GRUB's script syntax: quotes, escapes, variables, separators, redirections,
+  // blocks, and `#` (a comment from there, which would swallow `; then`).
+  // Anything but printable ASCII (a newline, a tab) is refused too.
+  if (/['"\\$;&|`<>{}#]/.test(args) || /[^\x20-\x7e]/.test(args))
     throw new Error(`kernel arguments GRUB would not keep as given: ${JSON.stringify(args)}`);
   const load = (s: string) => `${command} (http,${s})${file}${args ? ` ${args}` : ''}`;
   // Nested: each else tries the next source; after the last, the script says none was good.

@@ -40,6 +40,12 @@ test('grubLoadFromFirst refuses what GRUB would not read as given', () => {
     [['10.0.0.5'], '/vmlinuz', 'init=$x'],
     [['10.0.0.5'], '/vmlinuz', 'a\nreboot'],
     [['10.0.0.5'], '/vmlinuz', 'a; reboot'],
+    [['10.0.0.5'], '/vmlinuz', 'quiet #x'],
+    [['10.0.0.5'], '/vmlinuz', 'a { reboot }'],
+    [['10.0.0.5'], '/vmlinuz', 'a >x'],
+    [['10.0.0.5'], '/vmlinuz', 'a\tb'],
+    [['10.0.0.5'], '/vmlinuz', 'a\\b'],
+    [['10.0.0.5'], '/vmlinuz', 'caf\u00e9'],
   ];
   for (const [sources, file, args] of bad)
     assert.throws(
