@@ -1,7 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createPublicKey } from 'node:crypto';
-import { request } from 'node:http';
 import { mkdirSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseRange } from '../../src/http/range.js';
@@ -13,6 +12,7 @@ import { ServerBootPolicy } from '../../src/server/boot-policy.js';
 import { PHASE1_KEY_URL } from '../../src/server/netboot.js';
 import { loadSigningKey } from '../../src/server/signing.js';
 import { fixedBootConfig } from '../helpers/boot-policy.js';
+import { rawGet } from '../helpers/http.js';
 import { pseudoRandomBytes, tempDir } from '../helpers/tmp.js';
 
 test('table: Range header against a 1000-byte resource', () => {
@@ -68,30 +68,6 @@ test('MACs are normalised; scripts carry server and MAC and keep ${} inert', () 
   }
 });
 
-function get(
-  port: number,
-  path: string,
-  headers: Record<string, string> = {},
-): Promise<{ status: number; headers: Record<string, unknown>; rawHeaders: string[]; body: Buffer }> {
-  return new Promise((resolve, reject) => {
-    // http.request sends the path as given (fetch would normalise "..").
-    const req = request({ host: '127.0.0.1', port, path, headers }, (res) => {
-      const chunks: Buffer[] = [];
-      res.on('data', (c: Buffer) => chunks.push(c));
-      res.on('end', () =>
-        resolve({
-          status: res.statusCode!,
-          headers: res.headers,
-          rawHeaders: res.rawHeaders,
-          body: Buffer.concat(chunks),
-        }),
-      );
-    });
-    req.on('error', reject);
-    req.end();
-  });
-}
-
 test('boot server: script per MAC, refusal, menu API, Range files, confinement', async (t) => {
   const dir = tempDir(t);
   const root = join(dir, 'phase1');
@@ -117,31 +93,31 @@ test('boot server: script per MAC, refusal, menu API, Range files, confinement',
   const port = await server.listen();
   t.after(() => server.close());
 
-  const script = await get(port, '/boot.ipxe?mac=52-54-00-00-00-01');
+  const script = await rawGet(port, '/boot.ipxe?mac=52-54-00-00-00-01');
   assert.equal(script.status, 200);
   assert.match(script.body.toString(), /boottorrent\.mac=52:54:00:00:00:01/);
   assert.match(script.body.toString(), new RegExp(`boottorrent\\.server=http://127\\.0\\.0\\.1:${port}`));
-  const refused = await get(port, '/boot.ipxe?mac=52:54:00:00:00:09');
+  const refused = await rawGet(port, '/boot.ipxe?mac=52:54:00:00:00:09');
   assert.match(refused.body.toString(), /not in the allow-list/);
-  assert.match((await get(port, '/boot.ipxe')).body.toString(), /needs \?mac=/);
+  assert.match((await rawGet(port, '/boot.ipxe')).body.toString(), /needs \?mac=/);
 
-  const menu = await get(port, '/api/v1/boot/52:54:00:00:00:01');
+  const menu = await rawGet(port, '/api/v1/boot/52:54:00:00:00:01');
   assert.deepEqual(JSON.parse(menu.body.toString()), fixedBootConfig('52:54:00:00:00:01'));
-  assert.equal((await get(port, '/api/v1/boot/52:54:00:00:00:09')).status, 403);
-  assert.equal((await get(port, '/api/v1/boot/nonsense')).status, 400);
+  assert.equal((await rawGet(port, '/api/v1/boot/52:54:00:00:00:09')).status, 403);
+  assert.equal((await rawGet(port, '/api/v1/boot/nonsense')).status, 400);
 
-  const whole = await get(port, '/phase1/vmlinuz');
+  const whole = await rawGet(port, '/phase1/vmlinuz');
   assert.equal(whole.status, 200);
   assert.deepEqual(whole.body, kernel);
   // Spelt so: GRUB 2.06's http module (the verifying loader, src/boot/grub-verify.ts) reads no other case.
   assert.ok(whole.rawHeaders.includes('Content-Length'), whole.rawHeaders.join(' '));
-  const part = await get(port, '/phase1/vmlinuz', { range: 'bytes=100-199' });
+  const part = await rawGet(port, '/phase1/vmlinuz', { range: 'bytes=100-199' });
   assert.equal(part.status, 206);
   assert.equal(part.headers['content-range'], 'bytes 100-199/5000');
   assert.deepEqual(part.body, kernel.subarray(100, 200));
-  assert.equal((await get(port, '/phase1/vmlinuz', { range: 'bytes=9000-' })).status, 416);
+  assert.equal((await rawGet(port, '/phase1/vmlinuz', { range: 'bytes=9000-' })).status, 416);
   assert.deepEqual(
-    (await get(port, '/phase1/inside-link')).body,
+    (await rawGet(port, '/phase1/inside-link')).body,
     kernel,
     'a symlink inside the root is fine',
   );
@@ -156,7 +132,7 @@ test('boot server: script per MAC, refusal, menu API, Range files, confinement',
     '/phase1/%00',
     '/phase1/%zz',
   ]) {
-    const r = await get(port, evil);
+    const r = await rawGet(port, evil);
     assert.equal(r.status, 404, evil);
     assert.doesNotMatch(r.body.toString(), /do not serve|root:/, evil);
   }
@@ -173,7 +149,7 @@ test('boot server signs each boot config with its key and echoes the agent nonce
   const port = await server.listen();
   t.after(() => server.close());
   const nonce = 'ab12'.repeat(8);
-  const res = await get(port, `/api/v1/boot/52:54:00:00:00:01?nonce=${nonce}`);
+  const res = await rawGet(port, `/api/v1/boot/52:54:00:00:00:01?nonce=${nonce}`);
   assert.equal(res.status, 200);
   const header = res.headers['x-boottorrent-signature'];
   assert.equal(typeof header, 'string');
@@ -186,7 +162,7 @@ test('boot server signs each boot config with its key and echoes the agent nonce
   assert.equal(config.nonce, nonce);
   assert.equal(config.mac, '52:54:00:00:00:01');
   // Without a nonce (an older agent): signed, no nonce in it.
-  const plain = await get(port, '/api/v1/boot/52:54:00:00:00:01');
+  const plain = await rawGet(port, '/api/v1/boot/52:54:00:00:00:01');
   assert.equal(
     bootConfigSignatureValid(plain.body, plain.headers['x-boottorrent-signature'] as string, pub),
     true,
@@ -194,7 +170,7 @@ test('boot server signs each boot config with its key and echoes the agent nonce
   assert.equal(parseBootConfig(plain.body.toString()).nonce, undefined);
   // A nonce that is not 32-64 hex digits is refused before anything is signed.
   for (const bad of ['xyz', 'ab', 'AB12'.repeat(8), 'a'.repeat(65)]) {
-    const r = await get(port, `/api/v1/boot/52:54:00:00:00:01?nonce=${bad}`);
+    const r = await rawGet(port, `/api/v1/boot/52:54:00:00:00:01?nonce=${bad}`);
     assert.equal(r.status, 400, bad);
     assert.equal(r.headers['x-boottorrent-signature'], undefined);
   }

@@ -4,11 +4,11 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { request } from 'node:http';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { hashPayload } from '../../src/server/phase1-blocks.js';
 import { PhaseOneShare, parseRange } from '../../src/agent/phase1-share.js';
+import { rawGet } from '../helpers/http.js';
 import { pseudoRandomBytes, tempDir } from '../helpers/tmp.js';
 
 const sha = (b: Buffer | string) => createHash('sha256').update(b).digest('hex');
@@ -53,27 +53,13 @@ test('the agent serves its payload whole and from an offset, with Content-Length
   const port = await share.start();
   assert.ok(port);
   t.after(() => share.close());
-  const get = (range?: string) =>
-    new Promise<{ status: number; raw: string[]; body: Buffer }>((resolve, reject) => {
-      const req = request(
-        { host: '127.0.0.1', port, path: '/phase1/payload', headers: range ? { range } : {} },
-        (res) => {
-          const chunks: Buffer[] = [];
-          res.on('data', (c: Buffer) => chunks.push(c));
-          res.on('end', () =>
-            resolve({ status: res.statusCode!, raw: res.rawHeaders, body: Buffer.concat(chunks) }),
-          );
-        },
-      );
-      req.on('error', reject);
-      req.end();
-    });
+  const get = (range?: string) => rawGet(port, '/phase1/payload', range ? { range } : {});
   const whole = await get();
   assert.equal(whole.status, 200);
   assert.deepEqual(whole.body, data);
-  assert.ok(whole.raw.includes('Content-Length'), whole.raw.join(' '));
+  assert.ok(whole.rawHeaders.includes('Content-Length'), whole.rawHeaders.join(' '));
   const rest = await get('bytes=1000-');
   assert.equal(rest.status, 206);
   assert.deepEqual(rest.body, data.subarray(1000));
-  assert.equal(rest.raw[rest.raw.indexOf('Content-Length') + 1], '2000');
+  assert.equal(rest.rawHeaders[rest.rawHeaders.indexOf('Content-Length') + 1], '2000');
 });
