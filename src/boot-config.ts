@@ -150,6 +150,8 @@ export interface AgentReport {
   readonly peakRss?: number;
   /** TCP port on which the agent serves its phase-1 payload to later clients (#16), while it does. */
   readonly phase1Port?: number;
+  /** On phase1Port it also serves the kernel and stage 0 with their signatures (the GRUB loader, #16). */
+  readonly phase1Loader?: boolean;
   /** The firmware enforces UEFI Secure Boot (phase 1's kernel is then locked down); absent when unknown. */
   readonly secureBoot?: boolean;
 }
@@ -372,6 +374,10 @@ export function parseAgentReport(text: string): AgentReport {
     const v = num(o, 'phase1Port', '(report)');
     if (!Number.isInteger(v) || v < 1 || v > 65535) bad('phase1Port', 'must be a TCP port (1-65535)');
     out.phase1Port = v;
+  }
+  if (o.phase1Loader !== undefined) {
+    if (typeof o.phase1Loader !== 'boolean') bad('phase1Loader', 'must be true or false');
+    out.phase1Loader = o.phase1Loader;
   }
   if (o.secureBoot !== undefined) {
     if (typeof o.secureBoot !== 'boolean') bad('secureBoot', 'must be true or false');

@@ -12,7 +12,7 @@ import { readFile, rm } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import type { Readable, Writable } from 'node:stream';
 import { promisify } from 'node:util';
-import type { AgentStage, BootConfig, BootOs } from '../boot-config.js';
+import type { AgentReport, AgentStage, BootConfig, BootOs } from '../boot-config.js';
 import { isBootTorrentError, errorText } from '../errors.js';
 import { BitTorrentClient } from '../swarm/client.js';
 import type { SessionStats, TorrentSession } from '../swarm/session.js';
@@ -37,6 +37,7 @@ import {
 import { bringUpNetwork, type Lease } from './network.js';
 import { Reporter, peakRssBytes } from './report.js';
 import { PhaseOneShare } from './phase1-share.js';
+import { fetchHeldFiles } from './phase1-hold.js';
 import {
   StepFailure,
   binCommand,
@@ -101,6 +102,9 @@ export class Agent {
   /** The last stage reported, repeated while sharing so the server keeps offering this client. */
   private lastReport: { stage: AgentStage; os?: string } | undefined;
   private heartbeat: NodeJS.Timeout | undefined;
+  /** It serves the kernel and stage 0 too (a holder, phase1-hold.ts); the fetch stops with sharing. */
+  private holding = false;
+  private holdAbort: AbortController | undefined;
 
   constructor(
     private readonly args: AgentArgs,
@@ -139,12 +143,49 @@ export class Agent {
       if (this.lastReport) this.reporter?.send(this.lastReport);
     }, SHARE_HEARTBEAT_MS);
     this.heartbeat.unref();
+    if (this.args.hold) void this.hold(this.args.hold, this.args.shareFile);
+  }
+
+  /** When the server wants it, fetches the kernel and stage 0 to serve them too; never in the way of booting. */
+  private async hold(files: NonNullable<AgentArgs['hold']>, shareFile: string): Promise<void> {
+    const abort = new AbortController();
+    this.holdAbort = abort;
+    try {
+      const held = await fetchHeldFiles({
+        server: this.args.server,
+        mac: this.args.mac,
+        files,
+        dir: join(dirname(shareFile), 'held'),
+        signal: abort.signal,
+        log: this.log,
+      });
+      if (!held || !this.share || abort.signal.aborted) return;
+      await this.share.addFiles(held);
+    } catch (err) {
+      this.log.info('not holding the phase-1 kernel', { error: errorText(err) });
+      return;
+    }
+    this.holding = true;
+    this.say('boottorrent-agent: serving the phase-1 kernel and stage 0 to later clients too');
+    this.reporter?.setAlways(this.alwaysFields());
+    if (this.lastReport) this.reporter?.send(this.lastReport);
+  }
+
+  /** What every report says: where this client serves phase 1, and Secure Boot. */
+  private alwaysFields(): Partial<AgentReport> {
+    return {
+      ...(this.sharePort !== undefined ? { phase1Port: this.sharePort } : {}),
+      ...(this.sharePort !== undefined && this.holding ? { phase1Loader: true } : {}),
+      ...(this.secureBoot !== undefined ? { secureBoot: this.secureBoot } : {}),
+    };
   }
 
   /** Stops serving phase 1, letting transfers in progress finish for up to `graceMs`. */
   private async stopSharing(graceMs: number): Promise<void> {
     if (this.heartbeat) clearInterval(this.heartbeat);
     this.heartbeat = undefined;
+    this.holdAbort?.abort();
+    this.holding = false;
     const share = this.share;
     this.share = undefined;
     if (!share) return;
@@ -355,10 +396,7 @@ export class Agent {
                 {
                   url: config.reportUrl,
                   token: config.reportToken,
-                  always: {
-                    ...(this.sharePort !== undefined ? { phase1Port: this.sharePort } : {}),
-                    ...(this.secureBoot !== undefined ? { secureBoot: this.secureBoot } : {}),
-                  },
+                  always: this.alwaysFields(),
                 },
                 this.log,
               )

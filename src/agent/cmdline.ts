@@ -37,6 +37,28 @@ export interface AgentArgs {
    * --server-key only.
    */
   readonly serverKey?: string;
+  /**
+   * Phase-1 files this client may fetch once more and serve to later
+   * clients' GRUB (`boottorrent.hold=`, src/server/phase1-loader.ts): names
+   * in the phase-1 folder and their SHA-256, from the server.
+   */
+  readonly hold?: readonly HoldFile[];
+}
+
+export interface HoldFile {
+  readonly name: string;
+  readonly sha256: string;
+}
+
+/**
+ * `name:sha256,name:sha256` (at most 4 files, plain names); undefined when
+ * absent or not of that form (then this client simply holds nothing).
+ */
+export function parseHold(raw: string | undefined): HoldFile[] | undefined {
+  if (raw === undefined || raw.length > 400) return undefined;
+  const files = raw.split(',').map((w) => /^([A-Za-z0-9._-]{1,64}):([0-9a-f]{64})$/.exec(w));
+  if (files.length > 4 || files.some((m) => !m || m[1] === '.' || m[1] === '..')) return undefined;
+  return files.map((m) => ({ name: m![1]!, sha256: m![2]! }));
 }
 
 export const DEFAULT_DIR = '/tmp/boottorrent';
@@ -55,6 +77,8 @@ Runs the BootTorrent agent on this host instead of inside phase 1.
   --stall-timeout S   seconds without progress before a download fails (default ${DEFAULT_STALL_SECONDS})
   --share-phase1 FILE serve FILE as this client's phase-1 payload to later clients (as phase 1 does)
   --share-port N      its TCP port (default ${PHASE1_SHARE_PORT}; 0 picks a free one)
+  --hold NAME:SHA,... with --share-phase1: when the server asks, fetch these phase-1 files
+                      (SHA-256 checked) and serve them to later clients' GRUB too
   --server-key FILE   refuse boot configs not signed by this public key (the server's
                       <env>/.boottorrent/signing-key.pub.pem; phase 1 always checks)
   -v, --verbose       debug lines on stderr`;
@@ -118,6 +142,7 @@ export function argsFromKernelCmdline(text: string): AgentArgs {
     shareFile: PHASE1_PAYLOAD_PATH,
     sharePort: PHASE1_SHARE_PORT,
     serverKey: PHASE1_SERVER_KEY_PATH,
+    ...(parseHold(p.get('boottorrent.hold')) ? { hold: parseHold(p.get('boottorrent.hold'))! } : {}),
   };
 }
 
@@ -138,6 +163,7 @@ export function argsFromFlags(argv: readonly string[]): AgentArgs {
         'share-phase1': { type: 'string' },
         'share-port': { type: 'string' },
         'server-key': { type: 'string' },
+        hold: { type: 'string' },
         verbose: { type: 'boolean', short: 'v' },
       },
       strict: true,
@@ -153,6 +179,8 @@ export function argsFromFlags(argv: readonly string[]): AgentArgs {
   const stall = Number(values['stall-timeout'] ?? DEFAULT_STALL_SECONDS);
   if (!Number.isFinite(stall) || stall <= 0)
     usage(`--stall-timeout ${values['stall-timeout']}: expected seconds > 0`);
+  const hold = values.hold === undefined ? undefined : parseHold(values.hold);
+  if (values.hold !== undefined && !hold) usage(`--hold ${values.hold}: expected NAME:SHA256[,NAME:SHA256...]`);
   const sharePort = Number(values['share-port'] ?? PHASE1_SHARE_PORT);
   if (!Number.isInteger(sharePort) || sharePort < 0 || sharePort > 65535)
     usage(`--share-port ${values['share-port']}: expected 0..65535`);
@@ -169,5 +197,6 @@ export function argsFromFlags(argv: readonly string[]): AgentArgs {
     ...(values['share-phase1'] !== undefined ? { shareFile: values['share-phase1'] } : {}),
     sharePort,
     ...(values['server-key'] !== undefined ? { serverKey: values['server-key'] } : {}),
+    ...(hold ? { hold } : {}),
   };
 }

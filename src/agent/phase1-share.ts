@@ -30,6 +30,8 @@ export interface PhaseOneShareOptions {
 export class PhaseOneShare {
   private server: Server | undefined;
   private size = 0;
+  /** More files served (URL path -> file and size): the kernel and stage 0 a holder fetched (phase1-hold.ts). */
+  private readonly extra = new Map<string, { file: string; size: number }>();
   private active = 0;
   /** Bytes sent to other clients (its report says so). */
   sent = 0;
@@ -59,27 +61,32 @@ export class PhaseOneShare {
     }
     const server = createBoundedServer(
       (req, res) => {
-        if (req.url !== '/phase1/payload' || (req.method !== 'GET' && req.method !== 'HEAD')) {
+        const it =
+          req.url === '/phase1/payload'
+            ? { file: this.options.file, size: this.size }
+            : this.extra.get(req.url ?? '');
+        if (!it || (req.method !== 'GET' && req.method !== 'HEAD')) {
           res.writeHead(404, { 'content-type': 'text/plain' }).end('not found\n');
           return;
         }
+        const size = it.size;
         // A stage 0 that fetched part of it elsewhere asks for the rest (bytes=N-).
-        const range = parseRange(req.headers.range, this.size);
+        const range = parseRange(req.headers.range, size);
         if (range === 'unsatisfiable') {
-          res.writeHead(416, { 'content-range': `bytes */${this.size}` }).end();
+          res.writeHead(416, { 'content-range': `bytes */${size}` }).end();
           return;
         }
-        const [start, end] = range ?? [0, this.size - 1];
+        const [start, end] = range ?? [0, size - 1];
         res.writeHead(range ? 206 : 200, {
           'content-type': 'application/octet-stream',
           // Spelt so: GRUB's http module (src/boot/grub-verify.ts) reads no other case.
           'Content-Length': end - start + 1,
           'accept-ranges': 'bytes',
-          ...(range ? { 'content-range': `bytes ${start}-${end}/${this.size}` } : {}),
+          ...(range ? { 'content-range': `bytes ${start}-${end}/${size}` } : {}),
         });
         if (req.method === 'HEAD' || end < start) return void res.end();
         this.active++;
-        const stream = createReadStream(this.options.file, { start, end });
+        const stream = createReadStream(it.file, { start, end });
         stream.on('data', (c: Buffer | string) => (this.sent += c.length));
         stream.on('error', (err) => {
           this.log.debug('payload read failed', { error: err.message });
@@ -115,6 +122,11 @@ export class PhaseOneShare {
     );
     this.server = server;
     return (server.address() as AddressInfo).port;
+  }
+
+  /** Serves more files at these URL paths (e.g. /phase1/vmlinuz), checked by the caller. */
+  async addFiles(files: ReadonlyMap<string, string>): Promise<void> {
+    for (const [path, file] of files) this.extra.set(path, { file, size: (await stat(file)).size });
   }
 
   /** Transfers in progress. */

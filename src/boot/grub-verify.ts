@@ -36,12 +36,13 @@ const execFileP = promisify(execFile);
 
 /**
  * Built into the image, so nothing is loaded from a prefix (which, under
- * enforce, would need signatures too): UEFI networking (the firmware's or
- * iPXE's SNP), DHCP and HTTP, the Linux loader, the OpenPGP check with RSA
- * and SHA-256, and the script's commands.
+ * enforce, would need signatures too): networking (UEFI: the firmware's or
+ * iPXE's SNP; BIOS: the PXE API iPXE or the ROM offers), DHCP and HTTP,
+ * the Linux loader, the OpenPGP check with RSA and SHA-256, and the
+ * script's commands (`exit` returns to iPXE, which then loads phase 1 the
+ * old way).
  */
 export const VERIFYING_GRUB_MODULES = [
-  'efinet',
   'net',
   'http',
   'linux',
@@ -54,21 +55,38 @@ export const VERIFYING_GRUB_MODULES = [
   'test',
   'sleep',
   'reboot',
+  'minicmd',
 ] as const;
 
+/** The two GRUB builds: UEFI x64, and a PXE program for BIOS. */
+export type VerifyingGrubFormat = 'x86_64-efi' | 'i386-pc-pxe';
+
+/** Per format: Debian's module folder, its package, and the modules only that platform has. */
+export const VERIFYING_GRUB_PLATFORMS: Record<
+  VerifyingGrubFormat,
+  { readonly dir: string; readonly pkg: string; readonly modules: readonly string[] }
+> = {
+  'x86_64-efi': { dir: '/usr/lib/grub/x86_64-efi', pkg: 'grub-efi-amd64-bin', modules: ['efinet'] },
+  // BIOS GRUB writes to the VGA screen unless told: serial for a headless room and its tests.
+  'i386-pc-pxe': { dir: '/usr/lib/grub/i386-pc', pkg: 'grub-pc-bin', modules: ['pxe', 'serial', 'terminal'] },
+};
+
 /** Where Debian puts the x86_64-efi modules (package grub-efi-amd64-bin). */
-export const GRUB_EFI_MODULES_DIR = '/usr/lib/grub/x86_64-efi';
+export const GRUB_EFI_MODULES_DIR = VERIFYING_GRUB_PLATFORMS['x86_64-efi'].dir;
 
 /**
- * Writes to `out` a GRUB EFI program that trusts `publicKey` (an OpenPGP
- * key file, pgpPublicKeyFile) only and runs `script` at start, in the
- * rescue parser (plain commands; see above).
+ * Writes to `out` a GRUB program (UEFI by default, or BIOS PXE) that trusts
+ * `publicKey` (an OpenPGP key file, pgpPublicKeyFile) only and runs
+ * `script` at start, in the rescue parser (plain commands; see above).
  */
 export async function buildVerifyingGrub(o: {
   publicKey: Buffer;
   script: string;
   out: string;
+  format?: VerifyingGrubFormat;
 }): Promise<void> {
+  const format = o.format ?? 'x86_64-efi';
+  const platform = VERIFYING_GRUB_PLATFORMS[format];
   const work = mkdtempSync(join(tmpdir(), 'bt-grub-'));
   try {
     const key = join(work, 'key.gpg');
@@ -79,9 +97,9 @@ export async function buildVerifyingGrub(o: {
       'grub-mkimage',
       [
         '--format',
-        'x86_64-efi',
+        format,
         '--directory',
-        GRUB_EFI_MODULES_DIR,
+        platform.dir,
         '--output',
         o.out,
         // No prefix to load from: everything is built in (see VERIFYING_GRUB_MODULES).
@@ -91,6 +109,7 @@ export async function buildVerifyingGrub(o: {
         key,
         '--config',
         cfg,
+        ...platform.modules,
         ...VERIFYING_GRUB_MODULES,
       ],
       { maxBuffer: 1 << 20 },
@@ -100,51 +119,76 @@ export async function buildVerifyingGrub(o: {
     throw new BootTorrentError(
       'BT_ERR_PHASE1',
       e.code === 'ENOENT'
-        ? 'grub-mkimage is not installed: apt-get install grub-efi-amd64-bin'
+        ? `grub-mkimage is not installed: apt-get install ${platform.pkg}`
         : `grub-mkimage could not build the verifying GRUB (${o.out}): ${(e.stderr ?? e.message).trim()}` +
-            ` (are the x86_64-efi modules in ${GRUB_EFI_MODULES_DIR}? apt-get install grub-efi-amd64-bin)`,
+            ` (are the ${format} modules in ${platform.dir}? apt-get install ${platform.pkg})`,
     );
   } finally {
     rmSync(work, { recursive: true, force: true });
   }
 }
 
+/** One file as GRUB loads it over HTTP: from `source` (`host` or `host:port`), at `file`. */
+export interface GrubFile {
+  readonly source: string;
+  readonly file: string;
+}
+
+function checkGrubFile(f: GrubFile): void {
+  if (!/^[A-Za-z0-9.:[\]-]+$/.test(f.source))
+    throw new Error(`not a host:port for GRUB: ${JSON.stringify(f.source)}`);
+  if (!/^\/[A-Za-z0-9._/-]+$/.test(f.file))
+    throw new Error(`not a plain absolute path for GRUB: ${JSON.stringify(f.file)}`);
+}
+
 /**
- * GRUB config lines (for `configfile`: they use `if`) that load `file` with `command` (`linux` or `initrd`)
- * from each source in turn until one passes the signature check, saying
- * which on the console; `args` follow the file (the kernel's command line).
- * Sources are `host:port` and paths absolute, both checked: GRUB takes
- * them into a device name and a path, and a quote or a space there would
- * break the script.
+ * GRUB config lines (for `configfile`: they use `if`) that run `command`
+ * (`linux` or `initrd`) with each attempt's files in turn until one
+ * attempt passes the signature check of every file, saying which on the
+ * console; `args` follow the files (the kernel's command line). Sources
+ * and paths are checked: GRUB takes them into a device name and a path,
+ * and a quote or a space there would break the script.
  */
+export function grubLoadFirstOf(
+  command: 'linux' | 'initrd',
+  attempts: readonly (readonly GrubFile[])[],
+  args = '',
+): string {
+  if (attempts.length === 0 || attempts.some((a) => a.length === 0)) throw new Error('no source to load from');
+  attempts.flat().forEach(checkGrubFile);
+  // GRUB's script syntax: quotes, escapes, variables, separators, redirections,
+  // blocks, and `#` (a comment from there, which would swallow `; then`).
+  // Anything but printable ASCII (a newline, a tab) is refused too.
+  if (/['"\\$;&|`<>{}#]/.test(args) || /[^\x20-\x7e]/.test(args))
+    throw new Error(`kernel arguments GRUB would not keep as given: ${JSON.stringify(args)}`);
+  const load = (a: readonly GrubFile[]) =>
+    `${command} ${a.map((f) => `(http,${f.source})${f.file}`).join(' ')}${args ? ` ${args}` : ''}`;
+  const what = attempts[0]!.map((f) => f.file).join(' ');
+  // Nested: each else tries the next attempt; after the last, the script says none was good.
+  const lines: string[] = [];
+  attempts.forEach((a, i) => {
+    const pad = '  '.repeat(i);
+    lines.push(
+      `${pad}if ${load(a)}; then`,
+      `${pad}  echo "boottorrent: ${command} ${what} from ${a[0]!.source}"`,
+      `${pad}else`,
+    );
+  });
+  lines.push(`${'  '.repeat(attempts.length)}echo "boottorrent: no source had a good ${what}"`);
+  for (let i = attempts.length - 1; i >= 0; i--) lines.push(`${'  '.repeat(i)}fi`);
+  return `${lines.join('\n')}\n`;
+}
+
+/** grubLoadFirstOf with one file, tried from each source in turn. */
 export function grubLoadFromFirst(
   command: 'linux' | 'initrd',
   sources: readonly string[],
   file: string,
   args = '',
 ): string {
-  if (sources.length === 0) throw new Error('no source to load from');
-  for (const s of sources)
-    if (!/^[A-Za-z0-9.:[\]-]+$/.test(s)) throw new Error(`not a host:port for GRUB: ${JSON.stringify(s)}`);
-  if (!/^\/[A-Za-z0-9._/-]+$/.test(file))
-    throw new Error(`not a plain absolute path for GRUB: ${JSON.stringify(file)}`);
-  // GRUB's script syntax: quotes, escapes, variables, separators, redirections,
-  // blocks, and `#` (a comment from there, which would swallow `; then`).
-  // Anything but printable ASCII (a newline, a tab) is refused too.
-  if (/['"\\$;&|`<>{}#]/.test(args) || /[^\x20-\x7e]/.test(args))
-    throw new Error(`kernel arguments GRUB would not keep as given: ${JSON.stringify(args)}`);
-  const load = (s: string) => `${command} (http,${s})${file}${args ? ` ${args}` : ''}`;
-  // Nested: each else tries the next source; after the last, the script says none was good.
-  const lines: string[] = [];
-  sources.forEach((s, i) => {
-    const pad = '  '.repeat(i);
-    lines.push(
-      `${pad}if ${load(s)}; then`,
-      `${pad}  echo "boottorrent: ${command} ${file} from ${s}"`,
-      `${pad}else`,
-    );
-  });
-  lines.push(`${'  '.repeat(sources.length)}echo "boottorrent: no source had a good ${file}"`);
-  for (let i = sources.length - 1; i >= 0; i--) lines.push(`${'  '.repeat(i)}fi`);
-  return `${lines.join('\n')}\n`;
+  return grubLoadFirstOf(
+    command,
+    sources.map((source) => [{ source, file }]),
+    args,
+  );
 }

@@ -42,6 +42,12 @@ export interface PhaseOneImage {
   readonly initrdUrls: readonly string[];
   /** Kernel command line (without the boottorrent.* parameters, which are added). */
   readonly cmdline: string;
+  /**
+   * A GRUB that UEFI clients chain first (src/server/phase1-loader.ts): it
+   * loads phase 1 checking signatures, or returns to iPXE, which then
+   * loads the files above.
+   */
+  readonly grubEfiUrl?: string;
 }
 
 /**

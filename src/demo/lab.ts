@@ -78,6 +78,8 @@ export interface LabEnvOptions {
   peers?: boolean;
   /** Clients serve phase 1 to later clients (peers.phase1, #16). */
   phase1Peers?: boolean;
+  /** peers.phase1_loader: grub (UEFI clients load the kernel from holders through the verifying GRUB). */
+  phase1Loader?: 'grub';
   /** server.uefi_chain (signed: Debian's shim and GRUB for UEFI PXE clients; uki: the lab-signed phase 1). */
   uefiChain?: 'ipxe' | 'signed' | 'uki';
   /** With uefiChain uki: the lab's key and certificate (server.uki_key, server.uki_cert). */
@@ -110,6 +112,7 @@ export function labEnvYaml(o: LabEnvOptions): string {
           'peers:',
           ...(o.peers ? ['  lsd: true', '  pex: true'] : []),
           ...(o.phase1Peers ? ['  phase1: true'] : []),
+          ...(o.phase1Loader ? [`  phase1_loader: ${o.phase1Loader}`] : []),
         ]
       : []),
     ...(hosts.length > 0 ? ['hosts:', ...hosts.map(([mac, v]) => `  '${mac}': ${v}`)] : []),

@@ -110,6 +110,7 @@ peers:
   lsd: false                 # Local Service Discovery (multicast); a second way to find peers
   pex: true                  # peer exchange between clients
   phase1: false              # clients serve phase 1 to later clients (checked by SHA-256 before it runs)
+  phase1_loader: ipxe        # grub: UEFI clients take the kernel from peers too, each file's signature checked
 
 boot:
   default_os: hello          # a folder of oss/

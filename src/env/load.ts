@@ -157,6 +157,7 @@ interface Draft {
   lsd?: boolean;
   pex: boolean;
   phase1Peers: boolean;
+  phase1Loader: 'ipxe' | 'grub';
   defaultOs?: string;
   timeout?: number;
   seedTime: number;
@@ -213,6 +214,9 @@ function mapV1(v: Obj, bad: (field: string) => boolean): Draft {
     lsd: bad('peers.lsd') ? undefined : ((peers.lsd as boolean | undefined) ?? false),
     pex: (peers.pex as boolean | undefined) ?? true,
     phase1Peers: (peers.phase1 as boolean | undefined) ?? false,
+    phase1Loader: bad('peers.phase1_loader')
+      ? 'ipxe'
+      : ((peers.phase1_loader as 'ipxe' | 'grub' | undefined) ?? 'ipxe'),
     defaultOs: boot.default_os as string | undefined,
     timeout: bad('boot.timeout') ? undefined : ((boot.timeout as number | undefined) ?? 30),
     seedTime: (boot.seed_time as number | undefined) ?? 30,
@@ -283,6 +287,7 @@ function mapV0(v: Obj, bad: (field: string) => boolean): Draft {
     lsd: bad('aria2.bt_enable_lpd') ? undefined : ((ar.bt_enable_lpd as boolean | undefined) ?? false),
     pex: (ar.enable_peer_exchange as boolean | undefined) ?? true,
     phase1Peers: false,
+    phase1Loader: 'ipxe',
     defaultOs: bt.default_os as string | undefined,
     timeout: bad('boottorrent.timeout') ? undefined : ((bt.timeout as number | undefined) ?? 30),
     seedTime: (bt.seed_time as number | undefined) ?? 30,
@@ -780,7 +785,7 @@ function build(dir: string, d: Draft, oss: OsEntry[], warnings: Problem[]): Envi
       subnets: d.dhcpMode === 'off' ? [] : d.subnets.map((raw) => buildSubnet(obj(raw), d.dhcpMode!)),
     },
     tracker: { enabled: d.trackerEnabled!, port: d.trackerPort },
-    peers: { lsd: d.lsd!, pex: d.pex, phase1: d.phase1Peers },
+    peers: { lsd: d.lsd!, pex: d.pex, phase1: d.phase1Peers, phase1Loader: d.phase1Loader },
     boot: { defaultOs: d.defaultOs ?? null, timeout: d.timeout!, seedTime: d.seedTime },
     hosts: buildHosts(d.hosts, dir),
     groups: buildGroups(d.groups, dir),

@@ -143,7 +143,13 @@ export interface Environment {
   };
   readonly tracker: { readonly enabled: boolean; readonly port: number };
   /** lsd, pex: ways clients find each other; phase1: clients serve phase 1 to later clients (#16). */
-  readonly peers: { readonly lsd: boolean; readonly pex: boolean; readonly phase1: boolean };
+  readonly peers: {
+    readonly lsd: boolean;
+    readonly pex: boolean;
+    readonly phase1: boolean;
+    /** With phase1: grub: UEFI clients load the kernel and stage 0 through a GRUB that checks signatures (src/server/phase1-loader.ts). */
+    readonly phase1Loader: 'ipxe' | 'grub';
+  };
   readonly boot: {
     /** Null only when timeout is negative (the menu waits for a choice). */
     readonly defaultOs: string | null;

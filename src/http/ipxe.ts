@@ -49,6 +49,11 @@ export function phaseOneScript(input: ScriptInput): string {
     .join(' ');
   return [
     '#!ipxe',
+    // UEFI: GRUB checks each file's signature, so it may load phase 1 from
+    // peers; when it returns (no good config), iPXE goes on as before.
+    ...(image.grubEfiUrl
+      ? [`iseq \${platform} efi && chain --autofree ${inert(image.grubEfiUrl, 'GRUB URL')} ||`]
+      : []),
     `echo BootTorrent: loading phase 1 for ${input.mac}`,
     `kernel ${inert(image.kernelUrl, 'kernel URL')} ${args} || goto failed`,
     ...image.initrdUrls.map((u, i) => `initrd --name ${names[i]} ${inert(u, 'initrd URL')} || goto failed`),

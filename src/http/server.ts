@@ -68,11 +68,14 @@ export interface BootHttpServices {
 /** What a request's answer is for, by its path (the same order handle() asks in). */
 function kindOf(path: string, options: BootHttpOptions): HttpSentKind {
   if (path === '/announce' || path === '/scrape') return 'tracker';
-  if (path === '/boot.ipxe' || path.startsWith('/api/v1/phase1/')) return 'script';
+  if (path === '/boot.ipxe' || path.startsWith('/api/v1/phase1/') || path.startsWith('/api/v1/phase1-loader/'))
+    return 'script';
   if (path.startsWith('/api/v1/boot/')) return 'config';
   if (path.startsWith('/api/')) return 'api';
   if (options.files && Object.hasOwn(options.files, path)) return 'ipxe';
-  if (path.startsWith('/phase1/') || path.startsWith('/phase1-key/')) return 'phase1';
+  // The GRUB loader's program and per-client configs (src/server/phase1-loader.ts) are phase 1 too.
+  if (path.startsWith('/phase1/') || path.startsWith('/phase1-key/') || path.startsWith('/boottorrent/grub/'))
+    return 'phase1';
   return 'files';
 }
 

@@ -21,7 +21,7 @@ import type { BitTorrentClient } from '../swarm/client.js';
 import { probeDhcpServers } from '../dhcp/probe.js';
 import type { BootConfig } from '../boot-config.js';
 import { DashboardPort, type DashboardHandler } from '../dashboard/listener.js';
-import { NetbootServer, type PhaseOneFiles } from './netboot.js';
+import { NetbootServer, PHASE1_KEY_URL, type PhaseOneFiles } from './netboot.js';
 import { RequesterCheck } from './requester.js';
 import { ClientStore, type ServerSnapshot } from './state.js';
 import { OsLibrary } from './os-library.js';
@@ -34,6 +34,7 @@ import { renderMetrics } from '../util/prometheus.js';
 import { version } from '../version.js';
 import { hashPayload } from './phase1-blocks.js';
 import { PhaseOneSourcing } from './phase1-sources.js';
+import { GRUB_EFI_FILE, GRUB_URL_DIR, PhaseOneLoader } from './phase1-loader.js';
 import type { PayloadFailure, PayloadProgress } from '../boot/policy.js';
 import { logClientEvents } from './event-log.js';
 import { NextBootStore } from './next-boot.js';
@@ -172,6 +173,8 @@ export class BootServer {
   private readonly startedAt = Date.now();
   /** Where stage 0s fetch the phase-1 payload, when peers serve phase 1 (#16). */
   private phase1Sources: PhaseOneSourcing | undefined;
+  /** The GRUB loader that lets peers serve the kernel and stage 0 too (peers.phase1_loader: grub). */
+  private phase1Loader: PhaseOneLoader | undefined;
   /** Bytes of one phase 1 (kernel + initramfs files), read at start. */
   private phase1Size = 0;
   /** What machines and groups boot next (next-boot.json in the state folder). */
@@ -335,12 +338,15 @@ export class BootServer {
         store: this.store,
         logger: this.log,
         nextBoot: (mac, groups) => nextBoot.forMachine(mac, groups),
-        onReport: (mac, client, r) => this.phase1Sources?.report(mac, client, r),
+        onReport: (mac, client, r) => {
+          this.phase1Sources?.report(mac, client, r);
+          this.phase1Loader?.report(mac, client, r);
+        },
         upstreamTrackers: () => this.upstream?.trackers() ?? [],
       },
     );
     this.api = api;
-    const phase1 = { ...(await this.phaseOneFiles(env)), keyArchive };
+    const phase1 = await this.phaseOneLoader(env, { ...(await this.phaseOneFiles(env)), keyArchive }, base);
     const uefiImage = await this.labSignedPhaseOne(env, phase1, base);
     await this.startNetboot(env, iface, base, api, phase1, signing.sign, uefiImage);
 
@@ -531,14 +537,28 @@ export class BootServer {
                 client: string,
                 failed?: PayloadFailure,
                 progress?: PayloadProgress,
-              ) => this.phase1Sources!.answer(mac, client, failed, progress),
+              ) => {
+                // Its stage 0 runs: GRUB's kernel fetch is over.
+                this.phase1Loader?.arrived(mac);
+                return this.phase1Sources!.answer(mac, client, failed, progress);
+              },
             }
           : {}),
       },
       {
         logger: this.log,
         ...(this.tracker ? { tracker: this.tracker } : {}),
-        routes: (req, res, path, client) => api.route(req, res, path, client),
+        routes: (req, res, path, client) =>
+          (this.phase1Loader?.route(
+            req,
+            res,
+            path,
+            client,
+            (mac) => this.grubLayout(mac, base),
+            (mac) => this.store.phase1(mac),
+          ) ??
+            false) ||
+          api.route(req, res, path, client),
         onBootStep: (s) => {
           if (s.kind === 'script') this.store.ipxe(s.mac, s.client);
           else if (s.kind === 'phase1') this.store.phase1(s.mac);
@@ -721,6 +741,55 @@ export class BootServer {
     return {
       ...p,
       stage0: { file: stage0, payloadSha256, blocks: hashes.blocks, blocksSha256: hashes.blocksSha256 },
+    };
+  }
+
+  /**
+   * With peers.phase1_loader: grub, the GRUB loader (phase1-loader.ts):
+   * key, signatures and GRUB build, and the phase 1 that names them. A
+   * missing grub-mkimage is a warning: clients then load phase 1 by iPXE.
+   */
+  private async phaseOneLoader(env: Environment, p: PhaseOneFiles, base: string): Promise<PhaseOneFiles> {
+    if (env.peers.phase1Loader !== 'grub') return p;
+    if (!p.stage0 || !this.phase1Sources) {
+      this.log.warn(
+        'peers.phase1_loader is grub but phase 1 is not served by peers (peers.phase1 and stage0.img): clients load it by iPXE',
+      );
+      return p;
+    }
+    try {
+      this.phase1Loader = await PhaseOneLoader.prepare({
+        stateDir: this.stateDir,
+        publicUrl: base,
+        kernel: { name: p.kernel, path: join(p.dir, p.kernel) },
+        stage0: { name: p.stage0.file, path: join(p.dir, p.stage0.file) },
+        serverOnly: p.keyArchive ? [{ urlPath: PHASE1_KEY_URL, path: p.keyArchive }] : [],
+        log: this.log.child('phase1'),
+      });
+    } catch (err) {
+      if (!(err instanceof BootTorrentError)) throw err;
+      this.log.warn(`${err.message}; UEFI clients load the kernel and stage 0 by iPXE, from this server`);
+      return p;
+    }
+    this.log.info('UEFI clients load phase 1 through GRUB, which checks every signature: peers serve the kernel too', {
+      grub: join(this.stateDir, 'grub', GRUB_EFI_FILE),
+    });
+    return {
+      ...p,
+      stage0: { ...p.stage0, hold: this.phase1Loader.holdArg() },
+      grubEfi: `${GRUB_URL_DIR}${GRUB_EFI_FILE}`,
+    };
+  }
+
+  /** What GRUB loads for `mac` (phase1-loader.ts), or undefined when that MAC may not boot here. */
+  private grubLayout(mac: string, base: string) {
+    const policy = this.netboot?.policy;
+    if (!policy || 'refused' in policy.phaseOneFor(mac)) return undefined;
+    const g = policy.grubPhaseOne();
+    return {
+      kernel: g.kernel,
+      initrds: g.initrds,
+      cmdline: `${g.cmdline} boottorrent.server=${base} boottorrent.mac=${mac}`.trim(),
     };
   }
 

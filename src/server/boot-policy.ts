@@ -140,7 +140,11 @@ export interface PhaseOneFileNames {
     /** The payload's block list (phase1-blocks.ts) and its SHA-256, which rides on the command line. */
     readonly blocks: string;
     readonly blocksSha256: string;
+    /** `boottorrent.hold=...`: the agent may fetch and serve the kernel and stage 0 (phase1-loader.ts). */
+    readonly hold?: string;
   };
+  /** URL path (below publicUrl) of the GRUB loader iPXE chains on UEFI (phase1-loader.ts). */
+  readonly grubEfi?: string;
   /** URL path (below publicUrl) of the server-key archive, loaded after the initramfs (signing.ts). */
   readonly keyArchive?: string;
 }
@@ -217,7 +221,7 @@ export class ServerBootPolicy implements BootPolicy {
         kernel: file(p.kernel),
         initrds: [file(p.stage0.file), ...key],
         cmdline:
-          `${p.cmdline} boottorrent.payload=${p.stage0.payloadSha256} boottorrent.blocks=${p.stage0.blocksSha256}`.trim(),
+          `${p.cmdline} boottorrent.payload=${p.stage0.payloadSha256} boottorrent.blocks=${p.stage0.blocksSha256}${p.stage0.hold ? ` ${p.stage0.hold}` : ''}`.trim(),
       };
     return { kernel: file(p.kernel), initrds: [...p.initrds.map(file), ...key], cmdline: p.cmdline };
   }
@@ -230,7 +234,13 @@ export class ServerBootPolicy implements BootPolicy {
       (name) => this.phaseOneFileUrl(name, mac),
       keyPath ? [`${this.#o.publicUrl}${keyPath}?mac=${mac}`] : [],
     );
-    return { kernelUrl: l.kernel, initrdUrls: l.initrds, cmdline: l.cmdline };
+    const grub = this.#o.phase1.grubEfi;
+    return {
+      kernelUrl: l.kernel,
+      initrdUrls: l.initrds,
+      cmdline: l.cmdline,
+      ...(grub && this.#payloadSource ? { grubEfiUrl: `${this.#o.publicUrl}${grub}` } : {}),
+    };
   }
 
   /**

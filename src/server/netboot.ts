@@ -48,7 +48,9 @@ export interface PhaseOneFiles {
   initrds: readonly string[];
   cmdline: string;
   /** Phase 1 from peers (#16): the stage-0 file in `dir` and the SHA-256 of initrds[0], the payload. */
-  stage0?: { file: string; payloadSha256: string; blocks: string; blocksSha256: string };
+  stage0?: { file: string; payloadSha256: string; blocks: string; blocksSha256: string; hold?: string };
+  /** URL path of the GRUB loader for UEFI clients, chained by boot.ipxe (src/server/phase1-loader.ts). */
+  grubEfi?: string;
   /**
    * The cpio archive with this server's boot-config key (signing.ts), loaded
    * by every client after phase 1's initramfs; served at PHASE1_KEY_URL.

@@ -94,6 +94,8 @@ export class PhaseOneSources {
     /** The payload's URL on the server. */
     private readonly serverUrl: string,
     limits: Partial<PhaseOneSourceLimits> = {},
+    /** What a peer serves, below its host:port (the payload; the GRUB loader's files are below /phase1/). */
+    private readonly peerPath = '/phase1/payload',
   ) {
     this.limits = { ...PHASE1_SOURCE_LIMITS, ...limits };
   }
@@ -127,7 +129,7 @@ export class PhaseOneSources {
     }
     const host = ip.includes(':') ? `[${ip}]` : ip;
     this.peers.set(mac, {
-      url: `http://${host}:${port}/phase1/payload`,
+      url: `http://${host}:${port}${this.peerPath}`,
       ip,
       lastSeen: now,
       ...(have !== undefined ? { have } : {}),

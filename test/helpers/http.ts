@@ -1,5 +1,5 @@
 /**
- * One HTTP GET on 127.0.0.1 with node:http, the path sent as given (fetch
+ * One HTTP request (GET unless told) on 127.0.0.1 with node:http, the path sent as given (fetch
  * would normalise ".."), answering the status, the headers both parsed and
  * as sent (rawHeaders keeps their spelling), and the whole body.
  */
@@ -16,9 +16,10 @@ export function rawGet(
   port: number,
   path: string,
   headers: Record<string, string> = {},
+  method = 'GET',
 ): Promise<RawResponse> {
   return new Promise((resolve, reject) => {
-    const req = request({ host: '127.0.0.1', port, path, headers }, (res) => {
+    const req = request({ host: '127.0.0.1', port, path, headers, method }, (res) => {
       const chunks: Buffer[] = [];
       res.on('data', (c: Buffer) => chunks.push(c));
       res.on('end', () =>

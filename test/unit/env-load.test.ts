@@ -78,7 +78,7 @@ test('a v0 environment (the older tool example layout) loads and maps onto v1', 
     subnets: [],
   });
   assert.deepEqual(env.tracker, { enabled: true, port: 10001 });
-  assert.deepEqual(env.peers, { lsd: false, pex: true, phase1: false });
+  assert.deepEqual(env.peers, { lsd: false, pex: true, phase1: false, phase1Loader: 'ipxe' });
   assert.deepEqual(env.boot, { defaultOs: 'linuxos', timeout: 30, seedTime: 30 });
   assert.equal(env.logLevel, 'error');
   assert.equal(env.hosts.size, 0);
@@ -141,7 +141,7 @@ test('a v1 environment loads every field, hosts keyed by normalised MAC', async 
 server: { interface: eth1, address: 10.0.0.1, http_port: 8080, tftp: true, ipxe_dir: /opt/ipxe, uefi_chain: signed, uefi_loader: snponly.efi }
 dhcp: { mode: full, range: 10.0.0.100-10.0.0.199, lease_time: 90m, router: 10.0.0.254, dns: 10.0.0.53 }
 tracker: { enabled: false }
-peers: { lsd: true, pex: false, phase1: true }
+peers: { lsd: true, pex: false, phase1: true, phase1_loader: grub }
 boot: { default_os: linux, timeout: -1, seed_time: 0 }
 hosts:
   52-54-00-AB-CD-EF: { default_os: linux, timeout: 5, name: bench-1 }
@@ -175,7 +175,7 @@ log_level: debug
     subnets: [],
   });
   assert.deepEqual(env.tracker, { enabled: false, port: 6969 });
-  assert.deepEqual(env.peers, { lsd: true, pex: false, phase1: true });
+  assert.deepEqual(env.peers, { lsd: true, pex: false, phase1: true, phase1Loader: 'grub' });
   assert.deepEqual(env.boot, { defaultOs: 'linux', timeout: -1, seedTime: 0 });
   assert.deepEqual(
     [...env.hosts],
@@ -210,7 +210,7 @@ test('defaults of v1: proxy DHCP, tracker on 6969, http 80, pex on, lsd off, inf
   assert.equal(env.server.httpPort, 80);
   assert.equal(env.dhcp.mode, 'proxy');
   assert.deepEqual(env.tracker, { enabled: true, port: 6969 });
-  assert.deepEqual(env.peers, { lsd: false, pex: true, phase1: false });
+  assert.deepEqual(env.peers, { lsd: false, pex: true, phase1: false, phase1Loader: 'ipxe' });
   assert.deepEqual(env.boot, { defaultOs: 'linux', timeout: 30, seedTime: 30 });
   assert.equal(env.logLevel, 'info');
 });
