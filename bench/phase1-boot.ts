@@ -57,7 +57,7 @@ const USAGE = `usage: npm run bench:swarm -- --phase1 [--clients 4,8,16,32] [--s
 Rates are bits per second (100M = 100 Mbit/s), sizes bytes (32M = 32 MiB). Needs root (network namespaces).
 See bench/README.md.`;
 
-const METHODS = ['central', 'peers', 'http'] as const;
+const METHODS = ['central', 'peers', 'grub', 'http'] as const;
 type MethodName = (typeof METHODS)[number];
 
 const argv = process.argv.slice(2).filter((a) => a !== '--phase1');
@@ -193,7 +193,9 @@ function writeEnv(method: MethodName): string {
       '  timeout: 0',
       `  seed_time: ${seedTime}`,
       'peers:',
-      `  phase1: ${method === 'peers'}`,
+      `  phase1: ${method === 'peers' || method === 'grub'}`,
+      // grub: UEFI clients' iPXE chains the verifying GRUB (src/server/phase1-loader.ts).
+      ...(method === 'grub' ? ['  phase1_loader: grub'] : []),
       '',
     ].join('\n'),
   );
@@ -452,7 +454,12 @@ function chart(rs: Row[]): string {
   const x = (n: number) =>
     L + (W - L - R) * (ns.length === 1 ? 0.5 : Math.log2(n / ns[0]!) / Math.log2(ns.at(-1)! / ns[0]!));
   const y = (s: number) => H - B - ((H - T - B) * s) / ymax;
-  const colors: Record<MethodName, string> = { central: '#1f77b4', peers: '#d62728', http: '#7f7f7f' };
+  const colors: Record<MethodName, string> = {
+    central: '#1f77b4',
+    peers: '#d62728',
+    grub: '#2ca02c',
+    http: '#7f7f7f',
+  };
   const out = [
     `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" font-family="sans-serif" font-size="12">`,
     `<rect width="${W}" height="${H}" fill="#fff"/>`,

@@ -4,7 +4,11 @@
  * PXE client does, over the same HTTP requests:
  *
  *   1. iPXE: GET /boot.ipxe?mac=<its MAC>, then every `kernel` and `initrd`
- *      URL the script names (redirects followed, as iPXE does);
+ *      URL the script names (redirects followed, as iPXE does); or, when
+ *      the script chains GRUB on UEFI (peers.phase1_loader: grub), what that
+ *      GRUB does: the program, its per-MAC config (again while it says
+ *      wait), then each file and its .sig from the first source that has
+ *      it (the SHA-256 checked here; GRUB checks the signature);
  *   2. if the script's command line carries `boottorrent.payload=` and
  *      `boottorrent.blocks=` (phase 1 served by peers), stage 0's own fetch
  *      (stage0FetchScript in src/phase1/stage0.ts) run by busybox sh with
@@ -75,17 +79,90 @@ async function text(url: string): Promise<string> {
   return (await res.text()).trim();
 }
 
-async function phaseOne(): Promise<{ payload?: string; bytes: number }> {
+/** The first attempt of `if <command> (http,SRC)PATH ...; then` lines whose every file (and its .sig) comes in. */
+async function grubAttempts(
+  cfg: string,
+  command: 'linux' | 'initrd',
+  holds: Map<string, string>,
+): Promise<{ bytes: number; args: string }> {
+  const lines = [...cfg.matchAll(new RegExp(`^\\s*if ${command} (.*); then$`, 'gm'))].map((m) => m[1]!);
+  for (const line of lines) {
+    const files = [...line.matchAll(/\(http,([^)]+)\)(\/\S+)/g)].map((m) => ({ src: m[1]!, path: m[2]! }));
+    const args = line.replace(/\(http,[^)]+\)\/\S+\s*/g, '').trim();
+    let bytes = 0;
+    try {
+      for (const f of files) {
+        const name = f.path.split('/').pop()!;
+        const got = await download(`http://${f.src}${f.path}`, join(dir, name), 300_000);
+        // GRUB checks the signature; this client checks the SHA-256 the signed config names.
+        const want = holds.get(name);
+        if (want && got.sha !== want) throw new Error(`${f.src}${f.path}: wrong SHA-256`);
+        bytes +=
+          got.bytes +
+          (await download(`http://${f.src}${f.path}.sig`, join(dir, `${name}.sig`), 10_000)).bytes;
+      }
+      return { bytes, args };
+    } catch (err) {
+      say(`grub: ${command} from ${files[0]?.src}: ${(err as Error).message}; next source`);
+    }
+  }
+  throw new Error(`no source had a good ${command}`);
+}
+
+/**
+ * What the verifying GRUB does (src/server/phase1-loader.ts): the program
+ * from the server, then its signed per-MAC config (waiting while it says
+ * so), then the kernel and initrds from the first source that has them.
+ */
+async function grubPhaseOne(grubUrl: string): Promise<{ bytes: number; cmdline: string }> {
+  let bytes = (await download(grubUrl, join(dir, 'grub.efi'), 60_000)).bytes;
+  const cfgUrl = `${new URL(grubUrl).origin}/boottorrent/grub/${mac}.cfg`;
+  for (;;) {
+    const res = await fetch(cfgUrl, { signal: AbortSignal.timeout(10_000) });
+    const cfg = Buffer.from(await res.arrayBuffer());
+    bytes += cfg.length;
+    if (res.status === 503) {
+      await new Promise((r) => setTimeout(r, 1000));
+      continue;
+    }
+    if (!res.ok) throw new Error(`${cfgUrl}: HTTP ${res.status}`);
+    bytes += (await download(`${cfgUrl}.sig`, join(dir, 'cfg.sig'), 10_000)).bytes;
+    const text = cfg.toString();
+    const wait = /^sleep (\d+)$/m.exec(text);
+    if (wait && /^configfile /m.test(text)) {
+      await new Promise((r) => setTimeout(r, Number(wait[1]) * 1000));
+      continue;
+    }
+    const holdWord = /boottorrent\.hold=(\S+)/.exec(text)?.[1] ?? '';
+    const holds = new Map(holdWord.split(',').map((w) => w.split(':') as [string, string]));
+    const linux = await grubAttempts(text, 'linux', holds);
+    const initrd = await grubAttempts(text, 'initrd', holds);
+    return { bytes: bytes + linux.bytes + initrd.bytes, cmdline: linux.args };
+  }
+}
+
+async function phaseOne(): Promise<{ payload?: string; bytes: number; hold?: string }> {
   const script = await text(`${server}/boot.ipxe?mac=${mac}`);
-  const kernel = /^kernel (\S+)(.*)$/m.exec(script);
-  if (!kernel) throw new Error(`no kernel line in the boot script:\n${script}`);
-  const initrds = [...script.matchAll(/^initrd (?:--name \S+ )?(\S+)/gm)].map((m) => m[1]!);
   let bytes = 0;
-  bytes += (await download(kernel[1]!, join(dir, 'vmlinuz'), 300_000)).bytes;
-  for (const [i, u] of initrds.entries())
-    bytes += (await download(u, join(dir, `initrd${i}`), 300_000)).bytes;
-  const want = /boottorrent\.payload=([0-9a-f]{64})/.exec(kernel[2]!)?.[1];
-  const blocks = /boottorrent\.blocks=([0-9a-f]{64})/.exec(kernel[2]!)?.[1];
+  let cmdline: string;
+  // A UEFI client: iPXE chains GRUB when the script says so.
+  const grub = /^iseq \$\{platform\} efi && chain (?:--autofree )?(\S+) \|\|$/m.exec(script);
+  if (grub) {
+    const g = await grubPhaseOne(grub[1]!);
+    bytes += g.bytes;
+    cmdline = g.cmdline;
+  } else {
+    const kernel = /^kernel (\S+)(.*)$/m.exec(script);
+    if (!kernel) throw new Error(`no kernel line in the boot script:\n${script}`);
+    const initrds = [...script.matchAll(/^initrd (?:--name \S+ )?(\S+)/gm)].map((m) => m[1]!);
+    bytes += (await download(kernel[1]!, join(dir, 'vmlinuz'), 300_000)).bytes;
+    for (const [i, u] of initrds.entries())
+      bytes += (await download(u, join(dir, `initrd${i}`), 300_000)).bytes;
+    cmdline = kernel[2]!;
+  }
+  const hold = /boottorrent\.hold=(\S+)/.exec(cmdline)?.[1];
+  const want = /boottorrent\.payload=([0-9a-f]{64})/.exec(cmdline)?.[1];
+  const blocks = /boottorrent\.blocks=([0-9a-f]{64})/.exec(cmdline)?.[1];
   if (want === undefined || blocks === undefined) return { bytes };
   // Stage 0's own fetch (src/phase1/stage0.ts), run by busybox as in stage 0.
   const run = join(dir, 'run');
@@ -110,7 +187,7 @@ async function phaseOne(): Promise<{ payload?: string; bytes: number }> {
   const code = await new Promise<number | null>((r) => sh.on('exit', r));
   if (code !== 0) throw new Error(`stage 0 exited ${code}`);
   const payload = join(run, 'boottorrent', 'phase1.img');
-  return { payload, bytes: bytes + statSync(payload).size };
+  return { payload, bytes: bytes + statSync(payload).size, ...(hold ? { hold } : {}) };
 }
 
 async function main(): Promise<void> {
@@ -137,6 +214,8 @@ async function main(): Promise<void> {
     '6881',
   ];
   if (p1.payload) args.push('--share-phase1', p1.payload, '--share-port', values['share-port']);
+  // A holder when the server asks: fetches the kernel and stage 0 and serves them to later GRUBs.
+  if (p1.payload && p1.hold) args.push('--hold', p1.hold);
   const agent = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
   // The bench stops this process with SIGTERM: the agent goes with it, and
   // this process waits until it has gone (the agent takes up to 5 s to leave

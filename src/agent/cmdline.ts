@@ -180,7 +180,8 @@ export function argsFromFlags(argv: readonly string[]): AgentArgs {
   if (!Number.isFinite(stall) || stall <= 0)
     usage(`--stall-timeout ${values['stall-timeout']}: expected seconds > 0`);
   const hold = values.hold === undefined ? undefined : parseHold(values.hold);
-  if (values.hold !== undefined && !hold) usage(`--hold ${values.hold}: expected NAME:SHA256[,NAME:SHA256...]`);
+  if (values.hold !== undefined && !hold)
+    usage(`--hold ${values.hold}: expected NAME:SHA256[,NAME:SHA256...]`);
   const sharePort = Number(values['share-port'] ?? PHASE1_SHARE_PORT);
   if (!Number.isInteger(sharePort) || sharePort < 0 || sharePort > 65535)
     usage(`--share-port ${values['share-port']}: expected 0..65535`);

@@ -154,7 +154,8 @@ export function grubLoadFirstOf(
   attempts: readonly (readonly GrubFile[])[],
   args = '',
 ): string {
-  if (attempts.length === 0 || attempts.some((a) => a.length === 0)) throw new Error('no source to load from');
+  if (attempts.length === 0 || attempts.some((a) => a.length === 0))
+    throw new Error('no source to load from');
   attempts.flat().forEach(checkGrubFile);
   // GRUB's script syntax: quotes, escapes, variables, separators, redirections,
   // blocks, and `#` (a comment from there, which would swallow `; then`).

@@ -68,7 +68,11 @@ export interface BootHttpServices {
 /** What a request's answer is for, by its path (the same order handle() asks in). */
 function kindOf(path: string, options: BootHttpOptions): HttpSentKind {
   if (path === '/announce' || path === '/scrape') return 'tracker';
-  if (path === '/boot.ipxe' || path.startsWith('/api/v1/phase1/') || path.startsWith('/api/v1/phase1-loader/'))
+  if (
+    path === '/boot.ipxe' ||
+    path.startsWith('/api/v1/phase1/') ||
+    path.startsWith('/api/v1/phase1-loader/')
+  )
     return 'script';
   if (path.startsWith('/api/v1/boot/')) return 'config';
   if (path.startsWith('/api/')) return 'api';

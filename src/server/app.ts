@@ -771,9 +771,12 @@ export class BootServer {
       this.log.warn(`${err.message}; UEFI clients load the kernel and stage 0 by iPXE, from this server`);
       return p;
     }
-    this.log.info('UEFI clients load phase 1 through GRUB, which checks every signature: peers serve the kernel too', {
-      grub: join(this.stateDir, 'grub', GRUB_EFI_FILE),
-    });
+    this.log.info(
+      'UEFI clients load phase 1 through GRUB, which checks every signature: peers serve the kernel too',
+      {
+        grub: join(this.stateDir, 'grub', GRUB_EFI_FILE),
+      },
+    );
     return {
       ...p,
       stage0: { ...p.stage0, hold: this.phase1Loader.holdArg() },

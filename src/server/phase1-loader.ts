@@ -292,6 +292,11 @@ export class PhaseOneLoader {
         : undefined;
     const a = this.sources.pick(mac, now, failed);
     if (a.kind === 'wait') return void text(200, `wait ${a.seconds}`);
+    // Another copy from the server only while nobody holds one: holders are a help, not a need.
+    if (a.kind === 'server' && [...this.holders.keys()].some((m) => m !== mac)) {
+      this.sources.arrived(mac);
+      return void text(200, 'wait 3');
+    }
     this.lines.info(
       `client ${mac} (${client}) fetches the kernel and stage 0 to serve them, from ${a.kind === 'peer' ? `peer ${a.peer}` : 'this server'}`,
     );
