@@ -64,7 +64,7 @@ const otherFiles = files.filter((f) => !vmFiles.includes(f));
  */
 const VM_LANES = [
   ['room', 'phase1-peers', 'qemu-graphical', 'boot-methods', 'phase1-qemu-flavor', 'agent-two-nics'],
-  ['packaging', 'phase1-boot', 'demo', 'secure-boot', 'secure-boot-lab-key'],
+  ['packaging', 'phase1-boot', 'demo', 'secure-boot', 'secure-boot-lab-key', 'phase1-grub'],
 ];
 
 /** A signal that stopped this runner: passed on to the running children, and nothing later starts. */
