@@ -143,19 +143,19 @@ export class Agent {
       if (this.lastReport) this.reporter?.send(this.lastReport);
     }, SHARE_HEARTBEAT_MS);
     this.heartbeat.unref();
-    if (this.args.hold) void this.hold(this.args.hold, this.args.shareFile);
   }
 
   /** When the server wants it, fetches the kernel and stage 0 to serve them too; never in the way of booting. */
-  private async hold(files: NonNullable<AgentArgs['hold']>, shareFile: string): Promise<void> {
+  private async hold(files: NonNullable<AgentArgs['hold']>, token: string): Promise<void> {
     const abort = new AbortController();
     this.holdAbort = abort;
     try {
       const held = await fetchHeldFiles({
         server: this.args.server,
         mac: this.args.mac,
+        token,
         files,
-        dir: join(dirname(shareFile), 'held'),
+        dir: join(this.args.dir, 'phase1-held'),
         signal: abort.signal,
         log: this.log,
       });
@@ -165,6 +165,8 @@ export class Agent {
       this.log.info('not holding the phase-1 kernel', { error: errorText(err) });
       return;
     }
+    // Sharing may have stopped while the files came in.
+    if (abort.signal.aborted || !this.share) return;
     this.holding = true;
     this.say('boottorrent-agent: serving the phase-1 kernel and stage 0 to later clients too');
     this.reporter?.setAlways(this.alwaysFields());
@@ -404,6 +406,9 @@ export class Agent {
           this.say(
             `boottorrent-agent: boot config: ${config.oss.length} OS(s), default ${config.menu.default ?? '(none)'}`,
           );
+          // A holder when the server wants one (src/server/phase1-loader.ts): once, with this MAC's token.
+          if (this.share && this.args.hold && !this.holdAbort && config.reportToken)
+            void this.hold(this.args.hold, config.reportToken);
           return 'ok';
         } catch (err) {
           last = err;

@@ -26,6 +26,8 @@ const MAX_QUESTIONS = 40;
 export interface HoldOptions {
   readonly server: string;
   readonly mac: string;
+  /** Its report token: the server answers the holders' question only with it. */
+  readonly token: string;
   readonly files: readonly HoldFile[];
   /** Where the files go (removed first). */
   readonly dir: string;
@@ -46,6 +48,7 @@ export async function fetchHeldFiles(o: HoldOptions): Promise<Map<string, string
     let answer: string;
     try {
       const res = await fetch(`${o.server}/api/v1/phase1-loader/${o.mac}${failed}`, {
+        headers: { 'x-boottorrent-token': o.token },
         signal: AbortSignal.any([o.signal, AbortSignal.timeout(10_000)]),
       });
       if (!res.ok) return undefined;
@@ -78,6 +81,7 @@ async function fetchAll(o: HoldOptions, base: string): Promise<Map<string, strin
     const file = join(o.dir, f.name);
     const r = await download(`${base}${encodeURIComponent(f.name)}`, `${file}.part`, MAX_FILE, o.signal);
     if (r === undefined) return 'gone';
+    // Too big, or not the bytes the server named: that source lies.
     if (r !== f.sha256) return 'bad';
     await rename(`${file}.part`, file);
     // The signature from the server: GRUB checks it; a holder only passes it on.
@@ -87,25 +91,25 @@ async function fetchAll(o: HoldOptions, base: string): Promise<Map<string, strin
       MAX_SIG,
       o.signal,
     );
-    if (sig === undefined) return 'gone';
+    if (sig === undefined || sig === 'too big') return 'gone';
     out.set(`/phase1/${f.name}`, file);
     out.set(`/phase1/${f.name}.sig`, `${file}.sig`);
   }
   return out;
 }
 
-/** GETs `url` into `file` (at most `max` bytes): its SHA-256, or undefined on any failure. */
+/** GETs `url` into `file` (at most `max` bytes): its SHA-256 ('too big' past that), or undefined on any other failure. */
 async function download(
   url: string,
   file: string,
   max: number,
   signal: AbortSignal,
 ): Promise<string | undefined> {
+  let n = 0;
   try {
     const res = await fetch(url, { signal: AbortSignal.any([signal, AbortSignal.timeout(120_000)]) });
     if (!res.ok || !res.body) return undefined;
     const h = createHash('sha256');
-    let n = 0;
     const body = Readable.fromWeb(res.body as WebReadableStream<Uint8Array>);
     body.on('data', (d: Buffer) => {
       n += d.length;
@@ -115,7 +119,7 @@ async function download(
     await pipeline(body, createWriteStream(file));
     return h.digest('hex');
   } catch {
-    return undefined;
+    return n > max ? 'too big' : undefined;
   }
 }
 

@@ -80,7 +80,8 @@ export const GRUB_EFI_MODULES_DIR = VERIFYING_GRUB_PLATFORMS['x86_64-efi'].dir;
  * `script` at start, in the rescue parser (plain commands; see above).
  */
 export async function buildVerifyingGrub(o: {
-  publicKey: Buffer;
+  /** One key, or several (GRUB then trusts each; `distrust` in a script can drop one). */
+  publicKey: Buffer | readonly Buffer[];
   script: string;
   out: string;
   format?: VerifyingGrubFormat;
@@ -89,9 +90,12 @@ export async function buildVerifyingGrub(o: {
   const platform = VERIFYING_GRUB_PLATFORMS[format];
   const work = mkdtempSync(join(tmpdir(), 'bt-grub-'));
   try {
-    const key = join(work, 'key.gpg');
+    const keys = (Buffer.isBuffer(o.publicKey) ? [o.publicKey] : o.publicKey).map((k, i) => {
+      const file = join(work, `key${i}.gpg`);
+      writeFileSync(file, k);
+      return file;
+    });
     const cfg = join(work, 'embedded.cfg');
-    writeFileSync(key, o.publicKey);
     writeFileSync(cfg, o.script);
     await execFileP(
       'grub-mkimage',
@@ -105,8 +109,7 @@ export async function buildVerifyingGrub(o: {
         // No prefix to load from: everything is built in (see VERIFYING_GRUB_MODULES).
         '--prefix',
         '(memdisk)/',
-        '--pubkey',
-        key,
+        ...keys.flatMap((k) => ['--pubkey', k]),
         '--config',
         cfg,
         ...platform.modules,
@@ -153,15 +156,15 @@ export function grubLoadFirstOf(
   command: 'linux' | 'initrd',
   attempts: readonly (readonly GrubFile[])[],
   args = '',
+  /** Per attempt: `set bt_from=<mark>` when it loads (lower-case letters), for later lines to test. */
+  marks?: readonly string[],
 ): string {
   if (attempts.length === 0 || attempts.some((a) => a.length === 0))
     throw new Error('no source to load from');
   attempts.flat().forEach(checkGrubFile);
-  // GRUB's script syntax: quotes, escapes, variables, separators, redirections,
-  // blocks, and `#` (a comment from there, which would swallow `; then`).
-  // Anything but printable ASCII (a newline, a tab) is refused too.
-  if (/['"\\$;&|`<>{}#]/.test(args) || /[^\x20-\x7e]/.test(args))
-    throw new Error(`kernel arguments GRUB would not keep as given: ${JSON.stringify(args)}`);
+  checkGrubArgs(args);
+  if (marks && (marks.length !== attempts.length || marks.some((m) => !/^[a-z]{1,16}$/.test(m))))
+    throw new Error(`marks must be one lower-case word per attempt: ${JSON.stringify(marks)}`);
   const load = (a: readonly GrubFile[]) =>
     `${command} ${a.map((f) => `(http,${f.source})${f.file}`).join(' ')}${args ? ` ${args}` : ''}`;
   const what = attempts[0]!.map((f) => f.file).join(' ');
@@ -172,12 +175,24 @@ export function grubLoadFirstOf(
     lines.push(
       `${pad}if ${load(a)}; then`,
       `${pad}  echo "boottorrent: ${command} ${what} from ${a[0]!.source}"`,
+      ...(marks ? [`${pad}  set bt_from=${marks[i]}`] : []),
       `${pad}else`,
     );
   });
   lines.push(`${'  '.repeat(attempts.length)}echo "boottorrent: no source had a good ${what}"`);
   for (let i = attempts.length - 1; i >= 0; i--) lines.push(`${'  '.repeat(i)}fi`);
   return `${lines.join('\n')}\n`;
+}
+
+/**
+ * Throws unless GRUB keeps `args` (a kernel command line) as given: no
+ * quotes, escapes, variables, separators, redirections, blocks, or `#` (a
+ * comment from there, which would swallow `; then`); nothing but printable
+ * ASCII (a newline, a tab).
+ */
+export function checkGrubArgs(args: string): void {
+  if (/['"\\$;&|`<>{}#]/.test(args) || /[^\x20-\x7e]/.test(args))
+    throw new Error(`kernel arguments GRUB would not keep as given: ${JSON.stringify(args)}`);
 }
 
 /** grubLoadFirstOf with one file, tried from each source in turn. */

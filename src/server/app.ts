@@ -554,7 +554,7 @@ export class BootServer {
             res,
             path,
             client,
-            (mac) => this.grubLayout(mac, base),
+            (mac) => this.grubCmdline(mac, base),
             (mac) => this.store.phase1(mac),
           ) ??
             false) ||
@@ -762,8 +762,10 @@ export class BootServer {
         stateDir: this.stateDir,
         publicUrl: base,
         kernel: { name: p.kernel, path: join(p.dir, p.kernel) },
-        stage0: { name: p.stage0.file, path: join(p.dir, p.stage0.file) },
-        serverOnly: p.keyArchive ? [{ urlPath: PHASE1_KEY_URL, path: p.keyArchive }] : [],
+        stage0: join(p.dir, p.stage0.file),
+        ...(p.keyArchive ? { keyArchive: p.keyArchive } : {}),
+        cmdline: p.cmdline,
+        tokenFor: (mac) => this.started().reportToken(mac),
         log: this.log.child('phase1'),
       });
     } catch (err) {
@@ -784,16 +786,11 @@ export class BootServer {
     };
   }
 
-  /** What GRUB loads for `mac` (phase1-loader.ts), or undefined when that MAC may not boot here. */
-  private grubLayout(mac: string, base: string) {
+  /** The kernel command line GRUB gives `mac` (phase1-loader.ts), or undefined when that MAC may not boot here. */
+  private grubCmdline(mac: string, base: string): string | undefined {
     const policy = this.netboot?.policy;
     if (!policy || 'refused' in policy.phaseOneFor(mac)) return undefined;
-    const g = policy.grubPhaseOne();
-    return {
-      kernel: g.kernel,
-      initrds: g.initrds,
-      cmdline: `${g.cmdline} boottorrent.server=${base} boottorrent.mac=${mac}`.trim(),
-    };
+    return `${policy.grubPhaseOne().cmdline} boottorrent.server=${base} boottorrent.mac=${mac}`.trim();
   }
 
   private started(): ClientApi {

@@ -6,38 +6,56 @@
  * and stage 0 always come from this server. With `peers.phase1_loader:
  * grub`, boot.ipxe on a UEFI client first chains this server's GRUB build:
  *
- *   1. GRUB (built at start with this server's OpenPGP key, RSA, in the
- *      state folder) runs with check_signatures=enforce, takes DHCP and
- *      fetches /boottorrent/grub/<its MAC>.cfg and .cfg.sig;
- *   2. that config, written and signed per request, names where to load the
- *      kernel and stage 0 from: a peer (another client's agent that holds
- *      them) first and this server second, or this server alone, or "wait
- *      a few seconds and ask again" while the server's slots are taken;
+ *   1. GRUB (built at start with two OpenPGP keys made for this run) runs
+ *      with check_signatures=enforce, takes DHCP and fetches
+ *      /boottorrent/grub/<its MAC>.cfg and its .sig;
+ *   2. that config, written and signed per request, says where to load the
+ *      kernel and the initramfs from: a holder (another client's agent) first
+ *      and this server second, or this server alone, or "wait a few seconds
+ *      and ask again" while the server's slots are taken;
  *   3. GRUB loads each file with its `.sig` from the same place and refuses
- *      any that this key did not sign, so a lying peer's file never runs:
- *      GRUB falls back to the server's copy;
+ *      any file the trusted keys did not sign, then tries the next source;
  *   4. when GRUB gets no good config, it exits and iPXE loads phase 1 the
  *      old way (its script goes on after `chain`).
  *
- * Holders: an agent whose kernel line has `boottorrent.hold=` asks
- * /api/v1/phase1-loader/<MAC> where to fetch the kernel and stage 0 (a
- * holder, this server, "wait", or "none" when enough clients hold them),
- * checks their SHA-256 (on its kernel line, from this server), fetches the
- * `.sig` files from this server and serves all four; its reports then say
- * so (`phase1Loader`). Sources are chosen by the same rules as stage 0's
- * payload (phase1-sources.ts): a holder's address is the source address of
- * its reports, a holder serves one client at a time, the server a few.
+ * Why two keys, made at every start. The kernel key signs the kernel and the
+ * configs; the initrd key signs the initramfs GRUB loads (stage 0 and the
+ * server's key archive as one file, STAGE0_GRUB). The config drops the
+ * kernel key (`distrust`) after `linux` and before `initrd`, so a holder
+ * cannot pass off the kernel or a config as the initramfs; the kernel loader
+ * refuses an initramfs as a kernel. New keys at every start mean a file
+ * signed for an older phase 1 (an old holder, a replay) never checks out.
+ * No key is kept on disk.
  *
- * Signing costs CPU, and any machine can ask for a config: a config is
- * signed at most once per MAC every CONFIG_REUSE_MS (the same answer
- * again) and at most SIGNS_PER_SECOND in all; past that the answer is 503.
+ * Holders: the kernel line carries `boottorrent.hold=` (names and
+ * SHA-256s). An agent asks /api/v1/phase1-loader/<MAC> (with its report
+ * token) where to fetch the two files (a holder, this server only while
+ * nobody holds them, "wait", or "none" once MAX_HOLDERS do), checks their
+ * SHA-256, fetches their `.sig` from this server and serves all four; its
+ * reports then say `phase1Loader`. Sources are picked by phase1-sources.ts
+ * (a holder's address is where its reports come from; one client at a time
+ * per holder; a few at once from the server). A client sent to a holder
+ * that then loads the kernel or initramfs from this server has fallen back:
+ * that holder is not offered again for a while.
+ *
+ * Bounds, since any machine can ask: a config is signed at most once per MAC
+ * and address every CONFIG_REUSE_MS (the same answer again), and
+ * SIGNS_PER_SECOND in all; one address gets configs for at most
+ * MACS_PER_ADDRESS MACs at a time.
+ * Past these the answer is 503, and GRUB returns to iPXE, which loads
+ * phase 1 from this server.
  */
-import { createHash, createPrivateKey, generateKeyPairSync, type KeyObject } from 'node:crypto';
+import { createHash, generateKeyPairSync, timingSafeEqual } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { mkdir, readFile } from 'node:fs/promises';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { join } from 'node:path';
-import { buildVerifyingGrub, grubLoadFirstOf, grubLoadFromFirst } from '../boot/grub-verify.js';
+import {
+  buildVerifyingGrub,
+  checkGrubArgs,
+  grubLoadFirstOf,
+  grubLoadFromFirst,
+} from '../boot/grub-verify.js';
 import { pgpKey, pgpPublicKeyFile, pgpSign, pgpSignFile, type PgpKey } from '../boot/openpgp.js';
 import type { AgentReport } from '../boot-config.js';
 import type { PayloadFailure } from '../boot/policy.js';
@@ -52,29 +70,26 @@ import { PhaseOneSources, type PhaseOneSourceLimits } from './phase1-sources.js'
 /** Where the GRUB build and the per-MAC configs are served. */
 export const GRUB_URL_DIR = '/boottorrent/grub/';
 export const GRUB_EFI_FILE = 'grubx64.efi';
-/** The agent asks here where to fetch the kernel and stage 0 it will serve. */
+/** The initramfs GRUB loads: stage 0 and the server's key archive in one file (see above). */
+export const STAGE0_GRUB = 'stage0-grub.img';
+/** The agent asks here where to fetch the kernel and initramfs it will serve. */
 export const LOADER_API = '/api/v1/phase1-loader/';
-/** The key file in the state folder (PEM, PKCS#8, mode 0600). */
-export const LOADER_KEY_FILE = 'phase1-grub-key.pem';
-/**
- * The key packet's creation time: part of its fingerprint, so fixed (the
- * GRUB build carries the key; the same key must give the same packet).
- */
-const KEY_CREATED = 1_704_067_200;
 const CONFIG_REUSE_MS = 2_000;
 const SIGNS_PER_SECOND = 100;
+const MACS_PER_ADDRESS = 2;
 
 export const LOADER_SOURCE_LIMITS: Partial<PhaseOneSourceLimits> = {
   // A GRUB waiting for a slot loops on its config: after this long it takes the server.
-  maxWaitMs: 60_000,
-  serverSlots: 4,
+  maxWaitMs: 90_000,
+  // Few: a room that powers on over a minute or two is then served mostly by holders.
+  serverSlots: 2,
   // Kernel + stage 0 (10 MB) take seconds on a client's link; GRUB then starts stage 0, which says so.
   holdMs: 60_000,
 };
-/** Clients that hold the kernel and stage 0 at once, at most (each fetched them once more). */
-export const MAX_HOLDERS = 8;
+/** Clients that hold the kernel and initramfs at once, at most (each fetched them once more). */
+export const MAX_HOLDERS = 16;
 
-/** One file of phase 1 that peers may serve: its name in the phase-1 folder, and what a holder checks. */
+/** A file of phase 1 that holders serve: its name below /phase1/, its file here, what a holder checks. */
 export interface LoaderFile {
   readonly name: string;
   readonly path: string;
@@ -86,73 +101,109 @@ export interface PhaseOneLoaderOptions {
   readonly stateDir: string;
   /** This server's boot URL, http://ip[:port]. */
   readonly publicUrl: string;
-  /** The kernel and stage 0 (their files), which peers serve. */
+  /** The kernel (its name in the phase-1 folder) and stage 0. */
   readonly kernel: { readonly name: string; readonly path: string };
-  readonly stage0: { readonly name: string; readonly path: string };
-  /** URL paths (below publicUrl) and files of everything else GRUB loads from this server only. */
-  readonly serverOnly: readonly { readonly urlPath: string; readonly path: string }[];
+  readonly stage0: string;
+  /** The server's key archive (signing.ts), loaded after stage 0. */
+  readonly keyArchive?: string;
+  /** The kernel command line every client gets (checked here: GRUB must keep it as given). */
+  readonly cmdline: string;
+  /** A MAC's report token: the holders' question must carry it. */
+  readonly tokenFor: (mac: string) => string;
   readonly log: Logger;
   readonly now?: () => number;
-}
-
-/** What GRUB loads for one allowed MAC: paths below the server (or a peer) and the command line. */
-export interface LoaderLayout {
-  readonly kernel: string;
-  readonly initrds: readonly string[];
-  readonly cmdline: string;
 }
 
 export class PhaseOneLoader {
   private readonly sources: PhaseOneSources;
   private readonly lines: LineBudget;
   private readonly now: () => number;
-  /** URL path -> detached signature, for every file GRUB may load. */
+  private readonly server: string;
+  /** URL path -> detached signature, for the two files GRUB loads. */
   private readonly sigs = new Map<string, Buffer>();
-  /** MAC -> the config last written for it and its signature. */
+  /** "MAC address" -> the config last written for that MAC asked from that address, and its signature. */
   private readonly configs = new Map<string, { body: Buffer; sig: Buffer; at: number }>();
-  private bucket = { tokens: SIGNS_PER_SECOND, at: 0 };
-  /** Clients whose agent serves the kernel and stage 0 now (MAC -> last report). */
-  private readonly holders = new Map<string, number>();
+  private readonly bucket = { tokens: SIGNS_PER_SECOND, at: 0 };
+  /** Address -> the MACs it was given configs for lately, and when. */
+  private readonly perAddress = new Map<string, Map<string, number>>();
+  /** Address -> the client sent there to a holder (its MAC and the holder's URL), until it reports. */
+  private readonly sentToHolder = new Map<string, { mac: string; url: string; until: number }>();
+  /** MACs whose agent says it holds the files (its last report), and agents fetching them now. */
+  private readonly holderMacs = new Set<string>();
+  private readonly fetching = new Map<string, number>();
 
   private constructor(
     private readonly o: PhaseOneLoaderOptions,
-    private readonly key: PgpKey,
+    private readonly kernelKey: PgpKey,
+    private readonly initrdKey: PgpKey,
     readonly files: readonly LoaderFile[],
     readonly grubEfi: string,
   ) {
     this.now = o.now ?? Date.now;
+    this.server = new URL(o.publicUrl).host;
     this.sources = new PhaseOneSources(`${o.publicUrl}/phase1/`, LOADER_SOURCE_LIMITS, '/phase1/');
     this.lines = new LineBudget(o.log);
   }
 
   /**
-   * Loads (or makes, the first time) the key, signs the phase-1 files and
-   * builds the GRUB program into the state folder. Throws BT_ERR_PHASE1 when
-   * grub-mkimage or its modules are missing (the caller falls back).
+   * Makes this run's two keys, writes STAGE0_GRUB, signs both files and
+   * builds GRUB into the state folder. Throws BT_ERR_PHASE1 when something
+   * GRUB needs is missing or unusable (the caller falls back to iPXE).
    */
   static async prepare(o: PhaseOneLoaderOptions): Promise<PhaseOneLoader> {
+    for (const name of [o.kernel.name, STAGE0_GRUB])
+      if (!/^[A-Za-z0-9._-]{1,64}$/.test(name))
+        throw new BootTorrentError(
+          'BT_ERR_PHASE1',
+          `the phase-1 file name ${JSON.stringify(name)} is not one GRUB and the agents take as given (letters, digits, . _ -)`,
+        );
+    try {
+      checkGrubArgs(o.cmdline);
+    } catch (err) {
+      throw new BootTorrentError(
+        'BT_ERR_PHASE1',
+        `${(err as Error).message}: GRUB would change phase 1's kernel command line; remove quotes, $, ;, #, braces and the like from it`,
+      );
+    }
     const dir = join(o.stateDir, 'grub');
     await mkdir(dir, { recursive: true });
-    const key = pgpKey(await loadOrMakeKey(join(o.stateDir, LOADER_KEY_FILE)), KEY_CREATED);
+    const created = Math.floor((o.now?.() ?? Date.now()) / 1000);
+    const kernelKey = pgpKey(generateKeyPairSync('rsa', { modulusLength: 2048 }).privateKey, created);
+    const initrdKey = pgpKey(generateKeyPairSync('rsa', { modulusLength: 2048 }).privateKey, created);
+    // Stage 0 then the key archive, as GRUB would load them one after the
+    // other (each padded to 4 bytes; the kernel skips the zeros between).
+    const initrd = join(dir, STAGE0_GRUB);
+    const stage0 = await readFile(o.stage0);
+    const pad = Buffer.alloc((4 - (stage0.length % 4)) % 4);
+    await writeAtomic(
+      initrd,
+      Buffer.concat([stage0, pad, ...(o.keyArchive ? [await readFile(o.keyArchive)] : [])]),
+      0o644,
+    );
     const grubEfi = join(dir, GRUB_EFI_FILE);
-    const server = new URL(o.publicUrl).host;
     await buildVerifyingGrub({
-      publicKey: pgpPublicKeyFile(key, 'BootTorrent phase-1 key'),
+      publicKey: [
+        pgpPublicKeyFile(kernelKey, 'BootTorrent phase-1 kernel'),
+        pgpPublicKeyFile(initrdKey, 'BootTorrent phase-1 initrd'),
+      ],
       out: grubEfi,
-      script: grubEmbeddedScript(server),
+      script: grubEmbeddedScript(new URL(o.publicUrl).host),
     });
     const files: LoaderFile[] = [];
-    for (const f of [o.kernel, o.stage0]) files.push({ ...f, ...(await digest(f.path)) });
-    const loader = new PhaseOneLoader(o, key, files, grubEfi);
-    for (const f of [o.kernel, o.stage0])
-      loader.sigs.set(`/phase1/${f.name}`, await pgpSignFile(key, f.path));
-    for (const f of o.serverOnly) loader.sigs.set(f.urlPath, await pgpSignFile(key, f.path));
+    for (const f of [o.kernel, { name: STAGE0_GRUB, path: initrd }])
+      files.push({ ...f, ...(await digest(f.path)) });
+    const loader = new PhaseOneLoader(o, kernelKey, initrdKey, files, grubEfi);
+    loader.sigs.set(`/phase1/${o.kernel.name}`, await pgpSignFile(kernelKey, o.kernel.path));
+    loader.sigs.set(`/phase1/${STAGE0_GRUB}`, await pgpSignFile(initrdKey, initrd));
     return loader;
   }
 
-  /** The public key GRUB trusts, as an OpenPGP key file (for gpg, tests). */
-  publicKeyFile(): Buffer {
-    return pgpPublicKeyFile(this.key, 'BootTorrent phase-1 key');
+  /** The two public keys GRUB trusts, as OpenPGP key files (for gpg, tests). */
+  publicKeyFiles(): { kernel: Buffer; initrd: Buffer } {
+    return {
+      kernel: pgpPublicKeyFile(this.kernelKey, 'BootTorrent phase-1 kernel'),
+      initrd: pgpPublicKeyFile(this.initrdKey, 'BootTorrent phase-1 initrd'),
+    };
   }
 
   /** The kernel-line word that makes an agent a possible holder: `boottorrent.hold=<name>:<sha256>,...`. */
@@ -161,51 +212,53 @@ export class PhaseOneLoader {
   }
 
   /**
-   * Answers GRUB (its program, configs, signatures) and holders' questions;
-   * false for any other path. `layout` is what an allowed MAC loads
-   * (undefined: that MAC may not boot here).
+   * Answers GRUB (its program, the initramfs, configs, signatures) and
+   * holders' questions; false for any other path. `cmdline` is the kernel
+   * command line of an allowed MAC (undefined: that MAC may not boot here).
    */
   route(
     req: IncomingMessage,
     res: ServerResponse,
     path: string,
     client: string,
-    layout: (mac: string) => LoaderLayout | undefined,
+    cmdline: (mac: string) => string | undefined,
     onConfig?: (mac: string) => void,
   ): boolean {
+    this.sawServerFetch(path, client);
     const sig = this.sigs.get(path.endsWith('.sig') ? path.slice(0, -4) : '');
     const isGrub = path.startsWith(GRUB_URL_DIR);
     const isApi = path.startsWith(LOADER_API);
-    if (!sig && !isGrub && !isApi) return false;
+    const isInitrd = path === `/phase1/${STAGE0_GRUB}`;
+    if (!sig && !isGrub && !isApi && !isInitrd) return false;
     if (req.method !== 'GET' && req.method !== 'HEAD') {
       res.writeHead(405, { allow: 'GET, HEAD', 'content-type': 'text/plain' }).end('method not allowed\n');
       return true;
     }
     if (sig) return (send(res, sig), true);
-    if (path === `${GRUB_URL_DIR}${GRUB_EFI_FILE}`) {
-      void sendFile(req, res, this.grubEfi).then((r) => {
+    if (isInitrd || path === `${GRUB_URL_DIR}${GRUB_EFI_FILE}`) {
+      void sendFile(req, res, isInitrd ? this.files[1]!.path : this.grubEfi).then((r) => {
         if (!r) res.writeHead(404, { 'content-type': 'text/plain' }).end('not found\n');
       });
       return true;
     }
     if (isApi) {
-      this.holderQuestion(path.slice(LOADER_API.length), new URL(req.url ?? '/', 'http://x'), client, res);
+      this.holderQuestion(path.slice(LOADER_API.length), req, client, res);
       return true;
     }
     const m = /^([0-9a-fA-F:-]{12,17})\.cfg(\.sig)?$/.exec(path.slice(GRUB_URL_DIR.length));
     const mac = m ? normalizeMac(m[1]!) : undefined;
-    const l = mac ? layout(mac) : undefined;
-    if (!mac || !l) {
+    const line = mac ? cmdline(mac) : undefined;
+    if (!mac || line === undefined) {
       res.writeHead(404, { 'content-type': 'text/plain' }).end('not found\n');
       return true;
     }
     if (m![2]) {
-      const c = this.configs.get(mac);
+      const c = this.configs.get(`${mac} ${client}`);
       if (c) send(res, c.sig);
       else res.writeHead(404, { 'content-type': 'text/plain' }).end('no config was written for this MAC\n');
       return true;
     }
-    const c = this.config(mac, client, l);
+    const c = this.config(mac, client, line);
     if (!c) {
       res.writeHead(503, { 'retry-after': '1', 'content-type': 'text/plain' }).end('busy\n');
       return true;
@@ -215,55 +268,127 @@ export class PhaseOneLoader {
     return true;
   }
 
-  /** The config for `mac` now, signed; the same one again within CONFIG_REUSE_MS; undefined when over the signing budget. */
-  private config(mac: string, client: string, l: LoaderLayout): { body: Buffer; sig: Buffer } | undefined {
+  /**
+   * A client loads the kernel or initramfs from this server: if its config
+   * named a holder, that holder failed it (gone, or a file that did not
+   * check out), and is not offered for a while.
+   */
+  private sawServerFetch(path: string, client: string): void {
+    if (!this.files.some((f) => path === `/phase1/${f.name}`)) return;
+    const sent = this.sentToHolder.get(client);
+    if (!sent) return;
+    this.sentToHolder.delete(client);
+    if (sent.until < this.now()) return;
+    this.sources.fault(sent.mac, sent.url, 'gone', this.now());
+    this.lines.info(
+      `client ${sent.mac} (${client}) fell back to this server: its holder ${sent.url} is not offered for a while`,
+    );
+  }
+
+  /** The config for `mac` now, signed; the same one again within CONFIG_REUSE_MS; undefined when over a bound. */
+  private config(mac: string, client: string, cmdline: string): { body: Buffer; sig: Buffer } | undefined {
     const now = this.now();
-    const last = this.configs.get(mac);
+    // Per MAC and asking address: GRUB asks for the .sig right after the
+    // config, and nobody else can make it change in between.
+    const key = `${mac} ${client}`;
+    const last = this.configs.get(key);
     if (last && now - last.at < CONFIG_REUSE_MS) return last;
-    if (!this.takeToken(now)) return undefined;
-    const body = Buffer.from(this.configText(mac, client, l, now));
-    const c = { body, sig: pgpSign(this.key, body), at: now };
-    this.configs.delete(mac);
+    if (!this.takeToken(now, client, mac)) return undefined;
+    const body = Buffer.from(this.configText(mac, client, cmdline, now));
+    const c = { body, sig: pgpSign(this.kernelKey, body), at: now };
+    this.configs.delete(key);
     if (this.configs.size >= 4096) {
       const oldest = this.configs.keys().next().value;
       if (oldest !== undefined) this.configs.delete(oldest);
     }
-    this.configs.set(mac, c);
+    this.configs.set(key, c);
     return c;
   }
 
-  private takeToken(now: number): boolean {
+  /**
+   * One signature from the budgets: SIGNS_PER_SECOND in all, and configs
+   * for at most MACS_PER_ADDRESS MACs (within a slot's hold) for one
+   * address; with CONFIG_REUSE_MS that is at most one signature a second
+   * for one machine, so it cannot take the others' share.
+   */
+  private takeToken(now: number, client: string, mac: string): boolean {
+    let macs = this.perAddress.get(client);
+    if (!macs) {
+      if (this.perAddress.size >= 4096) {
+        const oldest = this.perAddress.keys().next().value;
+        if (oldest !== undefined) this.perAddress.delete(oldest);
+      }
+      macs = new Map();
+      this.perAddress.set(client, macs);
+    }
+    const hold = LOADER_SOURCE_LIMITS.holdMs ?? 60_000;
+    for (const [m, at] of macs) if (now - at > hold) macs.delete(m);
+    if (!macs.has(mac) && macs.size >= MACS_PER_ADDRESS) return false;
     const b = this.bucket;
     b.tokens = Math.min(SIGNS_PER_SECOND, b.tokens + ((now - b.at) / 1000) * SIGNS_PER_SECOND);
     b.at = now;
     if (b.tokens < 1) return false;
     b.tokens--;
+    macs.set(mac, now);
     return true;
   }
 
-  private configText(mac: string, client: string, l: LoaderLayout, now: number): string {
-    const server = new URL(this.o.publicUrl).host;
-    const self = `${GRUB_URL_DIR}${mac}.cfg`;
+  private configText(mac: string, client: string, cmdline: string, now: number): string {
+    const server = this.server;
     const a = this.sources.pick(mac, now);
     if (a.kind === 'wait')
       return [
         `echo "BootTorrent: ${mac}: waiting for a peer to load phase 1 from"`,
         `sleep ${a.seconds}`,
-        `configfile (http,${server})${self}`,
+        `configfile (http,${server})${GRUB_URL_DIR}${mac}.cfg`,
         '',
       ].join('\n');
-    const from = a.kind === 'peer' ? [new URL(a.url).host, server] : [server];
-    if (a.kind === 'peer') this.lines.info(`client ${mac} (${client}) loads its kernel from peer ${a.peer}`);
-    else this.lines.info(`client ${mac} (${client}) loads its kernel from this server`);
-    const [first, ...rest] = l.initrds;
+    const kernel = `/phase1/${this.files[0]!.name}`;
+    const initrd = `/phase1/${STAGE0_GRUB}`;
+    const fromServer = grubLoadFromFirst('initrd', [server], initrd).trimEnd();
+    let body: string[];
+    if (a.kind === 'peer') {
+      const peer = new URL(a.url).host;
+      this.sentToHolder.delete(client);
+      if (this.sentToHolder.size >= 4096) {
+        const oldest = this.sentToHolder.keys().next().value;
+        if (oldest !== undefined) this.sentToHolder.delete(oldest);
+      }
+      this.sentToHolder.set(client, {
+        mac,
+        url: a.url,
+        until: now + (LOADER_SOURCE_LIMITS.holdMs ?? 60_000),
+      });
+      this.lines.info(`client ${mac} (${client}) loads its kernel from peer ${a.peer}`);
+      body = [
+        'set bt_from=none',
+        grubLoadFirstOf(
+          'linux',
+          [peer, server].map((source) => [{ source, file: kernel }]),
+          cmdline,
+          ['peer', 'server'],
+        ).trimEnd(),
+        // Only the initramfs key from here on: nothing else it signed passes as one.
+        `distrust ${this.kernelKeyId()}`,
+        // The initramfs from where the kernel came; from here alone once the peer failed.
+        'if [ "$bt_from" = peer ]; then',
+        grubLoadFromFirst('initrd', [peer, server], initrd).trimEnd(),
+        'else',
+        fromServer,
+        'fi',
+      ];
+    } else {
+      this.sentToHolder.delete(client);
+      this.lines.info(`client ${mac} (${client}) loads its kernel from this server`);
+      body = [
+        grubLoadFromFirst('linux', [server], kernel, cmdline).trimEnd(),
+        `distrust ${this.kernelKeyId()}`,
+        fromServer,
+      ];
+    }
     return [
       `echo "BootTorrent: loading phase 1 for ${mac}"`,
-      grubLoadFromFirst('linux', from, l.kernel, l.cmdline).trimEnd(),
-      // Stage 0 from where the kernel came (a holder has it), the key archive from here.
-      grubLoadFirstOf(
-        'initrd',
-        from.map((s) => [{ source: s, file: first! }, ...rest.map((file) => ({ source: server, file }))]),
-      ).trimEnd(),
+      ...body,
       'boot',
       // Not reached when the kernel runs: back to iPXE, which loads phase 1 from here.
       'echo "BootTorrent: phase 1 did not load; back to iPXE"',
@@ -272,18 +397,28 @@ export class PhaseOneLoader {
     ].join('\n');
   }
 
+  /** What GRUB's `distrust` takes: the fingerprint's last four bytes in hex. */
+  private kernelKeyId(): string {
+    return this.kernelKey.fingerprint.subarray(16).toString('hex');
+  }
+
   /**
-   * An agent that may hold the kernel and stage 0 asks where to fetch them:
-   * `get <folder URL>`, `wait <s>`, or `none` (enough clients hold them).
+   * An agent that may hold the kernel and initramfs asks where to fetch
+   * them: `get <folder URL>`, `wait <s>`, or `none` (enough clients hold
+   * them). Only with its MAC's report token.
    */
-  private holderQuestion(rawMac: string, url: URL, client: string, res: ServerResponse): void {
+  private holderQuestion(rawMac: string, req: IncomingMessage, client: string, res: ServerResponse): void {
     const text = (status: number, body: string) =>
       res.writeHead(status, { 'content-type': 'text/plain', 'cache-control': 'no-store' }).end(`${body}\n`);
     const mac = normalizeMac(rawMac);
     if (!mac) return void text(400, `not a MAC address: ${rawMac}`);
+    const token = Buffer.from(String(req.headers['x-boottorrent-token'] ?? ''));
+    const want = Buffer.from(this.o.tokenFor(mac));
+    if (want.length === 0 || token.length !== want.length || !timingSafeEqual(token, want))
+      return void text(403, 'this question needs the MAC’s report token');
     const now = this.now();
-    this.expireHolders(now);
-    if (this.holders.size >= MAX_HOLDERS && !this.holders.has(mac)) return void text(200, 'none');
+    if (this.holderCount(now, mac) >= MAX_HOLDERS) return void text(200, 'none');
+    const url = new URL(req.url ?? '/', 'http://x');
     const failedUrl = url.searchParams.get('failed');
     const why = url.searchParams.get('why');
     const failed: PayloadFailure | undefined =
@@ -293,40 +428,49 @@ export class PhaseOneLoader {
     const a = this.sources.pick(mac, now, failed);
     if (a.kind === 'wait') return void text(200, `wait ${a.seconds}`);
     // Another copy from the server only while nobody holds one: holders are a help, not a need.
-    if (a.kind === 'server' && [...this.holders.keys()].some((m) => m !== mac)) {
+    if (a.kind === 'server' && this.holderCount(now, mac) > 0) {
       this.sources.arrived(mac);
       return void text(200, 'wait 3');
     }
+    this.fetching.set(mac, now + (LOADER_SOURCE_LIMITS.holdMs ?? 60_000));
     this.lines.info(
-      `client ${mac} (${client}) fetches the kernel and stage 0 to serve them, from ${a.kind === 'peer' ? `peer ${a.peer}` : 'this server'}`,
+      `client ${mac} (${client}) fetches the kernel and initramfs to serve them, from ${a.kind === 'peer' ? `peer ${a.peer}` : 'this server'}`,
     );
     text(200, `get ${a.url}`);
   }
 
-  private expireHolders(now: number): void {
-    for (const [m, at] of this.holders) if (now - at > 30_000) this.holders.delete(m);
+  /** Holders offered now (fresh, not banned) and agents fetching to become one, other than `except`. */
+  private holderCount(now: number, except: string): number {
+    for (const [m, until] of this.fetching) if (until <= now) this.fetching.delete(m);
+    const offered = this.sources.list(now).filter((p) => this.holderMacs.has(p.mac) && p.mac !== except);
+    return offered.length + [...this.fetching.keys()].filter((m) => m !== except).length;
   }
 
   /** An accepted agent report (token checked) from `client`. */
   report(mac: string, client: string, r: AgentReport): void {
-    this.sources.arrived(mac);
-    if (r.stage === 'booting' || r.stage === 'running' || r.stage === 'failed' || !r.phase1Loader) {
-      this.sources.withdraw(mac);
-      this.holders.delete(mac);
-    } else if (r.phase1Port !== undefined) {
+    this.sentToHolder.delete(client);
+    const leaving = r.stage === 'booting' || r.stage === 'running' || r.stage === 'failed';
+    if (!leaving && r.phase1Loader && r.phase1Port !== undefined) {
+      this.fetching.delete(mac);
+      this.holderMacs.add(mac);
       this.sources.offer(mac, client, r.phase1Port, this.now());
-      this.holders.set(mac, this.now());
+      return;
     }
+    this.holderMacs.delete(mac);
+    this.sources.withdraw(mac);
+    // A holder still fetching keeps its source (its failure report needs it).
+    if (leaving) this.fetching.delete(mac);
+    if (!this.fetching.has(mac)) this.sources.arrived(mac);
   }
 
   /** The client's GRUB is done (its stage 0 asks for the payload): its kernel fetch no longer holds a slot. */
   arrived(mac: string): void {
-    this.sources.arrived(mac);
+    if (!this.fetching.has(mac)) this.sources.arrived(mac);
   }
 
   /** Holders offered now, for status. */
   peers(): { mac: string; url: string; serving: number }[] {
-    return this.sources.list(this.now());
+    return this.sources.list(this.now()).filter((p) => this.holderMacs.has(p.mac));
   }
 }
 
@@ -356,27 +500,6 @@ function send(res: ServerResponse, body: Buffer): void {
       'Content-Length': body.length,
     })
     .end(body);
-}
-
-async function loadOrMakeKey(file: string): Promise<KeyObject> {
-  let pem: Buffer | undefined;
-  try {
-    pem = await readFile(file);
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
-  }
-  if (pem)
-    try {
-      return createPrivateKey(pem);
-    } catch (err) {
-      throw new BootTorrentError(
-        'BT_ERR_PHASE1',
-        `${file} is not a private key (${(err as Error).message}): delete it and start again (a new key and GRUB build are made; clients need nothing)`,
-      );
-    }
-  const { privateKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
-  await writeAtomic(file, privateKey.export({ type: 'pkcs8', format: 'pem' }), 0o600);
-  return privateKey;
 }
 
 async function digest(path: string): Promise<{ sha256: string; size: number }> {

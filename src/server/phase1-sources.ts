@@ -136,6 +136,16 @@ export class PhaseOneSources {
     });
   }
 
+  /**
+   * Client `mac` could not use `url`, the source it was last sent to (the
+   * server saw it fall back): as a failure stage 0 reports. Only that
+   * client's own source can be named.
+   */
+  fault(mac: string, url: string, why: PayloadFailure['why'], now: number): void {
+    const mine = this.peers.get(this.assigned.get(mac)?.source ?? '');
+    if (mine?.url === url) this.failed(url, why, now);
+  }
+
   /** The client's agent is up (any report): its own fetch is over, its slot free. */
   arrived(mac: string): void {
     this.assigned.delete(mac);
