@@ -220,6 +220,8 @@ interface Row {
   phase1Copies: number;
   osCopies: number;
   busy: number;
+  /** Clients whose kernel came from another client (the GRUB loader's holders). */
+  kernelsFromPeers: number;
   error?: string;
 }
 
@@ -261,6 +263,7 @@ async function runOne(method: MethodName, n: number): Promise<Row> {
     allBooted: undefined,
     phase1Done: undefined,
     verified: 0,
+    kernelsFromPeers: 0,
     serverPhase1: 0,
     serverOs: 0,
     serverTotal: 0,
@@ -296,6 +299,7 @@ async function runOne(method: MethodName, n: number): Promise<Row> {
     const phase1At: (number | undefined)[] = new Array<number | undefined>(n).fill(undefined);
     const doneAt: (number | undefined)[] = new Array<number | undefined>(n).fill(undefined);
     const osBytes: number[] = new Array<number>(n).fill(0);
+    const kernelFrom: (string | undefined)[] = new Array<string | undefined>(n).fill(undefined);
     let failed = '';
     const t0 = Date.now();
     const cpu0 = cpuTicks();
@@ -328,6 +332,8 @@ async function runOne(method: MethodName, n: number): Promise<Row> {
                 doneAt[i] = Date.now() - t0;
                 osBytes[i] = Number(v[1] ?? 0);
               }
+              const k = /^BENCH kernel (\S+)$/m.exec(out);
+              if (k && kernelFrom[i] === undefined) kernelFrom[i] = k[1]!;
               const f = /^BENCH failed (.*)$/m.exec(out);
               if (f && !failed) failed = `c${i}: ${f[1]}`;
             });
@@ -351,6 +357,7 @@ async function runOne(method: MethodName, n: number): Promise<Row> {
     row.phase1Copies = row.serverPhase1 / P1;
     row.osCopies = row.serverOs / F;
     row.verified = doneAt.filter((d) => d !== undefined).length;
+    row.kernelsFromPeers = kernelFrom.filter((h) => h !== undefined && h.split(':')[0] !== SERVER_IP).length;
     if (row.verified === n) {
       row.allBooted = Math.max(...doneAt.map((d) => d!)) / 1000;
       row.phase1Done = Math.max(...phase1At.map((d) => d ?? 0)) / 1000;
@@ -382,10 +389,10 @@ const fmt = (x: number | undefined, d = 1) => (x === undefined ? '—' : x.toFix
 const line = (r: Row) =>
   `N=${r.n} method=${r.method} all_booted=${fmt(r.allBooted)}s server_phase1_copies=${r.phase1Copies.toFixed(2)} server_os_copies=${r.osCopies.toFixed(2)}${r.error ? `  error: ${r.error}` : ''}`;
 const tableRow = (r: Row) =>
-  `| ${r.n} | ${r.stagger} | ${r.method} | ${fmt(r.allBooted)} | ${fmt(r.phase1Done)} | ${r.verified}/${r.n} | ${r.phase1Copies.toFixed(2)} | ${r.osCopies.toFixed(2)} | ${(r.serverPhase1 / MB).toFixed(1)} | ${(r.serverOs / MB).toFixed(1)} | ${(r.serverWire / MB).toFixed(1)} | ${(100 * r.busy).toFixed(0)} |`;
+  `| ${r.n} | ${r.stagger} | ${r.method} | ${fmt(r.allBooted)} | ${fmt(r.phase1Done)} | ${r.verified}/${r.n} | ${r.phase1Copies.toFixed(2)} | ${r.osCopies.toFixed(2)} | ${(r.serverPhase1 / MB).toFixed(1)} | ${(r.serverOs / MB).toFixed(1)} | ${(r.serverWire / MB).toFixed(1)} | ${r.kernelsFromPeers} | ${(100 * r.busy).toFixed(0)} |`;
 const HEADER = [
-  '| N | stagger (s) | method | all booted (s) | all had phase 1 (s) | verified | server phase-1 copies | server OS copies | server phase 1 (MB) | server OS (MB) | server interface sent (MB) | CPU busy (%) |',
-  '| ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
+  '| N | stagger (s) | method | all booted (s) | all had phase 1 (s) | verified | server phase-1 copies | server OS copies | server phase 1 (MB) | server OS (MB) | server interface sent (MB) | kernels from peers | CPU busy (%) |',
+  '| ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
 ];
 
 process.stdout.write(

@@ -22,8 +22,9 @@
  *      the OS image checked against `--image-sha`.
  *
  * What an emulated client skips: the firmware, the kernel's own boot and
- * unpacking the initramfs. Lines on stdout: `BENCH phase1 <s> <bytes>` when
- * phase 1 is in, `BENCH verified <s>` when the OS is, `BENCH failed <why>`.
+ * unpacking the initramfs. Lines on stdout: `BENCH kernel <host:port>` (where
+ * the kernel came from), `BENCH phase1 <s> <bytes>` when phase 1 is in,
+ * `BENCH verified <s>` when the OS is, `BENCH failed <why>`.
  */
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
@@ -101,6 +102,7 @@ async function grubAttempts(
           got.bytes +
           (await download(`http://${f.src}${f.path}.sig`, join(dir, `${name}.sig`), 10_000)).bytes;
       }
+      if (command === 'linux') say(`BENCH kernel ${files[0]!.src}`);
       return { bytes, args };
     } catch (err) {
       say(`grub: ${command} from ${files[0]?.src}: ${(err as Error).message}; next source`);
@@ -114,18 +116,18 @@ async function grubAttempts(
  * from the server, then its signed per-MAC config (waiting while it says
  * so), then the kernel and initrds from the first source that has them.
  */
-async function grubPhaseOne(grubUrl: string): Promise<{ bytes: number; cmdline: string }> {
+async function grubPhaseOne(grubUrl: string): Promise<{ bytes: number; cmdline?: string }> {
   let bytes = (await download(grubUrl, join(dir, 'grub.efi'), 60_000)).bytes;
   const cfgUrl = `${new URL(grubUrl).origin}/boottorrent/grub/${mac}.cfg`;
   for (;;) {
     const res = await fetch(cfgUrl, { signal: AbortSignal.timeout(10_000) });
     const cfg = Buffer.from(await res.arrayBuffer());
     bytes += cfg.length;
-    if (res.status === 503) {
-      await new Promise((r) => setTimeout(r, 1000));
-      continue;
+    // No config (busy, refused): GRUB exits, and iPXE's script goes on to load phase 1 itself.
+    if (!res.ok) {
+      say(`grub: ${cfgUrl}: HTTP ${res.status}; back to iPXE`);
+      return { bytes };
     }
-    if (!res.ok) throw new Error(`${cfgUrl}: HTTP ${res.status}`);
     bytes += (await download(`${cfgUrl}.sig`, join(dir, 'cfg.sig'), 10_000)).bytes;
     const text = cfg.toString();
     const wait = /^sleep (\d+)$/m.exec(text);
@@ -147,15 +149,16 @@ async function phaseOne(): Promise<{ payload?: string; bytes: number; hold?: str
   let cmdline: string;
   // A UEFI client: iPXE chains GRUB when the script says so.
   const grub = /^iseq \$\{platform\} efi && chain (?:--autofree )?(\S+) \|\|$/m.exec(script);
-  if (grub) {
-    const g = await grubPhaseOne(grub[1]!);
-    bytes += g.bytes;
+  const g = grub ? await grubPhaseOne(grub[1]!) : undefined;
+  if (g) bytes += g.bytes;
+  if (g?.cmdline !== undefined) {
     cmdline = g.cmdline;
   } else {
     const kernel = /^kernel (\S+)(.*)$/m.exec(script);
     if (!kernel) throw new Error(`no kernel line in the boot script:\n${script}`);
     const initrds = [...script.matchAll(/^initrd (?:--name \S+ )?(\S+)/gm)].map((m) => m[1]!);
     bytes += (await download(kernel[1]!, join(dir, 'vmlinuz'), 300_000)).bytes;
+    say(`BENCH kernel ${new URL(kernel[1]!).host}`);
     for (const [i, u] of initrds.entries())
       bytes += (await download(u, join(dir, `initrd${i}`), 300_000)).bytes;
     cmdline = kernel[2]!;

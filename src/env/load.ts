@@ -711,6 +711,15 @@ export async function inspectEnvironment(envDir: string, opts: ValidateOptions =
       ),
     );
 
+  if (draft?.phase1Loader === 'grub' && !draft.phase1Peers)
+    warnings.push(
+      at(
+        'peers.phase1_loader',
+        'ignored: peers.phase1 is off, so no client serves phase 1 to another',
+        'set peers.phase1: true (and keep phase1_loader: grub), or remove phase1_loader',
+      ),
+    );
+
   // --- this machine ----------------------------------------------------------------
   if (draft && opts.machineChecks !== false && draft.address !== undefined) {
     const mp = await machineProblems(

@@ -24,6 +24,7 @@ interface Row {
   phase1Copies: number;
   osCopies: number;
   serverPhase1: number;
+  kernelsFromPeers: number;
   error?: string;
 }
 
@@ -86,7 +87,11 @@ test('bench:swarm --phase1 --quick: every client of every method boots a verifie
     by.get('peers')!.phase1Copies < by.get('central')!.phase1Copies,
     `peer-served phase 1 took ${by.get('peers')!.phase1Copies} copies from the server, central ${by.get('central')!.phase1Copies}:\n${out}`,
   );
-  // GRUB (peers.phase1_loader: grub): its program and configs count as phase 1 too, and it still took fewer.
+  // GRUB (peers.phase1_loader: grub): a later client's kernel came from an
+  // earlier one's agent (today's design and peers: always from the server).
+  assert.ok(by.get('grub')!.kernelsFromPeers >= 1, `no kernel came from a peer through GRUB:\n${out}`);
+  for (const m of ['central', 'peers', 'http']) assert.equal(by.get(m)!.kernelsFromPeers, 0, m);
+  // Its program and configs count as phase 1 too, and it still took fewer.
   assert.ok(
     by.get('grub')!.phase1Copies < by.get('central')!.phase1Copies,
     `phase 1 through GRUB took ${by.get('grub')!.phase1Copies} copies from the server, central ${by.get('central')!.phase1Copies}:\n${out}`,

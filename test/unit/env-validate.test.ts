@@ -846,3 +846,28 @@ test('OS config torrent: a .torrent of a folder named like the OS, with a web se
     message: /'linux\.torrent' is not a file in oss\/linux\//,
   });
 });
+
+test('peers.phase1_loader: grub without peers.phase1 is a warning; an unknown loader is a schema problem', async (t) => {
+  const alone = v1Env(t, `${BASE_V1}peers:\n  phase1_loader: grub\n`);
+  const inspected = await loadEnvironment(alone, NO_MACHINE);
+  assert.equal(inspected.peers.phase1Loader, 'grub');
+  assert.ok(
+    inspected.warnings.some(
+      (w) =>
+        w.field === 'peers.phase1_loader' &&
+        /peers\.phase1 is off/.test(w.message) &&
+        /phase1: true/.test(w.fix),
+    ),
+    JSON.stringify(inspected.warnings),
+  );
+  const both = await loadEnvironment(
+    v1Env(t, `${BASE_V1}peers:\n  phase1: true\n  phase1_loader: grub\n`),
+    NO_MACHINE,
+  );
+  assert.ok(!both.warnings.some((w) => w.field === 'peers.phase1_loader'));
+  expectProblem(await validate(v1Env(t, `${BASE_V1}peers:\n  phase1_loader: shim\n`), NO_MACHINE), {
+    file: MAIN,
+    field: 'peers.phase1_loader',
+    message: /ipxe|grub|allowed|one of/,
+  });
+});
