@@ -21,7 +21,7 @@ import type { BitTorrentClient } from '../swarm/client.js';
 import { probeDhcpServers } from '../dhcp/probe.js';
 import type { BootConfig } from '../boot-config.js';
 import { DashboardPort, type DashboardHandler } from '../dashboard/listener.js';
-import { NetbootServer, PHASE1_KEY_URL, type PhaseOneFiles } from './netboot.js';
+import { NetbootServer, type PhaseOneFiles } from './netboot.js';
 import { RequesterCheck } from './requester.js';
 import { ClientStore, type ServerSnapshot } from './state.js';
 import { OsLibrary } from './os-library.js';
