@@ -111,10 +111,7 @@ test(
       // pc2: the kernel and stage 0 from pc1 (GRUB checked both), then the OS.
       const pc2 = vm('pc2', PC2);
       await pc2.waitFor(re(`boottorrent: linux /phase1/vmlinuz from ${pc1Ip}:8470`), 15 * MIN);
-      await pc2.waitFor(
-        re(`boottorrent: initrd /phase1/stage0.img /phase1-key/server-key.cpio from ${pc1Ip}:8470`),
-        5 * MIN,
-      );
+      await pc2.waitFor(re(`boottorrent: initrd /phase1/stage0-grub.img from ${pc1Ip}:8470`), 5 * MIN);
       await pc2.waitFor(new RegExp(`${marker} cmdline`), 10 * MIN);
       await waitForOutput(server, re(`client ${PC2} (`), 5000, 'log');
       assert.match(server.output(), re(`loads its kernel from peer ${PC1}`));
