@@ -37,7 +37,7 @@ import {
 import { bringUpNetwork, type Lease } from './network.js';
 import { Reporter, peakRssBytes } from './report.js';
 import { PhaseOneShare } from './phase1-share.js';
-import { fetchHeldFiles } from './phase1-hold.js';
+import { fetchHeldFiles, heldFromCarried } from './phase1-hold.js';
 import {
   StepFailure,
   binCommand,
@@ -150,7 +150,7 @@ export class Agent {
     const abort = new AbortController();
     this.holdAbort = abort;
     try {
-      const held = await fetchHeldFiles({
+      const o = {
         server: this.args.server,
         mac: this.args.mac,
         token,
@@ -158,7 +158,11 @@ export class Agent {
         dir: join(this.args.dir, 'phase1-held'),
         signal: abort.signal,
         log: this.log,
-      });
+      };
+      // A carrier has its copies already (GRUB wrapped them into the initramfs); others fetch them.
+      const held =
+        (this.args.carried ? await heldFromCarried({ ...o, carried: this.args.carried }) : undefined) ??
+        (await fetchHeldFiles(o));
       if (!held || !this.share || abort.signal.aborted) return;
       await this.share.addFiles(held);
     } catch (err) {

@@ -72,6 +72,15 @@ export const GRUB_URL_DIR = '/boottorrent/grub/';
 export const GRUB_EFI_FILE = 'grubx64.efi';
 /** The initramfs GRUB loads: stage 0 and the server's key archive in one file (see above). */
 export const STAGE0_GRUB = 'stage0-grub.img';
+/**
+ * The kernel again under another name, signed by the initrd key: a carrier's
+ * GRUB loads it as part of the initramfs (after the kernel key is dropped).
+ */
+export const KERNEL_HELD = 'vmlinuz-held';
+/** Where a carrier's copies land in its root (`newc:`), for its agent (src/agent/phase1-hold.ts). */
+export const HELD_DIR = 'boottorrent-held';
+/** A carrier's copy counts as a holder this long before its agent reports. */
+const CARRY_MS = 180_000;
 /** The agent asks here where to fetch the kernel and initramfs it will serve. */
 export const LOADER_API = '/api/v1/phase1-loader/';
 const CONFIG_REUSE_MS = 2_000;
@@ -131,6 +140,10 @@ export class PhaseOneLoader {
   /** MACs whose agent says it holds the files (its last report), and agents fetching them now. */
   private readonly holderMacs = new Set<string>();
   private readonly fetching = new Map<string, number>();
+  /** Carriers: clients whose config wraps a copy into their initramfs, until their agent reports (or CARRY_MS). */
+  private readonly carrying = new Map<string, number>();
+  /** MAC -> the holder its last config named, until it reaches stage 0: a new config before that means it failed there. */
+  private readonly pendingBoot = new Map<string, { url: string; at: number }>();
 
   private constructor(
     private readonly o: PhaseOneLoaderOptions,
@@ -195,6 +208,7 @@ export class PhaseOneLoader {
     const loader = new PhaseOneLoader(o, kernelKey, initrdKey, files, grubEfi);
     loader.sigs.set(`/phase1/${o.kernel.name}`, await pgpSignFile(kernelKey, o.kernel.path));
     loader.sigs.set(`/phase1/${STAGE0_GRUB}`, await pgpSignFile(initrdKey, initrd));
+    loader.sigs.set(`/phase1/${KERNEL_HELD}`, await pgpSignFile(initrdKey, o.kernel.path));
     return loader;
   }
 
@@ -208,7 +222,8 @@ export class PhaseOneLoader {
 
   /** The kernel-line word that makes an agent a possible holder: `boottorrent.hold=<name>:<sha256>,...`. */
   holdArg(): string {
-    return `boottorrent.hold=${this.files.map((f) => `${f.name}:${f.sha256}`).join(',')}`;
+    const held = [...this.files, { name: KERNEL_HELD, sha256: this.files[0]!.sha256 }];
+    return `boottorrent.hold=${held.map((f) => `${f.name}:${f.sha256}`).join(',')}`;
   }
 
   /**
@@ -229,14 +244,16 @@ export class PhaseOneLoader {
     const isGrub = path.startsWith(GRUB_URL_DIR);
     const isApi = path.startsWith(LOADER_API);
     const isInitrd = path === `/phase1/${STAGE0_GRUB}`;
-    if (!sig && !isGrub && !isApi && !isInitrd) return false;
+    const isHeld = path === `/phase1/${KERNEL_HELD}`;
+    if (!sig && !isGrub && !isApi && !isInitrd && !isHeld) return false;
     if (req.method !== 'GET' && req.method !== 'HEAD') {
       res.writeHead(405, { allow: 'GET, HEAD', 'content-type': 'text/plain' }).end('method not allowed\n');
       return true;
     }
     if (sig) return (send(res, sig), true);
-    if (isInitrd || path === `${GRUB_URL_DIR}${GRUB_EFI_FILE}`) {
-      void sendFile(req, res, isInitrd ? this.files[1]!.path : this.grubEfi).then((r) => {
+    if (isInitrd || isHeld || path === `${GRUB_URL_DIR}${GRUB_EFI_FILE}`) {
+      const file = isInitrd ? this.files[1]!.path : isHeld ? this.files[0]!.path : this.grubEfi;
+      void sendFile(req, res, file).then((r) => {
         if (!r) res.writeHead(404, { 'content-type': 'text/plain' }).end('not found\n');
       });
       return true;
@@ -294,6 +311,15 @@ export class PhaseOneLoader {
     const last = this.configs.get(key);
     if (last && now - last.at < CONFIG_REUSE_MS) return last;
     if (!this.takeToken(now, client, mac)) return undefined;
+    // Booted from a holder's files yet back here without reaching stage 0: that holder failed it.
+    const pending = this.pendingBoot.get(mac);
+    if (pending) {
+      this.pendingBoot.delete(mac);
+      this.sources.fault(mac, pending.url, 'bad', now);
+      this.lines.info(
+        `client ${mac} (${client}) asks again without having started stage 0: its holder ${pending.url} is not offered`,
+      );
+    }
     const body = Buffer.from(this.configText(mac, client, cmdline, now));
     const c = { body, sig: pgpSign(this.kernelKey, body), at: now };
     this.configs.delete(key);
@@ -345,7 +371,22 @@ export class PhaseOneLoader {
       ].join('\n');
     const kernel = `/phase1/${this.files[0]!.name}`;
     const initrd = `/phase1/${STAGE0_GRUB}`;
-    const fromServer = grubLoadFromFirst('initrd', [server], initrd).trimEnd();
+    // A carrier: GRUB also wraps a copy of both files into the initramfs,
+    // so its agent serves them from the start (held.ts on the agent).
+    const carrier = this.holderCount(now, mac) < MAX_HOLDERS;
+    if (carrier) this.carrying.set(mac, now + CARRY_MS);
+    const initrdFrom = (source: string) => [
+      { source, file: initrd },
+      ...(carrier
+        ? [
+            { source, file: `/phase1/${KERNEL_HELD}`, newc: `${HELD_DIR}/${this.files[0]!.name}` },
+            { source, file: initrd, newc: `${HELD_DIR}/${STAGE0_GRUB}` },
+          ]
+        : []),
+    ];
+    const fromServer = grubLoadFirstOf('initrd', [initrdFrom(server)]).trimEnd();
+    // A kernel that does not come up (a holder's signed file in the wrong place) restarts the machine.
+    const line = /(^| )panic=/.test(cmdline) ? cmdline : `${cmdline} panic=10`;
     let body: string[];
     if (a.kind === 'peer') {
       const peer = new URL(a.url).host;
@@ -359,29 +400,34 @@ export class PhaseOneLoader {
         url: a.url,
         until: now + (LOADER_SOURCE_LIMITS.holdMs ?? 60_000),
       });
-      this.lines.info(`client ${mac} (${client}) loads its kernel from peer ${a.peer}`);
+      this.pendingBoot.set(mac, { url: a.url, at: now });
+      this.lines.info(
+        `client ${mac} (${client}) loads its kernel from peer ${a.peer}${carrier ? ', and a copy to serve' : ''}`,
+      );
       body = [
         'set bt_from=none',
         grubLoadFirstOf(
           'linux',
           [peer, server].map((source) => [{ source, file: kernel }]),
-          cmdline,
+          line,
           ['peer', 'server'],
         ).trimEnd(),
         // Only the initramfs key from here on: nothing else it signed passes as one.
         `distrust ${this.kernelKeyId()}`,
         // The initramfs from where the kernel came; from here alone once the peer failed.
         'if [ "$bt_from" = peer ]; then',
-        grubLoadFromFirst('initrd', [peer, server], initrd).trimEnd(),
+        grubLoadFirstOf('initrd', [initrdFrom(peer), initrdFrom(server)]).trimEnd(),
         'else',
         fromServer,
         'fi',
       ];
     } else {
       this.sentToHolder.delete(client);
-      this.lines.info(`client ${mac} (${client}) loads its kernel from this server`);
+      this.lines.info(
+        `client ${mac} (${client}) loads its kernel from this server${carrier ? ', and a copy to serve' : ''}`,
+      );
       body = [
-        grubLoadFromFirst('linux', [server], kernel, cmdline).trimEnd(),
+        grubLoadFromFirst('linux', [server], kernel, line).trimEnd(),
         `distrust ${this.kernelKeyId()}`,
         fromServer,
       ];
@@ -442,13 +488,19 @@ export class PhaseOneLoader {
   /** Holders offered now (fresh, not banned) and agents fetching to become one, other than `except`. */
   private holderCount(now: number, except: string): number {
     for (const [m, until] of this.fetching) if (until <= now) this.fetching.delete(m);
+    for (const [m, until] of this.carrying) if (until <= now) this.carrying.delete(m);
     const offered = this.sources.list(now).filter((p) => this.holderMacs.has(p.mac) && p.mac !== except);
-    return offered.length + [...this.fetching.keys()].filter((m) => m !== except).length;
+    const coming = new Set([...this.fetching.keys(), ...this.carrying.keys()]);
+    coming.delete(except);
+    for (const p of offered) coming.delete(p.mac);
+    return offered.length + coming.size;
   }
 
   /** An accepted agent report (token checked) from `client`. */
   report(mac: string, client: string, r: AgentReport): void {
     this.sentToHolder.delete(client);
+    this.pendingBoot.delete(mac);
+    this.carrying.delete(mac);
     const leaving = r.stage === 'booting' || r.stage === 'running' || r.stage === 'failed';
     if (!leaving && r.phase1Loader && r.phase1Port !== undefined) {
       this.fetching.delete(mac);
@@ -465,6 +517,7 @@ export class PhaseOneLoader {
 
   /** The client's GRUB is done (its stage 0 asks for the payload): its kernel fetch no longer holds a slot. */
   arrived(mac: string): void {
+    this.pendingBoot.delete(mac);
     if (!this.fetching.has(mac)) this.sources.arrived(mac);
   }
 
