@@ -27,6 +27,17 @@
  * signed for an older phase 1 (an old holder, a replay) never checks out.
  * No key is kept on disk.
  *
+ * Carriers: while fewer than MAX_HOLDERS clients hold the files, a client's
+ * config also has GRUB wrap a copy of the kernel (KERNEL_HELD: the same
+ * bytes, signed by the initrd key, since the kernel key is dropped by then)
+ * and of the initramfs into its initramfs (`newc:`), so its agent serves
+ * them from its start. The cost of that signature: a holder can pass
+ * KERNEL_HELD off as the initramfs and GRUB accepts it; that kernel finds no
+ * /init and panics, `panic=10` restarts the machine, and a config asked
+ * again before stage 0 reported drops that holder (and its address) for 10
+ * minutes. One lost boot per lie, not a wrong system (next: one initramfs
+ * that already holds the copies, read back from /sys/firmware/initrd).
+ *
  * Holders: the kernel line carries `boottorrent.hold=` (names and
  * SHA-256s). An agent asks /api/v1/phase1-loader/<MAC> (with its report
  * token) where to fetch the two files (a holder, this server only while
