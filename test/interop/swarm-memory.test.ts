@@ -1,12 +1,16 @@
 // The engine must not hold the image in its heap: a `seed` -> `get` of a
 // 256 MiB file, as separate CLI processes, keeps each one's peak RSS
-// (VmHWM from /proc/<pid>/status) under 150 MB. At 256 MiB an engine that
-// buffered the image, or let received/sent pieces pile up as garbage, would
-// be far over; bytes are asserted, never time. The bound was 120 MB on Node
-// 20 (peaks there: leecher 92.5, seeder 108.8 MB); Node 24, the runtime now,
-// costs more for the same engine (leecher 106.8, seeder 132.8 MB in CI): an
-// idle process 45.6 MB against 42.6, each hash worker's isolate ~15 MB
-// against ~10, and V8's larger heap growth.
+// (VmHWM from /proc/<pid>/status) under 180 MB. At 256 MiB (268 MB) an
+// engine that buffered the image, or let received/sent pieces pile up as
+// garbage, would be over; bytes are asserted, never time. The bound was 120
+// MB on Node 20 (peaks there: leecher 92.5, seeder 108.8 MB); Node 24 costs
+// more for the same engine (leecher 106.8, seeder 132.8 MB in CI): an idle
+// process 45.6 MB against 42.6, each hash worker's isolate ~15 MB against
+// ~10, and V8's larger heap growth. Since pieces go to disk from a writer
+// thread (its isolate, up to 16 MiB waiting for the disk, buffers on their
+// way back), the leecher on a real disk peaked at 135.3-159.0 MB in six runs
+// alone on this machine (2026-12-07; 84 MB with the files on tmpfs, written
+// on the calling thread), so 150 MB failed one run in three: 180 MB.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -19,7 +23,7 @@ import { pseudoRandomBytes, tempDir } from '../helpers/tmp.js';
 
 const MiB = 1 << 20;
 const SIZE = 256 * MiB;
-const LIMIT = 150 * 1000 * 1000;
+const LIMIT = 180 * 1000 * 1000;
 
 function peakRss(pid: number): number {
   const m = /^VmHWM:\s+(\d+) kB/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
@@ -53,7 +57,7 @@ async function stop(child: ChildProcess): Promise<void> {
   await exited;
 }
 
-test('seed and get of 256 MiB each peak under 150 MB RSS', { timeout: 90_000 }, async (t) => {
+test('seed and get of 256 MiB each peak under 180 MB RSS', { timeout: 90_000 }, async (t) => {
   const dir = tempDir(t);
   const seedDir = join(dir, 'seed');
   mkdirSync(seedDir);
