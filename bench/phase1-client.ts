@@ -99,7 +99,7 @@ async function grubAttempts(
     try {
       for (const f of files) {
         const name = f.path.split('/').pop()!;
-        const out = f.newc ? join(dir, 'carried', f.newc.split('/').pop()!) : join(dir, name);
+        const out = f.newc ? join(dir, 'carried', f.newc) : join(dir, name);
         if (f.newc) mkdirSync(join(dir, 'carried'), { recursive: true });
         const got = await download(`http://${f.src}${f.path}`, out, 300_000);
         // GRUB checks the signature; this client checks the SHA-256 the signed config names.
@@ -223,7 +223,8 @@ async function main(): Promise<void> {
   ];
   if (p1.payload) args.push('--share-phase1', p1.payload, '--share-port', values['share-port']);
   // A holder when the server asks: fetches the kernel and stage 0 and serves them to later GRUBs.
-  if (p1.payload && p1.hold) args.push('--hold', p1.hold, '--carried', join(dir, 'carried'));
+  if (p1.payload && p1.hold)
+    args.push('--hold', p1.hold, '--carried', `${join(dir, 'carried')}/boottorrent-held.`);
   const agent = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
   // The bench stops this process with SIGTERM: the agent goes with it, and
   // this process waits until it has gone (the agent takes up to 5 s to leave

@@ -160,9 +160,12 @@ export class Agent {
         log: this.log,
       };
       // A carrier has its copies already (GRUB wrapped them into the initramfs); others fetch them.
-      const held =
-        (this.args.carried ? await heldFromCarried({ ...o, carried: this.args.carried }) : undefined) ??
-        (await fetchHeldFiles(o));
+      const carried = this.args.carried
+        ? await heldFromCarried({ ...o, carried: this.args.carried })
+        : undefined;
+      if (this.args.carried && !carried)
+        this.say(`boottorrent-agent: no usable phase-1 copies in ${this.args.carried}; asking the server`);
+      const held = carried ?? (await fetchHeldFiles(o));
       if (!held || !this.share || abort.signal.aborted) return;
       await this.share.addFiles(held);
     } catch (err) {

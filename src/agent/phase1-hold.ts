@@ -114,7 +114,7 @@ async function fetchAll(o: HoldOptions, base: string): Promise<Map<string, strin
 
 /**
  * A carrier's copies (src/server/phase1-loader.ts): GRUB wrapped the files
- * into this client's initramfs, under `carried`. Each is checked against the
+ * into this client's initramfs, at `carried` + each name. Each is checked against the
  * SHA-256 its kernel line names (a file of the same bytes stands for another
  * name) and gets its `.sig` from the server; undefined when any is missing
  * or wrong (the agent then asks as any holder does).
@@ -123,11 +123,19 @@ export async function heldFromCarried(
   o: Omit<HoldOptions, 'dir'> & { carried: string; dir: string },
 ): Promise<Map<string, string> | undefined> {
   const found = new Map<string, string>();
+  const seen: string[] = [];
   for (const f of o.files) {
-    const path = join(o.carried, f.name);
-    if ((await sha256Of(path)) === f.sha256) found.set(f.sha256, path);
+    const path = `${o.carried}${f.name}`;
+    const sha = await sha256Of(path);
+    seen.push(`${f.name}: ${sha === undefined ? 'missing' : sha === f.sha256 ? 'ok' : 'wrong SHA-256'}`);
+    if (sha === f.sha256) found.set(f.sha256, path);
   }
-  if (o.files.some((f) => !found.has(f.sha256))) return undefined;
+  if (o.files.some((f) => !found.has(f.sha256))) {
+    // Not a carrier (no copies), or copies that are not the server's: say which, then ask as others do.
+    if (seen.some((x) => !x.endsWith('missing')))
+      o.log.warn(`carried phase-1 files not used (${seen.join(', ')})`);
+    return undefined;
+  }
   await rm(o.dir, { recursive: true, force: true });
   await mkdir(o.dir, { recursive: true });
   const out = new Map<string, string>();

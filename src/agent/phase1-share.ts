@@ -6,7 +6,10 @@
  * SHA-256, so serving is all there is to it. Bounded like the server's own
  * HTTP listeners (connections per address and in all, deadlines), since any
  * machine on the LAN can connect; a client's link is a client's link, so
- * few at once.
+ * few at once (16 connections; 8 from one address, since GRUB holds a
+ * connection open per file and signature of an `initrd`). As a holder it
+ * also serves the kernel and initramfs GRUB loads, with their signatures
+ * (addFiles).
  */
 import { createReadStream } from 'node:fs';
 import { stat } from 'node:fs/promises';
@@ -22,7 +25,7 @@ export interface PhaseOneShareOptions {
   readonly file: string;
   readonly port: number;
   readonly host?: string;
-  /** Clients served at once (default 4) and per address (default 2). */
+  /** Connections at once (default 16) and per address (default 8: GRUB holds several open). */
   readonly maxConnections?: number;
   readonly connectionsPerIp?: number;
 }
@@ -99,8 +102,9 @@ export class PhaseOneShare {
         stream.pipe(res);
       },
       httpLimits({
-        maxConnections: this.options.maxConnections ?? 4,
-        connectionsPerIp: this.options.connectionsPerIp ?? 2,
+        // GRUB keeps every file of an `initrd` open (and each .sig) until all are in: 6 from one client.
+        maxConnections: this.options.maxConnections ?? 16,
+        connectionsPerIp: this.options.connectionsPerIp ?? 8,
         headersTimeoutMs: 5_000,
         requestTimeoutMs: 5_000,
         keepAliveTimeoutMs: 1_000,

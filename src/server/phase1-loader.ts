@@ -88,8 +88,13 @@ export const STAGE0_GRUB = 'stage0-grub.img';
  * GRUB loads it as part of the initramfs (after the kernel key is dropped).
  */
 export const KERNEL_HELD = 'vmlinuz-held';
-/** Where a carrier's copies land in its root (`newc:`), for its agent (src/agent/phase1-hold.ts). */
-export const HELD_DIR = 'boottorrent-held';
+/**
+ * What a carrier's copies are called in its root (`newc:` names, then the
+ * file's name), for its agent (src/agent/phase1-hold.ts). Flat, in `/`:
+ * Debian's GRUB 2.06 writes a directory's name without its NUL, and the
+ * kernel then refuses the rest of that archive ("name without nulterm").
+ */
+export const HELD_PREFIX = 'boottorrent-held.';
 /** A carrier's copy counts as a holder this long before its agent reports. */
 const CARRY_MS = 180_000;
 /** The agent asks here where to fetch the kernel and initramfs it will serve. */
@@ -390,8 +395,8 @@ export class PhaseOneLoader {
       { source, file: initrd },
       ...(carrier
         ? [
-            { source, file: `/phase1/${KERNEL_HELD}`, newc: `${HELD_DIR}/${this.files[0]!.name}` },
-            { source, file: initrd, newc: `${HELD_DIR}/${STAGE0_GRUB}` },
+            { source, file: `/phase1/${KERNEL_HELD}`, newc: `${HELD_PREFIX}${this.files[0]!.name}` },
+            { source, file: initrd, newc: `${HELD_PREFIX}${STAGE0_GRUB}` },
           ]
         : []),
     ];

@@ -108,19 +108,27 @@ test('a carrier: the copies GRUB left are checked and served with signatures fro
   const carried = join(dir, 'carried');
   const { mkdirSync, writeFileSync } = await import('node:fs');
   mkdirSync(carried);
-  writeFileSync(join(carried, 'vmlinuz'), kernel);
-  writeFileSync(join(carried, 'stage0-grub.img'), initrd);
+  writeFileSync(join(carried, 'boottorrent-held.vmlinuz'), kernel);
+  writeFileSync(join(carried, 'boottorrent-held.stage0-grub.img'), initrd);
   const files = [...FILES, { name: 'vmlinuz-held', sha256: sha(kernel) }];
-  const base = { server, mac: MAC, token: 'tok', files, dir: join(dir, 'held'), log: silentLogger, carried };
+  const base = {
+    server,
+    mac: MAC,
+    token: 'tok',
+    files,
+    dir: join(dir, 'held'),
+    log: silentLogger,
+    carried: `${carried}/boottorrent-held.`,
+  };
   const held = await heldFromCarried({ ...base, signal: new AbortController().signal });
   assert.ok(held);
   // The kernel stands for vmlinuz-held too (same bytes), each name with its own signature.
-  assert.equal(held.get('/phase1/vmlinuz-held'), join(carried, 'vmlinuz'));
+  assert.equal(held.get('/phase1/vmlinuz-held'), join(carried, 'boottorrent-held.vmlinuz'));
   assert.equal(
     readFileSync(held.get('/phase1/vmlinuz-held.sig')!, 'utf8'),
     'sig of /phase1/vmlinuz-held.sig',
   );
-  assert.equal(held.get('/phase1/stage0-grub.img'), join(carried, 'stage0-grub.img'));
-  writeFileSync(join(carried, 'stage0-grub.img'), Buffer.alloc(30_000, 3));
+  assert.equal(held.get('/phase1/stage0-grub.img'), join(carried, 'boottorrent-held.stage0-grub.img'));
+  writeFileSync(join(carried, 'boottorrent-held.stage0-grub.img'), Buffer.alloc(30_000, 3));
   assert.equal(await heldFromCarried({ ...base, signal: new AbortController().signal }), undefined);
 });

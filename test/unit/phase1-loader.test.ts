@@ -151,7 +151,7 @@ test('configs: the server while it has slots, then wait; a holder first once one
     // A carrier (few hold the files yet): a copy of both is wrapped into its initramfs.
     assert.match(
       c,
-      /\ndistrust [0-9a-f]{8}\nif initrd \(http,10\.9\.0\.1\)\/phase1\/stage0-grub\.img newc:boottorrent-held\/vmlinuz:\(http,10\.9\.0\.1\)\/phase1\/vmlinuz-held newc:boottorrent-held\/stage0-grub\.img:\(http,10\.9\.0\.1\)\/phase1\/stage0-grub\.img; then/,
+      /\ndistrust [0-9a-f]{8}\nif initrd \(http,10\.9\.0\.1\)\/phase1\/stage0-grub\.img newc:boottorrent-held\.vmlinuz:\(http,10\.9\.0\.1\)\/phase1\/vmlinuz-held newc:boottorrent-held\.stage0-grub\.img:\(http,10\.9\.0\.1\)\/phase1\/stage0-grub\.img; then/,
       c,
     );
     assert.match(c, / panic=10; then/, 'a kernel that does not come up restarts the machine');
@@ -277,7 +277,7 @@ test('carriers: a few clients get copies wrapped into their initramfs, then no m
   // Slots free up as each client's stage 0 asks for its payload.
   const carried: boolean[] = [];
   for (let i = 1; i <= MAX_HOLDERS + 2; i++) {
-    carried.push(/newc:boottorrent-held/.test(await cfg(i)));
+    carried.push(/newc:boottorrent-held\./.test(await cfg(i)));
     loader.arrived(mac(i));
   }
   assert.deepEqual(carried, [...Array<boolean>(MAX_HOLDERS).fill(true), false, false]);
