@@ -88,19 +88,13 @@ async function grubAttempts(
 ): Promise<{ bytes: number; args: string }> {
   const lines = [...cfg.matchAll(new RegExp(`^\\s*if ${command} (.*); then$`, 'gm'))].map((m) => m[1]!);
   for (const line of lines) {
-    // `(http,SRC)PATH`, or `newc:NAME:(http,SRC)PATH` (a copy GRUB wraps into the initramfs: a carrier's).
-    const files = [...line.matchAll(/(?:newc:([^:\s]+):)?\(http,([^)]+)\)(\/\S+)/g)].map((m) => ({
-      newc: m[1],
-      src: m[2]!,
-      path: m[3]!,
-    }));
-    const args = line.replace(/(?:newc:[^:\s]+:)?\(http,[^)]+\)\/\S+\s*/g, '').trim();
+    const files = [...line.matchAll(/\(http,([^)]+)\)(\/\S+)/g)].map((m) => ({ src: m[1]!, path: m[2]! }));
+    const args = line.replace(/\(http,[^)]+\)\/\S+\s*/g, '').trim();
     let bytes = 0;
     try {
       for (const f of files) {
         const name = f.path.split('/').pop()!;
-        const out = f.newc ? join(dir, 'carried', f.newc) : join(dir, name);
-        if (f.newc) mkdirSync(join(dir, 'carried'), { recursive: true });
+        const out = join(dir, name);
         const got = await download(`http://${f.src}${f.path}`, out, 300_000);
         // GRUB checks the signature; this client checks the SHA-256 the signed config names.
         const want = holds.get(name);
@@ -223,8 +217,7 @@ async function main(): Promise<void> {
   ];
   if (p1.payload) args.push('--share-phase1', p1.payload, '--share-port', values['share-port']);
   // A holder when the server asks: fetches the kernel and stage 0 and serves them to later GRUBs.
-  if (p1.payload && p1.hold)
-    args.push('--hold', p1.hold, '--carried', `${join(dir, 'carried')}/boottorrent-held.`);
+  if (p1.payload && p1.hold) args.push('--hold', p1.hold);
   const agent = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
   // The bench stops this process with SIGTERM: the agent goes with it, and
   // this process waits until it has gone (the agent takes up to 5 s to leave

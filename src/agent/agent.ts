@@ -37,7 +37,7 @@ import {
 import { bringUpNetwork, type Lease } from './network.js';
 import { Reporter, peakRssBytes } from './report.js';
 import { PhaseOneShare } from './phase1-share.js';
-import { fetchHeldFiles, heldFromCarried } from './phase1-hold.js';
+import { fetchHeldFiles } from './phase1-hold.js';
 import {
   StepFailure,
   binCommand,
@@ -159,13 +159,7 @@ export class Agent {
         signal: abort.signal,
         log: this.log,
       };
-      // A carrier has its copies already (GRUB wrapped them into the initramfs); others fetch them.
-      const carried = this.args.carried
-        ? await heldFromCarried({ ...o, carried: this.args.carried })
-        : undefined;
-      if (this.args.carried && !carried)
-        this.say(`boottorrent-agent: no usable phase-1 copies in ${this.args.carried}; asking the server`);
-      const held = carried ?? (await fetchHeldFiles(o));
+      const held = await fetchHeldFiles(o);
       if (!held || !this.share || abort.signal.aborted) return;
       await this.share.addFiles(held);
     } catch (err) {

@@ -43,12 +43,7 @@ export interface AgentArgs {
    * in the phase-1 folder and their SHA-256, from the server.
    */
   readonly hold?: readonly HoldFile[];
-  /** Where GRUB left a carrier's copies of those files: a path prefix, then each name (phase 1: PHASE1_CARRIED). */
-  readonly carried?: string;
 }
-
-/** A carrier's copies, wrapped into its initramfs by GRUB (`newc:boottorrent-held.<name>`, src/server/phase1-loader.ts). */
-export const PHASE1_CARRIED = '/boottorrent-held.';
 
 export interface HoldFile {
   readonly name: string;
@@ -84,7 +79,6 @@ Runs the BootTorrent agent on this host instead of inside phase 1.
   --share-port N      its TCP port (default ${PHASE1_SHARE_PORT}; 0 picks a free one)
   --hold NAME:SHA,... with --share-phase1: when the server asks, fetch these phase-1 files
                       (SHA-256 checked) and serve them to later clients' GRUB too
-  --carried PREFIX    with --hold: copies of those files GRUB left (a carrier) at PREFIX<name>
   --server-key FILE   refuse boot configs not signed by this public key (the server's
                       <env>/.boottorrent/signing-key.pub.pem; phase 1 always checks)
   -v, --verbose       debug lines on stderr`;
@@ -148,9 +142,7 @@ export function argsFromKernelCmdline(text: string): AgentArgs {
     shareFile: PHASE1_PAYLOAD_PATH,
     sharePort: PHASE1_SHARE_PORT,
     serverKey: PHASE1_SERVER_KEY_PATH,
-    ...(parseHold(p.get('boottorrent.hold'))
-      ? { hold: parseHold(p.get('boottorrent.hold'))!, carried: PHASE1_CARRIED }
-      : {}),
+    ...(parseHold(p.get('boottorrent.hold')) ? { hold: parseHold(p.get('boottorrent.hold'))! } : {}),
   };
 }
 
@@ -172,7 +164,6 @@ export function argsFromFlags(argv: readonly string[]): AgentArgs {
         'share-port': { type: 'string' },
         'server-key': { type: 'string' },
         hold: { type: 'string' },
-        carried: { type: 'string' },
         verbose: { type: 'boolean', short: 'v' },
       },
       strict: true,
@@ -208,6 +199,5 @@ export function argsFromFlags(argv: readonly string[]): AgentArgs {
     sharePort,
     ...(values['server-key'] !== undefined ? { serverKey: values['server-key'] } : {}),
     ...(hold ? { hold } : {}),
-    ...(values.carried !== undefined ? { carried: values.carried } : {}),
   };
 }

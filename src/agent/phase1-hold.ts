@@ -8,7 +8,7 @@
  * a help to others, never a reason for this client not to boot.
  */
 import { createHash } from 'node:crypto';
-import { createReadStream, createWriteStream } from 'node:fs';
+import { createWriteStream } from 'node:fs';
 import { mkdir, rename, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
@@ -79,20 +79,6 @@ async function fetchAll(o: HoldOptions, base: string): Promise<Map<string, strin
   const out = new Map<string, string>();
   for (const f of o.files) {
     const file = join(o.dir, f.name);
-    // The same bytes under another name (the kernel as vmlinuz-held): once, with its own signature.
-    const same = o.files.find((g) => g !== f && g.sha256 === f.sha256 && out.has(`/phase1/${g.name}`));
-    if (same) {
-      const sig = await download(
-        `${o.server}/phase1/${encodeURIComponent(f.name)}.sig`,
-        `${file}.sig`,
-        MAX_SIG,
-        o.signal,
-      );
-      if (sig === undefined || sig === 'too big') return 'gone';
-      out.set(`/phase1/${f.name}`, out.get(`/phase1/${same.name}`)!);
-      out.set(`/phase1/${f.name}.sig`, `${file}.sig`);
-      continue;
-    }
     const r = await download(`${base}${encodeURIComponent(f.name)}`, `${file}.part`, MAX_FILE, o.signal);
     if (r === undefined) return 'gone';
     // Too big, or not the bytes the server named: that source lies.
@@ -110,57 +96,6 @@ async function fetchAll(o: HoldOptions, base: string): Promise<Map<string, strin
     out.set(`/phase1/${f.name}.sig`, `${file}.sig`);
   }
   return out;
-}
-
-/**
- * A carrier's copies (src/server/phase1-loader.ts): GRUB wrapped the files
- * into this client's initramfs, at `carried` + each name. Each is checked against the
- * SHA-256 its kernel line names (a file of the same bytes stands for another
- * name) and gets its `.sig` from the server; undefined when any is missing
- * or wrong (the agent then asks as any holder does).
- */
-export async function heldFromCarried(
-  o: Omit<HoldOptions, 'dir'> & { carried: string; dir: string },
-): Promise<Map<string, string> | undefined> {
-  const found = new Map<string, string>();
-  const seen: string[] = [];
-  for (const f of o.files) {
-    const path = `${o.carried}${f.name}`;
-    const sha = await sha256Of(path);
-    seen.push(`${f.name}: ${sha === undefined ? 'missing' : sha === f.sha256 ? 'ok' : 'wrong SHA-256'}`);
-    if (sha === f.sha256) found.set(f.sha256, path);
-  }
-  if (o.files.some((f) => !found.has(f.sha256))) {
-    // Not a carrier (no copies), or copies that are not the server's: say which, then ask as others do.
-    if (seen.some((x) => !x.endsWith('missing')))
-      o.log.warn(`carried phase-1 files not used (${seen.join(', ')})`);
-    return undefined;
-  }
-  await rm(o.dir, { recursive: true, force: true });
-  await mkdir(o.dir, { recursive: true });
-  const out = new Map<string, string>();
-  for (const f of o.files) {
-    const sig = await download(
-      `${o.server}/phase1/${encodeURIComponent(f.name)}.sig`,
-      join(o.dir, `${f.name}.sig`),
-      MAX_SIG,
-      o.signal,
-    );
-    if (sig === undefined || sig === 'too big') return undefined;
-    out.set(`/phase1/${f.name}`, found.get(f.sha256)!);
-    out.set(`/phase1/${f.name}.sig`, join(o.dir, `${f.name}.sig`));
-  }
-  return out;
-}
-
-async function sha256Of(path: string): Promise<string | undefined> {
-  try {
-    const h = createHash('sha256');
-    for await (const c of createReadStream(path)) h.update(c as Buffer);
-    return h.digest('hex');
-  } catch {
-    return undefined;
-  }
 }
 
 /** GETs `url` into `file` (at most `max` bytes): its SHA-256 ('too big' past that), or undefined on any other failure. */

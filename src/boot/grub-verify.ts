@@ -131,20 +131,13 @@ export async function buildVerifyingGrub(o: {
   }
 }
 
-/**
- * One file as GRUB loads it over HTTP: from `source` (`host` or
- * `host:port`), at `file`; with `newc`, `initrd` wraps it into the
- * initramfs under that name (GRUB's `newc:NAME:FILE`).
- */
+/** One file as GRUB loads it over HTTP: from `source` (`host` or `host:port`), at `file`. */
 export interface GrubFile {
   readonly source: string;
   readonly file: string;
-  readonly newc?: string;
 }
 
 function checkGrubFile(f: GrubFile): void {
-  if (f.newc !== undefined && !/^[A-Za-z0-9._-]+(\/[A-Za-z0-9._-]+)*$/.test(f.newc))
-    throw new Error(`not a plain relative name for newc: ${JSON.stringify(f.newc)}`);
   if (!/^[A-Za-z0-9.:[\]-]+$/.test(f.source))
     throw new Error(`not a host:port for GRUB: ${JSON.stringify(f.source)}`);
   if (!/^\/[A-Za-z0-9._/-]+$/.test(f.file))
@@ -173,11 +166,8 @@ export function grubLoadFirstOf(
   if (marks && (marks.length !== attempts.length || marks.some((m) => !/^[a-z]{1,16}$/.test(m))))
     throw new Error(`marks must be one lower-case word per attempt: ${JSON.stringify(marks)}`);
   const load = (a: readonly GrubFile[]) =>
-    `${command} ${a.map((f) => `${f.newc ? `newc:${f.newc}:` : ''}(http,${f.source})${f.file}`).join(' ')}${args ? ` ${args}` : ''}`;
-  const what = attempts[0]!
-    .filter((f) => !f.newc)
-    .map((f) => f.file)
-    .join(' ');
+    `${command} ${a.map((f) => `(http,${f.source})${f.file}`).join(' ')}${args ? ` ${args}` : ''}`;
+  const what = attempts[0]!.map((f) => f.file).join(' ');
   // Nested: each else tries the next attempt; after the last, the script says none was good.
   const lines: string[] = [];
   attempts.forEach((a, i) => {

@@ -27,17 +27,6 @@
  * signed for an older phase 1 (an old holder, a replay) never checks out.
  * No key is kept on disk.
  *
- * Carriers: while fewer than MAX_HOLDERS clients hold the files, a client's
- * config also has GRUB wrap a copy of the kernel (KERNEL_HELD: the same
- * bytes, signed by the initrd key, since the kernel key is dropped by then)
- * and of the initramfs into its initramfs (`newc:`), so its agent serves
- * them from its start. The cost of that signature: a holder can pass
- * KERNEL_HELD off as the initramfs and GRUB accepts it; that kernel finds no
- * /init and panics, `panic=10` restarts the machine, and a config asked
- * again before stage 0 reported drops that holder (and its address) for 10
- * minutes. One lost boot per lie, not a wrong system (next: one initramfs
- * that already holds the copies, read back from /sys/firmware/initrd).
- *
  * Holders: the kernel line carries `boottorrent.hold=` (names and
  * SHA-256s). An agent asks /api/v1/phase1-loader/<MAC> (with its report
  * token) where to fetch the two files (a holder, this server only while
@@ -47,7 +36,10 @@
  * (a holder's address is where its reports come from; one client at a time
  * per holder; a few at once from the server). A client sent to a holder
  * that then loads the kernel or initramfs from this server has fallen back:
- * that holder is not offered again for a while.
+ * that holder is not offered again for a while. So is one whose client asks
+ * for a config again before its stage 0 reported (a boot that went wrong
+ * after GRUB; `panic=10` on the kernel line restarts a kernel that finds no
+ * way on).
  *
  * Bounds, since any machine can ask: a config is signed at most once per MAC
  * and address every CONFIG_REUSE_MS (the same answer again), and
@@ -83,20 +75,6 @@ export const GRUB_URL_DIR = '/boottorrent/grub/';
 export const GRUB_EFI_FILE = 'grubx64.efi';
 /** The initramfs GRUB loads: stage 0 and the server's key archive in one file (see above). */
 export const STAGE0_GRUB = 'stage0-grub.img';
-/**
- * The kernel again under another name, signed by the initrd key: a carrier's
- * GRUB loads it as part of the initramfs (after the kernel key is dropped).
- */
-export const KERNEL_HELD = 'vmlinuz-held';
-/**
- * What a carrier's copies are called in its root (`newc:` names, then the
- * file's name), for its agent (src/agent/phase1-hold.ts). Flat, in `/`:
- * Debian's GRUB 2.06 writes a directory's name without its NUL, and the
- * kernel then refuses the rest of that archive ("name without nulterm").
- */
-export const HELD_PREFIX = 'boottorrent-held.';
-/** A carrier's copy counts as a holder this long before its agent reports. */
-const CARRY_MS = 180_000;
 /** The agent asks here where to fetch the kernel and initramfs it will serve. */
 export const LOADER_API = '/api/v1/phase1-loader/';
 const CONFIG_REUSE_MS = 2_000;
@@ -156,8 +134,6 @@ export class PhaseOneLoader {
   /** MACs whose agent says it holds the files (its last report), and agents fetching them now. */
   private readonly holderMacs = new Set<string>();
   private readonly fetching = new Map<string, number>();
-  /** Carriers: clients whose config wraps a copy into their initramfs, until their agent reports (or CARRY_MS). */
-  private readonly carrying = new Map<string, number>();
   /** MAC -> the holder its last config named, until it reaches stage 0: a new config before that means it failed there. */
   private readonly pendingBoot = new Map<string, { url: string; at: number }>();
 
@@ -224,7 +200,6 @@ export class PhaseOneLoader {
     const loader = new PhaseOneLoader(o, kernelKey, initrdKey, files, grubEfi);
     loader.sigs.set(`/phase1/${o.kernel.name}`, await pgpSignFile(kernelKey, o.kernel.path));
     loader.sigs.set(`/phase1/${STAGE0_GRUB}`, await pgpSignFile(initrdKey, initrd));
-    loader.sigs.set(`/phase1/${KERNEL_HELD}`, await pgpSignFile(initrdKey, o.kernel.path));
     return loader;
   }
 
@@ -238,8 +213,7 @@ export class PhaseOneLoader {
 
   /** The kernel-line word that makes an agent a possible holder: `boottorrent.hold=<name>:<sha256>,...`. */
   holdArg(): string {
-    const held = [...this.files, { name: KERNEL_HELD, sha256: this.files[0]!.sha256 }];
-    return `boottorrent.hold=${held.map((f) => `${f.name}:${f.sha256}`).join(',')}`;
+    return `boottorrent.hold=${this.files.map((f) => `${f.name}:${f.sha256}`).join(',')}`;
   }
 
   /**
@@ -260,15 +234,14 @@ export class PhaseOneLoader {
     const isGrub = path.startsWith(GRUB_URL_DIR);
     const isApi = path.startsWith(LOADER_API);
     const isInitrd = path === `/phase1/${STAGE0_GRUB}`;
-    const isHeld = path === `/phase1/${KERNEL_HELD}`;
-    if (!sig && !isGrub && !isApi && !isInitrd && !isHeld) return false;
+    if (!sig && !isGrub && !isApi && !isInitrd) return false;
     if (req.method !== 'GET' && req.method !== 'HEAD') {
       res.writeHead(405, { allow: 'GET, HEAD', 'content-type': 'text/plain' }).end('method not allowed\n');
       return true;
     }
     if (sig) return (send(res, sig), true);
-    if (isInitrd || isHeld || path === `${GRUB_URL_DIR}${GRUB_EFI_FILE}`) {
-      const file = isInitrd ? this.files[1]!.path : isHeld ? this.files[0]!.path : this.grubEfi;
+    if (isInitrd || path === `${GRUB_URL_DIR}${GRUB_EFI_FILE}`) {
+      const file = isInitrd ? this.files[1]!.path : this.grubEfi;
       void sendFile(req, res, file).then((r) => {
         if (!r) res.writeHead(404, { 'content-type': 'text/plain' }).end('not found\n');
       });
@@ -387,19 +360,7 @@ export class PhaseOneLoader {
       ].join('\n');
     const kernel = `/phase1/${this.files[0]!.name}`;
     const initrd = `/phase1/${STAGE0_GRUB}`;
-    // A carrier: GRUB also wraps a copy of both files into the initramfs,
-    // so its agent serves them from the start (held.ts on the agent).
-    const carrier = this.holderCount(now, mac) < MAX_HOLDERS;
-    if (carrier) this.carrying.set(mac, now + CARRY_MS);
-    const initrdFrom = (source: string) => [
-      { source, file: initrd },
-      ...(carrier
-        ? [
-            { source, file: `/phase1/${KERNEL_HELD}`, newc: `${HELD_PREFIX}${this.files[0]!.name}` },
-            { source, file: initrd, newc: `${HELD_PREFIX}${STAGE0_GRUB}` },
-          ]
-        : []),
-    ];
+    const initrdFrom = (source: string) => [{ source, file: initrd }];
     const fromServer = grubLoadFirstOf('initrd', [initrdFrom(server)]).trimEnd();
     // A kernel that does not come up (a holder's signed file in the wrong place) restarts the machine.
     const line = /(^| )panic=/.test(cmdline) ? cmdline : `${cmdline} panic=10`;
@@ -417,9 +378,7 @@ export class PhaseOneLoader {
         until: now + (LOADER_SOURCE_LIMITS.holdMs ?? 60_000),
       });
       this.pendingBoot.set(mac, { url: a.url, at: now });
-      this.lines.info(
-        `client ${mac} (${client}) loads its kernel from peer ${a.peer}${carrier ? ', and a copy to serve' : ''}`,
-      );
+      this.lines.info(`client ${mac} (${client}) loads its kernel from peer ${a.peer}`);
       body = [
         'set bt_from=none',
         grubLoadFirstOf(
@@ -439,9 +398,7 @@ export class PhaseOneLoader {
       ];
     } else {
       this.sentToHolder.delete(client);
-      this.lines.info(
-        `client ${mac} (${client}) loads its kernel from this server${carrier ? ', and a copy to serve' : ''}`,
-      );
+      this.lines.info(`client ${mac} (${client}) loads its kernel from this server`);
       body = [
         grubLoadFromFirst('linux', [server], kernel, line).trimEnd(),
         `distrust ${this.kernelKeyId()}`,
@@ -504,9 +461,8 @@ export class PhaseOneLoader {
   /** Holders offered now (fresh, not banned) and agents fetching to become one, other than `except`. */
   private holderCount(now: number, except: string): number {
     for (const [m, until] of this.fetching) if (until <= now) this.fetching.delete(m);
-    for (const [m, until] of this.carrying) if (until <= now) this.carrying.delete(m);
     const offered = this.sources.list(now).filter((p) => this.holderMacs.has(p.mac) && p.mac !== except);
-    const coming = new Set([...this.fetching.keys(), ...this.carrying.keys()]);
+    const coming = new Set(this.fetching.keys());
     coming.delete(except);
     for (const p of offered) coming.delete(p.mac);
     return offered.length + coming.size;
@@ -516,7 +472,6 @@ export class PhaseOneLoader {
   report(mac: string, client: string, r: AgentReport): void {
     this.sentToHolder.delete(client);
     this.pendingBoot.delete(mac);
-    this.carrying.delete(mac);
     const leaving = r.stage === 'booting' || r.stage === 'running' || r.stage === 'failed';
     if (!leaving && r.phase1Loader && r.phase1Port !== undefined) {
       this.fetching.delete(mac);

@@ -10,7 +10,7 @@ import { createServer, type IncomingMessage } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { fetchHeldFiles, heldFromCarried } from '../../src/agent/phase1-hold.js';
+import { fetchHeldFiles } from '../../src/agent/phase1-hold.js';
 import { silentLogger } from '../../src/util/logger.js';
 import { tempDir } from '../helpers/tmp.js';
 
@@ -98,37 +98,4 @@ test('no holder when the server wants none, refuses, or the fetch is aborted', a
   const started = Date.now();
   assert.equal(await fetchHeldFiles({ ...base, server: waits, signal: abort.signal }), undefined);
   assert.ok(Date.now() - started < 10_000, 'an abort ends the wait');
-});
-
-test('a carrier: the copies GRUB left are checked and served with signatures from the server; a wrong copy is not used', async (t) => {
-  const server = await serve(t, (req) =>
-    req.url!.endsWith('.sig') ? { body: `sig of ${req.url}` } : { status: 404, body: '' },
-  );
-  const dir = tempDir(t);
-  const carried = join(dir, 'carried');
-  const { mkdirSync, writeFileSync } = await import('node:fs');
-  mkdirSync(carried);
-  writeFileSync(join(carried, 'boottorrent-held.vmlinuz'), kernel);
-  writeFileSync(join(carried, 'boottorrent-held.stage0-grub.img'), initrd);
-  const files = [...FILES, { name: 'vmlinuz-held', sha256: sha(kernel) }];
-  const base = {
-    server,
-    mac: MAC,
-    token: 'tok',
-    files,
-    dir: join(dir, 'held'),
-    log: silentLogger,
-    carried: `${carried}/boottorrent-held.`,
-  };
-  const held = await heldFromCarried({ ...base, signal: new AbortController().signal });
-  assert.ok(held);
-  // The kernel stands for vmlinuz-held too (same bytes), each name with its own signature.
-  assert.equal(held.get('/phase1/vmlinuz-held'), join(carried, 'boottorrent-held.vmlinuz'));
-  assert.equal(
-    readFileSync(held.get('/phase1/vmlinuz-held.sig')!, 'utf8'),
-    'sig of /phase1/vmlinuz-held.sig',
-  );
-  assert.equal(held.get('/phase1/stage0-grub.img'), join(carried, 'boottorrent-held.stage0-grub.img'));
-  writeFileSync(join(carried, 'boottorrent-held.stage0-grub.img'), Buffer.alloc(30_000, 3));
-  assert.equal(await heldFromCarried({ ...base, signal: new AbortController().signal }), undefined);
 });
