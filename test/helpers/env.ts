@@ -65,7 +65,16 @@ export function expectProblem(
   return hit;
 }
 
-/** A TCP port free right now on 127.0.0.1. */
+/** `n` distinct TCP ports free right now on 127.0.0.1 (held at once, so no two are the same). */
+export async function freePorts(n: number): Promise<number[]> {
+  const servers = Array.from({ length: n }, () => createServer());
+  await Promise.all(servers.map((s) => new Promise<void>((r) => s.listen(0, '127.0.0.1', r))));
+  const ports = servers.map((s) => (s.address() as { port: number }).port);
+  await Promise.all(servers.map((s) => new Promise<void>((r) => s.close(() => r()))));
+  return ports;
+}
+
+/** A TCP port free right now on 127.0.0.1 (for two, freePorts: one after the other may repeat). */
 export function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
     const s = createServer();

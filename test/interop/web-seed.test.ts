@@ -23,7 +23,7 @@ import { TorrentSession } from '../../src/swarm/session.js';
 import { newPeerId } from '../../src/swarm/client.js';
 import { BootHttpServer } from '../../src/http/server.js';
 import type { HttpBootPolicy } from '../../src/http/server.js';
-import { freePort } from '../helpers/env.js';
+import { freePort, freePorts } from '../helpers/env.js';
 import { requireProgram } from '../helpers/programs.js';
 import { stopWithTest } from '../helpers/reaper.js';
 import { pseudoRandomBytes, tempDir } from '../helpers/tmp.js';
@@ -329,8 +329,7 @@ test('start fetches an OS named by a .torrent from its web seed (nginx), serves 
   const ipxe = join(dir, 'ipxe');
   mkdirSync(ipxe);
   for (const f of ['undionly.kpxe', 'ipxe.efi']) writeFileSync(join(ipxe, f), 'ipxe');
-  const httpPort = await freePort();
-  const trackerPort = await freePort();
+  const [httpPort, trackerPort] = (await freePorts(2)) as [number, number];
   mkdirSync(join(envDir, 'oss', 'alpha'), { recursive: true });
   mkdirSync(join(envDir, 'oss', 'beta'), { recursive: true });
   writeFileSync(

@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import type { NetworkInterfaceInfo } from 'node:os';
 import { formatProblem, loadEnvironment, validate } from '../../src/env/index.js';
 import { tempDir } from '../helpers/tmp.js';
-import { BASE_V1, expectProblem, freePort, v1Env, writeEnv } from '../helpers/env.js';
+import { BASE_V1, expectProblem, freePort, freePorts, v1Env, writeEnv } from '../helpers/env.js';
 
 const NO_MACHINE = { machineChecks: false } as const;
 const MAIN = /Boottorrent\.yaml$/;
@@ -522,7 +522,7 @@ test('TCP and UDP ports in use are named with the field', async (t) => {
 test('iPXE binaries missing from the configured folder', async (t) => {
   const ipxe = tempDir(t);
   writeFileSync(join(ipxe, 'ipxe.efi'), 'x');
-  const dir = loopbackEnv(t, await freePort(), await freePort(), ipxe);
+  const dir = loopbackEnv(t, ...((await freePorts(2)) as [number, number]), ipxe);
   const problems = await validate(dir);
   assert.equal(problems.length, 1, problems.map(formatProblem).join('\n'));
   expectProblem(problems, {
@@ -537,7 +537,7 @@ test('iPXE binaries missing from the configured folder', async (t) => {
 test('a loopback environment with free ports and iPXE passes every machine check', async (t) => {
   const ipxe = tempDir(t);
   for (const f of ['undionly.kpxe', 'ipxe.efi']) writeFileSync(join(ipxe, f), 'x');
-  const dir = loopbackEnv(t, await freePort(), await freePort(), ipxe);
+  const dir = loopbackEnv(t, ...((await freePorts(2)) as [number, number]), ipxe);
   assert.deepEqual(await validate(dir), []);
 });
 

@@ -23,12 +23,13 @@ import type { TorrentSession } from '../../src/swarm/session.js';
 const MAC_A = '52:54:00:14:00:0a';
 const MAC_B = '52:54:00:14:00:0b';
 
-async function freePort(): Promise<number> {
-  const s = createServer();
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
-  const port = (s.address() as { port: number }).port;
-  await new Promise<void>((r) => s.close(() => r()));
-  return port;
+/** `n` distinct free ports: all held open at once, then let go (one at a time, two could be the same). */
+async function freePorts(n: number): Promise<number[]> {
+  const servers = Array.from({ length: n }, () => createServer());
+  await Promise.all(servers.map((s) => new Promise<void>((r) => s.listen(0, '127.0.0.1', r))));
+  const ports = servers.map((s) => (s.address() as { port: number }).port);
+  await Promise.all(servers.map((s) => new Promise<void>((r) => s.close(() => r()))));
+  return ports;
 }
 
 /** A BootServer on 127.0.0.1 with one OS and no DHCP; closed after the test. */
@@ -44,8 +45,7 @@ async function startServer(
   const ipxe = join(dir, 'ipxe');
   mkdirSync(ipxe);
   for (const f of ['undionly.kpxe', 'ipxe.efi']) writeFileSync(join(ipxe, f), 'ipxe');
-  const httpPort = await freePort();
-  const trackerPort = await freePort();
+  const [httpPort, trackerPort] = (await freePorts(2)) as [number, number];
   writeFileSync(
     join(envDir, 'Boottorrent.yaml'),
     [
