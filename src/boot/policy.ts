@@ -74,6 +74,19 @@ export interface PayloadFailure {
   readonly why: 'gone' | 'bad' | 'slow';
 }
 
+/**
+ * The source a client says it tried last, from `failed=` and `why=` of its
+ * question (stage 0's, or a holder agent's); undefined when absent or not
+ * of that form.
+ */
+export function payloadFailure(params: URLSearchParams): PayloadFailure | undefined {
+  const url = params.get('failed');
+  const why = params.get('why');
+  return url && url.length <= 512 && (why === 'gone' || why === 'bad' || why === 'slow')
+    ? { url, why }
+    : undefined;
+}
+
 /** Why a MAC may not boot here; shown on the client's screen by the refusal script. */
 export interface BootRefusal {
   readonly refused: string;

@@ -9,7 +9,7 @@ import { BootTorrentError } from '../errors.js';
 import { DropLog } from '../util/drop-log.js';
 import { watchListener } from '../util/listener-error.js';
 import { silentLogger, type Logger } from '../util/logger.js';
-import type { BootPolicy, PayloadFailure, PayloadProgress } from '../boot/policy.js';
+import { payloadFailure, type BootPolicy, type PayloadProgress } from '../boot/policy.js';
 import { phaseOneScript, refusalScript } from './ipxe.js';
 import { normalizeMac } from '../util/address.js';
 import { createBoundedServer, httpLimits, sourceIp, type HttpListenerLimits } from '../util/http-guard.js';
@@ -263,12 +263,7 @@ export class BootHttpServer {
     const mac = normalizeMac(rawMac);
     if (!mac) return void text(400, `not a MAC address: ${rawMac}`);
     if (!this.services.policy.payloadSourceFor) return void text(404, 'phase 1 is not served by peers here');
-    const failedUrl = url.searchParams.get('failed');
-    const why = url.searchParams.get('why');
-    const failed: PayloadFailure | undefined =
-      failedUrl && failedUrl.length <= 512 && (why === 'gone' || why === 'bad' || why === 'slow')
-        ? { url: failedUrl, why }
-        : undefined;
+    const failed = payloadFailure(url.searchParams);
     // What the asking stage 0 has checked, and the port it relays it on (optional).
     const num = (k: string, max: number) => {
       const v = url.searchParams.get(k);

@@ -61,7 +61,7 @@ import {
 } from '../boot/grub-verify.js';
 import { pgpKey, pgpPublicKeyFile, pgpSign, pgpSignFile, type PgpKey } from '../boot/openpgp.js';
 import type { AgentReport } from '../boot-config.js';
-import type { PayloadFailure } from '../boot/policy.js';
+import { payloadFailure } from '../boot/policy.js';
 import { BootTorrentError } from '../errors.js';
 import { sendFile } from '../http/static.js';
 import { writeAtomic } from '../util/atomic-file.js';
@@ -311,12 +311,7 @@ export class PhaseOneLoader {
     }
     const body = Buffer.from(this.configText(mac, client, cmdline, now));
     const c = { body, sig: pgpSign(this.kernelKey, body), at: now };
-    this.configs.delete(key);
-    if (this.configs.size >= 4096) {
-      const oldest = this.configs.keys().next().value;
-      if (oldest !== undefined) this.configs.delete(oldest);
-    }
-    this.configs.set(key, c);
+    remember(this.configs, key, c);
     return c;
   }
 
@@ -327,15 +322,7 @@ export class PhaseOneLoader {
    * for one machine, so it cannot take the others' share.
    */
   private takeToken(now: number, client: string, mac: string): boolean {
-    let macs = this.perAddress.get(client);
-    if (!macs) {
-      if (this.perAddress.size >= 4096) {
-        const oldest = this.perAddress.keys().next().value;
-        if (oldest !== undefined) this.perAddress.delete(oldest);
-      }
-      macs = new Map();
-      this.perAddress.set(client, macs);
-    }
+    const macs = this.perAddress.get(client) ?? remember(this.perAddress, client, new Map<string, number>());
     const hold = LOADER_SOURCE_LIMITS.holdMs ?? 60_000;
     for (const [m, at] of macs) if (now - at > hold) macs.delete(m);
     if (!macs.has(mac) && macs.size >= MACS_PER_ADDRESS) return false;
@@ -367,12 +354,7 @@ export class PhaseOneLoader {
     let body: string[];
     if (a.kind === 'peer') {
       const peer = new URL(a.url).host;
-      this.sentToHolder.delete(client);
-      if (this.sentToHolder.size >= 4096) {
-        const oldest = this.sentToHolder.keys().next().value;
-        if (oldest !== undefined) this.sentToHolder.delete(oldest);
-      }
-      this.sentToHolder.set(client, {
+      remember(this.sentToHolder, client, {
         mac,
         url: a.url,
         until: now + (LOADER_SOURCE_LIMITS.holdMs ?? 60_000),
@@ -438,12 +420,7 @@ export class PhaseOneLoader {
     const now = this.now();
     if (this.holderCount(now, mac) >= MAX_HOLDERS) return void text(200, 'none');
     const url = new URL(req.url ?? '/', 'http://x');
-    const failedUrl = url.searchParams.get('failed');
-    const why = url.searchParams.get('why');
-    const failed: PayloadFailure | undefined =
-      failedUrl && failedUrl.length <= 512 && (why === 'gone' || why === 'bad' || why === 'slow')
-        ? { url: failedUrl, why }
-        : undefined;
+    const failed = payloadFailure(url.searchParams);
     const a = this.sources.pick(mac, now, failed);
     if (a.kind === 'wait') return void text(200, `wait ${a.seconds}`);
     // Another copy from the server only while nobody holds one: holders are a help, not a need.
@@ -513,6 +490,20 @@ export function grubEmbeddedScript(server: string): string {
     'exit',
     '',
   ].join('\n');
+}
+
+/**
+ * Sets `key` to `value` as the newest entry of `map`; past 4096 entries the
+ * oldest goes (any machine can make these maps grow). Returns `value`.
+ */
+function remember<K, V>(map: Map<K, V>, key: K, value: V): V {
+  map.delete(key);
+  if (map.size >= 4096) {
+    const oldest = map.keys().next().value;
+    if (oldest !== undefined) map.delete(oldest);
+  }
+  map.set(key, value);
+  return value;
 }
 
 function send(res: ServerResponse, body: Buffer): void {
